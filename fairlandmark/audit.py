@@ -1,0 +1,549 @@
+"""The audit: from validated inputs to per-keypoint fairness numbers.
+
+:func:`audit` (DataFrames or files) and :func:`audit_arrays` (numpy arrays)
+both prepare a :class:`Study` and hand it to :func:`run_audit`, which calls the
+metrics kernel once for the observed numbers and, optionally, the
+significance layer. :class:`AuditResult` is a thin, cached facade that turns
+the arrays into tidy DataFrames and the versioned JSON document.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .exceptions import FairlandmarkWarning, InputError
+from .families import family_index
+from .groups import encode_groups
+from .metrics import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from .radial_error import WristWidth, parse_wrist_width, radial_errors
+from .schema import Predictions, check_metadata, check_predictions
+
+__all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
+
+SCHEMA_VERSION = "1.0"
+
+MSG_THRESHOLDS = "thresholds_mm: give one or more positive numbers, got {value!r}"
+MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
+MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
+MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
+MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
+MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
+MSG_SMALL_GROUP = (
+    "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below min_group_size={min}; "
+    "it is reported but left out of DP"
+)
+MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
+
+
+@dataclass
+class Study:
+    """Everything the kernels need, validated and encoded.
+
+    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction.
+    """
+
+    errors: np.ndarray
+    unit: str
+    runs: np.ndarray
+    keypoints: np.ndarray
+    row_run: np.ndarray
+    row_image: np.ndarray
+    coding: object
+    families: dict
+    warnings: list = field(default_factory=list)
+
+    @property
+    def n_runs(self):
+        return len(self.runs)
+
+
+def _check_options(thresholds_mm, min_group_size):
+    try:
+        thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
+    except (TypeError, ValueError):
+        raise InputError(MSG_THRESHOLDS.format(value=thresholds_mm)) from None
+    if not thresholds or not all(np.isfinite(t) and t > 0 for t in thresholds):
+        raise InputError(MSG_THRESHOLDS.format(value=thresholds_mm))
+    if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
+        raise InputError(MSG_MIN_GROUP.format(value=min_group_size))
+    return thresholds
+
+
+def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
+                  families=None, intersection=True, metadata_source=None):
+    """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+    preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+    if isinstance(wrist_width, str):
+        wrist_width = parse_wrist_width(wrist_width)
+    elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
+        wrist_width = WristWidth(*wrist_width)
+    errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+    caught = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", FairlandmarkWarning)
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
+    caught.extend(str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning))
+    attributes = list(meta.columns) if attributes is None else list(attributes)
+    if not attributes:
+        raise InputError(MSG_NO_ATTRIBUTES)
+    src = metadata_source or (metadata if isinstance(metadata, str) else "metadata")
+    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
+                           source=str(src))
+    fam = family_index(families or {}, preds.keypoints)
+    return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
+
+
+@dataclass
+class Observed:
+    """Observed per-run arrays for one attribute (G groups, K keypoints, T thresholds)."""
+
+    sdr: np.ndarray  # (T, R, G, K)
+    mre: np.ndarray  # (R, G, K)
+    n_images: np.ndarray  # (R, G)
+    n_missing: np.ndarray  # (R, G, K)
+    valid: np.ndarray  # (R, G)
+    dp: np.ndarray  # (R, K) primary threshold
+    mre_gap: np.ndarray  # (R, K)
+
+
+def observe(kernel, layout, coding, attribute, min_group_size):
+    """Observed metrics of one attribute from the kernel (one assignment)."""
+    labels = kernel.labels_by_run(coding.cell)
+    sums, counts = kernel.sums(labels, coding.n_cells)
+    gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
+    sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
+    mre = mre_from_sums(gsums, layout)
+    valid = gcounts >= min_group_size
+    dp, _, _ = parity_gap(sdr[0], valid)
+    gap, _, _ = parity_gap(mre, valid)
+    n_missing = gcounts[..., None] - gsums[..., layout.present]
+    return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
+
+
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None):
+    """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
+    thresholds = _check_options(thresholds_mm, min_group_size)
+    values, layout = build_values(study.errors, thresholds)
+    kernel = RunKernel(values, study.row_run, study.n_runs)
+    observed = {a: observe(kernel, layout, study.coding, a, min_group_size) for a in study.coding.attributes}
+
+    notes = list(study.warnings)
+    for a, obs in observed.items():
+        for r, g in zip(*np.nonzero(~obs.valid)):
+            notes.append(MSG_SMALL_GROUP.format(attribute=a, group=study.coding.groups[a][g], n=int(obs.n_images[r, g]),
+                                                run=study.runs[r], min=min_group_size))
+    n_missing = int(np.isnan(study.errors).sum())
+    if n_missing:
+        notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
+
+    sig = None
+    if significance is not None:
+        from .significance import run_significance
+
+        sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
+                               options=significance)
+    for note in notes:
+        warnings.warn(note, FairlandmarkWarning, stacklevel=3)
+    return AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
+                       significance=sig, warnings=notes)
+
+
+def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None):
+    """Audit landmark predictions for per-keypoint demographic parity.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame or path
+        Long format: ``image_id, keypoint, pred_x, pred_y, true_x, true_y``
+        (pixels), optional ``run``, ``spacing_mm``, or ``error_mm`` instead of
+        coordinates. Empty ``pred_x``/``pred_y`` is a missing prediction.
+    metadata : pandas.DataFrame or path
+        ``image_id`` plus one column per sensitive attribute.
+    attributes : list of str, optional
+        Attribute columns to audit; default all metadata columns.
+    thresholds_mm : sequence of float, default (2.0,)
+        SDR thresholds, inclusive; the first is the primary one for DP.
+    spacing_mm : float, optional
+        mm per pixel for all images.
+    wrist_width : str or (a, b, mm), optional
+        Per-image scale from two true keypoints a known distance apart,
+        e.g. ``"1,5,50"`` for the Digital Hand Atlas.
+    bins : dict of str -> list of float, optional
+        Cut points for numeric attributes, e.g. ``{"age": [14]}``.
+    families : dict of str -> list, optional
+        Keypoint families, e.g. ``{"wrist": range(1, 19)}``.
+    min_group_size : int, default 10
+        Groups with fewer images in a run are left out of DP there.
+    intersection : bool, default True
+        Also audit the combination of two or more attributes.
+    significance : SignificanceOptions or dict, optional
+        Permutation tests, bootstrap intervals, the randomized baseline and
+        multiple-testing control (see :mod:`fairlandmark.significance`).
+
+    Returns
+    -------
+    AuditResult
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> preds = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "keypoint": 1,
+    ...                       "pred_x": [0, 0, 0, 0], "pred_y": [1, 3, 1, 1],
+    ...                       "true_x": 0, "true_y": 0})
+    >>> meta = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "sex": ["F", "F", "M", "M"]})
+    >>> res = audit(preds, meta, attributes=["sex"], spacing_mm=1.0, min_group_size=1)
+    >>> float(res.per_keypoint["dp"].iloc[0])
+    0.5
+    """
+    if families is not None and isinstance(families, dict):
+        families = {k: [str(x) for x in v] for k, v in families.items()}
+    study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
+                          wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
+                          metadata_source=metadata if isinstance(metadata, str) else None)
+    return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance)
+
+
+def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
+    """Audit predictions held as numpy arrays.
+
+    Parameters
+    ----------
+    pred, true : ndarray, shape (N, K, 2)
+        Predicted and true (x, y) in pixels; NaN in ``pred`` = missing.
+    groups : dict of str -> array-like, shape (N,)
+        One sensitive attribute per entry, one value per row.
+    spacing_mm : float or ndarray of shape (N,), optional
+        mm per pixel, global or per row.
+    runs : array-like, shape (N,), optional
+        Run (hold-out) of each row.
+    keypoints : sequence, optional
+        Keypoint labels; default 1..K.
+    image_ids : array-like, shape (N,), optional
+        Image ids; default row numbers. An image may appear in several runs.
+    **options
+        Any keyword option of :func:`audit`.
+
+    Returns
+    -------
+    AuditResult
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> true = np.zeros((4, 1, 2)); pred = true.copy(); pred[1, 0, 1] = 3.0
+    >>> res = audit_arrays(pred, true, {"sex": ["F", "F", "M", "M"]}, spacing_mm=1.0, min_group_size=1)
+    >>> float(res.per_keypoint["dp"].iloc[0])
+    0.5
+    """
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    if pred.ndim != 3 or pred.shape[2] != 2:
+        raise InputError(MSG_ARRAY_SHAPE.format(name="pred", shape=pred.shape))
+    if true.shape != pred.shape:
+        raise InputError(MSG_ARRAY_MATCH.format(name="true", shape=true.shape, expected=pred.shape))
+    n, k, _ = pred.shape
+    keypoints = list(range(1, k + 1)) if keypoints is None else list(keypoints)
+    image_ids = np.arange(n).astype(str) if image_ids is None else np.asarray(image_ids).astype(str)
+    runs = np.zeros(n, dtype=int) if runs is None else np.asarray(runs)
+    frame = pd.DataFrame({
+        "run": np.repeat(runs.astype(str), k),
+        "image_id": np.repeat(image_ids, k),
+        "keypoint": np.tile(np.asarray(keypoints, dtype=object), n),
+        "pred_x": pred[..., 0].ravel(), "pred_y": pred[..., 1].ravel(),
+        "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel(),
+    })
+    if spacing_mm is not None and np.ndim(spacing_mm) == 1:
+        frame["spacing_mm"] = np.repeat(np.asarray(spacing_mm, dtype=float), k)
+        spacing_mm = None
+    meta_rows = {}
+    for name, values in groups.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise InputError(MSG_GROUP_LENGTH.format(name=name, n=len(values), n_images=n))
+        meta_rows[name] = values
+    meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
+    options.setdefault("attributes", list(groups))
+    return audit(frame, meta, spacing_mm=spacing_mm, **options)
+
+
+def _mean_std(x, axis=0):
+    """Mean and sample std (ddof=1) over runs, ignoring NaN; std is NaN with one run."""
+    x = np.asarray(x, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=axis)
+        n = np.sum(~np.isnan(x), axis=axis)
+        std = np.where(n >= 2, np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.nan, np.nan)
+    return mean, std
+
+
+def _thr_key(t):
+    return f"{t:g}"
+
+
+def _clean(value):
+    """JSON-safe scalars: NaN and inf become None, numpy scalars become Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+class AuditResult:
+    """Result of an audit: tidy tables, JSON and CSV, computed once on demand.
+
+    Attributes
+    ----------
+    per_keypoint : pandas.DataFrame
+        One row per (attribute, keypoint): DP (mean over runs), its sample std,
+        the pair of groups that sets it, and significance columns if computed.
+    per_group : pandas.DataFrame
+        One row per (attribute, group, keypoint): images, missing, MRE and SDR
+        at every threshold (mean and std over runs).
+    summary : pandas.DataFrame
+        One row per (attribute, family): mean and max DP over keypoints.
+    overall : pandas.DataFrame
+        One row per family ("all" first): MRE and SDR at each threshold.
+    groups : pandas.DataFrame
+        One row per (attribute, group): images in total and per run.
+    warnings : list of str
+    """
+
+    def __init__(self, *, study, thresholds, min_group_size, observed, significance, warnings):
+        self.study = study
+        self.thresholds = list(thresholds)
+        self.min_group_size = min_group_size
+        self.observed = observed
+        self.significance = significance
+        self.warnings = list(warnings)
+
+    # -- basic facts -------------------------------------------------------
+    @property
+    def unit(self):
+        return self.study.unit
+
+    @property
+    def attributes(self):
+        return list(self.study.coding.attributes)
+
+    @property
+    def keypoints(self):
+        return list(self.study.keypoints)
+
+    @property
+    def n_runs(self):
+        return self.study.n_runs
+
+    def _family_of(self):
+        out = ["" for _ in self.keypoints]
+        for name, idx in self.study.families.items():
+            for i in idx:
+                out[i] = name
+        return out
+
+    def _pair(self, attribute):
+        """Pair (high, low) from run-mean SDRs over groups valid in every run."""
+        obs = self.observed[attribute]
+        mean_sdr, _ = _mean_std(obs.sdr[0], axis=0)  # (G, K)
+        valid = obs.valid.all(axis=0)
+        _, high, low = parity_gap(mean_sdr, valid)
+        return high, low, valid
+
+    # -- tables --------------------------------------------------------------
+    @cached_property
+    def per_keypoint(self):
+        rows = []
+        fam = self._family_of()
+        for a in self.attributes:
+            obs, groups = self.observed[a], self.study.coding.groups[a]
+            dp, dp_std = _mean_std(obs.dp)
+            gap, gap_std = _mean_std(obs.mre_gap)
+            high, low, valid = self._pair(a)
+            for k, kp in enumerate(self.keypoints):
+                pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
+                rows.append({
+                    "attribute": a, "keypoint": kp, "family": fam[k],
+                    "dp": dp[k], "dp_std": dp_std[k],
+                    "group_high": groups[high[k]] if pair_ok else None,
+                    "group_low": groups[low[k]] if pair_ok else None,
+                    "pair": f"{groups[high[k]]} vs {groups[low[k]]}" if pair_ok else None,
+                    "mre_gap": gap[k], "mre_gap_std": gap_std[k],
+                })
+        table = pd.DataFrame(rows)
+        if self.significance is not None:
+            table = self.significance.join(table)
+        return table
+
+    @cached_property
+    def per_group(self):
+        frames = []
+        fam = self._family_of()
+        for a in self.attributes:
+            obs, groups = self.observed[a], self.study.coding.groups[a]
+            G, K = len(groups), len(self.keypoints)
+            mre, mre_std = _mean_std(obs.mre)
+            cols = {
+                "attribute": a,
+                "group": np.repeat(groups, K),
+                "keypoint": np.tile(np.asarray(self.keypoints, dtype=object), G),
+                "family": np.tile(np.asarray(fam, dtype=object), G),
+                "n_images": np.repeat(obs.n_images.sum(axis=0), K).astype(int),
+                "n_missing": obs.n_missing.sum(axis=0).ravel().astype(int),
+                "in_dp": np.repeat(obs.valid.all(axis=0), K),
+                "mre": mre.ravel(), "mre_std": mre_std.ravel(),
+            }
+            for t, thr in enumerate(self.thresholds):
+                m, s = _mean_std(obs.sdr[t])
+                cols[f"sdr_{_thr_key(thr)}"] = m.ravel()
+                cols[f"sdr_{_thr_key(thr)}_std"] = s.ravel()
+            frames.append(pd.DataFrame(cols))
+        table = pd.concat(frames, ignore_index=True)
+        if self.significance is not None:
+            table = self.significance.join_groups(table)
+        return table
+
+    @cached_property
+    def groups(self):
+        rows = []
+        for a in self.attributes:
+            obs = self.observed[a]
+            for g, name in enumerate(self.study.coding.groups[a]):
+                rows.append({"attribute": a, "group": name, "n_images": int(obs.n_images[:, g].sum()),
+                             "n_images_min_run": int(obs.n_images[:, g].min()),
+                             "in_dp": bool(obs.valid[:, g].all())})
+        return pd.DataFrame(rows)
+
+    def _family_items(self):
+        items = [("all", list(range(len(self.keypoints))))]
+        return items + list(self.study.families.items())
+
+    @cached_property
+    def summary(self):
+        rows = []
+        for a in self.attributes:
+            obs = self.observed[a]
+            dp_mean_kp, _ = _mean_std(obs.dp)
+            for name, idx in self._family_items():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    per_run = np.nanmean(obs.dp[:, idx], axis=1)  # mean DP over keypoints, per run
+                mean, std = _mean_std(per_run)
+                sub = dp_mean_kp[idx]
+                j = int(np.nanargmax(sub)) if np.isfinite(sub).any() else None
+                rows.append({"attribute": a, "family": name, "n_keypoints": len(idx),
+                             "mean_dp": float(mean), "mean_dp_std": float(std),
+                             "max_dp": float(sub[j]) if j is not None else np.nan,
+                             "max_dp_keypoint": self.keypoints[idx[j]] if j is not None else None})
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def overall(self):
+        errors, row_run, R = self.study.errors, self.study.row_run, self.n_runs
+        present = ~np.isnan(errors)
+        rows = []
+        for name, idx in self._family_items():
+            e, p = errors[:, idx], present[:, idx]
+            n_pred = np.bincount(row_run, weights=np.full(len(row_run), len(idx)), minlength=R)
+            n_present = np.bincount(row_run, weights=p.sum(axis=1), minlength=R)
+            err_sum = np.bincount(row_run, weights=np.where(p, e, 0).sum(axis=1), minlength=R)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mre_run = err_sum / n_present
+            mre, mre_std = _mean_std(mre_run)
+            row = {"family": name, "n_keypoints": len(idx), "n_predictions": int(n_pred.sum()),
+                   "n_missing": int(n_pred.sum() - n_present.sum()), "mre": float(mre), "mre_std": float(mre_std)}
+            for thr in self.thresholds:
+                hits = np.bincount(row_run, weights=(p & (np.where(p, e, np.inf) <= thr)).sum(axis=1), minlength=R)
+                m, s = _mean_std(hits / n_pred)
+                row[f"sdr_{_thr_key(thr)}"] = float(m)
+                row[f"sdr_{_thr_key(thr)}_std"] = float(s)
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    # -- export ----------------------------------------------------------------
+    def to_dict(self):
+        """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
+        pk, pg = self.per_keypoint, self.per_group
+        primary = f"sdr_{_thr_key(self.thresholds[0])}"
+        records = []
+        pg_index = {key: frame for key, frame in pg.groupby(["attribute", "keypoint"], sort=False)}
+        for row in pk.to_dict("records"):
+            g = pg_index[(row["attribute"], row["keypoint"])]
+            rec = {
+                "attribute": row["attribute"], "keypoint": row["keypoint"], "family": row["family"] or None,
+                "dp": row["dp"], "dp_std": row["dp_std"],
+                "pair": [row["group_high"], row["group_low"]] if row["pair"] else None,
+                "sdr_by_group": dict(zip(g["group"], g[primary])),
+                "sdr_std_by_group": dict(zip(g["group"], g[primary + "_std"])),
+                "mre_by_group": dict(zip(g["group"], g["mre"])),
+                "mre_std_by_group": dict(zip(g["group"], g["mre_std"])),
+                "n_by_group": dict(zip(g["group"], g["n_images"])),
+                "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
+                "sdr_by_threshold": {_thr_key(t): dict(zip(g["group"], g[f"sdr_{_thr_key(t)}"]))
+                                     for t in self.thresholds},
+                "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
+            }
+            if self.significance is not None:
+                rec.update(self.significance.record(row, g))
+            records.append(rec)
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "fairlandmark", "version": __version__},
+            "unit": self.unit,
+            "thresholds": self.thresholds,
+            "primary_threshold": self.thresholds[0],
+            "min_group_size": self.min_group_size,
+            "n_runs": self.n_runs,
+            "runs": [str(r) for r in self.study.runs],
+            "n_images": int(len(np.unique(self.study.row_image))),
+            "keypoints": self.keypoints,
+            "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
+            "attributes": self.attributes,
+            "groups": self.groups.to_dict("records"),
+            "per_keypoint": records,
+            "summary": self.summary.to_dict("records"),
+            "overall": self.overall.to_dict("records"),
+            "significance": self.significance.settings() if self.significance is not None else None,
+            "warnings": self.warnings,
+        }
+        return _clean(doc)
+
+    def to_json(self, path=None, *, indent=2):
+        """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
+        import json
+
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def to_frame(self):
+        """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""
+        pk = self.per_keypoint.drop(columns=["family"])
+        return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
+
+    def to_csv(self, path):
+        """Write :meth:`to_frame` as CSV, atomically."""
+        from .io import atomic_write_text
+
+        atomic_write_text(path, self.to_frame().to_csv(index=False))
+
+    def __repr__(self):
+        return (f"AuditResult({len(self.attributes)} attributes, {len(self.keypoints)} keypoints, "
+                f"{self.n_runs} run(s), unit={self.unit!r})")

@@ -1,0 +1,378 @@
+"""Input schema: read and validate predictions and metadata.
+
+Predictions are long format, one row per (run, image, keypoint). Metadata has
+one row per image and one column per sensitive attribute. Everything here
+either returns clean, typed frames or raises :class:`InputError` with one line
+naming the file, the row or column, and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import FairlandmarkWarning, InputError
+
+__all__ = [
+    "COORD_COLUMNS",
+    "read_table",
+    "check_predictions",
+    "check_metadata",
+    "Predictions",
+]
+
+COORD_COLUMNS = ("pred_x", "pred_y", "true_x", "true_y")
+ID_COLUMN = "image_id"
+KEYPOINT_COLUMN = "keypoint"
+RUN_COLUMN = "run"
+SPACING_COLUMN = "spacing_mm"
+ERROR_COLUMN = "error_mm"
+DEFAULT_RUN = "0"
+
+MSG_NO_FILE = "{src}: file not found; check the path"
+MSG_EMPTY = "{src}: the file is empty; it needs a header row and at least one data row"
+MSG_UNREADABLE = "{src}: cannot be read as {kind} ({detail}); give a .csv or .parquet file"
+MSG_MISSING_COLUMN = "{src}: missing column '{col}'{hint}; the columns found are: {found}"
+MSG_NEED_COORDS_OR_ERROR = (
+    "{src}: needs either the coordinate columns pred_x, pred_y, true_x, true_y "
+    "or a precomputed 'error_mm' column{hint}; the columns found are: {found}"
+)
+MSG_NOT_NUMBER = "{src}: row {row}, column '{col}': {value!r} is not a number; fix or empty that cell"
+MSG_EMPTY_CELL = "{src}: row {row}, column '{col}' is empty; every row needs {what}"
+MSG_DUPLICATE = (
+    "{src}: row {row} repeats (run={run}, image_id={image}, keypoint={kp}) first seen on row {first}; "
+    "keep one row per run, image and keypoint"
+)
+MSG_INCOMPLETE = (
+    "{src}: image '{image}' (run {run}) has {n_have} of {n_all} keypoints, keypoint {kp} is missing; "
+    "give every image all keypoints (leave pred_x/pred_y empty for a missing prediction)"
+)
+MSG_NEGATIVE = "{src}: row {row}, column '{col}': {value} must be {rule}"
+MSG_META_DUP = "{src}: row {row} repeats image_id '{image}' first seen on row {first}; keep one row per image"
+MSG_META_NAN = "{src}: row {row}, column '{col}' is empty; give every image a value for each audited attribute"
+MSG_NOT_IN_META = (
+    "{src}: {n} image id(s) of the predictions are not in the metadata (e.g. {examples}); "
+    "add them to the metadata file"
+)
+MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
+MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Validated predictions, pivoted to a dense (rows, keypoints) layout.
+
+    A row is one (run, image) pair; every row has all ``K`` keypoints.
+
+    Attributes
+    ----------
+    runs : ndarray of str, shape (R,)
+        Run labels in order of appearance.
+    keypoints : ndarray, shape (K,)
+        Keypoint labels (int when all labels are integers, else str), sorted.
+    row_run : ndarray of int, shape (N,)
+        Run index of each row.
+    row_image : ndarray of str, shape (N,)
+        Image id of each row.
+    pred, true : ndarray of float, shape (N, K, 2) or None
+        Coordinates in pixels; NaN in ``pred`` marks a missing prediction.
+    spacing : ndarray of float, shape (N, K) or None
+        mm per pixel from the ``spacing_mm`` column.
+    error : ndarray of float, shape (N, K) or None
+        Precomputed radial error in mm from ``error_mm`` (NaN = missing).
+    source : str
+        Name of the file (or "predictions") for messages.
+    """
+
+    runs: np.ndarray
+    keypoints: np.ndarray
+    row_run: np.ndarray
+    row_image: np.ndarray
+    pred: np.ndarray | None
+    true: np.ndarray | None
+    spacing: np.ndarray | None
+    error: np.ndarray | None
+    source: str
+
+
+def _source_name(obj, default):
+    return os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else default
+
+
+def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)):
+    """Read a CSV or Parquet file into a DataFrame, ids kept as strings.
+
+    Parameters
+    ----------
+    path : str or path-like
+        ``.parquet``/``.pq`` files are read with pandas' Parquet reader; every
+        other file is read as CSV.
+    kind : str
+        What the file is, for messages ("predictions", "metadata").
+    string_columns : tuple of str
+        Columns read as strings so ids such as ``"001"`` keep their zeros.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    src = os.fspath(path)
+    if not os.path.exists(src):
+        raise InputError(MSG_NO_FILE.format(src=src))
+    if os.path.getsize(src) == 0:
+        raise InputError(MSG_EMPTY.format(src=src))
+    ext = os.path.splitext(src)[1].lower()
+    try:
+        if ext in (".parquet", ".pq"):
+            frame = pd.read_parquet(src)
+            for col in string_columns:
+                if col in frame.columns:
+                    frame[col] = frame[col].astype("string").astype(object)
+        else:
+            frame = pd.read_csv(src, dtype={c: str for c in string_columns}, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(MSG_EMPTY.format(src=src)) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, ImportError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame) == 0:
+        raise InputError(MSG_EMPTY.format(src=src))
+    return frame
+
+
+def _hint(col, columns):
+    close = difflib.get_close_matches(col, [str(c) for c in columns], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _require(frame, col, src):
+    if col not in frame.columns:
+        raise InputError(
+            MSG_MISSING_COLUMN.format(
+                src=src, col=col, hint=_hint(col, frame.columns), found=", ".join(map(str, frame.columns))
+            )
+        )
+
+
+def _file_row(index):
+    # Line number in the file: one header line, 1-based.
+    return int(index) + 2
+
+
+def _numeric(frame, col, src, *, allow_empty, what="a value"):
+    raw = frame[col]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
+    bad = np.isnan(values) & ~blank
+    bad |= np.isinf(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=raw.iloc[i]))
+    if not allow_empty and blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=what))
+    return values
+
+
+def _id_column(frame, col, src):
+    raw = frame[col]
+    blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
+    if blank.any():
+        i = int(np.flatnonzero(blank)[0])
+        raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=f"a {col}"))
+    return raw.astype(str).str.strip().to_numpy(dtype=object)
+
+
+def _keypoint_labels(values):
+    """Integer labels when every label is an integer, else strings."""
+    as_num = pd.to_numeric(pd.Series(values), errors="coerce")
+    if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
+        return as_num.to_numpy().astype(np.int64)
+    return np.asarray(values, dtype=object)
+
+
+def check_predictions(data, *, source=None):
+    """Validate a predictions table and pivot it to (rows, keypoints).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or path
+        Long-format predictions (see README, "Input schema").
+    source : str, optional
+        Name used in messages; defaults to the path or "predictions".
+
+    Returns
+    -------
+    Predictions
+
+    Raises
+    ------
+    InputError
+        On a missing/misspelt column, a non-number, a duplicate row or an
+        image that lacks a keypoint.
+    """
+    src = source or _source_name(data, "predictions")
+    frame = read_table(data, kind="predictions") if not isinstance(data, pd.DataFrame) else data
+    if len(frame) == 0:
+        raise InputError(MSG_EMPTY.format(src=src))
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require(frame, ID_COLUMN, src)
+    _require(frame, KEYPOINT_COLUMN, src)
+
+    has_error = ERROR_COLUMN in frame.columns
+    has_coords = all(c in frame.columns for c in COORD_COLUMNS)
+    if not has_error and not has_coords:
+        missing = [c for c in COORD_COLUMNS if c not in frame.columns]
+        hint = _hint(missing[0], frame.columns) or _hint(ERROR_COLUMN, frame.columns)
+        raise InputError(
+            MSG_NEED_COORDS_OR_ERROR.format(src=src, hint=hint, found=", ".join(map(str, frame.columns)))
+        )
+
+    image = _id_column(frame, ID_COLUMN, src)
+    kp_raw = _id_column(frame, KEYPOINT_COLUMN, src)
+    run = _id_column(frame, RUN_COLUMN, src) if RUN_COLUMN in frame.columns else np.full(len(frame), DEFAULT_RUN, dtype=object)
+
+    # Duplicates of (run, image, keypoint).
+    key = pd.DataFrame({"r": run, "i": image, "k": kp_raw})
+    dup = key.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((key["r"] == run[i]) & (key["i"] == image[i]) & (key["k"] == kp_raw[i]))[0])
+        raise InputError(
+            MSG_DUPLICATE.format(src=src, row=_file_row(i), run=run[i], image=image[i], kp=kp_raw[i], first=_file_row(first))
+        )
+
+    kp_codes, kp_uniques = pd.factorize(kp_raw)
+    kp_labels = _keypoint_labels(kp_uniques)
+    order = np.argsort(kp_labels, kind="stable") if kp_labels.dtype != object else np.arange(len(kp_labels))
+    kp_rank = np.empty_like(order)
+    kp_rank[order] = np.arange(len(order))
+    kp_index = kp_rank[kp_codes]
+    keypoints = kp_labels[order]
+    n_kp = len(keypoints)
+
+    run_codes, runs = pd.factorize(run)
+    row_key = pd.factorize(pd.MultiIndex.from_arrays([run_codes, image]))[0]
+    n_rows = int(row_key.max()) + 1
+    counts = np.bincount(row_key, minlength=n_rows)
+    if (counts != n_kp).any():
+        bad_row = int(np.flatnonzero(counts != n_kp)[0])
+        first = int(np.flatnonzero(row_key == bad_row)[0])
+        have = set(kp_index[row_key == bad_row].tolist())
+        missing_kp = keypoints[min(set(range(n_kp)) - have)]
+        raise InputError(
+            MSG_INCOMPLETE.format(
+                src=src, image=image[first], run=run[first], n_have=len(have), n_all=n_kp, kp=missing_kp
+            )
+        )
+    first_of_row = np.zeros(n_rows, dtype=np.int64)
+    first_of_row[row_key[::-1]] = np.arange(len(row_key))[::-1]
+    row_run = run_codes[first_of_row].astype(np.int64)
+    row_image = image[first_of_row]
+
+    def dense(values):
+        out = np.full((n_rows, n_kp), np.nan)
+        out[row_key, kp_index] = values
+        return out
+
+    pred = true = spacing = error = None
+    if has_coords:
+        px = _numeric(frame, "pred_x", src, allow_empty=True)
+        py = _numeric(frame, "pred_y", src, allow_empty=True)
+        tx = _numeric(frame, "true_x", src, allow_empty=has_error, what="a ground-truth coordinate")
+        ty = _numeric(frame, "true_y", src, allow_empty=has_error, what="a ground-truth coordinate")
+        missing = np.isnan(px) | np.isnan(py)
+        px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
+        pred = np.stack([dense(px), dense(py)], axis=-1)
+        true = np.stack([dense(tx), dense(ty)], axis=-1)
+    if has_error:
+        err = _numeric(frame, ERROR_COLUMN, src, allow_empty=True)
+        neg = err < 0
+        if neg.any():
+            i = int(np.flatnonzero(neg)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=ERROR_COLUMN, value=err[i], rule=">= 0"))
+        error = dense(err)
+    if SPACING_COLUMN in frame.columns:
+        sp = _numeric(frame, SPACING_COLUMN, src, allow_empty=False, what="a pixel spacing in mm")
+        bad = ~(sp > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
+        spacing = dense(sp)
+
+    return Predictions(
+        runs=np.asarray(runs, dtype=object),
+        keypoints=keypoints,
+        row_run=row_run,
+        row_image=np.asarray(row_image, dtype=object),
+        pred=pred,
+        true=true,
+        spacing=spacing,
+        error=error,
+        source=src,
+    )
+
+
+def check_metadata(data, *, image_ids, attributes=None, source=None):
+    """Validate metadata and align it to the predictions' images.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame or path
+        ``image_id`` plus one column per sensitive attribute.
+    image_ids : array-like of str
+        Image ids used by the predictions; each must be in the metadata.
+    attributes : list of str, optional
+        Columns to audit; default: every column except ``image_id``.
+    source : str, optional
+        Name used in messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by image id (str), holding the requested attribute columns.
+        Metadata rows with no predictions are dropped with a warning.
+    """
+    src = source or _source_name(data, "metadata")
+    frame = read_table(data, kind="metadata", string_columns=(ID_COLUMN,)) if not isinstance(data, pd.DataFrame) else data
+    if len(frame) == 0:
+        raise InputError(MSG_EMPTY.format(src=src))
+    frame = frame.reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require(frame, ID_COLUMN, src)
+    ids = _id_column(frame, ID_COLUMN, src)
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero(ids == ids[i])[0])
+        raise InputError(MSG_META_DUP.format(src=src, row=_file_row(i), image=ids[i], first=_file_row(first)))
+    if attributes is None:
+        attributes = [c for c in frame.columns if c != ID_COLUMN]
+        if not attributes:
+            raise InputError(MSG_NO_ATTRIBUTE.format(src=src))
+    for col in attributes:
+        _require(frame, col, src)
+        blank = frame[col].isna().to_numpy() | frame[col].astype(str).str.strip().eq("").to_numpy()
+        if blank.any():
+            i = int(np.flatnonzero(blank)[0])
+            raise InputError(MSG_META_NAN.format(src=src, row=_file_row(i), col=col))
+    meta = frame[list(attributes)].copy()
+    meta.index = pd.Index(ids, name=ID_COLUMN)
+
+    wanted = pd.Index(pd.unique(np.asarray(image_ids, dtype=object)))
+    absent = wanted.difference(meta.index)
+    if len(absent):
+        examples = ", ".join(map(repr, list(absent[:3])))
+        raise InputError(MSG_NOT_IN_META.format(src=src, n=len(absent), examples=examples))
+    unused = meta.index.difference(wanted)
+    if len(unused):
+        examples = ", ".join(map(repr, list(unused[:3])))
+        warnings.warn(MSG_META_UNUSED.format(src=src, n=len(unused), examples=examples), FairlandmarkWarning, stacklevel=2)
+    return meta.loc[meta.index.intersection(wanted, sort=False)]

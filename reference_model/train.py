@@ -1,0 +1,350 @@
+"""Training loop: AdamW + ExponentialLR, gradient accumulation, early stopping on validation MRE (mm).
+
+Reproducibility and exact resume: the epoch's image order and augmentation
+draws come from generators seeded with ``(seed, epoch)``, and the checkpoint
+written atomically after every epoch holds the model, optimizer, scheduler,
+early-stopping state and the objective's state (GroupDRO's q). A run stopped
+after epoch e and resumed is therefore identical, on CPU bit for bit, to one
+that never stopped.
+
+The objective turns the unreduced (sample, keypoint) loss into the scalar to
+minimise: :class:`MeanObjective` for plain training, or
+:class:`reference_model.groupdro.GroupDROLoss` for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reference_model.augment import augment_batch
+from reference_model.config import TrainConfig
+from reference_model.errors import InputError, TrainingDivergedError
+from reference_model.heatmap import spatial_softmax_ce, target_indices
+from reference_model.model import build_unet
+from reference_model.predict import mean_radial_error_mm, predict_coords
+from reference_model.preprocess import PreparedData
+
+__all__ = ["MeanObjective", "TrainResult", "train_model", "select_device", "load_model", "save_atomic",
+           "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
+
+CHECKPOINT_LAST = "last.pt"
+CHECKPOINT_BEST = "best.pt"
+ERR_NAN_LOSS = (
+    "training diverged: the loss became {value} at epoch {epoch}, optimizer step {step}; "
+    "lower the learning rate (--lr) or check the images and landmarks"
+)
+ERR_RESUME_MISMATCH = (
+    "cannot resume from {path}: it was trained with {key}={old!r} but this run has {new!r}; "
+    "use the same settings or another --out folder"
+)
+ERR_NO_CHECKPOINT = "checkpoint {path}: not found; train a model first or check the path"
+ERR_EMPTY_SPLIT = "the {which} set is empty; give more images or change the split fractions"
+# Settings that a resumed run may change (a longer schedule, more patience, other logging).
+_RESUMABLE_CHANGES = {"epochs", "patience", "num_workers", "finetune_epochs", "device"}
+
+
+class MeanObjective:
+    """Plain training: the mean loss over valid (sample, keypoint) pairs."""
+
+    def __call__(self, loss: torch.Tensor, valid: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+        valid = valid.float()
+        return (loss * valid).sum() / valid.sum().clamp(min=1.0)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def summary(self) -> str:
+        return ""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model: torch.nn.Module  # with the best validation weights loaded
+    best_val_mre_mm: float
+    best_epoch: int
+    epochs_run: int
+    history: list = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto``: the CUDA device when one is visible, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, TrainConfig]:
+    """Rebuild a model from a ``best.pt``/``last.pt`` checkpoint (``weights_only=True``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_BEST
+    if not path.is_file():
+        raise InputError(ERR_NO_CHECKPOINT.format(path=path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"checkpoint {path}: cannot load it ({type(exc).__name__}: {exc}); is it a "
+                         "reference-model checkpoint?") from None
+    config = TrainConfig(**{**state["config"], "decoder_channels": tuple(state["config"]["decoder_channels"]),
+                            "encoder_weights": None})
+    model = build_unet(encoder=config.encoder, n_keypoints=state["n_keypoints"], encoder_depth=config.encoder_depth,
+                       decoder_channels=config.decoder_channels)
+    model.load_state_dict(state["model"])
+    return model.to(device), config
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """uint8 images and model-space landmarks by index; cheap, so workers can prefetch."""
+
+    def __init__(self, data: PreparedData):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data.image_ids)
+
+    def __getitem__(self, index: int):
+        return (torch.from_numpy(np.array(self.data.images[index])),
+                torch.from_numpy(self.data.landmarks[index].astype(np.float32)), index)
+
+
+def _epoch_order(n_images: int, seed: int, epoch: int, sampling_weights: np.ndarray | None) -> np.ndarray:
+    rng = np.random.default_rng([seed, epoch])
+    if sampling_weights is None:
+        return rng.permutation(n_images)
+    return rng.choice(n_images, size=n_images, replace=True, p=sampling_weights / sampling_weights.sum())
+
+
+def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
+    current = config.to_dict()
+    for key, old in saved.items():
+        if key in _RESUMABLE_CHANGES:
+            continue
+        if current.get(key) != old:
+            raise InputError(ERR_RESUME_MISMATCH.format(path=path, key=key, old=old, new=current.get(key)))
+
+
+def train_model(*, train_data: PreparedData, val_data: PreparedData, config: TrainConfig,
+                out_dir: str | Path, resume: bool = False, init_state: dict | None = None,
+                objective=None, sampling_weights: np.ndarray | None = None, epochs: int | None = None,
+                lr: float | None = None, progress: bool = True) -> TrainResult:
+    """Train (or fine-tune) a U-Net and keep the weights with the best validation MRE.
+
+    Parameters
+    ----------
+    train_data, val_data : PreparedData
+    config : TrainConfig
+    out_dir : path
+        Receives ``last.pt`` (full state, every epoch) and ``best.pt`` (best weights).
+    resume : bool
+        Continue from ``out_dir/last.pt`` when it exists.
+    init_state : dict, optional
+        Model state dict to start from (fine-tuning).
+    objective : callable, optional
+        ``objective(loss[B, K], valid[B, K], image_index[B]) -> scalar``, with
+        ``state_dict``/``load_state_dict``/``summary``; default :class:`MeanObjective`.
+    sampling_weights : ndarray, optional
+        Per-training-image draw weights (group-balanced sampling); default: a permutation.
+    epochs, lr : optional
+        Override ``config.epochs`` / ``config.lr`` (fine-tuning uses its own).
+    progress : bool
+        Show a rich progress display.
+    """
+    for which, data in (("training", train_data), ("validation", val_data)):
+        if len(data.image_ids) == 0:
+            raise InputError(ERR_EMPTY_SPLIT.format(which=which))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = config.epochs if epochs is None else epochs
+    lr = config.lr if lr is None else lr
+    objective = objective or MeanObjective()
+    device = select_device(config.device)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+    memory_format = torch.channels_last if (on_cuda and config.channels_last) else torch.contiguous_format
+
+    n_keypoints = train_data.landmarks.shape[1]
+    torch.manual_seed(config.seed)  # weight initialisation
+    model = build_unet(encoder=config.encoder, n_keypoints=n_keypoints, encoder_depth=config.encoder_depth,
+                       decoder_channels=config.decoder_channels, encoder_weights=config.encoder_weights)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
+                                  fused=on_cuda or None)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    step_model = model
+    if distributed:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+    if config.compile:
+        step_model = torch.compile(step_model)
+
+    start_epoch, best_mre, best_epoch, since_best, history = 1, math.inf, 0, 0, []
+    last_path, best_path = out_dir / CHECKPOINT_LAST, out_dir / CHECKPOINT_BEST
+    if resume and last_path.is_file():
+        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        _check_resumable(state["config"], config, last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state["objective"])
+        start_epoch = state["epoch"] + 1
+        best_mre, best_epoch, since_best = state["best_val_mre_mm"], state["best_epoch"], state["epochs_since_best"]
+        history = list(state["history"])
+        if state.get("stopped_early"):
+            start_epoch = epochs + 1
+
+    loader_kwargs = dict(batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=on_cuda,
+                         persistent_workers=config.num_workers > 0)
+    dataset = _ImageDataset(train_data)
+    size = train_data.images.shape[-1]
+    display = _Display(enabled=progress and rank == 0, epochs=epochs, start_epoch=start_epoch)
+    stopped_early = False
+    with display:
+        for epoch in range(start_epoch, epochs + 1):
+            epoch_start = time.perf_counter()
+            order = _epoch_order(len(dataset), config.seed, epoch, sampling_weights)[rank::world]
+            loader = torch.utils.data.DataLoader(dataset, sampler=order.tolist(), **loader_kwargs)
+            generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+            n_batches = len(loader)
+            if config.max_steps_per_epoch is not None:
+                n_batches = min(n_batches, config.max_steps_per_epoch * config.grad_accumulation)
+            display.start_epoch(epoch, n_batches)
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            running, running_count, data_wait, step = torch.zeros((), device=device), 0, 0.0, 0
+            fetch_start = time.perf_counter()
+            for batch_number, (images, coords, index) in enumerate(loader, start=1):
+                if batch_number > n_batches:
+                    break
+                data_wait += time.perf_counter() - fetch_start
+                images = images.to(device, non_blocking=True)[:, None].float().div_(255.0)
+                coords = coords.to(device, non_blocking=True)
+                if config.augment:
+                    images, coords = augment_batch(
+                        images, coords, generator=generator, rotation_deg=config.aug_rotation_deg,
+                        scale=config.aug_scale, translation=config.aug_translation, intensity=config.aug_intensity)
+                images = images.contiguous(memory_format=memory_format)
+                target, valid = target_indices(coords, size)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and config.bf16):
+                    logits = step_model(images)
+                per_landmark = spatial_softmax_ce(logits, target, valid)
+                loss = objective(per_landmark, valid, index.to(device))
+                (loss / config.grad_accumulation).backward()
+                running += loss.detach()
+                running_count += 1
+                if batch_number % config.grad_accumulation == 0 or batch_number == n_batches:
+                    step += 1
+                    value = (running / running_count).item()  # one host sync per optimizer step
+                    if not math.isfinite(value):
+                        raise TrainingDivergedError(ERR_NAN_LOSS.format(value=value, epoch=epoch, step=step))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    display.advance(value, batch_number)
+                fetch_start = time.perf_counter()
+            scheduler.step()
+            train_loss = (running / max(running_count, 1)).item()
+
+            val_pred = predict_coords(model, val_data, device=device, batch_size=config.batch_size,
+                                      subpixel=config.subpixel, bf16=config.bf16,
+                                      channels_last=memory_format == torch.channels_last)
+            val_mre = mean_radial_error_mm(val_pred, val_data)
+            improved = val_mre < best_mre
+            if improved:
+                best_mre, best_epoch, since_best = val_mre, epoch, 0
+            else:
+                since_best += 1
+            stopped_early = since_best >= config.patience
+            seconds = time.perf_counter() - epoch_start
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_mre_mm": val_mre,
+                            "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
+                            "data_wait_share": data_wait / seconds if seconds > 0 else 0.0,
+                            "objective": objective.summary()})
+            display.end_epoch(train_loss, val_mre, objective.summary())
+            if rank == 0:
+                model_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+                common = {"config": config.to_dict(), "n_keypoints": n_keypoints}
+                if improved:
+                    save_atomic({"model": model_state, "epoch": epoch, "val_mre_mm": val_mre, **common}, best_path)
+                save_atomic({"model": model_state, "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "objective": objective.state_dict(),
+                             "epoch": epoch, "best_val_mre_mm": best_mre, "best_epoch": best_epoch,
+                             "epochs_since_best": since_best, "history": history,
+                             "stopped_early": stopped_early, **common}, last_path)
+            if stopped_early:
+                break
+
+    if best_path.is_file():
+        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(best_state["model"])
+    return TrainResult(model=model, best_val_mre_mm=best_mre, best_epoch=best_epoch,
+                       epochs_run=len(history), history=history, out_dir=out_dir)
+
+
+class _Display:
+    """rich progress: one bar over epochs, one over the epoch's batches, with loss and val MRE."""
+
+    def __init__(self, *, enabled: bool, epochs: int, start_epoch: int):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(), transient=False)
+        self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch - 1, status="")
+        self.batch_task = None
+
+    def __enter__(self):
+        if self.enabled:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, n_batches: int) -> None:
+        if not self.enabled:
+            return
+        if self.batch_task is not None:
+            self.progress.remove_task(self.batch_task)
+        self.batch_task = self.progress.add_task(f"epoch {epoch}", total=n_batches, status="")
+
+    def advance(self, loss: float, completed: int) -> None:
+        if self.enabled:
+            self.progress.update(self.batch_task, completed=completed, status=f"loss {loss:.3f}")
+
+    def end_epoch(self, loss: float, val_mre: float, objective_summary: str) -> None:
+        if self.enabled:
+            status = f"loss {loss:.3f}  val MRE {val_mre:.2f} mm"
+            if objective_summary:
+                status += f"  {objective_summary}"
+            self.progress.update(self.epoch_task, advance=1, status=status)
