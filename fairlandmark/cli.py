@@ -1,0 +1,67 @@
+"""Command line: ``fairlandmark <command>``.
+
+The CLI is a thin layer over the Python API. Each subcommand lives in
+``fairlandmark/commands/<name>.py`` with ``register(subparsers)``; the handler
+returns an exit code. Bad input (:class:`InputError`) becomes one line on
+stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+
+from . import __version__
+from .exceptions import FairlandmarkWarning, InputError
+
+__all__ = ["main", "build_parser"]
+
+COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
+EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 2 and one line, as every usage error should."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser():
+    parser = _Parser(prog="fairlandmark", description="Per-keypoint fairness audits of landmark-detection models.")
+    parser.add_argument("--version", action="version", version=f"fairlandmark {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f"commands.{name}"):
+                continue  # command not built into this version
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairlandmarkWarning)  # commands print warnings themselves
+        try:
+            return int(args.handler(args) or 0)
+        except InputError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            sys.stderr.write("interrupted\n")
+            return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fairlandmark`` CLI, one module each."""

@@ -1,0 +1,70 @@
+"""Arguments shared by commands that read predictions and metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..audit import prepare_study
+from ..families import parse_family
+from ..groups import parse_bin
+from ..radial_error import parse_wrist_width
+
+__all__ = ["add_study_arguments", "study_from_args", "add_output_arguments", "positive_int", "seed_arg"]
+
+
+def checked(parse):
+    """Wrap a parser raising InputError so argparse shows our message as is."""
+
+    def wrapper(text):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapper.__name__ = parse.__name__
+    return wrapper
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def seed_arg(parser):
+    parser.add_argument("--seed", type=positive_int, default=0,
+                        help="random seed; the same seed gives the same numbers bit for bit (default 0)")
+
+
+def add_study_arguments(parser):
+    parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
+    parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
+    parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="COLUMN",
+                        help="attribute to audit (repeatable); default every metadata column")
+    scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
+    scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
+    scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
+                       help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
+    parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
+                        help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
+    parser.add_argument("--family", action="append", type=checked(parse_family), default=[], metavar="NAME=SPEC",
+                        help="keypoint family, e.g. wrist=1-18 (repeatable)")
+    parser.add_argument("--no-intersection", action="store_true",
+                        help="do not audit the combination of two or more attributes")
+
+
+def study_from_args(args):
+    return prepare_study(
+        args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
+        wrist_width=args.wrist_width, bins=dict(args.bin), families=list(args.family),
+        intersection=not args.no_intersection, metadata_source=args.metadata,
+    )
+
+
+def add_output_arguments(parser):
+    parser.add_argument("--json", metavar="PATH", help="write the result as JSON (versioned schema)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")

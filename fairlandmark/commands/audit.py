@@ -1,0 +1,56 @@
+"""``fairlandmark audit``: per-keypoint MRE/SDR by group, DP and significance."""
+
+from __future__ import annotations
+
+from ..audit import run_audit
+from ..console import make_console, render_audit
+from ._common import add_output_arguments, add_study_arguments, study_from_args
+
+__all__ = ["register", "add_audit_arguments", "audit_from_args"]
+
+
+def add_audit_arguments(parser):
+    add_study_arguments(parser)
+    parser.add_argument("--threshold-mm", action="append", type=float, dest="thresholds", metavar="MM",
+                        help="SDR threshold (repeatable; the first is primary for DP; default 2)")
+    parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
+                        help="groups with fewer images in a run are left out of DP (default 10)")
+    try:
+        from ..significance import add_significance_arguments
+    except ImportError:  # pragma: no cover - significance is part of the package
+        return
+    add_significance_arguments(parser)
+
+
+def audit_from_args(args, *, console=None):
+    study = study_from_args(args)
+    significance = None
+    if getattr(args, "permutations", None) is not None:
+        from ..significance import options_from_args
+
+        significance = options_from_args(args)
+    return run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
+                     significance=significance)
+
+
+def _run(args):
+    console = make_console()
+    result = audit_from_args(args, console=console)
+    if not args.quiet:
+        render_audit(result, console)
+    if args.json:
+        result.to_json(args.json)
+        console.print(f"wrote {args.json}")
+    if args.csv:
+        result.to_csv(args.csv)
+        console.print(f"wrote {args.csv}")
+    return 0
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("audit", help="audit predictions for per-keypoint demographic parity",
+                                   description="Audit landmark predictions for per-keypoint demographic parity.")
+    add_audit_arguments(parser)
+    add_output_arguments(parser)
+    parser.add_argument("--csv", metavar="PATH", help="write one row per attribute x keypoint x group as CSV")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,114 @@
+"""Rich terminal rendering of an audit."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["render_audit", "make_console", "fmt"]
+
+
+def make_console(stderr=False):
+    return Console(stderr=stderr, highlight=False)
+
+
+def fmt(value, digits=3):
+    """Number for a table cell; '-' for missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def fmt_p(p):
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "-"
+    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _pm(mean, std, digits=3):
+    return fmt(mean, digits) if std is None or (isinstance(std, float) and math.isnan(std)) else \
+        f"{fmt(mean, digits)} ± {fmt(std, digits)}"
+
+
+def render_audit(result, console):
+    """Print one keypoint table per attribute, then the summary."""
+    unit = result.unit
+    primary = f"sdr_{result.thresholds[0]:g}"
+    pk, pg = result.per_keypoint, result.per_group
+    if unit == "px":
+        console.print("[yellow]No pixel-to-mm scale given: errors and thresholds are in pixels.[/]")
+    has_sig = "p_value" in pk.columns
+    for a in result.attributes:
+        groups = list(result.groups.loc[result.groups["attribute"] == a, "group"])
+        table = Table(title=f"[b]{a}[/]: per-keypoint SDR@{result.thresholds[0]:g}{unit} and MRE ({unit}) by group",
+                      show_lines=False, header_style="bold")
+        table.add_column("kp", justify="right")
+        if result.study.families:
+            table.add_column("family")
+        for g in groups:
+            table.add_column(f"SDR {g}", justify="right")
+        for g in groups:
+            table.add_column(f"MRE {g}", justify="right")
+        table.add_column("DP", justify="right")
+        table.add_column("pair")
+        if has_sig:
+            table.add_column("baseline", justify="right")
+            table.add_column("CI", justify="right")
+            table.add_column("p", justify="right")
+            table.add_column("p adj", justify="right")
+            table.add_column("MRE-gap p", justify="right")
+        sub = pk[pk["attribute"] == a]
+        for row in sub.to_dict("records"):
+            g_rows = pg[(pg["attribute"] == a) & (pg["keypoint"] == row["keypoint"])].set_index("group")
+            cells = [str(row["keypoint"])]
+            if result.study.families:
+                cells.append(row["family"] or "")
+            cells += [fmt(g_rows.loc[g, primary]) for g in groups]
+            cells += [fmt(g_rows.loc[g, "mre"], 2) for g in groups]
+            dp_text = _pm(row["dp"], row["dp_std"])
+            if has_sig and row.get("significant"):
+                dp_text = f"[bold red]{dp_text} *[/]"
+            cells += [dp_text, row["pair"] or "-"]
+            if has_sig:
+                cells += [_pm(row.get("baseline_mean"), row.get("baseline_std")),
+                          f"{fmt(row.get('dp_ci_low'))}–{fmt(row.get('dp_ci_high'))}",
+                          fmt_p(row.get("p_value")), fmt_p(row.get("p_adjusted")),
+                          fmt_p(row.get("mre_gap_p_adjusted"))]
+            table.add_row(*cells)
+        console.print(table)
+
+    summary = Table(title="Summary: DP over keypoints (mean ± std over runs)", header_style="bold")
+    for col in ("attribute", "family", "mean DP", "max DP", "at keypoint", "groups (images)"):
+        summary.add_column(col)
+    counts = result.groups
+    for row in result.summary.to_dict("records"):
+        c = counts[counts["attribute"] == row["attribute"]]
+        groups_text = ", ".join(f"{g} ({n}{'' if ok else ', not in DP'})"
+                                for g, n, ok in zip(c["group"], c["n_images"], c["in_dp"]))
+        summary.add_row(row["attribute"], row["family"], _pm(row["mean_dp"], row["mean_dp_std"]),
+                        fmt(row["max_dp"]), str(row["max_dp_keypoint"]), groups_text if row["family"] == "all" else "")
+    console.print(summary)
+
+    overall = Table(title=f"Accuracy ({result.n_runs} run(s), mean ± std over runs)", header_style="bold")
+    overall.add_column("keypoints")
+    overall.add_column(f"MRE ({unit})", justify="right")
+    for t in result.thresholds:
+        overall.add_column(f"SDR@{t:g}{unit}", justify="right")
+    overall.add_column("predictions", justify="right")
+    overall.add_column("missing", justify="right")
+    for row in result.overall.to_dict("records"):
+        overall.add_row(row["family"], _pm(row["mre"], row["mre_std"]),
+                        *[_pm(row[f"sdr_{t:g}"], row[f"sdr_{t:g}_std"]) for t in result.thresholds],
+                        str(row["n_predictions"]), str(row["n_missing"]))
+    console.print(overall)
+    if has_sig:
+        s = result.significance
+        console.print(f"[dim]* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
+                      f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples, "
+                      f"{int(s.options.ci * 100)}% percentile intervals, seed {s.options.seed}.[/]")
+    for note in result.warnings:
+        console.print(f"[yellow]warning:[/] {note}")
