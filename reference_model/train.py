@@ -149,7 +149,7 @@ def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
 def train_model(*, train_data: PreparedData, val_data: PreparedData, config: TrainConfig,
                 out_dir: str | Path, resume: bool = False, init_state: dict | None = None,
                 objective=None, sampling_weights: np.ndarray | None = None, epochs: int | None = None,
-                lr: float | None = None, progress: bool = True) -> TrainResult:
+                lr: float | None = None, val_metric=None, progress: bool = True) -> TrainResult:
     """Train (or fine-tune) a U-Net and keep the weights with the best validation MRE.
 
     Parameters
@@ -169,6 +169,9 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
         Per-training-image draw weights (group-balanced sampling); default: a permutation.
     epochs, lr : optional
         Override ``config.epochs`` / ``config.lr`` (fine-tuning uses its own).
+    val_metric : callable, optional
+        ``val_metric(pred_original, val_data) -> float`` to minimise for early
+        stopping and model selection; default: validation MRE in mm.
     progress : bool
         Show a rich progress display.
     """
@@ -276,14 +279,15 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                                       subpixel=config.subpixel, bf16=config.bf16,
                                       channels_last=memory_format == torch.channels_last)
             val_mre = mean_radial_error_mm(val_pred, val_data)
-            improved = val_mre < best_mre
+            val_score = val_mre if val_metric is None else float(val_metric(val_pred, val_data))
+            improved = val_score < best_mre
             if improved:
-                best_mre, best_epoch, since_best = val_mre, epoch, 0
+                best_mre, best_epoch, since_best = val_score, epoch, 0
             else:
                 since_best += 1
             stopped_early = since_best >= config.patience
             seconds = time.perf_counter() - epoch_start
-            history.append({"epoch": epoch, "train_loss": train_loss, "val_mre_mm": val_mre,
+            history.append({"epoch": epoch, "train_loss": train_loss, "val_mre_mm": val_mre, "val_score": val_score,
                             "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
                             "data_wait_share": data_wait / seconds if seconds > 0 else 0.0,
                             "objective": objective.summary()})
