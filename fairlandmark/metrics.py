@@ -30,6 +30,7 @@ __all__ = [
     "sdr_from_sums",
     "mre_from_sums",
     "parity_gap",
+    "parity_gap_value",
 ]
 
 
@@ -125,7 +126,7 @@ class RunKernel:
         """Original row indices of run ``r``, in kernel order."""
         return self.order[self.slices[r]]
 
-    def sums(self, labels_by_run, n_labels, weights_by_run=None):
+    def sums(self, labels_by_run, n_labels, weights_by_run=None, *, with_counts=True):
         """Per-run, per-label sums and row counts.
 
         Parameters
@@ -135,27 +136,31 @@ class RunKernel:
         n_labels : int
         weights_by_run : list of ndarray, each (B, n_r), optional
             Row multiplicities (bootstrap); default 1.
+        with_counts : bool, default True
+            Also return the weight per label; callers whose resampling keeps
+            group sizes (permutations, stratified bootstrap) skip it.
 
         Returns
         -------
         sums : ndarray, shape (B, R, L, M)
-        counts : ndarray, shape (B, R, L)
+        counts : ndarray, shape (B, R, L) or None
             Sum of weights (number of images) per label.
         """
-        first = np.atleast_2d(labels_by_run[0])
-        n_batch = first.shape[0]
+        n_batch = max(np.atleast_2d(x).shape[0] for x in (weights_by_run or labels_by_run))
         dtype = self.values[0].dtype
         sums = np.zeros((n_batch, self.n_runs, n_labels, self.n_columns), dtype=np.float64)
-        counts = np.zeros((n_batch, self.n_runs, n_labels), dtype=np.float64)
-        label_ids = np.arange(n_labels)[None, :, None]
+        counts = np.zeros((n_batch, self.n_runs, n_labels), dtype=np.float64) if with_counts else None
         for r in range(self.n_runs):
             labels = np.atleast_2d(labels_by_run[r])
             if labels.shape[1] == 0:
                 continue
-            assign = (labels[:, None, :] == label_ids).astype(dtype)  # (B, L, n_r)
+            label_ids = np.arange(n_labels, dtype=labels.dtype)[None, :, None]
+            assign = (labels[:, None, :] == label_ids).astype(dtype)  # (B or 1, L, n_r)
             if weights_by_run is not None:
-                assign *= np.atleast_2d(weights_by_run[r])[:, None, :].astype(dtype)
-            counts[:, r, :] = assign.sum(axis=2, dtype=np.float64)
+                assign = assign * np.atleast_2d(weights_by_run[r])[:, None, :].astype(dtype)
+            if with_counts:
+                counts[:, r, :] = assign.sum(axis=2, dtype=np.float64)
+            assign = np.broadcast_to(assign, (n_batch,) + assign.shape[1:])
             flat = assign.reshape(n_batch * n_labels, -1) @ self.values[r]
             sums[:, r] = flat.reshape(n_batch, n_labels, -1)
         return sums, counts
@@ -169,11 +174,15 @@ class RunKernel:
 def aggregate(sums, counts, matrix):
     """Aggregate label sums to groups with a 0/1 (L, G) matrix.
 
-    Returns group sums (..., G, M) and counts (..., G). Sums of 0/1 products of
-    integers stay exact.
+    Returns group sums (..., G, M) and counts (..., G). Sums of integers stay
+    exact. Each group adds up its few cells; with G and L at most a handful
+    this beats a BLAS call with an inner dimension of 2-4.
     """
-    group_sums = np.einsum("...lm,lg->...gm", sums, matrix)
-    group_counts = counts @ matrix
+    if matrix.shape[0] == matrix.shape[1] and np.array_equal(matrix, np.eye(len(matrix))):
+        return sums, counts  # the finest partition itself (an intersection)
+    members = [np.flatnonzero(matrix[:, g]) for g in range(matrix.shape[1])]
+    group_sums = np.stack([sums[..., idx, :].sum(axis=-2) for idx in members], axis=-2)
+    group_counts = np.stack([counts[..., idx].sum(axis=-1) for idx in members], axis=-1)
     return group_sums, group_counts
 
 
@@ -209,15 +218,31 @@ def parity_gap(values, valid):
     gap : ndarray, shape (..., K)
         NaN where fewer than two groups are valid.
     high, low : ndarray of int, shape (..., K)
-        Group index of the largest and the smallest value.
+        Group index of the largest value (first on ties) and the smallest
+        (last on ties), so the pair is two distinct groups even at a gap of 0.
     """
     ok = valid[..., None] & ~np.isnan(values)
     top = np.where(ok, values, -np.inf)
     bottom = np.where(ok, values, np.inf)
     high = np.argmax(top, axis=-2)
-    low = np.argmin(bottom, axis=-2)
+    # Last minimum, so that with all values tied the pair is two distinct groups.
+    n_groups = values.shape[-2]
+    low = n_groups - 1 - np.argmin(np.flip(bottom, axis=-2), axis=-2)
     gap = np.take_along_axis(top, high[..., None, :], -2)[..., 0, :] - np.take_along_axis(
         bottom, low[..., None, :], -2
     )[..., 0, :]
     enough = ok.sum(axis=-2) >= 2
     return np.where(enough, gap, np.nan), high, low
+
+
+def parity_gap_value(values, valid):
+    """:func:`parity_gap` without the pair, for resampling loops.
+
+    Uses plain max/min (no argmax) and skips masking when every group is
+    valid and has a value, which is the common case under permutation.
+    """
+    if valid.all() and not np.isnan(values).any():
+        return values.max(axis=-2) - values.min(axis=-2)
+    ok = valid[..., None] & ~np.isnan(values)
+    gap = np.where(ok, values, -np.inf).max(axis=-2) - np.where(ok, values, np.inf).min(axis=-2)
+    return np.where(ok.sum(axis=-2) >= 2, gap, np.nan)

@@ -167,10 +167,14 @@ def _file_row(index):
 
 def _numeric(frame, col, src, *, allow_empty, what="a value"):
     raw = frame[col]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-    blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
-    bad = np.isnan(values) & ~blank
-    bad |= np.isinf(values)
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+        values = raw.to_numpy(dtype=float, na_value=np.nan)  # already parsed: skip string checks
+        blank = np.isnan(values)
+        bad = np.isinf(values)
+    else:
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
+        bad = (np.isnan(values) & ~blank) | np.isinf(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=raw.iloc[i]))

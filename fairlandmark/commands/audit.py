@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..audit import run_audit
 from ..console import make_console, render_audit
 from ._common import add_output_arguments, add_study_arguments, study_from_args
@@ -38,6 +40,10 @@ def _run(args):
     result = audit_from_args(args, console=console)
     if not args.quiet:
         render_audit(result, console)
+    else:
+        # Tables are off, but warnings (missing predictions, small groups) must still be seen.
+        for note in result.warnings:
+            sys.stderr.write(f"warning: {note}\n")
     if args.json:
         result.to_json(args.json)
         console.print(f"wrote {args.json}")

@@ -1,0 +1,171 @@
+"""``fairlandmark privacy``: do the per-keypoint errors reveal a sensitive attribute?"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..console import fmt, fmt_p, make_console
+from ..groups import parse_bin
+from ..privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
+from ..radial_error import parse_wrist_width
+from ._common import checked, positive_int, seed_arg
+
+__all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
+
+TOP_ROWS = 10
+
+
+def _at_least(minimum):
+    def parse(text):
+        value = positive_int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _n_jobs(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 workers: give 1 or more, or -1 for all cores")
+    return value
+
+
+def _pm(mean, std):
+    text = fmt(mean)
+    return text if text == "-" or fmt(std) == "-" else f"{text} ± {fmt(std)}"
+
+
+def render_privacy(result, console, *, top=TOP_ROWS):
+    """Print the scores table, the importance ranking and the risk lines."""
+    from rich.table import Table
+
+    s = result.settings
+    title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {result.target}; "
+             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations, seed {s['seed']}")
+    table = Table(title=title, header_style="bold")
+    for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
+                "ROC AUC", "null", "p"):
+        table.add_column(col, justify="left" if col in ("analysis", "classes (images)") else "right")
+    for row in result.scores.to_dict("records"):
+        leak = row["leak"]
+        bacc = _pm(row["balanced_accuracy"], row["balanced_accuracy_std"])
+        table.add_row(row["analysis"], str(row["n_images"]),
+                      ", ".join(f"{c} ({n})" for c, n in row["images_by_class"].items()),
+                      fmt(row["majority_rate"]), fmt(row["chance"]),
+                      _pm(row["accuracy"], row["accuracy_std"]),
+                      f"[bold red]{bacc}[/]" if leak else bacc,
+                      _pm(row["roc_auc"], row["roc_auc_std"]), _pm(row["null_mean"], row["null_std"]),
+                      fmt_p(row["p_value"]))
+    console.print(table)
+
+    imp = result.importance
+    analyses = list(result.scores["analysis"])
+    n = min(top, len(result.keypoints))
+    ranking = Table(title=f"Most informative keypoints (permutation importance: drop in balanced accuracy, "
+                          f"mean ± std over folds; top {n} of {len(result.keypoints)})", header_style="bold")
+    ranking.add_column("rank", justify="right")
+    for a in analyses:
+        ranking.add_column(f"{a}: keypoint", justify="right")
+        ranking.add_column("importance", justify="right")
+    by = {a: imp[imp["analysis"] == a].to_dict("records") for a in analyses}
+    for r in range(n):
+        cells = [str(r + 1)]
+        for a in analyses:
+            rec = by[a][r]
+            cells += [str(rec["keypoint"]), _pm(rec["importance"], rec["importance_std"])]
+        ranking.add_row(*cells)
+    console.print(ranking)
+    for line, leak in zip(result.risk_lines, result.scores["leak"]):
+        console.print(line, style="bold red" if leak else "green", markup=False)
+    for note in result.warnings:
+        console.print(f"[yellow]warning:[/] {note}")
+
+
+def _run(args):
+    console = make_console()
+    result = attribute_inference(
+        args.predictions, args.metadata, target=args.target, within=args.within,
+        estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
+        n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
+        progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=dict(args.bin),
+    )
+    if args.quiet:
+        for line in result.risk_lines:
+            console.print(line, markup=False)
+    else:
+        render_privacy(result, console)
+    if args.json:
+        result.to_json(args.json)
+        console.print(f"wrote {args.json}", markup=False)
+    return 0
+
+
+def add_inference_options(parser, prefix=""):
+    """Options of the inference itself (folds, permutations, trees, repeats)."""
+    parser.add_argument(f"--{prefix}folds", type=_at_least(2), default=5, metavar="K",
+                        help="stratified folds over images (default 5)")
+    parser.add_argument(f"--{prefix}permutations", type=positive_int, default=DEFAULT_PERMUTATIONS, metavar="N",
+                        help=f"label permutations for the p-value, 0 for none (default {DEFAULT_PERMUTATIONS})")
+    parser.add_argument(f"--{prefix}trees", type=_at_least(1), default=DEFAULT_TREES, metavar="N",
+                        help=f"trees of the random forest (default {DEFAULT_TREES})")
+    parser.add_argument(f"--{prefix}repeats", type=_at_least(1), default=DEFAULT_REPEATS, metavar="N",
+                        help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "privacy", help="attribute inference: do per-keypoint errors reveal a sensitive attribute?",
+        description="Train a random forest on each image's per-keypoint errors to predict a sensitive attribute "
+                    "(stratified k-fold over images), with a label-permutation test and permutation importance.")
+    parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
+    parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
+    parser.add_argument("--target", "-t", required=True, metavar="COLUMN", help="attribute to infer, e.g. age_group")
+    parser.add_argument("--within", metavar="COLUMN",
+                        help="repeat inside each level of this attribute (e.g. age within each sex)")
+    add_inference_options(parser)
+    seed_arg(parser)
+    parser.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
+                        help="parallel workers (-1: all cores); results do not depend on it")
+    scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
+    scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
+    scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
+                       help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
+    parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
+                        help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
+    parser.add_argument("--json", metavar="PATH", help="write the result as JSON (docs/privacy.md)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the risk line(s)")
+    parser.set_defaults(handler=_run)
+
+
+# -- the audit's opt-in privacy section -------------------------------------------
+
+
+def add_audit_privacy_arguments(parser):
+    """Add ``--privacy`` and its options to ``fairlandmark audit``."""
+    group = parser.add_argument_group("privacy (attribute inference from the errors; opt-in)")
+    group.add_argument("--privacy", action="store_true",
+                       help="also infer each audited attribute from the per-keypoint errors")
+    group.add_argument("--privacy-within", metavar="COLUMN",
+                       help="infer each other attribute within each level of this one")
+    add_inference_options(group, prefix="privacy-")
+
+
+def privacy_from_audit_args(study, args, *, console=None):
+    """Run the privacy section for an audit's study; returns a list of PrivacyResult (empty without --privacy)."""
+    if not getattr(args, "privacy", False):
+        return []
+    from ..privacy import audit_privacy
+
+    seed = getattr(args, "seed", 0) or 0
+    return audit_privacy(
+        study, within=args.privacy_within,
+        estimator=default_estimator(n_estimators=args.privacy_trees, seed=seed), n_splits=args.privacy_folds,
+        n_permutations=args.privacy_permutations, n_repeats=args.privacy_repeats, seed=seed,
+        n_jobs=getattr(args, "n_jobs", None), progress=not getattr(args, "quiet", False),
+    )

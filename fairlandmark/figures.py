@@ -1,0 +1,433 @@
+"""Figures of an audit (matplotlib, the optional ``[report]`` extra).
+
+Every function takes the audit document (a path, dict or AuditResult, see
+:func:`fairlandmark.report.load_audit`) and returns a
+:class:`matplotlib.figure.Figure` drawn on the Agg canvas; pyplot is never
+used, so nothing global changes and figures are freed with their object.
+Widths and label sizes scale with the number of keypoints, so the same
+figure reads well with 10 and with 50 keypoints.
+
+- :func:`mre_bars`: per-keypoint MRE coloured by family, with the overall and
+  family mean lines (the paper's Fig. 2, top).
+- :func:`dp_bars`: per-keypoint DP with error bars, the randomized baseline
+  beside it and significance marks (Fig. 2, bottom), one panel per attribute.
+- :func:`compare_bars`: two audits side by side, e.g. vanilla against
+  mitigated (Fig. 3).
+- :func:`sdr_curves`: SDR of each group over the thresholds, for chosen
+  keypoints.
+
+:func:`save_figure` writes PNG or SVG (by suffix) atomically;
+:func:`write_figures` writes the standard set to a folder.
+
+Examples
+--------
+>>> import numpy as np, fairlandmark
+>>> rng = np.random.default_rng(0)
+>>> true = rng.uniform(0, 100, (40, 5, 2)); pred = true + rng.normal(0, 10, true.shape)
+>>> res = fairlandmark.audit_arrays(pred, true, {"sex": ["F", "M"] * 20}, spacing_mm=0.1)
+>>> fig = dp_bars(res)
+>>> len(fig.axes)
+1
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import os
+import re
+
+import numpy as np
+
+from .exceptions import InputError
+from .report import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
+
+__all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
+           "require_matplotlib", "MissingExtraError"]
+
+MSG_NO_MATPLOTLIB = ("figures need matplotlib, which is not installed: pip install 'fairlandmark[report]' "
+                     "(or leave figures out, e.g. report --no-figures)")
+MSG_FORMAT = "{path}: unknown figure format {suffix!r}; use .png or .svg"
+MSG_FORMATS = "formats: choose among png, svg; got {value!r}"
+MSG_ATTRIBUTE = "attribute {name!r} is not in the audit; its attributes are {known}"
+MSG_KEYPOINT = "keypoint {kp!r} is not in the audit; its keypoints are {known}"
+
+FAMILY_COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
+                  "#CCB974", "#64B5CD"]
+DP_COLOUR, BASE_COLOUR, SIG_COLOUR = "#4C72B0", "#B0B0B0", "#C0392B"
+BEFORE_COLOUR, AFTER_COLOUR = "#9DB4D6", "#2F5D9E"
+
+
+class MissingExtraError(InputError):
+    """An optional dependency (the ``[report]`` extra) is missing."""
+
+
+def require_matplotlib():
+    """Import matplotlib with the Agg canvas, or raise one clear line."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    except ImportError:
+        raise MissingExtraError(MSG_NO_MATPLOTLIB) from None
+
+
+def _new_figure(width, height):
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _width(n_bars, per=0.26, lo=6.5, hi=20.0):
+    return float(min(max(lo, 1.8 + per * n_bars), hi))
+
+
+def _style_axis(ax, labels, *, ylabel):
+    k = len(labels)
+    ax.set_xticks(np.arange(k))
+    rotate = k > 16 or max((len(str(x)) for x in labels), default=0) > 4
+    size = 9 if k <= 20 else (8 if k <= 40 else 7)
+    ax.set_xticklabels([str(x) for x in labels], rotation=90 if rotate else 0, fontsize=size)
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _family_colours(families):
+    names = []
+    for f in families:
+        if f and f not in names:
+            names.append(f)
+    return {f: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, f in enumerate(names)}
+
+
+def _attributes(doc, attribute):
+    known = list(doc.get("attributes", []))
+    if attribute is None:
+        return known
+    chosen = [attribute] if isinstance(attribute, str) else list(attribute)
+    for a in chosen:
+        if a not in known:
+            raise InputError(MSG_ATTRIBUTE.format(name=a, known=", ".join(map(str, known))))
+    return chosen
+
+
+# -- MRE ----------------------------------------------------------------------------------------------------------------
+def mre_bars(source, *, title=None):
+    """Per-keypoint MRE bars coloured by family, with overall and family mean lines.
+
+    Parameters
+    ----------
+    source : path, dict or AuditResult
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    doc = load_audit(source)
+    kp = keypoint_mre(doc)
+    unit = doc.get("unit", "")
+    k = len(kp)
+    fig = _new_figure(_width(k), 3.6)
+    ax = fig.add_subplot()
+    colours = _family_colours(kp["family"]) if len(kp) else {}
+    bar_colours = [colours.get(f, FAMILY_COLOURS[0]) for f in kp["family"]]
+    x = np.arange(k)
+    yerr = kp["mre_std"].to_numpy(float) if len(kp) and kp["mre_std"].notna().any() else None
+    ax.bar(x, kp["mre"].to_numpy(float), width=0.75, color=bar_colours, yerr=yerr,
+           error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
+    handles = []
+    from matplotlib.patches import Patch
+
+    for fam, col in colours.items():
+        handles.append(Patch(color=col, label=fam))
+    allrow = overall_row(doc)
+    overall = _num(allrow.get("mre")) if allrow else float(np.nanmean(kp["mre"])) if k else math.nan
+    if not math.isnan(overall):
+        handles.append(ax.axhline(overall, color="#222222", linestyle="--", linewidth=1.2,
+                                  label=f"overall {overall:.2f} {unit}"))
+    for fam, col in colours.items():
+        idx = np.flatnonzero(kp["family"].to_numpy() == fam)
+        mean = _num(overall_row(doc, fam).get("mre")) if overall_row(doc, fam) else float(np.nanmean(kp["mre"][idx]))
+        if not math.isnan(mean) and len(idx):
+            handles.append(ax.hlines(mean, idx.min() - 0.45, idx.max() + 0.45, colors=col, linestyles=":",
+                                     linewidth=2.0, label=f"{fam} mean {mean:.2f}"))
+    _style_axis(ax, list(kp["keypoint"]), ylabel=f"MRE ({unit})")
+    ax.set_xlabel("keypoint")
+    ax.set_title(title or f"Mean radial error per keypoint ({doc.get('n_runs', '?')} run(s))", fontsize=11)
+    if handles:
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return fig
+
+
+# -- DP -----------------------------------------------------------------------------------------------------------------
+def _dp_err(sub):
+    """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
+    dp = sub["dp"].to_numpy(float)
+    if sub["dp_low"].notna().any():
+        lo = np.clip(dp - sub["dp_low"].to_numpy(float), 0, None)
+        hi = np.clip(sub["dp_high"].to_numpy(float) - dp, 0, None)
+        return np.nan_to_num(np.vstack([lo, hi])), "interval"
+    if sub["dp_std"].notna().any():
+        std = np.nan_to_num(sub["dp_std"].to_numpy(float))
+        return np.vstack([np.minimum(std, np.nan_to_num(dp)), std]), "std"
+    return None, None
+
+
+def dp_bars(source, *, attribute=None, title=None):
+    """Per-keypoint DP bars with error bars, the randomized baseline and significance marks.
+
+    One panel per attribute (all attributes by default). Error bars are the
+    bootstrap interval when the audit has one, else ± std over runs. The
+    baseline bar (grey) appears when the audit has significance; a red star
+    marks keypoints significant after correction.
+
+    Parameters
+    ----------
+    source : path, dict or AuditResult
+    attribute : str or list of str, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    doc = load_audit(source)
+    attrs = _attributes(doc, attribute)
+    frame = keypoint_frame(doc)
+    sig = has_significance(doc)
+    k = len(doc.get("keypoints", []))
+    n = max(len(attrs), 1)
+    fig = _new_figure(_width(k * (1.6 if sig else 1.0)), 1.0 + 2.6 * n)
+    axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
+    thr = thr_key(doc.get("primary_threshold", 2.0))
+    for ax, a in zip(axes, attrs):
+        sub = frame[frame["attribute"] == a].reset_index(drop=True)
+        x = np.arange(len(sub))
+        dp = sub["dp"].to_numpy(float)
+        err, kind = _dp_err(sub)
+        has_base = sig and sub["baseline_mean"].notna().any()
+        w = 0.4 if has_base else 0.75
+        off = -w / 2 if has_base else 0.0
+        label = {"interval": "DP (bootstrap interval)", "std": "DP (± std over runs)"}.get(kind, "DP")
+        ax.bar(x + off, dp, width=w, color=DP_COLOUR, yerr=err, label=label,
+               error_kw={"elinewidth": 0.8, "capsize": 1.5 if k > 30 else 2.5, "ecolor": "#333333"})
+        top = np.nan_to_num(dp) + (err[1] if err is not None else 0)
+        if has_base:
+            bstd = np.nan_to_num(sub["baseline_std"].to_numpy(float))
+            bm = sub["baseline_mean"].to_numpy(float)
+            ax.bar(x + w / 2, bm, width=w, color=BASE_COLOUR, yerr=np.vstack([np.minimum(bstd, np.nan_to_num(bm)), bstd]),
+                   label="randomized baseline (± std)",
+                   error_kw={"elinewidth": 0.8, "capsize": 1.5 if k > 30 else 2.5, "ecolor": "#666666"})
+            top = np.maximum(top, np.nan_to_num(bm) + bstd)
+        ymax = float(np.nanmax(top)) if len(top) and np.isfinite(top).any() else 0.1
+        ymax = max(ymax, 0.05)
+        if sig:
+            mask = sub["significant"].to_numpy(bool)
+            if mask.any():
+                ax.scatter(x[mask] + off, top[mask] + 0.04 * ymax, marker="*", s=55 if k <= 30 else 35,
+                           color=SIG_COLOUR, zorder=5, label="significant (adjusted)")
+        ax.set_ylim(0, ymax * 1.15)
+        _style_axis(ax, list(sub["keypoint"]), ylabel=f"DP (SDR@{thr})")
+        ax.set_title(f"{a}", fontsize=10, loc="left")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    axes[-1].set_xlabel("keypoint")
+    fig.suptitle(title or "Demographic parity per keypoint", fontsize=11)
+    return fig
+
+
+# -- before / after ----------------------------------------------------------------------------------------------------
+def compare_bars(before, after, *, labels=("before", "after"), attribute=None, title=None):
+    """Two audits side by side: DP per keypoint for each attribute, then MRE.
+
+    Keypoints and attributes present in both audits are shown, in the order
+    of ``after``.
+
+    Parameters
+    ----------
+    before, after : path, dict or AuditResult
+    labels : (str, str)
+        Legend names, e.g. ``("vanilla", "mitigated")``.
+    attribute : str or list of str, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    b, a = load_audit(before, what="before"), load_audit(after, what="after")
+    attrs = [x for x in _attributes(a, attribute) if x in b.get("attributes", [])]
+    fb, fa = keypoint_frame(b), keypoint_frame(a)
+    keys_b = {str(x) for x in b.get("keypoints", [])}
+    kps = [x for x in a.get("keypoints", []) if str(x) in keys_b]
+    k = len(kps)
+    n = len(attrs) + 1
+    fig = _new_figure(_width(k * 1.6), 1.0 + 2.5 * n)
+    axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
+    x = np.arange(k)
+    w = 0.4
+    cap = 1.5 if k > 30 else 2.5
+
+    def aligned(frame, attr, col):
+        sub = frame[frame["attribute"] == attr] if attr is not None else frame
+        m = dict(zip(sub["keypoint"].astype(str), sub[col]))
+        return np.array([_num(m.get(str(p))) for p in kps])
+
+    for ax, attr in zip(axes, attrs):
+        for j, (frame, lab, col) in enumerate(((fb, labels[0], BEFORE_COLOUR), (fa, labels[1], AFTER_COLOUR))):
+            dp = aligned(frame, attr, "dp")
+            std = np.nan_to_num(aligned(frame, attr, "dp_std"))
+            ax.bar(x + (j - 0.5) * w, dp, width=w, color=col, label=lab,
+                   yerr=np.vstack([np.minimum(std, np.nan_to_num(dp)), std]) if std.any() else None,
+                   error_kw={"elinewidth": 0.7, "capsize": cap, "ecolor": "#333333"})
+        _style_axis(ax, kps, ylabel=f"DP · {attr}")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax = axes[-1]
+    mb, ma = keypoint_mre(b), keypoint_mre(a)
+    for j, (m, lab, col) in enumerate(((mb, labels[0], BEFORE_COLOUR), (ma, labels[1], AFTER_COLOUR))):
+        vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
+        ax.bar(x + (j - 0.5) * w, [_num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
+    _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_xlabel("keypoint")
+    fig.suptitle(title or f"{labels[0]} vs {labels[1]}", fontsize=11)
+    return fig
+
+
+# -- SDR over thresholds --------------------------------------------------------------------------------------------------
+def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
+    """SDR of each group over the thresholds, one panel per chosen keypoint.
+
+    Parameters
+    ----------
+    source : path, dict or AuditResult
+    attribute : str, optional
+        Default: the first attribute.
+    keypoints : list, optional
+        Keypoints to show; default the ``top`` ones with the largest DP.
+    top : int, default 4
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    doc = load_audit(source)
+    attr = _attributes(doc, attribute)[0] if attribute is not None else doc.get("attributes", [None])[0]
+    recs = {str(r.get("keypoint")): r for r in doc["per_keypoint"] if r.get("attribute") == attr}
+    if keypoints is None:
+        ranked = sorted(recs.values(), key=lambda r: -_num(r.get("dp")) if not math.isnan(_num(r.get("dp"))) else 1)
+        chosen = [r.get("keypoint") for r in ranked[:top]]
+    else:
+        chosen = list(keypoints)
+        for p in chosen:
+            if str(p) not in recs:
+                raise InputError(MSG_KEYPOINT.format(kp=p, known=", ".join(map(str, doc.get("keypoints", [])))))
+    thresholds = [float(t) for t in doc.get("thresholds", [])]
+    unit = doc.get("unit", "")
+    groups = [g["group"] for g in doc.get("groups") or [] if g.get("attribute") == attr]
+    for r in recs.values():
+        groups += [g for g in (r.get("sdr_by_group") or {}) if g not in groups]
+    n = max(len(chosen), 1)
+    cols = min(n, 4)
+    rows = int(math.ceil(n / cols))
+    fig = _new_figure(max(6.5, 3.0 * cols + 1.6), 0.8 + 2.6 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    colours = {g: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, g in enumerate(groups)}
+    for i, ax in enumerate(axes.ravel()):
+        if i >= len(chosen):
+            ax.set_visible(False)
+            continue
+        rec = recs[str(chosen[i])]
+        by_thr = rec.get("sdr_by_threshold") or {thr_key(thresholds[0]): rec.get("sdr_by_group") or {}}
+        for g in groups:
+            ys = [_num((by_thr.get(thr_key(t)) or {}).get(g)) for t in thresholds]
+            if all(math.isnan(y) for y in ys):
+                continue
+            ax.plot(thresholds, ys, marker="o", markersize=4, linewidth=1.5, color=colours[g], label=str(g))
+        ax.set_title(f"keypoint {chosen[i]} · DP {_num(rec.get('dp')):.3f}" + (" *" if rec.get("significant") else ""),
+                     fontsize=9)
+        ax.set_xlabel(f"threshold ({unit})", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        if len(thresholds) > 0:
+            ax.set_xticks(thresholds)
+            ax.set_xticklabels([thr_key(t) for t in thresholds], fontsize=8)
+        ax.grid(color="#e6e6e6", linewidth=0.8)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("SDR")
+    handles, labs = [], []
+    for ax in axes.ravel():
+        h, lab = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, lab):
+            if ll not in labs:
+                handles.append(hh)
+                labs.append(ll)
+    if handles:
+        fig.legend(handles, labs, fontsize=8, loc="outside right upper", frameon=False, title=str(attr),
+                   title_fontsize=8)
+    fig.suptitle(title or f"SDR over thresholds by {attr}", fontsize=11)
+    return fig
+
+
+# -- output ----------------------------------------------------------------------------------------------------------------
+def _render(fig, fmt, dpi):
+    buf = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
+    fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
+    return buf.getvalue()
+
+
+def png_base64(fig, *, dpi=110):
+    """The figure as base64 PNG text (for a ``data:`` URI)."""
+    return base64.b64encode(_render(fig, "png", dpi)).decode("ascii")
+
+
+def save_figure(fig, path, *, dpi=150):
+    """Write ``fig`` to ``path`` (``.png`` or ``.svg``) atomically; returns the path."""
+    from .io import atomic_write_bytes
+
+    suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
+    if suffix not in ("png", "svg"):
+        raise InputError(MSG_FORMAT.format(path=path, suffix=suffix))
+    atomic_write_bytes(path, _render(fig, suffix, dpi))
+    return os.fspath(path)
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
+
+
+def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labels=("before", "after"), dpi=150):
+    """Write the standard figures of an audit to ``folder``.
+
+    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` and,
+    with ``baseline``, ``compare``; one file per format.
+
+    Returns
+    -------
+    list of str
+        The paths written.
+    """
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    if not formats or any(f not in ("png", "svg") for f in formats):
+        raise InputError(MSG_FORMATS.format(value=formats))
+    doc = load_audit(source)
+    figs = [("mre_by_keypoint", mre_bars(doc)), ("dp_by_keypoint", dp_bars(doc))]
+    figs += [(f"sdr_{_slug(a)}", sdr_curves(doc, attribute=a)) for a in doc.get("attributes", [])]
+    if baseline is not None:
+        figs.append(("compare", compare_bars(baseline, doc, labels=labels)))
+    paths = []
+    for name, fig in figs:
+        for fmt in formats:
+            paths.append(save_figure(fig, os.path.join(os.fspath(folder), f"{name}.{fmt}"), dpi=dpi))
+    return paths

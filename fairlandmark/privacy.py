@@ -1,0 +1,692 @@
+"""Attribute inference: do a model's per-keypoint errors reveal a sensitive attribute?
+
+The paper ("Are X-ray landmark detection models fair?", section 3.1.4) trains
+a random forest on each image's per-keypoint radial errors to predict a
+sensitive attribute with 5-fold cross-validation. Accuracy well above chance
+means the errors themselves leak the attribute. This module does that, with
+the controls a reader needs to trust the number:
+
+* **features**: one row per (run, image), one column per keypoint, the radial
+  error (mm where a scale is known);
+* **folds over images**: :func:`fairlandmark.folds.stratified_image_folds`
+  splits the *unique images* (stratified on the target), then every run-row of
+  an image goes to the side of its image, so one image is never in both the
+  training and the test part of a fold (:func:`row_folds`). The reference
+  model's image-classifier control calls the same function with the same seed,
+  so both see identical folds;
+* **missing predictions**: a missing prediction (NaN error) is replaced by the
+  median error of that keypoint in the *training* part of the fold, and a 0/1
+  missing-indicator feature is added for every keypoint that has a missing
+  prediction in that training part (``SimpleImputer(strategy="median",
+  add_indicator=True)`` fitted inside the fold). Nothing is dropped;
+* **scores**: accuracy and balanced accuracy (mean and sample std over folds),
+  ROC AUC (binary; one-vs-rest macro average for three or more classes), the
+  majority-class rate (chance for accuracy) and ``1 / n_classes`` (chance for
+  balanced accuracy);
+* **label-permutation test** of the mean balanced accuracy: the target is
+  shuffled *between images* (all runs of an image keep one label, as in the
+  data), the whole cross-validation is repeated on the same folds, and
+  ``p = (1 + #{null >= observed}) / (1 + n_permutations)``. scikit-learn's
+  ``permutation_test_score(groups=...)`` shuffles *within* groups, which is not
+  the null wanted here, so the loop is our own; with one run it is the same test;
+* **which keypoints leak**: :func:`sklearn.inspection.permutation_importance`
+  on each held-out fold (balanced accuracy drop), averaged over folds, ranked;
+* ``within``: the whole analysis is repeated inside each level of another
+  attribute (the paper's filtered attribute: age within male and within
+  female), so the attributes don't mix.
+
+Everything is driven by one ``seed``; a task's result does not depend on the
+worker that runs it, so the numbers are bit-for-bit identical for any
+``n_jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone, is_classifier
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+from sklearn.pipeline import Pipeline
+
+from . import __version__
+from .exceptions import FairlandmarkWarning, InputError
+from .folds import stratified_image_folds
+
+__all__ = [
+    "attribute_inference",
+    "audit_privacy",
+    "PrivacyResult",
+    "row_folds",
+    "default_estimator",
+    "SCHEMA_VERSION",
+    "MISSING_POLICY",
+    "RUNS_POLICY",
+]
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_TREES = 100
+DEFAULT_PERMUTATIONS = 200
+DEFAULT_REPEATS = 5
+TOP_KEYPOINTS = 3
+ALPHA = 0.05
+
+MISSING_POLICY = (
+    "a missing prediction is replaced by the median error of its keypoint in the training part of the fold, "
+    "and a missing-indicator feature is added for each keypoint with a missing prediction there; nothing is dropped"
+)
+RUNS_POLICY = (
+    "one feature row per (run, image); folds are made over unique images (stratified on the target) and every "
+    "run-row of an image goes to the same side, so no image is in both training and test"
+)
+
+MSG_TARGET = "target: give the name of one attribute column to infer, got {value!r}"
+MSG_WITHIN_SAME = "within: '{value}' is the target itself; give another attribute (e.g. --within sex) or drop it"
+MSG_WITHIN = "within: give the name of one attribute column, got {value!r}"
+MSG_SPLITS = "n_splits: must be an integer >= 2 (number of folds), got {value!r}"
+MSG_PERMUTATIONS = "n_permutations: must be an integer >= 0, got {value!r}"
+MSG_REPEATS = "n_repeats: must be an integer >= 1 (importance shuffles per keypoint and fold), got {value!r}"
+MSG_SEED = "seed: must be an integer >= 0, got {value!r}"
+MSG_N_JOBS = "n_jobs: must be None or a non-zero integer (-1 = all cores), got {value!r}"
+MSG_ESTIMATOR = "estimator: {name} is not a scikit-learn classifier; give e.g. RandomForestClassifier()"
+MSG_METADATA_WITH_STUDY = "metadata: a prepared Study already holds the metadata; pass metadata=None"
+MSG_NOT_IN_STUDY = (
+    "{role} '{name}' is not an attribute of this study (it has: {known}); prepare the study with that attribute"
+)
+MSG_ONE_CLASS = (
+    "target '{target}' has a single class ({cls!r}){where}; inference needs two or more classes: "
+    "drop --within or check the metadata"
+)
+MSG_SMALL_CLASS = (
+    "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
+    "use --folds {fix} or fewer (n_splits in the API), or merge small classes"
+)
+MSG_TOO_FEW_FOR_TWO = (
+    "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
+    "merge small classes{drop}"
+)
+MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
+
+
+# -- inputs ---------------------------------------------------------------------
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator):
+    if not isinstance(target, str) or not target.strip():
+        raise InputError(MSG_TARGET.format(value=target))
+    if within is not None:
+        if not isinstance(within, str) or not within.strip():
+            raise InputError(MSG_WITHIN.format(value=within))
+        if within == target:
+            raise InputError(MSG_WITHIN_SAME.format(value=within))
+    if not _is_int(n_splits) or n_splits < 2:
+        raise InputError(MSG_SPLITS.format(value=n_splits))
+    if not _is_int(n_permutations) or n_permutations < 0:
+        raise InputError(MSG_PERMUTATIONS.format(value=n_permutations))
+    if not _is_int(n_repeats) or n_repeats < 1:
+        raise InputError(MSG_REPEATS.format(value=n_repeats))
+    if not _is_int(seed) or seed < 0:
+        raise InputError(MSG_SEED.format(value=seed))
+    if n_jobs is not None and (not _is_int(n_jobs) or n_jobs == 0):
+        raise InputError(MSG_N_JOBS.format(value=n_jobs))
+    if estimator is not None and not is_classifier(estimator):
+        raise InputError(MSG_ESTIMATOR.format(name=type(estimator).__name__))
+
+
+def default_estimator(*, n_estimators=DEFAULT_TREES, seed=0):
+    """The paper's classifier: a random forest (``n_jobs=1``; parallelism is over folds and permutations)."""
+    return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
+
+
+def _pipeline(estimator, seed):
+    """Fold-local median imputation with missing indicators, then the classifier."""
+    est = clone(estimator)
+    params = est.get_params(deep=False)
+    if "random_state" in params and params["random_state"] is None:
+        est.set_params(random_state=seed)  # reproducible with --seed
+    imputer = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+    return Pipeline([("impute", imputer), ("classifier", est)])
+
+
+def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
+    """Cross-validation folds over rows that never split an image.
+
+    The unique images are split by :func:`fairlandmark.folds.stratified_image_folds`
+    (stratified on each image's label); each row then follows its image.
+
+    Parameters
+    ----------
+    row_image : array-like of str, shape (N,)
+        Image id of each row (one row per run and image).
+    row_labels : array-like, shape (N,)
+        Target label of each row; all rows of an image must share it.
+    n_splits : int, default 5
+    seed : int, default 0
+
+    Returns
+    -------
+    list of (ndarray, ndarray)
+        ``(train_rows, test_rows)`` row indices per fold, usable as the ``cv``
+        argument of scikit-learn's ``cross_validate``.
+
+    Examples
+    --------
+    >>> folds = row_folds(["a", "a", "b", "b", "c", "c", "d", "d"], [0, 0, 0, 0, 1, 1, 1, 1], n_splits=2)
+    >>> [sorted(set(test // 2)) == sorted(set(test // 2) - set(train // 2)) for train, test in folds]
+    [True, True]
+    """
+    row_image = np.asarray(row_image).astype(str)
+    row_labels = np.asarray(row_labels)
+    images, first, inverse = np.unique(row_image, return_index=True, return_inverse=True)
+    image_labels = row_labels[first]
+    if not np.array_equal(image_labels[inverse], row_labels):
+        raise InputError("row_labels: every row of an image must have the same label")
+    out = []
+    for _, test_ids in stratified_image_folds(images, image_labels, n_splits=n_splits, seed=seed):
+        test_mask = np.isin(row_image, test_ids)
+        out.append((np.flatnonzero(~test_mask), np.flatnonzero(test_mask)))
+    return out
+
+
+# -- work units (module level so that worker processes can run them) ---------------
+
+
+@contextmanager
+def _quiet():
+    """Silence metric warnings of degenerate permuted folds (a class absent from a test part)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        yield
+
+
+def _auc(model, X, y, n_classes):
+    try:
+        if hasattr(model, "predict_proba"):
+            score = model.predict_proba(X)
+        else:
+            score = model.decision_function(X)
+    except (AttributeError, NotImplementedError):
+        return np.nan
+    classes = list(model.classes_)
+    if len(classes) != n_classes or len(np.unique(y)) != n_classes:
+        return np.nan
+    if n_classes == 2:
+        return float(roc_auc_score(y, score[:, 1] if np.ndim(score) == 2 else score))
+    return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=classes))
+
+
+def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
+    """Fit one fold with the true labels: every score plus permutation importance."""
+    with _quiet():
+        model = clone(pipeline).fit(X[train], y[train])
+        pred = model.predict(X[test])
+        imp = permutation_importance(model, X[test], y[test], scoring="balanced_accuracy", n_repeats=n_repeats,
+                                     random_state=seed, n_jobs=1)
+        return {
+            "accuracy": float(accuracy_score(y[test], pred)),
+            "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
+            "roc_auc": _auc(model, X[test], y[test], n_classes),
+            "importance": imp.importances_mean.astype(float),
+        }
+
+
+def _null_score(pipeline, X, y, folds):
+    """Mean balanced accuracy over the folds for one permuted labelling."""
+    with _quiet():
+        scores = []
+        for train, test in folds:
+            model = clone(pipeline).fit(X[train], y[train])
+            scores.append(balanced_accuracy_score(y[test], model.predict(X[test])))
+        return float(np.mean(scores))
+
+
+# -- progress -------------------------------------------------------------------
+
+
+class _NoProgress:
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def advance(self, *args, **kwargs):
+        pass
+
+
+@contextmanager
+def _progress(progress):
+    """``None``/``False``: silent; ``True``: a rich bar on stderr; a rich ``Progress``: use it."""
+    if progress is None or progress is False:
+        yield _NoProgress()
+    elif progress is True:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=True)
+        with bar:
+            yield bar
+    else:
+        yield progress
+
+
+def _run_tasks(tasks, n_jobs, on_done):
+    """Run ``(function, args)`` tasks in order, calling ``on_done(i, result)`` as each finishes."""
+    if n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
+        for i, (fn, args) in enumerate(tasks):
+            on_done(i, fn(*args))
+        return
+    from joblib import Parallel, delayed
+
+    runner = Parallel(n_jobs=n_jobs, return_as="generator")
+    for i, result in enumerate(runner(delayed(fn)(*args) for fn, args in tasks)):
+        on_done(i, result)
+
+
+# -- the analysis ---------------------------------------------------------------
+
+
+@dataclass
+class _Level:
+    """One analysis: all rows, or the rows of one level of ``within``."""
+
+    label: str | None
+    rows: np.ndarray  # study row indices
+    classes: list  # class names present, in order
+    y: np.ndarray  # class index per row (into classes)
+    images: np.ndarray  # unique image ids
+    image_y: np.ndarray  # class index per image
+    image_of_row: np.ndarray  # index into images per row
+    folds: list = field(default_factory=list)  # (train, test) indices into rows
+    fold_scores: list = field(default_factory=list)
+    null: np.ndarray = None
+
+
+def _levels(study, target, within, n_splits):
+    codes = study.coding.base_codes
+    known = ", ".join(codes)
+    for role, name in (("target", target), ("within", within)):
+        if name is not None and name not in codes:
+            raise InputError(MSG_NOT_IN_STUDY.format(role=role, name=name, known=known))
+    names = study.coding.groups[target]
+    if within is None:
+        parts = [(None, np.arange(len(study.row_image)))]
+    else:
+        wcodes = codes[within]
+        parts = [(f"{within}={g}", np.flatnonzero(wcodes == i)) for i, g in enumerate(study.coding.groups[within])]
+    levels = []
+    for label, rows in parts:
+        if len(rows) == 0:
+            continue
+        where = f" within {label}" if label else ""
+        row_image = np.asarray(study.row_image)[rows].astype(str)
+        images, first, image_of_row = np.unique(row_image, return_index=True, return_inverse=True)
+        raw = codes[target][rows]
+        present = np.unique(raw)
+        if len(present) < 2:
+            raise InputError(MSG_ONE_CLASS.format(target=target, cls=names[present[0]], where=where))
+        y = np.searchsorted(present, raw)
+        image_y = y[first]
+        counts = np.bincount(image_y, minlength=len(present))
+        j = int(np.argmin(counts))
+        if counts[j] < n_splits:
+            cls, n = names[present[j]], int(counts[j])
+            if n < 2:
+                drop = f" or drop --within {within}" if within else ""
+                raise InputError(MSG_TOO_FEW_FOR_TWO.format(target=target, cls=cls, n=n, where=where, drop=drop))
+            raise InputError(MSG_SMALL_CLASS.format(target=target, cls=cls, n=n, where=where, k=n_splits, fix=n))
+        levels.append(_Level(label=label, rows=rows, classes=[names[c] for c in present], y=y, images=images,
+                             image_y=image_y, image_of_row=image_of_row.astype(np.int64)))
+    return levels
+
+
+def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
+                        n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
+                        progress=None, spacing_mm=None, wrist_width=None, bins=None):
+    """Predict a sensitive attribute from each image's per-keypoint errors.
+
+    Parameters
+    ----------
+    predictions : pandas.DataFrame, path, or Study
+        Predictions in the long format of :func:`fairlandmark.audit`, or a
+        :class:`~fairlandmark.audit.Study` already prepared (then ``metadata``
+        is None and the study must hold ``target`` and ``within``).
+    metadata : pandas.DataFrame or path, optional
+        ``image_id`` plus attribute columns.
+    target : str
+        Attribute to infer, e.g. ``"age_group"``.
+    within : str, optional
+        Repeat the analysis inside each level of this attribute (e.g. infer
+        age within each sex), so the two attributes don't mix.
+    estimator : scikit-learn classifier, optional
+        Default ``RandomForestClassifier(n_estimators=100, random_state=seed)``.
+        It is cloned; a ``random_state`` left at None is set to ``seed``.
+    n_splits : int, default 5
+        Folds of the stratified cross-validation over images.
+    n_permutations : int, default 200
+        Label permutations for the p-value (0: no test).
+    n_repeats : int, default 5
+        Shuffles per keypoint and fold for the permutation importance.
+    seed : int, default 0
+        Seeds folds, permutations, the classifier and the importance; the same
+        seed gives the same numbers bit for bit, for any ``n_jobs``.
+    n_jobs : int, optional
+        Parallel workers over folds and permutations (-1: all cores).
+    progress : bool or rich.progress.Progress, optional
+        Show progress bars (True: on stderr).
+    spacing_mm, wrist_width, bins
+        As in :func:`fairlandmark.audit`.
+
+    Returns
+    -------
+    PrivacyResult
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> ids = [f"{i:03d}" for i in range(60)]
+    >>> old = np.arange(60) % 2 == 1
+    >>> preds = pd.DataFrame({"image_id": np.repeat(ids, 3), "keypoint": np.tile([1, 2, 3], 60),
+    ...                       "error_mm": rng.gamma(2.0, 1.0, 180) + np.repeat(np.where(old, 2.0, 0.0), 3)
+    ...                       * np.tile([1.0, 0.0, 0.0], 60)})
+    >>> meta = pd.DataFrame({"image_id": ids, "age_group": np.where(old, "old", "young")})
+    >>> res = attribute_inference(preds, meta, target="age_group", n_permutations=20,
+    ...                           estimator=default_estimator(n_estimators=20))
+    >>> float(res.scores["balanced_accuracy"].iloc[0]) > 0.7
+    True
+    >>> int(res.importance["keypoint"].iloc[0])
+    1
+    """
+    _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator)
+    from .audit import Study, prepare_study
+
+    if isinstance(predictions, Study):
+        if metadata is not None:
+            raise InputError(MSG_METADATA_WITH_STUDY)
+        study = predictions
+    else:
+        attributes = [target] + ([within] if within else [])
+        study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
+                              wrist_width=wrist_width, bins=bins, intersection=False,
+                              metadata_source=metadata if isinstance(metadata, str) else None)
+    levels = _levels(study, target, within, n_splits)
+    estimator = default_estimator(seed=seed) if estimator is None else estimator
+    pipeline = _pipeline(estimator, seed)
+
+    tasks, owners = [], []
+    for li, lev in enumerate(levels):
+        X = np.asarray(study.errors, dtype=float)[lev.rows]
+        lev.folds = row_folds(lev.images[lev.image_of_row], lev.y, n_splits=n_splits, seed=seed)
+        lev.fold_scores = [None] * n_splits
+        lev.null = np.full(n_permutations, np.nan)
+        for f, (train, test) in enumerate(lev.folds):
+            tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
+            owners.append((li, "fold", f))
+        rng = np.random.default_rng([seed, li])
+        for p in range(n_permutations):
+            y_perm = rng.permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
+            tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
+            owners.append((li, "null", p))
+
+    with _progress(progress) as bar:
+        names = {}
+        for li, lev in enumerate(levels):
+            where = f" ({lev.label})" if lev.label else ""
+            names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
+            if n_permutations:
+                names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
+
+        def done(i, result):
+            li, kind, j = owners[i]
+            if kind == "fold":
+                levels[li].fold_scores[j] = result
+            else:
+                levels[li].null[j] = result
+            bar.advance(names[li, kind])
+
+        _run_tasks(tasks, n_jobs, done)
+
+    notes = list(study.warnings)
+    n_missing = int(np.isnan(study.errors).sum())
+    if n_missing:
+        notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
+    for note in notes:
+        warnings.warn(note, FairlandmarkWarning, stacklevel=2)
+    settings = {
+        "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
+        "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
+        "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
+    }
+    return PrivacyResult(study=study, levels=levels, settings=settings, warnings=notes)
+
+
+# -- result -----------------------------------------------------------------------
+
+
+def _mean_std(values):
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return np.nan, np.nan
+    return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) >= 2 else np.nan
+
+
+def _fmt_p(p):
+    if p is None or not np.isfinite(p):
+        return "no permutation test"
+    return f"p = {p:.3g}"
+
+
+def _clean(value):
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if np.isfinite(v) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+class PrivacyResult:
+    """Result of :func:`attribute_inference`: tidy tables and JSON, computed once.
+
+    Attributes
+    ----------
+    scores : pandas.DataFrame
+        One row per analysis (one, or one per level of ``within``): images,
+        rows, classes, majority rate, chance, accuracy, balanced accuracy and
+        ROC AUC (mean and std over folds), the permutation null (mean, std) and
+        the p-value.
+    folds : pandas.DataFrame
+        One row per (analysis, fold): train/test images and rows and the scores.
+    importance : pandas.DataFrame
+        One row per (analysis, keypoint): permutation importance (drop in
+        balanced accuracy, mean and std over folds) and its rank (1 = most
+        informative), sorted by rank.
+    null_scores : dict of str -> ndarray
+        Permutation null of the mean balanced accuracy, per analysis.
+    risk_lines : list of str
+        One plain-words line per analysis; ``risk_line`` joins them.
+    warnings : list of str
+    """
+
+    def __init__(self, *, study, levels, settings, warnings):
+        self.study = study
+        self._levels = levels
+        self.settings = dict(settings)
+        self.target = settings["target"]
+        self.within = settings["within"]
+        self.warnings = list(warnings)
+
+    @property
+    def unit(self):
+        return self.study.unit
+
+    @property
+    def keypoints(self):
+        return [k.item() if hasattr(k, "item") else k for k in self.study.keypoints]
+
+    def _name(self, lev):
+        return lev.label if lev.label is not None else "all"
+
+    @cached_property
+    def scores(self):
+        rows = []
+        for lev in self._levels:
+            fs = lev.fold_scores
+            y = lev.y
+            counts = np.bincount(y, minlength=len(lev.classes))
+            image_counts = np.bincount(lev.image_y, minlength=len(lev.classes))
+            observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
+            n_perm = len(lev.null)
+            p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
+            null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
+            row = {"target": self.target, "within": self.within,
+                   "level": lev.label.split("=", 1)[1] if lev.label else None, "analysis": self._name(lev),
+                   "n_images": len(lev.images), "n_rows": len(lev.rows), "n_classes": len(lev.classes),
+                   "classes": list(lev.classes),
+                   "images_by_class": dict(zip(lev.classes, image_counts.tolist())),
+                   "n_missing": int(np.isnan(self.study.errors[lev.rows]).sum()),
+                   "majority_rate": float(counts.max() / counts.sum()), "chance": 1.0 / len(lev.classes)}
+            for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
+                row[metric], row[f"{metric}_std"] = _mean_std([f[metric] for f in fs])
+            row["balanced_accuracy"] = observed  # the exact statistic the test compares
+            row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
+                        "n_permutations": n_perm, "leak": bool(n_perm and p < ALPHA)})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def folds(self):
+        rows = []
+        for lev in self._levels:
+            for f, ((train, test), s) in enumerate(zip(lev.folds, lev.fold_scores)):
+                rows.append({"analysis": self._name(lev), "fold": f,
+                             "n_train_images": len(np.unique(lev.image_of_row[train])),
+                             "n_test_images": len(np.unique(lev.image_of_row[test])),
+                             "n_train_rows": len(train), "n_test_rows": len(test),
+                             "accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"],
+                             "roc_auc": s["roc_auc"]})
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def importance(self):
+        frames = []
+        for lev in self._levels:
+            imp = np.stack([f["importance"] for f in lev.fold_scores])  # (folds, K)
+            mean = imp.mean(axis=0)
+            std = imp.std(axis=0, ddof=1) if len(imp) >= 2 else np.full(imp.shape[1], np.nan)
+            order = np.argsort(-mean, kind="stable")
+            rank = np.empty(len(mean), dtype=int)
+            rank[order] = np.arange(1, len(mean) + 1)
+            frame = pd.DataFrame({"analysis": self._name(lev), "keypoint": self.keypoints,
+                                  "importance": mean, "importance_std": std, "rank": rank})
+            frames.append(frame.sort_values("rank", kind="stable"))
+        return pd.concat(frames, ignore_index=True)
+
+    @cached_property
+    def null_scores(self):
+        return {self._name(lev): lev.null.copy() for lev in self._levels}
+
+    def top_keypoints(self, analysis=None, n=TOP_KEYPOINTS):
+        """The ``n`` keypoints with the largest positive importance."""
+        imp = self.importance
+        if analysis is not None:
+            imp = imp[imp["analysis"] == analysis]
+        return list(imp.loc[imp["importance"] > 0, "keypoint"].head(n))
+
+    @cached_property
+    def risk_lines(self):
+        lines = []
+        for row in self.scores.to_dict("records"):
+            where = f"within {row['analysis']}: " if row["level"] is not None else ""
+            top = self.top_keypoints(row["analysis"])
+            top_text = f"most informative keypoints: {', '.join(map(str, top))}" if top else MSG_NOTHING_INFORMATIVE
+            p = row["p_value"]
+            numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {_fmt_p(p)})"
+            if np.isfinite(p) and p >= ALPHA:
+                head = f"{where}errors do not predict {self.target} better than chance: {numbers}"
+            else:
+                head = f"{where}errors predict {self.target} with {numbers}"
+            lines.append(f"{head}; {top_text}")
+        return lines
+
+    @property
+    def risk_line(self):
+        return "\n".join(self.risk_lines)
+
+    def to_dict(self):
+        """JSON-ready dict (schema in docs/privacy.md)."""
+        imp = self.importance
+        analyses = []
+        for row in self.scores.to_dict("records"):
+            name = row["analysis"]
+            folds = self.folds[self.folds["analysis"] == name].drop(columns="analysis")
+            ranked = imp[imp["analysis"] == name].drop(columns="analysis")
+            analyses.append({**row, "risk_line": self.risk_lines[len(analyses)],
+                             "top_keypoints": self.top_keypoints(name),
+                             "folds": folds.to_dict("records"), "importance": ranked.to_dict("records")})
+        doc = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "attribute_inference",
+            "tool": {"name": "fairlandmark", "version": __version__},
+            "unit": self.unit,
+            "n_runs": int(len(self.study.runs)),
+            "keypoints": self.keypoints,
+            **self.settings,
+            "alpha": ALPHA,
+            "analyses": analyses,
+            "warnings": self.warnings,
+        }
+        return _clean(doc)
+
+    def to_json(self, path=None, *, indent=2):
+        """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        if path is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    def __repr__(self):
+        return (f"PrivacyResult(target={self.target!r}, within={self.within!r}, "
+                f"{len(self._levels)} analysis(es), {len(self.keypoints)} keypoints)")
+
+
+def audit_privacy(study, *, targets=None, within=None, **options):
+    """Attribute inference for each audited attribute of a prepared study.
+
+    For the audit's opt-in privacy section. ``targets`` defaults to every base
+    attribute of the study (intersections are not targets); ``within`` is
+    skipped for the target it names. ``options`` go to
+    :func:`attribute_inference`.
+
+    Returns
+    -------
+    list of PrivacyResult
+    """
+    targets = list(study.coding.base_codes) if targets is None else list(targets)
+    out = []
+    for target in targets:
+        w = within if within != target else None
+        out.append(attribute_inference(study, target=target, within=w, **options))
+    return out

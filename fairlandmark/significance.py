@@ -1,0 +1,588 @@
+"""Significance of per-keypoint parity gaps.
+
+Four questions per (attribute, keypoint), all answered with the metrics kernel
+(:mod:`fairlandmark.metrics`) over batches of resamples, with no Python loop
+per keypoint or per resample:
+
+1. *Is the DP larger than chance?* A label-permutation test. The labels of the
+   images are permuted within each run, all keypoints of an image moving
+   together (so the correlation between keypoints is kept), and one
+   permutation of the finest cells permutes every attribute at once. With
+   several runs the statistic is the mean DP over runs, each run permuted
+   independently: a valid test of "no group effect in any run", one p-value
+   per keypoint. ``p = (1 + #{T_perm >= T_obs}) / (1 + B)``.
+2. *What does the paper's randomized-attribute baseline give?* Each image's
+   attribute is exchanged with probability 0.5 (to a uniformly drawn other
+   level), the intersection follows from the randomized base attributes; mean
+   and std of the resulting DP over repeats.
+3. *How uncertain are DP, SDR and MRE?* A stratified bootstrap: images are
+   resampled with replacement within each (run, finest cell), so no group of
+   any attribute vanishes; percentile intervals.
+4. *Which gaps survive multiple testing?* Benjamini-Hochberg and Holm
+   (statsmodels) and the Westfall-Young step-down minP adjustment computed
+   from the same permutations, over all attributes x keypoints.
+
+A threshold-free test runs on the same permutations: the largest pairwise MRE
+gap, so a bias just past the SDR threshold is not missed.
+
+Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
+``seed`` gives the same numbers bit for bit whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .exceptions import InputError
+from .metrics import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+
+__all__ = [
+    "SignificanceOptions",
+    "SignificanceResult",
+    "run_significance",
+    "westfall_young_minp",
+    "benjamini_hochberg",
+    "holm",
+    "permutation_pvalue",
+    "add_significance_arguments",
+    "options_from_args",
+    "CORRECTIONS",
+]
+
+CORRECTIONS = ("bh", "holm", "westfall-young")
+# Statistics of a permutation equal to the observed one must count as ">=":
+# exact for SDR gaps (integer hit counts), a relative tolerance for MRE gaps.
+_TIE_TOLERANCE = 1e-9
+
+MSG_OPTION = "{name}: {rule}, got {value!r}"
+
+
+@dataclass(frozen=True)
+class SignificanceOptions:
+    """Options of the significance layer (all keyword-only in the API).
+
+    Parameters
+    ----------
+    permutations : int, default 10000
+        Label permutations for p-values (0 turns the test off).
+    bootstrap : int, default 2000
+        Stratified bootstrap resamples (0 turns intervals off).
+    ci : float, default 0.95
+        Coverage of the percentile intervals.
+    alpha : float, default 0.05
+        Significance level applied to the adjusted p-values.
+    correction : {"bh", "holm", "westfall-young"}, default "bh"
+        Multiple-testing adjustment used for ``p_adjusted`` and the flag; all
+        three are reported.
+    baseline_repeats : int, default 1000
+        Repeats of the randomized-attribute baseline (0 turns it off).
+    seed : int, default 0
+    batch_size : int, default 500
+        Resamples per kernel call; bounds memory, does not change results.
+    progress : bool or rich.progress.Progress, default False
+    """
+
+    permutations: int = 10000
+    bootstrap: int = 2000
+    ci: float = 0.95
+    alpha: float = 0.05
+    correction: str = "bh"
+    baseline_repeats: int = 1000
+    seed: int = 0
+    batch_size: int = 500
+    progress: object = False
+
+    def __post_init__(self):
+        for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise InputError(MSG_OPTION.format(name=name, rule="must be an integer >= 0", value=value))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
+            raise InputError(MSG_OPTION.format(name="batch_size", rule="must be an integer >= 1", value=self.batch_size))
+        if not 0 < self.ci < 1:
+            raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1, e.g. 0.95", value=self.ci))
+        if not 0 < self.alpha < 1:
+            raise InputError(MSG_OPTION.format(name="alpha", rule="must be between 0 and 1, e.g. 0.05", value=self.alpha))
+        if self.correction not in CORRECTIONS:
+            raise InputError(MSG_OPTION.format(name="correction", rule=f"must be one of {', '.join(CORRECTIONS)}",
+                                               value=self.correction))
+
+    @classmethod
+    def coerce(cls, value):
+        if isinstance(value, cls):
+            return value
+        if value is True:
+            return cls()
+        if isinstance(value, dict):
+            return cls(**value)
+        raise InputError(MSG_OPTION.format(name="significance", rule="must be SignificanceOptions, a dict or True",
+                                           value=value))
+
+
+# -- small exact helpers --------------------------------------------------------
+
+def permutation_pvalue(null, observed):
+    """``(1 + #{null >= observed}) / (1 + B)`` per test; NaN where observed is NaN.
+
+    Parameters
+    ----------
+    null : ndarray, shape (B, m)
+    observed : ndarray, shape (m,)
+
+    Examples
+    --------
+    >>> permutation_pvalue(np.array([[0.1], [0.3], [0.5]]), np.array([0.3]))
+    array([0.75])
+    """
+    null = np.asarray(null, dtype=float)
+    observed = np.asarray(observed, dtype=float)
+    tol = _TIE_TOLERANCE * np.maximum(1.0, np.abs(observed))
+    count = np.sum(null >= observed - tol, axis=0)
+    p = (1.0 + count) / (1.0 + null.shape[0])
+    return np.where(np.isnan(observed), np.nan, p)
+
+
+def westfall_young_minp(null, observed):
+    """Westfall-Young step-down minP adjusted p-values.
+
+    Each permuted statistic gets its own permutation p-value within its test
+    (the observed statistic counted among the B + 1), then the successive
+    minima over tests ordered by raw p give the adjusted p-values, made
+    monotone. Tests with a NaN statistic get NaN.
+
+    Parameters
+    ----------
+    null : ndarray, shape (B, m)
+        Permutation statistics (larger = more extreme), one column per test.
+    observed : ndarray, shape (m,)
+
+    Returns
+    -------
+    ndarray, shape (m,)
+    """
+    null = np.asarray(null, dtype=float)
+    observed = np.asarray(observed, dtype=float)
+    out = np.full(observed.shape, np.nan)
+    ok = ~np.isnan(observed)
+    if not ok.any():
+        return out
+    null, obs = null[:, ok], observed[ok]
+    n_perm = null.shape[0]
+    raw = permutation_pvalue(null, obs)
+    # p-value of every permuted statistic within its own test: count of values >= it
+    # among the B permutations plus the observed one.
+    tol = _TIE_TOLERANCE * np.maximum(1.0, np.abs(null))
+    sorted_null = np.sort(null, axis=0)
+    p_perm = np.empty_like(null)
+    for j in range(null.shape[1]):  # one searchsorted per test, vectorised over permutations
+        below = np.searchsorted(sorted_null[:, j], null[:, j] - tol[:, j], side="left")
+        p_perm[:, j] = (n_perm - below + (obs[j] >= null[:, j] - tol[:, j])) / (n_perm + 1.0)
+    order = np.argsort(raw, kind="stable")
+    successive_min = np.minimum.accumulate(p_perm[:, order[::-1]], axis=1)[:, ::-1]
+    adjusted = (1.0 + np.sum(successive_min <= raw[order][None, :] * (1 + 1e-12), axis=0)) / (n_perm + 1.0)
+    adjusted = np.maximum.accumulate(adjusted)
+    result = np.empty_like(adjusted)
+    result[order] = np.minimum(adjusted, 1.0)
+    out[ok] = result
+    return out
+
+
+def _mean_over_runs(x):
+    """Mean over the run axis (axis 1) of (B, R, G, K) arrays, ignoring NaN."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=1)
+
+
+def benjamini_hochberg(p):
+    """Benjamini-Hochberg adjusted p-values (step-up, FDR).
+
+    Same numbers as ``statsmodels.stats.multitest.multipletests(p,
+    method="fdr_bh")`` (checked in the tests); written out because importing
+    statsmodels costs more than the whole permutation test.
+
+    Examples
+    --------
+    >>> benjamini_hochberg(np.array([0.01, 0.04, 0.03]))
+    array([0.03, 0.04, 0.04])
+    """
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def holm(p):
+    """Holm step-down adjusted p-values (FWER); equals statsmodels' ``holm``.
+
+    Examples
+    --------
+    >>> holm(np.array([0.01, 0.04, 0.03]))
+    array([0.03, 0.06, 0.06])
+    """
+    p = np.asarray(p, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (m - np.arange(m))
+    adjusted = np.maximum.accumulate(scaled)
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+_ADJUSTERS = {"bh": benjamini_hochberg, "holm": holm}
+
+
+def _adjust(p, method):
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = _ADJUSTERS[method](p[ok])
+    return out
+
+
+def _random_permutations(rng, n, m):
+    """``n`` random permutations of ``range(m)``, as an (n, m) index array.
+
+    Sorting 32-bit random keys is twice as fast as Fisher-Yates here; two equal
+    keys in a row (probability about m**2 / 2**33, 1e-5 for m = 300) only fix
+    the order of those two rows, a deviation far below Monte-Carlo error.
+    """
+    return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
+
+
+def _nanmean_runs(x):
+    if not np.isnan(x).any():
+        return x.mean(axis=-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=-2)
+
+
+# -- the computation -----------------------------------------------------------------
+
+class _Context:
+    """Prepared arrays shared by the resampling tasks."""
+
+    def __init__(self, study, thresholds, min_group_size, observed):
+        self.study = study
+        self.coding = study.coding
+        self.min_group_size = min_group_size
+        self.observed = observed
+        # float32 halves the cost and keeps hit counts exact; presence columns
+        # are needed only when some prediction is missing.
+        self.any_missing = bool(np.isnan(study.errors).any())
+        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing, dtype=np.float32)
+        self.kernel = RunKernel(values, study.row_run, study.n_runs)
+        small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
+        self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
+        self.aggregations = {a: self.coding.aggregation(a) for a in self.coding.attributes}
+        # Permutations and the stratified bootstrap keep every cell's size.
+        self.cell_counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)[1][0]
+
+    def fixed_counts(self, n):
+        return np.broadcast_to(self.cell_counts, (n,) + self.cell_counts.shape)
+
+    def stats(self, sums, counts, attribute, valid=None):
+        """DP and MRE gap (mean over runs) and run-mean SDR/MRE per group."""
+        gsums, gcounts = aggregate(sums, counts, self.aggregations[attribute])
+        if valid is None:
+            valid = gcounts >= self.min_group_size
+        sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
+        mre = self.mre(gsums, gcounts)
+        return _nanmean_runs(parity_gap_value(sdr, valid)), _nanmean_runs(parity_gap_value(mre, valid)), sdr, mre
+
+    def mre(self, gsums, gcounts):
+        if self.any_missing:
+            return mre_from_sums(gsums, self.layout)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return gsums[..., self.layout.error] / gcounts[..., None]
+
+    def identity_stats(self, attribute):
+        """Observed DP and MRE gap through this (float32) kernel, for exact comparisons."""
+        sums, _ = self.kernel.sums(self.cells_by_run, self.coding.n_cells, with_counts=False)
+        dp, gap, _, _ = self.stats(sums, self.fixed_counts(1), attribute, valid=self.observed[attribute].valid)
+        return dp[0], gap[0]
+
+
+def _streams(seed, task, n_runs):
+    """One generator per run for a task, independent of batch sizes."""
+    root = np.random.SeedSequence([int(seed), task])
+    return [np.random.default_rng(s) for s in root.spawn(n_runs)]
+
+
+def _batches(total, size):
+    start = 0
+    while start < total:
+        yield start, min(size, total - start)
+        start += size
+
+
+def _progress(options):
+    if options.progress is True:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeRemainingColumn(), transient=True)
+    if options.progress:
+        return options.progress
+    return None
+
+
+def _permutations(ctx, options, bar):
+    attrs = ctx.coding.attributes
+    K = len(ctx.study.keypoints)
+    B = options.permutations
+    null_dp = {a: np.empty((B, K)) for a in attrs}
+    null_gap = {a: np.empty((B, K)) for a in attrs}
+    rngs = _streams(options.seed, 1, ctx.study.n_runs)
+    task = bar.add_task("permutations", total=B) if bar else None
+    for start, n in _batches(B, options.batch_size):
+        labels = [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, ctx.cells_by_run)]
+        sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
+        counts = ctx.fixed_counts(n)
+        for a in attrs:
+            # Permutations keep group sizes, so the observed validity applies.
+            dp, gap, _, _ = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
+            null_dp[a][start:start + n] = dp
+            null_gap[a][start:start + n] = gap
+        if bar:
+            bar.advance(task, n)
+    return null_dp, null_gap
+
+
+def _bootstrap(ctx, options, bar):
+    attrs = ctx.coding.attributes
+    K = len(ctx.study.keypoints)
+    B = options.bootstrap
+    out = {a: {"dp": np.empty((B, K)),
+               "sdr": np.empty((B, len(ctx.coding.groups[a]), K)),
+               "mre": np.empty((B, len(ctx.coding.groups[a]), K))} for a in attrs}
+    # Within each run, rows sorted by cell: a row's replacement is drawn from its own cell.
+    plans = []
+    for cells in ctx.cells_by_run:
+        order = np.argsort(cells, kind="stable")
+        sizes = np.bincount(cells, minlength=ctx.coding.n_cells)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        plans.append((order, starts[cells[order]], sizes[cells[order]]))
+    rngs = _streams(options.seed, 2, ctx.study.n_runs)
+    task = bar.add_task("bootstrap", total=B) if bar else None
+    for start, n in _batches(B, options.batch_size):
+        weights = []
+        for rng, (order, start_of, size_of) in zip(rngs, plans):
+            m = len(order)
+            pick = start_of + np.floor(rng.random((n, m)) * size_of).astype(np.int64)  # positions in sorted order
+            flat = np.bincount((np.arange(n)[:, None] * m + order[pick]).ravel(), minlength=n * m)
+            weights.append(flat.reshape(n, m).astype(float))
+        sums, _ = ctx.kernel.sums(ctx.cells_by_run, ctx.coding.n_cells, weights_by_run=weights, with_counts=False)
+        counts = ctx.fixed_counts(n)
+        for a in attrs:
+            dp, _, sdr, mre = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
+            out[a]["dp"][start:start + n] = dp
+            out[a]["sdr"][start:start + n] = _mean_over_runs(sdr)
+            out[a]["mre"][start:start + n] = _mean_over_runs(mre)
+        if bar:
+            bar.advance(task, n)
+    return out
+
+
+def _baseline(ctx, options, bar):
+    coding = ctx.coding
+    base = [a for a in coding.attributes if a in coding.base_codes]
+    sizes = [len(coding.groups[a]) for a in base]
+    n_full = int(np.prod(sizes))
+    # Aggregations from the full mixed-radix space of base attributes.
+    digits = {}
+    rest = np.arange(n_full)
+    for a, size in reversed(list(zip(base, sizes))):
+        digits[a] = rest % size
+        rest = rest // size
+    agg = {}
+    for a, size in zip(base, sizes):
+        m = np.zeros((n_full, size))
+        m[np.arange(n_full), digits[a]] = 1.0
+        agg[a] = m
+    inter = [a for a in coding.attributes if a not in coding.base_codes]
+    if inter:
+        full_of_cell = np.zeros(coding.n_cells, dtype=np.int64)
+        for a, size in zip(base, sizes):
+            full_of_cell = full_of_cell * size + coding.cell_to_group[a]
+        m = np.zeros((n_full, coding.n_cells))
+        m[full_of_cell, np.arange(coding.n_cells)] = 1.0  # combinations absent from the data stay out
+        agg[inter[0]] = m
+    codes_by_run = {a: ctx.kernel.labels_by_run(coding.base_codes[a]) for a in base}
+    K = len(ctx.study.keypoints)
+    B = options.baseline_repeats
+    out = {a: np.empty((B, K)) for a in coding.attributes}
+    rngs = _streams(options.seed, 3, ctx.study.n_runs)
+    task = bar.add_task("randomized baseline", total=B) if bar else None
+    for start, n in _batches(B, options.batch_size):
+        labels = []
+        for r, rng in enumerate(rngs):
+            full = 0
+            for a, size in zip(base, sizes):
+                code = codes_by_run[a][r]
+                flip = rng.random((n, len(code))) < 0.5
+                shift = rng.integers(1, size, size=(n, len(code))) if size > 2 else np.ones((n, len(code)), np.int64)
+                full = full * size + np.where(flip, (code + shift) % size, code)
+            labels.append(np.broadcast_to(full, (n, len(codes_by_run[base[0]][r]))))
+        sums, counts = ctx.kernel.sums(labels, n_full)
+        for a in coding.attributes:
+            gsums, gcounts = aggregate(sums, counts, agg[a])
+            valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid.all(axis=0)
+            sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
+            out[a][start:start + n] = _nanmean_runs(parity_gap_value(sdr, valid))
+        if bar:
+            bar.advance(task, n)
+    return out
+
+
+def run_significance(study, *, thresholds, min_group_size, observed, options):
+    """Permutation p-values, bootstrap intervals and the randomized baseline.
+
+    Returns
+    -------
+    SignificanceResult
+    """
+    options = SignificanceOptions.coerce(options)
+    ctx = _Context(study, list(thresholds), min_group_size, observed)
+    bar = _progress(options)
+    with (bar if bar is not None and hasattr(bar, "__enter__") and options.progress is True else nullcontext()):
+        perm = _permutations(ctx, options, bar) if options.permutations else None
+        boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
+        base = _baseline(ctx, options, bar) if options.baseline_repeats else None
+    return SignificanceResult(ctx, options, perm, boot, base)
+
+
+class SignificanceResult:
+    """Per (attribute, keypoint) p-values, intervals and baseline; joins onto audit tables."""
+
+    def __init__(self, ctx, options, perm, boot, base):
+        self.options = options
+        coding, K = ctx.coding, len(ctx.study.keypoints)
+        self.attributes = list(coding.attributes)
+        self.groups = {a: list(coding.groups[a]) for a in self.attributes}
+        identity = {a: ctx.identity_stats(a) for a in self.attributes}
+        obs_dp = {a: identity[a][0] for a in self.attributes}
+        obs_gap = {a: identity[a][1] for a in self.attributes}
+        self.columns = {a: {} for a in self.attributes}
+        if perm is not None:
+            null_dp = np.concatenate([perm[0][a] for a in self.attributes], axis=1)
+            null_gap = np.concatenate([perm[1][a] for a in self.attributes], axis=1)
+            dp_all = np.concatenate([obs_dp[a] for a in self.attributes])
+            gap_all = np.concatenate([obs_gap[a] for a in self.attributes])
+            p = permutation_pvalue(null_dp, dp_all)
+            p_gap = permutation_pvalue(null_gap, gap_all)
+            adjusted = {"bh": _adjust(p, "bh"), "holm": _adjust(p, "holm"),
+                        "westfall-young": westfall_young_minp(null_dp, dp_all)}
+            adjusted_gap = {"bh": _adjust(p_gap, "bh"), "holm": _adjust(p_gap, "holm"),
+                            "westfall-young": westfall_young_minp(null_gap, gap_all)}
+            chosen, chosen_gap = adjusted[options.correction], adjusted_gap[options.correction]
+            for i, a in enumerate(self.attributes):
+                s = slice(i * K, (i + 1) * K)
+                self.columns[a].update({
+                    "p_value": p[s], "p_adjusted": chosen[s],
+                    "significant": np.where(np.isnan(chosen[s]), False, chosen[s] < options.alpha),
+                    "p_bh": adjusted["bh"][s], "p_holm": adjusted["holm"][s],
+                    "p_westfall_young": adjusted["westfall-young"][s],
+                    "mre_gap_p": p_gap[s], "mre_gap_p_adjusted": chosen_gap[s],
+                    "mre_gap_significant": np.where(np.isnan(chosen_gap[s]), False, chosen_gap[s] < options.alpha),
+                })
+        lo_q, hi_q = (1 - options.ci) / 2, 1 - (1 - options.ci) / 2
+        self.group_ci = {}
+        if boot is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                for a in self.attributes:
+                    lo, hi = np.nanquantile(boot[a]["dp"], [lo_q, hi_q], axis=0)
+                    self.columns[a].update({"dp_ci_low": lo, "dp_ci_high": hi})
+                    s_lo, s_hi = np.nanquantile(boot[a]["sdr"], [lo_q, hi_q], axis=0)
+                    m_lo, m_hi = np.nanquantile(boot[a]["mre"], [lo_q, hi_q], axis=0)
+                    self.group_ci[a] = (s_lo, s_hi, m_lo, m_hi)  # each (G, K)
+        if base is not None:
+            for a in self.attributes:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    self.columns[a].update({"baseline_mean": np.nanmean(base[a], axis=0),
+                                            "baseline_std": np.nanstd(base[a], axis=0, ddof=1)
+                                            if base[a].shape[0] > 1 else np.full(K, np.nan)})
+
+    def settings(self):
+        d = asdict(self.options)
+        d.pop("progress")
+        d.pop("batch_size")
+        d["statistic"] = "mean over runs of per-run DP; labels permuted within each run"
+        return d
+
+    def join(self, table):
+        """Add significance columns to the per-keypoint table (rows ordered attribute-major)."""
+        table = table.copy()
+        for name in next(iter(self.columns.values())).keys() if self.columns else []:
+            table[name] = np.concatenate([np.asarray(self.columns[a][name]) for a in self.attributes])
+        if "significant" in table:
+            table["significant"] = table["significant"].astype(bool)
+            table["mre_gap_significant"] = table["mre_gap_significant"].astype(bool)
+        return table
+
+    def join_groups(self, table):
+        """Add bootstrap intervals to the per-group table (attribute, group, keypoint order)."""
+        if not self.group_ci:
+            return table
+        table = table.copy()
+        for i, name in enumerate(("sdr_ci_low", "sdr_ci_high", "mre_ci_low", "mre_ci_high")):
+            table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
+        return table
+
+    def record(self, row, group_rows):
+        """Significance fields of one JSON ``per_keypoint`` record."""
+        rec = {}
+        for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
+                     "mre_gap_p", "mre_gap_p_adjusted", "mre_gap_significant", "baseline_mean", "baseline_std"):
+            if name in row:
+                rec[name] = row[name]
+        if "dp_ci_low" in row:
+            rec["dp_ci"] = [row["dp_ci_low"], row["dp_ci_high"]]
+        if "sdr_ci_low" in group_rows:
+            rec["sdr_ci_by_group"] = {g: [lo, hi] for g, lo, hi in
+                                      zip(group_rows["group"], group_rows["sdr_ci_low"], group_rows["sdr_ci_high"])}
+            rec["mre_ci_by_group"] = {g: [lo, hi] for g, lo, hi in
+                                      zip(group_rows["group"], group_rows["mre_ci_low"], group_rows["mre_ci_high"])}
+        return rec
+
+
+# -- CLI glue -----------------------------------------------------------------------------
+
+def add_significance_arguments(parser):
+    group = parser.add_argument_group("significance")
+    from .commands._common import positive_int
+
+    group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
+                       help="label permutations for p-values (default 10000; 0 = off)")
+    group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
+                       help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
+    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
+    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
+    group.add_argument("--correction", choices=CORRECTIONS, default="bh",
+                       help="multiple-testing adjustment over attributes x keypoints (default bh)")
+    group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
+                       help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
+    group.add_argument("--no-significance", action="store_true", help="skip all of the above")
+    if not any(a.dest == "seed" for a in parser._actions):
+        group.add_argument("--seed", type=positive_int, default=0,
+                           help="random seed; same seed, same numbers bit for bit (default 0)")
+
+
+def options_from_args(args):
+    if args.no_significance or (args.permutations == 0 and args.bootstrap == 0 and args.baseline_repeats == 0):
+        return None
+    return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
+                               correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
+                               progress=not getattr(args, "quiet", False))
