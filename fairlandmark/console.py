@@ -11,7 +11,9 @@ __all__ = ["render_audit", "make_console", "fmt"]
 
 
 def make_console(stderr=False):
-    return Console(stderr=stderr, highlight=False)
+    """Console that keeps tables whole in logs: 200 columns when not a terminal."""
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
 
 
 def fmt(value, digits=3):
@@ -44,40 +46,40 @@ def render_audit(result, console):
     has_sig = "p_value" in pk.columns
     for a in result.attributes:
         groups = list(result.groups.loc[result.groups["attribute"] == a, "group"])
-        table = Table(title=f"[b]{a}[/]: per-keypoint SDR@{result.thresholds[0]:g}{unit} and MRE ({unit}) by group",
-                      show_lines=False, header_style="bold")
-        table.add_column("kp", justify="right")
+        table = Table(title=f"[b]{a}[/]: SDR@{result.thresholds[0]:g}{unit} and MRE ({unit}) per group; "
+                            f"DP = largest SDR gap (mean ± std over runs)", header_style="bold", pad_edge=False)
+        table.add_column("kp", justify="right", no_wrap=True)
         if result.study.families:
-            table.add_column("family")
+            table.add_column("family", no_wrap=True)
         for g in groups:
-            table.add_column(f"SDR {g}", justify="right")
-        for g in groups:
-            table.add_column(f"MRE {g}", justify="right")
-        table.add_column("DP", justify="right")
-        table.add_column("pair")
+            table.add_column(f"{g}\nSDR   MRE", justify="right", no_wrap=True)
+        table.add_column("DP", justify="right", no_wrap=True)
+        table.add_column("pair (high vs low)", no_wrap=True)
         if has_sig:
-            table.add_column("baseline", justify="right")
-            table.add_column("CI", justify="right")
-            table.add_column("p", justify="right")
-            table.add_column("p adj", justify="right")
-            table.add_column("MRE-gap p", justify="right")
+            table.add_column("chance DP", justify="right", no_wrap=True)
+            table.add_column(f"{int(result.significance.options.ci * 100)}% CI", justify="right", no_wrap=True)
+            table.add_column("p", justify="right", no_wrap=True)
+            table.add_column("p adj", justify="right", no_wrap=True)
+            table.add_column("MRE-gap\np adj", justify="right", no_wrap=True)
         sub = pk[pk["attribute"] == a]
+        by_kp = {kp: frame.set_index("group") for kp, frame in pg[pg["attribute"] == a].groupby("keypoint", sort=False)}
         for row in sub.to_dict("records"):
-            g_rows = pg[(pg["attribute"] == a) & (pg["keypoint"] == row["keypoint"])].set_index("group")
+            g_rows = by_kp[row["keypoint"]]
             cells = [str(row["keypoint"])]
             if result.study.families:
                 cells.append(row["family"] or "")
-            cells += [fmt(g_rows.loc[g, primary]) for g in groups]
-            cells += [fmt(g_rows.loc[g, "mre"], 2) for g in groups]
+            cells += [f"{fmt(g_rows.loc[g, primary], 2)}  {fmt(g_rows.loc[g, 'mre'], 2)}" for g in groups]
             dp_text = _pm(row["dp"], row["dp_std"])
             if has_sig and row.get("significant"):
                 dp_text = f"[bold red]{dp_text} *[/]"
             cells += [dp_text, row["pair"] or "-"]
             if has_sig:
+                gap_p = fmt_p(row.get("mre_gap_p_adjusted"))
+                if row.get("mre_gap_significant"):
+                    gap_p = f"[bold red]{gap_p} *[/]"
                 cells += [_pm(row.get("baseline_mean"), row.get("baseline_std")),
                           f"{fmt(row.get('dp_ci_low'))}–{fmt(row.get('dp_ci_high'))}",
-                          fmt_p(row.get("p_value")), fmt_p(row.get("p_adjusted")),
-                          fmt_p(row.get("mre_gap_p_adjusted"))]
+                          fmt_p(row.get("p_value")), fmt_p(row.get("p_adjusted")), gap_p]
             table.add_row(*cells)
         console.print(table)
 

@@ -119,6 +119,19 @@ def _attributes(doc, attribute):
     return chosen
 
 
+def _figure_legend(fig, axes, *, title=None):
+    """One legend for the whole figure, outside on the right, each label once."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="outside right upper", frameon=False, title=title,
+                   title_fontsize=8)
+
+
 # -- MRE ----------------------------------------------------------------------------------------------------------------
 def mre_bars(source, *, title=None):
     """Per-keypoint MRE bars coloured by family, with overall and family mean lines.
@@ -238,7 +251,7 @@ def dp_bars(source, *, attribute=None, title=None):
         ax.set_ylim(0, ymax * 1.15)
         _style_axis(ax, list(sub["keypoint"]), ylabel=f"DP (SDR@{thr})")
         ax.set_title(f"{a}", fontsize=10, loc="left")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    _figure_legend(fig, axes)
     axes[-1].set_xlabel("keypoint")
     fig.suptitle(title or "Demographic parity per keypoint", fontsize=11)
     return fig
@@ -289,14 +302,13 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
                    yerr=np.vstack([np.minimum(std, np.nan_to_num(dp)), std]) if std.any() else None,
                    error_kw={"elinewidth": 0.7, "capsize": cap, "ecolor": "#333333"})
         _style_axis(ax, kps, ylabel=f"DP · {attr}")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax = axes[-1]
     mb, ma = keypoint_mre(b), keypoint_mre(a)
     for j, (m, lab, col) in enumerate(((mb, labels[0], BEFORE_COLOUR), (ma, labels[1], AFTER_COLOUR))):
         vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
         ax.bar(x + (j - 0.5) * w, [_num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
     _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    _figure_legend(fig, axes)
     ax.set_xlabel("keypoint")
     fig.suptitle(title or f"{labels[0]} vs {labels[1]}", fontsize=11)
     return fig
@@ -365,16 +377,7 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
             ax.spines[side].set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel("SDR")
-    handles, labs = [], []
-    for ax in axes.ravel():
-        h, lab = ax.get_legend_handles_labels()
-        for hh, ll in zip(h, lab):
-            if ll not in labs:
-                handles.append(hh)
-                labs.append(ll)
-    if handles:
-        fig.legend(handles, labs, fontsize=8, loc="outside right upper", frameon=False, title=str(attr),
-                   title_fontsize=8)
+    _figure_legend(fig, axes.ravel(), title=str(attr))
     fig.suptitle(title or f"SDR over thresholds by {attr}", fontsize=11)
     return fig
 

@@ -570,7 +570,7 @@ class PrivacyResult:
                 row[metric], row[f"{metric}_std"] = _mean_std([f[metric] for f in fs])
             row["balanced_accuracy"] = observed  # the exact statistic the test compares
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
-                        "n_permutations": n_perm, "leak": bool(n_perm and p < ALPHA)})
+                        "n_permutations": n_perm, "leak": bool(n_perm and p <= ALPHA)})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -622,7 +622,7 @@ class PrivacyResult:
             top_text = f"most informative keypoints: {', '.join(map(str, top))}" if top else MSG_NOTHING_INFORMATIVE
             p = row["p_value"]
             numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {_fmt_p(p)})"
-            if np.isfinite(p) and p >= ALPHA:
+            if np.isfinite(p) and p > ALPHA:
                 head = f"{where}errors do not predict {self.target} better than chance: {numbers}"
             else:
                 head = f"{where}errors predict {self.target} with {numbers}"
