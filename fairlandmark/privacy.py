@@ -621,8 +621,12 @@ class PrivacyResult:
             top = self.top_keypoints(row["analysis"])
             top_text = f"most informative keypoints: {', '.join(map(str, top))}" if top else MSG_NOTHING_INFORMATIVE
             p = row["p_value"]
-            numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {_fmt_p(p)})"
-            if np.isfinite(p) and p > ALPHA:
+            p_text = _fmt_p(p)
+            powerless = np.isfinite(p) and 1.0 / (1 + row["n_permutations"]) > ALPHA
+            if powerless:
+                p_text += f"; {row['n_permutations']} permutations cannot reach p <= {ALPHA:g}"
+            numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {p_text})"
+            if np.isfinite(p) and p > ALPHA and not powerless:
                 head = f"{where}errors do not predict {self.target} better than chance: {numbers}"
             else:
                 head = f"{where}errors predict {self.target} with {numbers}"
