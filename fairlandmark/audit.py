@@ -486,7 +486,8 @@ class AuditResult:
             rec = {
                 "attribute": row["attribute"], "keypoint": row["keypoint"], "family": row["family"] or None,
                 "dp": row["dp"], "dp_std": row["dp_std"],
-                "pair": [row["group_high"], row["group_low"]] if row["pair"] else None,
+                # No pair reads back as NaN, not None, from a pandas string column.
+                "pair": [row["group_high"], row["group_low"]] if isinstance(row["pair"], str) else None,
                 "sdr_by_group": dict(zip(g["group"], g[primary])),
                 "sdr_std_by_group": dict(zip(g["group"], g[primary + "_std"])),
                 "mre_by_group": dict(zip(g["group"], g["mre"])),

@@ -72,7 +72,7 @@ def render_audit(result, console):
             dp_text = _pm(row["dp"], row["dp_std"])
             if has_sig and row.get("significant"):
                 dp_text = f"[bold red]{dp_text} *[/]"
-            cells += [dp_text, row["pair"] or "-"]
+            cells += [dp_text, row["pair"] if isinstance(row["pair"], str) else "-"]
             if has_sig:
                 gap_p = fmt_p(row.get("mre_gap_p_adjusted"))
                 if row.get("mre_gap_significant"):
