@@ -1,0 +1,34 @@
+"""Shared fixtures.
+
+``shared_data`` is the folder of real public annotation files (ISBI 2015
+cephalograms, Digital Hand Atlas). It lives beside the repository
+(``../shared/data``; in CI the repository is cloned with ``shared/`` beside
+it) or wherever ``FAIRLANDMARK_SHARED_DATA`` points. Tests that need it are
+skipped, with the reason, when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA_ENV = "FAIRLANDMARK_SHARED_DATA"
+
+
+def shared_data_dir():
+    """The shared data folder: ``$FAIRLANDMARK_SHARED_DATA``, else ``<repo>/../shared/data``."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path of the shared data folder; skips the test when it is absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path}; set {SHARED_DATA_ENV} to run this test")
+    return path
