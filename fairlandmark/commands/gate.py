@@ -1,0 +1,162 @@
+"""``fairlandmark gate audit.json``: fail a build on fairness rules (exit 0 pass, 1 fail, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..console import make_console
+
+__all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args"]
+
+
+def _unit_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def _nonneg_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def _sdr(text):
+    thr, sep, value = str(text).rpartition("=")
+    try:
+        return (float(thr) if sep else None), _unit_float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give MIN (primary threshold) or THRESHOLD=MIN, e.g. 2=0.8") \
+            from None
+
+
+def add_gate_arguments(parser, *, standalone=True):
+    """Rule flags (they override the config file) and outputs.
+
+    ``standalone=False`` (for ``audit --gate``-style wiring) names the options
+    that would clash with the audit's own ``--gate-attribute``,
+    ``--gate-markdown`` and ``--gate-json``.
+    """
+    pre = "" if standalone else "gate-"
+    cfg = parser.add_argument_group("configuration")
+    cfg.add_argument("--config", metavar="TOML",
+                     help="rules file: fairlandmark.toml ([gate]) or pyproject.toml ([tool.fairlandmark.gate]); "
+                          "default: either one in the current folder")
+    cfg.add_argument("--no-config", action="store_true", help="ignore config files; use the flags only")
+    rules = parser.add_argument_group("rules (override the config file)")
+    rules.add_argument("--max-dp", type=_unit_float, metavar="X", help="max DP of every keypoint x attribute")
+    rules.add_argument("--only-significant", action="store_true", dest="max_dp_only_significant",
+                       help="count --max-dp only where the gap is significant after correction")
+    rules.add_argument("--max-mean-dp", type=_unit_float, metavar="X", help="max mean DP over keypoints, per attribute")
+    rules.add_argument("--max-mre", type=_nonneg_float, metavar="X", help="max overall MRE (the audit's unit)")
+    rules.add_argument("--min-sdr", type=_sdr, action="append", metavar="[THR=]X",
+                       help="min overall SDR at the primary threshold, or at THR (repeatable)")
+    rules.add_argument("--max-privacy-bacc", type=_unit_float, metavar="X", dest="max_privacy_balanced_accuracy",
+                       help="max balanced accuracy of inferring an attribute from the errors")
+    rules.add_argument("--baseline", metavar="JSON", help="baseline audit for the regression rules")
+    rules.add_argument("--max-dp-regression", type=_unit_float, metavar="X",
+                       help="max DP increase per keypoint x attribute against the baseline")
+    rules.add_argument("--max-mean-dp-regression", type=_unit_float, metavar="X",
+                       help="max mean-DP increase per attribute against the baseline")
+    rules.add_argument("--max-mre-regression", type=_nonneg_float, metavar="X",
+                       help="max overall MRE increase against the baseline")
+    rules.add_argument(f"--{pre}attribute", action="append", dest="gate_attributes", metavar="NAME",
+                       help="apply the rules to this attribute only (repeatable; default all)")
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--junit", metavar="PATH", help="write JUnit XML (one testcase per rule x attribute x keypoint)")
+    out.add_argument(f"--{pre}markdown", metavar="PATH", dest="gate_markdown",
+                     help="write the Markdown summary ('-' prints it), e.g. for $GITHUB_STEP_SUMMARY")
+    out.add_argument(f"--{pre}json", metavar="PATH", dest="gate_json", help="write every check as JSON")
+
+
+def rules_from_args(args):
+    """Config file rules, overridden by the flags."""
+    from ..gate import GateRules, load_rules
+
+    base = GateRules(source="flags") if args.no_config else load_rules(args.config)
+    flags = {
+        "max_dp": args.max_dp, "max_dp_only_significant": args.max_dp_only_significant or None,
+        "max_mean_dp": args.max_mean_dp, "max_mre": args.max_mre,
+        "min_sdr": ({(f"{t:g}" if t is not None else None): v for t, v in args.min_sdr} if args.min_sdr else None),
+        "max_privacy_balanced_accuracy": args.max_privacy_balanced_accuracy, "baseline": args.baseline,
+        "max_dp_regression": args.max_dp_regression, "max_mean_dp_regression": args.max_mean_dp_regression,
+        "max_mre_regression": args.max_mre_regression, "attributes": args.gate_attributes,
+    }
+    over = GateRules(**{k: (tuple(v) if k == "attributes" and v else v) for k, v in flags.items()
+                        if v is not None and k != "max_dp_only_significant"},
+                     max_dp_only_significant=bool(flags["max_dp_only_significant"]), source="flags")
+    return base.merged(over)
+
+
+def render_gate(result, console, *, max_failures=20):
+    from rich.table import Table
+
+    from ..report import fmt
+
+    table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
+    for col in ("rule", "limit", "checks", "failed", "worst"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for r in result.by_rule():
+        style = "green" if r["failed"] == 0 else "bold red"
+        table.add_row(f"[{style}]{r['rule']}[/]", r["limit"], str(r["checks"]), str(r["failed"]), fmt(r["worst"]))
+    console.print(table)
+    for c in result.failures[:max_failures]:
+        console.print(f"[red]FAIL[/] {c.rule}: {c.message}")
+    if len(result.failures) > max_failures:
+        console.print(f"[red]... and {len(result.failures) - max_failures} more failures[/]")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    n, f = len(result.checks), len(result.failures)
+    console.print("[bold green]PASSED[/]" if result.passed else "[bold red]FAILED[/]",
+                  f"{n - f} of {n} checks passed")
+
+
+def run_gate_from_args(audit, args, console):
+    """Run the gate on ``audit`` (path, dict or AuditResult) and write the outputs; returns the exit code."""
+    from ..gate import run_gate
+
+    result = run_gate(audit, rules_from_args(args))
+    if not getattr(args, "quiet", False):
+        render_gate(result, console)
+    from ..io import atomic_write_text
+    from ..report import _write_text
+
+    if args.junit:
+        atomic_write_text(args.junit, result.to_junit())
+        console.print(f"wrote {args.junit}")
+    if args.gate_markdown:
+        _write_text(args.gate_markdown, result.to_markdown())
+        if args.gate_markdown != "-":
+            console.print(f"wrote {args.gate_markdown}")
+    if args.gate_json:
+        import json
+
+        _write_text(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
+        if args.gate_json != "-":
+            console.print(f"wrote {args.gate_json}")
+    return result.exit_code
+
+
+def _run(args):
+    console = make_console(stderr=True)  # stdout stays free for '-' outputs
+    return run_gate_from_args(args.audit, args, console)
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "gate", help="check an audit JSON against fairness rules (exit 0 pass, 1 fail, 2 usage error)",
+        description="Check an audit JSON against fairness rules from fairlandmark.toml, [tool.fairlandmark.gate] in "
+                    "pyproject.toml, or flags. Exit code 0 when every rule passes, 1 when one fails, 2 on bad input "
+                    "or usage. Writes JUnit XML and a Markdown summary for CI.")
+    parser.add_argument("audit", help="audit JSON written by `fairlandmark audit --json`")
+    add_gate_arguments(parser)
+    parser.add_argument("--quiet", "-q", action="store_true", help="print no table")
+    parser.set_defaults(handler=_run)

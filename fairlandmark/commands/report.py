@@ -1,0 +1,87 @@
+"""``fairlandmark report``: HTML report, Markdown summary and figures from an audit JSON."""
+
+from __future__ import annotations
+
+import os
+
+from ..console import make_console
+from ..exceptions import InputError
+
+__all__ = ["register", "add_report_arguments", "write_outputs"]
+
+MSG_LABELS = "--labels {value!r}: give two names separated by a comma, e.g. vanilla,mitigated"
+MSG_FORMATS = "--format {value!r}: give png, svg or png,svg"
+
+
+def labels_arg(text):
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise InputError(MSG_LABELS.format(value=text))
+    return tuple(parts)
+
+
+def formats_arg(text):
+    parts = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    if not parts or any(p not in ("png", "svg") for p in parts):
+        raise InputError(MSG_FORMATS.format(value=text))
+    return parts
+
+
+def add_report_arguments(parser, *, default_html=False):
+    """Output options shared by ``report`` (and usable by ``audit``)."""
+    parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report (one file, no network)")
+    parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary ('-' prints it)")
+    parser.add_argument("--figures", metavar="DIR", help="write the figures to DIR")
+    parser.add_argument("--format", default="png,svg", metavar="png,svg", help="figure formats (default png,svg)")
+    parser.add_argument("--no-figures", action="store_true", help="HTML without figures (no matplotlib needed)")
+    parser.add_argument("--title", help="report title")
+
+
+def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after")):
+    """Write what ``--html``, ``--markdown`` and ``--figures`` ask for; returns the paths."""
+    from .. import report
+
+    written = []
+    formats = formats_arg(args.format)
+    if args.html:
+        report.write_html(doc, args.html, title=args.title, figures=not args.no_figures, baseline=baseline,
+                          labels=labels)
+        written.append(args.html)
+    if args.markdown:
+        report.write_markdown(doc, args.markdown, title=args.title)
+        if args.markdown != "-":
+            written.append(args.markdown)
+    if args.figures:
+        from ..figures import write_figures
+
+        written += write_figures(doc, args.figures, formats=formats, baseline=baseline, labels=labels)
+    for path in written:
+        console.print(f"wrote {path}")
+    return written
+
+
+def _run(args):
+    from ..report import load_audit
+
+    console = make_console(stderr=args.markdown == "-")
+    doc = load_audit(args.audit)
+    baseline = load_audit(args.baseline, what="baseline") if args.baseline else None
+    labels = labels_arg(args.labels)
+    if not (args.html or args.markdown or args.figures):
+        args.html = os.path.splitext(args.audit)[0] + ".html"
+    write_outputs(doc, args, console, baseline=baseline, labels=labels)
+    return 0
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "report", help="HTML report, Markdown summary and figures from an audit JSON",
+        description="Render an audit JSON (fairlandmark audit --json) as a self-contained HTML report, a Markdown "
+                    "summary and figures. With no output option, writes AUDIT.html next to the JSON.")
+    parser.add_argument("audit", help="audit JSON written by `fairlandmark audit --json`")
+    add_report_arguments(parser)
+    parser.add_argument("--baseline", metavar="JSON",
+                        help="an earlier audit (e.g. the vanilla model): adds a comparison section and figure")
+    parser.add_argument("--labels", default="before,after", metavar="A,B",
+                        help="names of the baseline and this audit (default before,after)")
+    parser.set_defaults(handler=_run)

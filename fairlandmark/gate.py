@@ -1,0 +1,546 @@
+"""The fairness gate: rules on an audit JSON, for CI.
+
+Rules come from TOML or from keyword arguments (the CLI flags). In
+``fairlandmark.toml`` they sit in a ``[gate]`` table; in ``pyproject.toml``
+in ``[tool.fairlandmark.gate]``::
+
+    [gate]
+    max_dp = 0.10                   # DP of every keypoint x attribute
+    max_dp_only_significant = true  # ... counted only where significant after correction
+    max_mean_dp = 0.05              # mean DP over keypoints, per attribute
+    max_mre = 2.0                   # overall MRE, in the audit's unit
+    min_sdr = 0.80                  # overall SDR at the primary threshold
+    # min_sdr = {"2" = 0.80, "4" = 0.97}   # or per threshold
+    max_privacy_balanced_accuracy = 0.65   # attribute inference from the errors
+    baseline = "audits/main.json"   # relative to this file
+    max_dp_regression = 0.02        # DP increase per keypoint x attribute vs baseline
+    max_mean_dp_regression = 0.01
+    max_mre_regression = 0.05
+    attributes = ["sex", "age_group"]   # default: every attribute of the audit
+
+Every check is a comparison with a tolerance of 1e-9, so a value equal to
+its limit passes. :func:`run_gate` returns a :class:`GateResult` with one
+:class:`Check` per rule x attribute x keypoint (or per rule x attribute, or
+per rule), JUnit XML (:meth:`GateResult.to_junit`) and a Markdown summary.
+
+Examples
+--------
+>>> import numpy as np, fairlandmark
+>>> rng = np.random.default_rng(0)
+>>> true = rng.uniform(0, 100, (40, 3, 2)); pred = true + rng.normal(0, 10, true.shape)
+>>> res = fairlandmark.audit_arrays(pred, true, {"sex": ["F", "M"] * 20}, spacing_mm=0.1)
+>>> result = run_gate(res, GateRules(max_dp=1.0, max_mre=100.0))
+>>> result.passed, len(result.checks)
+(True, 4)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from .exceptions import InputError
+from .report import (_num, fmt, keypoint_frame, load_audit, md_table, overall_row, privacy_records, summary_row,
+                     thr_key, to_markdown)
+
+__all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES",
+           "EXIT_PASS", "EXIT_FAIL", "EXIT_USAGE"]
+
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+TOLERANCE = 1e-9
+CONFIG_NAMES = ("fairlandmark.toml", "pyproject.toml")
+
+MSG_TOML = "{path}: not valid TOML ({error}); fix the syntax"
+MSG_NO_TOMLLIB = "{path}: reading TOML needs Python 3.11 or the tomli package (pip install tomli)"
+MSG_CONFIG_MISSING = "{path}: config file not found; give an existing fairlandmark.toml or pyproject.toml"
+MSG_UNKNOWN_KEY = "{path}: unknown key {key!r} in {table}; known keys: {known}"
+MSG_OUTSIDE = "{path}: {key!r} must be inside the {table} table; move it under {table}"
+MSG_TABLE = "{path}: {table} must be a table of rules, got {type}"
+MSG_NUMBER = "{where}: {key} must be a number{range}, got {value!r}"
+MSG_BOOL = "{where}: {key} must be true or false, got {value!r}"
+MSG_STRING = "{where}: {key} must be a path (a string), got {value!r}"
+MSG_ATTRS = "{where}: attributes must be a list of attribute names, got {value!r}"
+MSG_SDR_TABLE = "{where}: min_sdr must be a number in [0, 1] or a table of threshold = number, got {value!r}"
+MSG_NO_RULES = ("no gate rules: give flags such as --max-dp 0.1, or a [gate] table in fairlandmark.toml "
+                "([tool.fairlandmark.gate] in pyproject.toml)")
+MSG_NEEDS_BASELINE = "{where}: {key} needs a baseline audit JSON (baseline = \"PATH\" or --baseline PATH)"
+MSG_NEEDS_SIGNIFICANCE = ("max_dp_only_significant: audit {path} has no significance fields; "
+                          "run the audit with --permutations, or drop the option")
+MSG_NEEDS_PRIVACY = ("max_privacy_balanced_accuracy: audit {path} has no privacy block with balanced_accuracy; "
+                     "run the attribute-inference check (fairlandmark privacy) into the audit, or drop the rule")
+MSG_THRESHOLD = "min_sdr: threshold {thr} is not in audit {path} (its thresholds are {known})"
+MSG_ATTRIBUTE = "attributes: {name!r} is not in audit {path}; its attributes are {known}"
+MSG_ONLY_SIG_ALONE = "{where}: max_dp_only_significant needs max_dp"
+
+# rule name -> (kind, lower bound, upper bound or None); order = report order
+RULES = {
+    "max_dp": ("number", 0.0, 1.0),
+    "max_mean_dp": ("number", 0.0, 1.0),
+    "max_mre": ("number", 0.0, None),
+    "min_sdr": ("sdr", 0.0, 1.0),
+    "max_privacy_balanced_accuracy": ("number", 0.0, 1.0),
+    "max_dp_regression": ("number", 0.0, 1.0),
+    "max_mean_dp_regression": ("number", 0.0, 1.0),
+    "max_mre_regression": ("number", 0.0, None),
+}
+OPTIONS = {"max_dp_only_significant": "bool", "baseline": "path", "attributes": "list"}
+REGRESSION_RULES = ("max_dp_regression", "max_mean_dp_regression", "max_mre_regression")
+
+
+@dataclass(frozen=True)
+class GateRules:
+    """Gate rules; ``None`` = rule off. See the module docstring for each key."""
+
+    max_dp: float | None = None
+    max_dp_only_significant: bool = False
+    max_mean_dp: float | None = None
+    max_mre: float | None = None
+    min_sdr: dict | None = None  # threshold key ("2", "2.5") or None (= primary) -> minimum SDR
+    max_privacy_balanced_accuracy: float | None = None
+    baseline: str | None = None
+    max_dp_regression: float | None = None
+    max_mean_dp_regression: float | None = None
+    max_mre_regression: float | None = None
+    attributes: tuple | None = None
+    source: str = field(default="flags", compare=False)
+
+    @classmethod
+    def from_mapping(cls, mapping, *, source="flags", table="[gate]", base_dir=None):
+        """Validate a mapping of rules (a TOML table or keyword arguments)."""
+        where = f"{source} {table}" if source != "flags" else "flags"
+        known = list(RULES) + list(OPTIONS)
+        values = {}
+        for key, value in mapping.items():
+            if key not in known:
+                raise InputError(MSG_UNKNOWN_KEY.format(path=source, key=key, table=table, known=", ".join(known)))
+            if value is None:
+                continue
+            if key == "min_sdr":
+                values[key] = _sdr_rule(value, where)
+            elif key in RULES:
+                _, lo, hi = RULES[key]
+                values[key] = _number(value, key, where, lo, hi)
+            elif OPTIONS[key] == "bool":
+                if not isinstance(value, bool):
+                    raise InputError(MSG_BOOL.format(where=where, key=key, value=value))
+                values[key] = value
+            elif OPTIONS[key] == "path":
+                if not isinstance(value, (str, os.PathLike)) or not str(value):
+                    raise InputError(MSG_STRING.format(where=where, key=key, value=value))
+                path = os.fspath(value)
+                values[key] = os.path.join(base_dir, path) if base_dir and not os.path.isabs(path) else path
+            else:
+                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                    raise InputError(MSG_ATTRS.format(where=where, value=value))
+                values[key] = tuple(value)
+        return cls(**values, source=source)
+
+    def merged(self, other):
+        """These rules with every rule set in ``other`` taking precedence."""
+        changes = {f.name: getattr(other, f.name) for f in fields(other)
+                   if f.name != "source" and getattr(other, f.name) not in (None, False)}
+        source = self.source if not changes else (other.source if self.source == "flags" else
+                                                  f"{self.source} + {other.source}")
+        return replace(self, **changes, source=source)
+
+    def active(self):
+        """Names of the rules that are on."""
+        return [name for name in RULES if getattr(self, name) is not None]
+
+    def check_consistent(self):
+        where = self.source
+        if not self.active():
+            raise InputError(MSG_NO_RULES)
+        for key in REGRESSION_RULES:
+            if getattr(self, key) is not None and not self.baseline:
+                raise InputError(MSG_NEEDS_BASELINE.format(where=where, key=key))
+        if self.max_dp_only_significant and self.max_dp is None:
+            raise InputError(MSG_ONLY_SIG_ALONE.format(where=where))
+
+
+def _number(value, key, where, lo, hi):
+    rng = f" in [{lo:g}, {hi:g}]" if hi is not None else f" >= {lo:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(MSG_NUMBER.format(where=where, key=key, range=rng, value=value))
+    v = float(value)
+    if not math.isfinite(v) or v < lo or (hi is not None and v > hi):
+        raise InputError(MSG_NUMBER.format(where=where, key=key, range=rng, value=value))
+    return v
+
+
+def _sdr_rule(value, where):
+    if isinstance(value, Mapping):
+        out = {}
+        for thr, v in value.items():
+            t = _num(thr)
+            if math.isnan(t) or t <= 0:
+                raise InputError(MSG_SDR_TABLE.format(where=where, value=dict(value)))
+            out[thr_key(t)] = _number(v, f"min_sdr[{thr}]", where, 0.0, 1.0)
+        if not out:
+            raise InputError(MSG_SDR_TABLE.format(where=where, value=dict(value)))
+        return out
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(MSG_SDR_TABLE.format(where=where, value=value))
+    return {None: _number(value, "min_sdr", where, 0.0, 1.0)}
+
+
+# -- config files -------------------------------------------------------------------------------------------------------
+def _read_toml(path):
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise InputError(MSG_NO_TOMLLIB.format(path=path)) from None
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(MSG_CONFIG_MISSING.format(path=path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(MSG_TOML.format(path=path, error=str(exc).splitlines()[0])) from None
+
+
+def find_config(cwd="."):
+    """The config file used when none is given: ``fairlandmark.toml``, else a
+    ``pyproject.toml`` with a ``[tool.fairlandmark]`` table, in ``cwd``; or None."""
+    first = os.path.join(cwd, CONFIG_NAMES[0])
+    if os.path.isfile(first):
+        return first
+    py = os.path.join(cwd, CONFIG_NAMES[1])
+    if os.path.isfile(py) and "fairlandmark" in (_read_toml(py).get("tool") or {}):
+        return py
+    return None
+
+
+def load_rules(path=None, *, cwd="."):
+    """Gate rules from a TOML file (or the one :func:`find_config` finds).
+
+    Parameters
+    ----------
+    path : str, optional
+        ``fairlandmark.toml`` (rules in ``[gate]``) or ``pyproject.toml``
+        (rules in ``[tool.fairlandmark.gate]``).
+    cwd : str, default "."
+        Where to look when ``path`` is None.
+
+    Returns
+    -------
+    GateRules
+        Empty (no rule on) when there is no config file or no gate table.
+
+    Raises
+    ------
+    InputError
+        Invalid TOML, an unknown key (named with the file), a bad value.
+    """
+    if path is None:
+        path = find_config(cwd)
+        if path is None:
+            return GateRules(source="flags")
+    path = os.fspath(path)
+    doc = _read_toml(path)
+    is_pyproject = os.path.basename(path) == "pyproject.toml"
+    if is_pyproject:
+        root, prefix = (doc.get("tool") or {}).get("fairlandmark") or {}, "[tool.fairlandmark"
+    else:
+        root, prefix = doc, "["
+    table = f"{prefix}.gate]" if is_pyproject else "[gate]"
+    for key in root:
+        if key in RULES or key in OPTIONS:
+            raise InputError(MSG_OUTSIDE.format(path=path, key=key, table=table))
+    gate = root.get("gate")
+    if gate is None:
+        return GateRules(source=path)
+    if not isinstance(gate, Mapping):
+        raise InputError(MSG_TABLE.format(path=path, table=table, type=type(gate).__name__))
+    return GateRules.from_mapping(gate, source=path, table=table, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+# -- checks --------------------------------------------------------------------------------------------------------------
+@dataclass
+class Check:
+    """One test case: a rule applied to one attribute x keypoint (or attribute, or the audit)."""
+
+    rule: str
+    attribute: str | None
+    keypoint: object
+    value: float
+    limit: float
+    passed: bool
+    message: str
+    threshold: str | None = None
+
+    @property
+    def name(self):
+        parts = []
+        if self.attribute is not None:
+            parts.append(str(self.attribute))
+        if self.keypoint is not None:
+            parts.append(f"keypoint {self.keypoint}")
+        if self.threshold is not None:
+            parts.append(f"threshold {self.threshold}")
+        return " / ".join(parts) or "overall"
+
+    def to_dict(self):
+        v = self.value
+        return {"rule": self.rule, "attribute": self.attribute, "keypoint": self.keypoint, "threshold": self.threshold,
+                "value": None if v is None or (isinstance(v, float) and math.isnan(v)) else v, "limit": self.limit,
+                "passed": self.passed, "message": self.message}
+
+
+def _above(value, limit):
+    return not math.isnan(value) and value > limit + TOLERANCE
+
+
+def _below(value, limit):
+    return not math.isnan(value) and value < limit - TOLERANCE
+
+
+class GateResult:
+    """Outcome of :func:`run_gate`.
+
+    Attributes
+    ----------
+    checks : list of Check
+    rules : GateRules
+    doc : dict
+        The audit document.
+    notes : list of str
+    """
+
+    def __init__(self, *, checks, rules, doc, notes):
+        self.checks, self.rules, self.doc, self.notes = checks, rules, doc, list(notes)
+
+    @property
+    def failures(self):
+        return [c for c in self.checks if not c.passed]
+
+    @property
+    def passed(self):
+        return not self.failures
+
+    @property
+    def exit_code(self):
+        return EXIT_PASS if self.passed else EXIT_FAIL
+
+    def by_rule(self):
+        """Rows per rule: limit, number of checks, failures, worst value."""
+        rows = []
+        for rule in RULES:
+            cs = [c for c in self.checks if c.rule == rule]
+            if not cs:
+                continue
+            values = [c.value for c in cs if not math.isnan(c.value)]
+            worst = (min(values) if rule == "min_sdr" else max(values)) if values else math.nan
+            limits = sorted({c.limit for c in cs})
+            rows.append({"rule": rule, "limit": ", ".join(f"{x:g}" for x in limits), "checks": len(cs),
+                         "failed": sum(not c.passed for c in cs), "worst": worst})
+        return rows
+
+    def to_dict(self):
+        return {"kind": "fairlandmark.gate", "passed": self.passed, "n_checks": len(self.checks),
+                "n_failed": len(self.failures), "config": self.rules.source, "rules": self.by_rule(),
+                "checks": [c.to_dict() for c in self.checks], "notes": self.notes}
+
+    def to_junit(self):
+        """JUnit XML: one testsuite per rule, one testcase per check."""
+        root = ET.Element("testsuites", name="fairlandmark gate", tests=str(len(self.checks)),
+                          failures=str(len(self.failures)), errors="0", skipped="0", time="0")
+        for rule in RULES:
+            cs = [c for c in self.checks if c.rule == rule]
+            if not cs:
+                continue
+            suite = ET.SubElement(root, "testsuite", name=f"fairlandmark.gate.{rule}", tests=str(len(cs)),
+                                  failures=str(sum(not c.passed for c in cs)), errors="0", skipped="0", time="0")
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="config", value=str(self.rules.source))
+            ET.SubElement(props, "property", name="audit", value=str(self.doc.get("_source", "")))
+            for c in cs:
+                classname = f"fairlandmark.gate.{rule}" + (f".{c.attribute}" if c.attribute is not None else "")
+                case = ET.SubElement(suite, "testcase", classname=classname, name=c.name, time="0")
+                if not c.passed:
+                    fail = ET.SubElement(case, "failure", type=rule, message=c.message)
+                    fail.text = c.message
+                else:
+                    out = ET.SubElement(case, "system-out")
+                    out.text = c.message
+        ET.indent(root)
+        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+    def to_markdown(self, *, max_failures=30, audit_summary=True):
+        """Markdown: verdict, a table per rule, the failures, then the audit summary."""
+        n, f = len(self.checks), len(self.failures)
+        verdict = "✅ passed" if self.passed else "❌ failed"
+        out = [f"## fairlandmark gate: {verdict}", "",
+               f"{n - f} of {n} checks passed · rules from `{self.rules.source}` · audit "
+               f"`{os.path.basename(str(self.doc.get('_source', '')))}`", ""]
+        rows = [[("✅ " if r["failed"] == 0 else "❌ ") + r["rule"], r["limit"], str(r["checks"]), str(r["failed"]),
+                 fmt(r["worst"])] for r in self.by_rule()]
+        out += [md_table(["rule", "limit", "checks", "failed", "worst value"], rows), ""]
+        if self.failures:
+            shown = self.failures[:max_failures]
+            out += [f"**Failures** ({f})", "",
+                    md_table(["rule", "attribute", "keypoint", "value", "limit"],
+                             [[c.rule, c.attribute or "-", "-" if c.keypoint is None else str(c.keypoint),
+                               fmt(c.value), f"{c.limit:g}"] for c in shown]), ""]
+            if f > len(shown):
+                out += [f"… and {f - len(shown)} more (see the JUnit report).", ""]
+        out += [f"- note: {note}" for note in self.notes]
+        if audit_summary:
+            out += ["", to_markdown(self.doc, title="Audit summary", top=5)]
+        return "\n".join(out).rstrip() + "\n"
+
+    def __repr__(self):
+        return f"GateResult({'passed' if self.passed else 'failed'}: {len(self.failures)}/{len(self.checks)} failed)"
+
+
+def run_gate(audit, rules, *, baseline=None):
+    """Apply gate rules to an audit.
+
+    Parameters
+    ----------
+    audit : path, dict or AuditResult
+        The audit document (``fairlandmark audit --json``).
+    rules : GateRules or dict
+        Rules; a dict is validated like a ``[gate]`` table.
+    baseline : path, dict or AuditResult, optional
+        Baseline audit for the regression rules; default ``rules.baseline``.
+
+    Returns
+    -------
+    GateResult
+
+    Raises
+    ------
+    InputError
+        Unreadable audit, no rules, or a rule the audit cannot answer
+        (significance or privacy missing, unknown threshold or attribute).
+    """
+    if not isinstance(rules, GateRules):
+        rules = GateRules.from_mapping(dict(rules))
+    rules.check_consistent()
+    doc = load_audit(audit)
+    path = doc.get("_source", "(dict)")
+    attrs = list(doc.get("attributes", []))
+    if rules.attributes is not None:
+        for a in rules.attributes:
+            if a not in attrs:
+                raise InputError(MSG_ATTRIBUTE.format(name=a, path=path, known=", ".join(map(str, attrs))))
+        attrs = list(rules.attributes)
+    frame = keypoint_frame(doc)
+    frame = frame[frame["attribute"].isin(attrs)]
+    checks, notes = [], []
+
+    if rules.max_dp is not None:
+        limit, only_sig = rules.max_dp, rules.max_dp_only_significant
+        if only_sig and not frame["p_value"].notna().any():
+            raise InputError(MSG_NEEDS_SIGNIFICANCE.format(path=path))
+        for r in frame.to_dict("records"):
+            dp = r["dp"]
+            over = _above(dp, limit)
+            failed = over and (r["significant"] or not only_sig)
+            if math.isnan(dp):
+                msg = f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough)"
+            else:
+                msg = f"{r['attribute']} keypoint {r['keypoint']}: DP {dp:.4f} {'>' if over else '<='} {limit:g}"
+                if only_sig:
+                    msg += (f" (significant, adjusted p {r['p_adjusted']:.3g})" if r["significant"] else
+                            f" (not significant, adjusted p {r['p_adjusted']:.3g}: not counted)")
+            checks.append(Check("max_dp", r["attribute"], r["keypoint"], dp, limit, not failed, msg))
+
+    if rules.max_mean_dp is not None:
+        for a in attrs:
+            v = _num(summary_row(doc, a).get("mean_dp"))
+            over = _above(v, rules.max_mean_dp)
+            checks.append(Check("max_mean_dp", a, None, v, rules.max_mean_dp, not over,
+                                f"{a}: mean DP over keypoints {fmt(v, 4)} {'>' if over else '<='} "
+                                f"{rules.max_mean_dp:g}"))
+
+    unit = doc.get("unit", "")
+    allrow = overall_row(doc)
+    if rules.max_mre is not None:
+        v = _num(allrow.get("mre"))
+        over = _above(v, rules.max_mre)
+        checks.append(Check("max_mre", None, None, v, rules.max_mre, not over,
+                            f"overall MRE {fmt(v, 4)} {unit} {'>' if over else '<='} {rules.max_mre:g}"))
+
+    if rules.min_sdr is not None:
+        known = [thr_key(t) for t in doc.get("thresholds", [])]
+        primary = thr_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
+        for thr, limit in rules.min_sdr.items():
+            key = primary if thr is None else thr
+            if key not in known:
+                raise InputError(MSG_THRESHOLD.format(thr=key, path=path, known=", ".join(known)))
+            v = _num(allrow.get(f"sdr_{key}"))
+            under = _below(v, limit)
+            checks.append(Check("min_sdr", None, None, v, limit, not under,
+                                f"overall SDR@{key}{unit} {fmt(v, 4)} {'<' if under else '>='} {limit:g}",
+                                threshold=key))
+
+    if rules.max_privacy_balanced_accuracy is not None:
+        recs = privacy_records(doc)
+        if not recs:
+            raise InputError(MSG_NEEDS_PRIVACY.format(path=path))
+        limit = rules.max_privacy_balanced_accuracy
+        for rec in recs:
+            a = rec.get("attribute")
+            if rules.attributes is not None and a is not None and a not in attrs:
+                continue
+            v = _num(rec.get("balanced_accuracy"))
+            over = _above(v, limit)
+            checks.append(Check("max_privacy_balanced_accuracy", a, None, v, limit, not over,
+                                f"{a or 'attribute'} inferred from errors with balanced accuracy {fmt(v, 4)} "
+                                f"{'>' if over else '<='} {limit:g} (chance {fmt(rec.get('chance'))})"))
+
+    if any(getattr(rules, k) is not None for k in REGRESSION_RULES):
+        base = load_audit(baseline if baseline is not None else rules.baseline, what="baseline")
+        checks += _regressions(doc, base, frame, attrs, rules, notes)
+    return GateResult(checks=checks, rules=rules, doc=doc, notes=notes)
+
+
+def _regressions(doc, base, frame, attrs, rules, notes):
+    checks = []
+    if base.get("unit") != doc.get("unit"):
+        raise InputError(f"baseline {base.get('_source')}: unit {base.get('unit')!r} differs from the audit's "
+                         f"{doc.get('unit')!r}; audit both with the same pixel-to-mm scale")
+    bframe = keypoint_frame(base)
+    bdp = {(r["attribute"], str(r["keypoint"])): r["dp"] for r in bframe.to_dict("records")}
+    if rules.max_dp_regression is not None:
+        limit, missing = rules.max_dp_regression, 0
+        for r in frame.to_dict("records"):
+            before = bdp.get((r["attribute"], str(r["keypoint"])))
+            if before is None:
+                missing += 1
+                continue
+            delta = r["dp"] - before
+            over = _above(delta, limit)
+            checks.append(Check("max_dp_regression", r["attribute"], r["keypoint"], delta, limit, not over,
+                                f"{r['attribute']} keypoint {r['keypoint']}: DP {fmt(before, 4)} -> {fmt(r['dp'], 4)}"
+                                f" (change {delta:+.4f} {'>' if over else '<='} {limit:g})"
+                                if not math.isnan(delta) else
+                                f"{r['attribute']} keypoint {r['keypoint']}: no DP on one side"))
+        if missing:
+            notes.append(f"max_dp_regression: {missing} attribute x keypoint row(s) are not in the baseline "
+                         "and were not checked")
+    if rules.max_mean_dp_regression is not None:
+        for a in attrs:
+            before = _num(summary_row(base, a).get("mean_dp"))
+            after = _num(summary_row(doc, a).get("mean_dp"))
+            delta = after - before
+            over = _above(delta, rules.max_mean_dp_regression)
+            checks.append(Check("max_mean_dp_regression", a, None, delta, rules.max_mean_dp_regression, not over,
+                                f"{a}: mean DP {fmt(before, 4)} -> {fmt(after, 4)} (change "
+                                f"{fmt(delta, 4)} {'>' if over else '<='} {rules.max_mean_dp_regression:g})"))
+    if rules.max_mre_regression is not None:
+        before, after = _num(overall_row(base).get("mre")), _num(overall_row(doc).get("mre"))
+        delta = after - before
+        over = _above(delta, rules.max_mre_regression)
+        checks.append(Check("max_mre_regression", None, None, delta, rules.max_mre_regression, not over,
+                            f"overall MRE {fmt(before, 4)} -> {fmt(after, 4)} (change {fmt(delta, 4)} "
+                            f"{'>' if over else '<='} {rules.max_mre_regression:g})"))
+    return checks
