@@ -9,6 +9,7 @@ the arrays into tidy DataFrames and the versioned JSON document.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -92,7 +93,7 @@ def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wr
     attributes = list(meta.columns) if attributes is None else list(attributes)
     if not attributes:
         raise InputError(MSG_NO_ATTRIBUTES)
-    src = metadata_source or (metadata if isinstance(metadata, str) else "metadata")
+    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
     coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
@@ -207,7 +208,7 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         families = {k: [str(x) for x in v] for k, v in families.items()}
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
-                          metadata_source=metadata if isinstance(metadata, str) else None)
+                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance)
 
 

@@ -130,3 +130,12 @@ def test_radial_errors_scales(tmp_path):
         parse_wrist_width("1,5")
     with pytest.raises(InputError, match="must be a positive number"):
         radial_errors(no_column, spacing_mm=-1.0)
+
+
+def test_path_objects_name_the_file_in_messages(tmp_path):
+    from fairlandmark import audit
+
+    preds = write(tmp_path / "p.csv", GOOD)
+    meta = write(tmp_path / "m.csv", "image_id,sex\n001,F\n002,F\n")
+    with pytest.raises(InputError, match=r"m\.csv: attribute 'sex' has a single group"):
+        audit(preds, meta, spacing_mm=1.0)  # pathlib.Path, not str
