@@ -65,6 +65,7 @@ from .folds import stratified_image_folds
 __all__ = [
     "attribute_inference",
     "audit_privacy",
+    "privacy_block",
     "PrivacyResult",
     "row_folds",
     "default_estimator",
@@ -645,7 +646,7 @@ class PrivacyResult:
             name = row["analysis"]
             folds = self.folds[self.folds["analysis"] == name].drop(columns="analysis")
             ranked = imp[imp["analysis"] == name].drop(columns="analysis")
-            analyses.append({**row, "risk_line": self.risk_lines[len(analyses)],
+            analyses.append({"attribute": self.target, **row, "risk_line": self.risk_lines[len(analyses)],
                              "top_keypoints": self.top_keypoints(name),
                              "folds": folds.to_dict("records"), "importance": ranked.to_dict("records")})
         doc = {
@@ -694,3 +695,16 @@ def audit_privacy(study, *, targets=None, within=None, **options):
         w = within if within != target else None
         out.append(attribute_inference(study, target=target, within=w, **options))
     return out
+
+
+def privacy_block(results):
+    """The audit document's ``privacy`` block from :func:`audit_privacy` results.
+
+    ``{"schema_version": ..., "attributes": {target: PrivacyResult.to_dict()}}``;
+    every analysis record carries ``attribute``, ``balanced_accuracy``,
+    ``chance``, ``p_value``, ``risk_line`` and ``top_keypoints``, which the
+    report and the gate read. Returns None for no results.
+    """
+    if not results:
+        return None
+    return {"schema_version": SCHEMA_VERSION, "attributes": {r.target: r.to_dict() for r in results}}

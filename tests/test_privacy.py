@@ -29,6 +29,7 @@ from fairlandmark.privacy import (
     attribute_inference,
     audit_privacy,
     default_estimator,
+    privacy_block,
     row_folds,
 )
 
@@ -207,7 +208,7 @@ def test_within_repeats_inside_each_level():
 
 def test_three_classes_chance_and_auc():
     preds, meta = _synthetic(n_images=60, effect=3.0, seed=2, classes=("a", "b", "c"))
-    res = attribute_inference(preds, meta, target="age_group", n_permutations=0, **FAST)
+    res = attribute_inference(preds, meta, target="age_group", n_permutations=0, progress=True, **FAST)
     row = res.scores.iloc[0]
     assert row["n_classes"] == 3 and row["chance"] == pytest.approx(1 / 3)
     assert 0.5 < row["roc_auc"] <= 1.0
@@ -279,6 +280,12 @@ def test_study_input_and_audit_privacy_section():
     assert doc["kind"] == "attribute_inference" and doc["schema_version"] == "1.0"
     assert [a["analysis"] for a in doc["analyses"]] == ["sex=F", "sex=M"]
     assert {"balanced_accuracy", "p_value", "importance", "risk_line", "top_keypoints"} <= set(doc["analyses"][0])
+    block = privacy_block(results)
+    assert set(block["attributes"]) == {"age_group", "sex"}
+    report = pytest.importorskip("fairlandmark.report")
+    records = report.privacy_records({"privacy": json.loads(json.dumps(block))})
+    assert [(r["attribute"], r["analysis"]) for r in records] == [
+        ("age_group", "sex=F"), ("age_group", "sex=M"), ("sex", "all")]
 
 
 # -- CLI ------------------------------------------------------------------------------
@@ -329,3 +336,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_audit_privacy_arguments_run_the_section(capsys):
+    import argparse
+
+    from fairlandmark.commands.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+    from fairlandmark.console import make_console
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=0)
+    add_audit_privacy_arguments(parser)
+    preds, meta = _synthetic(n_images=40, effect=2.0, seed=4)
+    study = prepare_study(preds, meta, attributes=["age_group", "sex"])
+    assert privacy_from_audit_args(study, parser.parse_args([])) == []  # opt-in
+    args = parser.parse_args(["--privacy", "--privacy-permutations", "4", "--privacy-trees", "5",
+                              "--privacy-folds", "3", "--privacy-repeats", "1", "--seed", "3"])
+    results = privacy_from_audit_args(study, args)
+    assert [r.target for r in results] == ["age_group", "sex"] and results[0].settings["seed"] == 3
+    render_privacy(results[0], make_console())
+    assert "errors predict age_group" in capsys.readouterr().out

@@ -154,6 +154,9 @@ def add_audit_privacy_arguments(parser):
     group.add_argument("--privacy-within", metavar="COLUMN",
                        help="infer each other attribute within each level of this one")
     add_inference_options(group, prefix="privacy-")
+    if not any(a.dest == "n_jobs" for a in parser._actions):
+        group.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
+                           help="parallel workers for the privacy section (-1: all cores); results do not depend on it")
 
 
 def privacy_from_audit_args(study, args, *, console=None):
