@@ -9,6 +9,7 @@ __all__ = ["parse_family", "family_index"]
 MSG_FAMILY_FORMAT = "--family {value!r}: expected NAME=SPEC such as wrist=1-18 or tip=3,7,11"
 MSG_FAMILY_UNKNOWN = "--family {name}: keypoint {kp!r} is not in the predictions; the keypoints are {known}"
 MSG_FAMILY_TWICE = "--family: keypoint {kp!r} is in both '{a}' and '{b}'; put each keypoint in one family"
+MSG_FAMILY_NAME_TWICE = "--family {name}: given twice; give each family once, with all its keypoints (e.g. {name}=1-5,9)"
 MSG_FAMILY_RESERVED = "--family {name}: 'all' is reserved for the whole set of keypoints; choose another name"
 
 
@@ -61,6 +62,8 @@ def family_index(families, keypoints):
     known = ", ".join(map(str, list(keypoints)[:10])) + (", ..." if len(keypoints) > 10 else "")
     owner, out = {}, {}
     for name, tokens in items:
+        if name in out:
+            raise InputError(MSG_FAMILY_NAME_TWICE.format(name=name))
         idx = []
         for token in tokens:
             token = str(token)

@@ -60,6 +60,7 @@ MSG_NOT_IN_META = (
     "add them to the metadata file"
 )
 MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
+MSG_BAD_ATTRIBUTE = "--attribute {col}: {why}, not an attribute to audit; give each attribute column once"
 MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
 
 
@@ -361,7 +362,10 @@ def check_metadata(data, *, image_ids, attributes=None, source=None):
         attributes = [c for c in frame.columns if c != ID_COLUMN]
         if not attributes:
             raise InputError(MSG_NO_ATTRIBUTE.format(src=src))
-    for col in attributes:
+    for i, col in enumerate(attributes):
+        if col == ID_COLUMN or col in attributes[:i]:
+            why = "is the image key" if col == ID_COLUMN else "is given twice"
+            raise InputError(MSG_BAD_ATTRIBUTE.format(col=col, why=why))
         _require(frame, col, src)
         blank = frame[col].isna().to_numpy() | frame[col].astype(str).str.strip().eq("").to_numpy()
         if blank.any():

@@ -142,3 +142,8 @@ def test_families():
         parse_family("all=1-3")
     with pytest.raises(InputError, match="expected NAME=SPEC"):
         parse_family("wrist=3-1")
+
+
+def test_family_name_given_twice_is_an_error():
+    with pytest.raises(InputError, match="--family a: given twice"):
+        family_index([("a", ["1"]), ("a", ["2"])], [1, 2])
