@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser"]
 
 COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
 EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
+MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +61,9 @@ def main(argv=None):
             return int(args.handler(args) or 0)
         except InputError as exc:
             sys.stderr.write(f"error: {exc}\n")
+            return EXIT_USAGE
+        except OSError as exc:  # unreadable input or unwritable output: one line, no traceback
+            sys.stderr.write(MSG_OS_ERROR.format(path=exc.filename or "", reason=exc.strerror or exc) + "\n")
             return EXIT_USAGE
         except KeyboardInterrupt:
             sys.stderr.write("interrupted\n")

@@ -52,6 +52,9 @@ MSG_INCOMPLETE = (
     "{src}: image '{image}' (run {run}) has {n_have} of {n_all} keypoints, keypoint {kp} is missing; "
     "give every image all keypoints (leave pred_x/pred_y empty for a missing prediction)"
 )
+MSG_KP_SPELLING = (
+    "{src}: keypoint labels {a!r} and {b!r} name the same keypoint; write each keypoint one way in column 'keypoint'"
+)
 MSG_NEGATIVE = "{src}: row {row}, column '{col}': {value} must be {rule}"
 MSG_META_DUP = "{src}: row {row} repeats image_id '{image}' first seen on row {first}; keep one row per image"
 MSG_META_NAN = "{src}: row {row}, column '{col}' is empty; give every image a value for each audited attribute"
@@ -256,6 +259,12 @@ def check_predictions(data, *, source=None):
 
     kp_codes, kp_uniques = pd.factorize(kp_raw)
     kp_labels = _keypoint_labels(kp_uniques)
+    _, first_of_label, label_count = np.unique(kp_labels.astype(str), return_index=True, return_counts=True)
+    if (label_count > 1).any():
+        # e.g. "1" and "1.0": one keypoint written two ways would become two columns.
+        j = int(first_of_label[np.flatnonzero(label_count > 1)[0]])
+        twin = next(u for i, u in enumerate(kp_uniques) if i != j and str(kp_labels[i]) == str(kp_labels[j]))
+        raise InputError(MSG_KP_SPELLING.format(src=src, a=kp_uniques[j], b=twin))
     order = np.argsort(kp_labels, kind="stable") if kp_labels.dtype != object else np.arange(len(kp_labels))
     kp_rank = np.empty_like(order)
     kp_rank[order] = np.arange(len(order))

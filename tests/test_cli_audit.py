@@ -201,3 +201,13 @@ def test_console_script_end_to_end(study, tmp_path):
     assert run.stderr.count("\n") == 1 and "bad.csv: row 2, column 'pred_x': 'x' is not a number" in run.stderr
     assert "Traceback" not in run.stderr
     assert math.isfinite(json.loads(out.read_text())["overall"][0]["mre"])
+
+
+def test_cli_unwritable_output_is_one_line(study, tmp_path, capsys):
+    p, m, _, _ = study
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    assert main(audit_args(p, m, "--json", str(blocker / "out.json"), "-q")) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: ") and "check the path and its permissions" in err[-1]
+    assert "Traceback" not in "\n".join(err) and blocker.read_text() == "not a folder\n"

@@ -61,6 +61,7 @@ def test_runs_make_one_row_per_run_and_image(tmp_path):
      r"image 'b' \(run 0\) has 1 of 2 keypoints, keypoint 2 is missing"),
     (HEADER + "a,1,0,0,,0\n", r"row 2, column 'true_x' is empty; every row needs a ground-truth coordinate"),
     (HEADER + ",1,0,0,0,0\n", r"row 2, column 'image_id' is empty"),
+    (HEADER + "a,1,0,0,0,0\na,1.0,0,0,0,0\n", r"keypoint labels '1' and '1.0' name the same keypoint"),
     (HEADER, r"the file is empty"),
     ("", r"the file is empty"),
     ("image_id,keypoint,error_mm\na,1,-1\n", r"row 2, column 'error_mm': -1.0 must be >= 0"),
