@@ -558,3 +558,38 @@ def test_isbi2015_junior_vs_senior(shared_data, tmp_path):
     ref = reference_audit(long, meta, attributes=["sex", "age"], bins={"age": 14}, thresholds=(2.0, 2.5, 3.0, 4.0),
                           min_group_size=10, spacing_mm=None)
     compare(res, ref, (2.0, 2.5, 3.0, 4.0))
+
+
+def test_digital_hand_atlas_wrist_width_and_families(shared_data, tmp_path):
+    truth_path = shared_data / "dha_all.csv"
+    if not truth_path.exists():
+        pytest.skip(f"{truth_path} not present")
+    raw = pd.read_csv(truth_path, header=None, dtype={0: str})
+    true = raw.iloc[:, 1:].to_numpy(float).reshape(len(raw), 37, 2)
+    rng = np.random.default_rng(1)
+    pred = true + rng.normal(0, 6, size=true.shape)  # about 6 px of noise per axis
+    pred_path = tmp_path / "pred.csv"
+    pd.DataFrame(np.column_stack([raw[0], pred.reshape(len(raw), -1)])).to_csv(pred_path, header=False, index=False)
+    long = convert(pred_path, truth_path)
+    meta = pd.DataFrame({"image_id": raw[0], "sex": rng.choice(["F", "M"], len(raw)),
+                         "age": rng.integers(9, 19, len(raw))})
+    res = _audit(long, meta, attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
+                 thresholds_mm=(2.0, 4.0, 10.0), families={"wrist": range(1, 19), "fingers": range(19, 38)})
+    # Independent: per-image scale 50 mm / |true_1 - true_5|.
+    scale = 50.0 / np.linalg.norm(true[:, 0] - true[:, 4], axis=1)
+    err = np.linalg.norm(pred - true, axis=2) * scale[:, None]
+    ov = res.overall.set_index("family")
+    close(ov.loc["all", "mre"], err.mean(), "DHA MRE")
+    close(ov.loc["wrist", "mre"], err[:, :18].mean(), "DHA wrist MRE")
+    close(ov.loc["fingers", "sdr_4"], (err[:, 18:] <= 4).mean(), "DHA fingers SDR@4")
+    old = (meta["age"] >= 14).to_numpy()
+    female = (meta["sex"] == "F").to_numpy()
+    dp = np.abs((err[old] <= 2).mean(axis=0) - (err[~old] <= 2).mean(axis=0))
+    sm = res.summary.set_index(["attribute", "family"])
+    close(sm.loc[("age", "wrist"), "mean_dp"], dp[:18].mean(), "DHA DP wrist")
+    close(sm.loc[("age", "fingers"), "mean_dp"], dp[18:].mean(), "DHA DP fingers")
+    cells = [female & old, female & ~old, ~female & old, ~female & ~old]
+    sdr = np.array([(err[c] <= 2).mean(axis=0) for c in cells])
+    pk = res.per_keypoint.set_index(["attribute", "keypoint"])
+    for k in (1, 20, 37):
+        close(pk.loc[("sex&age", k), "dp"], sdr[:, k - 1].max() - sdr[:, k - 1].min(), f"DHA sex&age kp {k}")
