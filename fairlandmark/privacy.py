@@ -291,7 +291,10 @@ def _run_tasks(tasks, n_jobs, on_done):
         return
     from joblib import Parallel, delayed
 
-    runner = Parallel(n_jobs=n_jobs, return_as="generator")
+    try:
+        runner = Parallel(n_jobs=n_jobs, return_as="generator")  # joblib >= 1.3: results as they come
+    except TypeError:  # pragma: no cover - older joblib: all results at the end
+        runner = Parallel(n_jobs=n_jobs)
     for i, result in enumerate(runner(delayed(fn)(*args) for fn, args in tasks)):
         on_done(i, result)
 
@@ -303,7 +306,8 @@ def _run_tasks(tasks, n_jobs, on_done):
 class _Level:
     """One analysis: all rows, or the rows of one level of ``within``."""
 
-    label: str | None
+    label: str | None  # "sex=F", or a binned group's own name such as "age<14"; None: all rows
+    level: str | None  # the group of ``within``
     rows: np.ndarray  # study row indices
     classes: list  # class names present, in order
     y: np.ndarray  # class index per row (into classes)
@@ -323,12 +327,13 @@ def _levels(study, target, within, n_splits):
             raise InputError(MSG_NOT_IN_STUDY.format(role=role, name=name, known=known))
     names = study.coding.groups[target]
     if within is None:
-        parts = [(None, np.arange(len(study.row_image)))]
+        parts = [(None, None, np.arange(len(study.row_image)))]
     else:
         wcodes = codes[within]
-        parts = [(f"{within}={g}", np.flatnonzero(wcodes == i)) for i, g in enumerate(study.coding.groups[within])]
+        parts = [(g if within in g else f"{within}={g}", g, np.flatnonzero(wcodes == i))
+                 for i, g in enumerate(study.coding.groups[within])]
     levels = []
-    for label, rows in parts:
+    for label, level, rows in parts:
         if len(rows) == 0:
             continue
         where = f" within {label}" if label else ""
@@ -348,7 +353,7 @@ def _levels(study, target, within, n_splits):
                 drop = f" or drop --within {within}" if within else ""
                 raise InputError(MSG_TOO_FEW_FOR_TWO.format(target=target, cls=cls, n=n, where=where, drop=drop))
             raise InputError(MSG_SMALL_CLASS.format(target=target, cls=cls, n=n, where=where, k=n_splits, fix=n))
-        levels.append(_Level(label=label, rows=rows, classes=[names[c] for c in present], y=y, images=images,
+        levels.append(_Level(label=label, level=level, rows=rows, classes=[names[c] for c in present], y=y, images=images,
                              image_y=image_y, image_of_row=image_of_row.astype(np.int64)))
     return levels
 
@@ -488,7 +493,7 @@ def _mean_std(values):
 def _fmt_p(p):
     if p is None or not np.isfinite(p):
         return "no permutation test"
-    return f"p = {p:.3g}"
+    return f"p = {p:.2g}"
 
 
 def _clean(value):
@@ -561,7 +566,7 @@ class PrivacyResult:
             p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
             null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
-                   "level": lev.label.split("=", 1)[1] if lev.label else None, "analysis": self._name(lev),
+                   "level": lev.level, "analysis": self._name(lev),
                    "n_images": len(lev.images), "n_rows": len(lev.rows), "n_classes": len(lev.classes),
                    "classes": list(lev.classes),
                    "images_by_class": dict(zip(lev.classes, image_counts.tolist())),

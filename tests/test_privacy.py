@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,14 +53,6 @@ def _synthetic(n_images=80, k=6, runs=1, effect=0.0, effect_kps=(2, 5), missing=
     return preds, meta
 
 
-def _shared_data():
-    env = os.environ.get("FAIRLANDMARK_SHARED_DATA")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-    if not (folder / "isbi2015_all_junior.csv").exists() or not (folder / "isbi2015_all_senior.csv").exists():
-        pytest.skip(f"ISBI 2015 annotation files not found in {folder} (set FAIRLANDMARK_SHARED_DATA)")
-    return folder
-
-
 def _wide(path):
     frame = pd.read_csv(path, header=None, dtype={0: str})
     return frame[0].to_numpy(), frame.iloc[:, 1:].to_numpy(float).reshape(len(frame), -1, 2)
@@ -88,8 +78,10 @@ def test_planted_effect_is_found_with_small_p_and_right_keypoints():
     assert res.risk_line.endswith(f"most informative keypoints: {', '.join(map(str, res.top_keypoints()))}")
 
 
-def test_real_interobserver_errors_with_random_labels_stay_at_chance():
-    folder = _shared_data()
+def test_real_interobserver_errors_with_random_labels_stay_at_chance(shared_data):
+    folder = shared_data
+    if not (folder / "isbi2015_all_junior.csv").exists() or not (folder / "isbi2015_all_senior.csv").exists():
+        pytest.skip(f"ISBI 2015 junior/senior annotation files not in {folder}")
     ids, junior = _wide(folder / "isbi2015_all_junior.csv")
     senior_ids, senior = _wide(folder / "isbi2015_all_senior.csv")
     senior = senior[pd.Index(senior_ids).get_indexer(ids)]
@@ -204,6 +196,11 @@ def test_within_repeats_inside_each_level():
         assert row["p_value"] == pytest.approx(0.1)
     assert [line.split(":")[0] for line in res.risk_lines] == ["within sex=F", "within sex=M"]
     assert set(res.importance["analysis"]) == {"sex=F", "sex=M"}
+    # a binned attribute's groups already name it: "age<14", not "age=age<14"
+    meta["age"] = np.where(meta["age_group"] == "old", 16, 11)
+    res = attribute_inference(preds, meta, target="sex", within="age", bins={"age": [14]}, n_permutations=0, **FAST)
+    assert list(res.scores["analysis"]) == ["age<14", "age>=14"] == list(res.scores["level"])
+    assert res.risk_lines[0].startswith("within age<14: errors predict sex")
 
 
 def test_three_classes_chance_and_auc():
