@@ -39,6 +39,7 @@ import os
 import re
 
 import numpy as np
+import pandas as pd
 
 from .exceptions import InputError
 from .report import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
@@ -82,7 +83,7 @@ def _new_figure(width, height):
     return fig
 
 
-def _width(n_bars, per=0.26, lo=6.5, hi=20.0):
+def _width(n_bars, per=0.2, lo=6.5, hi=12.5):
     return float(min(max(lo, 1.8 + per * n_bars), hi))
 
 
@@ -219,7 +220,7 @@ def dp_bars(source, *, attribute=None, title=None):
     sig = has_significance(doc)
     k = len(doc.get("keypoints", []))
     n = max(len(attrs), 1)
-    fig = _new_figure(_width(k * (1.6 if sig else 1.0)), 1.0 + 2.6 * n)
+    fig = _new_figure(_width(k * (1.3 if sig else 1.0)), 1.0 + 2.6 * n)
     axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
     thr = thr_key(doc.get("primary_threshold", 2.0))
     for ax, a in zip(axes, attrs):
@@ -283,7 +284,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     kps = [x for x in a.get("keypoints", []) if str(x) in keys_b]
     k = len(kps)
     n = len(attrs) + 1
-    fig = _new_figure(_width(k * 1.6), 1.0 + 2.5 * n)
+    fig = _new_figure(_width(k * 1.3), 1.0 + 2.5 * n)
     axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
     x = np.arange(k)
     w = 0.4
@@ -296,10 +297,10 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
 
     for ax, attr in zip(axes, attrs):
         for j, (frame, lab, col) in enumerate(((fb, labels[0], BEFORE_COLOUR), (fa, labels[1], AFTER_COLOUR))):
-            dp = aligned(frame, attr, "dp")
-            std = np.nan_to_num(aligned(frame, attr, "dp_std"))
-            ax.bar(x + (j - 0.5) * w, dp, width=w, color=col, label=lab,
-                   yerr=np.vstack([np.minimum(std, np.nan_to_num(dp)), std]) if std.any() else None,
+            cols = {c: aligned(frame, attr, c) for c in ("dp", "dp_std", "dp_low", "dp_high")}
+            err, _ = _dp_err(pd.DataFrame(cols))
+            ax.bar(x + (j - 0.5) * w, cols["dp"], width=w, color=col, label=lab,
+                   yerr=err if err is not None and err.any() else None,
                    error_kw={"elinewidth": 0.7, "capsize": cap, "ecolor": "#333333"})
         _style_axis(ax, kps, ylabel=f"DP · {attr}")
     ax = axes[-1]
@@ -351,7 +352,7 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
     n = max(len(chosen), 1)
     cols = min(n, 4)
     rows = int(math.ceil(n / cols))
-    fig = _new_figure(max(6.5, 3.0 * cols + 1.6), 0.8 + 2.6 * rows)
+    fig = _new_figure(max(6.5, 2.8 * cols + 1.4), 0.8 + 2.5 * rows)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     colours = {g: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, g in enumerate(groups)}
     for i, ax in enumerate(axes.ravel()):

@@ -500,10 +500,10 @@ def _heat(value, vmax):
     return f"background:rgba(214,69,65,{alpha:.2f})"
 
 
-def _figure_html(fig, caption):
+def _figure_html(fig, caption, dpi=110):
     from .figures import png_base64
 
-    data = png_base64(fig)
+    data = png_base64(fig, dpi=dpi)
     return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
@@ -542,6 +542,42 @@ def _fmt_any(value):
     return str(value)
 
 
+def _privacy_html(doc):
+    """Privacy section: risk lines, one row per analysis, settings in a collapsed block."""
+    block = doc["privacy"]
+    recs = privacy_records(doc)
+    parts = []
+    if isinstance(block, Mapping) and block.get("risk_line"):
+        parts.append(f'<div class="risk">{_e(block["risk_line"])}</div>')
+    if not recs:
+        return "".join(parts) + _generic_html(block)
+    for rec in recs:
+        if rec.get("risk_line"):
+            leak = rec.get("leak")
+            cls = "risk" if leak or (leak is None and _num(rec.get("p_value")) < 0.05) else "note"
+            parts.append(f'<div class="{cls}">{_e(rec["risk_line"])}</div>')
+    header = ["attribute", "analysis", "balanced accuracy", "chance", "p", "leak", "top keypoints"]
+    rows = []
+    for rec in recs:
+        top = rec.get("top_keypoints") or []
+        rows.append([rec.get("attribute") or "-", rec.get("analysis") or "-",
+                     fmt_pm(rec.get("balanced_accuracy"), rec.get("balanced_accuracy_std")), fmt(rec.get("chance")),
+                     fmt_p(rec.get("p_value")), _fmt_any(rec.get("leak")),
+                     ", ".join(str(k) for k in top[:8]) or "-"])
+    parts.append(_html_table(header, rows, left=2))
+    settings = {}
+    if isinstance(block, Mapping):
+        for name, sub in (block.get("attributes") or {}).items() if isinstance(block.get("attributes"), Mapping) \
+                else []:
+            if isinstance(sub, Mapping):
+                settings[name] = {k: v for k, v in sub.items()
+                                  if not isinstance(v, (Mapping, list)) and k not in ("schema_version", "kind")}
+    if settings:
+        parts.append("<details><summary>Settings of the attribute-inference analysis</summary>"
+                     + _generic_html(settings) + "</details>")
+    return "".join(parts)
+
+
 def _keypoint_table_html(doc, attribute, frame, vmax):
     recs = [r for r in doc["per_keypoint"] if r.get("attribute") == attribute]
     groups = [g["group"] for g in doc.get("groups") or [] if g.get("attribute") == attribute]
@@ -575,7 +611,7 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
             + _html_table(header, rows, left=left, row_classes=classes, cell_styles=styles))
 
 
-def to_html(source, *, title=None, figures=True, baseline=None, labels=("before", "after"), top=10):
+def to_html(source, *, title=None, figures=True, baseline=None, labels=("before", "after"), top=10, dpi=110):
     """A self-contained HTML report of an audit (one file, no network).
 
     Parameters
@@ -591,6 +627,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         Names of the baseline and this audit in the comparison.
     top : int, default 10
         Rows in the "largest gaps" table.
+    dpi : int, default 110
+        Resolution of the embedded PNG figures.
 
     Returns
     -------
@@ -659,17 +697,19 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
 
         P.append("<h2>Figures</h2>")
         fig = F.mre_bars(doc)
-        P.append(_figure_html(fig, f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."))
+        cap = f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."
+        P.append(_figure_html(fig, cap, dpi))
         fig = F.dp_bars(doc)
         cap = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, and * where "
                                    "significant after correction." if sig else " (± std over runs).")
-        P.append(_figure_html(fig, cap))
+        P.append(_figure_html(fig, cap, dpi))
         for a in doc.get("attributes", []):
             fig = F.sdr_curves(doc, attribute=a)
-            P.append(_figure_html(fig, f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."))
+            cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
+            P.append(_figure_html(fig, cap, dpi))
         if base is not None:
             fig = F.compare_bars(base, doc, labels=labels)
-            P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint."))
+            P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
 
     if base is not None:
         from .compare import compare, compare_html
@@ -693,10 +733,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
 
     if doc.get("privacy"):
         P.append("<h2>Privacy: attribute inference from errors</h2>")
-        for line in _privacy_lines(doc):
-            P.append(f'<div class="risk">{_e(line)}</div>')
-        P.append(_generic_html({k: v for k, v in doc["privacy"].items() if k != "risk_line"}
-                               if isinstance(doc["privacy"], Mapping) else doc["privacy"]))
+        P.append(_privacy_html(doc))
 
     P.append("<h2>Per keypoint</h2>")
     for i, a in enumerate(doc.get("attributes", [])):

@@ -12,11 +12,12 @@ import fairlandmark as fl
 
 
 def make_doc(n_keypoints=10, *, significance=False, privacy=False, missing_group=False, seed=0, n_images=80,
-             runs=2, effect=1.6, scale=1.0):
+             runs=2, effect=1.6, scale=1.0, real_significance=True):
     """Audit simulated predictions and return the JSON document (a dict).
 
     Keypoint 2 (or 1 with a single keypoint) has larger errors for sex=F.
-    ``significance`` hand-adds the fields of the significance layer;
+    ``significance`` runs the real significance layer (small B) or, with
+    ``real_significance=False``, hand-adds its fields (deterministic in DP);
     ``privacy`` a privacy block; ``missing_group`` makes a tiny group and
     drops one group from one keypoint's record.
     """
@@ -37,18 +38,14 @@ def make_doc(n_keypoints=10, *, significance=False, privacy=False, missing_group
         warnings.simplefilter("ignore")
         res = fl.audit_arrays(pred, true, {"sex": sex, "age_group": age}, spacing_mm=0.1,
                               runs=(np.arange(n_images) // 2) % runs, thresholds_mm=[2.0, 2.5, 3.0, 4.0],
-                              families=families, min_group_size=5)
+                              families=families, min_group_size=5,
+                              significance=(dict(permutations=400, bootstrap=100, baseline_repeats=100, seed=seed)
+                                            if significance and real_significance else None))
     doc = res.to_dict()
-    if significance:
+    if significance and not real_significance:
         add_significance(doc)
     if privacy:
-        doc["privacy"] = {
-            "risk_line": "sex can be inferred from the error pattern: balanced accuracy 0.71 (chance 0.50, p=0.002)",
-            "attributes": {"sex": {"balanced_accuracy": 0.71, "chance": 0.5, "p_value": 0.002,
-                                   "top_keypoints": [2, 5, 7]},
-                           "age_group": {"balanced_accuracy": 0.53, "chance": 0.5, "p_value": 0.31,
-                                         "top_keypoints": [1]}},
-        }
+        doc["privacy"] = privacy_block({"sex": (0.71, 0.002, True, [2, 5, 7]), "age_group": (0.53, 0.31, False, [1])})
     if missing_group:
         rec = next(r for r in doc["per_keypoint"] if r["attribute"] == "age_group")
         for key in ("sdr_by_group", "mre_by_group", "n_by_group", "sdr_std_by_group", "mre_std_by_group"):
@@ -82,3 +79,20 @@ def add_significance(doc, alpha=0.05):
 
 def copy_doc(doc):
     return copy.deepcopy(doc)
+
+
+def privacy_block(scores):
+    """A privacy block shaped like fairlandmark.privacy.privacy_block: {attribute: (bacc, p, leak, top)}."""
+    attrs = {}
+    for name, (bacc, p, leak, top) in scores.items():
+        line = (f"errors predict {name} better than chance: balanced accuracy {bacc:.2f} (chance 0.50, p = {p:.3f})"
+                if leak else f"errors do not predict {name} better than chance: balanced accuracy {bacc:.2f} "
+                             f"(chance 0.50, p = {p:.3f})")
+        attrs[name] = {"schema_version": "1.0", "kind": "attribute_inference", "target": name, "n_splits": 5,
+                       "n_permutations": 200, "analyses": [{
+                           "attribute": name, "analysis": "all", "balanced_accuracy": bacc,
+                           "balanced_accuracy_std": 0.04, "chance": 0.5, "p_value": p, "leak": leak,
+                           "risk_line": line, "top_keypoints": top,
+                           "importance": [{"keypoint": k, "importance": 0.01, "rank": i + 1}
+                                          for i, k in enumerate(top)]}]}
+    return {"schema_version": "1.0", "attributes": attrs}

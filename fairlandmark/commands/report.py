@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 from ..console import make_console
@@ -27,6 +28,16 @@ def formats_arg(text):
     return parts
 
 
+def dpi_arg(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 30 <= value <= 600:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 30 and 600")
+    return value
+
+
 def add_report_arguments(parser, *, default_html=False):
     """Output options shared by ``report`` (and usable by ``audit``)."""
     parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report (one file, no network)")
@@ -35,6 +46,8 @@ def add_report_arguments(parser, *, default_html=False):
     parser.add_argument("--format", default="png,svg", metavar="png,svg", help="figure formats (default png,svg)")
     parser.add_argument("--no-figures", action="store_true", help="HTML without figures (no matplotlib needed)")
     parser.add_argument("--title", help="report title")
+    parser.add_argument("--dpi", type=dpi_arg, default=150, metavar="N",
+                        help="resolution of PNG figures (default 150; the HTML embeds them at 2/3 of it)")
 
 
 def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after")):
@@ -45,7 +58,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
     formats = formats_arg(args.format)
     if args.html:
         report.write_html(doc, args.html, title=args.title, figures=not args.no_figures, baseline=baseline,
-                          labels=labels)
+                          labels=labels, dpi=max(int(args.dpi * 2 / 3), 30))
         written.append(args.html)
     if args.markdown:
         report.write_markdown(doc, args.markdown, title=args.title)
@@ -54,7 +67,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
     if args.figures:
         from ..figures import write_figures
 
-        written += write_figures(doc, args.figures, formats=formats, baseline=baseline, labels=labels)
+        written += write_figures(doc, args.figures, formats=formats, baseline=baseline, labels=labels, dpi=args.dpi)
     for path in written:
         console.print(f"wrote {path}")
     return written
