@@ -358,10 +358,14 @@ class AuditResult:
         return out
 
     def _pair(self, attribute):
-        """Pair (high, low) from run-mean SDRs over groups valid in every run."""
+        """Pair (high, low) of run-mean SDRs, each group averaged over the runs where it is in DP.
+
+        So a DP computed in some runs always comes with a pair, from the same groups.
+        """
         obs = self.observed[attribute]
-        mean_sdr, _ = _mean_std(obs.sdr[0], axis=0)  # (G, K)
-        valid = obs.valid.all(axis=0)
+        in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
+        mean_sdr, _ = _mean_std(in_dp, axis=0)  # (G, K)
+        valid = obs.valid.any(axis=0)
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 

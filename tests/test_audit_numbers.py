@@ -134,8 +134,12 @@ def reference_audit(preds, meta, *, attributes, thresholds, min_group_size, spac
                 gap_run[(r, kp)] = _max_pair_gap({g: mre[(r, g, kp)] for g in groups
                                                   if valid[(r, g)] and not math.isnan(mre[(r, g, kp)])})
         valid_all = {g: all(valid[(r, g)] for r in runs) for g in groups}
+        valid_any = {g: any(valid[(r, g)] for r in runs) for g in groups}
         for kp in keypoints:
-            mean_sdr = {g: _mean([sdr[(thresholds[0], r, g, kp)] for r in runs]) for g in groups if valid_all[g]}
+            # The pair: each group's SDR averaged over the runs where it is in DP.
+            mean_sdr = {g: _mean([sdr[(thresholds[0], r, g, kp)] for r in runs if valid[(r, g)]])
+                        for g in groups if valid_any[g]}
+            mean_sdr = {g: v for g, v in mean_sdr.items() if not math.isnan(v)}
             out["per_keypoint"][(a, kp)] = {
                 "dp": _mean([dp_run[(r, kp)] for r in runs]), "dp_std": _sd([dp_run[(r, kp)] for r in runs]),
                 "mre_gap": _mean([gap_run[(r, kp)] for r in runs]),
