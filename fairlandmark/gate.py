@@ -141,7 +141,8 @@ class GateRules:
     def merged(self, other):
         """These rules with every rule set in ``other`` taking precedence."""
         changes = {f.name: getattr(other, f.name) for f in fields(other)
-                   if f.name != "source" and getattr(other, f.name) not in (None, False)}
+                   if f.name != "source" and getattr(other, f.name) is not None
+                   and getattr(other, f.name) is not False}  # a limit of 0 is a rule, not "unset"
         source = self.source if not changes else (other.source if self.source == "flags" else
                                                   f"{self.source} + {other.source}")
         return replace(self, **changes, source=source)
@@ -150,12 +151,12 @@ class GateRules:
         """Names of the rules that are on."""
         return [name for name in RULES if getattr(self, name) is not None]
 
-    def check_consistent(self):
+    def check_consistent(self, *, has_baseline=False):
         where = self.source
         if not self.active():
             raise InputError(MSG_NO_RULES)
         for key in REGRESSION_RULES:
-            if getattr(self, key) is not None and not self.baseline:
+            if getattr(self, key) is not None and not (self.baseline or has_baseline):
                 raise InputError(MSG_NEEDS_BASELINE.format(where=where, key=key))
         if self.max_dp_only_significant and self.max_dp is None:
             raise InputError(MSG_ONLY_SIG_ALONE.format(where=where))
@@ -274,12 +275,15 @@ class Check:
     passed: bool
     message: str
     threshold: str | None = None
+    analysis: str | None = None  # privacy: a within-level analysis such as "sex=F"
 
     @property
     def name(self):
         parts = []
         if self.attribute is not None:
             parts.append(str(self.attribute))
+        if self.analysis is not None:
+            parts.append(f"within {self.analysis}")
         if self.keypoint is not None:
             parts.append(f"keypoint {self.keypoint}")
         if self.threshold is not None:
@@ -289,6 +293,7 @@ class Check:
     def to_dict(self):
         v = self.value
         return {"rule": self.rule, "attribute": self.attribute, "keypoint": self.keypoint, "threshold": self.threshold,
+                "analysis": self.analysis,
                 "value": None if v is None or (isinstance(v, float) and math.isnan(v)) else v, "limit": self.limit,
                 "passed": self.passed, "message": self.message}
 
@@ -423,7 +428,7 @@ def run_gate(audit, rules, *, baseline=None):
     """
     if not isinstance(rules, GateRules):
         rules = GateRules.from_mapping(dict(rules))
-    rules.check_consistent()
+    rules.check_consistent(has_baseline=baseline is not None)
     doc = load_audit(audit)
     path = doc.get("_source", "(dict)")
     attrs = list(doc.get("attributes", []))
@@ -493,9 +498,12 @@ def run_gate(audit, rules, *, baseline=None):
                 continue
             v = _num(rec.get("balanced_accuracy"))
             over = _above(v, limit)
+            analysis = rec.get("analysis") if rec.get("analysis") not in (None, "all") else None
+            where = f"{a or 'attribute'}" + (f" (within {analysis})" if analysis else "")
             checks.append(Check("max_privacy_balanced_accuracy", a, None, v, limit, not over,
-                                f"{a or 'attribute'} inferred from errors with balanced accuracy {fmt(v, 4)} "
-                                f"{'>' if over else '<='} {limit:g} (chance {fmt(rec.get('chance'))})"))
+                                f"{where} inferred from errors with balanced accuracy {fmt(v, 4)} "
+                                f"{'>' if over else '<='} {limit:g} (chance {fmt(rec.get('chance'))})",
+                                analysis=analysis))
 
     if any(getattr(rules, k) is not None for k in REGRESSION_RULES):
         base = load_audit(baseline if baseline is not None else rules.baseline, what="baseline")
