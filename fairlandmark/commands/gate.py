@@ -6,7 +6,10 @@ import argparse
 
 from ..console import make_console
 
-__all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args"]
+__all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
+
+RULE_DESTS = ("max_dp", "max_mean_dp", "max_mre", "min_sdr", "max_privacy_balanced_accuracy", "max_dp_regression",
+              "max_mean_dp_regression", "max_mre_regression")
 
 
 def _unit_float(text):
@@ -41,16 +44,18 @@ def _sdr(text):
 def add_gate_arguments(parser, *, standalone=True):
     """Rule flags (they override the config file) and outputs.
 
-    ``standalone=False`` (for ``audit --gate``-style wiring) names the options
-    that would clash with the audit's own ``--gate-attribute``,
-    ``--gate-markdown`` and ``--gate-json``.
+    ``standalone=False`` (to wire the gate into ``fairlandmark audit``) prefixes
+    the options that would clash with, or be confused with, the audit's own:
+    ``--gate-config``, ``--gate-no-config``, ``--gate-baseline``,
+    ``--gate-attribute``, ``--gate-markdown``, ``--gate-json``.
     """
     pre = "" if standalone else "gate-"
     cfg = parser.add_argument_group("configuration")
-    cfg.add_argument("--config", metavar="TOML",
+    cfg.add_argument(f"--{pre}config", metavar="TOML", dest="config",
                      help="rules file: fairlandmark.toml ([gate]) or pyproject.toml ([tool.fairlandmark.gate]); "
                           "default: either one in the current folder")
-    cfg.add_argument("--no-config", action="store_true", help="ignore config files; use the flags only")
+    cfg.add_argument(f"--{pre}no-config", action="store_true", dest="no_config",
+                     help="ignore config files; use the flags only")
     rules = parser.add_argument_group("rules (override the config file)")
     rules.add_argument("--max-dp", type=_unit_float, metavar="X", help="max DP of every keypoint x attribute")
     rules.add_argument("--only-significant", action="store_true", dest="max_dp_only_significant",
@@ -61,7 +66,8 @@ def add_gate_arguments(parser, *, standalone=True):
                        help="min overall SDR at the primary threshold, or at THR (repeatable)")
     rules.add_argument("--max-privacy-bacc", type=_unit_float, metavar="X", dest="max_privacy_balanced_accuracy",
                        help="max balanced accuracy of inferring an attribute from the errors")
-    rules.add_argument("--baseline", metavar="JSON", help="baseline audit for the regression rules")
+    rules.add_argument(f"--{pre}baseline", metavar="JSON", dest="baseline",
+                       help="baseline audit for the regression rules")
     rules.add_argument("--max-dp-regression", type=_unit_float, metavar="X",
                        help="max DP increase per keypoint x attribute against the baseline")
     rules.add_argument("--max-mean-dp-regression", type=_unit_float, metavar="X",
@@ -75,6 +81,11 @@ def add_gate_arguments(parser, *, standalone=True):
     out.add_argument(f"--{pre}markdown", metavar="PATH", dest="gate_markdown",
                      help="write the Markdown summary ('-' prints it), e.g. for $GITHUB_STEP_SUMMARY")
     out.add_argument(f"--{pre}json", metavar="PATH", dest="gate_json", help="write every check as JSON")
+
+
+def gate_requested(args):
+    """True when ``--gate`` or any rule flag was given (for the gate wired into ``audit``)."""
+    return bool(getattr(args, "gate", False)) or any(getattr(args, d, None) is not None for d in RULE_DESTS)
 
 
 def rules_from_args(args):

@@ -54,6 +54,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
     """Write what ``--html``, ``--markdown`` and ``--figures`` ask for; returns the paths."""
     from .. import report
 
+    doc = report.load_audit(doc)  # an AuditResult is converted once
     written = []
     formats = formats_arg(args.format)
     if args.html:
