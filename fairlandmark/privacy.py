@@ -43,6 +43,7 @@ worker that runs it, so the numbers are bit-for-bit identical for any
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -353,8 +354,8 @@ def _levels(study, target, within, n_splits):
                 drop = f" or drop --within {within}" if within else ""
                 raise InputError(MSG_TOO_FEW_FOR_TWO.format(target=target, cls=cls, n=n, where=where, drop=drop))
             raise InputError(MSG_SMALL_CLASS.format(target=target, cls=cls, n=n, where=where, k=n_splits, fix=n))
-        levels.append(_Level(label=label, level=level, rows=rows, classes=[names[c] for c in present], y=y, images=images,
-                             image_y=image_y, image_of_row=image_of_row.astype(np.int64)))
+        levels.append(_Level(label=label, level=level, rows=rows, classes=[names[c] for c in present], y=y,
+                             images=images, image_y=image_y, image_of_row=image_of_row.astype(np.int64)))
     return levels
 
 
@@ -427,7 +428,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         attributes = [target] + ([within] if within else [])
         study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                               wrist_width=wrist_width, bins=bins, intersection=False,
-                              metadata_source=metadata if isinstance(metadata, str) else None)
+                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
