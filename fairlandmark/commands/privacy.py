@@ -71,7 +71,7 @@ def render_privacy(result, console, *, top=TOP_ROWS):
                           f"mean ± std over folds; top {n} of {len(result.keypoints)})", header_style="bold")
     ranking.add_column("rank", justify="right")
     for a in analyses:
-        ranking.add_column(f"{a}: keypoint", justify="right")
+        ranking.add_column("keypoint" if a == "all" else f"{a}: keypoint", justify="right")
         ranking.add_column("importance", justify="right")
     by = {a: imp[imp["analysis"] == a].to_dict("records") for a in analyses}
     for r in range(n):
