@@ -128,7 +128,7 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None):
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
@@ -152,12 +152,17 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
                                options=significance)
     for note in notes:
         warnings.warn(note, FairlandmarkWarning, stacklevel=3)
-    return AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
-                       significance=sig, warnings=notes)
+    result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
+                         significance=sig, warnings=notes)
+    if privacy:
+        from .privacy import audit_privacy
+
+        result.privacy = audit_privacy(study, **({} if privacy is True else dict(privacy)))
+    return result
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -188,6 +193,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
     significance : SignificanceOptions or dict, optional
         Permutation tests, bootstrap intervals, the randomized baseline and
         multiple-testing control (see :mod:`fairlandmark.significance`).
+    privacy : bool or dict, optional
+        Opt-in attribute inference from the per-keypoint errors for each
+        audited attribute; a dict passes options to
+        :func:`fairlandmark.privacy.audit_privacy` (``within``, ``n_splits``,
+        ``n_permutations``, ``seed``, ...). Results land in
+        ``AuditResult.privacy`` and the JSON's ``privacy`` block.
 
     Returns
     -------
@@ -209,7 +220,8 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
-    return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance)
+    return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
+                     privacy=privacy)
 
 
 def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
@@ -285,6 +297,14 @@ def _mean_std(x, axis=0):
     return mean, std
 
 
+def _privacy_block(results):
+    if not results:
+        return None
+    from .privacy import privacy_block
+
+    return privacy_block(results)
+
+
 def _thr_key(t):
     return f"{t:g}"
 
@@ -332,6 +352,7 @@ class AuditResult:
         self.observed = observed
         self.significance = significance
         self.warnings = list(warnings)
+        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.privacy)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -524,6 +545,7 @@ class AuditResult:
             "summary": self.summary.to_dict("records"),
             "overall": self.overall.to_dict("records"),
             "significance": self.significance.settings() if self.significance is not None else None,
+            "privacy": _privacy_block(self.privacy),
             "warnings": self.warnings,
         }
         return _clean(doc)

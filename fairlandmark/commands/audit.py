@@ -7,6 +7,7 @@ import sys
 from ..audit import run_audit
 from ..console import make_console, render_audit
 from ._common import add_output_arguments, add_study_arguments, study_from_args
+from .privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
@@ -20,8 +21,10 @@ def add_audit_arguments(parser):
     try:
         from ..significance import add_significance_arguments
     except ImportError:  # pragma: no cover - significance is part of the package
+        add_audit_privacy_arguments(parser)
         return
     add_significance_arguments(parser)
+    add_audit_privacy_arguments(parser)  # after significance, which adds --seed
 
 
 def audit_from_args(args, *, console=None):
@@ -31,8 +34,10 @@ def audit_from_args(args, *, console=None):
         from ..significance import options_from_args
 
         significance = options_from_args(args)
-    return run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
-                     significance=significance)
+    result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
+                       significance=significance)
+    result.privacy = privacy_from_audit_args(study, args)
+    return result
 
 
 def _run(args):
@@ -40,10 +45,15 @@ def _run(args):
     result = audit_from_args(args, console=console)
     if not args.quiet:
         render_audit(result, console)
+        for privacy in result.privacy:
+            render_privacy(privacy, console)
     else:
-        # Tables are off, but warnings (missing predictions, small groups) must still be seen.
+        # Tables are off, but warnings (missing predictions, small groups) and leaks must still be seen.
         for note in result.warnings:
             sys.stderr.write(f"warning: {note}\n")
+        for privacy in result.privacy:
+            for line in privacy.risk_lines:
+                console.print(line, markup=False)
     if args.json:
         result.to_json(args.json)
         console.print(f"wrote {args.json}")
