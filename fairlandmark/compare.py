@@ -123,8 +123,9 @@ class Comparison:
         out = [f"## fairlandmark compare: {b} → {a}", ""]
         rows = []
         for r in self.summary.to_dict("records"):
-            rows.append([r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), _signed(r["mean_dp_change"]),
-                         f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"])
+            rows.append([r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
+                         _signed(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
+                         f"{r['n_worsened']} ({r['n_worsened_beyond']})"])
         out += [md_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change", "keypoints improved (beyond noise)",
                           "worsened (beyond noise)"], rows), ""]
         rows = [[r["family"], fmt(r["mre_before"], 3), fmt(r["mre_after"], 3), _signed(r["mre_change"], 3),

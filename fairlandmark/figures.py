@@ -133,7 +133,7 @@ def _figure_legend(fig, axes, *, title=None):
                    title_fontsize=8)
 
 
-# -- MRE ----------------------------------------------------------------------------------------------------------------
+# -- MRE -----------------------------------------------------------------------------------------------------
 def mre_bars(source, *, title=None):
     """Per-keypoint MRE bars coloured by family, with overall and family mean lines.
 
@@ -182,7 +182,7 @@ def mre_bars(source, *, title=None):
     return fig
 
 
-# -- DP -----------------------------------------------------------------------------------------------------------------
+# -- DP ------------------------------------------------------------------------------------------------------
 def _dp_err(sub):
     """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
     dp = sub["dp"].to_numpy(float)
@@ -238,7 +238,8 @@ def dp_bars(source, *, attribute=None, title=None):
         if has_base:
             bstd = np.nan_to_num(sub["baseline_std"].to_numpy(float))
             bm = sub["baseline_mean"].to_numpy(float)
-            ax.bar(x + w / 2, bm, width=w, color=BASE_COLOUR, yerr=np.vstack([np.minimum(bstd, np.nan_to_num(bm)), bstd]),
+            ax.bar(x + w / 2, bm, width=w, color=BASE_COLOUR,
+                   yerr=np.vstack([np.minimum(bstd, np.nan_to_num(bm)), bstd]),
                    label="randomized baseline (± std)",
                    error_kw={"elinewidth": 0.8, "capsize": 1.5 if k > 30 else 2.5, "ecolor": "#666666"})
             top = np.maximum(top, np.nan_to_num(bm) + bstd)
@@ -258,7 +259,7 @@ def dp_bars(source, *, attribute=None, title=None):
     return fig
 
 
-# -- before / after ----------------------------------------------------------------------------------------------------
+# -- before / after ------------------------------------------------------------------------------------------
 def compare_bars(before, after, *, labels=("before", "after"), attribute=None, title=None):
     """Two audits side by side: DP per keypoint for each attribute, then MRE.
 
@@ -315,7 +316,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     return fig
 
 
-# -- SDR over thresholds --------------------------------------------------------------------------------------------------
+# -- SDR over thresholds -------------------------------------------------------------------------------------
 def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
     """SDR of each group over the thresholds, one panel per chosen keypoint.
 
@@ -383,7 +384,7 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
     return fig
 
 
-# -- output ----------------------------------------------------------------------------------------------------------------
+# -- output --------------------------------------------------------------------------------------------------
 def _render(fig, fmt, dpi):
     buf = io.BytesIO()
     metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}

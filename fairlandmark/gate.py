@@ -188,7 +188,7 @@ def _sdr_rule(value, where):
     return {None: _number(value, "min_sdr", where, 0.0, 1.0)}
 
 
-# -- config files -------------------------------------------------------------------------------------------------------
+# -- config files --------------------------------------------------------------------------------------------
 def _read_toml(path):
     try:
         import tomllib
@@ -262,7 +262,7 @@ def load_rules(path=None, *, cwd="."):
     return GateRules.from_mapping(gate, source=path, table=table, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-# -- checks --------------------------------------------------------------------------------------------------------------
+# -- checks --------------------------------------------------------------------------------------------------
 @dataclass
 class Check:
     """One test case: a rule applied to one attribute x keypoint (or attribute, or the audit)."""

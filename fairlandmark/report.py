@@ -57,7 +57,7 @@ MSG_TOP = "top: must be an integer >= 1, got {value!r}"
 _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
 
 
-# -- the audit document -----------------------------------------------------------------------------------------------
+# -- the audit document --------------------------------------------------------------------------------------
 def load_audit(source, *, what="audit"):
     """Return the audit document (a dict) from a path, a dict or an AuditResult.
 
@@ -250,7 +250,7 @@ def privacy_records(doc):
     return out
 
 
-# -- formatting ---------------------------------------------------------------------------------------------------------
+# -- formatting ----------------------------------------------------------------------------------------------
 def fmt(value, digits=3):
     v = _num(value) if not isinstance(value, str) else value
     if isinstance(v, str):
@@ -296,7 +296,7 @@ def top_gaps(doc, top=5):
     return frame.dropna(subset=["dp"]).sort_values("dp", ascending=False, kind="stable").head(top)
 
 
-# -- Markdown -----------------------------------------------------------------------------------------------------------
+# -- Markdown ------------------------------------------------------------------------------------------------
 def _md_escape(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -442,7 +442,7 @@ def _write_text(path, text):
     atomic_write_text(path, text)
 
 
-# -- HTML ----------------------------------------------------------------------------------------------------------------
+# -- HTML ----------------------------------------------------------------------------------------------------
 _CSS = """
 :root{--ink:#1f2430;--mute:#5b6475;--line:#dfe3ea;--bg:#f7f8fa;--accent:#2a6fdb;--bad:#c0392b;--ok:#1e8449}
 *{box-sizing:border-box}
@@ -598,7 +598,8 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
         cells += [fmt(sdr.get(g)) for g in groups] + [fmt(mre.get(g), 2) for g in groups]
         cells += [fmt_pm(row["dp"], row["dp_std"]) + (" *" if row["significant"] else ""), row["pair"] or "-"]
         if sig:
-            cells += [f"{fmt(row['dp_low'])}–{fmt(row['dp_high'])}", fmt_pm(row["baseline_mean"], row["baseline_std"]),
+            cells += [f"{fmt(row['dp_low'])}–{fmt(row['dp_high'])}",
+                      fmt_pm(row["baseline_mean"], row["baseline_std"]),
                       fmt_p(row["p_value"]), fmt_p(row["p_adjusted"]), fmt_p(row["mre_gap_p_adjusted"])]
         rows.append(cells)
         classes.append("sig" if row["significant"] else "")
@@ -662,8 +663,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     allrow = overall_row(doc)
     cards = []
     if allrow:
-        cards.append(("overall MRE", f"{fmt(allrow.get('mre'), 2)} {unit}", f"± {fmt(allrow.get('mre_std'), 2)} over runs"
-                      if not math.isnan(_num(allrow.get("mre_std"))) else ""))
+        spread = "" if math.isnan(_num(allrow.get("mre_std"))) else f"± {fmt(allrow.get('mre_std'), 2)} over runs"
+        cards.append(("overall MRE", f"{fmt(allrow.get('mre'), 2)} {unit}", spread))
         cards.append((f"SDR@{thr}{unit}", fmt_pct(allrow.get(f"sdr_{thr}")), ""))
     for a in doc.get("attributes", []):
         s = summary_row(doc, a)
@@ -671,7 +672,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             cards.append((f"mean DP · {a}", fmt(s.get("mean_dp")),
                           f"max {fmt(s.get('max_dp'))} at keypoint {s.get('max_dp_keypoint', '-')}"))
     if sig:
-        cards.append(("significant", f"{int(frame['significant'].sum())} / {len(frame)}", "keypoint × attribute tests"))
+        cards.append(("significant", f"{int(frame['significant'].sum())} / {len(frame)}",
+                      "keypoint × attribute tests"))
     P.append('<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div><div class="n">{_e(n)}</div></div>'
         for k, v, n in cards) + "</div>")
@@ -700,8 +702,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         cap = f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."
         P.append(_figure_html(fig, cap, dpi))
         fig = F.dp_bars(doc)
-        cap = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, and * where "
-                                   "significant after correction." if sig else " (± std over runs).")
+        cap = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, "
+                                   "and * where significant after correction." if sig else " (± std over runs).")
         P.append(_figure_html(fig, cap, dpi))
         for a in doc.get("attributes", []):
             fig = F.sdr_curves(doc, attribute=a)

@@ -198,3 +198,38 @@ def test_equal_to_limit_passes():
     assert not run_gate(doc, {"max_dp": top - 1e-6}).passed
     with pytest.raises(InputError, match="unknown key 'maxdp'"):
         run_gate(doc, {"maxdp": 0.1})
+
+
+def test_real_significance_and_privacy_output():
+    """The gate and the report read what the real significance and privacy layers write."""
+    import warnings
+
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    import fairlandmark as fl
+    from fairlandmark.report import to_html
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 500, (60, 5, 2))
+    err = rng.normal(0, 8, true.shape)
+    sex = np.array(["F", "M"] * 30)
+    err[sex == "F", 1] *= 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fl.audit_arrays(true + err, true, {"sex": sex}, spacing_mm=0.1, min_group_size=5,
+                              significance=dict(permutations=300, bootstrap=50, baseline_repeats=50, seed=0),
+                              privacy=dict(n_permutations=5, n_repeats=1,
+                                           estimator=RandomForestClassifier(n_estimators=10, random_state=0)))
+    doc = res.to_dict()
+    analysis = doc["privacy"]["attributes"]["sex"]["analyses"][0]
+    bacc = analysis["balanced_accuracy"]
+    sig = {r["keypoint"] for r in doc["per_keypoint"] if r["significant"]}
+    assert 2 in sig
+    result = run_gate(doc, GateRules(max_dp=0.0, max_dp_only_significant=True,
+                                     max_privacy_balanced_accuracy=bacc - 0.01))
+    failed = {(c.rule, c.keypoint) for c in result.failures}
+    assert failed == {("max_dp", k) for k in sig} | {("max_privacy_balanced_accuracy", None)}
+    assert run_gate(doc, GateRules(max_privacy_balanced_accuracy=bacc)).passed
+    html = to_html(doc, figures=False)
+    assert analysis["risk_line"].replace("<", "&lt;") in html

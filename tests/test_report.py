@@ -176,7 +176,8 @@ def test_report_cli(tmp_path, capsys):
     assert_self_contained((tmp_path / "after.html").read_text())
     out = tmp_path / "out"
     rc = main(["report", str(after), "--html", str(out / "r.html"), "--markdown", str(out / "r.md"), "--figures",
-               str(out / "figs"), "--format", "png", "--dpi", "40", "--baseline", str(before), "--labels", "vanilla,mitigated"])
+               str(out / "figs"), "--format", "png", "--dpi", "40", "--baseline", str(before),
+               "--labels", "vanilla,mitigated"])
     assert rc == 0
     assert "vanilla" in (out / "r.html").read_text()
     assert (out / "r.md").read_text().startswith("## ")

@@ -40,7 +40,8 @@ def register(subparsers):
                     "dp_std); and the MRE cost.")
     parser.add_argument("before", help="audit JSON of the reference model (e.g. vanilla)")
     parser.add_argument("after", help="audit JSON of the new model (e.g. mitigated)")
-    parser.add_argument("--labels", default="before,after", metavar="A,B", help="names of the two (default before,after)")
+    parser.add_argument("--labels", default="before,after", metavar="A,B",
+                        help="names of the two (default before,after)")
     parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="NAME",
                         help="only this attribute (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON ('-' prints it)")
