@@ -462,9 +462,9 @@ def run_gate(audit, rules, *, baseline=None):
         for a in attrs:
             v = _num(summary_row(doc, a).get("mean_dp"))
             over = _above(v, rules.max_mean_dp)
-            checks.append(Check("max_mean_dp", a, None, v, rules.max_mean_dp, not over,
-                                f"{a}: mean DP over keypoints {fmt(v, 4)} {'>' if over else '<='} "
-                                f"{rules.max_mean_dp:g}"))
+            msg = (f"{a}: no mean DP (no keypoint has two groups large enough)" if math.isnan(v) else
+                   f"{a}: mean DP over keypoints {v:.4f} {'>' if over else '<='} {rules.max_mean_dp:g}")
+            checks.append(Check("max_mean_dp", a, None, v, rules.max_mean_dp, not over, msg))
 
     unit = doc.get("unit", "")
     allrow = overall_row(doc)
