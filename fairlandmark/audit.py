@@ -21,6 +21,7 @@ from . import __version__
 from .exceptions import FairlandmarkWarning, InputError
 from .families import family_index
 from .groups import encode_groups
+from .io import dump_json, json_safe
 from .metrics import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
 from .radial_error import WristWidth, parse_wrist_width, radial_errors
 from .schema import Predictions, check_metadata, check_predictions
@@ -309,20 +310,6 @@ def _thr_key(t):
     return f"{t:g}"
 
 
-def _clean(value):
-    """JSON-safe scalars: NaN and inf become None, numpy scalars become Python."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 class AuditResult:
@@ -548,18 +535,11 @@ class AuditResult:
             "privacy": _privacy_block(self.privacy),
             "warnings": self.warnings,
         }
-        return _clean(doc)
+        return json_safe(doc)
 
     def to_json(self, path=None, *, indent=2):
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
-        import json
-
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
-            from .io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent=indent)
 
     def to_frame(self):
         """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""

@@ -42,7 +42,6 @@ worker that runs it, so the numbers are bit-for-bit identical for any
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from contextlib import contextmanager
@@ -62,6 +61,7 @@ from sklearn.pipeline import Pipeline
 from . import __version__
 from .exceptions import FairlandmarkWarning, InputError
 from .folds import stratified_image_folds
+from .io import dump_json, json_safe
 
 __all__ = [
     "attribute_inference",
@@ -497,19 +497,6 @@ def _fmt_p(p):
     return f"p = {p:.2g}"
 
 
-def _clean(value):
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return v if np.isfinite(v) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 class PrivacyResult:
@@ -667,16 +654,11 @@ class PrivacyResult:
             "analyses": analyses,
             "warnings": self.warnings,
         }
-        return _clean(doc)
+        return json_safe(doc)
 
     def to_json(self, path=None, *, indent=2):
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
-        if path is not None:
-            from .io import atomic_write_text
-
-            atomic_write_text(path, text + "\n")
-        return text
+        return dump_json(self.to_dict(), path, indent=indent)
 
     def __repr__(self):
         return (f"PrivacyResult(target={self.target!r}, within={self.within!r}, "
