@@ -33,6 +33,7 @@ class TrainConfig:
     encoder: str = "densenet121"
     encoder_weights: str | None = None  # local state-dict file; nothing is downloaded
     encoder_depth: int = 5
+    bn_momentum: float | None = None  # None keeps PyTorch's 0.1; short runs track weights better with more
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     image_size: int = 512
     batch_size: int = 8
@@ -80,7 +81,7 @@ def _checked(config: TrainConfig) -> TrainConfig:
     for f in fields(config):
         value = getattr(config, f.name)
         default = getattr(TrainConfig(), f.name)
-        if value is None or f.name in ("encoder_weights", "max_steps_per_epoch"):
+        if value is None or f.name in ("encoder_weights", "max_steps_per_epoch", "bn_momentum"):
             continue
         if isinstance(default, bool):
             if not isinstance(value, bool):

@@ -192,7 +192,8 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
     n_keypoints = train_data.landmarks.shape[1]
     torch.manual_seed(config.seed)  # weight initialisation
     model = build_unet(encoder=config.encoder, n_keypoints=n_keypoints, encoder_depth=config.encoder_depth,
-                       decoder_channels=config.decoder_channels, encoder_weights=config.encoder_weights)
+                       decoder_channels=config.decoder_channels, encoder_weights=config.encoder_weights,
+                       bn_momentum=config.bn_momentum)
     if init_state is not None:
         model.load_state_dict(init_state)
     model = model.to(device, memory_format=memory_format)

@@ -19,9 +19,6 @@ from reference_model.holdouts import balanced_holdouts, train_val_split  # noqa:
 from reference_model.preprocess import geometry_for, pad_and_resize, prepare, to_model, to_original  # noqa: E402
 from reference_model.synth import SynthSpec, make_synthetic, write_synthetic  # noqa: E402
 
-SHARED_DHA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dha_all.csv"
-
-
 # --- preprocessing -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("height,width,size", [(64, 54, 64), (2400, 1935, 512), (37, 91, 64), (100, 100, 50)])
@@ -126,13 +123,13 @@ def test_dha_loader_reads_the_wide_csv_and_sets_spacing_from_the_wrist(tmp_path)
     assert data.meta["sex"].tolist() == ["F", "M"] and data.load_image(0).shape == (30, 20)
 
 
-@pytest.mark.skipif(not SHARED_DHA.is_file(), reason="shared/data/dha_all.csv not present")
-def test_dha_loader_parses_the_real_annotation_file(tmp_path):
-    ids = [line.split(",")[0] for line in SHARED_DHA.read_text().splitlines()[:3]]
+def test_dha_loader_parses_the_real_annotation_file(tmp_path, shared_data):
+    real = shared_data / "dha_all.csv"
+    ids = [line.split(",")[0] for line in real.read_text().splitlines()[:3]]
     for image_id in ids:
         _save_image(tmp_path / f"{image_id}.jpg")
     three_rows = tmp_path / "all.csv"
-    three_rows.write_text("\n".join(SHARED_DHA.read_text().splitlines()[:3]) + "\n")
+    three_rows.write_text("\n".join(real.read_text().splitlines()[:3]) + "\n")
     data = load_dha(three_rows, tmp_path)
     assert data.landmarks.shape == (3, 37, 2)
     wrist_px = np.linalg.norm(data.landmarks[:, 0] - data.landmarks[:, 4], axis=1)

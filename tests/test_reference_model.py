@@ -1,0 +1,255 @@
+"""Reference model on CPU at toy size: loss, decoding, augmentation, training, resume, predictions, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+
+from reference_model import InputError  # noqa: E402
+from reference_model.augment import augment_batch  # noqa: E402
+from reference_model.config import TrainConfig  # noqa: E402
+from reference_model.errors import TrainingDivergedError  # noqa: E402
+from reference_model.heatmap import decode, one_hot_heatmaps, spatial_softmax_ce, target_indices  # noqa: E402
+from reference_model.model import build_unet, load_encoder_weights  # noqa: E402
+from reference_model.predict import mean_radial_error_mm, predict_coords, predictions_frame  # noqa: E402
+from reference_model.preprocess import prepare  # noqa: E402
+from reference_model.synth import SynthSpec, make_synthetic, write_synthetic  # noqa: E402
+from reference_model.train import MeanObjective, load_model, train_model  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+# A 0.4M-parameter U-Net: a whole training run takes seconds on two CPU cores.
+TINY = TrainConfig(encoder="tu-mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8), image_size=64,
+                   batch_size=8, grad_accumulation=1, epochs=4, lr=1e-2, lr_gamma=0.95, bn_momentum=0.5,
+                   patience=100, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    data = make_synthetic(SynthSpec(n_images=40, seed=11))
+    return data, prepare(data, size=64)
+
+
+# --- loss and decoding -------------------------------------------------------------------------
+
+def test_spatial_softmax_ce_is_cross_entropy_over_pixels_and_stable():
+    logits = torch.randn(3, 4, 16, 16, dtype=torch.float64)
+    coords = torch.rand(3, 4, 2) * 15
+    index, valid = target_indices(coords, 16)
+    ours = spatial_softmax_ce(logits, index, valid)
+    reference = torch.nn.functional.cross_entropy(logits.flatten(2).transpose(1, 2).float(), index,
+                                                  reduction="none")
+    assert ours.shape == (3, 4)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    # Huge logits: the log-sum-exp stays finite and exact.
+    big = torch.zeros(1, 1, 8, 8)
+    big[0, 0, 2, 5] = 1e4
+    loss = spatial_softmax_ce(big, torch.tensor([[2 * 8 + 5]]))
+    assert torch.isfinite(loss).all() and loss.item() == pytest.approx(0.0, abs=1e-6)
+    # Single hot pixel target, the paper's H_s(i, j).
+    heat = one_hot_heatmaps(torch.tensor([[[5.2, 2.7]]]), 8)
+    assert heat.sum() == 1 and heat[0, 0, 3, 5] == 1
+
+
+def test_missing_or_outside_landmarks_are_masked():
+    index, valid = target_indices(torch.tensor([[[3.0, 4.0], [float("nan"), 1.0], [70.0, 2.0]]]), 64)
+    assert valid.tolist() == [[True, False, False]] and index[0, 0] == 4 * 64 + 3
+    loss = spatial_softmax_ce(torch.randn(1, 3, 64, 64), index, valid)
+    assert loss[0, 1] == 0 and loss[0, 2] == 0 and loss[0, 0] > 0
+
+
+def test_decode_takes_the_argmax_and_subpixel_recovers_the_offset():
+    size = 32
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    true = torch.tensor([[12.3, 20.8], [5.0, 7.0]])
+    logits = torch.stack([-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2) for x, y in true])[None]
+    assert decode(logits).tolist() == [[[12.0, 21.0], [5.0, 7.0]]]
+    torch.testing.assert_close(decode(logits, subpixel=True)[0], true, atol=1e-3, rtol=0)
+
+
+def test_augmentation_moves_landmarks_with_the_image():
+    size = 64
+    generator = torch.Generator().manual_seed(0)
+    coords = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]], [[33.0, 50.0]]])
+    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    images = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0) for x, y in coords[:, 0]])[:, None]
+    moved, moved_coords = augment_batch(images, coords, generator=generator, rotation_deg=15, scale=0.1,
+                                        translation=0.1, intensity=0.0)
+    assert not torch.allclose(moved_coords, coords)  # something moved
+    for image, point in zip(moved[:, 0], moved_coords[:, 0]):
+        weights = image.clamp(min=0)
+        centre = torch.stack([(xx * weights).sum(), (yy * weights).sum()]) / weights.sum()
+        torch.testing.assert_close(centre, point, atol=0.25, rtol=0)
+
+
+def test_encoder_weights_load_from_a_local_three_channel_state_dict(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    rgb = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=2)
+    torch.save(rgb.encoder.state_dict(), tmp_path / "imagenet.pth")
+    model = build_unet(encoder="resnet18", n_keypoints=5, encoder_weights=tmp_path / "imagenet.pth")
+    torch.testing.assert_close(model.encoder.conv1.weight, rgb.encoder.conv1.weight.sum(1, keepdim=True))
+    torch.testing.assert_close(model.encoder.layer4[1].conv2.weight, rgb.encoder.layer4[1].conv2.weight)
+    torch.save({"something": torch.zeros(3)}, tmp_path / "wrong.pth")
+    with pytest.raises(InputError, match="only 0 of"):
+        load_encoder_weights(model.encoder, tmp_path / "wrong.pth", encoder_name="resnet18")
+    with pytest.raises(InputError, match="not found"):
+        build_unet(encoder="resnet18", n_keypoints=5, encoder_weights=tmp_path / "absent.pth")
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def test_loss_decreases(synthetic, tmp_path):
+    _, prepared = synthetic
+    result = train_model(train_data=prepared.subset(range(32)), val_data=prepared.subset(range(32, 40)),
+                         config=TINY.replace(epochs=5), out_dir=tmp_path, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.history[-1]["val_mre_mm"] < result.history[0]["val_mre_mm"]
+
+
+def test_overfits_a_handful_of_images(synthetic, tmp_path):
+    _, prepared = synthetic
+    few = prepared.subset(range(8))
+    config = TINY.replace(epochs=40, augment=False)
+    result = train_model(train_data=few, val_data=few, config=config, out_dir=tmp_path, progress=False)
+    pred = predict_coords(result.model, few)
+    error_px = np.linalg.norm(pred - few.landmarks_original, axis=-1)
+    # The argmax is on a pixel grid: a perfect fit is within about 0.7 px of the continuous landmark.
+    assert error_px.mean() < 1.0, error_px.mean()
+    assert mean_radial_error_mm(pred, few) == pytest.approx(error_px.mean() * 0.5)
+
+
+def test_resume_continues_identically(synthetic, tmp_path):
+    _, prepared = synthetic
+    train, val = prepared.subset(range(24)), prepared.subset(range(24, 32))
+    config = TINY.replace(epochs=3, grad_accumulation=2)
+    straight = train_model(train_data=train, val_data=val, config=config, out_dir=tmp_path / "a", progress=False)
+    train_model(train_data=train, val_data=val, config=config.replace(epochs=1), out_dir=tmp_path / "b",
+                progress=False)
+    resumed = train_model(train_data=train, val_data=val, config=config, out_dir=tmp_path / "b", resume=True,
+                          progress=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert [h["val_mre_mm"] for h in straight.history] == [h["val_mre_mm"] for h in resumed.history]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["scheduler"] == b["scheduler"]
+    # Resuming with another architecture is refused with a clear message.
+    with pytest.raises(InputError, match="cannot resume .* encoder="):
+        train_model(train_data=train, val_data=val, config=config.replace(encoder="resnet18"),
+                    out_dir=tmp_path / "b", resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message(synthetic, tmp_path):
+    _, prepared = synthetic
+
+    class Poisoned(MeanObjective):
+        def __call__(self, loss, valid, image_index):
+            return super().__call__(loss, valid, image_index) * float("nan")
+
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at epoch 1, optimizer step 1; lower"):
+        train_model(train_data=prepared.subset(range(8)), val_data=prepared.subset(range(8, 16)), config=TINY,
+                    out_dir=tmp_path, objective=Poisoned(), progress=False)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(synthetic, tmp_path):
+    _, prepared = synthetic
+    config = TINY.replace(epochs=30, patience=1, lr=0.5)  # a wild learning rate stops improving fast
+    result = train_model(train_data=prepared.subset(range(16)), val_data=prepared.subset(range(16, 24)),
+                         config=config, out_dir=tmp_path, progress=False)
+    assert result.epochs_run < 30
+    assert result.best_val_mre_mm == min(h["val_mre_mm"] for h in result.history)
+    model, saved_config = load_model(tmp_path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, result.model.state_dict()[key])
+    assert saved_config.encoder == TINY.encoder
+
+
+# --- predictions and the audit -----------------------------------------------------------------
+
+def test_predictions_are_in_original_pixels_and_pass_the_audit(synthetic, tmp_path):
+    fairlandmark = pytest.importorskip("fairlandmark")
+    data, prepared = synthetic
+    result = train_model(train_data=prepared.subset(range(28)), val_data=prepared.subset(range(28, 34)),
+                         config=TINY.replace(epochs=8), out_dir=tmp_path, progress=False)
+    frames = []
+    for run in range(2):  # the same model twice stands in for two hold-outs
+        coords = predict_coords(result.model, prepared)
+        frames.append(predictions_frame(run, prepared, coords))
+    preds = pd.concat(frames, ignore_index=True)
+    assert list(preds.columns) == ["run", "image_id", "keypoint", "pred_x", "pred_y", "true_x", "true_y",
+                                   "spacing_mm"]
+    assert preds["image_id"].iloc[0] == "001" and preds["keypoint"].min() == 1
+    first = preds[(preds["run"] == 0)]
+    np.testing.assert_allclose(first[["true_x", "true_y"]].to_numpy(), data.landmarks.reshape(-1, 2))
+    # Originals are 54 px wide: predictions are mapped back into that frame.
+    assert first["pred_x"].between(-1, 54).all()
+    preds.to_csv(tmp_path / "preds.csv", index=False)
+    data.meta.to_csv(tmp_path / "meta.csv", index=False)
+    read_back = pd.read_csv(tmp_path / "preds.csv", dtype={"image_id": str})
+    audit = fairlandmark.audit(read_back, pd.read_csv(tmp_path / "meta.csv", dtype={"image_id": str}),
+                               attributes=["sex", "age_group"], thresholds_mm=[2.0], min_group_size=5)
+    table = audit.per_keypoint
+    assert {"sex", "age_group"} <= set(table["attribute"])
+    assert sorted(table["keypoint"].unique()) == [1, 2, 3, 4, 5]
+    assert table["dp"].notna().all()
+    cli = subprocess.run([sys.executable, "-m", "fairlandmark.cli", "audit", str(tmp_path / "preds.csv"),
+                          str(tmp_path / "meta.csv"), "--attribute", "sex", "--min-group-size", "5",
+                          "--json", str(tmp_path / "audit.json")], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert (tmp_path / "audit.json").stat().st_size > 0
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "reference_model", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+def test_cli_synth_train_predict_holdouts(tmp_path):
+    data = tmp_path / "data"
+    assert _cli("synth", "--out", data, "--n-images", 30, "--seed", 2).returncode == 0
+    tiny = ["--quick", "--epochs", 2]
+    (tmp_path / "test_ids.txt").write_text("001\n002\n003\n")
+    trained = _cli("train", "--data", data, "--out", tmp_path / "model", "--test-ids", tmp_path / "test_ids.txt",
+                   *tiny)
+    assert trained.returncode == 0, trained.stderr
+    test_preds = pd.read_csv(tmp_path / "model" / "test_predictions.csv", dtype={"image_id": str})
+    assert sorted(test_preds["image_id"].unique()) == ["001", "002", "003"]
+    predicted = _cli("predict", "--data", data, "--checkpoint", tmp_path / "model", "--out", tmp_path / "p.csv")
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 30 * 5
+    study = _cli("holdouts", "--data", data, "--attribute", "sex", "--out", tmp_path / "study", "--n-splits", 2,
+                 *tiny)
+    assert study.returncode == 0, study.stderr
+    preds = pd.read_csv(tmp_path / "study" / "predictions.csv", dtype={"image_id": str})
+    assert sorted(preds["run"].unique()) == [0, 1]
+    assert (tmp_path / "study" / "meta.csv").is_file() and (tmp_path / "study" / "splits.json").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data", "{tmp}/absent", "--out", "{tmp}/o"], "landmarks file {tmp}/absent/landmarks.csv: not found"),
+    (["train", "--data", "{data}", "--out", "{tmp}/o", "--encoder", "no_such_net"], "encoder 'no_such_net'"),
+    (["train", "--data", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/c.yaml"], "use a .toml or .json file"),
+    (["predict", "--data", "{data}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/p.csv"], "not found"),
+    (["holdouts", "--data", "{data}", "--out", "{tmp}/o", "--attribute", "height"], "meta: no column 'height'"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    data = tmp_path / "data"
+    write_synthetic(data, SynthSpec(n_images=6))
+    result = _cli(*[a.format(tmp=tmp_path, data=data) for a in args])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message.format(tmp=tmp_path) in lines[0]
