@@ -377,6 +377,19 @@ class AuditResult:
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 
+    @cached_property
+    def _keypoint_accuracy(self):
+        """Per-run MRE and primary SDR of each keypoint over all images: (R, K) each."""
+        errors, row_run, R = self.study.errors, self.study.row_run, self.n_runs
+        present = ~np.isnan(errors)
+        onehot = np.zeros((R, len(row_run)))
+        onehot[row_run, np.arange(len(row_run))] = 1.0
+        err_sum = onehot @ np.where(present, errors, 0.0)
+        n_present = onehot @ present
+        hits = onehot @ (present & (np.where(present, errors, np.inf) <= self.thresholds[0]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return err_sum / n_present, hits / onehot.sum(axis=1, keepdims=True)
+
     # -- tables --------------------------------------------------------------
     @cached_property
     def per_keypoint(self):
@@ -387,6 +400,8 @@ class AuditResult:
             dp, dp_std = _mean_std(obs.dp)
             gap, gap_std = _mean_std(obs.mre_gap)
             high, low, valid = self._pair(a)
+            kp_mre, kp_mre_std = _mean_std(self._keypoint_accuracy[0])
+            kp_sdr, kp_sdr_std = _mean_std(self._keypoint_accuracy[1])
             for k, kp in enumerate(self.keypoints):
                 pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
                 rows.append({
@@ -396,6 +411,7 @@ class AuditResult:
                     "group_low": groups[low[k]] if pair_ok else None,
                     "pair": f"{groups[high[k]]} vs {groups[low[k]]}" if pair_ok else None,
                     "mre_gap": gap[k], "mre_gap_std": gap_std[k],
+                    "mre": kp_mre[k], "mre_std": kp_mre_std[k], "sdr": kp_sdr[k], "sdr_std": kp_sdr_std[k],
                 })
         table = pd.DataFrame(rows)
         if self.significance is not None:
@@ -510,6 +526,7 @@ class AuditResult:
                 "sdr_by_threshold": {_thr_key(t): dict(zip(g["group"], g[f"sdr_{_thr_key(t)}"]))
                                      for t in self.thresholds},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
+                "mre": row["mre"], "mre_std": row["mre_std"], "sdr": row["sdr"], "sdr_std": row["sdr_std"],
             }
             if self.significance is not None:
                 rec.update(self.significance.record(row, g))
@@ -543,7 +560,8 @@ class AuditResult:
 
     def to_frame(self):
         """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""
-        pk = self.per_keypoint.drop(columns=["family"])
+        pk = self.per_keypoint.drop(columns=["family"]).rename(
+            columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
 
     def to_csv(self, path):

@@ -21,7 +21,10 @@ def atomic_write_bytes(path, data):
     except OSError as exc:
         # Name the file the user asked for, not the temporary one.
         raise OSError(exc.errno, exc.strerror, path) from None
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import warnings
 
 import numpy as np
@@ -597,3 +598,33 @@ def test_digital_hand_atlas_wrist_width_and_families(shared_data, tmp_path):
     pk = res.per_keypoint.set_index(["attribute", "keypoint"])
     for k in (1, 20, 37):
         close(pk.loc[("sex&age", k), "dp"], sdr[:, k - 1].max() - sdr[:, k - 1].min(), f"DHA sex&age kp {k}")
+
+
+def test_keypoint_overall_mre_and_sdr_equal_plain_loops():
+    """per_keypoint's mre/sdr: per run over all images (missing: out of MRE, a miss in SDR), then mean/std."""
+    rng = np.random.default_rng(21)
+    rows = []
+    for run in ("a", "b", "c"):
+        for i in range(12):
+            for kp in (1, 2):
+                err = rng.uniform(0, 4)
+                missing = rng.random() < 0.1
+                rows.append({"run": run, "image_id": f"{run}{i}", "keypoint": kp, "pred_x": None if missing else err,
+                             "pred_y": None if missing else 0.0, "true_x": 0.0, "true_y": 0.0})
+    preds = pd.DataFrame(rows)
+    meta = pd.DataFrame({"image_id": sorted(set(preds["image_id"]))})
+    meta["sex"] = ["F" if i % 2 else "M" for i in range(len(meta))]
+    res = fairlandmark.audit(preds, meta, attributes=["sex"], spacing_mm=1.0, thresholds_mm=[2.0], min_group_size=1)
+    for kp in (1, 2):
+        mres, sdrs = [], []
+        for run in ("a", "b", "c"):
+            errs = [r["pred_x"] for r in rows if r["run"] == run and r["keypoint"] == kp]
+            present = [e for e in errs if e is not None]
+            mres.append(sum(present) / len(present))
+            sdrs.append(sum(1 for e in present if e <= 2.0) / len(errs))
+        row = res.per_keypoint.set_index("keypoint").loc[kp]
+        assert math.isclose(row["mre"], sum(mres) / 3, rel_tol=1e-12)
+        assert math.isclose(row["sdr"], sum(sdrs) / 3, rel_tol=1e-12)
+        assert math.isclose(row["mre_std"], statistics.stdev(mres), rel_tol=1e-9)
+        rec = next(r for r in res.to_dict()["per_keypoint"] if r["keypoint"] == kp)
+        assert math.isclose(rec["mre"], row["mre"]) and math.isclose(rec["sdr_std"], statistics.stdev(sdrs))

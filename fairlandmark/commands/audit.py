@@ -7,7 +7,9 @@ import sys
 from ..audit import run_audit
 from ..console import make_console, render_audit
 from ._common import add_output_arguments, add_study_arguments, study_from_args
+from .gate import add_gate_arguments, gate_requested
 from .privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+from .report import add_report_arguments
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
@@ -60,6 +62,14 @@ def _run(args):
     if args.csv:
         result.to_csv(args.csv)
         console.print(f"wrote {args.csv}")
+    if args.html or args.markdown or args.figures:
+        from .report import write_outputs
+
+        write_outputs(result, args, console)
+    if gate_requested(args):
+        from .gate import run_gate_from_args
+
+        return run_gate_from_args(result, args, console)
     return 0
 
 
@@ -69,4 +79,9 @@ def register(subparsers):
     add_audit_arguments(parser)
     add_output_arguments(parser)
     parser.add_argument("--csv", metavar="PATH", help="write one row per attribute x keypoint x group as CSV")
+    add_report_arguments(parser)
+    parser.add_argument("--gate", action="store_true",
+                        help="after the audit, apply the gate rules (fairlandmark.toml, [tool.fairlandmark.gate] "
+                             "or the rule flags); exit 1 if one fails")
+    add_gate_arguments(parser, standalone=False)
     parser.set_defaults(handler=_run)

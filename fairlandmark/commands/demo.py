@@ -8,6 +8,7 @@ import shlex
 from ..audit import audit
 from ..console import make_console, render_audit
 from ..demo import PLANTED_BIAS, make_demo_study
+from ..exceptions import InputError
 from ..io import atomic_write_text
 from ..significance import SignificanceOptions
 from ._common import positive_int, seed_arg
@@ -38,16 +39,13 @@ def _run(args):
     result.to_csv(os.path.join(args.out, "audit.csv"))
     written = [json_path, os.path.join(args.out, "audit.csv")]
     try:
-        from ..report import write_html_report
-    except ImportError:
-        write_html_report = None
-    if write_html_report is not None:
-        try:
-            html_path = os.path.join(args.out, "report.html")
-            write_html_report(result, html_path)
-            written.append(html_path)
-        except ImportError as exc:  # matplotlib (the [report] extra) missing
-            console.print(f"[yellow]no HTML report: {exc}[/]")
+        from ..report import write_html
+
+        html_path = os.path.join(args.out, "report.html")
+        write_html(result, html_path)
+        written.append(html_path)
+    except InputError as exc:  # matplotlib (the [report] extra) missing
+        console.print(f"[yellow]no HTML report: {exc}[/]")
     console.print("wrote " + ", ".join(written))
     cmd = (f"fairlandmark audit {shlex.quote(preds_path)} {shlex.quote(meta_path)} -a sex -a age --bin age=14 "
            "--wrist-width 1,5,50 --threshold-mm 2 --threshold-mm 4 --threshold-mm 10 "
