@@ -9,7 +9,6 @@ one image (with all its runs) is never on both sides of a split.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 __all__ = ["stratified_image_folds"]
 
@@ -39,6 +38,8 @@ def stratified_image_folds(image_ids, labels, *, n_splits=5, seed=0):
     >>> sorted(len(test) for _, test in folds)
     [2, 2]
     """
+    from sklearn.model_selection import StratifiedKFold  # imported on use: keeps CLI start-up short
+
     image_ids = np.asarray(image_ids).astype(str)
     labels = np.asarray(labels)
     if len(np.unique(image_ids)) != len(image_ids):

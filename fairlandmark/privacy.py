@@ -50,13 +50,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone, is_classifier
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.impute import SimpleImputer
-from sklearn.inspection import permutation_importance
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from sklearn.pipeline import Pipeline
+# scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
 from . import __version__
 from .exceptions import FairlandmarkWarning, InputError
@@ -127,6 +121,8 @@ def _is_int(value):
 
 
 def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator):
+    from sklearn.base import is_classifier
+
     if not isinstance(target, str) or not target.strip():
         raise InputError(MSG_TARGET.format(value=target))
     if within is not None:
@@ -150,11 +146,17 @@ def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_
 
 def default_estimator(*, n_estimators=DEFAULT_TREES, seed=0):
     """The paper's classifier: a random forest (``n_jobs=1``; parallelism is over folds and permutations)."""
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
 
 
 def _pipeline(estimator, seed):
     """Fold-local median imputation with missing indicators, then the classifier."""
+    from sklearn.base import clone
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
     est = clone(estimator)
     params = est.get_params(deep=False)
     if "random_state" in params and params["random_state"] is None:
@@ -209,6 +211,8 @@ def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
 @contextmanager
 def _quiet():
     """Silence metric warnings of degenerate permuted folds (a class absent from a test part)."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
@@ -216,6 +220,8 @@ def _quiet():
 
 
 def _auc(model, X, y, n_classes):
+    from sklearn.metrics import roc_auc_score
+
     try:
         if hasattr(model, "predict_proba"):
             score = model.predict_proba(X)
@@ -233,6 +239,10 @@ def _auc(model, X, y, n_classes):
 
 def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
     """Fit one fold with the true labels: every score plus permutation importance."""
+    from sklearn.base import clone
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
     with _quiet():
         model = clone(pipeline).fit(X[train], y[train])
         pred = model.predict(X[test])
@@ -248,6 +258,9 @@ def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
 
 def _null_score(pipeline, X, y, folds):
     """Mean balanced accuracy over the folds for one permuted labelling."""
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+
     with _quiet():
         scores = []
         for train, test in folds:
