@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--female-fraction", type=float, default=0.5)
     synth.add_argument("--effect-group", default="F", help="sex whose keypoint is made harder (default F)")
     synth.add_argument("--effect-keypoint", type=int, default=3, help="1-based keypoint made harder (default 3)")
-    synth.add_argument("--effect-contrast", type=float, default=0.25,
+    synth.add_argument("--effect-contrast", type=float, default=0.3,
                        help="relative contrast of that keypoint's feature in that group (1 = no effect)")
-    synth.add_argument("--effect-jitter", type=float, default=1.5, help="extra anatomical variation, pixels")
+    synth.add_argument("--effect-jitter", type=float, default=3.0, help="extra anatomical variation, pixels")
     synth.add_argument("--spacing-mm", type=float, default=0.5)
     synth.add_argument("--seed", type=int, default=0)
 

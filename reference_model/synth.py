@@ -51,8 +51,8 @@ class SynthSpec:
     female_fraction: float = 0.5
     effect_group: str = "F"
     effect_keypoint: int = 3  # 1-based
-    effect_contrast: float = 0.25
-    effect_jitter: float = 1.5
+    effect_contrast: float = 0.3
+    effect_jitter: float = 3.0
     feature_amplitude: float = 0.6
     noise: float = 0.06
     spacing_mm: float = 0.5

@@ -1,0 +1,177 @@
+"""GroupDRO fine-tuning: the q update, q finding a planted hard subgroup, and the audit's DP after mitigation."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+
+from reference_model.config import TrainConfig  # noqa: E402
+from reference_model.groupdro import GroupDROLoss, balanced_sampling_weights, demographic_codes  # noqa: E402
+from reference_model.heatmap import spatial_softmax_ce, target_indices  # noqa: E402
+from reference_model.preprocess import prepare  # noqa: E402
+from reference_model.synth import SynthSpec, make_synthetic  # noqa: E402
+from reference_model.train import MeanObjective, train_model  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+TINY = TrainConfig(encoder="tu-mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8), image_size=64,
+                   batch_size=8, grad_accumulation=1, epochs=20, lr=1e-2, lr_gamma=0.95, bn_momentum=0.5,
+                   patience=100, device="cpu", seed=0, finetune_epochs=10, finetune_lr=2e-3, dro_step_size=0.05)
+
+
+# --- the update rule on a hand-made example ----------------------------------------------------
+
+def test_q_update_equals_the_formula_on_a_hand_made_batch():
+    # 4 training images: groups F, M, F, M; 2 keypoints -> subgroups k*G + d = k1/F, k1/M, k2/F, k2/M.
+    dro = GroupDROLoss(image_groups=[0, 1, 0, 1], group_names=["F", "M"], n_keypoints=2, step_size=0.1)
+    loss = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    valid = torch.tensor([[True, True], [True, False], [True, True]])  # image 1's keypoint 2 is missing
+    batch_images = torch.tensor([0, 1, 2])  # F, M, F
+    objective = dro(loss, valid, batch_images)
+    group_loss = np.array([(1 + 5) / 2, 3.0, (2 + 6) / 2, 0.0])  # k2/M has no valid sample: 0
+    q = 0.25 * np.exp(0.1 * group_loss)
+    q /= q.sum()
+    np.testing.assert_allclose(dro.q.numpy(), q, rtol=1e-6)
+    assert objective.item() == pytest.approx(float(q @ group_loss), rel=1e-6)
+    # The next batch starts from the updated q.
+    dro(torch.tensor([[2.0, 0.5]]), torch.ones(1, 2, dtype=torch.bool), torch.tensor([3]))
+    q2 = q * np.exp(0.1 * np.array([0.0, 2.0, 0.0, 0.5]))
+    np.testing.assert_allclose(dro.q.numpy(), q2 / q2.sum(), rtol=1e-6)
+    # The objective's gradient is q_g / n_g per (sample, keypoint) of subgroup g.
+    leaf = loss.clone().requires_grad_(True)
+    fresh = GroupDROLoss(image_groups=[0, 1, 0, 1], group_names=["F", "M"], n_keypoints=2, step_size=0.1)
+    fresh(leaf, valid, batch_images).backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), [[q[0] / 2, q[2] / 2], [q[1], 0.0], [q[0] / 2, q[2] / 2]],
+                               rtol=1e-6)
+
+
+def test_adjustment_groupings_and_balanced_sampling():
+    groups = [0, 0, 0, 0, 1]  # 4 F, 1 M training images
+    dro = GroupDROLoss(image_groups=groups, group_names=["F", "M"], n_keypoints=1, step_size=1.0, adjustment=2.0)
+    dro(torch.tensor([[1.0], [1.0]]), torch.ones(2, 1, dtype=torch.bool), torch.tensor([0, 4]))
+    q = np.exp([1.0 + 2.0 / math.sqrt(4), 1.0 + 2.0 / math.sqrt(1)])  # C / sqrt(n_g): the small group gains
+    np.testing.assert_allclose(dro.q.numpy(), q / q.sum(), rtol=1e-6)
+
+    loss = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
+    both = torch.ones(2, 2, dtype=torch.bool)
+    by_group = GroupDROLoss(image_groups=[0, 1], group_names=["F", "M"], n_keypoints=2, grouping="group")
+    assert by_group.group_losses(loss, both, torch.tensor([0, 1]))[0].tolist() == [2.0, 6.0]
+    by_keypoint = GroupDROLoss(image_groups=[0, 1], group_names=["F", "M"], n_keypoints=2, grouping="keypoint")
+    assert by_keypoint.group_losses(loss, both, torch.tensor([0, 1]))[0].tolist() == [3.0, 5.0]
+    assert by_keypoint.subgroup_name(1) == "k2" and by_group.subgroup_name(1) == "M"
+
+    codes, names = demographic_codes(pd.DataFrame({"sex": ["F", "M", "F", "F"], "age": ["o", "o", "y", "o"]}),
+                                     ["sex", "age"])
+    assert names == ["F|o", "F|y", "M|o"] and codes.tolist() == [0, 2, 1, 0]
+    weights = balanced_sampling_weights(codes)
+    assert [weights[codes == c].sum() for c in range(3)] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_q_state_round_trips_through_a_checkpoint_dict():
+    dro = GroupDROLoss(image_groups=[0, 1], group_names=["F", "M"], n_keypoints=3)
+    dro(torch.rand(2, 3), torch.ones(2, 3, dtype=torch.bool), torch.tensor([0, 1]))
+    other = GroupDROLoss(image_groups=[0, 1], group_names=["F", "M"], n_keypoints=3)
+    other.load_state_dict(dro.state_dict())
+    assert torch.equal(other.q, dro.q)
+    assert dro.summary().startswith("q: k")
+
+
+# --- on a model ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """40 training images, 30% F; keypoint 3 of F images is fainter and more variable. A vanilla model."""
+    data = make_synthetic(SynthSpec(n_images=48, female_fraction=0.3, effect_contrast=0.3, effect_jitter=3.0,
+                                    seed=3))
+    prepared = prepare(data, size=64)
+    train, val = prepared.subset(range(40)), prepared.subset(range(40, 48))
+    vanilla = train_model(train_data=train, val_data=val, config=TINY.replace(epochs=12),
+                          out_dir=tmp_path_factory.mktemp("vanilla"), progress=False)
+    codes, names = demographic_codes(data.meta.iloc[:40], ["sex"])
+    return train, val, codes, names, {k: v.clone() for k, v in vanilla.model.state_dict().items()}
+
+
+def _subgroup_losses(model, data, codes, n_groups):
+    """Mean loss per demographic group and keypoint, (G, K), in eval mode on the given images."""
+    model.eval()
+    with torch.no_grad():
+        images = torch.from_numpy(np.asarray(data.images)).float()[:, None] / 255
+        index, valid = target_indices(torch.from_numpy(data.landmarks).float(), 64)
+        loss = spatial_softmax_ce(model(images), index, valid).numpy()
+    return np.stack([loss[codes == g].mean(0) for g in range(n_groups)])
+
+
+def test_q_moves_to_the_planted_subgroup_and_its_loss_falls_faster(planted, tmp_path):
+    train, val, codes, names, vanilla_state = planted
+    config = TINY.replace(augment=False)  # losses measured on exactly the images trained on
+    dro = GroupDROLoss(image_groups=codes, group_names=names, n_keypoints=5, step_size=0.2)
+    common = dict(train_data=train, val_data=val, config=config, init_state=vanilla_state, epochs=6, lr=2e-3,
+                  progress=False)
+    with_dro = train_model(out_dir=tmp_path / "dro", objective=dro, **common)
+    plain = train_model(out_dir=tmp_path / "plain", objective=MeanObjective(), **common)
+
+    female, k3 = names.index("F"), 2
+    assert dro.top_groups(1)[0][0] == "k3/F"
+    assert dro.q[k3 * 2 + female] > 0.25  # every q_g started at 1/10
+    before = _subgroup_losses(_rebuild(vanilla_state), train, codes, 2)
+    assert before[female, k3] == before.max()  # the planted subgroup is the hardest one
+    after_dro = _subgroup_losses(with_dro.model, train, codes, 2)
+    after_plain = _subgroup_losses(plain.model, train, codes, 2)
+    drop_dro = before[female, k3] - after_dro[female, k3]
+    drop_plain = before[female, k3] - after_plain[female, k3]
+    print(f"k3/F loss {before[female, k3]:.3f} -> GroupDRO {after_dro[female, k3]:.3f}, "
+          f"plain {after_plain[female, k3]:.3f}; q = {dro.summary()}")
+    assert drop_dro > drop_plain > 0, (drop_dro, drop_plain)
+
+
+def _rebuild(state):
+    from reference_model.model import build_unet
+
+    model = build_unet(encoder=TINY.encoder, n_keypoints=5, decoder_channels=TINY.decoder_channels)
+    model.load_state_dict(state)
+    return model
+
+
+def test_finetuning_lowers_the_planted_keypoints_dp_in_the_audit(tmp_path):
+    """Vanilla vs GroupDRO-mitigated predictions of 2 hold-outs of 100 synthetic images.
+
+    Measured on CPU (torch 2.15, 2 cores), seeds fixed: planted keypoint 3,
+    DP at 0.5 mm (SDR gap F vs M) 0.25 -> 0.15, MRE gap 0.56 -> 0.17 mm; the
+    MRE cost over all keypoints and groups is +0.013 mm (0.309 -> 0.322 mm),
+    within the test's bound of 0.05 mm. The vanilla models are deliberately
+    short-trained (20 epochs, the --quick preset): a plain fine-tune of the
+    same length (eta = 0) also lowers this DP, to 0.20, so this test shows that
+    the mitigation path works end to end; the test above shows what GroupDRO
+    itself adds (q finds the subgroup; its loss falls faster).
+    """
+    fairlandmark = pytest.importorskip("fairlandmark")
+    from reference_model.protocol import run_holdouts
+
+    data = make_synthetic(SynthSpec(n_images=100, female_fraction=0.3, effect_contrast=0.3, effect_jitter=3.0,
+                                    seed=3))
+    summary = run_holdouts(data, attributes=["sex"], config=TINY, out_dir=tmp_path, n_splits=2,
+                           test_fraction=0.3, val_fraction=0.15, mitigate=True, progress=False)
+    results = {}
+    for name in ("predictions", "predictions_mitigated"):
+        preds = pd.read_csv(summary["files"][name], dtype={"image_id": str})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            audit = fairlandmark.audit(preds, data.meta, attributes=["sex"], thresholds_mm=[0.5], min_group_size=3)
+        table = audit.per_keypoint.set_index("keypoint")
+        error_mm = np.hypot(preds.pred_x - preds.true_x, preds.pred_y - preds.true_y) * preds.spacing_mm
+        results[name] = (table.loc[3, "dp"], table.loc[3, "mre_gap"], float(error_mm.mean()),
+                         table.drop(index=3)["dp"].max())
+    (dp_before, gap_before, mre_before, others_before) = results["predictions"]
+    (dp_after, gap_after, mre_after, others_after) = results["predictions_mitigated"]
+    assert dp_before >= 0.2 and dp_before > 4 * max(others_before, 0.025)  # the audit finds the planted bias
+    assert dp_after < dp_before - 0.05
+    assert gap_after < 0.5 * gap_before
+    assert mre_after - mre_before < 0.05  # the MRE cost, in mm
+    assert {h["top_q"][0][0] for h in summary["holdouts"]} == {"k3/F"}
