@@ -189,10 +189,27 @@ def _load_data(args):
     return data
 
 
-def _config(args):
+_ARCHITECTURE = ("encoder", "encoder_depth", "decoder_channels", "image_size", "bn_momentum")
+
+
+def _checkpoint_architecture(path: Path) -> dict:
+    """The architecture options a checkpoint was trained with (fine-tuning keeps them)."""
+    import torch
+
+    from reference_model.train import CHECKPOINT_BEST
+
+    path = path / CHECKPOINT_BEST if path.is_dir() else path
+    if not path.is_file():
+        raise InputError(f"checkpoint {path}: not found; train a model first or check the path")
+    saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    return {key: tuple(saved[key]) if key == "decoder_channels" else saved[key] for key in _ARCHITECTURE}
+
+
+def _config(args, *, architecture: dict | None = None):
     from reference_model.config import TrainConfig, config_from_sources
 
-    base = TrainConfig(**{**TrainConfig().__dict__, **QUICK_PRESET}) if args.quick else None
+    base = TrainConfig(**{**TrainConfig().__dict__, **(QUICK_PRESET if args.quick else {}),
+                          **(architecture or {})})
     overrides = {name: getattr(args, name, None) for name in
                  list(_CONFIG_FLAGS) + ["decoder_channels", "augment", "subpixel", "bf16", "compile",
                                         "dro_balanced_sampling"]}
@@ -309,7 +326,8 @@ def _cmd_finetune(args) -> int:
     from reference_model.finetune import finetune_groupdro
     from reference_model.preprocess import prepare
 
-    config, data = _config(args), _load_data(args)
+    config = _config(args, architecture=_checkpoint_architecture(args.checkpoint))
+    data = _load_data(args)
     train_ids, val_ids, test_ids = _split_for_training(args, data, seed=config.seed)
     prepared = prepare(data, size=config.image_size, cache_dir=args.out / "cache", progress=True)
     meta = data.meta.set_index("image_id")
