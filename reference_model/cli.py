@@ -269,14 +269,17 @@ def _cmd_synth(args) -> int:
 
 def _cmd_train(args) -> int:
     from reference_model.preprocess import prepare
-    from reference_model.train import train_model
+    from reference_model.train import distributed_from_env, is_main_process, train_model
 
     config, data = _config(args), _load_data(args)
     train_ids, val_ids, test_ids = _split_for_training(args, data, seed=config.seed)
-    prepared = prepare(data, size=config.image_size, cache_dir=args.out / "cache", progress=True)
-    result = train_model(train_data=prepared.subset(prepared.index_of(train_ids)),
-                         val_data=prepared.subset(prepared.index_of(val_ids)), config=config, out_dir=args.out,
-                         resume=args.resume)
+    with distributed_from_env():  # under torchrun: DistributedDataParallel over the ranks
+        prepared = prepare(data, size=config.image_size, cache_dir=args.out / "cache", progress=is_main_process())
+        result = train_model(train_data=prepared.subset(prepared.index_of(train_ids)),
+                             val_data=prepared.subset(prepared.index_of(val_ids)), config=config,
+                             out_dir=args.out, resume=args.resume)
+        if not is_main_process():
+            return 0
     (args.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     written = _write_test_predictions(result.model, prepared, test_ids, config, args.out)
     print(f"best validation MRE {result.best_val_mre_mm:.3f} mm at epoch {result.best_epoch} "

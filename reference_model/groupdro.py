@@ -34,6 +34,10 @@ def balanced_sampling_weights(codes: np.ndarray) -> np.ndarray:
     return 1.0 / counts[codes]
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 class GroupDROLoss:
     """Stateful GroupDRO objective over (keypoint, demographic group) subgroups.
 
@@ -99,11 +103,22 @@ class GroupDROLoss:
         """The robust objective ``sum_g q_g loss_g`` after updating q with this batch."""
         group_loss, _ = self.group_losses(loss, valid, image_index)
         with torch.no_grad():
-            adjusted = group_loss.detach() + self.adjustment
+            update_loss = self._global_group_loss(loss, valid, image_index) if _distributed() else group_loss
+            adjusted = update_loss + self.adjustment
             self.q = self.q * torch.exp(self.step_size * adjusted)
             self.q = self.q / self.q.sum()
             self.last_group_loss = group_loss.detach()
         return (self.q * group_loss).sum()
+
+    def _global_group_loss(self, loss, valid, image_index) -> torch.Tensor:
+        """Subgroup means over the batches of all DDP ranks, so every rank keeps the same q."""
+        ids = self.subgroup_ids(image_index).reshape(-1)
+        weight = valid.reshape(-1).float()
+        totals = torch.zeros(2, self.n_groups, device=loss.device)
+        totals[0].index_add_(0, ids, loss.detach().reshape(-1) * weight)
+        totals[1].index_add_(0, ids, weight)
+        torch.distributed.all_reduce(totals)
+        return totals[0] / totals[1].clamp(min=1.0)
 
     def subgroup_name(self, subgroup: int) -> str:
         n_demographic = len(self.group_names)

@@ -161,7 +161,7 @@ def _cache_key(data, size: int) -> str:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # several ranks may fill one cache
     with open(tmp, "wb") as handle:
         np.save(handle, array)
     os.replace(tmp, path)
@@ -192,7 +192,7 @@ def prepare(data, *, size: int, cache_dir: str | Path | None = None, progress: b
             geometries.append(geometry)
         if cache_images is not None:
             _atomic_save_npy(cache_images, images)
-            tmp = cache_meta.with_name(cache_meta.name + ".tmp")
+            tmp = cache_meta.with_name(f".{cache_meta.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps([g.__dict__ for g in geometries]))
             os.replace(tmp, cache_meta)
             images = np.load(cache_images, mmap_mode="r")

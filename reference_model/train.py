@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from reference_model.predict import mean_radial_error_mm, predict_coords
 from reference_model.preprocess import PreparedData
 
 __all__ = ["MeanObjective", "TrainResult", "train_model", "select_device", "load_model", "save_atomic",
-           "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
+           "distributed_from_env", "is_main_process", "CHECKPOINT_LAST", "CHECKPOINT_BEST"]
 
 CHECKPOINT_LAST = "last.pt"
 CHECKPOINT_BEST = "best.pt"
@@ -87,6 +88,33 @@ def select_device(name: str = "auto") -> torch.device:
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     return torch.device(name)
+
+
+@contextmanager
+def distributed_from_env():
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); a no-op otherwise.
+
+    NCCL on CUDA, gloo on CPU. Inside, :func:`train_model` wraps the model in
+    DistributedDataParallel and gives each rank a disjoint share of every epoch.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or torch.distributed.is_initialized():
+        yield
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    torch.distributed.init_process_group(backend=backend)
+    try:
+        yield
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True outside DDP, and on rank 0 inside it."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -234,7 +262,9 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
     with display:
         for epoch in range(start_epoch, epochs + 1):
             epoch_start = time.perf_counter()
-            order = _epoch_order(len(dataset), config.seed, epoch, sampling_weights)[rank::world]
+            order = _epoch_order(len(dataset), config.seed, epoch, sampling_weights)
+            # Every rank gets the same number of batches (DDP needs it), each a disjoint share.
+            order = order[: len(order) - len(order) % world][rank::world]
             loader = torch.utils.data.DataLoader(dataset, sampler=order.tolist(), **loader_kwargs)
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
             n_batches = len(loader)
@@ -244,11 +274,13 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
             model.train()
             optimizer.zero_grad(set_to_none=True)
             running, running_count, data_wait, step = torch.zeros((), device=device), 0, 0.0, 0
+            batch_images_seen = 0
             fetch_start = time.perf_counter()
             for batch_number, (images, coords, index) in enumerate(loader, start=1):
                 if batch_number > n_batches:
                     break
                 data_wait += time.perf_counter() - fetch_start
+                batch_images_seen += len(index)
                 images = images.to(device, non_blocking=True)[:, None].float().div_(255.0)
                 coords = coords.to(device, non_blocking=True)
                 if config.augment:
@@ -257,14 +289,19 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                         scale=config.aug_scale, translation=config.aug_translation, intensity=config.aug_intensity)
                 images = images.contiguous(memory_format=memory_format)
                 target, valid = target_indices(coords, size)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and config.bf16):
-                    logits = step_model(images)
-                per_landmark = spatial_softmax_ce(logits, target, valid)
-                loss = objective(per_landmark, valid, index.to(device))
-                (loss / config.grad_accumulation).backward()
+                steps_now = batch_number % config.grad_accumulation == 0 or batch_number == n_batches
+                # Under DDP, gradients are all-reduced only on the micro-batch that steps.
+                sync = nullcontext() if (steps_now or not distributed) else step_model.no_sync()
+                with sync:
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                                        enabled=on_cuda and config.bf16):
+                        logits = step_model(images)
+                    per_landmark = spatial_softmax_ce(logits, target, valid)
+                    loss = objective(per_landmark, valid, index.to(device))
+                    (loss / config.grad_accumulation).backward()
                 running += loss.detach()
                 running_count += 1
-                if batch_number % config.grad_accumulation == 0 or batch_number == n_batches:
+                if steps_now:
                     step += 1
                     value = (running / running_count).item()  # one host sync per optimizer step
                     if not math.isfinite(value):
@@ -274,7 +311,8 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                     display.advance(value, batch_number)
                 fetch_start = time.perf_counter()
             scheduler.step()
-            train_loss = (running / max(running_count, 1)).item()
+            train_loss = (running / max(running_count, 1)).item()  # waits for the device: loop time is real
+            loop_seconds = time.perf_counter() - epoch_start
 
             val_pred = predict_coords(model, val_data, device=device, batch_size=config.batch_size,
                                       subpixel=config.subpixel, bf16=config.bf16,
@@ -290,7 +328,8 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
             seconds = time.perf_counter() - epoch_start
             history.append({"epoch": epoch, "train_loss": train_loss, "val_mre_mm": val_mre, "val_score": val_score,
                             "lr": float(scheduler.get_last_lr()[0]), "seconds": seconds,
-                            "data_wait_share": data_wait / seconds if seconds > 0 else 0.0,
+                            "train_seconds": loop_seconds, "images_seen": batch_images_seen,
+                            "data_wait_share": data_wait / loop_seconds if loop_seconds > 0 else 0.0,
                             "objective": objective.summary()})
             display.end_epoch(train_loss, val_mre, objective.summary())
             if rank == 0:

@@ -253,3 +253,16 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message.format(tmp=tmp_path) in lines[0]
+
+
+def test_torchrun_ddp_splits_each_epoch_between_two_ranks(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic(data, SynthSpec(n_images=30, seed=2))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
+                             "reference_model", "train", "--data", str(data), "--out", str(tmp_path / "ddp"), "--quick",
+                             "--epochs", "2", "--device", "cpu"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    n_train = 27  # 30 images less a 10% validation split
+    assert [h["images_seen"] for h in state["history"]] == [n_train // 2] * 2  # rank 0's half of each epoch
+    assert state["history"][1]["train_loss"] < state["history"][0]["train_loss"]
