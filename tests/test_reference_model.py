@@ -266,3 +266,18 @@ def test_torchrun_ddp_splits_each_epoch_between_two_ranks(tmp_path):
     n_train = 27  # 30 images less a 10% validation split
     assert [h["images_seen"] for h in state["history"]] == [n_train // 2] * 2  # rank 0's half of each epoch
     assert state["history"][1]["train_loss"] < state["history"][0]["train_loss"]
+
+
+def test_throughput_benchmark_runs_its_tiny_cpu_configuration(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the benchmark is a measurement, not a test")
+    script = __import__("pathlib").Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    result = subprocess.run([sys.executable, str(script), "--encoders", "resnet18", "--json", str(tmp_path / "b.json")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TINY CPU configuration" in result.stdout
+    import json
+
+    row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
+    assert row["gflops_per_image"] > 0 and row["eager"]["images_per_s"] > 0 and row["optimised"]["images_per_s"] > 0
+    assert 0 <= row["loop"]["data_wait_share"] < 1 and row["study_hours"] is None
