@@ -155,8 +155,14 @@ class PreparedData:
 
 
 def _cache_key(data, size: int) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps([size, [str(s) for s in data.sources]]).encode())
+    """Hash of the size and every source: a file's path, size and mtime, or an array's bytes."""
+    digest = hashlib.sha256(str(size).encode())
+    for source in data.sources:
+        if isinstance(source, np.ndarray):
+            digest.update(str(source.shape).encode() + np.ascontiguousarray(source).tobytes())
+        else:
+            stat = Path(source).stat()
+            digest.update(json.dumps([str(Path(source).resolve()), stat.st_size, stat.st_mtime_ns]).encode())
     return digest.hexdigest()[:16]
 
 

@@ -220,3 +220,11 @@ def test_config_file_and_flags_override_the_paper_defaults(tmp_path):
         config_from_sources(config_file=tmp_path / "c.json")
     with pytest.raises(InputError, match=r"'batch_size': expected an integer"):
         config_from_sources(overrides={"batch_size": "8"})
+
+
+def test_cache_tells_different_datasets_apart(tmp_path):
+    a = make_synthetic(SynthSpec(n_images=4, seed=1))
+    b = make_synthetic(SynthSpec(n_images=4, seed=2))
+    first, second = prepare(a, size=32, cache_dir=tmp_path), prepare(b, size=32, cache_dir=tmp_path)
+    assert not np.array_equal(np.asarray(first.images), np.asarray(second.images))
+    assert len(list(tmp_path.glob("images_32_*.npy"))) == 2

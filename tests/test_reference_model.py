@@ -212,28 +212,35 @@ def test_predictions_are_in_original_pixels_and_pass_the_audit(synthetic, tmp_pa
 # --- command line ------------------------------------------------------------------------------
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "reference_model", *map(str, args)], capture_output=True,
-                          text=True)
+    """Run the CLI in this process (imports are paid once); returns the exit code."""
+    from reference_model.cli import main
+
+    return main([str(a) for a in args])
 
 
 def test_cli_synth_train_predict_holdouts(tmp_path):
     data = tmp_path / "data"
-    assert _cli("synth", "--out", data, "--n-images", 30, "--seed", 2).returncode == 0
+    # The module entry point itself, once, in a fresh interpreter.
+    synth = subprocess.run([sys.executable, "-m", "reference_model", "synth", "--out", str(data), "--n-images", "30",
+                            "--seed", "2"], capture_output=True, text=True)
+    assert synth.returncode == 0, synth.stderr
     tiny = ["--quick", "--epochs", 2]
     (tmp_path / "test_ids.txt").write_text("001\n002\n003\n")
-    trained = _cli("train", "--data", data, "--out", tmp_path / "model", "--test-ids", tmp_path / "test_ids.txt",
-                   *tiny)
-    assert trained.returncode == 0, trained.stderr
+    assert _cli("train", "--data", data, "--out", tmp_path / "model", "--test-ids", tmp_path / "test_ids.txt",
+                *tiny) == 0
     test_preds = pd.read_csv(tmp_path / "model" / "test_predictions.csv", dtype={"image_id": str})
     assert sorted(test_preds["image_id"].unique()) == ["001", "002", "003"]
-    predicted = _cli("predict", "--data", data, "--checkpoint", tmp_path / "model", "--out", tmp_path / "p.csv")
-    assert predicted.returncode == 0, predicted.stderr
+    assert _cli("predict", "--data", data, "--checkpoint", tmp_path / "model", "--out", tmp_path / "p.csv") == 0
     assert len(pd.read_csv(tmp_path / "p.csv")) == 30 * 5
-    study = _cli("holdouts", "--data", data, "--attribute", "sex", "--out", tmp_path / "study", "--n-splits", 2,
-                 *tiny)
-    assert study.returncode == 0, study.stderr
+    assert _cli("finetune", "--data", data, "--checkpoint", tmp_path / "model", "--attribute", "sex", "--out",
+                tmp_path / "dro", "--finetune-epochs", 1, "--test-ids", tmp_path / "test_ids.txt") == 0
+    assert (tmp_path / "dro" / "test_predictions.csv").is_file()
+    assert _cli("holdouts", "--data", data, "--attribute", "sex", "--out", tmp_path / "study", "--n-splits", 2,
+                "--mitigate", "--finetune-epochs", 1, *tiny) == 0
     preds = pd.read_csv(tmp_path / "study" / "predictions.csv", dtype={"image_id": str})
+    mitigated = pd.read_csv(tmp_path / "study" / "predictions_mitigated.csv", dtype={"image_id": str})
     assert sorted(preds["run"].unique()) == [0, 1]
+    assert preds[["run", "image_id", "keypoint"]].equals(mitigated[["run", "image_id", "keypoint"]])
     assert (tmp_path / "study" / "meta.csv").is_file() and (tmp_path / "study" / "splits.json").is_file()
 
 
@@ -244,15 +251,21 @@ def test_cli_synth_train_predict_holdouts(tmp_path):
     (["predict", "--data", "{data}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/p.csv"], "not found"),
     (["holdouts", "--data", "{data}", "--out", "{tmp}/o", "--attribute", "height"], "meta: no column 'height'"),
 ])
-def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     data = tmp_path / "data"
     write_synthetic(data, SynthSpec(n_images=6))
-    result = _cli(*[a.format(tmp=tmp_path, data=data) for a in args])
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    assert _cli(*[a.format(tmp=tmp_path, data=data) for a in args]) == 2  # an escaping exception fails here
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert message.format(tmp=tmp_path) in lines[0]
+
+
+def test_cli_bad_input_in_a_fresh_interpreter_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "reference_model", "predict", "--data", str(tmp_path),
+                             "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "p.csv")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_torchrun_ddp_splits_each_epoch_between_two_ranks(tmp_path):
