@@ -85,7 +85,10 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fairlandmark-train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="fairlandmark-train",
+        description="Reference U-Net landmark model: synthetic data, training, prediction, balanced hold-outs, "
+                    "GroupDRO fine-tuning and the image-classifier control. Docs: docs/reference_model.md")
     commands = parser.add_subparsers(dest="command", required=True)
 
     synth = commands.add_parser("synth", help="write a synthetic dataset with a planted group effect")
