@@ -73,7 +73,7 @@ class TrainResult:
     """What a training run produced."""
 
     model: torch.nn.Module  # with the best validation weights loaded
-    best_val_mre_mm: float
+    best_val_mre_mm: float  # the best validation score: MRE in mm, or the given val_metric's value
     best_epoch: int
     epochs_run: int
     history: list = field(default_factory=list)
