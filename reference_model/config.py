@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from reference_model.errors import InputError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: tomli is the same parser
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:
+        tomllib = None
 
 __all__ = ["TrainConfig", "load_config", "config_from_sources"]
 
@@ -122,10 +129,14 @@ def load_config(path: str | Path) -> dict:
         raise InputError(ERR_CONFIG_SUFFIX.format(path=path))
     if not path.is_file():
         raise InputError(f"config file {path}: not found; check the path")
+    is_toml = path.suffix.lower() == ".toml"
+    if is_toml and tomllib is None:
+        raise InputError(f"config file {path}: TOML needs Python 3.11+ or `pip install tomli`; or use a .json file")
+    toml_error = tomllib.TOMLDecodeError if tomllib is not None else ValueError
     try:
         text = path.read_text()
-        raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raw = tomllib.loads(text) if is_toml else json.loads(text)
+    except (toml_error, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(ERR_CONFIG_PARSE.format(path=path, reason=exc)) from None
     if isinstance(raw.get("train"), dict):
         raw = raw["train"]
