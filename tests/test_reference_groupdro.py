@@ -175,3 +175,24 @@ def test_finetuning_lowers_the_planted_keypoints_dp_in_the_audit(tmp_path):
     assert gap_after < 0.5 * gap_before
     assert mre_after - mre_before < 0.05  # the MRE cost, in mm
     assert {h["top_q"][0][0] for h in summary["holdouts"]} == {"k3/F"}
+
+
+def test_group_balanced_sampling_draws_groups_equally_and_finetunes(planted, tmp_path):
+    from reference_model.finetune import finetune_groupdro
+    from reference_model.train import _epoch_order, save_atomic
+
+    codes = np.array([0] * 70 + [1] * 30)
+    drawn = np.concatenate([_epoch_order(100, 0, epoch, balanced_sampling_weights(codes)) for epoch in range(50)])
+    assert abs((codes[drawn] == 1).mean() - 0.5) < 0.03  # 30% of the images, half of the draws
+
+    train, val, train_codes, names, vanilla_state = planted
+    save_atomic({"model": vanilla_state, "config": TINY.to_dict(), "n_keypoints": 5}, tmp_path / "best.pt")
+    meta = pd.DataFrame({"image_id": train.image_ids, "sex": np.array(names)[train_codes]})
+    val_meta = pd.DataFrame({"image_id": val.image_ids, "sex": ["F", "M"] * (len(val.image_ids) // 2)})
+    result, objective = finetune_groupdro(
+        checkpoint=tmp_path, train_data=train, train_meta=meta, val_data=val, val_meta=val_meta,
+        attributes=["sex"], config=TINY.replace(dro_balanced_sampling=True, finetune_epochs=1),
+        out_dir=tmp_path / "dro", progress=False)
+    assert result.epochs_run == 1 and objective.q.sum().item() == pytest.approx(1.0)
+    state = torch.load(tmp_path / "dro" / "last.pt", weights_only=True)
+    assert torch.equal(state["objective"]["q"], objective.q)  # q is saved in the checkpoint
