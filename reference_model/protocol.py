@@ -27,7 +27,7 @@ import pandas as pd
 from reference_model.config import TrainConfig
 from reference_model.datasets import LandmarkData
 from reference_model.holdouts import Holdout, balanced_holdouts
-from reference_model.predict import mean_radial_error_mm, predict_coords, predictions_frame, write_csv_atomic
+from reference_model.predict import predict_coords, predictions_frame, write_csv_atomic
 from reference_model.preprocess import prepare
 
 __all__ = ["run_holdouts", "run_one_holdout", "PREDICTIONS_FILE", "MITIGATED_FILE", "META_FILE"]

@@ -9,7 +9,8 @@ from ..families import parse_family
 from ..groups import parse_bin
 from ..radial_error import parse_wrist_width
 
-__all__ = ["add_study_arguments", "study_from_args", "add_output_arguments", "positive_int", "seed_arg"]
+__all__ = ["add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
+           "seed_arg", "checked"]
 
 
 def checked(parse):
@@ -25,14 +26,32 @@ def checked(parse):
     return wrapper
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+def number_arg(kind=int, *, low=None, high=None, forbid=None):
+    """An argparse type: a number of ``kind`` in ``[low, high]``, one-line messages.
+
+    ``forbid`` maps values that are in range but meaningless to their message.
+    """
+    noun = "an integer" if kind is int else "a number"
+    forbid = dict(forbid or {})
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value in forbid:
+            raise argparse.ArgumentTypeError(forbid[value])
+        if low is not None and high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be between {low:g} and {high:g}")
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        return value
+
+    parse.__name__ = noun if low is None else f"{noun} >= {low}"
+    return parse
+
+
+positive_int = number_arg(int, low=0)
 
 
 def seed_arg(parser):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..console import make_console
+from ._common import number_arg
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
 
@@ -12,14 +13,7 @@ RULE_DESTS = ("max_dp", "max_mean_dp", "max_mre", "min_sdr", "max_privacy_balanc
               "max_mean_dp_regression", "max_mre_regression")
 
 
-def _unit_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
+_unit_float = number_arg(float, low=0.0, high=1.0)
 
 
 def _nonneg_float(text):

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 
 from ..console import fmt, fmt_p, make_console
 from ..groups import parse_bin
 from ..privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
 from ..radial_error import parse_wrist_width
-from ._common import checked, positive_int, seed_arg
+from ._common import checked, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
 TOP_ROWS = 10
 
 
-def _at_least(minimum):
-    def parse(text):
-        value = positive_int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _n_jobs(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 workers: give 1 or more, or -1 for all cores")
-    return value
+_n_jobs = number_arg(int, forbid={0: "0 workers: give 1 or more, or -1 for all cores"})
 
 
 def _pm(mean, std):
@@ -108,13 +89,13 @@ def _run(args):
 
 def add_inference_options(parser, prefix=""):
     """Options of the inference itself (folds, permutations, trees, repeats)."""
-    parser.add_argument(f"--{prefix}folds", type=_at_least(2), default=5, metavar="K",
+    parser.add_argument(f"--{prefix}folds", type=number_arg(int, low=2), default=5, metavar="K",
                         help="stratified folds over images (default 5)")
     parser.add_argument(f"--{prefix}permutations", type=positive_int, default=DEFAULT_PERMUTATIONS, metavar="N",
                         help=f"label permutations for the p-value, 0 for none (default {DEFAULT_PERMUTATIONS})")
-    parser.add_argument(f"--{prefix}trees", type=_at_least(1), default=DEFAULT_TREES, metavar="N",
+    parser.add_argument(f"--{prefix}trees", type=number_arg(int, low=1), default=DEFAULT_TREES, metavar="N",
                         help=f"trees of the random forest (default {DEFAULT_TREES})")
-    parser.add_argument(f"--{prefix}repeats", type=_at_least(1), default=DEFAULT_REPEATS, metavar="N",
+    parser.add_argument(f"--{prefix}repeats", type=number_arg(int, low=1), default=DEFAULT_REPEATS, metavar="N",
                         help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
 
 

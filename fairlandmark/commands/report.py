@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from ..console import make_console
 from ..exceptions import InputError
+from ._common import number_arg
 
 __all__ = ["register", "add_report_arguments", "write_outputs"]
 
@@ -28,14 +28,7 @@ def formats_arg(text):
     return parts
 
 
-def dpi_arg(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 30 <= value <= 600:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 30 and 600")
-    return value
+dpi_arg = number_arg(int, low=30, high=600)
 
 
 def add_report_arguments(parser, *, default_html=False):
