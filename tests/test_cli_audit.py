@@ -211,3 +211,22 @@ def test_cli_unwritable_output_is_one_line(study, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: ") and "check the path and its permissions" in err[-1]
     assert "Traceback" not in "\n".join(err) and blocker.read_text() == "not a folder\n"
+
+
+def test_cli_audit_writes_reports_and_gates_in_one_run(study, tmp_path, capsys):
+    p, m, _, _ = study
+    html, md, junit = tmp_path / "r.html", tmp_path / "s.md", tmp_path / "g.xml"
+    passing = main(audit_args(p, m, "-q", "--html", str(html), "--markdown", str(md), "--gate", "--max-dp", "1",
+                              "--junit", str(junit)))
+    assert passing == 0
+    text = html.read_text()
+    assert "<html" in text.lower() and "http://" not in text and "https://" not in text
+    assert md.read_text().startswith("## ")
+    dp = api_result(p, m).per_keypoint["dp"]
+    strict = float(dp.max()) / 2  # below the largest DP: the gate must fail
+    failing = main(audit_args(p, m, "-q", "--gate", "--max-dp", f"{strict}", "--junit", str(junit)))
+    assert failing == 1
+    import xml.etree.ElementTree as ET
+
+    failed = [c for c in ET.parse(junit).iter("testcase") if c.find("failure") is not None]
+    assert len(failed) == int((dp > strict + 1e-9).sum())
