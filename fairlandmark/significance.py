@@ -422,18 +422,19 @@ def _baseline(ctx, options, bar):
     K = len(ctx.study.keypoints)
     B = options.baseline_repeats
     out = {a: np.empty((B, K)) for a in coding.attributes}
-    # One stream per (attribute, run), so the draws do not depend on the batch size.
-    rngs = {a: _streams(options.seed, 3 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
+    # Separate streams for the coin flips and the new levels, so neither depends on the batch size.
+    flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
+    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
     task = bar.add_task("randomized baseline", total=B) if bar else None
     for start, n in _batches(B, options.batch_size):
         labels = []
         for r in range(ctx.study.n_runs):
             full = 0
             for a, size in zip(base, sizes):
-                rng = rngs[a][r]
                 code = codes_by_run[a][r]
-                flip = rng.random((n, len(code))) < 0.5
-                shift = rng.integers(1, size, size=(n, len(code))) if size > 2 else np.ones((n, len(code)), np.int64)
+                flip = flips[a][r].random((n, len(code))) < 0.5
+                shift = (levels[a][r].integers(1, size, size=(n, len(code))) if size > 2
+                         else np.ones((n, len(code)), np.int64))
                 full = full * size + np.where(flip, (code + shift) % size, code)
             labels.append(np.broadcast_to(full, (n, len(codes_by_run[base[0]][r]))))
         sums, counts = ctx.kernel.sums(labels, n_full)

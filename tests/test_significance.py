@@ -274,6 +274,7 @@ def _small_study(seed=0, runs=3):
 
 def test_seed_gives_identical_numbers_whatever_the_batch_size():
     pred, true, groups, runs = _small_study()
+    groups["site"] = np.resize(["A", "B", "C"], len(pred))  # a 3-level attribute draws new levels too
     common = dict(spacing_mm=1.0, runs=runs, min_group_size=3)
     a = audit_arrays(pred, true, groups, **common,
                      significance=SignificanceOptions(permutations=300, bootstrap=200, baseline_repeats=100, seed=9))
