@@ -378,30 +378,33 @@ class AuditResult:
         return high, low, valid
 
     @cached_property
-    def _keypoint_accuracy(self):
-        """Per-run MRE and primary SDR of each keypoint over all images: (R, K) each."""
-        errors, row_run, R = self.study.errors, self.study.row_run, self.n_runs
+    def _keypoint_sums(self):
+        """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
+
+        Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
+        """
+        errors, row_run = self.study.errors, self.study.row_run
         present = ~np.isnan(errors)
-        onehot = np.zeros((R, len(row_run)))
+        onehot = np.zeros((self.n_runs, len(row_run)))
         onehot[row_run, np.arange(len(row_run))] = 1.0
-        err_sum = onehot @ np.where(present, errors, 0.0)
-        n_present = onehot @ present
-        hits = onehot @ (present & (np.where(present, errors, np.inf) <= self.thresholds[0]))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return err_sum / n_present, hits / onehot.sum(axis=1, keepdims=True)
+        filled = np.where(present, errors, np.inf)
+        hits = np.stack([onehot @ (filled <= t) for t in self.thresholds])  # a missing prediction never hits
+        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, onehot.sum(axis=1)
 
     # -- tables --------------------------------------------------------------
     @cached_property
     def per_keypoint(self):
         rows = []
         fam = self._family_of()
+        err_sum, n_present, hits, n_images = self._keypoint_sums
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kp_mre, kp_mre_std = _mean_std(err_sum / n_present)
+            kp_sdr, kp_sdr_std = _mean_std(hits[0] / n_images[:, None])
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             dp, dp_std = _mean_std(obs.dp)
             gap, gap_std = _mean_std(obs.mre_gap)
             high, low, valid = self._pair(a)
-            kp_mre, kp_mre_std = _mean_std(self._keypoint_accuracy[0])
-            kp_sdr, kp_sdr_std = _mean_std(self._keypoint_accuracy[1])
             for k, kp in enumerate(self.keypoints):
                 pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
                 rows.append({
@@ -482,24 +485,19 @@ class AuditResult:
 
     @cached_property
     def overall(self):
-        errors, row_run, R = self.study.errors, self.study.row_run, self.n_runs
-        present = ~np.isnan(errors)
+        err_sum, n_present, hits, n_images = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
-            e, p = errors[:, idx], present[:, idx]
-            n_pred = np.bincount(row_run, weights=np.full(len(row_run), len(idx)), minlength=R)
-            n_present = np.bincount(row_run, weights=p.sum(axis=1), minlength=R)
-            err_sum = np.bincount(row_run, weights=np.where(p, e, 0).sum(axis=1), minlength=R)
+            n_pred = n_images * len(idx)
+            fam_present = n_present[:, idx].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                mre_run = err_sum / n_present
-            mre, mre_std = _mean_std(mre_run)
+                mre, mre_std = _mean_std(err_sum[:, idx].sum(axis=1) / fam_present)
             row = {"family": name, "n_keypoints": len(idx), "n_predictions": int(n_pred.sum()),
-                   "n_missing": int(n_pred.sum() - n_present.sum()), "mre": float(mre), "mre_std": float(mre_std)}
-            for thr in self.thresholds:
-                hits = np.bincount(row_run, weights=(p & (np.where(p, e, np.inf) <= thr)).sum(axis=1), minlength=R)
-                m, s = _mean_std(hits / n_pred)
+                   "n_missing": int(n_pred.sum() - fam_present.sum()), "mre": float(mre), "mre_std": float(mre_std)}
+            for t, thr in enumerate(self.thresholds):
+                m, sd = _mean_std(hits[t][:, idx].sum(axis=1) / n_pred)
                 row[f"sdr_{_thr_key(thr)}"] = float(m)
-                row[f"sdr_{_thr_key(thr)}_std"] = float(s)
+                row[f"sdr_{_thr_key(thr)}_std"] = float(sd)
             rows.append(row)
         return pd.DataFrame(rows)
 
