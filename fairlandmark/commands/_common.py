@@ -9,7 +9,7 @@ from ..families import parse_family
 from ..groups import parse_bin
 from ..radial_error import parse_wrist_width
 
-__all__ = ["add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
+__all__ = ["add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
            "seed_arg", "checked"]
 
 
@@ -59,17 +59,22 @@ def seed_arg(parser):
                         help="random seed; the same seed gives the same numbers bit for bit (default 0)")
 
 
-def add_study_arguments(parser):
+def add_input_arguments(parser):
+    """The two input files, the pixel-to-mm scale and --bin: what every command that reads a study needs."""
     parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
     parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
-    parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="COLUMN",
-                        help="attribute to audit (repeatable); default every metadata column")
     scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
     scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
     scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
                        help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
     parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
+
+
+def add_study_arguments(parser):
+    add_input_arguments(parser)
+    parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="COLUMN",
+                        help="attribute to audit (repeatable); default every metadata column")
     parser.add_argument("--family", action="append", type=checked(parse_family), default=[], metavar="NAME=SPEC",
                         help="keypoint family, e.g. wrist=1-18 (repeatable)")
     parser.add_argument("--no-intersection", action="store_true",

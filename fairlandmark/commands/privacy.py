@@ -4,10 +4,8 @@ from __future__ import annotations
 
 
 from ..console import fmt, fmt_p, make_console
-from ..groups import parse_bin
 from ..privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
-from ..radial_error import parse_wrist_width
-from ._common import checked, number_arg, positive_int, seed_arg
+from ._common import add_input_arguments, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
@@ -104,8 +102,7 @@ def register(subparsers):
         "privacy", help="attribute inference: do per-keypoint errors reveal a sensitive attribute?",
         description="Train a random forest on each image's per-keypoint errors to predict a sensitive attribute "
                     "(stratified k-fold over images), with a label-permutation test and permutation importance.")
-    parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
-    parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
+    add_input_arguments(parser)
     parser.add_argument("--target", "-t", required=True, metavar="COLUMN", help="attribute to infer, e.g. age_group")
     parser.add_argument("--within", metavar="COLUMN",
                         help="repeat inside each level of this attribute (e.g. age within each sex)")
@@ -113,12 +110,6 @@ def register(subparsers):
     seed_arg(parser)
     parser.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
                         help="parallel workers (-1: all cores); results do not depend on it")
-    scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
-    scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
-    scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
-                       help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
-    parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
-                        help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (docs/privacy.md)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the risk line(s)")
     parser.set_defaults(handler=_run)
