@@ -285,8 +285,10 @@ class _Context:
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
         self.aggregations = {a: self.coding.aggregation(a) for a in self.coding.attributes}
-        # Permutations and the stratified bootstrap keep every cell's size.
-        self.cell_counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)[1][0]
+        # The observed assignment through this kernel, once: its sums give the observed statistics for exact
+        # comparison, its counts the cell sizes that permutations and the stratified bootstrap keep.
+        self.identity_sums, counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)
+        self.cell_counts = counts[0]
 
     def fixed_counts(self, n):
         return np.broadcast_to(self.cell_counts, (n,) + self.cell_counts.shape)
@@ -308,8 +310,8 @@ class _Context:
 
     def identity_stats(self, attribute):
         """Observed DP and MRE gap through this (float32) kernel, for exact comparisons."""
-        sums, _ = self.kernel.sums(self.cells_by_run, self.coding.n_cells, with_counts=False)
-        dp, gap, _, _ = self.stats(sums, self.fixed_counts(1), attribute, valid=self.observed[attribute].valid)
+        dp, gap, _, _ = self.stats(self.identity_sums, self.fixed_counts(1), attribute,
+                                   valid=self.observed[attribute].valid)
         return dp[0], gap[0]
 
 
