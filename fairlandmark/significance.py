@@ -191,13 +191,6 @@ def westfall_young_minp(null, observed):
     return out
 
 
-def _mean_over_runs(x):
-    """Mean over the run axis (axis 1) of (B, R, G, K) arrays, ignoring NaN."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=1)
-
-
 def benjamini_hochberg(p):
     """Benjamini-Hochberg adjusted p-values (step-up, FDR).
 
@@ -259,12 +252,13 @@ def _random_permutations(rng, n, m):
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
-def _nanmean_runs(x):
+def _run_mean(x, axis=-2):
+    """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
-        return x.mean(axis=-2)
+        return x.mean(axis=axis)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=-2)
+        return np.nanmean(x, axis=axis)
 
 
 # -- the computation -----------------------------------------------------------------
@@ -300,7 +294,7 @@ class _Context:
             valid = gcounts >= self.min_group_size
         sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
         mre = self.mre(gsums, gcounts)
-        return _nanmean_runs(parity_gap_value(sdr, valid)), _nanmean_runs(parity_gap_value(mre, valid)), sdr, mre
+        return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
 
     def mre(self, gsums, gcounts):
         if self.any_missing:
@@ -389,8 +383,8 @@ def _bootstrap(ctx, options, bar):
         for a in attrs:
             dp, _, sdr, mre = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
             out[a]["dp"][start:start + n] = dp
-            out[a]["sdr"][start:start + n] = _mean_over_runs(sdr)
-            out[a]["mre"][start:start + n] = _mean_over_runs(mre)
+            out[a]["sdr"][start:start + n] = _run_mean(sdr, axis=1)
+            out[a]["mre"][start:start + n] = _run_mean(mre, axis=1)
         if bar:
             bar.advance(task, n)
     return out
@@ -444,7 +438,7 @@ def _baseline(ctx, options, bar):
             gsums, gcounts = aggregate(sums, counts, agg[a])
             valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid.all(axis=0)
             sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
-            out[a][start:start + n] = _nanmean_runs(parity_gap_value(sdr, valid))
+            out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
     return out
