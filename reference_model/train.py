@@ -165,6 +165,29 @@ def _epoch_order(n_images: int, seed: int, epoch: int, sampling_weights: np.ndar
     return rng.choice(n_images, size=n_images, replace=True, p=sampling_weights / sampling_weights.sum())
 
 
+class _EpochSampler(torch.utils.data.Sampler):
+    """This rank's share of the epoch's image order; call :meth:`set_epoch` before iterating.
+
+    One DataLoader then serves every epoch, so ``persistent_workers`` keeps its
+    workers alive instead of starting new ones each epoch. Every rank gets the
+    same number of images (DDP needs equal step counts), a disjoint share.
+    """
+
+    def __init__(self, n_images: int, *, seed: int, sampling_weights: np.ndarray | None, rank: int, world: int):
+        self.n_images, self.seed, self.sampling_weights = n_images, seed, sampling_weights
+        self.rank, self.world, self.epoch = rank, world, 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_images // self.world
+
+    def __iter__(self):
+        order = _epoch_order(self.n_images, self.seed, self.epoch, self.sampling_weights)
+        return iter(order[: len(self) * self.world][self.rank::self.world].tolist())
+
+
 def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
     current = config.to_dict()
     for key, old in saved.items():
@@ -253,19 +276,18 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
         if state.get("stopped_early"):
             start_epoch = epochs + 1
 
-    loader_kwargs = dict(batch_size=config.batch_size, num_workers=config.num_workers, pin_memory=on_cuda,
-                         persistent_workers=config.num_workers > 0)
     dataset = _ImageDataset(train_data)
+    sampler = _EpochSampler(len(dataset), seed=config.seed, sampling_weights=sampling_weights, rank=rank, world=world)
+    loader = torch.utils.data.DataLoader(dataset, sampler=sampler, batch_size=config.batch_size,
+                                         num_workers=config.num_workers, pin_memory=on_cuda,
+                                         persistent_workers=config.num_workers > 0)
     size = train_data.images.shape[-1]
     display = _Display(enabled=progress and rank == 0, epochs=epochs, start_epoch=start_epoch)
     stopped_early = False
     with display:
         for epoch in range(start_epoch, epochs + 1):
             epoch_start = time.perf_counter()
-            order = _epoch_order(len(dataset), config.seed, epoch, sampling_weights)
-            # Every rank gets the same number of batches (DDP needs it), each a disjoint share.
-            order = order[: len(order) - len(order) % world][rank::world]
-            loader = torch.utils.data.DataLoader(dataset, sampler=order.tolist(), **loader_kwargs)
+            sampler.set_epoch(epoch)
             generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
             n_batches = len(loader)
             if config.max_steps_per_epoch is not None:
@@ -297,7 +319,7 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                                         enabled=on_cuda and config.bf16):
                         logits = step_model(images)
                     per_landmark = spatial_softmax_ce(logits, target, valid)
-                    loss = objective(per_landmark, valid, index.to(device))
+                    loss = objective(per_landmark, valid, index.to(device, non_blocking=True))
                     (loss / config.grad_accumulation).backward()
                 running += loss.detach()
                 running_count += 1

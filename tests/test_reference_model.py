@@ -149,6 +149,35 @@ def test_resume_continues_identically(synthetic, tmp_path):
                     out_dir=tmp_path / "b", resume=True, progress=False)
 
 
+def test_epoch_sampler_reshuffles_each_epoch_and_splits_it_between_ranks():
+    from reference_model.train import _EpochSampler, _epoch_order
+
+    one = _EpochSampler(11, seed=3, sampling_weights=None, rank=0, world=1)
+    first = list(one)
+    one.set_epoch(2)
+    assert sorted(first) == list(range(11)) and list(one) != first
+    assert list(one) == _epoch_order(11, 3, 2, None).tolist()
+    ranks = [_EpochSampler(11, seed=3, sampling_weights=None, rank=r, world=3) for r in range(3)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    shares = [list(s) for s in ranks]
+    assert [len(s) for s in shares] == [3, 3, 3] == [len(s) for s in ranks]
+    # Rank r takes every third image of the same epoch order; the last 11 % 3 images are left out.
+    assert sorted(sum(shares, [])) == sorted(_epoch_order(11, 3, 2, None)[:9].tolist())
+
+
+def test_loader_workers_persist_across_epochs_without_changing_the_result(synthetic, tmp_path):
+    _, prepared = synthetic
+    train, val = prepared.subset(range(16)), prepared.subset(range(16, 24))
+    config = TINY.replace(epochs=2)
+    main = train_model(train_data=train, val_data=val, config=config, out_dir=tmp_path / "a", progress=False)
+    workers = train_model(train_data=train, val_data=val, config=config.replace(num_workers=2),
+                          out_dir=tmp_path / "b", progress=False)
+    assert [h["train_loss"] for h in main.history] == [h["train_loss"] for h in workers.history]
+    for key, value in main.model.state_dict().items():
+        assert torch.equal(value, workers.model.state_dict()[key]), key
+
+
 def test_nan_loss_stops_with_a_clear_message(synthetic, tmp_path):
     _, prepared = synthetic
 
@@ -293,4 +322,24 @@ def test_throughput_benchmark_runs_its_tiny_cpu_configuration(tmp_path):
 
     row = json.loads((tmp_path / "b.json").read_text())["rows"][0]
     assert row["gflops_per_image"] > 0 and row["eager"]["images_per_s"] > 0 and row["optimised"]["images_per_s"] > 0
+    assert row["tf32_eager"]["images_per_s"] > 0
+    assert row["speedup"] == pytest.approx(row["optimised"]["images_per_s"] / row["eager"]["images_per_s"])
     assert 0 <= row["loop"]["data_wait_share"] < 1 and row["study_hours"] is None
+
+
+def test_throughput_flop_count_is_per_image_and_grows_with_the_pixel_count():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    spec = importlib.util.spec_from_file_location("train_throughput", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu = torch.device("cpu")
+    small, large = bench.flops_per_image("resnet18", 64, cpu), bench.flops_per_image("resnet18", 128, cpu)
+    # A fully convolutional network: twice the side, four times the work, exactly.
+    assert large == 4 * small
+    # Forward + backward of resnet18's U-Net at 64x64 is a few GFLOP (forward alone is ~0.7 GFLOP).
+    assert 1e9 < small < 4e9
+    assert bench.gpu_peak("NVIDIA H100 80GB HBM3") == pytest.approx(989.4) and bench.gpu_peak("Quadro") is None
+    assert bench.gpu_peak("NVIDIA H100 PCIe") == pytest.approx(756.0)
