@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also GroupDRO fine-tune each hold-out and write predictions_mitigated.csv")
     holdouts.add_argument("--resume", action="store_true", help="skip finished hold-outs, resume the others")
     holdouts.add_argument("--cache-dir", type=Path, help="preprocessed-image cache (default OUT/cache)")
+    holdouts.add_argument("--devices", help="run hold-outs side by side, one process per device, e.g. "
+                          "cuda:0,cuda:1 (default: every visible GPU when --device is auto)")
 
     finetune = commands.add_parser("finetune", help="GroupDRO fine-tuning of a trained model")
     _add_data_args(finetune)
@@ -316,7 +318,8 @@ def _cmd_holdouts(args) -> int:
     n_splits = args.n_splits or (QUICK_N_SPLITS if args.quick else 10)
     summary = run_holdouts(data, attributes=args.attribute, config=config, out_dir=args.out, n_splits=n_splits,
                            test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-                           mitigate=args.mitigate, resume=args.resume, cache_dir=args.cache_dir)
+                           mitigate=args.mitigate, resume=args.resume, cache_dir=args.cache_dir,
+                           devices=args.devices.split(",") if args.devices else None)
     for row in summary["holdouts"]:
         line = f"hold-out {row['holdout']}: test MRE {row['test_mre_mm']:.3f} mm"
         if "mitigated_test_mre_mm" in row:

@@ -9,6 +9,7 @@ for stratification, and strata too small to split are pooled.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from reference_model.errors import InputError
 __all__ = ["Holdout", "balanced_holdouts", "strata_labels", "train_val_split"]
 
 ERR_ATTRIBUTE = "meta: no column {name!r}; available: {available}"
+ERR_TOO_FEW = "only {n} image(s) with landmarks and metadata: too few to split into train, validation and test"
 ERR_FRACTIONS = "test_fraction and val_fraction must be in (0, 1) and sum below 1; got {test} and {val}"
 _MIN_STRATUM = 3  # a stratum needs a member in each of train, validation and test
 
@@ -77,19 +79,29 @@ def balanced_holdouts(meta: pd.DataFrame, attributes: list[str], *, n_splits: in
     if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and test_fraction + val_fraction < 1):
         raise InputError(ERR_FRACTIONS.format(test=test_fraction, val=val_fraction))
     image_ids = meta["image_id"].astype(str).to_numpy()
+    if len(image_ids) < _MIN_STRATUM:
+        raise InputError(ERR_TOO_FEW.format(n=len(image_ids)))
     labels = strata_labels(meta, attributes)
-    stratify_ok = len(np.unique(labels)) > 1 and np.unique(labels, return_counts=True)[1].min() >= _MIN_STRATUM
+    stratify_ok = np.unique(labels, return_counts=True)[1].min() >= _MIN_STRATUM
     holdouts = []
     for index in range(n_splits):
         rest, test = train_test_split(np.arange(len(image_ids)), test_size=test_fraction, random_state=seed + index,
-                                      stratify=labels if stratify_ok else None)
-        rest_labels = labels[rest]
-        ok = stratify_ok and np.unique(rest_labels, return_counts=True)[1].min() >= 2
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                      random_state=seed + index, stratify=rest_labels if ok else None)
+                                      stratify=_stratify(labels, test_fraction) if stratify_ok else None)
+        val_share = val_fraction / (1 - test_fraction)
+        train, val = train_test_split(rest, test_size=val_share, random_state=seed + index,
+                                      stratify=_stratify(labels[rest], val_share) if stratify_ok else None)
         holdouts.append(Holdout(index, tuple(image_ids[np.sort(train)]), tuple(image_ids[np.sort(val)]),
                                 tuple(image_ids[np.sort(test)])))
     return holdouts
+
+
+def _stratify(labels: np.ndarray, test_share: float) -> np.ndarray | None:
+    """The labels when a stratified split can honour them, else None (sklearn's own conditions)."""
+    values, counts = np.unique(labels, return_counts=True)
+    n_test = math.ceil(test_share * len(labels))
+    if len(values) < 2 or counts.min() < 2 or min(n_test, len(labels) - n_test) < len(values):
+        return None
+    return labels
 
 
 def train_val_split(meta: pd.DataFrame, attributes: list[str], *, val_fraction: float = 0.1,
@@ -98,9 +110,9 @@ def train_val_split(meta: pd.DataFrame, attributes: list[str], *, val_fraction: 
     if not 0 < val_fraction < 1:
         raise InputError(f"val_fraction must be in (0, 1); got {val_fraction}")
     image_ids = meta["image_id"].astype(str).to_numpy()
+    if len(image_ids) < 2:
+        raise InputError(ERR_TOO_FEW.format(n=len(image_ids)))
     labels = strata_labels(meta, attributes)
-    counts = np.unique(labels, return_counts=True)[1]
-    stratify = labels if len(counts) > 1 and counts.min() >= 2 else None
     train, val = train_test_split(np.arange(len(image_ids)), test_size=val_fraction, random_state=seed,
-                                  stratify=stratify)
+                                  stratify=_stratify(labels, val_fraction))
     return list(image_ids[np.sort(train)]), list(image_ids[np.sort(val)])

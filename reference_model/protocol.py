@@ -10,8 +10,9 @@ Output folder::
     holdout_XX/{vanilla,mitigated}/{best.pt,last.pt,test_predictions.csv}
 
 A hold-out whose ``test_predictions.csv`` exists is skipped on ``resume``, so
-a long study continues where it stopped. With several CUDA devices visible,
-hold-outs run in parallel, one process per GPU.
+a long study continues where it stopped. With several CUDA devices visible
+(or an explicit ``devices`` list), hold-outs run side by side, one process per
+device, each taking the next hold-out when it finishes one.
 """
 
 from __future__ import annotations
@@ -26,16 +27,18 @@ import pandas as pd
 
 from reference_model.config import TrainConfig
 from reference_model.datasets import LandmarkData
+from reference_model.errors import InputError
 from reference_model.holdouts import Holdout, balanced_holdouts
 from reference_model.predict import predict_coords, predictions_frame, write_csv_atomic
 from reference_model.preprocess import prepare
 
-__all__ = ["run_holdouts", "run_one_holdout", "PREDICTIONS_FILE", "MITIGATED_FILE", "META_FILE"]
+__all__ = ["run_holdouts", "run_one_holdout", "check_devices", "PREDICTIONS_FILE", "MITIGATED_FILE", "META_FILE"]
 
 PREDICTIONS_FILE = "predictions.csv"
 MITIGATED_FILE = "predictions_mitigated.csv"
 META_FILE = "meta.csv"
 _TEST_PREDICTIONS = "test_predictions.csv"
+ERR_DEVICE = "device {name!r}: {reason}; use e.g. cuda:0,cuda:1 (one entry per process)"
 
 
 def _write_json_atomic(obj, path: Path) -> None:
@@ -106,25 +109,66 @@ def _frame_mre(frame: pd.DataFrame) -> float:
 _WORKER_DEVICE = None
 
 
-def _claim_gpu(queue) -> None:
+def _claim_device(queue, cpu_threads: int) -> None:
+    """Pool initializer: this worker process takes one device for all the hold-outs it runs."""
     global _WORKER_DEVICE
     _WORKER_DEVICE = queue.get()
+    if _WORKER_DEVICE.startswith("cpu"):
+        import torch
+
+        torch.set_num_threads(cpu_threads)  # CPU workers share the cores rather than oversubscribe them
 
 
 def _run_in_worker(kwargs: dict) -> dict:
-    kwargs["config"] = kwargs["config"].replace(device=f"cuda:{_WORKER_DEVICE}")
+    kwargs["config"] = kwargs["config"].replace(device=_WORKER_DEVICE)
     return run_one_holdout(**kwargs)
+
+
+def check_devices(devices) -> list[str]:
+    """Validate a list of torch device names (``cuda:0``, ``cpu``); one-line InputError when unusable."""
+    import torch
+
+    checked = []
+    for name in devices:
+        name = str(name).strip()
+        try:
+            device = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise InputError(ERR_DEVICE.format(name=name, reason="not a torch device name")) from None
+        if device.type == "cuda":
+            count = _visible_gpus()
+            if device.index is None:
+                raise InputError(ERR_DEVICE.format(name=name, reason="give the GPU's index"))
+            if device.index >= count:
+                raise InputError(ERR_DEVICE.format(name=name, reason=f"{count} CUDA device(s) visible"))
+        elif device.type != "cpu":
+            raise InputError(ERR_DEVICE.format(name=name, reason="only cpu and cuda devices are supported"))
+        checked.append(str(device))
+    return checked
 
 
 def run_holdouts(data: LandmarkData, *, attributes: list[str], config: TrainConfig, out_dir: str | Path,
                  n_splits: int = 10, test_fraction: float = 0.2, val_fraction: float = 0.1,
                  mitigate: bool = False, resume: bool = False, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> dict:
+                 devices=None, progress: bool = True) -> dict:
     """Run the whole hold-out protocol and write the files listed in the module docstring.
+
+    Parameters
+    ----------
+    devices : list of str, optional
+        Run hold-outs side by side, one worker process per entry (for
+        example ``["cuda:0", "cuda:1"]``). Default: one per visible GPU when
+        ``config.device`` is ``auto`` and more than one is visible, else all
+        in this process on ``config.device``. The results do not depend on
+        how hold-outs are spread: each one's seeds are its own.
 
     Returns the summary (also written to ``summary.json``) with the paths of
     the predictions files.
     """
+    if devices is None:
+        n_gpus = _visible_gpus() if config.device == "auto" else 0
+        devices = [f"cuda:{gpu}" for gpu in range(n_gpus)] if n_gpus > 1 else []
+    devices = check_devices(devices)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
@@ -135,18 +179,21 @@ def run_holdouts(data: LandmarkData, *, attributes: list[str], config: TrainConf
     write_csv_atomic(data.meta, out_dir / META_FILE)
     jobs = [dict(data=data, holdout=h, attributes=attributes, config=config, out_dir=out_dir, cache_dir=cache_dir,
                  mitigate=mitigate, resume=resume, progress=progress) for h in holdouts]
-    n_gpus = _visible_gpus() if config.device == "auto" else 0
-    if n_gpus > 1:
+    if len(devices) > 1 and len(jobs) > 1:
         import multiprocessing
 
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
         queue = context.Queue()
-        for gpu in range(n_gpus):
-            queue.put(gpu)
-        with ProcessPoolExecutor(max_workers=n_gpus, mp_context=context, initializer=_claim_gpu,
-                                 initargs=(queue,)) as pool:
+        for device in devices:
+            queue.put(device)
+        cpu_threads = max(1, (os.cpu_count() or 1) // sum(d.startswith("cpu") for d in devices)) \
+            if any(d.startswith("cpu") for d in devices) else 1
+        with ProcessPoolExecutor(max_workers=len(devices), mp_context=context, initializer=_claim_device,
+                                 initargs=(queue, cpu_threads)) as pool:
             results = list(pool.map(_run_in_worker, [{**job, "progress": False} for job in jobs]))
     else:
+        if len(devices) == 1:
+            jobs = [{**job, "config": config.replace(device=devices[0])} for job in jobs]
         results = [run_one_holdout(**job) for job in jobs]
     files = {"predictions": str(out_dir / PREDICTIONS_FILE), "meta": str(out_dir / META_FILE)}
     write_csv_atomic(pd.concat([r.pop("vanilla") for r in results], ignore_index=True), files["predictions"])

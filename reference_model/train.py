@@ -259,7 +259,7 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
     if distributed:
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
     if config.compile:
-        step_model = torch.compile(step_model)
+        step_model = torch.compile(step_model, dynamic=False)  # the short last batch gets its own static graph
 
     start_epoch, best_mre, best_epoch, since_best, history = 1, math.inf, 0, 0, []
     last_path, best_path = out_dir / CHECKPOINT_LAST, out_dir / CHECKPOINT_BEST

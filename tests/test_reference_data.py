@@ -208,6 +208,19 @@ def test_holdouts_are_disjoint_stratified_and_seeded():
     assert len(val) == 50 and not set(train) & set(val)
 
 
+@pytest.mark.parametrize("n_images", [3, 6, 7, 11])
+def test_holdouts_of_a_tiny_dataset_fall_back_to_unstratified_splits(n_images):
+    meta = pd.DataFrame({"image_id": [str(i) for i in range(n_images)],
+                         "sex": (["F", "M"] * n_images)[:n_images]})
+    for h in balanced_holdouts(meta, ["sex"], n_splits=3, test_fraction=0.2, val_fraction=0.1, seed=0):
+        parts = [set(h.train_ids), set(h.val_ids), set(h.test_ids)]
+        assert all(parts) and len(set.union(*parts)) == n_images == sum(map(len, parts))
+    train, val = train_val_split(meta, ["sex"], val_fraction=0.1)
+    assert len(val) == -(-n_images // 10) and len(train) == n_images - len(val)  # sklearn rounds the share up
+    with pytest.raises(InputError, match="only 2 image"):
+        balanced_holdouts(meta.head(2), ["sex"])
+
+
 def test_config_file_and_flags_override_the_paper_defaults(tmp_path):
     default = TrainConfig()
     assert (default.encoder, default.image_size, default.batch_size, default.grad_accumulation, default.epochs,

@@ -279,6 +279,10 @@ def test_cli_synth_train_predict_holdouts(tmp_path):
     (["train", "--data", "{data}", "--out", "{tmp}/o", "--config", "{tmp}/c.yaml"], "use a .toml or .json file"),
     (["predict", "--data", "{data}", "--checkpoint", "{tmp}/none", "--out", "{tmp}/p.csv"], "not found"),
     (["holdouts", "--data", "{data}", "--out", "{tmp}/o", "--attribute", "height"], "meta: no column 'height'"),
+    (["holdouts", "--data", "{data}", "--out", "{tmp}/o", "--attribute", "sex", "--devices", "cpu,mps"],
+     "device 'mps': only cpu and cuda devices are supported"),
+    (["holdouts", "--data", "{data}", "--out", "{tmp}/o", "--attribute", "sex", "--devices", "cuda:0,cuda:7"],
+     "device 'cuda:0': "),
 ])
 def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, message):
     data = tmp_path / "data"
@@ -295,6 +299,27 @@ def test_cli_bad_input_in_a_fresh_interpreter_has_no_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_holdouts_spread_over_worker_processes_match_one_process(tmp_path):
+    from reference_model.protocol import run_holdouts
+
+    data = make_synthetic(SynthSpec(n_images=30, seed=5))
+    config = TINY.replace(epochs=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of the two CPU workers gets on this 2-core machine
+    try:
+        alone = run_holdouts(data, attributes=["sex"], config=config, out_dir=tmp_path / "alone", n_splits=2,
+                             progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    spread = run_holdouts(data, attributes=["sex"], config=config, out_dir=tmp_path / "spread", n_splits=2,
+                          devices=["cpu", "cpu"], progress=False)
+    a = pd.read_csv(alone["files"]["predictions"], dtype={"image_id": str})
+    b = pd.read_csv(spread["files"]["predictions"], dtype={"image_id": str})
+    assert sorted(b["run"].unique()) == [0, 1]
+    pd.testing.assert_frame_equal(a, b)  # each hold-out's seeds are its own: where it ran does not matter
+    assert [h["test_mre_mm"] for h in alone["holdouts"]] == [h["test_mre_mm"] for h in spread["holdouts"]]
 
 
 def test_torchrun_ddp_splits_each_epoch_between_two_ranks(tmp_path):
