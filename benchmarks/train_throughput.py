@@ -8,8 +8,9 @@ device-resident batches:
 * ``tf32 eager``: the same with PyTorch's default of TF32 convolutions, reported
   so the speed-up over what an unchanged script gets is visible too;
 * ``optimised``: bf16 autocast, channels_last, fused AdamW, cudnn.benchmark on;
-* ``optimised + compile`` with ``--compile`` (its compile time is reported, so
-  one can see whether it pays off over a study's length).
+* ``optimised + compile`` with ``--compile``: its cold compile time (fresh
+  on-disk caches, as a study's first hold-out pays it) and the number of
+  images after which it has paid for itself, beside a hold-out's length.
 
 It also reports FLOPs per image (``torch.utils.flop_counter``, forward +
 backward), hence achieved TFLOP/s and the share of the GPU's bf16 dense peak,
@@ -31,8 +32,11 @@ Run: ``python benchmarks/train_throughput.py [--compile] [--json out.json]``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -121,6 +125,18 @@ def time_steps(encoder: str, *, size: int, batch: int, steps: int, warmup: int, 
             "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None}
 
 
+def compile_break_even(eager: dict, compiled: dict) -> float | None:
+    """Images after which compiling has paid for itself; None when the compiled step is not faster.
+
+    The compile time is the compiled first step less an eager first step; each
+    later image saves ``1/eager_rate - 1/compiled_rate`` seconds.
+    """
+    saving = 1 / eager["images_per_s"] - 1 / compiled["images_per_s"]
+    if saving <= 0:
+        return None
+    return max(compiled["first_step_s"] - eager["first_step_s"], 0.0) / saving
+
+
 def loop_throughput(encoder: str, *, size: int, batch: int, steps: int, workers: int, device: torch.device) -> dict:
     """The real training loop (cache -> DataLoader -> GPU augmentation -> optimised step) for ``steps`` steps."""
     n_images = batch * steps
@@ -151,12 +167,19 @@ def main(argv=None) -> int:
     parser.add_argument("--loader-steps", type=int, default=60)
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the loop measurement")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--warm-compile-cache", action="store_true",
+                        help="keep torch.compile's on-disk caches (default: time a cold compile)")
     parser.add_argument("--tiny", action="store_true", help="the CPU configuration, even on a GPU")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tiny = args.tiny or device.type == "cpu"
+    if args.compile and not args.warm_compile_cache:
+        # Cold caches: the compile time a study's first hold-out pays (later ones reuse the on-disk cache).
+        cache = tempfile.mkdtemp(prefix="train_throughput_compile_")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"], os.environ["TRITON_CACHE_DIR"] = cache, os.path.join(cache, "triton")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
     if tiny:
         args.size, args.batch, args.steps, args.warmup, args.loader_steps, args.workers = 64, 4, 3, 1, 4, 0
         print("No CUDA device (or --tiny): running the TINY CPU configuration (64x64, batch 4, 3 steps). "
@@ -181,6 +204,7 @@ def main(argv=None) -> int:
         if args.compile:
             row["compiled"] = time_steps(encoder, size=args.size, batch=args.batch, steps=args.steps,
                                          warmup=args.warmup, device=device, optimised=True, compile_model=True)
+            row["compile_break_even_images"] = compile_break_even(fast, row["compiled"])
         row["loop"] = loop_throughput(encoder, size=args.size, batch=args.batch, steps=args.loader_steps,
                                       workers=args.workers, device=device)
         best = max(fast["images_per_s"], row.get("compiled", {}).get("images_per_s", 0.0))
@@ -197,8 +221,12 @@ def main(argv=None) -> int:
                 f"tf32 eager {tf32['images_per_s']:8.1f} img/s | optimised {fast['images_per_s']:8.1f} img/s "
                 f"(x{row['speedup']:.2f} over fp32, x{row['speedup_over_tf32']:.2f} over tf32)")
         if "compiled" in row:
+            even = row["compile_break_even_images"]
             line += (f" | compiled {row['compiled']['images_per_s']:8.1f} img/s "
-                     f"(compile {row['compiled']['first_step_s']:.0f} s)")
+                     f"(compile {row['compiled']['first_step_s']:.0f} s, "
+                     + ("never pays off" if even is None else
+                        f"pays off after {even:,.0f} images; a hold-out trains up to "
+                        f"{STUDY_EPOCHS * STUDY_TRAIN_IMAGES:,}") + ")")
         line += (f" | {row['achieved_tflops']:.2f} TFLOP/s" + (f" ({100 * row['peak_share']:.0f}% of bf16 peak)"
                                                               if peak else "")
                  + (f" | peak mem {fast['peak_memory_gib']:.1f} GiB" if fast["peak_memory_gib"] else "")

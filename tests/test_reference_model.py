@@ -368,3 +368,7 @@ def test_throughput_flop_count_is_per_image_and_grows_with_the_pixel_count():
     assert 1e9 < small < 4e9
     assert bench.gpu_peak("NVIDIA H100 80GB HBM3") == pytest.approx(989.4) and bench.gpu_peak("Quadro") is None
     assert bench.gpu_peak("NVIDIA H100 PCIe") == pytest.approx(756.0)
+    # Compile costs 10 s more than an eager first step; each image then saves 1/100 - 1/200 s: 2000 images.
+    eager, compiled = {"images_per_s": 100.0, "first_step_s": 1.0}, {"images_per_s": 200.0, "first_step_s": 11.0}
+    assert bench.compile_break_even(eager, compiled) == pytest.approx(2000.0)
+    assert bench.compile_break_even(compiled, eager) is None
