@@ -436,7 +436,9 @@ def _baseline(ctx, options, bar):
         sums, counts = ctx.kernel.sums(labels, n_full)
         for a in coding.attributes:
             gsums, gcounts = aggregate(sums, counts, agg[a])
-            valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid.all(axis=0)
+            # A group takes part in a run's DP where it does in the observed data (per run, as for the
+            # observed DP and the permutations) and its randomized size is still large enough.
+            valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid
             sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:

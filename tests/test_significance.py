@@ -221,6 +221,43 @@ def test_random_baseline_matches_label_noise_level(isbi):
     assert (res.per_keypoint["baseline_mean"].between(0.01, 0.15)).all()
 
 
+def test_random_baseline_leaves_a_small_group_out_only_in_the_run_where_it_is_small(isbi):
+    """Level C is large in run 0 and has 2 images in run 1 (min_group_size 5): like the observed DP,
+    the baseline compares A, B and C in run 0 and only A and B in run 1."""
+    ids, junior, senior = isbi
+    rng = np.random.default_rng(4)
+    runs = np.repeat([0, 1], 200)
+    site = np.concatenate([rng.permutation(np.resize(["A", "B", "C"], 200)),
+                           rng.permutation(np.r_[np.resize(["A", "B"], 198), ["C", "C"]])])
+    repeats = 400
+    res = audit_arrays(junior, senior, {"site": site}, spacing_mm=1.0, image_ids=ids, runs=runs,
+                       min_group_size=5,
+                       significance=SignificanceOptions(permutations=0, bootstrap=0, baseline_repeats=repeats,
+                                                        seed=5))
+    hits = np.linalg.norm(junior - senior, axis=2) <= 2.0
+    levels = np.array(["A", "B", "C"])
+    observed_ok = {r: [np.sum((runs == r) & (site == g)) >= 5 for g in levels] for r in (0, 1)}
+    assert observed_ok == {0: [True, True, True], 1: [True, True, False]}
+    sim = np.zeros((repeats, hits.shape[1]))
+    for b in range(repeats):  # the documented procedure, one run and one image at a time
+        per_run = []
+        for r in (0, 1):
+            rows = np.flatnonzero(runs == r)
+            new = site[rows].copy()
+            for i in range(len(rows)):
+                if rng.random() < 0.5:
+                    new[i] = rng.choice([g for g in levels if g != new[i]])
+            sdr = [hits[rows[new == g]].mean(axis=0) for g, ok in zip(levels, observed_ok[r])
+                   if ok and np.sum(new == g) >= 5]
+            per_run.append(np.max(sdr, axis=0) - np.min(sdr, axis=0))
+        sim[b] = np.mean(per_run, axis=0)
+    ours = res.per_keypoint["baseline_mean"].to_numpy()
+    # Keypoint by keypoint within Monte-Carlo error, and on average within 5% (leaving C out of run 0
+    # too, as a group small in any run once was, gives a baseline about 20% lower).
+    np.testing.assert_allclose(ours, sim.mean(axis=0), rtol=0.2)
+    assert abs(ours.mean() / sim.mean() - 1) < 0.05
+
+
 # -- bootstrap --------------------------------------------------------------------------------
 
 def test_bootstrap_intervals_cover_at_nominal_rate():
