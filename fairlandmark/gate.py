@@ -19,7 +19,10 @@ in ``[tool.fairlandmark.gate]``::
     attributes = ["sex", "age_group"]   # default: every attribute of the audit
 
 Every check is a comparison with a tolerance of 1e-9, so a value equal to
-its limit passes. :func:`run_gate` returns a :class:`GateResult` with one
+its limit passes. A value the audit could not compute (null in its JSON: no
+DP where fewer than two groups are large enough, no MRE where every
+prediction is missing) fails its check: the gate passes only on what it
+could check. :func:`run_gate` returns a :class:`GateResult` with one
 :class:`Check` per rule x attribute x keypoint (or per rule x attribute, or
 per rule), JUnit XML (:meth:`GateResult.to_junit`) and a Markdown summary.
 
@@ -74,6 +77,7 @@ MSG_NEEDS_PRIVACY = ("max_privacy_balanced_accuracy: audit {path} has no privacy
 MSG_THRESHOLD = "min_sdr: threshold {thr} is not in audit {path} (its thresholds are {known})"
 MSG_ATTRIBUTE = "attributes: {name!r} is not in audit {path}; its attributes are {known}"
 MSG_ONLY_SIG_ALONE = "{where}: max_dp_only_significant needs max_dp"
+UNCHECKABLE = "is missing, so it cannot be checked (counted as a failure) against"
 
 # rule name -> (kind, lower bound, upper bound or None); order = report order
 RULES = {
@@ -298,12 +302,17 @@ class Check:
                 "passed": self.passed, "message": self.message}
 
 
+# A value the audit could not compute (null in the JSON) fails its check: a gate passes only on what it checked.
 def _above(value, limit):
-    return not math.isnan(value) and value > limit + TOLERANCE
+    return math.isnan(value) or value > limit + TOLERANCE
 
 
 def _below(value, limit):
-    return not math.isnan(value) and value < limit - TOLERANCE
+    return math.isnan(value) or value < limit - TOLERANCE
+
+
+def _rel(value, failed, fail_op, pass_op):
+    return UNCHECKABLE if math.isnan(value) else (fail_op if failed else pass_op)
 
 
 class GateResult:
@@ -448,9 +457,10 @@ def run_gate(audit, rules, *, baseline=None):
         for r in frame.to_dict("records"):
             dp = r["dp"]
             over = _above(dp, limit)
-            failed = over and (r["significant"] or not only_sig)
+            failed = math.isnan(dp) or (over and (r["significant"] or not only_sig))
             if math.isnan(dp):
-                msg = f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough)"
+                msg = (f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough; "
+                       f"lower the audit's --min-group-size or leave the attribute out): counted as a failure")
             else:
                 msg = f"{r['attribute']} keypoint {r['keypoint']}: DP {dp:.4f} {'>' if over else '<='} {limit:g}"
                 if only_sig:
@@ -462,7 +472,8 @@ def run_gate(audit, rules, *, baseline=None):
         for a in attrs:
             v = _num(summary_row(doc, a).get("mean_dp"))
             over = _above(v, rules.max_mean_dp)
-            msg = (f"{a}: no mean DP (no keypoint has two groups large enough)" if math.isnan(v) else
+            msg = (f"{a}: no mean DP (no keypoint has two groups large enough): counted as a failure"
+                   if math.isnan(v) else
                    f"{a}: mean DP over keypoints {v:.4f} {'>' if over else '<='} {rules.max_mean_dp:g}")
             checks.append(Check("max_mean_dp", a, None, v, rules.max_mean_dp, not over, msg))
 
@@ -472,7 +483,7 @@ def run_gate(audit, rules, *, baseline=None):
         v = _num(allrow.get("mre"))
         over = _above(v, rules.max_mre)
         checks.append(Check("max_mre", None, None, v, rules.max_mre, not over,
-                            f"overall MRE {fmt(v, 4)} {unit} {'>' if over else '<='} {rules.max_mre:g}"))
+                            f"overall MRE {fmt(v, 4)} {unit} {_rel(v, over, '>', '<=')} {rules.max_mre:g}"))
 
     if rules.min_sdr is not None:
         known = [thr_key(t) for t in doc.get("thresholds", [])]
@@ -484,7 +495,7 @@ def run_gate(audit, rules, *, baseline=None):
             v = _num(allrow.get(f"sdr_{key}"))
             under = _below(v, limit)
             checks.append(Check("min_sdr", None, None, v, limit, not under,
-                                f"overall SDR@{key}{unit} {fmt(v, 4)} {'<' if under else '>='} {limit:g}",
+                                f"overall SDR@{key}{unit} {fmt(v, 4)} {_rel(v, under, '<', '>=')} {limit:g}",
                                 threshold=key))
 
     if rules.max_privacy_balanced_accuracy is not None:
@@ -502,7 +513,7 @@ def run_gate(audit, rules, *, baseline=None):
             where = f"{a or 'attribute'}" + (f" (within {analysis})" if analysis else "")
             checks.append(Check("max_privacy_balanced_accuracy", a, None, v, limit, not over,
                                 f"{where} inferred from errors with balanced accuracy {fmt(v, 4)} "
-                                f"{'>' if over else '<='} {limit:g} (chance {fmt(rec.get('chance'))})",
+                                f"{_rel(v, over, '>', '<=')} {limit:g} (chance {fmt(rec.get('chance'))})",
                                 analysis=analysis))
 
     if any(getattr(rules, k) is not None for k in REGRESSION_RULES):
@@ -516,6 +527,10 @@ def _regressions(doc, base, frame, attrs, rules, notes):
     if base.get("unit") != doc.get("unit"):
         raise InputError(f"baseline {base.get('_source')}: unit {base.get('unit')!r} differs from the audit's "
                          f"{doc.get('unit')!r}; audit both with the same pixel-to-mm scale")
+    primary = [thr_key(d.get("primary_threshold", (d.get("thresholds") or [2.0])[0])) for d in (base, doc)]
+    if primary[0] != primary[1] and (rules.max_dp_regression is not None or rules.max_mean_dp_regression is not None):
+        raise InputError(f"baseline {base.get('_source')}: DP is at {primary[0]} {doc.get('unit', '')} there but at "
+                         f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first --threshold-mm")
     bframe = keypoint_frame(base)
     bdp = {(r["attribute"], str(r["keypoint"])): r["dp"] for r in bframe.to_dict("records")}
     if rules.max_dp_regression is not None:
@@ -531,7 +546,8 @@ def _regressions(doc, base, frame, attrs, rules, notes):
                                 f"{r['attribute']} keypoint {r['keypoint']}: DP {fmt(before, 4)} -> {fmt(r['dp'], 4)}"
                                 f" (change {delta:+.4f} {'>' if over else '<='} {limit:g})"
                                 if not math.isnan(delta) else
-                                f"{r['attribute']} keypoint {r['keypoint']}: no DP on one side"))
+                                f"{r['attribute']} keypoint {r['keypoint']}: no DP on one side, so no change can "
+                                "be checked: counted as a failure"))
         if missing:
             notes.append(f"max_dp_regression: {missing} attribute x keypoint row(s) are not in the baseline "
                          "and were not checked")
@@ -543,12 +559,12 @@ def _regressions(doc, base, frame, attrs, rules, notes):
             over = _above(delta, rules.max_mean_dp_regression)
             checks.append(Check("max_mean_dp_regression", a, None, delta, rules.max_mean_dp_regression, not over,
                                 f"{a}: mean DP {fmt(before, 4)} -> {fmt(after, 4)} (change "
-                                f"{fmt(delta, 4)} {'>' if over else '<='} {rules.max_mean_dp_regression:g})"))
+                                f"{fmt(delta, 4)} {_rel(delta, over, '>', '<=')} {rules.max_mean_dp_regression:g})"))
     if rules.max_mre_regression is not None:
         before, after = _num(overall_row(base).get("mre")), _num(overall_row(doc).get("mre"))
         delta = after - before
         over = _above(delta, rules.max_mre_regression)
         checks.append(Check("max_mre_regression", None, None, delta, rules.max_mre_regression, not over,
                             f"overall MRE {fmt(before, 4)} -> {fmt(after, 4)} (change {fmt(delta, 4)} "
-                            f"{'>' if over else '<='} {rules.max_mre_regression:g})"))
+                            f"{_rel(delta, over, '>', '<=')} {rules.max_mre_regression:g})"))
     return checks
