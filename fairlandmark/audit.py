@@ -31,6 +31,8 @@ __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "p
 SCHEMA_VERSION = "1.0"
 
 MSG_THRESHOLDS = "thresholds_mm: give one or more positive numbers, got {value!r}"
+MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in the outputs; "
+                       "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
@@ -72,6 +74,10 @@ def _check_options(thresholds_mm, min_group_size):
         raise InputError(MSG_THRESHOLDS.format(value=thresholds_mm)) from None
     if not thresholds or not all(np.isfinite(t) and t > 0 for t in thresholds):
         raise InputError(MSG_THRESHOLDS.format(value=thresholds_mm))
+    keys = [f"{t:g}" for t in thresholds]  # how outputs name a threshold (sdr_2, "2" in the JSON)
+    for i, key in enumerate(keys):
+        if key in keys[:i]:
+            raise InputError(MSG_THRESHOLD_TWICE.format(a=thresholds[keys.index(key)], b=thresholds[i], key=key))
     if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
         raise InputError(MSG_MIN_GROUP.format(value=min_group_size))
     return thresholds
@@ -80,13 +86,16 @@ def _check_options(thresholds_mm, min_group_size):
 def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
                   families=None, intersection=True, metadata_source=None):
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
-    preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+    caught = []
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", FairlandmarkWarning)
+        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+    caught.extend(str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning))
     if isinstance(wrist_width, str):
         wrist_width = parse_wrist_width(wrist_width)
     elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
         wrist_width = WristWidth(*wrist_width)
     errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-    caught = []
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
         meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)

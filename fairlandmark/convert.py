@@ -81,7 +81,8 @@ MSG_RUN_DUP = "--run: label {label!r} is given twice; give each run its own labe
 MSG_RUN_EMPTY = "--run: an empty label; give each run a name such as holdout1"
 MSG_SPACING = "--spacing-mm {value!r}: must be a positive number of mm per pixel"
 MSG_TEMPLATE_EXISTS = "{path}: already exists; a metadata template never overwrites a file, choose another path"
-MSG_TEMPLATE_COLUMN = "metadata template: column name {col!r} is not usable; give names such as sex or age"
+MSG_TEMPLATE_COLUMN = ("metadata template: column name {col!r} is empty, reserved, repeated or holds & or ,; "
+                       "give names such as sex,age")
 
 
 @dataclass(frozen=True)
@@ -424,6 +425,15 @@ def write_long(frame, out):
         atomic_write_text(out, frame.to_csv(index=False))
 
 
+def check_template_columns(columns):
+    """The attribute names of a metadata template, stripped; InputError for an unusable or repeated one."""
+    columns = [str(c).strip() for c in columns]
+    for i, col in enumerate(columns):
+        if not col or col == "image_id" or "&" in col or "," in col or col in columns[:i]:
+            raise InputError(MSG_TEMPLATE_COLUMN.format(col=col))
+    return columns
+
+
 def metadata_template(truth, out, *, columns=("sex", "age")):
     """Write a metadata file to fill in: ``image_id`` and one empty column per attribute.
 
@@ -456,10 +466,7 @@ def metadata_template(truth, out, *, columns=("sex", "age")):
     out = os.fspath(out)
     if os.path.exists(out):
         raise InputError(MSG_TEMPLATE_EXISTS.format(path=out))
-    columns = [str(c).strip() for c in columns]
-    for col in columns:
-        if not col or col == "image_id" or "&" in col or "," in col:
-            raise InputError(MSG_TEMPLATE_COLUMN.format(col=col))
+    columns = check_template_columns(columns)
     truth = truth if isinstance(truth, WideTable) else read_wide(truth, truth=True)
     frame = pd.DataFrame({"image_id": truth.ids, **{c: "" for c in columns}})
     atomic_write_text(out, frame.to_csv(index=False))

@@ -21,6 +21,7 @@ __all__ = ["GroupCoding", "parse_bin", "encode_groups", "INTERSECTION_SEP"]
 
 INTERSECTION_SEP = "&"
 
+MSG_BIN_CUTS = "--bin {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
 MSG_BIN_FORMAT = "--bin {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
 MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop --bin {col}"
 MSG_BIN_UNKNOWN = "--bin {col}: no such attribute; audit it with --attribute {col} or fix the name"
@@ -86,6 +87,8 @@ def parse_bin(text):
         values = sorted(float(c) for c in cuts.split(","))
     except ValueError:
         raise InputError(MSG_BIN_FORMAT.format(value=text)) from None
+    if not all(np.isfinite(values)) or len(set(values)) != len(values):
+        raise InputError(MSG_BIN_CUTS.format(value=text))
     return col.strip(), values
 
 

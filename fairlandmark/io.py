@@ -8,7 +8,12 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json", "check_outputs"]
+
+MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
+MSG_OUTPUT_TWICE = "{option} {path}: also given to {other}; give each output its own path"
+MSG_OUTPUT_IS_FOLDER = "{option} {path}: is a folder; give a file path"
+MSG_OUTPUT_IS_FILE = "{option} {path}: is a file; give a folder"
 
 
 def atomic_write_bytes(path, data):
@@ -30,9 +35,11 @@ def atomic_write_bytes(path, data):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file the user asked for, not the temporary one
+            raise OSError(exc.errno, exc.strerror, path) from None
         raise
 
 
@@ -63,3 +70,37 @@ def dump_json(doc, path=None, *, indent=2):
     if path is not None:
         atomic_write_text(path, text + "\n")
     return text
+
+
+def check_outputs(outputs, inputs=()):
+    """Refuse, before any work, outputs that would overwrite an input, each other, or the wrong kind of path.
+
+    Parameters
+    ----------
+    outputs : iterable of (option, path, is_folder)
+        ``path`` None or ``"-"`` (standard output) is skipped.
+    inputs : iterable of (role, path)
+        Files the command reads; None is skipped.
+
+    Raises
+    ------
+    InputError
+        One line naming the option and the path.
+    """
+    from .exceptions import InputError
+
+    read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, "-")}
+    seen = {}
+    for option, path, is_folder in outputs:
+        if path is None or path == "-":
+            continue
+        real = os.path.realpath(os.fspath(path))
+        if real in read:
+            raise InputError(MSG_OUTPUT_IS_INPUT.format(option=option, path=path, role=read[real]))
+        if real in seen:
+            raise InputError(MSG_OUTPUT_TWICE.format(option=option, path=path, other=seen[real]))
+        seen[real] = option
+        if is_folder and os.path.isfile(real):
+            raise InputError(MSG_OUTPUT_IS_FILE.format(option=option, path=path))
+        if not is_folder and os.path.isdir(real):
+            raise InputError(MSG_OUTPUT_IS_FOLDER.format(option=option, path=path))

@@ -86,7 +86,7 @@ RUNS_POLICY = (
 )
 
 MSG_TARGET = "target: give the name of one attribute column to infer, got {value!r}"
-MSG_WITHIN_SAME = "within: '{value}' is the target itself; give another attribute (e.g. --within sex) or drop it"
+MSG_WITHIN_SAME = "within: '{value}' is the target itself; give another attribute or drop the option"
 MSG_WITHIN = "within: give the name of one attribute column, got {value!r}"
 MSG_SPLITS = "n_splits: must be an integer >= 2 (number of folds), got {value!r}"
 MSG_PERMUTATIONS = "n_permutations: must be an integer >= 0, got {value!r}"

@@ -35,6 +35,9 @@ ERROR_COLUMN = "error_mm"
 DEFAULT_RUN = "0"
 
 MSG_NO_FILE = "{src}: file not found; check the path"
+MSG_ERROR_OVERRIDES = ("{src}: has both 'error_mm' and predicted coordinates; the audit uses error_mm as given "
+                       "and ignores the coordinates; drop one of them to silence this")
+MSG_DUP_COLUMN = "{src}: column '{col}' appears twice in the header; keep one, or rename the other"
 MSG_EMPTY = "{src}: the file is empty; it needs a header row and at least one data row"
 MSG_UNREADABLE = "{src}: cannot be read as {kind} ({detail}); give a .csv or .parquet file"
 MSG_MISSING_COLUMN = "{src}: missing column '{col}'{hint}; the columns found are: {found}"
@@ -42,7 +45,7 @@ MSG_NEED_COORDS_OR_ERROR = (
     "{src}: needs either the coordinate columns pred_x, pred_y, true_x, true_y "
     "or a precomputed 'error_mm' column{hint}; the columns found are: {found}"
 )
-MSG_NOT_NUMBER = "{src}: row {row}, column '{col}': {value!r} is not a number; fix or empty that cell"
+MSG_NOT_NUMBER = "{src}: row {row}, column '{col}': '{value}' is not a number; fix or empty that cell"
 MSG_EMPTY_CELL = "{src}: row {row}, column '{col}' is empty; every row needs {what}"
 MSG_DUPLICATE = (
     "{src}: row {row} repeats (run={run}, image_id={image}, keypoint={kp}) first seen on row {first}; "
@@ -139,15 +142,30 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
                     frame[col] = frame[col].astype("string").astype(object)
         else:
             frame = pd.read_csv(src, dtype={c: str for c in string_columns}, skipinitialspace=True)
+            # pandas renames a repeated header name ('sex', 'sex.1'); the raw header row shows the repeat.
+            header = pd.read_csv(src, header=None, nrows=1, dtype=str, skipinitialspace=True).iloc[0].tolist()
     except pd.errors.EmptyDataError:
         raise InputError(MSG_EMPTY.format(src=src)) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    if ext not in (".parquet", ".pq"):
+        _stripped_columns(header, src)
+    frame.columns = _stripped_columns(frame.columns, src)
     if len(frame) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
     return frame
+
+
+def _stripped_columns(names, src):
+    """Column names without surrounding spaces; InputError when two are then the same."""
+    stripped = [str(c).strip() for c in names]
+    seen = set()
+    for name in stripped:
+        if name in seen:
+            raise InputError(MSG_DUP_COLUMN.format(src=src, col=name))
+        seen.add(name)
+    return stripped
 
 
 def _hint(col, columns):
@@ -181,7 +199,7 @@ def _numeric(frame, col, src, *, allow_empty, what="a value"):
         bad = (np.isnan(values) & ~blank) | np.isinf(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=raw.iloc[i]))
+        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=str(raw.iloc[i]).strip()))
     if not allow_empty and blank.any():
         i = int(np.flatnonzero(blank)[0])
         raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=what))
@@ -230,7 +248,7 @@ def check_predictions(data, *, source=None):
     if len(frame) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
     frame = frame.reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = _stripped_columns(frame.columns, src)
     _require(frame, ID_COLUMN, src)
     _require(frame, KEYPOINT_COLUMN, src)
 
@@ -307,6 +325,8 @@ def check_predictions(data, *, source=None):
         pred = np.stack([dense(px), dense(py)], axis=-1)
         true = np.stack([dense(tx), dense(ty)], axis=-1)
     if has_error:
+        if has_coords and frame["pred_x"].notna().any():
+            warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=2)
         err = _numeric(frame, ERROR_COLUMN, src, allow_empty=True)
         neg = err < 0
         if neg.any():
@@ -359,7 +379,7 @@ def check_metadata(data, *, image_ids, attributes=None, source=None):
     if len(frame) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
     frame = frame.reset_index(drop=True)
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = _stripped_columns(frame.columns, src)
     _require(frame, ID_COLUMN, src)
     ids = _id_column(frame, ID_COLUMN, src)
     dup = pd.Series(ids).duplicated().to_numpy()

@@ -154,6 +154,24 @@ BAD_INPUTS = {
     "bad wrist": (_good_preds(), GOOD_META, ["--wrist-width", "1,2"], r"--wrist-width '1,2': expected A,B,MM"),
     "two scales": (_good_preds().replace("true_y\n", "true_y,spacing_mm\n").replace(",0,0\n", ",0,0,0.1\n"),
                    GOOD_META, ["--spacing-mm", "0.1"], r"give only one pixel-to-mm scale"),
+    "repeated attribute column": (_good_preds(), "image_id,sex,sex\na,F,M\nb,M,F\n", [],
+                                  r"meta\.csv: column 'sex' appears twice in the header; keep one"),
+    "column repeated after stripping": (_good_preds().replace("true_y\n", "true_y,pred_x \n")
+                                        .replace(",0,0\n", ",0,0,5\n"), GOOD_META, [],
+                                        r"preds\.csv: column 'pred_x' appears twice"),
+    "infinite coordinate": (_good_preds().replace("b,2,1,1,0,0", "b,2,1,inf,0,0"), GOOD_META, [],
+                            r"row 5, column 'pred_y': 'inf' is not a number"),
+    "same threshold twice": (_good_preds(), GOOD_META, ["--threshold-mm", "2", "--threshold-mm", "2.0000001"],
+                             r"2 and 2\.0000001 are both named '2' in the outputs"),
+    "binned twice": (_good_preds(), "image_id,sex,age\na,F,3\nb,M,20\n", ["--bin", "age=14", "--bin", "age=15"],
+                     r"--bin age: given twice"),
+    "output folder": (_good_preds(), GOOD_META, ["--markdown", "{tmp}"], r"--markdown .*: is a folder"),
+    "output is the metadata": (_good_preds(), GOOD_META, ["--html", "{tmp}/meta.csv"],
+                               r"--html .*meta\.csv: that is the metadata file this command reads"),
+    "gate config typo": (_good_preds(), GOOD_META, ["--gate", "--gate-config", "{tmp}/nope.toml"],
+                         r"nope\.toml: config file not found"),
+    "within without privacy": (_good_preds(), GOOD_META, ["--privacy-within", "sex"],
+                               r"--privacy-within needs --privacy"),
 }
 
 
@@ -166,6 +184,7 @@ def test_cli_bad_input_exit_2_one_line_no_clobber(case, tmp_path, capsys):
     out_json, out_csv = tmp_path / "old.json", tmp_path / "old.csv"
     out_json.write_text("previous result\n")
     out_csv.write_text("previous table\n")
+    extra = [e.format(tmp=tmp_path) for e in extra]
     rc = main(["audit", str(p), str(m), "--min-group-size", "1", "--json", str(out_json), "--csv", str(out_csv),
                "-q", *NO_SIG, *extra])
     captured = capsys.readouterr()
@@ -230,3 +249,53 @@ def test_cli_audit_writes_reports_and_gates_in_one_run(study, tmp_path, capsys):
 
     failed = [c for c in ET.parse(junit).iter("testcase") if c.find("failure") is not None]
     assert len(failed) == int((dp > strict + 1e-9).sum())
+
+
+def test_cli_error_mm_beside_coordinates_warns_that_it_wins(tmp_path, capsys):
+    p, m = tmp_path / "preds.csv", tmp_path / "meta.csv"
+    p.write_text(_good_preds().replace("true_y\n", "true_y,error_mm\n").replace(",0,0\n", ",0,0,7\n"))
+    m.write_text(GOOD_META)
+    out = tmp_path / "a.json"
+    assert main(["audit", str(p), str(m), "--min-group-size", "1", "--json", str(out), "-q", *NO_SIG]) == 0
+    assert "uses error_mm as given and ignores the coordinates" in capsys.readouterr().err
+    assert json.loads(out.read_text())["overall"][0]["mre"] == 7.0
+
+
+def test_every_command_refuses_to_write_over_its_input(tmp_path, capsys):
+    """An output that is also an input would destroy the input: exit 2 before any work, the input intact."""
+    p, m = tmp_path / "preds.csv", tmp_path / "meta.csv"
+    p.write_text(_good_preds())
+    m.write_text(GOOD_META)
+    doc = tmp_path / "a.json"
+    assert main(["audit", str(p), str(m), "--min-group-size", "1", "--json", str(doc), "-q", *NO_SIG]) == 0
+    wide = tmp_path / "truth.csv"
+    wide.write_text("a,0,0,1,1\nb,0,0,1,1\n")
+    calls = {
+        "audit --json": ["audit", str(p), str(m), "--json", str(m), *NO_SIG],
+        "audit --csv": ["audit", str(p), str(m), "--csv", str(p), *NO_SIG],
+        "gate --junit": ["gate", str(doc), "--no-config", "--max-dp", "1", "--junit", str(doc)],
+        "compare --json": ["compare", str(doc), str(doc), "--json", str(doc)],
+        "report --html": ["report", str(doc), "--html", str(doc)],
+        "privacy --json": ["privacy", str(p), str(m), "-t", "sex", "--json", str(m)],
+        "convert --out": ["convert", "--pred", str(wide), "--truth", str(wide), "--out", str(wide)],
+        "two outputs, one path": ["audit", str(p), str(m), "--json", str(tmp_path / "x"), "--csv",
+                                  str(tmp_path / "x"), *NO_SIG],
+    }
+    before = {f: f.read_bytes() for f in (p, m, doc, wide)}
+    for name, argv in calls.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("this command reads" in err[0] or "also given to" in err[0]), (name, err)
+    assert {f: f.read_bytes() for f in before} == before
+    assert not (tmp_path / "x").exists()
+
+
+def test_atomic_write_errors_name_the_requested_path_and_leave_no_temporary(tmp_path):
+    from fairlandmark.io import atomic_write_text
+
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    with pytest.raises(OSError) as info:
+        atomic_write_text(folder, "x")
+    assert info.value.filename == str(folder)
+    assert [f.name for f in tmp_path.iterdir()] == ["taken"]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ..audit import prepare_study
+from ..exceptions import InputError
 from ..families import parse_family
 from ..groups import parse_bin
 from ..radial_error import parse_wrist_width
 
-__all__ = ["add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
+__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
            "seed_arg", "checked"]
 
 
@@ -81,10 +82,21 @@ def add_study_arguments(parser):
                         help="do not audit the combination of two or more attributes")
 
 
+def bins_from_args(pairs):
+    """``--bin`` pairs as a dict; a column binned twice is an error, not a silent last-one-wins."""
+    bins = {}
+    for column, cuts in pairs:
+        if column in bins:
+            raise InputError(f"--bin {column}: given twice; give all its cut points in one --bin, e.g. "
+                             f"{column}=10,14")
+        bins[column] = cuts
+    return bins
+
+
 def study_from_args(args):
     return prepare_study(
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
-        wrist_width=args.wrist_width, bins=dict(args.bin), families=list(args.family),
+        wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
         intersection=not args.no_intersection, metadata_source=args.metadata,
     )
 

@@ -7,11 +7,16 @@ import sys
 from ..audit import run_audit
 from ..console import make_console, render_audit
 from ._common import add_output_arguments, add_study_arguments, study_from_args
-from .gate import add_gate_arguments, gate_requested
+from ..exceptions import InputError
+from ..io import check_outputs
+from .gate import add_gate_arguments, gate_requested, rules_from_args
 from .privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
 from .report import add_report_arguments
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
+
+MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-inference section); add it or drop the option"
+MSG_NO_FIGURES_CONFLICT = "--no-figures and --figures contradict each other; give one"
 
 
 def add_audit_arguments(parser):
@@ -42,7 +47,27 @@ def audit_from_args(args, *, console=None):
     return result
 
 
+def check_audit_args(args):
+    """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
+    check_outputs([("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
+                   ("--markdown", args.markdown, False), ("--figures", args.figures, True),
+                   ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
+                   ("--gate-json", args.gate_json, False)],
+                  inputs=[("predictions file", args.predictions), ("metadata file", args.metadata),
+                          ("gate config", args.config), ("gate baseline", args.baseline)])
+    if args.privacy_within and not args.privacy:
+        raise InputError(MSG_WITHIN_NEEDS_PRIVACY)
+    if args.no_figures and args.figures:
+        raise InputError(MSG_NO_FIGURES_CONFLICT)
+    if not gate_requested(args):
+        return None
+    rules = rules_from_args(args)
+    rules.check_consistent()
+    return rules
+
+
 def _run(args):
+    rules = check_audit_args(args)
     console = make_console()
     result = audit_from_args(args, console=console)
     if not args.quiet:
@@ -69,7 +94,7 @@ def _run(args):
     if gate_requested(args):
         from .gate import run_gate_from_args
 
-        return run_gate_from_args(result, args, console)
+        return run_gate_from_args(result, args, console, rules=rules)
     return 0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from ..console import make_console
+from ..exceptions import InputError
+from ..io import check_outputs
+from ._common import number_arg
 from .report import labels_arg
 
 __all__ = ["register"]
@@ -11,6 +14,11 @@ __all__ = ["register"]
 def _run(args):
     from ..compare import compare, render_comparison
 
+    check_outputs([("--json", args.json, False), ("--markdown", args.markdown, False),
+                   ("--figure", args.figure, False)],
+                  inputs=[("first audit", args.before), ("second audit", args.after)])
+    if args.json == "-" and args.markdown == "-":
+        raise InputError("--json - and --markdown - would both print to standard output; send one to a file")
     to_stdout = "-" in (args.json, args.markdown)
     console = make_console(stderr=to_stdout)
     cmp = compare(args.before, args.after, labels=labels_arg(args.labels), attribute=args.attributes)
@@ -47,7 +55,7 @@ def register(subparsers):
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON ('-' prints it)")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary ('-' prints it)")
     parser.add_argument("--figure", metavar="PATH", help="write the side-by-side figure (.png or .svg)")
-    parser.add_argument("--top", type=int, default=15, metavar="N",
+    parser.add_argument("--top", type=number_arg(int, low=1), default=15, metavar="N",
                         help="keypoint rows to show, largest changes first (default 15)")
     parser.add_argument("--all", action="store_true", help="show every keypoint row")
     parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")

@@ -7,8 +7,10 @@ import os
 import sys
 import warnings
 
-from ..convert import MSG_TEMPLATE_EXISTS, convert, metadata_template, read_wide, write_long
+from ..convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
+                       write_long)
 from ..exceptions import FairlandmarkWarning, InputError
+from ..io import check_outputs
 
 __all__ = ["register"]
 
@@ -24,8 +26,12 @@ predictions unless --predicted-only is given."""
 
 def _run(args):
     # Refuse before writing anything, so a failed call leaves no half result.
+    check_outputs([("--out", args.out, False), ("--metadata-template", args.metadata_template, False)],
+                  inputs=[("--truth file", args.truth)] + [("--pred file", p) for p in args.pred])
     if args.metadata_template and os.path.exists(args.metadata_template):
         raise InputError(MSG_TEMPLATE_EXISTS.format(path=args.metadata_template))
+    if args.metadata_template:
+        check_template_columns(args.template_columns.split(","))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FairlandmarkWarning)
         truth = read_wide(args.truth, truth=True)

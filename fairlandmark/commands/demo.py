@@ -9,14 +9,15 @@ from ..audit import audit
 from ..console import make_console, render_audit
 from ..demo import PLANTED_BIAS, make_demo_study
 from ..exceptions import InputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, check_outputs
 from ..significance import SignificanceOptions
-from ._common import positive_int, seed_arg
+from ._common import number_arg, positive_int, seed_arg
 
 __all__ = ["register"]
 
 
 def _run(args):
+    check_outputs([("--out", args.out, True)])
     console = make_console()
     os.makedirs(args.out, exist_ok=True)
     preds, meta = make_demo_study(n_images=args.images, n_runs=args.runs, seed=args.seed)
@@ -59,8 +60,8 @@ def register(subparsers):
                                    description="Write a generated hand-radiograph study (predictions + metadata) "
                                                "to a folder and audit it, with significance.")
     parser.add_argument("--out", default="demo_study", help="folder to write to (default demo_study)")
-    parser.add_argument("--images", type=positive_int, default=910, help="images (default 910, as the hand atlas)")
-    parser.add_argument("--runs", type=positive_int, default=10, help="hold-outs (default 10)")
+    parser.add_argument("--images", type=number_arg(int, low=1), default=910, help="images (default 910, as the hand atlas)")
+    parser.add_argument("--runs", type=number_arg(int, low=1), default=10, help="hold-outs (default 10)")
     parser.add_argument("--permutations", type=positive_int, default=10000, help="permutations (default 10000)")
     parser.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")

@@ -124,11 +124,11 @@ def render_gate(result, console, *, max_failures=20):
                   f"{n - f} of {n} checks passed")
 
 
-def run_gate_from_args(audit, args, console):
+def run_gate_from_args(audit, args, console, *, rules=None):
     """Run the gate on ``audit`` (path, dict or AuditResult) and write the outputs; returns the exit code."""
     from ..gate import run_gate
 
-    result = run_gate(audit, rules_from_args(args))
+    result = run_gate(audit, rules if rules is not None else rules_from_args(args))
     if not getattr(args, "quiet", False):
         render_gate(result, console)
     from ..io import atomic_write_text
@@ -151,6 +151,11 @@ def run_gate_from_args(audit, args, console):
 
 
 def _run(args):
+    from ..io import check_outputs
+
+    check_outputs([("--junit", args.junit, False), ("--markdown", args.gate_markdown, False),
+                   ("--json", args.gate_json, False)],
+                  inputs=[("audit", args.audit), ("config", args.config), ("baseline", args.baseline)])
     console = make_console(stderr=True)  # stdout stays free for '-' outputs
     return run_gate_from_args(args.audit, args, console)
 

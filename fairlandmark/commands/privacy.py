@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..console import fmt, fmt_p, make_console
 from ..privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
-from ._common import add_input_arguments, number_arg, positive_int, seed_arg
+from ._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
@@ -67,12 +67,16 @@ def render_privacy(result, console, *, top=TOP_ROWS):
 
 
 def _run(args):
+    from ..io import check_outputs
+
+    check_outputs([("--json", args.json, False)],
+                  inputs=[("predictions file", args.predictions), ("metadata file", args.metadata)])
     console = make_console()
     result = attribute_inference(
         args.predictions, args.metadata, target=args.target, within=args.within,
         estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
         n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
-        progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=dict(args.bin),
+        progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
     )
     if args.quiet:
         for line in result.risk_lines:

@@ -6,17 +6,18 @@ import os
 
 from ..console import make_console
 from ..exceptions import InputError
+from ..io import check_outputs
 from ._common import number_arg
 
 __all__ = ["register", "add_report_arguments", "write_outputs"]
 
-MSG_LABELS = "--labels {value!r}: give two names separated by a comma, e.g. vanilla,mitigated"
+MSG_LABELS = "--labels {value!r}: give two different names separated by a comma, e.g. vanilla,mitigated"
 MSG_FORMATS = "--format {value!r}: give png, svg or png,svg"
 
 
 def labels_arg(text):
     parts = [p.strip() for p in str(text).split(",")]
-    if len(parts) != 2 or not all(parts):
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
         raise InputError(MSG_LABELS.format(value=text))
     return tuple(parts)
 
@@ -76,6 +77,13 @@ def _run(args):
     labels = labels_arg(args.labels)
     if not (args.html or args.markdown or args.figures):
         args.html = os.path.splitext(args.audit)[0] + ".html"
+    check_outputs([("--html", args.html, False), ("--markdown", args.markdown, False),
+                   ("--figures", args.figures, True)],
+                  inputs=[("audit", args.audit), ("baseline", args.baseline)])
+    if args.no_figures and args.figures:
+        raise InputError("--no-figures and --figures contradict each other; give one")
+    if args.labels != "before,after" and not args.baseline:
+        raise InputError("--labels names the baseline and this audit; it needs --baseline")
     write_outputs(doc, args, console, baseline=baseline, labels=labels)
     return 0
 
