@@ -428,7 +428,15 @@ def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labe
         raise InputError(MSG_FORMATS.format(value=formats))
     doc = load_audit(source)
     figs = [("mre_by_keypoint", mre_bars(doc)), ("dp_by_keypoint", dp_bars(doc))]
-    figs += [(f"sdr_{_slug(a)}", sdr_curves(doc, attribute=a)) for a in doc.get("attributes", [])]
+    used = {name for name, _ in figs}
+    for a in doc.get("attributes", []):
+        name = base = f"sdr_{_slug(a)}"
+        n = 1
+        while name in used:  # 'a b' and 'a_b' slug alike; neither figure may overwrite the other
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name)
+        figs.append((name, sdr_curves(doc, attribute=a)))
     if baseline is not None:
         figs.append(("compare", compare_bars(baseline, doc, labels=labels)))
     paths = []
