@@ -86,20 +86,17 @@ def _check_options(thresholds_mm, min_group_size):
 def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
                   families=None, intersection=True, metadata_source=None):
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
-    caught = []
+    # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
         preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
-    caught.extend(str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning))
-    if isinstance(wrist_width, str):
-        wrist_width = parse_wrist_width(wrist_width)
-    elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
-        wrist_width = WristWidth(*wrist_width)
-    errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always", FairlandmarkWarning)
+        if isinstance(wrist_width, str):
+            wrist_width = parse_wrist_width(wrist_width)
+        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
+            wrist_width = WristWidth(*wrist_width)
+        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
         meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
-    caught.extend(str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning))
+    caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
     attributes = list(meta.columns) if attributes is None else list(attributes)
     if not attributes:
         raise InputError(MSG_NO_ATTRIBUTES)

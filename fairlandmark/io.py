@@ -8,6 +8,8 @@ import tempfile
 
 import numpy as np
 
+from .exceptions import InputError
+
 __all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json", "check_outputs"]
 
 MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
@@ -87,8 +89,6 @@ def check_outputs(outputs, inputs=()):
     InputError
         One line naming the option and the path.
     """
-    from .exceptions import InputError
-
     read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, "-")}
     seen = {}
     for option, path, is_folder in outputs:

@@ -11,12 +11,11 @@ from ..exceptions import InputError
 from ..io import check_outputs
 from .gate import add_gate_arguments, gate_requested, rules_from_args
 from .privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
-from .report import add_report_arguments
+from .report import add_report_arguments, check_figure_options
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
 MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-inference section); add it or drop the option"
-MSG_NO_FIGURES_CONFLICT = "--no-figures and --figures contradict each other; give one"
 
 
 def add_audit_arguments(parser):
@@ -57,8 +56,7 @@ def check_audit_args(args):
                           ("gate config", args.config), ("gate baseline", args.baseline)])
     if args.privacy_within and not args.privacy:
         raise InputError(MSG_WITHIN_NEEDS_PRIVACY)
-    if args.no_figures and args.figures:
-        raise InputError(MSG_NO_FIGURES_CONFLICT)
+    check_figure_options(args)
     if not gate_requested(args):
         return None
     rules = rules_from_args(args)
@@ -91,7 +89,7 @@ def _run(args):
         from .report import write_outputs
 
         write_outputs(result, args, console)
-    if gate_requested(args):
+    if rules is not None:
         from .gate import run_gate_from_args
 
         return run_gate_from_args(result, args, console, rules=rules)

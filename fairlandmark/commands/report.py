@@ -9,10 +9,12 @@ from ..exceptions import InputError
 from ..io import check_outputs
 from ._common import number_arg
 
-__all__ = ["register", "add_report_arguments", "write_outputs"]
+__all__ = ["register", "add_report_arguments", "write_outputs", "check_figure_options"]
 
 MSG_LABELS = "--labels {value!r}: give two different names separated by a comma, e.g. vanilla,mitigated"
 MSG_FORMATS = "--format {value!r}: give png, svg or png,svg"
+MSG_NO_FIGURES_CONFLICT = "--no-figures and --figures contradict each other; give one"
+MSG_LABELS_NEED_BASELINE = "--labels names the baseline and this audit; it needs --baseline"
 
 
 def labels_arg(text):
@@ -20,6 +22,12 @@ def labels_arg(text):
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
         raise InputError(MSG_LABELS.format(value=text))
     return tuple(parts)
+
+
+def check_figure_options(args):
+    """``--no-figures`` with ``--figures`` is a contradiction, refused before any work."""
+    if args.no_figures and args.figures:
+        raise InputError(MSG_NO_FIGURES_CONFLICT)
 
 
 def formats_arg(text):
@@ -71,19 +79,18 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
 def _run(args):
     from ..report import load_audit
 
-    console = make_console(stderr=args.markdown == "-")
-    doc = load_audit(args.audit)
-    baseline = load_audit(args.baseline, what="baseline") if args.baseline else None
-    labels = labels_arg(args.labels)
     if not (args.html or args.markdown or args.figures):
         args.html = os.path.splitext(args.audit)[0] + ".html"
     check_outputs([("--html", args.html, False), ("--markdown", args.markdown, False),
                    ("--figures", args.figures, True)],
                   inputs=[("audit", args.audit), ("baseline", args.baseline)])
-    if args.no_figures and args.figures:
-        raise InputError("--no-figures and --figures contradict each other; give one")
-    if args.labels != "before,after" and not args.baseline:
-        raise InputError("--labels names the baseline and this audit; it needs --baseline")
+    check_figure_options(args)
+    if args.labels and not args.baseline:
+        raise InputError(MSG_LABELS_NEED_BASELINE)
+    labels = labels_arg(args.labels or "before,after")
+    console = make_console(stderr=args.markdown == "-")
+    doc = load_audit(args.audit)
+    baseline = load_audit(args.baseline, what="baseline") if args.baseline else None
     write_outputs(doc, args, console, baseline=baseline, labels=labels)
     return 0
 
@@ -97,6 +104,6 @@ def register(subparsers):
     add_report_arguments(parser)
     parser.add_argument("--baseline", metavar="JSON",
                         help="an earlier audit (e.g. the vanilla model): adds a comparison section and figure")
-    parser.add_argument("--labels", default="before,after", metavar="A,B",
+    parser.add_argument("--labels", metavar="A,B",
                         help="names of the baseline and this audit (default before,after)")
     parser.set_defaults(handler=_run)
