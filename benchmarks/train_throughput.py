@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import functools
 import json
 import os
 import platform
@@ -192,18 +193,16 @@ def main(argv=None) -> int:
     rows = []
     for encoder in args.encoders.split(","):
         flops = flops_per_image(encoder, args.size, device)
-        eager = time_steps(encoder, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                           device=device, optimised=False)
-        tf32 = time_steps(encoder, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                          device=device, optimised=False, tf32=True)
-        fast = time_steps(encoder, size=args.size, batch=args.batch, steps=args.steps, warmup=args.warmup,
-                          device=device, optimised=True)
+        measure = functools.partial(time_steps, encoder, size=args.size, batch=args.batch, steps=args.steps,
+                                    warmup=args.warmup, device=device)
+        eager = measure(optimised=False)
+        tf32 = measure(optimised=False, tf32=True)
+        fast = measure(optimised=True)
         row = {"encoder": encoder, "gflops_per_image": flops / 1e9, "eager": eager, "tf32_eager": tf32,
                "optimised": fast, "speedup": fast["images_per_s"] / eager["images_per_s"],
                "speedup_over_tf32": fast["images_per_s"] / tf32["images_per_s"]}
         if args.compile:
-            row["compiled"] = time_steps(encoder, size=args.size, batch=args.batch, steps=args.steps,
-                                         warmup=args.warmup, device=device, optimised=True, compile_model=True)
+            row["compiled"] = measure(optimised=True, compile_model=True)
             row["compile_break_even_images"] = compile_break_even(fast, row["compiled"])
         row["loop"] = loop_throughput(encoder, size=args.size, batch=args.batch, steps=args.loader_steps,
                                       workers=args.workers, device=device)

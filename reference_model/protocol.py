@@ -186,8 +186,8 @@ def run_holdouts(data: LandmarkData, *, attributes: list[str], config: TrainConf
         queue = context.Queue()
         for device in devices:
             queue.put(device)
-        cpu_threads = max(1, (os.cpu_count() or 1) // sum(d.startswith("cpu") for d in devices)) \
-            if any(d.startswith("cpu") for d in devices) else 1
+        cpu_workers = sum(d.startswith("cpu") for d in devices)
+        cpu_threads = max(1, (os.cpu_count() or 1) // max(cpu_workers, 1))
         with ProcessPoolExecutor(max_workers=len(devices), mp_context=context, initializer=_claim_device,
                                  initargs=(queue, cpu_threads)) as pool:
             results = list(pool.map(_run_in_worker, [{**job, "progress": False} for job in jobs]))

@@ -1,6 +1,7 @@
 """The CUDA paths of the reference model: they run only where a GPU is visible (never in CI).
 
-CI has no GPU, so these are skipped there. On a GPU machine run
+CI has no GPU, so these are skipped there (GPU augmentation is the "cuda" case of
+the augmentation test in test_reference_model.py). On a GPU machine run
 ``bash benchmarks/gpu_session.sh``: it runs this file, the CPU suite of the
 reference model on that machine, and the throughput benchmark.
 """
@@ -13,7 +14,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("segmentation_models_pytorch")
 
-from reference_model.augment import augment_batch  # noqa: E402
 from reference_model.config import TrainConfig  # noqa: E402
 from reference_model.predict import predict_coords  # noqa: E402
 from reference_model.preprocess import prepare  # noqa: E402
@@ -55,23 +55,6 @@ def test_cuda_training_is_reproducible_with_the_same_seed(prepared, tmp_path):
     # cudnn.benchmark may pick other algorithms, so equality is to rounding, not to the bit.
     np.testing.assert_allclose([h["train_loss"] for h in a.history], [h["train_loss"] for h in b.history],
                                rtol=1e-2)
-
-
-def test_gpu_augmentation_moves_landmarks_with_the_image():
-    size = 64
-    device = torch.device("cuda")
-    generator = torch.Generator(device=device).manual_seed(0)
-    coords = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]], [[33.0, 50.0]]], device=device)
-    yy, xx = torch.meshgrid(torch.arange(size, device=device).float(), torch.arange(size, device=device).float(),
-                            indexing="ij")
-    images = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0) for x, y in coords[:, 0]])[:, None]
-    moved, moved_coords = augment_batch(images, coords, generator=generator, rotation_deg=15, scale=0.1,
-                                        translation=0.1, intensity=0.0)
-    assert moved.is_cuda and not torch.allclose(moved_coords, coords)
-    for image, point in zip(moved[:, 0], moved_coords[:, 0]):
-        weights = image.clamp(min=0)
-        centre = torch.stack([(xx * weights).sum(), (yy * weights).sum()]) / weights.sum()
-        torch.testing.assert_close(centre, point, atol=0.25, rtol=0)
 
 
 def test_bf16_prediction_agrees_with_fp32(prepared, tmp_path):

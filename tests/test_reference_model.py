@@ -74,15 +74,18 @@ def test_decode_takes_the_argmax_and_subpixel_recovers_the_offset():
     torch.testing.assert_close(decode(logits, subpixel=True)[0], true, atol=1e-3, rtol=0)
 
 
-def test_augmentation_moves_landmarks_with_the_image():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_augmentation_moves_landmarks_with_the_image(device):
     size = 64
-    generator = torch.Generator().manual_seed(0)
-    coords = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]], [[33.0, 50.0]]])
-    yy, xx = torch.meshgrid(torch.arange(size).float(), torch.arange(size).float(), indexing="ij")
+    generator = torch.Generator(device=device).manual_seed(0)
+    coords = torch.tensor([[[20.0, 30.0]], [[45.0, 12.0]], [[33.0, 50.0]]], device=device)
+    yy, xx = torch.meshgrid(torch.arange(size, device=device).float(), torch.arange(size, device=device).float(),
+                            indexing="ij")
     images = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8.0) for x, y in coords[:, 0]])[:, None]
     moved, moved_coords = augment_batch(images, coords, generator=generator, rotation_deg=15, scale=0.1,
                                         translation=0.1, intensity=0.0)
-    assert not torch.allclose(moved_coords, coords)  # something moved
+    assert moved.device.type == device and not torch.allclose(moved_coords, coords)  # something moved
     for image, point in zip(moved[:, 0], moved_coords[:, 0]):
         weights = image.clamp(min=0)
         centre = torch.stack([(xx * weights).sum(), (yy * weights).sum()]) / weights.sum()
