@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import fairlandmark
-from fairlandmark.significance import SignificanceOptions
+from fairlandmark.stats.significance import SignificanceOptions
 
 R, N, K = 10, 300, 37
 B_PERM, B_BOOT, B_BASE = 10000, 2000, 1000

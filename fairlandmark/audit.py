@@ -17,14 +17,14 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from . import __version__
-from .exceptions import FairlandmarkWarning, InputError
-from .families import family_index
-from .groups import encode_groups
-from .io import dump_json, json_safe
-from .metrics import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
-from .radial_error import WristWidth, parse_wrist_width, radial_errors
-from .schema import Predictions, check_metadata, check_predictions
+from fairlandmark import __version__
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.families import family_index
+from fairlandmark.inputs.groups import encode_groups
+from fairlandmark.files import dump_json, json_safe
+from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
+from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
 
@@ -153,7 +153,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
     sig = None
     if significance is not None:
-        from .significance import run_significance
+        from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                                options=significance)
@@ -162,7 +162,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, warnings=notes)
     if privacy:
-        from .privacy import audit_privacy
+        from fairlandmark.stats.privacy import audit_privacy
 
         result.privacy = audit_privacy(study, **({} if privacy is True else dict(privacy)))
     return result
@@ -199,11 +199,11 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         Also audit the combination of two or more attributes.
     significance : SignificanceOptions or dict, optional
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to
-        :func:`fairlandmark.privacy.audit_privacy` (``within``, ``n_splits``,
+        :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
 
@@ -307,7 +307,7 @@ def _mean_std(x, axis=0):
 def _privacy_block(results):
     if not results:
         return None
-    from .privacy import privacy_block
+    from fairlandmark.stats.privacy import privacy_block
 
     return privacy_block(results)
 
@@ -345,7 +345,7 @@ class AuditResult:
         self.observed = observed
         self.significance = significance
         self.warnings = list(warnings)
-        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.privacy)
+        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -570,7 +570,7 @@ class AuditResult:
 
     def to_csv(self, path):
         """Write :meth:`to_frame` as CSV, atomically."""
-        from .io import atomic_write_text
+        from fairlandmark.files import atomic_write_text
 
         atomic_write_text(path, self.to_frame().to_csv(index=False))
 

@@ -33,8 +33,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from .exceptions import InputError
-from .report import (_e, _html_table, _num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
+from fairlandmark.exceptions import InputError
+from fairlandmark.render.html import (_e, _html_table, _num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
                      summary_row, thr_key)
 
 __all__ = ["compare", "Comparison", "compare_html", "render_comparison"]
@@ -111,7 +111,7 @@ class Comparison:
     def to_json(self, path=None, *, indent=2):
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            from .report import _write_text
+            from fairlandmark.render.html import _write_text
 
             _write_text(path, text + "\n")
         return text

@@ -45,8 +45,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
-from .exceptions import InputError
-from .report import (_num, fmt, keypoint_frame, load_audit, md_table, overall_row, privacy_records, summary_row,
+from fairlandmark.exceptions import InputError
+from fairlandmark.render.html import (_num, fmt, keypoint_frame, load_audit, md_table, overall_row, privacy_records, summary_row,
                      thr_key, to_markdown)
 
 __all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES",

@@ -4,7 +4,7 @@ If a sensitive attribute can be inferred from a model's per-keypoint errors,
 is that because the errors leak it, or because the images show it anyway? A
 CNN trained to predict the attribute from the image itself answers that. It
 uses exactly the folds of the error-based inference
-(:func:`fairlandmark.folds.stratified_image_folds`, same images, same seed),
+(:func:`fairlandmark.stats.folds.stratified_image_folds`, same images, same seed),
 so the two accuracies are comparable fold by fold.
 """
 
@@ -125,13 +125,13 @@ def run_image_control(data: LandmarkData, *, attribute: str, n_splits: int = 5, 
         Images and meta (``attribute`` must be a meta column).
     attribute : str
     n_splits, seed : int
-        Folds of :func:`fairlandmark.folds.stratified_image_folds`; give the
+        Folds of :func:`fairlandmark.stats.folds.stratified_image_folds`; give the
         audit's values to get its folds.
     config : ControlConfig
     predictions_csv : path, optional
         Predictions of the landmark model. The control then uses the images
         of that file (as the error-based inference does) and reports the
-        error-based accuracy (:func:`fairlandmark.privacy.attribute_inference`)
+        error-based accuracy (:func:`fairlandmark.stats.privacy.attribute_inference`)
         on the same folds beside its own.
     out_path : path, optional
         JSON report, written atomically.
@@ -145,7 +145,7 @@ def run_image_control(data: LandmarkData, *, attribute: str, n_splits: int = 5, 
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-    from fairlandmark.folds import stratified_image_folds
+    from fairlandmark.stats.folds import stratified_image_folds
 
     if attribute not in data.meta.columns:
         raise InputError(ERR_ATTRIBUTE.format(name=attribute, available=", ".join(map(str, data.meta.columns))))
@@ -194,7 +194,7 @@ def run_image_control(data: LandmarkData, *, attribute: str, n_splits: int = 5, 
         "folds": fold_rows, "error_accuracy_mean": None, "error_balanced_accuracy_mean": None,
     }
     if predictions is not None:
-        from fairlandmark.privacy import attribute_inference
+        from fairlandmark.stats.privacy import attribute_inference
 
         inferred = attribute_inference(predictions, data.meta, target=attribute, n_splits=n_splits, seed=seed,
                                        n_permutations=0)

@@ -82,7 +82,7 @@ def copy_doc(doc):
 
 
 def privacy_block(scores):
-    """A privacy block shaped like fairlandmark.privacy.privacy_block: {attribute: (bacc, p, leak, top)}."""
+    """A privacy block shaped like fairlandmark.stats.privacy.privacy_block: {attribute: (bacc, p, leak, top)}."""
     attrs = {}
     for name, (bacc, p, leak, top) in scores.items():
         line = (f"errors predict {name} better than chance: balanced accuracy {bacc:.2f} (chance 0.50, p = {p:.3f})"

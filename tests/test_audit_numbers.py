@@ -20,7 +20,7 @@ import pytest
 
 import fairlandmark
 from fairlandmark import FairlandmarkWarning, InputError, audit
-from fairlandmark.convert import convert
+from fairlandmark.inputs.convert import convert
 
 RTOL = 1e-12
 NAN = float("nan")

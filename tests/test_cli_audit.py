@@ -291,7 +291,7 @@ def test_every_command_refuses_to_write_over_its_input(tmp_path, capsys):
 
 
 def test_atomic_write_errors_name_the_requested_path_and_leave_no_temporary(tmp_path):
-    from fairlandmark.io import atomic_write_text
+    from fairlandmark.files import atomic_write_text
 
     folder = tmp_path / "taken"
     folder.mkdir()

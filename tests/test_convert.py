@@ -10,7 +10,7 @@ import pytest
 
 from fairlandmark import FairlandmarkWarning, InputError, audit
 from fairlandmark.cli import main
-from fairlandmark.convert import convert, metadata_template, read_wide, wide_to_long, write_long
+from fairlandmark.inputs.convert import convert, metadata_template, read_wide, wide_to_long, write_long
 
 TRUTH = "001,10,20,30,40\n002,1.5,2.5,3.5,4.5\n003,0,0,5,5\n"
 PRED = "001,11,20,30,42\n002,1.5,2.5,3.5,4.5\n003,3,4,5,5\n"

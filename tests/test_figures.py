@@ -14,7 +14,7 @@ from _report_fixtures import make_doc  # noqa: E402
 from fairlandmark.exceptions import InputError  # noqa: E402
 
 pytest.importorskip("matplotlib")
-from fairlandmark import figures as F  # noqa: E402
+from fairlandmark.render import figures as F  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -208,7 +208,7 @@ def test_real_significance_and_privacy_output():
     from sklearn.ensemble import RandomForestClassifier
 
     import fairlandmark as fl
-    from fairlandmark.report import to_html
+    from fairlandmark.render.html import to_html
 
     rng = np.random.default_rng(0)
     true = rng.uniform(0, 500, (60, 5, 2))

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from fairlandmark import InputError
-from fairlandmark.families import family_index, parse_family
-from fairlandmark.groups import encode_groups, parse_bin
-from fairlandmark.metrics import (
+from fairlandmark.inputs.families import family_index, parse_family
+from fairlandmark.inputs.groups import encode_groups, parse_bin
+from fairlandmark.stats.kernel import (
     RunKernel,
     aggregate,
     build_values,

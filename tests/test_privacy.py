@@ -21,8 +21,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from fairlandmark.audit import prepare_study
 from fairlandmark.cli import main
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.folds import stratified_image_folds
-from fairlandmark.privacy import (
+from fairlandmark.stats.folds import stratified_image_folds
+from fairlandmark.stats.privacy import (
     _pipeline,
     attribute_inference,
     audit_privacy,
@@ -279,7 +279,7 @@ def test_study_input_and_audit_privacy_section():
     assert {"balanced_accuracy", "p_value", "importance", "risk_line", "top_keypoints"} <= set(doc["analyses"][0])
     block = privacy_block(results)
     assert set(block["attributes"]) == {"age_group", "sex"}
-    report = pytest.importorskip("fairlandmark.report")
+    report = pytest.importorskip("fairlandmark.render.html")
     records = report.privacy_records({"privacy": json.loads(json.dumps(block))})
     assert [(r["attribute"], r["analysis"]) for r in records] == [
         ("age_group", "sex=F"), ("age_group", "sex=M"), ("sex", "all")]
@@ -338,8 +338,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
 def test_audit_privacy_arguments_run_the_section(capsys):
     import argparse
 
-    from fairlandmark.commands.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
-    from fairlandmark.console import make_console
+    from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+    from fairlandmark.render.console import make_console
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=0)

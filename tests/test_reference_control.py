@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("segmentation_models_pytorch")
 fairlandmark = pytest.importorskip("fairlandmark")
 
-from fairlandmark.folds import stratified_image_folds  # noqa: E402
+from fairlandmark.stats.folds import stratified_image_folds  # noqa: E402
 from reference_model.control import ControlConfig, run_image_control  # noqa: E402
 from reference_model.datasets import LandmarkData  # noqa: E402
 from reference_model.synth import SynthSpec, write_synthetic  # noqa: E402
@@ -68,7 +68,7 @@ def test_control_beside_the_error_based_inference_on_the_same_images(tmp_path):
     assert report["n_images"] == 25
     assert 0.0 <= report["error_accuracy_mean"] <= 1.0 and 0.0 <= report["image_accuracy_mean"] <= 1.0
     sex = data.meta.set_index("image_id").loc[tested, "sex"]
-    from fairlandmark.privacy import row_folds
+    from fairlandmark.stats.privacy import row_folds
 
     preds = pd.read_csv(tmp_path / "preds.csv", dtype={"image_id": str})
     per_image = preds.drop_duplicates(["run", "image_id"])

@@ -16,7 +16,7 @@ from _report_fixtures import copy_doc, make_doc  # noqa: E402
 
 from fairlandmark.cli import main  # noqa: E402
 from fairlandmark.exceptions import InputError  # noqa: E402
-from fairlandmark.report import keypoint_frame, load_audit, to_html, to_markdown  # noqa: E402
+from fairlandmark.render.html import keypoint_frame, load_audit, to_html, to_markdown  # noqa: E402
 
 pytest.importorskip("matplotlib")
 

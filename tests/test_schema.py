@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from fairlandmark import FairlandmarkWarning, InputError
-from fairlandmark.radial_error import parse_wrist_width, radial_errors
-from fairlandmark.schema import check_metadata, check_predictions, read_table
+from fairlandmark.inputs.radial_error import parse_wrist_width, radial_errors
+from fairlandmark.inputs.schema import check_metadata, check_predictions, read_table
 
 HEADER = "image_id,keypoint,pred_x,pred_y,true_x,true_y\n"
 GOOD = HEADER + "001,1,1,1,0,0\n001,2,3,4,0,0\n002,1,,,0,0\n002,2,0,1,0,0\n"

@@ -11,7 +11,7 @@ from scipy import stats
 
 from fairlandmark import audit_arrays
 from fairlandmark.exceptions import InputError
-from fairlandmark.significance import (
+from fairlandmark.stats.significance import (
     SignificanceOptions,
     benjamini_hochberg,
     holm,

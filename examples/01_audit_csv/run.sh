@@ -7,7 +7,7 @@ mkdir -p "$out"
 # 1. A study to audit (skip this step with your own preds.csv / meta.csv).
 python - "$out" <<'PY'
 import sys
-from fairlandmark.demo import make_demo_study
+from fairlandmark.inputs.demo_data import make_demo_study
 preds, meta = make_demo_study(seed=1)
 preds.to_csv(f"{sys.argv[1]}/preds.csv", index=False)
 meta.to_csv(f"{sys.argv[1]}/meta.csv", index=False)

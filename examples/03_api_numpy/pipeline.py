@@ -6,7 +6,7 @@ Run: python examples/03_api_numpy/pipeline.py
 import numpy as np
 
 import fairlandmark
-from fairlandmark.significance import SignificanceOptions
+from fairlandmark.stats.significance import SignificanceOptions
 
 rng = np.random.default_rng(0)
 

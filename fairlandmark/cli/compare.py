@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from ..console import make_console
-from ..exceptions import InputError
-from ..io import check_outputs
-from ._common import number_arg
-from .report import labels_arg
+from fairlandmark.render.console import make_console
+from fairlandmark.exceptions import InputError
+from fairlandmark.files import check_outputs
+from fairlandmark.cli._common import number_arg
+from fairlandmark.cli.report import labels_arg
 
 __all__ = ["register"]
 
 
 def _run(args):
-    from ..compare import compare, render_comparison
+    from fairlandmark.compare import compare, render_comparison
 
     check_outputs([("--json", args.json, False), ("--markdown", args.markdown, False),
                    ("--figure", args.figure, False)],
@@ -27,11 +27,11 @@ def _run(args):
     if args.json:
         cmp.to_json(args.json)
     if args.markdown:
-        from ..report import _write_text
+        from fairlandmark.render.html import _write_text
 
         _write_text(args.markdown, cmp.to_markdown(top=args.top))
     if args.figure:
-        from ..figures import compare_bars, save_figure
+        from fairlandmark.render.figures import compare_bars, save_figure
 
         save_figure(compare_bars(args.before, args.after, labels=cmp.labels, attribute=args.attributes), args.figure)
     for path in (args.json, args.markdown, args.figure):

@@ -7,10 +7,10 @@ import os
 import sys
 import warnings
 
-from ..convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
+from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
-from ..exceptions import FairlandmarkWarning, InputError
-from ..io import check_outputs
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.files import check_outputs
 
 __all__ = ["register"]
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exceptions import FairlandmarkWarning, InputError
-from .io import atomic_write_bytes, atomic_write_text
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.files import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "WideTable",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from ..audit import run_audit
-from ..console import make_console, render_audit
-from ._common import add_output_arguments, add_study_arguments, study_from_args
-from ..exceptions import InputError
-from ..io import check_outputs
-from .gate import add_gate_arguments, gate_requested, rules_from_args
-from .privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
-from .report import add_report_arguments, check_figure_options
+from fairlandmark.audit import run_audit
+from fairlandmark.render.console import make_console, render_audit
+from fairlandmark.cli._common import add_output_arguments, add_study_arguments, study_from_args
+from fairlandmark.exceptions import InputError
+from fairlandmark.files import check_outputs
+from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
+from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
@@ -25,7 +25,7 @@ def add_audit_arguments(parser):
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
     try:
-        from ..significance import add_significance_arguments
+        from fairlandmark.stats.significance import add_significance_arguments
     except ImportError:  # pragma: no cover - significance is part of the package
         add_audit_privacy_arguments(parser)
         return
@@ -37,7 +37,7 @@ def audit_from_args(args, *, console=None):
     study = study_from_args(args)
     significance = None
     if getattr(args, "permutations", None) is not None:
-        from ..significance import options_from_args
+        from fairlandmark.stats.significance import options_from_args
 
         significance = options_from_args(args)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
@@ -86,11 +86,11 @@ def _run(args):
         result.to_csv(args.csv)
         console.print(f"wrote {args.csv}")
     if args.html or args.markdown or args.figures:
-        from .report import write_outputs
+        from fairlandmark.cli.report import write_outputs
 
         write_outputs(result, args, console)
     if rules is not None:
-        from .gate import run_gate_from_args
+        from fairlandmark.cli.gate import run_gate_from_args
 
         return run_gate_from_args(result, args, console, rules=rules)
     return 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shlex
 
-from ..audit import audit
-from ..console import make_console, render_audit
-from ..demo import PLANTED_BIAS, make_demo_study
-from ..exceptions import InputError
-from ..io import atomic_write_text, check_outputs
-from ..significance import SignificanceOptions
-from ._common import number_arg, positive_int, seed_arg
+from fairlandmark.audit import audit
+from fairlandmark.render.console import make_console, render_audit
+from fairlandmark.inputs.demo_data import PLANTED_BIAS, make_demo_study
+from fairlandmark.exceptions import InputError
+from fairlandmark.files import atomic_write_text, check_outputs
+from fairlandmark.stats.significance import SignificanceOptions
+from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 
 __all__ = ["register"]
 
@@ -40,7 +40,7 @@ def _run(args):
     result.to_csv(os.path.join(args.out, "audit.csv"))
     written = [json_path, os.path.join(args.out, "audit.csv")]
     try:
-        from ..report import write_html
+        from fairlandmark.render.html import write_html
 
         html_path = os.path.join(args.out, "report.html")
         write_html(result, html_path)

@@ -1,7 +1,7 @@
 """Figures of an audit (matplotlib, the optional ``[report]`` extra).
 
 Every function takes the audit document (a path, dict or AuditResult, see
-:func:`fairlandmark.report.load_audit`) and returns a
+:func:`fairlandmark.render.html.load_audit`) and returns a
 :class:`matplotlib.figure.Figure` drawn on the Agg canvas; pyplot is never
 used, so nothing global changes and figures are freed with their object.
 Widths and label sizes scale with the number of keypoints, so the same
@@ -41,8 +41,8 @@ import re
 import numpy as np
 import pandas as pd
 
-from .exceptions import InputError
-from .report import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
+from fairlandmark.exceptions import InputError
+from fairlandmark.render.html import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
 
 __all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
            "require_matplotlib", "MissingExtraError"]
@@ -399,7 +399,7 @@ def png_base64(fig, *, dpi=110):
 
 def save_figure(fig, path, *, dpi=150):
     """Write ``fig`` to ``path`` (``.png`` or ``.svg``) atomically; returns the path."""
-    from .io import atomic_write_bytes
+    from fairlandmark.files import atomic_write_bytes
 
     suffix = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")
     if suffix not in ("png", "svg"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .exceptions import InputError
+from fairlandmark.exceptions import InputError
 
 __all__ = ["parse_family", "family_index"]
 

@@ -1,6 +1,6 @@
 """Image-level stratified folds shared by every attribute-inference experiment.
 
-The error-based attribute inference (:mod:`fairlandmark.privacy`) and the
+The error-based attribute inference (:mod:`fairlandmark.stats.privacy`) and the
 reference model's image-classifier control must see *the same* folds, so both
 call :func:`stratified_image_folds`. Folds are made over unique image ids, so
 one image (with all its runs) is never on both sides of a split.

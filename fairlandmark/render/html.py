@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from .exceptions import InputError
+from fairlandmark.exceptions import InputError
 
 __all__ = [
     "load_audit", "keypoint_frame", "keypoint_mre", "has_significance", "to_markdown", "to_html",
@@ -437,7 +437,7 @@ def _write_text(path, text):
 
         sys.stdout.write(text)
         return
-    from .io import atomic_write_text
+    from fairlandmark.files import atomic_write_text
 
     atomic_write_text(path, text)
 
@@ -501,7 +501,7 @@ def _heat(value, vmax):
 
 
 def _figure_html(fig, caption, dpi=110):
-    from .figures import png_base64
+    from fairlandmark.render.figures import png_base64
 
     data = png_base64(fig, dpi=dpi)
     return (f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
@@ -641,7 +641,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     doc = load_audit(source)
     base = load_audit(baseline, what="baseline") if baseline is not None else None
     if figures:
-        from .figures import require_matplotlib
+        from fairlandmark.render.figures import require_matplotlib
 
         require_matplotlib()
     frame = keypoint_frame(doc)
@@ -695,7 +695,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             header, rows, left=2, row_classes=["sig" if s else "" for s in gaps["significant"]]))
 
     if figures:
-        from . import figures as F
+        from fairlandmark.render import figures as F
 
         P.append("<h2>Figures</h2>")
         fig = F.mre_bars(doc)
@@ -714,7 +714,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
 
     if base is not None:
-        from .compare import compare, compare_html
+        from fairlandmark.compare import compare, compare_html
 
         P.append(f"<h2>Comparison: {_e(labels[0])} → {_e(labels[1])}</h2>")
         P.append(compare_html(compare(base, doc, labels=labels)))

@@ -8,7 +8,7 @@ the controls a reader needs to trust the number:
 
 * **features**: one row per (run, image), one column per keypoint, the radial
   error (mm where a scale is known);
-* **folds over images**: :func:`fairlandmark.folds.stratified_image_folds`
+* **folds over images**: :func:`fairlandmark.stats.folds.stratified_image_folds`
   splits the *unique images* (stratified on the target), then every run-row of
   an image goes to the side of its image, so one image is never in both the
   training and the test part of a fold (:func:`row_folds`). The reference
@@ -52,10 +52,10 @@ import numpy as np
 import pandas as pd
 # scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
-from . import __version__
-from .exceptions import FairlandmarkWarning, InputError
-from .folds import stratified_image_folds
-from .io import dump_json, json_safe
+from fairlandmark import __version__
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.stats.folds import stratified_image_folds
+from fairlandmark.files import dump_json, json_safe
 
 __all__ = [
     "attribute_inference",
@@ -168,7 +168,7 @@ def _pipeline(estimator, seed):
 def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
     """Cross-validation folds over rows that never split an image.
 
-    The unique images are split by :func:`fairlandmark.folds.stratified_image_folds`
+    The unique images are split by :func:`fairlandmark.stats.folds.stratified_image_folds`
     (stratified on each image's label); each row then follows its image.
 
     Parameters
@@ -431,7 +431,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     1
     """
     _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator)
-    from .audit import Study, prepare_study
+    from fairlandmark.audit import Study, prepare_study
 
     if isinstance(predictions, Study):
         if metadata is not None:

@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-from .exceptions import InputError
+from fairlandmark.exceptions import InputError
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json", "check_outputs"]
 

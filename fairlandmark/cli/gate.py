@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..console import make_console
-from ._common import number_arg
+from fairlandmark.render.console import make_console
+from fairlandmark.cli._common import number_arg
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
 
@@ -84,7 +84,7 @@ def gate_requested(args):
 
 def rules_from_args(args):
     """Config file rules, overridden by the flags."""
-    from ..gate import GateRules, load_rules
+    from fairlandmark.gate import GateRules, load_rules
 
     base = GateRules(source="flags") if args.no_config else load_rules(args.config)
     flags = {
@@ -104,7 +104,7 @@ def rules_from_args(args):
 def render_gate(result, console, *, max_failures=20):
     from rich.table import Table
 
-    from ..report import fmt
+    from fairlandmark.render.html import fmt
 
     table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
     for col in ("rule", "limit", "checks", "failed", "worst"):
@@ -126,13 +126,13 @@ def render_gate(result, console, *, max_failures=20):
 
 def run_gate_from_args(audit, args, console, *, rules=None):
     """Run the gate on ``audit`` (path, dict or AuditResult) and write the outputs; returns the exit code."""
-    from ..gate import run_gate
+    from fairlandmark.gate import run_gate
 
     result = run_gate(audit, rules if rules is not None else rules_from_args(args))
     if not getattr(args, "quiet", False):
         render_gate(result, console)
-    from ..io import atomic_write_text
-    from ..report import _write_text
+    from fairlandmark.files import atomic_write_text
+    from fairlandmark.render.html import _write_text
 
     if args.junit:
         atomic_write_text(args.junit, result.to_junit())
@@ -151,7 +151,7 @@ def run_gate_from_args(audit, args, console, *, rules=None):
 
 
 def _run(args):
-    from ..io import check_outputs
+    from fairlandmark.files import check_outputs
 
     check_outputs([("--junit", args.junit, False), ("--markdown", args.gate_markdown, False),
                    ("--json", args.gate_json, False)],

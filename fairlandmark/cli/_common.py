@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ..audit import prepare_study
-from ..exceptions import InputError
-from ..families import parse_family
-from ..groups import parse_bin
-from ..radial_error import parse_wrist_width
+from fairlandmark.audit import prepare_study
+from fairlandmark.exceptions import InputError
+from fairlandmark.inputs.families import parse_family
+from fairlandmark.inputs.groups import parse_bin
+from fairlandmark.inputs.radial_error import parse_wrist_width
 
 __all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
            "seed_arg", "checked"]

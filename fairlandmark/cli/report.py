@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from ..console import make_console
-from ..exceptions import InputError
-from ..io import check_outputs
-from ._common import number_arg
+from fairlandmark.render.console import make_console
+from fairlandmark.exceptions import InputError
+from fairlandmark.files import check_outputs
+from fairlandmark.cli._common import number_arg
 
 __all__ = ["register", "add_report_arguments", "write_outputs", "check_figure_options"]
 
@@ -54,7 +54,7 @@ def add_report_arguments(parser, *, default_html=False):
 
 def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after")):
     """Write what ``--html``, ``--markdown`` and ``--figures`` ask for; returns the paths."""
-    from .. import report
+    from fairlandmark.render import html as report
 
     doc = report.load_audit(doc)  # an AuditResult is converted once
     written = []
@@ -68,7 +68,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
         if args.markdown != "-":
             written.append(args.markdown)
     if args.figures:
-        from ..figures import write_figures
+        from fairlandmark.render.figures import write_figures
 
         written += write_figures(doc, args.figures, formats=formats, baseline=baseline, labels=labels, dpi=args.dpi)
     for path in written:
@@ -77,7 +77,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
 
 
 def _run(args):
-    from ..report import load_audit
+    from fairlandmark.render.html import load_audit
 
     if not (args.html or args.markdown or args.figures):
         args.html = os.path.splitext(args.audit)[0] + ".html"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-from ..console import fmt, fmt_p, make_console
-from ..privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
-from ._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
+from fairlandmark.render.console import fmt, fmt_p, make_console
+from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
+from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
@@ -67,7 +67,7 @@ def render_privacy(result, console, *, top=TOP_ROWS):
 
 
 def _run(args):
-    from ..io import check_outputs
+    from fairlandmark.files import check_outputs
 
     check_outputs([("--json", args.json, False)],
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata)])
@@ -139,7 +139,7 @@ def privacy_from_audit_args(study, args, *, console=None):
     """Run the privacy section for an audit's study; returns a list of PrivacyResult (empty without --privacy)."""
     if not getattr(args, "privacy", False):
         return []
-    from ..privacy import audit_privacy
+    from fairlandmark.stats.privacy import audit_privacy
 
     seed = getattr(args, "seed", 0) or 0
     return audit_privacy(

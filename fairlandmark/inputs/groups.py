@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exceptions import InputError
+from fairlandmark.exceptions import InputError
 
 __all__ = ["GroupCoding", "parse_bin", "encode_groups", "INTERSECTION_SEP"]
 

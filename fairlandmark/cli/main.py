@@ -1,7 +1,7 @@
 """Command line: ``fairlandmark <command>``.
 
 The CLI is a thin layer over the Python API. Each subcommand lives in
-``fairlandmark/commands/<name>.py`` with ``register(subparsers)``; the handler
+``fairlandmark/cli/<name>.py`` with ``register(subparsers)``; the handler
 returns an exit code. Bad input (:class:`InputError`) becomes one line on
 stderr and exit code 2, with no traceback.
 """
@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import __version__
-from .exceptions import FairlandmarkWarning, InputError
+from fairlandmark.cli.exceptions import FairlandmarkWarning, InputError
 
 __all__ = ["main", "build_parser"]
 
@@ -36,12 +36,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"fairlandmark {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f".commands.{name}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(f"commands.{name}"):
-                continue  # command not built into this version
-            raise
+        module = importlib.import_module(f"fairlandmark.cli.{name}")
         module.register(sub)
     return parser
 

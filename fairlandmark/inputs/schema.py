@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
 
 __all__ = [
     "COORD_COLUMNS",

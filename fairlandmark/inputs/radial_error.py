@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .exceptions import InputError
+from fairlandmark.exceptions import InputError
 
 __all__ = ["WristWidth", "parse_wrist_width", "radial_errors"]
 
@@ -73,7 +73,7 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
 
     Parameters
     ----------
-    preds : fairlandmark.schema.Predictions
+    preds : fairlandmark.inputs.schema.Predictions
         Validated predictions.
     spacing_mm : float, optional
         mm per pixel for every image.

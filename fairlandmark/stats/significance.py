@@ -1,7 +1,7 @@
 """Significance of per-keypoint parity gaps.
 
 Four questions per (attribute, keypoint), all answered with the metrics kernel
-(:mod:`fairlandmark.metrics`) over batches of resamples, with no Python loop
+(:mod:`fairlandmark.stats.kernel`) over batches of resamples, with no Python loop
 per keypoint or per resample:
 
 1. *Is the DP larger than chance?* A label-permutation test. The labels of the
@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .exceptions import InputError
-from .metrics import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+from fairlandmark.exceptions import InputError
+from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
 
 __all__ = [
     "SignificanceOptions",
@@ -563,7 +563,7 @@ class SignificanceResult:
 
 def add_significance_arguments(parser):
     group = parser.add_argument_group("significance")
-    from .commands._common import positive_int
+    from fairlandmark.cli._common import positive_int
 
     group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
                        help="label permutations for p-values (default 10000; 0 = off)")

@@ -1,0 +1,5 @@
+"""Command line (argparse only). Nothing in the package imports it."""
+
+from fairlandmark.cli.main import main
+
+__all__ = ["main"]

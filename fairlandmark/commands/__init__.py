@@ -1,1 +1,0 @@
-"""Subcommands of the ``fairlandmark`` CLI, one module each."""

@@ -1,0 +1,1 @@
+"""Statistics: the vectorised kernel, permutation/bootstrap significance, folds and privacy."""
