@@ -30,6 +30,7 @@ from fairlandmark.formatting import num
 __all__ = [
     "AuditDocument", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
     "keypoint_frame", "keypoint_mre", "overall_row", "summary_row", "privacy_records", "top_gaps",
+    "rank_by_evidence",
 ]
 
 AuditDocument = dict[str, Any]
@@ -197,9 +198,12 @@ def keypoint_frame(doc):
     """One tidy row per (attribute, keypoint) from the audit document.
 
     Columns: ``attribute, keypoint, family, dp, dp_std, dp_low, dp_high,
-    baseline_mean, baseline_std, p_value, p_adjusted, significant, pair,
-    mre, mre_gap, mre_gap_p_adjusted``. Significance columns are NaN (and
-    ``significant`` False) when the audit has none.
+    baseline_mean, baseline_std, dp_above_chance, p_value, p_adjusted,
+    significant, pair, mre, mre_gap, mre_gap_p_adjusted``, and the signed gap
+    of the reported pair with its interval (``gap, gap_low, gap_high``) when
+    the audit has them. Significance columns are NaN (and ``significant``
+    False) when the audit has none. ``pair`` is empty when DP is 0 (no group
+    is ahead, so naming a pair would mislead).
 
     Examples
     --------
@@ -213,19 +217,23 @@ def keypoint_frame(doc):
         ci = rec.get("dp_ci") or [None, None]
         mre, mre_std = _record_mre(rec)
         pair = rec.get("pair")
+        dp = num(rec.get("dp"))
+        gap_ci = rec.get("gap_ci") or [None, None]
         rows.append({
             "attribute": rec.get("attribute"), "keypoint": rec.get("keypoint"), "family": rec.get("family") or "",
-            "dp": num(rec.get("dp")), "dp_std": num(rec.get("dp_std")),
+            "dp": dp, "dp_std": num(rec.get("dp_std")),
             "dp_low": num(ci[0]), "dp_high": num(ci[1]),
+            "gap": num(rec.get("gap")), "gap_low": num(gap_ci[0]), "gap_high": num(gap_ci[1]),
             "baseline_mean": num(rec.get("baseline_mean")), "baseline_std": num(rec.get("baseline_std")),
+            "dp_above_chance": dp - num(rec.get("baseline_mean")),
             "p_value": num(rec.get("p_value")), "p_adjusted": num(rec.get("p_adjusted")),
             "significant": bool(rec.get("significant") or False),
-            "pair": " vs ".join(str(p) for p in pair) if pair else "",
+            "pair": " vs ".join(str(p) for p in pair) if pair and dp > 0 else "",
             "mre": mre, "mre_std": mre_std,
             "mre_gap": num(rec.get("mre_gap")), "mre_gap_p_adjusted": num(rec.get("mre_gap_p_adjusted")),
         })
-    columns = ["attribute", "keypoint", "family", "dp", "dp_std", "dp_low", "dp_high", "baseline_mean",
-               "baseline_std", "p_value", "p_adjusted", "significant", "pair", "mre", "mre_std", "mre_gap",
+    columns = ["attribute", "keypoint", "family", "dp", "dp_std", "dp_low", "dp_high", "gap", "gap_low",
+               "gap_high", "baseline_mean", "baseline_std", "dp_above_chance", "p_value", "p_adjusted", "significant", "pair", "mre", "mre_std", "mre_gap",
                "mre_gap_p_adjusted"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -288,7 +296,31 @@ def privacy_records(doc):
     return out
 
 
-def top_gaps(doc, top=5):
-    """The ``top`` (attribute, keypoint) rows with the largest DP."""
+def rank_by_evidence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a :func:`keypoint_frame` ordered by the evidence for a gap.
+
+    Adjusted p ascending (missing last), then DP above the chance DP
+    descending, then DP descending. Without significance this is the DP order.
+    Raw DP alone would rank the intersection first (its chance DP is larger,
+    it has more and smaller groups) and hide single-attribute findings.
+
+    Examples
+    --------
+    >>> f = pd.DataFrame({"dp": [0.3, 0.1, 0.2], "dp_above_chance": [0.1, 0.05, 0.15],
+    ...                   "p_adjusted": [0.2, 0.01, 0.01]})
+    >>> rank_by_evidence(f)["dp"].tolist()
+    [0.2, 0.1, 0.3]
+    """
+    if frame.empty:
+        return frame
+    keys = pd.DataFrame({"p": frame["p_adjusted"].fillna(math.inf),
+                         "above": -frame["dp_above_chance"].fillna(-math.inf),
+                         "dp": -frame["dp"].fillna(-math.inf)}, index=frame.index)
+    order = keys.sort_values(["p", "above", "dp"], kind="stable").index
+    return frame.loc[order]
+
+
+def top_gaps(doc: object, top: int = 5) -> pd.DataFrame:
+    """The ``top`` (attribute, keypoint) rows with the strongest evidence of a gap (:func:`rank_by_evidence`)."""
     frame = keypoint_frame(doc)
-    return frame.dropna(subset=["dp"]).sort_values("dp", ascending=False, kind="stable").head(top)
+    return rank_by_evidence(frame.dropna(subset=["dp"])).head(top)

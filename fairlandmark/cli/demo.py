@@ -16,6 +16,18 @@ from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 __all__ = ["register"]
 
 
+def demo_command(preds_path, meta_path, written, args):
+    """The ``fairlandmark audit`` command that repeats the demo's audit and writes the same outputs."""
+    parts = ["fairlandmark", "audit", preds_path, meta_path, "-a", "sex", "-a", "age", "--bin", "age=14",
+             "--wrist-width", "1,5,50", "--threshold-mm", "2", "--threshold-mm", "4", "--threshold-mm", "10",
+             "--family", "wrist=1-18", "--family", "fingers=19-37",
+             "--permutations", str(args.permutations), "--bootstrap", str(args.bootstrap), "--seed", str(args.seed)]
+    flags = {".json": "--json", ".csv": "--csv", ".html": "--html"}
+    for path in written:
+        parts += [flags[os.path.splitext(path)[1]], path]
+    return shlex.join(parts)
+
+
 def _run(args):
     check_outputs([("--out", args.out, True)])
     console = make_console()
@@ -48,10 +60,10 @@ def _run(args):
     except InputError as exc:  # matplotlib (the [report] extra) missing
         console.print(f"[yellow]no HTML report: {exc}[/]")
     console.print("wrote " + ", ".join(written))
-    cmd = (f"fairlandmark audit {shlex.quote(preds_path)} {shlex.quote(meta_path)} -a sex -a age --bin age=14 "
-           "--wrist-width 1,5,50 --threshold-mm 2 --threshold-mm 4 --threshold-mm 10 "
-           "--family wrist=1-18 --family fingers=19-37")
-    console.print(f"Same audit from the command line:\n  {cmd}")
+    console.print("Same audit from the command line (one line; paste it as it is):")
+    # soft_wrap: never break the command across lines; markup off: paths are shown as they are.
+    console.print(demo_command(preds_path, meta_path, written, args), soft_wrap=True, markup=False,
+                  highlight=False)
     return 0
 
 

@@ -3,105 +3,169 @@
 from __future__ import annotations
 
 import math
+import os
+from collections import Counter
+from collections.abc import Sequence
 
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from fairlandmark.compare import CHANGE_TOLERANCE, Comparison
 from fairlandmark.gate import GateResult
 from fairlandmark.stats.privacy import PrivacyResult
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
 from fairlandmark.render.markdown import comparison_rows
+from fairlandmark.render.tables import TextColumn, fit_tables
+from fairlandmark.findings import Finding, findings
 
-__all__ = ["render_audit", "render_comparison", "render_privacy", "render_gate", "make_console", "PRIVACY_TOP_ROWS"]
+__all__ = ["render_audit", "render_comparison", "render_privacy", "render_gate", "make_console", "PRIVACY_TOP_ROWS",
+           "render_findings", "render_warnings", "collapse_warnings", "LOG_WIDTH"]
 
 PRIVACY_TOP_ROWS = 10  # keypoints shown in the privacy importance ranking
+LOG_WIDTH = 200  # columns when writing to a file or pipe and COLUMNS is not set
 
 
-def make_console(stderr=False):
-    """Console that keeps tables whole in logs: 200 columns when not a terminal."""
+def make_console(stderr: bool = False) -> Console:
+    """Console for the CLI: the terminal's width, or ``COLUMNS`` when set; 200 columns in logs otherwise.
+
+    Tables adapt to this width (:func:`fairlandmark.render.tables.fit_tables`), so
+    a narrow terminal gets more, narrower tables rather than shortened numbers.
+    """
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
+    columns = os.environ.get("COLUMNS", "")
+    width = None if probe.is_terminal or columns.isdigit() else LOG_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
 
 
-def render_audit(result, console):
-    """Print one keypoint table per attribute, then the summary."""
-    unit = result.unit
+def render_findings(items: Sequence[Finding], console: Console, *, title: str = "Findings") -> None:
+    """Print the findings in words: a bold title, then one sentence a line (alarms in red)."""
+    console.print(Text(title, style="bold underline"))
+    for f in items:
+        text = Text(f.text.lstrip(), style="bold red" if f.alarm else "")
+        indent = len(f.text) - len(f.text.lstrip())
+        # Listed items keep their indent on wrapped lines too.
+        console.print(Padding(text, (0, 0, 0, indent)) if indent else text)
+
+
+def collapse_warnings(notes: Sequence[str]) -> list[str]:
+    """Repeated warnings once, with a count (``(x12)``), in first-seen order.
+
+    Examples
+    --------
+    >>> collapse_warnings(["a", "b", "a"])
+    ['a (x2)', 'b']
+    """
+    counts = Counter(notes)
+    return [n if counts[n] == 1 else f"{n} (x{counts[n]})" for n in dict.fromkeys(notes)]
+
+
+def render_warnings(notes: Sequence[str], console: Console) -> None:
+    """One line per distinct warning, user text shown as text."""
+    for note in collapse_warnings(notes):
+        console.print(Text.assemble(("warning: ", "yellow"), note))
+
+
+def _keypoint_columns(result, a: str, has_sig: bool) -> tuple[list[TextColumn], list[TextColumn]]:
+    """Key columns (keypoint, family) and value columns of one attribute's table."""
     primary = f"sdr_{result.thresholds[0]:g}"
     pk, pg = result.per_keypoint, result.per_group
+    sub = pk[pk["attribute"] == a].to_dict("records")
+    groups = list(result.groups.loc[result.groups["attribute"] == a, "group"])
+    by_kp = {kp: frame.set_index("group") for kp, frame in pg[pg["attribute"] == a].groupby("keypoint", sort=False)}
+    key = [TextColumn("kp", [str(r["keypoint"]) for r in sub])]
+    if result.study.families:
+        key.append(TextColumn("family", [r["family"] or "" for r in sub], justify="left"))
+    cols = [TextColumn(f"{g}\nSDR   MRE", [f"{fmt(by_kp[r['keypoint']].loc[g, primary], 2)}  "
+                                           f"{fmt(by_kp[r['keypoint']].loc[g, 'mre'], 2)}" for r in sub])
+            for g in groups]
+    sig = [bool(has_sig and r.get("significant")) for r in sub]
+    cols.append(TextColumn("DP", [fmt_pm(r["dp"], r["dp_std"]) + (" *" if s else "  ") for r, s in zip(sub, sig)],
+                           styles=["bold red" if s else "" for s in sig]))
+    cols.append(TextColumn("pair\n(high vs low)",
+                           [r["pair"] if isinstance(r["pair"], str) and num(r["dp"]) > 0 else "-" for r in sub],
+                           justify="left"))
+    if has_sig:
+        ci = int(round(result.significance.options.ci * 100))
+        cols.append(TextColumn("chance\nDP", [fmt_pm(r.get("baseline_mean"), r.get("baseline_std")) for r in sub]))
+        if "gap_ci_low" in pk.columns:
+            cols.append(TextColumn("pair\ngap", [fmt_signed(r.get("gap")) for r in sub]))
+            cols.append(TextColumn(f"pair gap\n{ci}% CI", [
+                f"{fmt_signed(r['gap_ci_low'])}, {fmt_signed(r['gap_ci_high'])}"
+                if not math.isnan(num(r.get("gap_ci_low"))) else "-" for r in sub]))
+        elif "dp_ci_low" in pk.columns:
+            cols.append(TextColumn(f"{ci}% CI", [f"{fmt(r.get('dp_ci_low'))}–{fmt(r.get('dp_ci_high'))}"
+                                                 for r in sub]))
+        cols.append(TextColumn("p", [fmt_p(r.get("p_value")) for r in sub], optional=True))
+        cols.append(TextColumn("p adj", [fmt_p(r.get("p_adjusted")) + (" *" if s else "  ") for r, s in zip(sub, sig)],
+                               styles=["bold red" if s else "" for s in sig]))
+        gap_sig = [bool(r.get("mre_gap_significant")) for r in sub]
+        cols.append(TextColumn("MRE-gap\np adj", [fmt_p(r.get("mre_gap_p_adjusted")) + (" *" if s else "  ")
+                                                  for r, s in zip(sub, gap_sig)],
+                               styles=["bold red" if s else "" for s in gap_sig]))
+    return key, cols
+
+
+def render_audit(result, console: Console) -> None:
+    """Print the findings, one keypoint table per attribute (split to fit), the summary, then the findings again.
+
+    Every table fits ``console.width``: columns that do not fit go to a
+    continuation table that repeats the keypoint, so no number is shortened.
+    """
+    items = findings(result)
+    unit = result.unit
+    width = console.width
+    render_findings(items, console)
     if unit == "px":
-        console.print("[yellow]No pixel-to-mm scale given: errors and thresholds are in pixels.[/]")
-    has_sig = "p_value" in pk.columns
+        console.print(Text("No pixel-to-mm scale given: errors and thresholds are in pixels.", style="yellow"))
+    has_sig = "p_value" in result.per_keypoint.columns
     for a in result.attributes:
-        groups = list(result.groups.loc[result.groups["attribute"] == a, "group"])
-        table = Table(title=f"[b]{a}[/]: SDR@{result.thresholds[0]:g}{unit} and MRE ({unit}) per group; "
-                            f"DP = largest SDR gap (mean ± std over runs)", header_style="bold", pad_edge=False)
-        table.add_column("kp", justify="right", no_wrap=True)
-        if result.study.families:
-            table.add_column("family", no_wrap=True)
-        for g in groups:
-            table.add_column(f"{g}\nSDR   MRE", justify="right", no_wrap=True)
-        table.add_column("DP", justify="right", no_wrap=True)
-        table.add_column("pair (high vs low)", no_wrap=True)
-        if has_sig:
-            table.add_column("chance DP", justify="right", no_wrap=True)
-            table.add_column(f"{int(result.significance.options.ci * 100)}% CI", justify="right", no_wrap=True)
-            table.add_column("p", justify="right", no_wrap=True)
-            table.add_column("p adj", justify="right", no_wrap=True)
-            table.add_column("MRE-gap\np adj", justify="right", no_wrap=True)
-        sub = pk[pk["attribute"] == a]
-        by_kp = {kp: frame.set_index("group") for kp, frame in pg[pg["attribute"] == a].groupby("keypoint", sort=False)}
-        for row in sub.to_dict("records"):
-            g_rows = by_kp[row["keypoint"]]
-            cells = [str(row["keypoint"])]
-            if result.study.families:
-                cells.append(row["family"] or "")
-            cells += [f"{fmt(g_rows.loc[g, primary], 2)}  {fmt(g_rows.loc[g, 'mre'], 2)}" for g in groups]
-            dp_text = fmt_pm(row["dp"], row["dp_std"])
-            if has_sig and row.get("significant"):
-                dp_text = f"[bold red]{dp_text} *[/]"
-            cells += [dp_text, row["pair"] if isinstance(row["pair"], str) else "-"]
-            if has_sig:
-                gap_p = fmt_p(row.get("mre_gap_p_adjusted"))
-                if row.get("mre_gap_significant"):
-                    gap_p = f"[bold red]{gap_p} *[/]"
-                cells += [fmt_pm(row.get("baseline_mean"), row.get("baseline_std")),
-                          f"{fmt(row.get('dp_ci_low'))}–{fmt(row.get('dp_ci_high'))}",
-                          fmt_p(row.get("p_value")), fmt_p(row.get("p_adjusted")), gap_p]
-            table.add_row(*cells)
+        key, cols = _keypoint_columns(result, a, has_sig)
+        title = (f"{a}: SDR@{result.thresholds[0]:g}{unit} and MRE ({unit}) per group; "
+                 f"DP = largest SDR gap (mean ± std over runs)")
+        for table in fit_tables(title, key, cols, width=width, continuation_key=key[:1], short_title=a):
+            console.print(table)
+
+    summary = result.summary.to_dict("records")
+    scols = [TextColumn("attribute", [r["attribute"] for r in summary], justify="left"),
+             TextColumn("family", [r["family"] for r in summary], justify="left")]
+    vcols = [TextColumn("mean DP", [fmt_pm(r["mean_dp"], r["mean_dp_std"]) for r in summary]),
+             TextColumn("max DP", [fmt(r["max_dp"]) for r in summary]),
+             TextColumn("at keypoint", [str(r["max_dp_keypoint"]) for r in summary])]
+    for table in fit_tables("Summary: DP over keypoints (mean ± std over runs)", scols, vcols, width=width,
+                            short_title="Summary"):
         console.print(table)
 
-    summary = Table(title="Summary: DP over keypoints (mean ± std over runs)", header_style="bold")
-    for col in ("attribute", "family", "mean DP", "max DP", "at keypoint", "groups (images)"):
-        summary.add_column(col)
-    counts = result.groups
-    for row in result.summary.to_dict("records"):
-        c = counts[counts["attribute"] == row["attribute"]]
-        groups_text = ", ".join(f"{g} ({n}{'' if ok else ', not in DP'})"
-                                for g, n, ok in zip(c["group"], c["n_images"], c["in_dp"]))
-        summary.add_row(row["attribute"], row["family"], fmt_pm(row["mean_dp"], row["mean_dp_std"]),
-                        fmt(row["max_dp"]), str(row["max_dp_keypoint"]), groups_text if row["family"] == "all" else "")
-    console.print(summary)
+    counts = result.groups.to_dict("records")
+    gkey = [TextColumn("attribute", [r["attribute"] for r in counts], justify="left"),
+            TextColumn("group", [str(r["group"]) for r in counts], justify="left")]
+    gcols = [TextColumn("images", [str(r["n_images"]) for r in counts]),
+             TextColumn("in DP", ["yes" if r["in_dp"] else "no (too small)" for r in counts], justify="left")]
+    for table in fit_tables("Groups", gkey, gcols, width=width):
+        console.print(table)
 
-    overall = Table(title=f"Accuracy ({result.n_runs} run(s), mean ± std over runs)", header_style="bold")
-    overall.add_column("keypoints")
-    overall.add_column(f"MRE ({unit})", justify="right")
-    for t in result.thresholds:
-        overall.add_column(f"SDR@{t:g}{unit}", justify="right")
-    overall.add_column("predictions", justify="right")
-    overall.add_column("missing", justify="right")
-    for row in result.overall.to_dict("records"):
-        overall.add_row(row["family"], fmt_pm(row["mre"], row["mre_std"]),
-                        *[fmt_pm(row[f"sdr_{t:g}"], row[f"sdr_{t:g}_std"]) for t in result.thresholds],
-                        str(row["n_predictions"]), str(row["n_missing"]))
-    console.print(overall)
+    overall = result.overall.to_dict("records")
+    okey = [TextColumn("keypoints", [r["family"] for r in overall], justify="left")]
+    ocols = [TextColumn(f"MRE ({unit})", [fmt_pm(r["mre"], r["mre_std"]) for r in overall])]
+    ocols += [TextColumn(f"SDR@{t:g}{unit}", [fmt_pm(r[f"sdr_{t:g}"], r[f"sdr_{t:g}_std"]) for r in overall])
+              for t in result.thresholds]
+    ocols += [TextColumn("predictions", [str(r["n_predictions"]) for r in overall]),
+              TextColumn("missing", [str(r["n_missing"]) for r in overall])]
+    for table in fit_tables(f"Accuracy ({result.n_runs} run(s), mean ± std over runs)", okey, ocols, width=width,
+                            short_title="Accuracy"):
+        console.print(table)
     if has_sig:
         s = result.significance
-        console.print(f"[dim]* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
-                      f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples, "
-                      f"{int(s.options.ci * 100)}% percentile intervals, seed {s.options.seed}.[/]")
-    for note in result.warnings:
-        console.print(f"[yellow]warning:[/] {note}")
+        interval = ("pair gap = SDR of the higher minus the lower group of the pair, with its percentile bootstrap "
+                    "interval" if "gap_ci_low" in result.per_keypoint.columns else "percentile intervals")
+        console.print(Text(f"* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
+                           f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples "
+                           f"({interval}); chance DP = DP with the attribute randomized; seed {s.options.seed}.",
+                           style="dim"))
+    render_warnings(result.warnings, console)
+    console.print()
+    render_findings(items, console, title="Findings (as above)")
 
 
 def render_comparison(cmp: Comparison, console: Console, *, top: int | None = None) -> None:
