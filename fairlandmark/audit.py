@@ -40,6 +40,14 @@ MSG_SMALL_GROUP = (
     "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below min_group_size={min}; "
     "it is reported but left out of DP"
 )
+MSG_SMALL_GROUPS = (
+    "attribute '{attribute}': {k} group(s) fall below min_group_size={min} in {cases} (group, run) case(s), "
+    "e.g. group '{group}' has {n} image(s) in run {run}; they are reported but left out of DP where small"
+)
+MSG_BIN_HINT = (
+    "attribute '{attribute}' looks numeric ({n} values, {k} of them in small groups): bin it into a few ranges, "
+    "e.g. bins={{'{attribute}': [{cut}]}} in Python or --bin {attribute}={cut} on the command line"
+)
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 
 
@@ -86,6 +94,41 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
+def _numeric(labels):
+    try:
+        return np.array([float(x) for x in labels])
+    except (TypeError, ValueError):
+        return None
+
+
+def small_group_notes(study: Study, observed: dict[str, Observed], min_group_size: int) -> list[str]:
+    """Warnings for groups too small to take part in DP: one line per attribute, and a hint to bin numbers.
+
+    A single small (group, run) case is named in full; several are counted in
+    one line, so an unbinned numeric attribute (one group per value) does not
+    flood the output. A base attribute whose group labels are all numbers and
+    that has several small groups gets a hint to bin it, with the median as
+    an example cut.
+    """
+    notes = []
+    for a, obs in observed.items():
+        runs, groups = np.nonzero(~obs.valid)
+        if len(runs) == 0:
+            continue
+        labels = study.coding.groups[a]
+        r, g = runs[0], groups[0]
+        fields = dict(attribute=a, group=labels[g], n=int(obs.n_images[r, g]), run=study.runs[r], min=min_group_size)
+        if len(runs) == 1:
+            notes.append(MSG_SMALL_GROUP.format(**fields))
+        else:
+            notes.append(MSG_SMALL_GROUPS.format(k=len(set(groups.tolist())), cases=len(runs), **fields))
+        values = _numeric(labels) if a in study.coding.base_codes else None
+        n_small = len(set(groups.tolist()))
+        if values is not None and n_small >= 2:
+            notes.append(MSG_BIN_HINT.format(attribute=a, n=len(labels), k=n_small, cut=f"{np.median(values):g}"))
+    return notes
+
+
 def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
@@ -93,11 +136,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     kernel = RunKernel(values, study.row_run, study.n_runs)
     observed = {a: observe(kernel, layout, study.coding, a, min_group_size) for a in study.coding.attributes}
 
-    notes = list(study.warnings)
-    for a, obs in observed.items():
-        for r, g in zip(*np.nonzero(~obs.valid)):
-            notes.append(MSG_SMALL_GROUP.format(attribute=a, group=study.coding.groups[a][g], n=int(obs.n_images[r, g]),
-                                                run=study.runs[r], min=min_group_size))
+    notes = list(study.warnings) + small_group_notes(study, observed, min_group_size)
     n_missing = int(np.isnan(study.errors).sum())
     if n_missing:
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))

@@ -158,7 +158,7 @@ def test_cli_convert_then_audit(tmp_path, files, capsys):
                "--metadata-template", str(meta), "--template-columns", "sex"])
     assert rc == 0
     captured = capsys.readouterr()
-    assert "6 rows (3 images x 2 keypoints x 1 run(s))" in captured.out and captured.err == ""
+    assert "6 rows = 3 (run, image) pairs x 2 keypoints; 3 images, 1 run" in captured.out and captured.err == ""
     long = pd.read_csv(out, dtype={"image_id": str})
     pd.testing.assert_frame_equal(long, convert(pred, truth, spacing_mm=0.5), check_dtype=False)
     assert meta.read_text().splitlines()[1] == "001,"

@@ -117,7 +117,7 @@ def study_from_args(args):
 
 def add_output_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (versioned schema)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the findings (no tables)")
 
 
 def add_significance_arguments(parser: argparse.ArgumentParser) -> None:

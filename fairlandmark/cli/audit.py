@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, render_audit
 from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
@@ -12,7 +10,8 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
 from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
-from fairlandmark.render.console import render_privacy
+from fairlandmark.render.console import render_findings, render_privacy, render_warnings
+from fairlandmark.findings import findings
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
@@ -66,12 +65,9 @@ def _run(args):
         for privacy in result.privacy:
             render_privacy(privacy, console)
     else:
-        # Tables are off, but warnings (missing predictions, small groups) and leaks must still be seen.
-        for note in result.warnings:
-            sys.stderr.write(f"warning: {note}\n")
-        for privacy in result.privacy:
-            for line in privacy.risk_lines:
-                console.print(line, markup=False)
+        # Only the findings (they include any privacy leak); warnings still reach stderr, once each.
+        render_findings(findings(result), console)
+        render_warnings(result.warnings, make_console(stderr=True))
     if args.json:
         result.to_json(args.json)
         console.print(f"wrote {args.json}")

@@ -7,6 +7,8 @@ import os
 import sys
 import warnings
 
+import pandas as pd
+
 from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
@@ -23,6 +25,23 @@ Wide files have one row per image, id,x1,y1,...,xK,yK, with or without a header
 row. An empty cell in a prediction file is a missing prediction (a miss at every
 threshold); ground-truth images with no prediction row are written as missing
 predictions unless --predicted-only is given."""
+
+
+def conversion_summary(frame, n_keypoints):
+    """What a converted file holds, with arithmetic that adds up (a run may predict only some images).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> f = pd.DataFrame({"run": ["a"] * 4 + ["b"] * 2, "image_id": [1, 1, 2, 2, 3, 3], "keypoint": [1, 2] * 3})
+    >>> conversion_summary(f, 2)
+    '6 rows = 3 (run, image) pairs x 2 keypoints; 3 images, 2 runs'
+    """
+    runs = frame["run"] if "run" in frame.columns else pd.Series(0, index=frame.index)
+    pairs = len(pd.DataFrame({"run": runs, "image": frame["image_id"]}).drop_duplicates())
+    n_runs = runs.nunique()
+    return (f"{len(frame)} rows = {pairs} (run, image) pairs x {n_keypoints} keypoints; "
+            f"{frame['image_id'].nunique()} images, {n_runs} run{'s' if n_runs != 1 else ''}")
 
 
 def _run(args):
@@ -43,9 +62,7 @@ def _run(args):
         if issubclass(w.category, FairlandmarkWarning):
             text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
             sys.stderr.write(f"warning: {text}\n")
-    n_runs = frame["run"].nunique() if "run" in frame.columns else 1
-    print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
-          f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
+    print(f"wrote {args.out}: {conversion_summary(frame, truth.n_keypoints)}")
     if args.metadata_template:
         n = metadata_template(truth, args.metadata_template, columns=args.template_columns.split(","))
         print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}")

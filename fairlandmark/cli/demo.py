@@ -6,7 +6,8 @@ import os
 import shlex
 
 from fairlandmark.audit import audit
-from fairlandmark.render.console import make_console, render_audit
+from fairlandmark.findings import findings
+from fairlandmark.render.console import make_console, render_audit, render_findings
 from fairlandmark.inputs.demo_data import PLANTED_BIAS, make_demo_study
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import atomic_write_text, check_outputs
@@ -47,6 +48,8 @@ def _run(args):
                                                     seed=args.seed, progress=True))
     if not args.quiet:
         render_audit(result, console)
+    else:
+        render_findings(findings(result), console)
     json_path = os.path.join(args.out, "audit.json")
     result.to_json(json_path)
     result.to_csv(os.path.join(args.out, "audit.csv"))
@@ -76,6 +79,6 @@ def register(subparsers):
     parser.add_argument("--runs", type=number_arg(int, low=1), default=10, help="hold-outs (default 10)")
     parser.add_argument("--permutations", type=positive_int, default=10000, help="permutations (default 10000)")
     parser.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the findings (no tables)")
     seed_arg(parser)
     parser.set_defaults(handler=_run)

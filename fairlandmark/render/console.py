@@ -271,5 +271,6 @@ def render_gate(result: GateResult, console: Console, *, max_failures: int = 20)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     n, f = len(result.checks), len(result.failures)
-    console.print("[bold green]PASSED[/]" if result.passed else "[bold red]FAILED[/]",
-                  f"{n - f} of {n} checks passed")
+    verdict = Text("PASSED: " if result.passed else "FAILED: ", style="bold green" if result.passed else "bold red")
+    detail = f"all {n} checks passed" if not f else f"{f} of {n} checks failed"
+    console.print(Text.assemble(verdict, detail))
