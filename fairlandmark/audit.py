@@ -23,6 +23,7 @@ from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
 from fairlandmark.stats.kernel import RunKernel, mean_std_over_runs, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
 from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.stats.intervals import reported_pair
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
 # Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
@@ -350,10 +351,8 @@ class AuditResult:
         So a DP computed in some runs always comes with a pair, from the same groups.
         """
         obs = self.observed[attribute]
-        in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
-        mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
+        high, low = reported_pair(obs.sdr[0], obs.valid)
         valid = obs.valid.any(axis=0)
-        _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 
     @cached_property

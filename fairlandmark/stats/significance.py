@@ -38,6 +38,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
+from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
 
 __all__ = [
@@ -494,6 +495,9 @@ class SignificanceResult:
                     s_lo, s_hi = np.nanquantile(boot[a]["sdr"], [lo_q, hi_q], axis=0)
                     m_lo, m_hi = np.nanquantile(boot[a]["mre"], [lo_q, hi_q], axis=0)
                     self.group_ci[a] = (s_lo, s_hi, m_lo, m_hi)  # each (G, K)
+                    # The interval shown: signed gap of the reported pair (contains its estimate; see intervals.py).
+                    self.columns[a].update(reported_gap_interval(ctx.observed[a].sdr[0], ctx.observed[a].valid,
+                                                                 boot[a]["sdr"], options.ci))
         if base is not None:
             for a in self.attributes:
                 with warnings.catch_warnings():
@@ -537,6 +541,9 @@ class SignificanceResult:
                 rec[name] = row[name]
         if "dp_ci_low" in row:
             rec["dp_ci"] = [row["dp_ci_low"], row["dp_ci_high"]]
+        if "gap" in row:
+            rec["gap"] = row["gap"]
+            rec["gap_ci"] = [row["gap_ci_low"], row["gap_ci_high"]]
         if "sdr_ci_low" in group_rows:
             rec["sdr_ci_by_group"] = {g: [lo, hi] for g, lo, hi in
                                       zip(group_rows["group"], group_rows["sdr_ci_low"], group_rows["sdr_ci_high"])}
