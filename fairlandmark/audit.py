@@ -143,7 +143,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None:
+    if significance is not None and significance is not False:  # False: the fast switch, no significance
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,

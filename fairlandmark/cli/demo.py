@@ -63,7 +63,7 @@ def _run(args):
     except InputError as exc:  # matplotlib (the [report] extra) missing
         console.print(f"[yellow]no HTML report: {exc}[/]")
     console.print("wrote " + ", ".join(written))
-    console.print("Same audit from the command line (one line; paste it as it is):")
+    console.print("Same audit from the command line:")
     # soft_wrap: never break the command across lines; markup off: paths are shown as they are.
     console.print(demo_command(preds_path, meta_path, written, args), soft_wrap=True, markup=False,
                   highlight=False)

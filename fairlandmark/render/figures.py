@@ -121,8 +121,8 @@ def _attributes(doc, attribute):
     return chosen
 
 
-def _figure_legend(fig, axes, *, title=None):
-    """One legend for the whole figure, outside on the right, each label once."""
+def _figure_legend(fig, axes, *, title=None, loc="outside right upper", ncols=1):
+    """One legend for the whole figure, outside the axes (on the right by default), each label once."""
     handles, labels = [], []
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -130,8 +130,7 @@ def _figure_legend(fig, axes, *, title=None):
                 handles.append(h)
                 labels.append(lab)
     if handles:
-        fig.legend(handles, labels, fontsize=8, loc="outside right upper", frameon=False, title=title,
-                   title_fontsize=8)
+        fig.legend(handles, labels, fontsize=8, loc=loc, frameon=False, title=title, title_fontsize=8, ncols=ncols)
 
 
 # -- MRE -----------------------------------------------------------------------------------------------------
@@ -156,7 +155,10 @@ def mre_bars(source, *, title=None):
     colours = _family_colours(kp["family"]) if len(kp) else {}
     bar_colours = [colours.get(f, FAMILY_COLOURS[0]) for f in kp["family"]]
     x = np.arange(k)
-    yerr = kp["mre_std"].to_numpy(float) if len(kp) and kp["mre_std"].notna().any() else None
+    yerr = None
+    if len(kp) and kp["mre_std"].notna().any():
+        std, mre = np.nan_to_num(kp["mre_std"].to_numpy(float)), np.nan_to_num(kp["mre"].to_numpy(float))
+        yerr = np.vstack([np.minimum(std, mre), std])  # an error is never below 0
     ax.bar(x, kp["mre"].to_numpy(float), width=0.75, color=bar_colours, yerr=yerr,
            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
     handles = []
@@ -185,9 +187,15 @@ def mre_bars(source, *, title=None):
 
 # -- DP ------------------------------------------------------------------------------------------------------
 def _dp_err(sub):
-    """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
+    """Asymmetric error bars: ± std over runs, or the old percentile interval of DP for audits without the pair gap.
+
+    The percentile interval of a maximum often lies above DP (see
+    :mod:`fairlandmark.stats.intervals`), so audits that carry the pair gap's
+    interval show DP ± std over runs here and the gap interval in the tables.
+    """
     dp = sub["dp"].to_numpy(float)
-    if sub["dp_low"].notna().any():
+    has_gap = "gap_low" in sub and sub["gap_low"].notna().any()
+    if sub["dp_low"].notna().any() and not has_gap:
         lo = np.clip(dp - sub["dp_low"].to_numpy(float), 0, None)
         hi = np.clip(sub["dp_high"].to_numpy(float) - dp, 0, None)
         return np.nan_to_num(np.vstack([lo, hi])), "interval"
@@ -311,7 +319,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
         vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
         ax.bar(x + (j - 0.5) * w, [num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
     _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
-    _figure_legend(fig, axes)
+    _figure_legend(fig, axes, loc="outside lower center", ncols=2)  # below, clear of the title
     ax.set_xlabel("keypoint")
     fig.suptitle(title or f"{labels[0]} vs {labels[1]}", fontsize=11)
     return fig
@@ -416,8 +424,8 @@ def _slug(text):
 def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labels=("before", "after"), dpi=150):
     """Write the standard figures of an audit to ``folder``.
 
-    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` and,
-    with ``baseline``, ``compare``; one file per format.
+    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` (with
+    two or more thresholds) and, with ``baseline``, ``compare``; one file per format.
 
     Returns
     -------
@@ -430,7 +438,8 @@ def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labe
     doc = load_audit(source)
     figs = [("mre_by_keypoint", mre_bars(doc)), ("dp_by_keypoint", dp_bars(doc))]
     used = {name for name, _ in figs}
-    for a in doc.get("attributes", []):
+    # One threshold gives one point per group: no curve to draw.
+    for a in doc.get("attributes", []) if len(doc.get("thresholds") or []) > 1 else []:
         name = base = f"sdr_{_slug(a)}"
         n = 1
         while name in used:  # 'a b' and 'a_b' slug alike; neither figure may overwrite the other

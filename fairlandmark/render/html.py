@@ -34,12 +34,13 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 
+from fairlandmark.findings import findings
 from fairlandmark.document import (has_significance, keypoint_frame, keypoint_mre, load_audit,
                                    overall_row, privacy_records, summary_row, top_gaps)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import write_text_output
-from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, num, threshold_key
-from fairlandmark.render.markdown import (MSG_TOP, accuracy_rows, gap_rows, headline, significance_note, summary_rows,
+from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num, threshold_key
+from fairlandmark.render.markdown import (INTERVAL_NOTE, MSG_TOP, accuracy_rows, gap_rows, headline, significance_note, summary_rows,
                                           to_markdown, write_markdown)
 
 __all__ = [
@@ -98,6 +99,29 @@ def _html_table(header, rows, *, left=1, row_classes=None, cell_styles=None):
         parts.append("</tr>")
     parts.append("</tbody></table></div>")
     return "".join(parts)
+
+
+def findings_html(doc) -> str:
+    """The findings (:func:`fairlandmark.findings.findings`) as an escaped HTML list; alarms in bold."""
+    items, nested = [], []
+    for f in findings(doc):
+        li = f"<li>{'<b>' if f.alarm else ''}{_e(f.text.strip())}{'</b>' if f.alarm else ''}</li>"
+        if f.kind in ("significant", "more"):
+            nested.append(li)
+            continue
+        if nested:
+            items[-1] = items[-1][:-5] + "<ul>" + "".join(nested) + "</ul></li>"
+            nested = []
+        items.append(li)
+    if nested:
+        items[-1] = items[-1][:-5] + "<ul>" + "".join(nested) + "</ul></li>"
+    return '<ul class="findings">' + "".join(items) + "</ul>"
+
+
+def source_note(doc) -> str:
+    """Footer text naming the audit file, or nothing when the audit came from memory (the demo, the API)."""
+    source = str(doc.get("_source", ""))
+    return f"source {os.path.basename(source)} · " if source and source != "(dict)" else ""
 
 
 # Shared with the comparison fragment (render/compare_html.py).
@@ -201,8 +225,9 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
     has_fam = any(r.get("family") for r in recs)
     header = ["keypoint"] + (["family"] if has_fam else []) + [f"SDR@{thr} {g}" for g in groups] \
         + [f"MRE {g}" for g in groups] + ["DP", "pair"]
+    has_gap = sig and frame["gap"].notna().any()
     if sig:
-        header += ["DP CI", "baseline", "p", "p adj", "MRE-gap p adj"]
+        header += (["pair gap", "pair gap CI"] if has_gap else ["DP CI"]) + ["baseline", "p", "p adj", "MRE-gap p adj"]
     rows, classes, styles = [], [], []
     sub = frame[frame["attribute"] == attribute].reset_index(drop=True)
     for r, row in zip(recs, sub.to_dict("records")):
@@ -211,13 +236,15 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
         cells += [fmt(sdr.get(g)) for g in groups] + [fmt(mre.get(g), 2) for g in groups]
         cells += [fmt_pm(row["dp"], row["dp_std"]) + (" *" if row["significant"] else ""), row["pair"] or "-"]
         if sig:
-            cells += [f"{fmt(row['dp_low'])}–{fmt(row['dp_high'])}",
-                      fmt_pm(row["baseline_mean"], row["baseline_std"]),
+            cells += ([fmt_signed(row["gap"]), f"{fmt_signed(row['gap_low'])} to {fmt_signed(row['gap_high'])}"]
+                      if has_gap else [f"{fmt(row['dp_low'])}–{fmt(row['dp_high'])}"])
+            cells += [fmt_pm(row["baseline_mean"], row["baseline_std"]),
                       fmt_p(row["p_value"]), fmt_p(row["p_adjusted"]), fmt_p(row["mre_gap_p_adjusted"])]
         rows.append(cells)
         classes.append("sig" if row["significant"] else "")
         st = [""] * len(cells)
-        st[header.index("DP")] = _heat(row["dp"], vmax)
+        # Shading follows the evidence: significant cells only when significance ran, raw DP otherwise.
+        st[header.index("DP")] = (_heat(1.0, 1.0) if row["significant"] else "") if sig else _heat(row["dp"], vmax)
         styles.append(st)
     left = 2 if has_fam else 1
     return (f"<p class=\"muted\">{_e(unit)}; SDR at the primary threshold {thr} {_e(unit)}; DP = largest SDR gap "
@@ -271,6 +298,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
              f"min group size {_e(doc.get('min_group_size', '-'))}</p>")
     if unit == "px":
         P.append('<div class="note">No pixel-to-mm scale was given: errors and thresholds are in pixels.</div>')
+    P.append("<h2>Findings</h2>" + findings_html(doc))
 
     # summary cards
     allrow = overall_row(doc)
@@ -304,7 +332,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     gaps = top_gaps(doc, top)
     if len(gaps):
         header, rows = gap_rows(doc, gaps)
-        P.append(f"<h3>Largest gaps (top {len(gaps)})</h3>" + _html_table(
+        P.append(f"<h3>Strongest gaps (top {len(gaps)}, by adjusted p, then DP above chance)</h3>" + _html_table(
             header, rows, left=2, row_classes=["sig" if s else "" for s in gaps["significant"]]))
 
     if figures:
@@ -312,16 +340,21 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
 
         P.append("<h2>Figures</h2>")
         fig = F.mre_bars(doc)
-        cap = f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."
+        families = bool(doc.get("families"))
+        cap = (f"Per-keypoint MRE ({unit}) ± std over runs" + (", coloured by family" if families else "")
+               + "; dashed: overall mean" + (", dotted: family means." if families else "."))
         P.append(_figure_html(fig, cap, dpi))
         fig = F.dp_bars(doc)
-        cap = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, "
-                                   "and * where significant after correction." if sig else " (± std over runs).")
+        has_gap = sig and frame["gap"].notna().any()
+        cap = "Per-keypoint DP" + (" ± std over runs" if has_gap or not sig else " with bootstrap intervals") + (
+            ", the randomized-attribute baseline beside it, and * where significant after correction." if sig
+            else ".")
         P.append(_figure_html(fig, cap, dpi))
-        for a in doc.get("attributes", []):
-            fig = F.sdr_curves(doc, attribute=a)
-            cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
-            P.append(_figure_html(fig, cap, dpi))
+        if len(doc.get("thresholds") or []) > 1:  # one threshold: one point per group, no curve
+            for a in doc.get("attributes", []):
+                fig = F.sdr_curves(doc, attribute=a)
+                cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
+                P.append(_figure_html(fig, cap, dpi))
         if base is not None:
             fig = F.compare_bars(base, doc, labels=labels)
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
@@ -336,7 +369,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     P.append("<h2>Significance</h2>")
     if sig:
         P.append(f"<p>{_e(significance_note(doc))}. The baseline is the DP obtained when each image's attribute is exchanged "
-                 "at random with probability 0.5 (mean ± std over repeats).</p>")
+                 f"at random with probability 0.5 (mean ± std over repeats). {_e(INTERVAL_NOTE)}</p>")
         sig_rows = frame[frame["significant"]].sort_values("p_adjusted", kind="stable")
         if len(sig_rows):
             header, rows = gap_rows(doc, sig_rows)
@@ -361,7 +394,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         P.append(f"<h2>Warnings ({len(warns)})</h2><ul class=\"warn\">" + "".join(f"<li>{_e(w)}</li>" for w in warns)
                  + "</ul>")
     P.append(f"<footer>{_e(tool.get('name', 'fairlandmark'))} {_e(tool.get('version', ''))} · schema "
-             f"{_e(doc.get('schema_version'))} · source {_e(os.path.basename(str(doc.get('_source', ''))))} · "
+             f"{_e(doc.get('schema_version'))} · {_e(source_note(doc))}"
              f"generated {_e(stamp)}</footer>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -24,12 +24,16 @@ from fairlandmark.document import (AuditDocument, has_significance, keypoint_fra
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, md_escape, md_table, num, threshold_key
+from fairlandmark.findings import findings
 from fairlandmark.gate import GateResult
 
 __all__ = ["to_markdown", "write_markdown", "summary_rows", "accuracy_rows", "gap_rows", "privacy_lines", "comparison_markdown", "comparison_rows", "gate_markdown", "significance_note",
-           "headline", "MSG_TOP"]
+           "headline", "MSG_TOP", "findings_lines", "INTERVAL_NOTE"]
 
 MSG_TOP = "top: must be an integer >= 1, got {value!r}"
+INTERVAL_NOTE = ("The interval is for the signed SDR gap of the reported pair (higher minus lower group, mean over "
+                 "runs), a percentile bootstrap interval that contains its estimate and may include 0; DP, the largest "
+                 "gap over all pairs, is tested by permutation instead.")
 
 
 def significance_note(doc: AuditDocument) -> str:
@@ -79,18 +83,34 @@ def summary_rows(doc, frame):
 
 
 def gap_rows(doc, gaps):
+    """Header and cells of a gap ranking (:func:`fairlandmark.document.top_gaps`), strongest evidence first.
+
+    With significance, the chance DP (randomized attribute) and DP minus chance
+    DP are shown, so intersections (whose chance DP is larger) are not read as
+    the worst gaps on raw DP alone.
+    """
     sig = has_significance(doc)
     header = ["attribute", "keypoint", "DP", "pair (high vs low SDR)", f"MRE ({doc.get('unit', '')})"]
     if sig:
-        header += ["baseline", "p adj", "significant"]
+        header += ["chance DP", "DP − chance", "p adj", "significant"]
     rows = []
     for r in gaps.to_dict("records"):
         cells = [r["attribute"], str(r["keypoint"]), fmt_pm(r["dp"], r["dp_std"]), r["pair"] or "-", fmt(r["mre"], 2)]
         if sig:
-            cells += [fmt_pm(r["baseline_mean"], r["baseline_std"]), fmt_p(r["p_adjusted"]),
-                      "yes" if r["significant"] else "no"]
+            cells += [fmt_pm(r["baseline_mean"], r["baseline_std"]), fmt_signed(r["dp_above_chance"]),
+                      fmt_p(r["p_adjusted"]), "yes" if r["significant"] else "no"]
         rows.append(cells)
     return header, rows
+
+
+def findings_lines(doc: AuditDocument) -> list[str]:
+    """The findings (:func:`fairlandmark.findings.findings`) as Markdown list items, text escaped."""
+    out = []
+    for f in findings(doc):
+        text = md_escape(f.text.strip()).replace("*", "\\*").replace("_", "\\_")
+        out.append(("  - " if f.kind in ("significant", "more") else "- ") + (f"**{text}**" if f.alarm and
+                                                                              f.kind != "significant" else text))
+    return out
 
 
 def privacy_lines(doc):
@@ -132,7 +152,8 @@ def to_markdown(source, *, title=None, top=5, details=True):
     doc = load_audit(source)
     frame = keypoint_frame(doc)
     unit = doc.get("unit", "")
-    out = [f"## {title or 'fairlandmark audit'}", "", f"_{headline(doc)}_", ""]
+    out = [f"## {title or 'fairlandmark audit'}", "", f"_{headline(doc)}_", "", "**Findings**", ""]
+    out += findings_lines(doc) + [""]
     if unit == "px":
         out += ["> No pixel-to-mm scale was given: errors and thresholds are in pixels.", ""]
     allrow = overall_row(doc)
@@ -145,11 +166,14 @@ def to_markdown(source, *, title=None, top=5, details=True):
     gaps = top_gaps(doc, top)
     if len(gaps):
         header, rows = gap_rows(doc, gaps)
-        out += [f"**Largest gaps** (top {len(gaps)})", "", md_table(header, rows), ""]
+        out += [f"**Strongest gaps** (top {len(gaps)}, by adjusted p, then DP above chance)", "",
+                md_table(header, rows), ""]
     if has_significance(doc):
         sig = frame[frame["significant"]]
         out += [f"**Significance:** {len(sig)} of {len(frame)} keypoint x attribute tests significant "
                 f"({significance_note(doc)}).", ""]
+        if frame["gap"].notna().any():
+            out += [f"_{INTERVAL_NOTE}_", ""]
     else:
         out += ["_No significance computed: run the audit with `--permutations` for p-values._", ""]
     privacy = privacy_lines(doc)
