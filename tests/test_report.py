@@ -105,7 +105,7 @@ def test_markdown_summary(make_doc):
     doc = make_doc(10, significance=True, privacy=True, real_significance=False)
     md = to_markdown(doc, top=3)
     assert md.startswith("## fairlandmark audit")
-    assert "**Largest gaps** (top 3)" in md
+    assert "**Strongest gaps** (top 3, by adjusted p, then DP above chance)" in md
     frame = keypoint_frame(doc).sort_values("dp", ascending=False)
     top = frame.iloc[0]
     assert f"| {top['attribute']} | {top['keypoint']} | {top['dp']:.3f}" in md
