@@ -86,7 +86,7 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=True, privacy=None):
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
@@ -103,7 +103,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None:
+    if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
@@ -120,7 +120,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=True, privacy=None):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -148,9 +148,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         Groups with fewer images in a run are left out of DP there.
     intersection : bool, default True
         Also audit the combination of two or more attributes.
-    significance : SignificanceOptions or dict, optional
+    significance : bool, dict or SignificanceOptions, default True
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`),
+        on by default as on the command line (10,000 permutations, 2,000
+        bootstrap resamples, 1,000 baseline repeats). ``False`` (or ``None``)
+        is the fast switch: point estimates only, as ``--no-significance``.
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to
