@@ -130,7 +130,7 @@ def small_group_notes(study: Study, observed: dict[str, Observed], min_group_siz
     return notes
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=True, privacy=None):
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
@@ -143,7 +143,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None and significance is not False:  # False: the fast switch, no significance
+    if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
@@ -160,7 +160,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=True, privacy=None):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -188,9 +188,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         Groups with fewer images in a run are left out of DP there.
     intersection : bool, default True
         Also audit the combination of two or more attributes.
-    significance : SignificanceOptions or dict, optional
+    significance : bool, dict or SignificanceOptions, default True
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`),
+        on by default as on the command line (10,000 permutations, 2,000
+        bootstrap resamples, 1,000 baseline repeats). ``False`` (or ``None``)
+        is the fast switch: point estimates only, as ``--no-significance``.
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to

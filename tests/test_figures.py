@@ -126,7 +126,7 @@ def test_attributes_whose_names_slug_alike_get_a_figure_each(tmp_path):
     true = rng.uniform(0, 100, (40, 2, 2))
     res = fairlandmark.audit_arrays(true + rng.normal(0, 2, true.shape), true,
                                     {"a b": ["x", "y"] * 20, "a_b": ["x"] * 20 + ["y"] * 20}, spacing_mm=1.0,
-                                    min_group_size=1, intersection=False, thresholds_mm=(2.0, 4.0))
+                                    min_group_size=1, intersection=False, significance=False, thresholds_mm=(2.0, 4.0))
     names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
     assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_a_b.png", "sdr_a_b_2.png"]
 
@@ -138,7 +138,8 @@ def test_no_sdr_curves_with_one_threshold_and_mre_error_bars_never_below_zero(tm
     true = rng.uniform(0, 100, (40, 2, 2))
     runs = np.repeat([0, 1], 20)
     pred = true + rng.normal(0, 1, true.shape) * np.where(runs == 0, 0.1, 3.0)[:, None, None]  # std > mean
-    res = fairlandmark.audit_arrays(pred, true, {"s": ["x", "y"] * 20}, runs=runs, spacing_mm=1.0, min_group_size=1)
+    res = fairlandmark.audit_arrays(pred, true, {"s": ["x", "y"] * 20}, runs=runs, spacing_mm=1.0, min_group_size=1,
+                                    significance=False)
     names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
     assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png"]
     fig = F.mre_bars(res)
