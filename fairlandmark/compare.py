@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -180,7 +181,8 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
         "dp_before": merged["dp_before"], "dp_after": merged["dp_after"],
         "dp_change": merged["dp_after"] - merged["dp_before"],
     })
-    unc = np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2 + merged["dp_uncertainty_after"].fillna(0.0) ** 2)
+    unc = cast(pd.Series, np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2
+                                  + merged["dp_uncertainty_after"].fillna(0.0) ** 2))  # a Series at run time
     known = merged["dp_uncertainty_before"].notna() | merged["dp_uncertainty_after"].notna()
     table["dp_uncertainty"] = unc.where(known, np.nan)
     table["exceeds_uncertainty"] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from typing import Any
 
 from fairlandmark.audit import audit
 from fairlandmark.render.console import make_console, render_audit
@@ -28,7 +29,7 @@ def _run(args):
                   f"{preds_path}, {meta_path}")
     planted = "; ".join(f"keypoint {k}: {who} x{factor}" for k, (who, factor) in PLANTED_BIAS.items())
     console.print(f"Planted biases (errors scaled): {planted}")
-    options = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
+    options: dict[str, Any] = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
                    thresholds_mm=[2.0, 4.0, 10.0], families={"wrist": range(1, 19), "fingers": range(19, 38)})
     result = audit(preds_path, meta_path, **options,
                    significance=SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap,

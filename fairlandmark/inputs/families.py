@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def parse_family(text: str) -> tuple[str, list[str]]:
     return name, tokens
 
 
-def family_index(families: dict[str, Sequence[object]] | Iterable[tuple[str, Sequence[object]]],
+def family_index(families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]],
                  keypoints: Sequence[object] | np.ndarray) -> dict[str, list[int]]:
     """Map family names to keypoint column indices.
 

@@ -11,6 +11,7 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,7 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                   attributes: Sequence[str] | None = None, spacing_mm: float | None = None,
                   wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                   bins: Mapping[str, Sequence[float]] | None = None,
-                  families: dict[str, Sequence[object]] | Iterable[tuple[str, Sequence[object]]] | None = None,
+                  families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
                   intersection: bool = True, metadata_source: str | None = None) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.

@@ -32,7 +32,7 @@ Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -543,7 +543,7 @@ class SignificanceResult:
             table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
         return table
 
-    def record(self, row: Mapping[str, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
+    def record(self, row: Mapping[Hashable, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
         """Significance fields of one JSON ``per_keypoint`` record."""
         rec = {}
         for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
