@@ -31,18 +31,15 @@ import json
 import math
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import keypoint_frame, load_audit, overall_row, summary_row
+from fairlandmark.document import AuditSource, keypoint_frame, load_audit, overall_row, summary_row
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import num, threshold_key
-
-if TYPE_CHECKING:
-    from fairlandmark.audit import AuditResult
 
 __all__ = ["compare", "Comparison", "CHANGE_TOLERANCE"]
 
@@ -127,8 +124,8 @@ class Comparison:
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
 
 
-def compare(before: AuditResult | Mapping[str, Any] | str | os.PathLike[str],
-            after: AuditResult | Mapping[str, Any] | str | os.PathLike[str], *,
+def compare(before: AuditSource,
+            after: AuditSource, *,
             labels: Sequence[str] = ("before", "after"), attribute: str | Iterable[str] | None = None) -> Comparison:
     """Per keypoint and attribute, the change in DP and MRE between two audits.
 

@@ -20,20 +20,26 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.formatting import num
 
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
+
 __all__ = [
-    "AuditDocument", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
+    "AuditDocument", "AuditSource", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
     "keypoint_frame", "keypoint_mre", "overall_row", "summary_row", "privacy_records", "top_gaps",
 ]
 
 AuditDocument = dict[str, Any]
 """An audit document: the parsed JSON (see docs/json_schema.md)."""
+
+AuditSource = Union["AuditResult", Mapping[str, Any], str, "os.PathLike[str]"]
+"""What :func:`load_audit` reads: an AuditResult, a parsed document, or the path of its JSON."""
 
 SUPPORTED_SCHEMA = "1"  # major version this module reads
 

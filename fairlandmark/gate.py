@@ -47,14 +47,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import AuditDocument, keypoint_frame, load_audit, overall_row, privacy_records, summary_row
+from fairlandmark.document import (AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row,
+                                   privacy_records, summary_row)
 from fairlandmark.files import read_toml
 from fairlandmark.formatting import fmt, num, threshold_key
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from fairlandmark.audit import AuditResult
 
 __all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES",
            "EXIT_PASS", "EXIT_FAIL", "EXIT_USAGE"]
@@ -379,9 +378,9 @@ class GateResult:
         return f"GateResult({'passed' if self.passed else 'failed'}: {len(self.failures)}/{len(self.checks)} failed)"
 
 
-def run_gate(audit: AuditResult | Mapping[str, Any] | str | os.PathLike[str],
+def run_gate(audit: AuditSource,
              rules: GateRules | Mapping[str, Any], *,
-             baseline: AuditResult | Mapping[str, Any] | str | os.PathLike[str] | None = None) -> GateResult:
+             baseline: AuditSource | None = None) -> GateResult:
     """Apply gate rules to an audit.
 
     Parameters
