@@ -21,6 +21,7 @@ import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ def _column_name(j: int) -> str:
     return f"{'xy'[j % 2]}{j // 2 + 1}"
 
 
-def _read_cells(src):
+def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
     """Rows of stripped string cells with their line numbers; header not yet detected."""
     ext = os.path.splitext(src)[1].lower()
     if ext in PARQUET_EXTENSIONS:

@@ -191,7 +191,7 @@ def mre_bars(source: AuditSource, *, title: str | None = None) -> Figure:
 
 
 # -- DP ------------------------------------------------------------------------------------------------------
-def _dp_err(sub):
+def _dp_err(sub: pd.DataFrame) -> tuple[np.ndarray | None, Any]:
     """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
     dp = sub["dp"].to_numpy(float)
     if sub["dp_low"].notna().any():
