@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 from typing import Any
@@ -17,7 +18,7 @@ from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 __all__ = ["register"]
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     check_outputs([("--out", args.out, True)])
     console = make_console()
     os.makedirs(args.out, exist_ok=True)
@@ -56,7 +57,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("demo", help="generate a small realistic study and audit it",
                                    description="Write a generated hand-radiograph study (predictions + metadata) "
                                                "to a folder and audit it, with significance.")
