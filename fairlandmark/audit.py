@@ -99,7 +99,7 @@ def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribu
 
 
 def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
-              significance: SignificanceOptions | Mapping[str, Any] | bool | None = None,
+              significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
               privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
@@ -117,7 +117,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None:
+    if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
@@ -140,7 +140,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
           bins: Mapping[str, Sequence[float]] | None = None,
           families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
           min_group_size: int = 10, intersection: bool = True,
-          significance: SignificanceOptions | Mapping[str, Any] | bool | None = None,
+          significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
           privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
@@ -169,9 +169,12 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         Groups with fewer images in a run are left out of DP there.
     intersection : bool, default True
         Also audit the combination of two or more attributes.
-    significance : SignificanceOptions or dict, optional
+    significance : bool, dict or SignificanceOptions, default True
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`),
+        on by default as on the command line (10,000 permutations, 2,000
+        bootstrap resamples, 1,000 baseline repeats). ``False`` (or ``None``)
+        is the fast switch: point estimates only, as ``--no-significance``.
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to
