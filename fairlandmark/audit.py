@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -268,7 +268,8 @@ def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLik
         meta_rows[name] = values
     meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
     options.setdefault("attributes", list(groups))
-    return audit(frame, meta, spacing_mm=spacing_mm, **options)  # type: ignore[arg-type]  # scalar or 0-d array left
+    # What is left is a scalar (or a 0-d array, which works as one).
+    return audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), **options)
 
 
 def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
