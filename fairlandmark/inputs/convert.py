@@ -77,8 +77,8 @@ MSG_UNPREDICTED = (
 )
 MSG_UNPREDICTED_HINT = " (use «predicted_only» if each run predicts only its own test images)"
 MSG_NO_PRED = "convert: give at least one predictions file"
-MSG_RUN_COUNT = "«runs»: {n_run} label(s) for {n_pred} predictions file(s); give one «runs» per «pred_paths», in the same order"
-MSG_RUN_NEEDED = "«runs»: {n_pred} predictions files need one «runs» label each, in the same order as «pred_paths»"
+MSG_RUN_COUNT = "«runs»: {n_run} label(s) for {n_pred} predictions file(s); give one run label per predictions file («pred_paths»), in the same order"
+MSG_RUN_NEEDED = "«runs»: {n_pred} predictions files need one run label each, in the same order as «pred_paths»"
 MSG_RUN_DUP = "«runs»: label {label!r} is given twice; give each run its own label"
 MSG_RUN_EMPTY = "«runs»: an empty label; give each run a name such as holdout1"
 MSG_SPACING = "«spacing_mm» {value!r}: must be a positive number of mm per pixel"

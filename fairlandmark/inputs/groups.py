@@ -25,7 +25,7 @@ INTERSECTION_SEP = "&"
 MSG_BIN_CUTS = "«bins» {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
 MSG_BIN_FORMAT = "«bins» {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
 MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop «bins» {col}"
-MSG_BIN_UNKNOWN = "«bins» {col}: no such attribute; audit it with «attributes» {col} or fix the name"
+MSG_BIN_UNKNOWN = "«bins» {col}: no such attribute; add {col!r} to «attributes» or fix the name"
 MSG_SINGLE_GROUP = (
     "{src}: attribute '{col}' has a single group ({group!r}) among the audited images; "
     "a parity gap needs two or more groups: drop «attributes» {col} or check the metadata"
