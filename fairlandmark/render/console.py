@@ -6,6 +6,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.padding import Padding
@@ -19,6 +20,9 @@ from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
 from fairlandmark.render.markdown import comparison_rows
 from fairlandmark.render.tables import TextColumn, fit_tables
 from fairlandmark.findings import Finding, findings
+
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
 
 __all__ = ["render_audit", "render_comparison", "render_privacy", "render_gate", "make_console", "PRIVACY_TOP_ROWS",
            "render_findings", "render_warnings", "collapse_warnings", "LOG_WIDTH"]
@@ -67,7 +71,7 @@ def render_warnings(notes: Sequence[str], console: Console) -> None:
         console.print(Text.assemble(("warning: ", "yellow"), note))
 
 
-def _keypoint_columns(result, a: str, has_sig: bool) -> tuple[list[TextColumn], list[TextColumn]]:
+def _keypoint_columns(result: AuditResult, a: str, has_sig: bool) -> tuple[list[TextColumn], list[TextColumn]]:
     """Key columns (keypoint, family) and value columns of one attribute's table."""
     primary = f"sdr_{result.thresholds[0]:g}"
     pk, pg = result.per_keypoint, result.per_group
@@ -107,7 +111,7 @@ def _keypoint_columns(result, a: str, has_sig: bool) -> tuple[list[TextColumn], 
     return key, cols
 
 
-def render_audit(result, console: Console) -> None:
+def render_audit(result: AuditResult, console: Console) -> None:
     """Print the findings, one keypoint table per attribute (split to fit), the summary, then the findings again.
 
     Every table fits ``console.width``: columns that do not fit go to a
@@ -157,6 +161,7 @@ def render_audit(result, console: Console) -> None:
         console.print(table)
     if has_sig:
         s = result.significance
+        assert s is not None  # p-value columns come from it
         interval = ("pair gap = SDR of the higher minus the lower group of the pair, with its percentile bootstrap "
                     "interval" if "gap_ci_low" in result.per_keypoint.columns else "percentile intervals")
         console.print(Text(f"* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
@@ -203,7 +208,7 @@ def render_comparison(cmp: Comparison, console: Console, *, top: int | None = No
         console.print(f"[yellow]note:[/] {note}")
 
 
-def _colour(value, strong=False):
+def _colour(value: object, strong: bool = False) -> str:
     text = fmt_signed(value)
     v = num(value)
     if math.isnan(v) or abs(v) <= CHANGE_TOLERANCE:

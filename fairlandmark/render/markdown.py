@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
 from fairlandmark.compare import Comparison
 
-from fairlandmark.document import (AuditDocument, has_significance, keypoint_frame, load_audit, overall_row,
-                                   privacy_records, top_gaps)
+from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, load_audit,
+                                   overall_row, privacy_records, top_gaps)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, md_escape, md_table, num, threshold_key
@@ -54,7 +55,7 @@ def headline(doc: AuditDocument) -> str:
             f"{doc.get('n_images', '?')} images, {doc.get('n_runs', '?')} run(s), unit {doc.get('unit', '?')}")
 
 
-def accuracy_rows(doc):
+def accuracy_rows(doc: AuditDocument) -> tuple[list[str], list[list[object]]]:
     unit, thresholds = doc.get("unit", ""), doc.get("thresholds", [])
     header = ["keypoints", f"MRE ({unit})"] + [f"SDR@{threshold_key(t)}{unit}" for t in thresholds] + ["missing"]
     rows = []
@@ -66,7 +67,7 @@ def accuracy_rows(doc):
     return header, rows
 
 
-def summary_rows(doc, frame):
+def summary_rows(doc: AuditDocument, frame: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
     sig = has_significance(doc)
     header = ["attribute", "family", "mean DP", "max DP", "at keypoint"] + (["significant keypoints"] if sig else [])
     rows = []
@@ -82,7 +83,7 @@ def summary_rows(doc, frame):
     return header, rows
 
 
-def gap_rows(doc, gaps):
+def gap_rows(doc: AuditDocument, gaps: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
     """Header and cells of a gap ranking (:func:`fairlandmark.document.top_gaps`), strongest evidence first.
 
     With significance, the chance DP (randomized attribute) and DP minus chance
@@ -113,7 +114,7 @@ def findings_lines(doc: AuditDocument) -> list[str]:
     return out
 
 
-def privacy_lines(doc):
+def privacy_lines(doc: AuditDocument) -> list[str]:
     block = doc.get("privacy")
     if not block:
         return []
@@ -130,7 +131,7 @@ def privacy_lines(doc):
     return lines
 
 
-def to_markdown(source, *, title=None, top=5, details=True):
+def to_markdown(source: AuditSource, *, title: str | None = None, top: int = 5, details: bool = True) -> str:
     """A Markdown summary of an audit, for a PR comment or a CI job summary.
 
     Parameters
@@ -189,7 +190,7 @@ def to_markdown(source, *, title=None, top=5, details=True):
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_markdown(source, path, **options):
+def write_markdown(source: AuditSource, path: str | os.PathLike[str], **options: Any) -> str:
     """Write :func:`to_markdown` to ``path`` atomically (``"-"`` prints it)."""
     text = to_markdown(source, **options)
     write_text_output(path, text)
