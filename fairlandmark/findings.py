@@ -154,7 +154,7 @@ def _largest(frame: pd.DataFrame) -> Finding:
     rows = frame.dropna(subset=["dp"])
     if rows.empty:
         return Finding("no_gap", MSG_NO_GAP)
-    row = rows.loc[rows["dp"].idxmax()].to_dict()
+    row = rows.sort_values("dp", ascending=False, kind="stable").iloc[0].to_dict()
     chance = "" if math.isnan(row["baseline_mean"]) else f", chance {fmt(row['baseline_mean'])}"
     if row["significant"]:
         chance += f", adjusted p {fmt_p(row['p_adjusted'])}"

@@ -91,6 +91,7 @@ def _keypoint_columns(result: AuditResult, a: str, has_sig: bool) -> tuple[list[
                            [r["pair"] if isinstance(r["pair"], str) and num(r["dp"]) > 0 else "-" for r in sub],
                            justify="left"))
     if has_sig:
+        assert result.significance is not None  # the p-value columns come from it
         ci = int(round(result.significance.options.ci * 100))
         cols.append(TextColumn("chance\nDP", [fmt_pm(r.get("baseline_mean"), r.get("baseline_std")) for r in sub]))
         if "gap_ci_low" in pk.columns:

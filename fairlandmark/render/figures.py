@@ -38,7 +38,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Literal, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -128,7 +128,8 @@ def _attributes(doc: AuditDocument, attribute: str | Iterable[str] | None) -> li
     return chosen
 
 
-def _figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None, loc: str = "outside right upper",
+def _figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None,
+                   loc: Literal["outside right upper", "outside lower center"] = "outside right upper",
                    ncols: int = 1) -> None:
     """One legend for the whole figure, outside the axes (on the right by default), each label once."""
     handles, labels = [], []

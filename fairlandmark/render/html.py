@@ -107,9 +107,10 @@ def _html_table(header: Sequence[object], rows: Sequence[Sequence[object]], *, l
     return "".join(parts)
 
 
-def findings_html(doc) -> str:
+def findings_html(doc: AuditDocument) -> str:
     """The findings (:func:`fairlandmark.findings.findings`) as an escaped HTML list; alarms in bold."""
-    items, nested = [], []
+    items: list[str] = []
+    nested: list[str] = []
     for f in findings(doc):
         li = f"<li>{'<b>' if f.alarm else ''}{_e(f.text.strip())}{'</b>' if f.alarm else ''}</li>"
         if f.kind in ("significant", "more"):
@@ -124,7 +125,7 @@ def findings_html(doc) -> str:
     return '<ul class="findings">' + "".join(items) + "</ul>"
 
 
-def source_note(doc) -> str:
+def source_note(doc: AuditDocument) -> str:
     """Footer text naming the audit file, or nothing when the audit came from memory (the demo, the API)."""
     source = str(doc.get("_source", ""))
     return f"source {os.path.basename(source)} · " if source and source != "(dict)" else ""

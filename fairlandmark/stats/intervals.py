@@ -66,7 +66,7 @@ def reported_pair(sdr_by_run: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray
     """
     in_dp = np.where(valid[..., None], sdr_by_run, np.nan)
     mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)
-    _, high, low = parity_gap(mean_sdr, valid.any(axis=0))
+    _, high, low = parity_gap(mean_sdr, np.asarray(valid.any(axis=0)))
     return high, low
 
 
