@@ -28,7 +28,7 @@ Examples
 ...     print(f.text)
 1 of 2 (attribute, keypoint) gaps is significant (adjusted p < 0.05, bh):
   sex, keypoint 1: DP 0.200 (F vs M), chance 0.050, adjusted p 0.0020
-Largest gap: sex, keypoint 1: DP 0.200 (F vs M), chance 0.050.
+Largest gap: sex, keypoint 1: DP 0.200 (F vs M), chance 0.050, adjusted p 0.0020.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def percentile_interval(samples: np.ndarray, ci: float) -> tuple[np.ndarray, np.
     Examples
     --------
     >>> lo, hi = percentile_interval(np.arange(101.0)[:, None], 0.9)
-    >>> float(lo[0]), float(hi[0])
+    >>> round(float(lo[0]), 6), round(float(hi[0]), 6)
     (5.0, 95.0)
     """
     tail = (1 - ci) / 2
