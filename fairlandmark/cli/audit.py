@@ -77,10 +77,10 @@ def _run(args: argparse.Namespace) -> int:
         render_warnings(result.warnings, make_console(stderr=True))
     if args.json:
         result.to_json(args.json)
-        console.print(f"wrote {args.json}")
+        console.print(f"wrote {args.json}", markup=False)
     if args.csv:
         result.to_csv(args.csv)
-        console.print(f"wrote {args.csv}")
+        console.print(f"wrote {args.csv}", markup=False)
     if args.html or args.markdown or args.figures:
         from fairlandmark.cli.report import write_outputs
 

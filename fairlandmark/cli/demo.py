@@ -7,6 +7,8 @@ import os
 import shlex
 from typing import Any
 
+from rich.text import Text
+
 from fairlandmark.audit import audit
 from fairlandmark.findings import findings
 from fairlandmark.render.console import make_console, render_audit, render_findings
@@ -39,8 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     preds_path, meta_path = os.path.join(args.out, "preds.csv"), os.path.join(args.out, "meta.csv")
     atomic_write_text(preds_path, preds.to_csv(index=False))
     atomic_write_text(meta_path, meta.to_csv(index=False))
-    console.print(f"[b]Demo study[/]: {args.images} hand radiographs, 37 keypoints, {args.runs} hold-outs -> "
-                  f"{preds_path}, {meta_path}")
+    console.print(Text.assemble(("Demo study", "bold"), f": {args.images} hand radiographs, 37 keypoints, "
+                                f"{args.runs} hold-outs -> {preds_path}, {meta_path}"))
     planted = "; ".join(f"keypoint {k}: {who} x{factor}" for k, (who, factor) in PLANTED_BIAS.items())
     console.print(f"Planted biases (errors scaled): {planted}")
     options: dict[str, Any] = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
@@ -49,9 +51,7 @@ def _run(args: argparse.Namespace) -> int:
                    significance=SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap,
                                                     seed=args.seed, progress=True))
     if not args.quiet:
-        render_audit(result, console)
-    else:
-        render_findings(findings(result), console)
+        render_audit(result, console, closing_findings=False)
     json_path = os.path.join(args.out, "audit.json")
     result.to_json(json_path)
     result.to_csv(os.path.join(args.out, "audit.csv"))
@@ -63,12 +63,14 @@ def _run(args: argparse.Namespace) -> int:
         write_html(result, html_path)
         written.append(html_path)
     except InputError as exc:  # matplotlib (the [report] extra) missing
-        console.print(f"[yellow]no HTML report: {exc}[/]")
-    console.print("wrote " + ", ".join(written))
+        console.print(Text(f"no HTML report: {exc}", style="yellow"))
+    console.print("wrote " + ", ".join(written), markup=False)
     console.print("Same audit from the command line:")
     # soft_wrap: never break the command across lines; markup off: paths are shown as they are.
     console.print(demo_command(preds_path, meta_path, written, args), soft_wrap=True, markup=False,
                   highlight=False)
+    console.print()
+    render_findings(findings(result), console, title="Findings" if args.quiet else "Findings (as above)")
     return 0
 
 

@@ -112,11 +112,13 @@ def _keypoint_columns(result: AuditResult, a: str, has_sig: bool) -> tuple[list[
     return key, cols
 
 
-def render_audit(result: AuditResult, console: Console) -> None:
+def render_audit(result: AuditResult, console: Console, *, closing_findings: bool = True) -> None:
     """Print the findings, one keypoint table per attribute (split to fit), the summary, then the findings again.
 
     Every table fits ``console.width``: columns that do not fit go to a
     continuation table that repeats the keypoint, so no number is shortened.
+    ``closing_findings=False`` leaves the final repeat to the caller (the demo
+    prints it after its own last lines, so the findings end the screen).
     """
     items = findings(result)
     unit = result.unit
@@ -170,8 +172,9 @@ def render_audit(result: AuditResult, console: Console) -> None:
                            f"({interval}); chance DP = DP with the attribute randomized; seed {s.options.seed}.",
                            style="dim"))
     render_warnings(result.warnings, console)
-    console.print()
-    render_findings(items, console, title="Findings (as above)")
+    if closing_findings:
+        console.print()
+        render_findings(items, console, title="Findings (as above)")
 
 
 def render_comparison(cmp: Comparison, console: Console, *, top: int | None = None) -> None:

@@ -317,7 +317,7 @@ def compare_bars(before: AuditSource, after: AuditSource, *, labels: Sequence[st
 
     for ax, attr in zip(axes, attrs):
         for j, (frame, lab, col) in enumerate(((fb, labels[0], BEFORE_COLOUR), (fa, labels[1], AFTER_COLOUR))):
-            cols = {c: aligned(frame, attr, c) for c in ("dp", "dp_std", "dp_low", "dp_high")}
+            cols = {c: aligned(frame, attr, c) for c in ("dp", "dp_std", "dp_low", "dp_high", "gap_low")}
             err, _ = _dp_err(pd.DataFrame(cols))
             ax.bar(x + (j - 0.5) * w, cols["dp"], width=w, color=col, label=lab,
                    yerr=err if err is not None and err.any() else None,
