@@ -135,8 +135,13 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
-    """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None, adjust=None):
+    """Compute an :class:`AuditResult` for a prepared :class:`Study`.
+
+    ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
+    :func:`fairlandmark.stats.adjusted.check_covariates`): adjusted gaps land in
+    ``AuditResult.adjusted``, the per-keypoint table and the JSON.
+    """
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
     kernel = RunKernel(values, study.row_run, study.n_runs)
@@ -161,6 +166,8 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         warnings.warn(note, FairlandmarkWarning, stacklevel=3)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, warnings=notes)
+    if adjust is not None:
+        _add_adjusted(result, adjust, significance)
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
@@ -168,8 +175,30 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     return result
 
 
+def _add_adjusted(result, covariates, significance):
+    """Fit the covariate-adjusted models; same alpha and correction as the permutation tests."""
+    from fairlandmark.stats.adjusted import adjusted_disparities
+
+    options = result.significance.options if result.significance is not None else None
+    if options is None and significance is not None:
+        from fairlandmark.stats.significance import SignificanceOptions
+
+        options = SignificanceOptions.coerce(significance)
+    alpha = options.alpha if options is not None else 0.05
+    correction = options.correction if options is not None else "bh"
+    ci = options.ci if options is not None else 0.95
+    pairs = {a: result._pair(a)[:2] for a in result.attributes}
+    valid = {a: result.observed[a].valid for a in result.attributes}
+    result.adjusted = adjusted_disparities(result.study, covariates, threshold=result.thresholds[0], alpha=alpha,
+                                           correction=correction, ci=ci, valid=valid, pairs=pairs)
+    for note in result.adjusted.warnings:
+        warnings.warn(note, FairlandmarkWarning, stacklevel=4)
+    result.warnings.extend(result.adjusted.warnings)
+
+
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None,
+          adjust=None):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -206,6 +235,13 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
+    adjust : list of str, optional
+        Metadata columns (numeric or categorical; ``"site:cat"`` forces
+        categorical) to adjust the gaps for: per (attribute, keypoint), GEE
+        models of the error and of the hit with images as clusters (see
+        :mod:`fairlandmark.stats.adjusted`). Results land in
+        ``AuditResult.adjusted``, ``adjusted_*`` columns of ``per_keypoint``
+        and an ``adjusted`` object on each JSON ``per_keypoint`` record.
 
     Returns
     -------
@@ -227,11 +263,19 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+    covariates = None
+    if adjust:
+        from fairlandmark.stats.adjusted import check_covariates
+
+        covariates = check_covariates(metadata, list(adjust), image_ids=study.row_image,
+                                      attributes=[a for a in study.coding.attributes if a in study.coding.base_codes],
+                                      source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy)
+                     privacy=privacy, adjust=covariates)
 
 
-def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
+def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, covariates=None,
+                 **options):
     """Audit predictions held as numpy arrays.
 
     Parameters
@@ -248,6 +292,8 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         Keypoint labels; default 1..K.
     image_ids : array-like, shape (N,), optional
         Image ids; default row numbers. An image may appear in several runs.
+    covariates : dict of str -> array-like, shape (N,), optional
+        Extra per-row metadata (not audited) for ``adjust=[...]``.
     **options
         Any keyword option of :func:`audit`.
 
@@ -284,6 +330,11 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         spacing_mm = None
     meta_rows = {}
     for name, values in groups.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise InputError(MSG_GROUP_LENGTH.format(name=name, n=len(values), n_images=n))
+        meta_rows[name] = values
+    for name, values in (covariates or {}).items():
         values = np.asarray(values)
         if len(values) != n:
             raise InputError(MSG_GROUP_LENGTH.format(name=name, n=len(values), n_images=n))
@@ -346,6 +397,7 @@ class AuditResult:
         self.significance = significance
         self.warnings = list(warnings)
         self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.adjusted = None  # AdjustedResult from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -425,6 +477,8 @@ class AuditResult:
         table = pd.DataFrame(rows)
         if self.significance is not None:
             table = self.significance.join(table)
+        if self.adjusted is not None:
+            table = self.adjusted.join(table)
         return table
 
     @cached_property
@@ -534,6 +588,8 @@ class AuditResult:
             }
             if self.significance is not None:
                 rec.update(self.significance.record(row, g))
+            if self.adjusted is not None:
+                rec["adjusted"] = self.adjusted.record(row["attribute"], row["keypoint"])
             records.append(rec)
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -554,6 +610,7 @@ class AuditResult:
             "overall": self.overall.to_dict("records"),
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
+            "adjustment": self.adjusted.settings() if self.adjusted is not None else None,
             "warnings": self.warnings,
         }
         return json_safe(doc)

@@ -1,0 +1,596 @@
+"""Covariate-adjusted disparities: is the gap the group's, or something that travels with it?
+
+For each (attribute, keypoint) two regressions are fitted on the (run, image)
+rows of the groups that take part in the raw DP (as in the audit, a group too
+small in a run is left out of that run):
+
+* **error** (the study's unit, mm when a scale is given) on the attribute, the
+  covariates and the run (when there are several runs): a linear model, missing
+  predictions left out (as for MRE);
+* **hit** at the primary threshold (missing = miss, as for SDR): a logistic
+  model.
+
+Images are clusters: the rows of one image (one per run) are correlated, so
+both models are fitted by GEE (:class:`statsmodels.genmod.generalized_estimating_equations.GEE`)
+with ``groups = image`` and cluster-robust (sandwich) standard errors; the
+working correlation is exchangeable when an image has several rows, else
+independence (the two coincide with one row per image).
+
+What is reported, per (attribute, keypoint):
+
+* the *contrast of the raw DP pair*: the two groups with the highest and the
+  lowest SDR (``pair`` of the audit). ``effect_mm`` = adjusted mean error of the
+  low-SDR group minus that of the high-SDR group (positive: the group that hits
+  less also errs more); ``sdr_gap`` = adjusted SDR of the high group minus the
+  low group (the adjusted counterpart of DP, by marginal standardisation: every
+  row's predicted hit probability with its group set to each of the two, averaged;
+  delta-method interval); ``odds_ratio`` = odds of a hit, high vs low.
+* the *p-value of the attribute*: a joint Wald test (chi-square, one degree of
+  freedom per non-reference group) that all group coefficients are zero, on the
+  robust covariance. With two groups this is the test of the pair; with more it
+  does not depend on which pair the data made largest, so it keeps its level
+  where a test of the selected pair would not.
+
+Multiple testing: the audit's correction over all adjusted tests (attributes x
+keypoints), separately for the error and the hit models; Westfall-Young needs
+permutations the models do not have and falls back to Holm, which also controls
+the family-wise error rate.
+
+statsmodels is imported inside the fitting function, so an audit without
+``adjust`` does not load it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from fairlandmark.exceptions import InputError
+from fairlandmark.inputs.schema import ID_COLUMN, read_table
+from fairlandmark.stats.significance import benjamini_hochberg, holm
+
+__all__ = [
+    "Covariates",
+    "check_covariates",
+    "AdjustedResult",
+    "adjusted_disparities",
+    "association",
+    "COLLINEARITY_WARN",
+]
+
+#: Association (correlation ratio or Cramer's V, 0..1) between attribute and covariate above which we warn.
+COLLINEARITY_WARN = 0.8
+#: A logistic coefficient this large (log-odds) means the fit ran off towards a separated solution.
+_SEPARATION_LOGIT = 15.0
+#: Suffix that forces a numeric-looking covariate (e.g. a site coded 1, 2, 3) to be categorical.
+CATEGORICAL_SUFFIX = ":cat"
+
+MSG_NO_COVARIATE = "adjust: give at least one metadata column to adjust for, e.g. --adjust site"
+MSG_COV_MISSING = "{src}: no column '{col}' to adjust for (--adjust {col}); the columns found are: {found}"
+MSG_COV_IS_ATTRIBUTE = ("--adjust {col}: '{col}' is an audited attribute; adjusting an attribute for itself "
+                        "removes the gap by construction: drop --adjust {col}")
+MSG_COV_TWICE = "--adjust {col}: given twice; give each covariate once"
+MSG_COV_BLANK = ("{src}: image '{image}', column '{col}' is empty; every audited image needs a value for a "
+                 "covariate (--adjust {col}): fill it or drop the option")
+MSG_COV_SINGLE = ("{src}: covariate '{col}' has a single value ({value!r}) among the audited images; "
+                  "there is nothing to adjust for: drop --adjust {col}")
+MSG_COV_NOT_NUMBER = ("{src}: image '{image}', column '{col}': {value!r} is not finite; "
+                      "fix the value or make the covariate categorical with --adjust {col}:cat")
+MSG_COLLINEAR = ("adjust: attribute '{attribute}' and covariate '{col}' are strongly associated "
+                 "({measure} = {value:.2f}); their effects are hard to separate and the adjusted intervals are wide")
+MSG_CONFOUNDED = ("adjust: attribute '{attribute}' is fully determined by the covariates {cols} at keypoint "
+                  "{keypoint}; the adjusted gap cannot be estimated (NaN)")
+MSG_SEPARATION = ("adjust: attribute '{attribute}', keypoint {keypoint}: {what} has only hits or only misses "
+                  "(perfect separation); the adjusted SDR gap is not estimable (NaN)")
+MSG_NO_CONVERGE = ("adjust: attribute '{attribute}', keypoint {keypoint}: the {model} model did not converge "
+                   "({detail}); its adjusted result is NaN")
+MSG_OPTION = "adjust: {name} {rule}, got {value!r}"
+
+
+# -- covariates ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Covariates:
+    """Validated covariates, one row per image.
+
+    Attributes
+    ----------
+    frame : pandas.DataFrame
+        Indexed by image id; numeric covariates as float, categorical ones as str.
+    numeric : tuple of str
+        Names of the numeric covariates (the rest are categorical).
+    """
+
+    frame: pd.DataFrame
+    numeric: tuple
+
+    @property
+    def names(self) -> list:
+        return list(self.frame.columns)
+
+
+def _parse_name(spec: str) -> tuple[str, bool]:
+    spec = str(spec).strip()
+    if spec.endswith(CATEGORICAL_SUFFIX):
+        return spec[: -len(CATEGORICAL_SUFFIX)].strip(), True
+    return spec, False
+
+
+def check_covariates(metadata: Any, columns: Sequence[str], *, image_ids: Sequence[str],
+                     attributes: Sequence[str] = (), source: str | None = None) -> Covariates:
+    """Validate the covariates to adjust for and align them to the audited images.
+
+    Parameters
+    ----------
+    metadata : pandas.DataFrame or path
+        ``image_id`` plus the covariate columns (the audit's metadata file).
+    columns : sequence of str
+        Covariate names. A column whose values all parse as numbers is numeric
+        (entered linearly, standardised); others are categorical (one indicator
+        per level but the first). ``"site:cat"`` forces ``site`` categorical.
+    image_ids : sequence of str
+        Images of the audit; each needs a value.
+    attributes : sequence of str
+        Audited attributes, which cannot be covariates.
+    source : str, optional
+        File name for messages.
+
+    Returns
+    -------
+    Covariates
+
+    Examples
+    --------
+    >>> meta = pd.DataFrame({"image_id": ["a", "b", "c"], "site": ["x", "y", "x"], "age": [3, 5, 9]})
+    >>> cov = check_covariates(meta, ["site", "age"], image_ids=["a", "b", "c"])
+    >>> cov.numeric
+    ('age',)
+    """
+    src = source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
+    specs = [_parse_name(c) for c in (columns or [])]
+    if not specs:
+        raise InputError(MSG_NO_COVARIATE)
+    frame = metadata if isinstance(metadata, pd.DataFrame) else read_table(metadata, kind="metadata",
+                                                                           string_columns=(ID_COLUMN,))
+    frame = frame.rename(columns=lambda c: str(c).strip())
+    seen = set()
+    for name, _ in specs:
+        if name in seen:
+            raise InputError(MSG_COV_TWICE.format(col=name))
+        seen.add(name)
+        if name in attributes:
+            raise InputError(MSG_COV_IS_ATTRIBUTE.format(col=name))
+        if name not in frame.columns or name == ID_COLUMN:
+            found = ", ".join(str(c) for c in frame.columns if c != ID_COLUMN)
+            raise InputError(MSG_COV_MISSING.format(src=src, col=name, found=found))
+    ids = frame[ID_COLUMN].astype(str).str.strip().to_numpy()
+    wanted = pd.unique(np.asarray(image_ids, dtype=object).astype(str))
+    table = pd.DataFrame({name: frame[name].to_numpy() for name, _ in specs}, index=pd.Index(ids, name=ID_COLUMN))
+    table = table[~table.index.duplicated()].reindex(wanted)  # check_metadata already refused duplicates
+    out, numeric = {}, []
+    for name, force_cat in specs:
+        raw = table[name]
+        text = raw.astype(str).str.strip()
+        blank = raw.isna().to_numpy() | text.eq("").to_numpy()
+        if blank.any():
+            raise InputError(MSG_COV_BLANK.format(src=src, image=table.index[int(np.flatnonzero(blank)[0])], col=name))
+        as_number = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        if not force_cat and not np.isnan(as_number).any():
+            if not np.isfinite(as_number).all():
+                i = int(np.flatnonzero(~np.isfinite(as_number))[0])
+                raise InputError(MSG_COV_NOT_NUMBER.format(src=src, image=table.index[i], col=name, value=raw.iloc[i]))
+            values: Any = as_number
+            numeric.append(name)
+        else:
+            values = text.to_numpy(dtype=object)
+        if len(pd.unique(values)) < 2:
+            raise InputError(MSG_COV_SINGLE.format(src=src, col=name, value=values[0]))
+        out[name] = values
+    return Covariates(frame=pd.DataFrame(out, index=table.index), numeric=tuple(numeric))
+
+
+def association(codes: np.ndarray, covariate: np.ndarray, numeric: bool) -> tuple[str, float]:
+    """Strength of the association between a group code and a covariate, in 0..1.
+
+    Numeric covariate: the correlation ratio eta (square root of the share of its
+    variance explained by the groups). Categorical: Cramer's V.
+
+    Examples
+    --------
+    >>> association(np.array([0, 0, 1, 1]), np.array([1.0, 1.0, 5.0, 5.0]), True)
+    ('eta', 1.0)
+    >>> association(np.array([0, 1, 0, 1]), np.array(["a", "a", "b", "b"], dtype=object), False)[1]
+    0.0
+    """
+    codes = np.asarray(codes)
+    if numeric:
+        x = np.asarray(covariate, dtype=float)
+        total = np.sum((x - x.mean()) ** 2)
+        if total == 0:
+            return "eta", 0.0
+        sizes = np.bincount(codes)
+        means = np.bincount(codes, weights=x) / np.maximum(sizes, 1)
+        between = np.sum(sizes * (means - x.mean()) ** 2)
+        return "eta", float(np.sqrt(min(between / total, 1.0)))
+    _, levels = np.unique(np.asarray(covariate, dtype=str), return_inverse=True)
+    table = np.zeros((codes.max() + 1, levels.max() + 1))
+    np.add.at(table, (codes, levels), 1.0)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    n, k = table.sum(), min(table.shape) - 1
+    if k == 0:
+        return "Cramer's V", 0.0
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
+    chi2 = np.sum((table - expected) ** 2 / expected)
+    return "Cramer's V", float(np.sqrt(min(chi2 / (n * k), 1.0)))
+
+
+# -- design ------------------------------------------------------------------------------------
+
+def _dummies(values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list]:
+    """Indicators of every level present in ``rows`` but the first (the reference)."""
+    levels, inverse = np.unique(np.asarray(values)[rows].astype(str), return_inverse=True)
+    if len(levels) < 2:
+        return np.zeros((len(rows), 0)), []
+    return (inverse[:, None] == np.arange(1, len(levels))[None, :]).astype(float), list(levels[1:])
+
+
+@dataclass
+class _Design:
+    """Design matrix of one attribute: intercept | group indicators | runs | covariates."""
+
+    X: np.ndarray
+    group_cols: dict  # group index -> column of X (the reference group has none)
+    reference: int
+    names: list
+
+
+def _design(codes: np.ndarray, groups_in: np.ndarray, row_run: np.ndarray, n_runs: int,
+            cov_rows: pd.DataFrame, numeric: tuple) -> _Design:
+    n = len(codes)
+    reference = int(groups_in[0])
+    blocks = [np.ones((n, 1))]
+    names = ["intercept"]
+    group_cols = {}
+    for g in groups_in[1:]:
+        group_cols[int(g)] = len(names)
+        blocks.append((codes == g).astype(float)[:, None])
+        names.append(f"group[{int(g)}]")
+    if n_runs > 1:
+        ind, levels = _dummies(row_run, np.arange(n))
+        blocks.append(ind)
+        names += [f"run[{lv}]" for lv in levels]
+    for name in cov_rows.columns:
+        values = cov_rows[name].to_numpy()
+        if name in numeric:
+            x = values.astype(float)
+            sd = x.std()
+            blocks.append(((x - x.mean()) / (sd if sd > 0 else 1.0))[:, None])
+            names.append(name)
+        else:
+            ind, levels = _dummies(values, np.arange(n))
+            blocks.append(ind)
+            names += [f"{name}[{lv}]" for lv in levels]
+    return _Design(X=np.concatenate(blocks, axis=1), group_cols=group_cols, reference=reference, names=names)
+
+
+# -- fitting ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Fit:
+    params: np.ndarray
+    cov: np.ndarray
+    fitted: Any
+
+
+def _fit_gee(y, X, clusters, family, correlation, sm):
+    """One GEE fit; returns (_Fit or None, problem text or None). Never raises on numerical trouble."""
+    structure = sm.cov_struct.Exchangeable() if correlation == "exchangeable" else sm.cov_struct.Independence()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        try:
+            model = sm.GEE(y, X, groups=clusters, family=family, cov_struct=structure)
+            result = model.fit(maxiter=100)
+        except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    problems = [str(w.message).splitlines()[0] for w in record
+                if issubclass(w.category, ConvergenceWarning) or "converge" in str(w.message).lower()]
+    params = np.asarray(result.params, dtype=float)
+    cov = np.asarray(result.cov_robust, dtype=float)
+    if problems:
+        return None, problems[0]
+    if not (np.isfinite(params).all() and np.isfinite(cov).all()):
+        return None, "non-finite estimates"
+    return _Fit(params=params, cov=cov, fitted=result), None
+
+
+def _wald(params, cov, cols):
+    """Joint Wald chi-square p-value that the coefficients ``cols`` are all zero."""
+    cols = list(cols)
+    if not cols:
+        return np.nan
+    b = params[cols]
+    V = cov[np.ix_(cols, cols)]
+    try:
+        stat = float(b @ np.linalg.solve(V, b))
+    except np.linalg.LinAlgError:
+        return np.nan
+    return float(sps.chi2.sf(stat, df=len(cols)))
+
+
+def _contrast(design: _Design, high: int, low: int) -> np.ndarray:
+    """Row vector L with L @ beta = (group ``high``) - (group ``low``)."""
+    L = np.zeros(design.X.shape[1])
+    if high in design.group_cols:
+        L[design.group_cols[high]] += 1.0
+    if low in design.group_cols:
+        L[design.group_cols[low]] -= 1.0
+    return L
+
+
+def _with_group(design: _Design, X: np.ndarray, g: int) -> np.ndarray:
+    """``X`` with every row's group set to ``g``."""
+    out = X.copy()
+    cols = list(design.group_cols.values())
+    out[:, cols] = 0.0
+    if g in design.group_cols:
+        out[:, design.group_cols[g]] = 1.0
+    return out
+
+
+def _separated(hit: np.ndarray, X: np.ndarray, design: _Design) -> str | None:
+    """Name what separates the hits, if an indicator column (or its complement) has a constant outcome."""
+    if hit.min() == hit.max():
+        return "every image"
+    for j, name in enumerate(design.names):
+        col = X[:, j]
+        if j == 0 or not np.isin(col, (0.0, 1.0)).all():
+            continue
+        for side, label in ((col == 1.0, name), (col == 0.0, f"not {name}")):
+            if side.any() and hit[side].min() == hit[side].max():
+                return label
+    return None
+
+
+# -- result -------------------------------------------------------------------------------------------
+
+#: Columns of the adjusted table, in order (besides attribute and keypoint).
+RESULT_COLUMNS = ("covariates", "contrast", "n_rows", "n_images", "effect_mm", "ci_low", "ci_high", "p_value",
+                  "p_adjusted", "significant", "sdr_gap", "sdr_ci_low", "sdr_ci_high", "odds_ratio",
+                  "odds_ratio_ci_low", "odds_ratio_ci_high", "sdr_p_value", "sdr_p_adjusted", "sdr_significant")
+
+
+@dataclass
+class AdjustedResult:
+    """Adjusted disparities of every (attribute, keypoint).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per (attribute, keypoint), columns ``attribute``, ``keypoint``
+        and :data:`RESULT_COLUMNS` (``contrast`` is ``"high vs low"``, the raw DP
+        pair; NaN where a model could not be fitted).
+    covariates : list of str
+    alpha, ci : float
+    correction : str
+        The correction applied (``holm`` where the audit asked for Westfall-Young).
+    working_correlation : str
+    unit : str
+    warnings : list of str
+    """
+
+    table: pd.DataFrame
+    covariates: list
+    alpha: float
+    ci: float
+    correction: str
+    working_correlation: str
+    unit: str
+    warnings: list = field(default_factory=list)
+
+    def settings(self) -> dict:
+        """The JSON ``adjustment`` block: what was adjusted for and how."""
+        return {"covariates": list(self.covariates), "alpha": self.alpha, "ci": self.ci,
+                "correction": self.correction, "working_correlation": self.working_correlation,
+                "unit": self.unit, "method": "GEE, clusters = images, robust (sandwich) covariance; "
+                                             "effect = raw DP pair; p = joint Wald test of the attribute"}
+
+    def join(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Add the adjusted columns, prefixed ``adjusted_``, to a per-keypoint table."""
+        extra = self.table.rename(columns={c: f"adjusted_{c}" for c in RESULT_COLUMNS})
+        keys = table[["attribute", "keypoint"]].astype(str)
+        extra = extra.assign(_a=extra["attribute"].astype(str), _k=extra["keypoint"].astype(str))
+        merged = keys.merge(extra.drop(columns=["attribute", "keypoint"]), left_on=["attribute", "keypoint"],
+                            right_on=["_a", "_k"], how="left").drop(columns=["_a", "_k", "attribute", "keypoint"])
+        out = table.copy()
+        for col in merged.columns:
+            out[col] = merged[col].to_numpy()
+        return out
+
+    def record(self, attribute: str, keypoint: Any) -> dict:
+        """The ``adjusted`` object of one JSON ``per_keypoint`` record."""
+        hit = self.table[(self.table["attribute"] == attribute) & (self.table["keypoint"].astype(str) == str(keypoint))]
+        if hit.empty:
+            return {}
+        row = hit.iloc[0].to_dict()
+        rec = {"covariates": list(self.covariates), "contrast": row["contrast"], "unit": self.unit}
+        for col in RESULT_COLUMNS[2:]:
+            value = row[col]
+            rec[col] = bool(value) if col in ("significant", "sdr_significant") else value
+        return rec
+
+
+def _correct(p: np.ndarray, correction: str) -> np.ndarray:
+    out = np.full(p.shape, np.nan)
+    ok = ~np.isnan(p)
+    if ok.any():
+        out[ok] = (benjamini_hochberg if correction == "bh" else holm)(p[ok])
+    return out
+
+
+def _pooled_pair(hit: np.ndarray, codes: np.ndarray, groups_in: np.ndarray) -> tuple[int, int]:
+    sdr = np.array([hit[codes == g].mean() for g in groups_in])
+    return int(groups_in[int(np.argmax(sdr))]), int(groups_in[len(sdr) - 1 - int(np.argmin(sdr[::-1]))])
+
+
+def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float, alpha: float = 0.05,
+                         correction: str = "bh", ci: float = 0.95, valid: dict | None = None,
+                         pairs: dict | None = None, working_correlation: str = "auto") -> AdjustedResult:
+    """Covariate-adjusted gaps per (attribute, keypoint), by GEE with images as clusters.
+
+    Parameters
+    ----------
+    study : fairlandmark.audit.Study
+        The prepared study (errors per (run, image) row, groups, runs).
+    covariates : Covariates
+        From :func:`check_covariates`.
+    threshold : float
+        Primary SDR threshold (a hit is ``error <= threshold``; missing = miss).
+    alpha : float, default 0.05
+    correction : {"bh", "holm", "westfall-young"}, default "bh"
+        Over all adjusted tests; "westfall-young" is applied as Holm.
+    ci : float, default 0.95
+        Coverage of the Wald intervals.
+    valid : dict of str -> ndarray of bool, shape (R, G), optional
+        Groups that take part in DP per run (the audit's ``Observed.valid``);
+        default all.
+    pairs : dict of str -> (ndarray, ndarray), optional
+        Per attribute, the (high, low) group index per keypoint of the raw DP
+        pair; default the pair of pooled SDRs.
+    working_correlation : {"auto", "independence", "exchangeable"}
+        ``auto``: exchangeable when an image has several rows, else independence.
+
+    Returns
+    -------
+    AdjustedResult
+
+    Examples
+    --------
+    >>> from fairlandmark import audit_arrays
+    >>> rng = np.random.default_rng(0)
+    >>> n = 120; sex = np.repeat(["F", "M"], n // 2); site = rng.choice(["a", "b"], n)
+    >>> true = np.zeros((n, 1, 2)); pred = true.copy(); pred[:, 0, 0] = rng.gamma(2.0, 1.0, n)
+    >>> res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site}, adjust=["site"])
+    >>> sorted(res.adjusted.table.columns)[:3]
+    ['attribute', 'contrast', 'covariates']
+    """
+    import statsmodels.api as sm  # lazy: only audits that adjust pay for it
+
+    if not 0 < alpha < 1:
+        raise InputError(MSG_OPTION.format(name="alpha", rule="must be between 0 and 1", value=alpha))
+    if not 0 < ci < 1:
+        raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1", value=ci))
+    if working_correlation not in ("auto", "independence", "exchangeable"):
+        raise InputError(MSG_OPTION.format(name="working_correlation",
+                                           rule="must be auto, independence or exchangeable", value=working_correlation))
+    applied = "holm" if correction == "westfall-young" else correction
+    if applied not in ("bh", "holm"):
+        raise InputError(MSG_OPTION.format(name="correction", rule="must be bh, holm or westfall-young",
+                                           value=correction))
+    z = float(sps.norm.ppf(0.5 + ci / 2))
+    coding = study.coding
+    errors = np.asarray(study.errors, dtype=float)
+    row_run = np.asarray(study.row_run)
+    row_image = np.asarray(study.row_image).astype(str)
+    cov_rows = covariates.frame.reindex(row_image)
+    _, clusters_all = np.unique(row_image, return_inverse=True)
+    present = ~np.isnan(errors)
+    hits = present & (np.where(present, errors, np.inf) <= threshold)
+    notes: list = []
+    rows = []
+    for attribute in coding.attributes:
+        codes_all = coding.row_codes(attribute)
+        G = len(coding.groups[attribute])
+        ok = np.ones((study.n_runs, G), dtype=bool) if valid is None else np.asarray(valid[attribute], dtype=bool)
+        keep = ok[row_run, codes_all]
+        codes = codes_all[keep]
+        groups_in = np.unique(codes)
+        for name in covariates.names:
+            measure, value = association(codes, cov_rows[name].to_numpy()[keep], name in covariates.numeric)
+            if value >= COLLINEARITY_WARN:
+                notes.append(MSG_COLLINEAR.format(attribute=attribute, col=name, measure=measure, value=value))
+        design = _design(codes, groups_in, row_run[keep], study.n_runs, cov_rows[keep], covariates.numeric) \
+            if len(groups_in) >= 2 else None
+        clusters = clusters_all[keep]
+        multi = np.bincount(clusters).max() > 1 if len(clusters) else False
+        correlation = working_correlation if working_correlation != "auto" else (
+            "exchangeable" if multi else "independence")
+        for k, kp in enumerate(study.keypoints):
+            row = {"attribute": attribute, "keypoint": kp, "covariates": ", ".join(covariates.names),
+                   "contrast": None, "n_rows": int(keep.sum()), "n_images": int(len(np.unique(clusters)))}
+            row.update({c: np.nan for c in RESULT_COLUMNS[4:]})
+            rows.append(row)
+            if design is None:
+                continue
+            X = design.X
+            hit = hits[keep, k].astype(float)
+            if pairs is not None:
+                high, low = int(pairs[attribute][0][k]), int(pairs[attribute][1][k])
+            else:
+                high, low = _pooled_pair(hit, codes, groups_in)
+            if high == low or high not in groups_in or low not in groups_in:
+                continue
+            names = coding.groups[attribute]
+            row["contrast"] = f"{names[high]} vs {names[low]}"
+            if np.linalg.matrix_rank(X) < X.shape[1]:
+                notes.append(MSG_CONFOUNDED.format(attribute=attribute, cols=", ".join(covariates.names), keypoint=kp))
+                continue
+            L = _contrast(design, high, low)
+            group_cols = list(design.group_cols.values())
+            # Error model: rows with a prediction.
+            has = present[keep, k]
+            if has.sum() > X.shape[1] and np.linalg.matrix_rank(X[has]) == X.shape[1]:
+                fit, problem = _fit_gee(errors[keep, k][has], X[has], clusters[has], sm.families.Gaussian(),
+                                        correlation, sm)
+                if fit is None:
+                    notes.append(MSG_NO_CONVERGE.format(attribute=attribute, keypoint=kp, model="error",
+                                                        detail=problem))
+                else:
+                    est = -float(L @ fit.params)  # low minus high
+                    se = float(np.sqrt(max(L @ fit.cov @ L, 0.0)))
+                    row.update(effect_mm=est, ci_low=est - z * se, ci_high=est + z * se,
+                               p_value=_wald(fit.params, fit.cov, group_cols))
+            # Hit model: every row (missing = miss).
+            separated = _separated(hit, X, design)
+            if separated is not None:
+                what = separated
+                for g, j in design.group_cols.items():
+                    what = what.replace(f"group[{g}]", f"group '{names[g]}'")
+                notes.append(MSG_SEPARATION.format(attribute=attribute, keypoint=kp, what=what))
+                continue
+            fit, problem = _fit_gee(hit, X, clusters, sm.families.Binomial(), correlation, sm)
+            if fit is not None and np.abs(fit.params).max() > _SEPARATION_LOGIT:
+                fit, problem = None, "coefficients diverge (quasi-separation)"
+            if fit is None:
+                notes.append(MSG_NO_CONVERGE.format(attribute=attribute, keypoint=kp, model="hit", detail=problem))
+                continue
+            b = fit.params
+            p_high = 1.0 / (1.0 + np.exp(-(_with_group(design, X, high) @ b)))
+            p_low = 1.0 / (1.0 + np.exp(-(_with_group(design, X, low) @ b)))
+            gap = float(p_high.mean() - p_low.mean())
+            grad = (p_high * (1 - p_high)) @ _with_group(design, X, high) / len(X) \
+                - (p_low * (1 - p_low)) @ _with_group(design, X, low) / len(X)
+            se_gap = float(np.sqrt(max(grad @ fit.cov @ grad, 0.0)))
+            log_or = float(L @ b)
+            se_or = float(np.sqrt(max(L @ fit.cov @ L, 0.0)))
+            row.update(sdr_gap=gap, sdr_ci_low=gap - z * se_gap, sdr_ci_high=gap + z * se_gap,
+                       odds_ratio=float(np.exp(log_or)), odds_ratio_ci_low=float(np.exp(log_or - z * se_or)),
+                       odds_ratio_ci_high=float(np.exp(log_or + z * se_or)),
+                       sdr_p_value=_wald(b, fit.cov, group_cols))
+    table = pd.DataFrame(rows, columns=["attribute", "keypoint", *RESULT_COLUMNS])
+    for side in ("", "sdr_"):
+        p = table[f"{side}p_value"].to_numpy(dtype=float)
+        adj = _correct(p, applied)
+        table[f"{side}p_adjusted"] = adj
+        table[f"{side}significant"] = np.where(np.isnan(adj), False, adj < alpha).astype(bool)
+    unit = getattr(study, "unit", "mm")
+    return AdjustedResult(table=table, covariates=covariates.names, alpha=float(alpha), ci=float(ci),
+                          correction=applied, working_correlation=working_correlation, unit=unit,
+                          warnings=list(dict.fromkeys(notes)))
