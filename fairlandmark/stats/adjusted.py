@@ -68,6 +68,8 @@ __all__ = [
 COLLINEARITY_WARN = 0.8
 #: A logistic coefficient this large (log-odds) means the fit ran off towards a separated solution.
 _SEPARATION_LOGIT = 15.0
+#: Sandwich covariance with the Mancl-DeRouen small-sample correction (statsmodels GEE "bias_reduced").
+COV_TYPE = "bias_reduced"
 #: Suffix that forces a numeric-looking covariate (e.g. a site coded 1, 2, 3) to be categorical.
 CATEGORICAL_SUFFIX = ":cat"
 
@@ -295,7 +297,7 @@ def _fit_gee(y, X, clusters, family, correlation, sm):
         warnings.simplefilter("always")
         try:
             model = sm.GEE(y, X, groups=clusters, family=family, cov_struct=structure)
-            result = model.fit(maxiter=100)
+            result = model.fit(maxiter=100, cov_type=COV_TYPE)
         except (np.linalg.LinAlgError, ValueError, ZeroDivisionError, FloatingPointError) as exc:
             return None, f"{type(exc).__name__}: {exc}"
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
@@ -303,7 +305,7 @@ def _fit_gee(y, X, clusters, family, correlation, sm):
     problems = [str(w.message).splitlines()[0] for w in record
                 if issubclass(w.category, ConvergenceWarning) or "converge" in str(w.message).lower()]
     params = np.asarray(result.params, dtype=float)
-    cov = np.asarray(result.cov_robust, dtype=float)
+    cov = np.asarray(result.cov_params(), dtype=float)
     if problems:
         return None, problems[0]
     if not (np.isfinite(params).all() and np.isfinite(cov).all()):
