@@ -1,0 +1,550 @@
+"""Power and sample-size planning for the audit's per-keypoint DP test.
+
+"Not significant" should read "no gap above X could be seen", not "fair". This
+module gives X, the *minimal detectable DP* (MDD): the smallest SDR gap between
+two groups that the audit would flag with the requested power (default 0.8),
+under the audit's own test, and the number of images per group needed to
+detect a target gap.
+
+The audit's test, as modelled here
+----------------------------------
+* statistic: the mean over runs of the per-run DP, the range (largest minus
+  smallest) of the group SDRs of the groups that take part in DP;
+* null: labels permuted within each run, independently per run;
+* multiple testing: ``m`` tests (attributes x keypoints) at level ``alpha``. A
+  planted gap at one keypoint is flagged when its p-value passes the per-test
+  level ``alpha / m``: exact for Holm's first step and for Benjamini-Hochberg
+  when the other ``m - 1`` tests are null, conservative for Westfall-Young,
+  which gains from correlated tests. So the MDD is for a gap at a single
+  keypoint; gaps at many keypoints at once are easier to see under BH.
+
+Approximation (validated by simulating whole audits, see ``tests/test_power.py``
+and ``benchmarks/power_validation.py``): each group's SDR in a run is normal
+around its true value with binomial variance ``p (1 - p) / n``. The permutation
+null of the range is then that of normals with the pooled SDR; its critical
+value at ``alpha / m`` comes from a Monte-Carlo sample of standard normals (a
+closed form with two groups and one run). The power of a planted gap is the
+Monte-Carlo share of alternative draws beyond that critical value, with common
+random numbers, so it is monotone in the gap and found by bisection.
+
+Where the gap is planted: between the *two smallest* groups (the hardest pair
+to see), centred on the keypoint's SDR, the other groups at that SDR. The MDD
+is therefore the largest over pairs: no gap at least this large between any two
+groups would be missed with probability above ``1 - power``.
+
+Runs: when the runs evaluate disjoint images (cross-validation folds), their
+SDRs are independent; when they evaluate the same images, the planted
+difference is modelled as repeating identically in every run (the
+conservative end: averaging runs then does not average away image noise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from fairlandmark.exceptions import InputError
+
+__all__ = [
+    "PlanDesign",
+    "PlanResult",
+    "per_test_level",
+    "power_at_gap",
+    "detectable_dp",
+    "images_for_gap",
+    "plan_from_audit",
+    "plan_from_assumptions",
+    "min_detectable_dp_for_audit",
+    "detectable_curve",
+]
+
+CORRECTIONS = ("bh", "holm", "westfall-young")
+#: Monte-Carlo draws for the power of each candidate gap (Monte-Carlo sd of a power of 0.8: 0.006).
+DEFAULT_SIMULATIONS = 4000
+#: Bisection steps on the gap (a width of 2**-30) and on log images per group.
+_BISECTION_STEPS = 30
+_MAX_IMAGES = 1_000_000
+_NULL_CHUNK = 100_000
+
+MSG_OPTION = "{name}: {rule}, got {value!r}"
+MSG_SIZES = ("group sizes: give two or more groups with at least 2 images each (per run), got {value!r}; "
+             "e.g. --group-sizes 120,80")
+MSG_SDR = "sdr: give SDR values between 0 and 1, one per keypoint, got {value!r}"
+MSG_NOT_AUDIT = ("{src}: not an audit document (no 'per_keypoint' records with 'n_by_group' and 'sdr'); "
+                 "give the JSON written by fairlandmark audit --json")
+MSG_PERMUTATIONS = ("the audit used {b} permutations, so its smallest p-value is {pmin:.2g}, above the per-test "
+                    "level {level:.2g} (alpha {alpha:g} / {m} tests): it could not flag any gap; "
+                    "rerun it with --permutations {need} or more")
+
+
+# -- options --------------------------------------------------------------------------------------
+
+def _check_fraction(name: str, value: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(MSG_OPTION.format(name=name, rule="must be a number between 0 and 1", value=value)) from None
+    if not 0 < value < 1:
+        raise InputError(MSG_OPTION.format(name=name, rule="must be between 0 and 1 (exclusive)", value=value))
+    return value
+
+
+def per_test_level(alpha: float, n_tests: int, correction: str = "bh") -> float:
+    """Level a single gap's p-value must pass among ``n_tests`` tests.
+
+    ``alpha / n_tests`` for every correction (see the module notes).
+
+    Examples
+    --------
+    >>> per_test_level(0.05, 10, "holm")
+    0.005
+    """
+    if correction not in CORRECTIONS:
+        raise InputError(MSG_OPTION.format(name="correction", rule=f"must be one of {', '.join(CORRECTIONS)}",
+                                           value=correction))
+    if isinstance(n_tests, bool) or int(n_tests) != n_tests or n_tests < 1:
+        raise InputError(MSG_OPTION.format(name="n_tests", rule="must be an integer >= 1", value=n_tests))
+    return _check_fraction("alpha", alpha) / int(n_tests)
+
+
+@dataclass(frozen=True)
+class PlanDesign:
+    """Design of one audited attribute: what the test sees.
+
+    Parameters
+    ----------
+    sizes : ndarray of int, shape (R, G)
+        Images per run and group (groups that take part in DP).
+    shared_images : bool
+        Whether the runs evaluate the same images.
+    """
+
+    sizes: np.ndarray
+    shared_images: bool = False
+
+    def __post_init__(self):
+        sizes = np.atleast_2d(np.asarray(self.sizes, dtype=float))
+        if sizes.ndim != 2 or sizes.shape[1] < 2 or not np.isfinite(sizes).all() or (sizes < 2).any():
+            raise InputError(MSG_SIZES.format(value=self.sizes.tolist() if hasattr(self.sizes, "tolist")
+                                              else self.sizes))
+        object.__setattr__(self, "sizes", sizes)
+
+    @property
+    def n_runs(self) -> int:
+        return self.sizes.shape[0]
+
+    @property
+    def pair(self) -> tuple:
+        """The two smallest groups (by images over runs): where the gap is planted."""
+        order = np.argsort(self.sizes.sum(axis=0), kind="stable")
+        return int(order[0]), int(order[1])
+
+    @classmethod
+    def equal(cls, n_per_group: float, n_groups: int, n_runs: int = 1, shared_images: bool = False) -> "PlanDesign":
+        """``n_per_group`` distinct images per group, split evenly over disjoint runs or repeated in shared ones."""
+        per_run = n_per_group if shared_images else n_per_group / n_runs
+        return cls(np.full((n_runs, n_groups), float(per_run)), shared_images)
+
+
+# -- the core: critical value and power --------------------------------------------------------------
+
+def _null_critical(design: PlanDesign, level: float, seed: int) -> float:
+    """Critical value of the statistic for unit binomial variance (p (1 - p) = 1) at ``level``.
+
+    The smallest c with P(T >= c) <= level, T = mean over runs of the range of N(0, 1/n_rg).
+    """
+    scale = 1.0 / np.sqrt(design.sizes)
+    if design.n_runs == 1 and design.sizes.shape[1] == 2:
+        return float(sps.norm.isf(level / 2) * np.sqrt(np.sum(scale ** 2)))
+    n_draws = int(min(max(50_000, math.ceil(200 / level)), 2_000_000))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
+    out = np.empty(n_draws)
+    for start in range(0, n_draws, _NULL_CHUNK):
+        n = min(_NULL_CHUNK, n_draws - start)
+        z = rng.standard_normal((n,) + design.sizes.shape) * scale
+        out[start:start + n] = (z.max(axis=-1) - z.min(axis=-1)).mean(axis=-1)
+    return float(np.quantile(out, 1.0 - level, method="higher"))
+
+
+def _alternative_draws(design: PlanDesign, n_sim: int, seed: int) -> np.ndarray:
+    """Common standard normals of shape (n_sim, R, G); one draw repeated over runs when they share images."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
+    runs = 1 if design.shared_images else design.n_runs
+    z = rng.standard_normal((n_sim, runs, design.sizes.shape[1]))
+    return np.broadcast_to(z, (n_sim,) + design.sizes.shape)
+
+
+def _planted(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign) -> np.ndarray:
+    """True SDR per keypoint and group (K, G): the gap between the two smallest groups, centred on ``sdr``."""
+    high = np.clip(sdr + gap / 2, gap, 1.0)
+    groups = np.repeat(sdr[:, None], design.sizes.shape[1], axis=1)
+    a, b = design.pair
+    groups[:, a] = high
+    groups[:, b] = high - gap
+    return groups
+
+
+def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, crit_unit: float, z: np.ndarray) -> np.ndarray:
+    """Monte-Carlo power per keypoint of gaps ``gap`` (K,) at SDRs ``sdr`` (K,)."""
+    p = _planted(sdr, gap, design)  # (K, G)
+    weights = design.sizes.sum(axis=0)
+    pooled = p @ weights / weights.sum()
+    crit = np.sqrt(pooled * (1 - pooled)) * crit_unit  # (K,)
+    sd = np.sqrt(p * (1 - p))[:, None, None, :] / np.sqrt(design.sizes)[None, None]  # (K, 1, R, G)
+    out = np.empty(len(sdr))
+    for k in range(len(sdr)):  # one keypoint at a time bounds memory at (n_sim, R, G)
+        values = p[k][None, None, :] + sd[k] * z
+        stat = (values.max(axis=-1) - values.min(axis=-1)).mean(axis=-1)
+        out[k] = np.mean(stat >= crit[k] * (1 - 1e-12))
+    return out
+
+
+def _check_sdr(sdr: Any) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(sdr, dtype=float))
+    if values.ndim != 1 or len(values) == 0 or not ((values >= 0) & (values <= 1)).all():
+        raise InputError(MSG_SDR.format(value=sdr))
+    return values
+
+
+def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05, n_tests: int = 1,
+                 correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+    """Power of the audit to flag a gap ``gap`` at keypoints with SDR ``sdr``.
+
+    Parameters
+    ----------
+    sdr : float or array-like, shape (K,)
+        Keypoint SDR at the primary threshold (all groups together).
+    gap : float or array-like, shape (K,)
+        Planted SDR gap between the two smallest groups.
+    design : PlanDesign
+    alpha, n_tests, correction
+        The audit's level, number of tests (attributes x keypoints) and correction.
+    n_sim : int, default 4000
+        Monte-Carlo draws.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray, shape (K,)
+
+    Examples
+    --------
+    >>> design = PlanDesign([[100, 100]])
+    >>> float(power_at_gap(0.7, 0.0, design, alpha=0.05)[0]) < 0.1
+    True
+    """
+    sdr = _check_sdr(sdr)
+    gap = np.broadcast_to(np.asarray(gap, dtype=float), sdr.shape).copy()
+    level = per_test_level(alpha, n_tests, correction)
+    crit = _null_critical(design, level, seed)
+    return _power(sdr, gap, design, crit, _alternative_draws(design, n_sim, seed))
+
+
+def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: float = 0.05, n_tests: int = 1,
+                  correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+    """Minimal detectable DP per keypoint: the smallest gap flagged with probability ``power``.
+
+    NaN where even a gap of 1 (one group always hits, the other never) would
+    be flagged less often than ``power``.
+
+    Examples
+    --------
+    Two groups of 100 images, one test at 0.05, SDR 0.7: about 0.18.
+
+    >>> float(detectable_dp(0.7, PlanDesign([[100, 100]]))[0].round(2))
+    0.18
+    """
+    sdr = _check_sdr(sdr)
+    power = _check_fraction("power", power)
+    level = per_test_level(alpha, n_tests, correction)
+    crit = _null_critical(design, level, seed)
+    z = _alternative_draws(design, n_sim, seed)
+    lo, hi = np.zeros_like(sdr), np.ones_like(sdr)
+    reachable = _power(sdr, hi, design, crit, z) >= power
+    for _ in range(_BISECTION_STEPS):
+        mid = (lo + hi) / 2
+        enough = _power(sdr, mid, design, crit, z) >= power
+        hi = np.where(enough, mid, hi)
+        lo = np.where(enough, lo, mid)
+    return np.where(reachable, hi, np.nan)
+
+
+def images_for_gap(sdr: Any, gap: float, *, n_groups: int = 2, n_runs: int = 1, shared_images: bool = False,
+                   power: float = 0.8, alpha: float = 0.05, n_tests: int = 1, correction: str = "bh",
+                   n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+    """Images per group (equal groups) needed to flag a gap ``gap`` with probability ``power``.
+
+    Returns an integer per keypoint (distinct images per group, over all runs);
+    NaN where more than a million would be needed.
+
+    Examples
+    --------
+    >>> int(images_for_gap(0.7, 0.10, n_tests=1)[0]) > 300
+    True
+    """
+    sdr = _check_sdr(sdr)
+    power = _check_fraction("power", power)
+    gap_value = float(gap)
+    if not 0 < gap_value <= 1:
+        raise InputError(MSG_OPTION.format(name="target gap", rule="must be in (0, 1], e.g. 0.10", value=gap))
+    level = per_test_level(alpha, n_tests, correction)
+    # With equal groups the null critical value scales as 1/sqrt(images per run): compute it once, at 100.
+    base = PlanDesign(np.full((n_runs, n_groups), 100.0), shared_images)
+    crit_100 = _null_critical(base, level, seed)
+    z = _alternative_draws(base, n_sim, seed)
+    gaps = np.full(sdr.shape, gap_value)
+
+    def enough(n_total: np.ndarray) -> np.ndarray:
+        out = np.empty(len(sdr), dtype=bool)
+        for k in range(len(sdr)):
+            per_run = n_total[k] if shared_images else n_total[k] / n_runs
+            design = PlanDesign(np.full((n_runs, n_groups), max(per_run, 2.0)), shared_images)
+            crit = crit_100 * np.sqrt(100.0 / max(per_run, 2.0))  # equal sizes: the null scales as 1/sqrt(n)
+            out[k] = _power(sdr[k:k + 1], gaps[k:k + 1], design, crit, z)[0] >= power
+        return out
+
+    lo = np.full(sdr.shape, 2.0 * (1 if shared_images else n_runs))
+    hi = np.full(sdr.shape, float(_MAX_IMAGES))
+    reachable = enough(hi)
+    for _ in range(40):
+        if np.all(hi - lo <= 1):
+            break
+        mid = np.floor((lo + hi) / 2)
+        ok = enough(mid)
+        hi = np.where(ok, mid, hi)
+        lo = np.where(ok, lo, mid)
+    return np.where(reachable, hi, np.nan)
+
+
+# -- plans ------------------------------------------------------------------------------------------------
+
+@dataclass
+class PlanResult:
+    """A power plan: one row per (attribute, keypoint).
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        ``attribute, keypoint, sdr, n_by_group, pair, min_detectable_dp, power,
+        alpha, correction, n_tests, per_test_level, target_dp,
+        n_per_group_for_target`` (+ ``observed_dp``, ``significant`` from an audit).
+    settings : dict
+    designs : dict of str -> PlanDesign
+    warnings : list of str
+    """
+
+    table: pd.DataFrame
+    settings: dict
+    designs: dict
+    warnings: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: ``settings`` and ``records`` (one per attribute x keypoint)."""
+        from fairlandmark.files import json_safe
+
+        return json_safe({"settings": self.settings, "records": self.table.to_dict("records"),
+                          "warnings": self.warnings})
+
+
+def _plan(sdr_by_attribute: Mapping[str, tuple], designs: Mapping[str, PlanDesign], *, power: float, alpha: float,
+          correction: str, n_tests: int, target_dp: float | None, n_sim: int, seed: int,
+          group_names: Mapping[str, Sequence[str]]) -> PlanResult:
+    level = per_test_level(alpha, n_tests, correction)
+    power = _check_fraction("power", power)
+    frames = []
+    for attribute, (keypoints, sdr) in sdr_by_attribute.items():
+        design = designs[attribute]
+        sdr = np.asarray(sdr, dtype=float)
+        finite = np.isfinite(sdr)
+        mdd = np.full(sdr.shape, np.nan)
+        need = np.full(sdr.shape, np.nan)
+        if finite.any():
+            mdd[finite] = detectable_dp(sdr[finite], design, power=power, alpha=alpha, n_tests=n_tests,
+                                        correction=correction, n_sim=n_sim, seed=seed)
+            if target_dp is not None:
+                need[finite] = images_for_gap(sdr[finite], target_dp, n_groups=design.sizes.shape[1],
+                                              n_runs=design.n_runs, shared_images=design.shared_images, power=power,
+                                              alpha=alpha, n_tests=n_tests, correction=correction, n_sim=n_sim,
+                                              seed=seed)
+        names = list(group_names[attribute])
+        a, b = design.pair
+        n_images = (design.sizes.max(axis=0) if design.shared_images else design.sizes.sum(axis=0))
+        frames.append(pd.DataFrame({
+            "attribute": attribute, "keypoint": list(keypoints), "sdr": sdr,
+            "n_by_group": [dict(zip(names, n_images.astype(int).tolist()))] * len(sdr),
+            "pair": f"{names[a]} vs {names[b]}",
+            "min_detectable_dp": mdd, "power": power, "alpha": alpha, "correction": correction,
+            "n_tests": n_tests, "per_test_level": level, "target_dp": target_dp,
+            "n_per_group_for_target": need,
+        }))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    settings = {"power": power, "alpha": alpha, "correction": correction, "n_tests": n_tests,
+                "per_test_level": level, "target_dp": target_dp, "n_sim": n_sim, "seed": seed,
+                "method": "normal approximation of group SDRs, Monte-Carlo null of the run-mean range at alpha/m; "
+                          "gap planted between the two smallest groups"}
+    return PlanResult(table=table, settings=settings, designs=dict(designs))
+
+
+def _audit_designs(document: Mapping, src: str) -> tuple[dict, dict, dict, int]:
+    """Per attribute: (keypoints, sdr), design, group names; and the number of tests, from an audit document."""
+    records = document.get("per_keypoint") if isinstance(document, Mapping) else None
+    if not records or not all(isinstance(r, Mapping) and "n_by_group" in r and "sdr" in r for r in records):
+        raise InputError(MSG_NOT_AUDIT.format(src=src))
+    n_runs = int(document.get("n_runs") or 1)
+    n_images = document.get("n_images")
+    in_dp = {(g["attribute"], g["group"]): bool(g.get("in_dp", True)) for g in document.get("groups") or []}
+    sdr_by, designs, names, n_tests = {}, {}, {}, 0
+    for rec in records:
+        attribute = rec["attribute"]
+        dp = rec.get("dp")
+        n_tests += int(dp is not None and not (isinstance(dp, float) and math.isnan(dp)))
+        if attribute not in designs:
+            groups = [g for g, n in rec["n_by_group"].items() if in_dp.get((attribute, g), True) and n]
+            totals = np.array([float(rec["n_by_group"][g]) for g in groups])
+            shared = n_images is not None and n_runs > 1 and totals.sum() > float(n_images)
+            per_run = np.tile(totals / n_runs, (n_runs, 1))
+            try:
+                designs[attribute] = PlanDesign(np.maximum(np.round(per_run), 0), shared)
+            except InputError:
+                continue  # fewer than two groups in DP: no test to plan
+            names[attribute] = groups
+            sdr_by[attribute] = ([], [])
+        sdr_by[attribute][0].append(rec["keypoint"])
+        value = rec.get("sdr")
+        sdr_by[attribute][1].append(np.nan if value is None else float(value))
+    return sdr_by, designs, names, max(n_tests, 1)
+
+
+def plan_from_audit(document: Mapping, *, power: float = 0.8, target_dp: float | None = 0.10,
+                    alpha: float | None = None, correction: str | None = None, n_sim: int = DEFAULT_SIMULATIONS,
+                    seed: int = 0, source: str = "audit") -> PlanResult:
+    """Plan from an audit document (the dict of ``fairlandmark audit --json``).
+
+    The audit's own design: its groups in DP and their sizes, runs, primary
+    threshold (through each keypoint's SDR), number of tests, and, unless
+    overridden, its ``alpha`` and correction (0.05 and ``bh`` when the audit
+    ran without significance).
+
+    Returns
+    -------
+    PlanResult
+        Its table also has ``observed_dp`` and ``significant`` from the audit.
+    """
+    sdr_by, designs, names, n_tests = _audit_designs(document, source)
+    sig = document.get("significance") or {}
+    alpha = float(alpha if alpha is not None else sig.get("alpha", 0.05))
+    correction = correction or sig.get("correction", "bh")
+    result = _plan(sdr_by, designs, power=power, alpha=alpha, correction=correction, n_tests=n_tests,
+                   target_dp=target_dp, n_sim=n_sim, seed=seed, group_names=names)
+    level = result.settings["per_test_level"]
+    permutations = sig.get("permutations")
+    if permutations and 1.0 / (permutations + 1) > level:
+        result.warnings.append(MSG_PERMUTATIONS.format(b=permutations, pmin=1.0 / (permutations + 1), level=level,
+                                                       alpha=alpha, m=n_tests, need=math.ceil(2 / level)))
+        result.table["min_detectable_dp"] = np.nan
+    observed = {(r["attribute"], str(r["keypoint"])): r for r in document["per_keypoint"]}
+    keys = list(zip(result.table["attribute"], result.table["keypoint"].astype(str)))
+    result.table["observed_dp"] = [observed[k].get("dp") for k in keys]
+    result.table["significant"] = [observed[k].get("significant") for k in keys]
+    result.settings.update(source=source, primary_threshold=document.get("primary_threshold"),
+                           unit=document.get("unit"), n_runs=document.get("n_runs"))
+    return result
+
+
+def plan_from_assumptions(sdr: Any, group_sizes: Mapping[str, float] | Sequence[float], *, keypoints: Sequence |
+                          None = None, n_runs: int = 1, shared_images: bool = False, n_tests: int | None = None,
+                          power: float = 0.8, target_dp: float | None = 0.10, alpha: float = 0.05,
+                          correction: str = "bh", attribute: str = "attribute", n_sim: int = DEFAULT_SIMULATIONS,
+                          seed: int = 0) -> PlanResult:
+    """Plan from assumed per-keypoint SDRs and group sizes (before any audit).
+
+    Parameters
+    ----------
+    sdr : float or sequence of float
+        Expected SDR per keypoint at the primary threshold.
+    group_sizes : dict of str -> int, or sequence of int
+        Distinct test images per group.
+    n_tests : int, optional
+        Number of tests of the audit; default the number of keypoints.
+
+    Examples
+    --------
+    >>> plan = plan_from_assumptions([0.7, 0.9], {"F": 100, "M": 100}, target_dp=None)
+    >>> list(plan.table["keypoint"])
+    [1, 2]
+    """
+    values = _check_sdr(sdr)
+    if isinstance(group_sizes, Mapping):
+        names, sizes = list(group_sizes), [float(v) for v in group_sizes.values()]
+    else:
+        sizes = [float(v) for v in group_sizes]
+        names = [f"group {i + 1}" for i in range(len(sizes))]
+    if isinstance(n_runs, bool) or int(n_runs) != n_runs or n_runs < 1:
+        raise InputError(MSG_OPTION.format(name="n_runs", rule="must be an integer >= 1", value=n_runs))
+    totals = np.asarray(sizes)
+    per_run = totals if shared_images else totals / n_runs
+    design = PlanDesign(np.tile(per_run, (int(n_runs), 1)), shared_images)
+    keypoints = list(keypoints) if keypoints is not None else list(range(1, len(values) + 1))
+    if len(keypoints) != len(values):
+        raise InputError(MSG_OPTION.format(name="keypoints", rule=f"needs one label per SDR ({len(values)})",
+                                           value=keypoints))
+    return _plan({attribute: (keypoints, values)}, {attribute: design}, power=power, alpha=alpha,
+                 correction=correction, n_tests=int(n_tests or len(values)), target_dp=target_dp, n_sim=n_sim,
+                 seed=seed, group_names={attribute: names})
+
+
+def min_detectable_dp_for_audit(document: Mapping, *, power: float = 0.8, n_sim: int = 2000,
+                                seed: int = 0) -> pd.DataFrame:
+    """The smallest gap the audit could have detected, per (attribute, keypoint).
+
+    For reports: a keypoint that is not significant reads "no gap above
+    ``min_detectable_dp`` could be seen".
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``attribute, keypoint, min_detectable_dp, power, alpha, correction,
+        pair, observed_dp, significant``.
+    """
+    plan = plan_from_audit(document, power=power, target_dp=None, n_sim=n_sim, seed=seed)
+    return plan.table[["attribute", "keypoint", "min_detectable_dp", "power", "alpha", "correction", "pair",
+                       "observed_dp", "significant"]].copy()
+
+
+def detectable_curve(plan: PlanResult, n_per_group: Sequence[float] | None = None, *,
+                     n_sim: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Minimal detectable DP against images per group (equal groups), for the plan's figure.
+
+    For each attribute, at the smallest, median and largest keypoint SDR of the
+    plan (the curves bracket all keypoints).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``attribute, which (min/median/max SDR), sdr, n_per_group, min_detectable_dp``.
+    """
+    grid = np.asarray(n_per_group if n_per_group is not None else
+                      np.unique(np.round(np.geomspace(20, 2000, 13))), dtype=float)
+    s = plan.settings
+    rows = []
+    for attribute, design in plan.designs.items():
+        sdr = plan.table.loc[plan.table["attribute"] == attribute, "sdr"].to_numpy(dtype=float)
+        sdr = sdr[np.isfinite(sdr)]
+        if not len(sdr):
+            continue
+        marks = {"lowest SDR": float(np.min(sdr)), "median SDR": float(np.median(sdr)),
+                 "highest SDR": float(np.max(sdr))}
+        for n in grid:
+            eq = PlanDesign.equal(max(n, 2.0 * (1 if design.shared_images else design.n_runs)),
+                                  design.sizes.shape[1], design.n_runs, design.shared_images)
+            mdd = detectable_dp(np.array(list(marks.values())), eq, power=s["power"], alpha=s["alpha"],
+                                n_tests=s["n_tests"], correction=s["correction"], n_sim=n_sim, seed=seed)
+            for (which, value), d in zip(marks.items(), mdd):
+                rows.append({"attribute": attribute, "which": which, "sdr": value, "n_per_group": int(n),
+                             "min_detectable_dp": float(d)})
+    return pd.DataFrame(rows)
