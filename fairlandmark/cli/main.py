@@ -13,12 +13,12 @@ import importlib
 import sys
 import warnings
 
-from . import __version__
-from fairlandmark.cli.exceptions import FairlandmarkWarning, InputError
+from fairlandmark import __version__
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
+COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report", "plan")
 EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
 MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 

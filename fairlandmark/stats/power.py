@@ -23,7 +23,9 @@ and ``benchmarks/power_validation.py``): each group's SDR in a run is normal
 around its true value with binomial variance ``p (1 - p) / n``. The permutation
 null of the range is then that of normals with the pooled SDR; its critical
 value at ``alpha / m`` comes from a Monte-Carlo sample of standard normals (a
-closed form with two groups and one run). The power of a planted gap is the
+closed form with two groups and one run), plus a continuity correction of half
+a lattice step (hit counts are integers: without it the plan overstated power
+by about 0.06 at 100 images per group). The power of a planted gap is the
 Monte-Carlo share of alternative draws beyond that critical value, with common
 random numbers, so it is monotone in the gap and found by bisection.
 
@@ -139,6 +141,18 @@ class PlanDesign:
         return self.sizes.shape[0]
 
     @property
+    def continuity(self) -> float:
+        """Half a lattice step of the statistic: hit counts are integers, so a gap moves in steps.
+
+        Moving one hit from one group of the planted pair to the other changes
+        their SDR difference by ``1/n_a + 1/n_b`` in a run; the mean over R runs
+        moves in steps R times finer.
+        """
+        a, b = self.pair
+        step = np.mean(1.0 / self.sizes[:, a] + 1.0 / self.sizes[:, b])
+        return float(step / (2 * self.n_runs))
+
+    @property
     def pair(self) -> tuple:
         """The two smallest groups (by images over runs): where the gap is planted."""
         order = np.argsort(self.sizes.sum(axis=0), kind="stable")
@@ -200,7 +214,7 @@ def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, crit_unit: floa
     for k in range(len(sdr)):  # one keypoint at a time bounds memory at (n_sim, R, G)
         values = p[k][None, None, :] + sd[k] * z
         stat = (values.max(axis=-1) - values.min(axis=-1)).mean(axis=-1)
-        out[k] = np.mean(stat >= crit[k] * (1 - 1e-12))
+        out[k] = np.mean(stat >= crit[k] + design.continuity)
     return out
 
 

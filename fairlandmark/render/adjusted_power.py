@@ -1,0 +1,142 @@
+"""Words for reports: does a flagged gap survive adjustment, and what could a study have seen?
+
+Both work on the audit document (the JSON dict) and return plain text lines or
+escaped HTML, so the terminal findings and the HTML report say the same thing.
+
+- :func:`adjustment_lines`: for every keypoint flagged by the permutation test,
+  whether its gap survives adjustment for the covariates (the adjusted SDR gap,
+  the counterpart of DP, significant after the same correction).
+- :func:`detectable_lines`: for keypoints that are not significant, the
+  smallest gap the study could have detected
+  (:func:`fairlandmark.stats.power.min_detectable_dp_for_audit`), so "not
+  significant" reads "no gap above X could be seen", not "fair".
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+
+__all__ = ["adjustment_lines", "detectable_lines", "adjustment_html", "detectable_html", "detectable_frame"]
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    v = _num(value)
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _p(value: Any) -> str:
+    v = _num(value)
+    return "-" if math.isnan(v) else (f"{v:.3f}" if v >= 1e-3 else f"{v:.1e}")
+
+
+def adjustment_lines(doc: Mapping) -> list:
+    """One line per flagged (attribute, keypoint): does the gap survive adjustment?
+
+    Empty when the audit was not adjusted. Keypoints not flagged by the
+    permutation test are left out (nothing to explain), unless the audit ran
+    without significance, where every keypoint with a DP is described.
+
+    Examples
+    --------
+    >>> rec = {"attribute": "sex", "keypoint": 3, "dp": 0.2, "significant": True, "pair": ["M", "F"],
+    ...        "adjusted": {"covariates": ["site"], "sdr_gap": 0.01, "sdr_ci_low": -0.05, "sdr_ci_high": 0.07,
+    ...                     "sdr_p_adjusted": 0.8, "sdr_significant": False, "effect_mm": 0.1, "unit": "mm",
+    ...                     "p_adjusted": 0.7, "significant": False}}
+    >>> adjustment_lines({"per_keypoint": [rec], "adjustment": {"covariates": ["site"]}})[0][:60]
+    'sex, keypoint 3 (DP 0.20, M vs F): does not survive adjustmen'
+    """
+    if not doc.get("adjustment"):
+        return []
+    with_sig = any("significant" in r for r in doc.get("per_keypoint", []))
+    lines = []
+    for rec in doc.get("per_keypoint", []):
+        adj = rec.get("adjusted") or {}
+        if not adj or (with_sig and not rec.get("significant")) or math.isnan(_num(rec.get("dp"))):
+            continue
+        cov = ", ".join(adj.get("covariates") or [])
+        pair = " vs ".join(rec.get("pair") or []) or adj.get("contrast") or "-"
+        head = f"{rec['attribute']}, keypoint {rec['keypoint']} (DP {_f(rec.get('dp'))}, {pair})"
+        if math.isnan(_num(adj.get("sdr_gap"))):
+            lines.append(f"{head}: the adjusted SDR gap could not be estimated (see warnings)")
+            continue
+        verdict = "survives adjustment" if adj.get("sdr_significant") else "does not survive adjustment"
+        lines.append(f"{head}: {verdict} for {cov}: adjusted SDR gap {_f(adj.get('sdr_gap'))} "
+                     f"[{_f(adj.get('sdr_ci_low'))}, {_f(adj.get('sdr_ci_high'))}], p adj {_p(adj.get('sdr_p_adjusted'))}; "
+                     f"error gap {_f(adj.get('effect_mm'))} {adj.get('unit', 'mm')}, p adj {_p(adj.get('p_adjusted'))}")
+    return lines
+
+
+def detectable_frame(doc: Mapping, *, power: float = 0.8, n_sim: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """:func:`fairlandmark.stats.power.min_detectable_dp_for_audit` of the document (empty if it cannot plan)."""
+    from fairlandmark.exceptions import InputError
+    from fairlandmark.stats.power import min_detectable_dp_for_audit
+
+    try:
+        return min_detectable_dp_for_audit(doc, power=power, n_sim=n_sim, seed=seed)
+    except InputError:
+        return pd.DataFrame()
+
+
+def detectable_lines(doc: Mapping, frame: pd.DataFrame | None = None, *, max_lines: int = 10) -> list:
+    """For keypoints that are not significant: the smallest gap the study could have detected.
+
+    One line per attribute (the range over its non-significant keypoints), plus
+    one per keypoint up to ``max_lines``. Empty when the audit has no p-values.
+    """
+    if not any("significant" in r for r in doc.get("per_keypoint", [])):
+        return []
+    frame = detectable_frame(doc) if frame is None else frame
+    if frame.empty:
+        return []
+    quiet = frame[~frame["significant"].fillna(False).astype(bool)]
+    lines = []
+    for attribute, rows in quiet.groupby("attribute", sort=False):
+        mdd = rows["min_detectable_dp"].astype(float)
+        power = float(rows["power"].iloc[0])
+        if mdd.notna().any():
+            lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study would have flagged "
+                         f"a gap of {_f(mdd.min())} to {_f(mdd.max())} (by keypoint) with power {power:g}; "
+                         f"smaller gaps could have gone unseen")
+        else:
+            lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study could not have "
+                         f"flagged any gap with power {power:g}")
+    for row in quiet.head(max_lines).to_dict("records"):
+        lines.append(f"  keypoint {row['keypoint']} ({row['attribute']}): observed DP {_f(row['observed_dp'])}, "
+                     f"no gap above {_f(row['min_detectable_dp'])} could be seen")
+    return lines
+
+
+def adjustment_html(doc: Mapping) -> str:
+    """HTML section body (escaped) for the adjusted gaps; empty when not adjusted."""
+    settings = doc.get("adjustment")
+    if not settings:
+        return ""
+    lines = adjustment_lines(doc)
+    cov = ", ".join(settings.get("covariates") or [])
+    intro = (f"<p>Gaps adjusted for {html.escape(cov)}: GEE models of the hit (SDR) and of the error, images as "
+             f"clusters, {html.escape(str(settings.get('correction')))} correction over the adjusted tests at alpha "
+             f"{html.escape(str(settings.get('alpha')))}. A gap that does not survive travels with the covariates.</p>")
+    if not lines:
+        return intro + "<p>No flagged keypoint to explain.</p>"
+    return intro + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+
+
+def detectable_html(doc: Mapping, frame: pd.DataFrame | None = None) -> str:
+    """HTML paragraph list (escaped) of :func:`detectable_lines`; empty when not applicable."""
+    lines = detectable_lines(doc, frame, max_lines=0)
+    if not lines:
+        return ""
+    return ("<p>What \"not significant\" means here: the smallest gap this study could have detected "
+            "(fairlandmark plan gives the detail per keypoint).</p><ul>"
+            + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
