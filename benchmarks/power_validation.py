@@ -16,7 +16,7 @@ import numpy as np
 
 from fairlandmark import audit_arrays
 from fairlandmark.exceptions import FairlandmarkWarning
-from fairlandmark.stats.power import PlanDesign, detectable_dp
+from fairlandmark.stats.power import PlanDesign, detectable_dp, planted_sdr
 
 __all__ = ["simulate_flag_rate", "DESIGNS"]
 
@@ -62,11 +62,9 @@ def simulate_flag_rate(sizes, n_runs, shared, n_keypoints, sdr, correction, perm
     sizes = np.asarray(sizes)
     per_run = sizes if shared else sizes / n_runs
     design = PlanDesign(np.tile(per_run, (n_runs, 1)), shared)
-    mdd = float(detectable_dp(sdr, design, power=power, alpha=alpha, n_tests=n_keypoints, correction=correction)[0])
-    high = np.clip(sdr + mdd / 2, mdd, 1.0)
-    truth = np.full(len(sizes), sdr)
-    a, b = design.pair
-    truth[a], truth[b] = high, high - mdd
+    mdd = float(detectable_dp(sdr, design, power=power, alpha=alpha, n_tests=n_keypoints, correction=correction,
+                              permutations=permutations)[0])
+    truth = planted_sdr(np.array([sdr]), np.array([mdd]), design)[0]
     rng = np.random.default_rng(seed)
     flagged = 0
     for i in range(n_studies):

@@ -37,9 +37,9 @@ def _closed_form_mdd(p, n1, n2, level, power):
     cc = 0.5 * (1 / n1 + 1 / n2)
 
     def power_at(d):
-        hi = min(max(p + d / 2, d), 1.0)
+        hi = min(max(p + d * n2 / (n1 + n2), d), 1.0)  # the smaller group 1 moves more; pooled SDR stays p
         lo = hi - d
-        pooled = (n1 * hi + n2 * lo) / (n1 + n2)  # group 1 is the smaller one below: it gets the high SDR
+        pooled = (n1 * hi + n2 * lo) / (n1 + n2)
         sd0 = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
         sd1 = np.sqrt(hi * (1 - hi) / n1 + lo * (1 - lo) / n2)
         return stats.norm.sf((z_a * sd0 + cc - d) / sd1)
@@ -50,9 +50,11 @@ def _closed_form_mdd(p, n1, n2, level, power):
 @pytest.mark.parametrize("p, n1, n2, m", [(0.7, 100, 100, 1), (0.85, 60, 150, 10), (0.5, 40, 40, 19)])
 def test_two_groups_one_run_match_the_closed_form(p, n1, n2, m):
     design = PlanDesign([[n1, n2]])
-    mdd = detectable_dp(p, design, alpha=0.05, n_tests=m, n_sim=20000)[0]
     expected = _closed_form_mdd(p, n1, n2, 0.05 / m, 0.8)
-    assert mdd == pytest.approx(expected, abs=0.006)
+    normal = detectable_dp(p, design, alpha=0.05, n_tests=m, n_sim=20000, method="normal")[0]
+    assert normal == pytest.approx(expected, abs=0.006)
+    # The binomial (discrete) computation, used for reports, lands near the continuity-corrected closed form.
+    assert detectable_dp(p, design, alpha=0.05, n_tests=m)[0] == pytest.approx(expected, abs=0.025)
 
 
 def test_power_at_zero_gap_is_at_most_the_per_test_level():
@@ -79,8 +81,8 @@ def test_detectable_dp_is_where_power_reaches_the_target():
 def test_images_for_gap_is_the_smallest_design_reaching_the_target():
     need = images_for_gap([0.7, 0.9], 0.1, n_groups=2, alpha=0.05, n_tests=19)
     for sdr, n in zip([0.7, 0.9], need):
-        enough = detectable_dp(sdr, PlanDesign.equal(n, 2), alpha=0.05, n_tests=19)[0]
-        short = detectable_dp(sdr, PlanDesign.equal(n - 2, 2), alpha=0.05, n_tests=19)[0]
+        enough = detectable_dp(sdr, PlanDesign.equal(n, 2), alpha=0.05, n_tests=19, method="normal")[0]
+        short = detectable_dp(sdr, PlanDesign.equal(n - 2, 2), alpha=0.05, n_tests=19, method="normal")[0]
         assert enough <= 0.1 + 1e-6 < short + 0.003
     # Textbook order of magnitude: n = (z_{1-a/2m} + z_0.8)^2 * 2 p (1 - p) / d^2 at p = 0.7.
     z = stats.norm.isf(0.05 / 19 / 2) + stats.norm.isf(0.2)
@@ -92,9 +94,10 @@ def test_equal_designs_count_distinct_images_per_group():
     shared = PlanDesign.equal(120, 2, n_runs=3, shared_images=True)
     np.testing.assert_array_equal(folds.sizes, np.full((3, 2), 40.0))  # 120 images dealt over 3 folds
     np.testing.assert_array_equal(shared.sizes, np.full((3, 2), 120.0))  # the same 120 images in every run
-    # Splitting the same images into folds costs little power against one run on all of them.
+    # The audit averages per-fold gaps: splitting the same images into folds costs some power (the folded noise
+    # of each fold's |gap| does not average away), but not more than a quarter of the detectable gap here.
     single = detectable_dp(0.7, PlanDesign.equal(120, 2))[0]
-    assert detectable_dp(0.7, folds)[0] == pytest.approx(single, abs=0.03)
+    assert single < detectable_dp(0.7, folds)[0] < 1.25 * single
 
 
 def test_options_are_checked():
@@ -137,7 +140,7 @@ def test_plan_from_audit_uses_the_audits_design():
     assert sex["sdr"] == pytest.approx(rec["sdr"])
     # The same number as planning the design by hand.
     direct = detectable_dp(rec["sdr"], PlanDesign([[40, 80]]), alpha=0.05, n_tests=12, correction="holm",
-                           n_sim=1000)[0]
+                           n_sim=1000, permutations=999)[0]
     assert sex["min_detectable_dp"] == pytest.approx(direct)
     assert (t["n_per_group_for_target"] > 0).all()
     out = plan.to_dict()

@@ -24,6 +24,9 @@ def add_audit_arguments(parser):
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
+    parser.add_argument("--adjust", action="append", default=[], metavar="COLUMN",
+                        help="metadata column to adjust the gaps for (repeatable; numeric or categorical, "
+                             "COLUMN:cat forces categorical): GEE models with images as clusters")
     try:
         from fairlandmark.stats.significance import add_significance_arguments
     except ImportError:  # pragma: no cover - significance is part of the package
@@ -40,8 +43,15 @@ def audit_from_args(args, *, console=None):
         from fairlandmark.stats.significance import options_from_args
 
         significance = options_from_args(args)
+    covariates = None
+    if getattr(args, "adjust", None):
+        from fairlandmark.stats.adjusted import check_covariates
+
+        base = [a for a in study.coding.attributes if a in study.coding.base_codes]
+        covariates = check_covariates(args.metadata, args.adjust, image_ids=study.row_image, attributes=base,
+                                      source=args.metadata)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
-                       significance=significance)
+                       significance=significance, adjust=covariates)
     result.privacy = privacy_from_audit_args(study, args)
     return result
 
@@ -70,6 +80,9 @@ def _run(args):
     result = audit_from_args(args, console=console)
     if not args.quiet:
         render_audit(result, console)
+        from fairlandmark.render.adjusted_power import print_adjustment_and_power
+
+        print_adjustment_and_power(result.to_dict(), console)
         for privacy in result.privacy:
             render_privacy(privacy, console)
     else:

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-__all__ = ["adjustment_lines", "detectable_lines", "adjustment_html", "detectable_html", "detectable_frame"]
+__all__ = ["adjustment_lines", "detectable_lines", "adjustment_html", "detectable_html", "detectable_frame",
+           "print_adjustment_and_power"]
 
 
 def _num(value: Any) -> float:
@@ -40,12 +41,12 @@ def _p(value: Any) -> str:
     return "-" if math.isnan(v) else (f"{v:.3f}" if v >= 1e-3 else f"{v:.1e}")
 
 
-def adjustment_lines(doc: Mapping) -> list:
+def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
     """One line per flagged (attribute, keypoint): does the gap survive adjustment?
 
     Empty when the audit was not adjusted. Keypoints not flagged by the
-    permutation test are left out (nothing to explain), unless the audit ran
-    without significance, where every keypoint with a DP is described.
+    permutation test are left out (nothing to explain); an audit without
+    p-values gets its ``max_lines`` largest gaps described.
 
     Examples
     --------
@@ -58,12 +59,14 @@ def adjustment_lines(doc: Mapping) -> list:
     """
     if not doc.get("adjustment"):
         return []
-    with_sig = any("significant" in r for r in doc.get("per_keypoint", []))
+    records = [r for r in doc.get("per_keypoint", []) if r.get("adjusted") and not math.isnan(_num(r.get("dp")))]
+    if any("significant" in r for r in records):
+        records = [r for r in records if r.get("significant")]
+    else:  # no p-values: the largest gaps
+        records = sorted(records, key=lambda r: -_num(r.get("dp")))[:max_lines]
     lines = []
-    for rec in doc.get("per_keypoint", []):
-        adj = rec.get("adjusted") or {}
-        if not adj or (with_sig and not rec.get("significant")) or math.isnan(_num(rec.get("dp"))):
-            continue
+    for rec in records:
+        adj = rec["adjusted"]
         cov = ", ".join(adj.get("covariates") or [])
         pair = " vs ".join(rec.get("pair") or []) or adj.get("contrast") or "-"
         head = f"{rec['attribute']}, keypoint {rec['keypoint']} (DP {_f(rec.get('dp'))}, {pair})"
@@ -140,3 +143,21 @@ def detectable_html(doc: Mapping, frame: pd.DataFrame | None = None) -> str:
     return ("<p>What \"not significant\" means here: the smallest gap this study could have detected "
             "(fairlandmark plan gives the detail per keypoint).</p><ul>"
             + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+
+
+def print_adjustment_and_power(doc: Mapping, console: Any) -> None:
+    """Terminal findings: adjustment verdicts of flagged gaps, then what the study could have seen."""
+    lines = adjustment_lines(doc)
+    if lines:
+        console.print("Adjusted for " + ", ".join(doc["adjustment"].get("covariates") or []) + ":", markup=False,
+                      style="bold")
+        for line in lines:
+            console.print("  " + line, markup=False)
+    elif doc.get("adjustment"):
+        console.print("Adjusted gaps computed; no flagged keypoint to explain (see the JSON 'adjusted' objects).",
+                      markup=False)
+    power = detectable_lines(doc)
+    if power:
+        console.print("What 'not significant' means here:", markup=False, style="bold")
+        for line in power:
+            console.print(line if line.startswith("  ") else "  " + line, markup=False)

@@ -733,6 +733,13 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         P.append('<p class="muted">Not computed. Run the audit with <code>--permutations</code> (and '
                  "<code>--bootstrap</code>) for p-values, the randomized baseline and intervals.</p>")
 
+    from fairlandmark.render.adjusted_power import adjustment_html, detectable_html
+
+    if sig:
+        P.append(detectable_html(doc))
+    if doc.get("adjustment"):
+        P.append("<h2>Adjusted gaps</h2>" + adjustment_html(doc))
+
     if doc.get("privacy"):
         P.append("<h2>Privacy: attribute inference from errors</h2>")
         P.append(_privacy_html(doc))

@@ -63,13 +63,14 @@ __all__ = [
     "plan_from_assumptions",
     "min_detectable_dp_for_audit",
     "detectable_curve",
+    "planted_sdr",
 ]
 
 CORRECTIONS = ("bh", "holm", "westfall-young")
 #: Monte-Carlo draws for the power of each candidate gap (Monte-Carlo sd of a power of 0.8: 0.006).
 DEFAULT_SIMULATIONS = 4000
 #: Bisection steps on the gap (a width of 2**-30) and on log images per group.
-_BISECTION_STEPS = 30
+_BISECTION_STEPS = 16
 _MAX_IMAGES = 1_000_000
 _NULL_CHUNK = 100_000
 
@@ -193,19 +194,78 @@ def _alternative_draws(design: PlanDesign, n_sim: int, seed: int) -> np.ndarray:
     return np.broadcast_to(z, (n_sim,) + design.sizes.shape)
 
 
-def _planted(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign) -> np.ndarray:
-    """True SDR per keypoint and group (K, G): the gap between the two smallest groups, centred on ``sdr``."""
-    high = np.clip(sdr + gap / 2, gap, 1.0)
-    groups = np.repeat(sdr[:, None], design.sizes.shape[1], axis=1)
+def planted_sdr(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign) -> np.ndarray:
+    """True SDR per keypoint and group (K, G): the gap between the two smallest groups.
+
+    Placed so that the pair's pooled SDR stays the keypoint's SDR (the larger
+    group moves less), shifted inside [0, 1] where that is impossible.
+    """
     a, b = design.pair
+    n_a, n_b = design.sizes[:, a].sum(), design.sizes[:, b].sum()
+    high = np.clip(sdr + gap * n_b / (n_a + n_b), gap, 1.0)
+    groups = np.repeat(sdr[:, None], design.sizes.shape[1], axis=1)
     groups[:, a] = high
     groups[:, b] = high - gap
     return groups
 
 
+def _binomial_null(pooled: float, design: PlanDesign, level: float, seed: int) -> np.ndarray:
+    """Sorted Monte-Carlo null sample of the statistic when every hit count is Binomial(n_rg, pooled).
+
+    The discrete null of the audit's statistic (runs independent, as its permutations are), with at least
+    100 / level draws, so the tail at the level is estimated from 100 or more draws.
+    """
+    sizes = np.round(design.sizes).astype(np.int64)
+    n_draws = int(min(max(20_000, math.ceil(100 / level)), 2_000_000))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, int(round(pooled * 1e6))]))
+    out = np.empty(n_draws)
+    for start in range(0, n_draws, _NULL_CHUNK):
+        n = min(_NULL_CHUNK, n_draws - start)
+        rate = rng.binomial(sizes, pooled, size=(n,) + sizes.shape) / sizes
+        out[start:start + n] = (rate.max(axis=-1) - rate.min(axis=-1)).mean(axis=-1)
+    return np.sort(out)
+
+
+def _reject_probability(tail: np.ndarray, level: float, permutations: int | None) -> np.ndarray:
+    """Probability that the audit flags a statistic whose exact null tail probability is ``tail``.
+
+    With B permutations the audit's p-value is (1 + #{permuted >= observed}) / (1 + B), the count being
+    Binomial(B, tail), and it flags when that p-value passes ``level``. Without B: flag when tail <= level.
+    """
+    if not permutations:
+        return (tail <= level).astype(float)
+    largest_count = math.floor(level * (permutations + 1) + 1e-9) - 1
+    if largest_count < 0:
+        return np.zeros_like(tail)
+    return sps.binom.cdf(largest_count, permutations, tail)
+
+
+def _binomial_power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, n_sim: int, seed: int,
+                    cache: dict, permutations: int | None = None) -> np.ndarray:
+    """Monte-Carlo power per keypoint with binomial hit counts (the same stream for every gap)."""
+    p = planted_sdr(sdr, gap, design)
+    weights = design.sizes.sum(axis=0)
+    pooled = np.clip(p @ weights / weights.sum(), 0.0, 1.0)
+    sizes = np.round(design.sizes).astype(np.int64)
+    runs = 1 if design.shared_images else design.n_runs
+    out = np.empty(len(sdr))
+    for k in range(len(sdr)):
+        key = round(float(pooled[k]), 4)
+        if key not in cache:
+            cache[key] = _binomial_null(key, design, level, seed)
+        null = cache[key]
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
+        hits = rng.binomial(sizes[:runs], p[k], size=(n_sim, runs, sizes.shape[1]))
+        rate = np.broadcast_to(hits, (n_sim,) + sizes.shape) / sizes
+        stat = (rate.max(axis=-1) - rate.min(axis=-1)).mean(axis=-1)
+        tail = 1.0 - np.searchsorted(null, stat - 1e-12, side="left") / len(null)
+        out[k] = np.mean(_reject_probability(tail, level, permutations))
+    return out
+
+
 def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, crit_unit: float, z: np.ndarray) -> np.ndarray:
     """Monte-Carlo power per keypoint of gaps ``gap`` (K,) at SDRs ``sdr`` (K,)."""
-    p = _planted(sdr, gap, design)  # (K, G)
+    p = planted_sdr(sdr, gap, design)  # (K, G)
     weights = design.sizes.sum(axis=0)
     pooled = p @ weights / weights.sum()
     crit = np.sqrt(pooled * (1 - pooled)) * crit_unit  # (K,)
@@ -226,7 +286,8 @@ def _check_sdr(sdr: Any) -> np.ndarray:
 
 
 def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05, n_tests: int = 1,
-                 correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+                 correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0,
+                 method: str = "binomial", permutations: int | None = None) -> np.ndarray:
     """Power of the audit to flag a gap ``gap`` at keypoints with SDR ``sdr``.
 
     Parameters
@@ -241,6 +302,12 @@ def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05,
     n_sim : int, default 4000
         Monte-Carlo draws.
     seed : int, default 0
+    method : {"binomial", "normal"}, default "binomial"
+        Binomial hit counts (discrete, as the audit's test) or the normal
+        approximation with a continuity correction (fast, for large groups).
+    permutations : int, optional
+        The audit's permutations: its p-value is itself a Monte-Carlo estimate,
+        which costs a little power near the level (binomial method only).
 
     Returns
     -------
@@ -255,16 +322,18 @@ def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05,
     sdr = _check_sdr(sdr)
     gap = np.broadcast_to(np.asarray(gap, dtype=float), sdr.shape).copy()
     level = per_test_level(alpha, n_tests, correction)
-    crit = _null_critical(design, level, seed)
-    return _power(sdr, gap, design, crit, _alternative_draws(design, n_sim, seed))
+    if method == "normal":
+        return _power(sdr, gap, design, _null_critical(design, level, seed), _alternative_draws(design, n_sim, seed))
+    return _binomial_power(sdr, gap, design, level, n_sim, seed, {}, permutations)
 
 
 def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: float = 0.05, n_tests: int = 1,
-                  correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+                  correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0,
+                  method: str = "binomial", permutations: int | None = None) -> np.ndarray:
     """Minimal detectable DP per keypoint: the smallest gap flagged with probability ``power``.
 
     NaN where even a gap of 1 (one group always hits, the other never) would
-    be flagged less often than ``power``.
+    be flagged less often than ``power``. ``method`` as in :func:`power_at_gap`.
 
     Examples
     --------
@@ -276,13 +345,24 @@ def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: fl
     sdr = _check_sdr(sdr)
     power = _check_fraction("power", power)
     level = per_test_level(alpha, n_tests, correction)
-    crit = _null_critical(design, level, seed)
-    z = _alternative_draws(design, n_sim, seed)
+    if method == "normal":
+        crit = _null_critical(design, level, seed)
+        z = _alternative_draws(design, n_sim, seed)
+
+        def power_of(gap):
+            return _power(sdr, gap, design, crit, z)
+    elif method == "binomial":
+        cache: dict = {}
+
+        def power_of(gap):
+            return _binomial_power(sdr, gap, design, level, n_sim, seed, cache, permutations)
+    else:
+        raise InputError(MSG_OPTION.format(name="method", rule="must be binomial or normal", value=method))
     lo, hi = np.zeros_like(sdr), np.ones_like(sdr)
-    reachable = _power(sdr, hi, design, crit, z) >= power
+    reachable = power_of(hi) >= power
     for _ in range(_BISECTION_STEPS):
         mid = (lo + hi) / 2
-        enough = _power(sdr, mid, design, crit, z) >= power
+        enough = power_of(mid) >= power
         hi = np.where(enough, mid, hi)
         lo = np.where(enough, lo, mid)
     return np.where(reachable, hi, np.nan)
@@ -367,7 +447,7 @@ class PlanResult:
 
 def _plan(sdr_by_attribute: Mapping[str, tuple], designs: Mapping[str, PlanDesign], *, power: float, alpha: float,
           correction: str, n_tests: int, target_dp: float | None, n_sim: int, seed: int,
-          group_names: Mapping[str, Sequence[str]]) -> PlanResult:
+          group_names: Mapping[str, Sequence[str]], permutations: int | None) -> PlanResult:
     level = per_test_level(alpha, n_tests, correction)
     power = _check_fraction("power", power)
     frames = []
@@ -379,7 +459,7 @@ def _plan(sdr_by_attribute: Mapping[str, tuple], designs: Mapping[str, PlanDesig
         need = np.full(sdr.shape, np.nan)
         if finite.any():
             mdd[finite] = detectable_dp(sdr[finite], design, power=power, alpha=alpha, n_tests=n_tests,
-                                        correction=correction, n_sim=n_sim, seed=seed)
+                                        correction=correction, n_sim=n_sim, seed=seed, permutations=permutations)
             if target_dp is not None:
                 need[finite] = images_for_gap(sdr[finite], target_dp, n_groups=design.sizes.shape[1],
                                               n_runs=design.n_runs, shared_images=design.shared_images, power=power,
@@ -399,8 +479,10 @@ def _plan(sdr_by_attribute: Mapping[str, tuple], designs: Mapping[str, PlanDesig
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     settings = {"power": power, "alpha": alpha, "correction": correction, "n_tests": n_tests,
                 "per_test_level": level, "target_dp": target_dp, "n_sim": n_sim, "seed": seed,
-                "method": "normal approximation of group SDRs, Monte-Carlo null of the run-mean range at alpha/m; "
-                          "gap planted between the two smallest groups"}
+                "permutations": permutations,
+                "method": "binomial hit counts, Monte-Carlo null of the run-mean range, flagged at alpha/m "
+                          "(with the audit's permutation count); gap planted between the two smallest groups; "
+                          "images for the target by the normal approximation"}
     return PlanResult(table=table, settings=settings, designs=dict(designs))
 
 
@@ -453,10 +535,10 @@ def plan_from_audit(document: Mapping, *, power: float = 0.8, target_dp: float |
     sig = document.get("significance") or {}
     alpha = float(alpha if alpha is not None else sig.get("alpha", 0.05))
     correction = correction or sig.get("correction", "bh")
+    permutations = sig.get("permutations") or None
     result = _plan(sdr_by, designs, power=power, alpha=alpha, correction=correction, n_tests=n_tests,
-                   target_dp=target_dp, n_sim=n_sim, seed=seed, group_names=names)
+                   target_dp=target_dp, n_sim=n_sim, seed=seed, group_names=names, permutations=permutations)
     level = result.settings["per_test_level"]
-    permutations = sig.get("permutations")
     if permutations and 1.0 / (permutations + 1) > level:
         result.warnings.append(MSG_PERMUTATIONS.format(b=permutations, pmin=1.0 / (permutations + 1), level=level,
                                                        alpha=alpha, m=n_tests, need=math.ceil(2 / level)))
@@ -474,7 +556,7 @@ def plan_from_assumptions(sdr: Any, group_sizes: Mapping[str, float] | Sequence[
                           None = None, n_runs: int = 1, shared_images: bool = False, n_tests: int | None = None,
                           power: float = 0.8, target_dp: float | None = 0.10, alpha: float = 0.05,
                           correction: str = "bh", attribute: str = "attribute", n_sim: int = DEFAULT_SIMULATIONS,
-                          seed: int = 0) -> PlanResult:
+                          seed: int = 0, permutations: int | None = 10000) -> PlanResult:
     """Plan from assumed per-keypoint SDRs and group sizes (before any audit).
 
     Parameters
@@ -485,6 +567,8 @@ def plan_from_assumptions(sdr: Any, group_sizes: Mapping[str, float] | Sequence[
         Distinct test images per group.
     n_tests : int, optional
         Number of tests of the audit; default the number of keypoints.
+    permutations : int or None, default 10000
+        Permutations the audit will run (None: an exact p-value).
 
     Examples
     --------
@@ -509,7 +593,7 @@ def plan_from_assumptions(sdr: Any, group_sizes: Mapping[str, float] | Sequence[
                                            value=keypoints))
     return _plan({attribute: (keypoints, values)}, {attribute: design}, power=power, alpha=alpha,
                  correction=correction, n_tests=int(n_tests or len(values)), target_dp=target_dp, n_sim=n_sim,
-                 seed=seed, group_names={attribute: names})
+                 seed=seed, group_names={attribute: names}, permutations=permutations)
 
 
 def min_detectable_dp_for_audit(document: Mapping, *, power: float = 0.8, n_sim: int = 2000,
@@ -557,7 +641,8 @@ def detectable_curve(plan: PlanResult, n_per_group: Sequence[float] | None = Non
             eq = PlanDesign.equal(max(n, 2.0 * (1 if design.shared_images else design.n_runs)),
                                   design.sizes.shape[1], design.n_runs, design.shared_images)
             mdd = detectable_dp(np.array(list(marks.values())), eq, power=s["power"], alpha=s["alpha"],
-                                n_tests=s["n_tests"], correction=s["correction"], n_sim=n_sim, seed=seed)
+                                n_tests=s["n_tests"], correction=s["correction"], n_sim=n_sim, seed=seed,
+                                method="normal")
             for (which, value), d in zip(marks.items(), mdd):
                 rows.append({"attribute": attribute, "which": which, "sdr": value, "n_per_group": int(n),
                              "min_detectable_dp": float(d)})
