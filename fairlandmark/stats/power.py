@@ -18,14 +18,18 @@ The audit's test, as modelled here
   which gains from correlated tests. So the MDD is for a gap at a single
   keypoint; gaps at many keypoints at once are easier to see under BH.
 
-Approximation (validated by simulating whole audits, see ``tests/test_power.py``
-and ``benchmarks/power_validation.py``): each group's SDR in a run is normal
-around its true value with binomial variance ``p (1 - p) / n``. The permutation
-null of the range is then that of normals with the pooled SDR; its critical
-value at ``alpha / m`` comes from a Monte-Carlo sample of standard normals (a
-closed form with two groups and one run), plus a continuity correction of half
-a lattice step (hit counts are integers: without it the plan overstated power
-by about 0.06 at 100 images per group). The power of a planted gap is the
+Computation (validated by simulating whole audits, see ``tests/test_power.py``
+and ``benchmarks/power_validation.py``): simulated studies draw binomial hit
+counts per run and group. The audit's permutations condition on the hits a
+study happens to have, so each simulated study is judged against the
+permutation null at its own pooled SDR: normal, with variance
+``p (1 - p) / n``, from a Monte-Carlo sample of standard normals (a closed form
+with two groups and one run), plus a continuity correction of half a lattice
+step (hit counts are integers: without it the plan overstated power by about
+0.06 at 100 images per group). The audit's own permutation count enters too:
+its p-value is a Monte-Carlo estimate, flagged when it passes the level.
+``images_for_gap`` and the figure's curves use the faster normal approximation
+for the alternative as well (``method="normal"``). The power of a planted gap is the
 Monte-Carlo share of alternative draws beyond that critical value, with common
 random numbers, so it is monotone in the gap and found by bisection.
 
@@ -209,21 +213,46 @@ def planted_sdr(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign) -> np.ndar
     return groups
 
 
-def _binomial_null(pooled: float, design: PlanDesign, level: float, seed: int) -> np.ndarray:
-    """Sorted Monte-Carlo null sample of the statistic when every hit count is Binomial(n_rg, pooled).
+def _unit_null(design: PlanDesign, level: float, seed: int) -> np.ndarray:
+    """Sorted null sample of the statistic for unit hit variance: mean over runs of the range of N(0, 1/n_rg).
 
-    The discrete null of the audit's statistic (runs independent, as its permutations are), with at least
-    100 / level draws, so the tail at the level is estimated from 100 or more draws.
+    At least 100 / level draws, so the tail at the level rests on 100 or more of them.
     """
-    sizes = np.round(design.sizes).astype(np.int64)
+    scale = 1.0 / np.sqrt(design.sizes)
     n_draws = int(min(max(20_000, math.ceil(100 / level)), 2_000_000))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7, int(round(pooled * 1e6))]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
     out = np.empty(n_draws)
     for start in range(0, n_draws, _NULL_CHUNK):
         n = min(_NULL_CHUNK, n_draws - start)
-        rate = rng.binomial(sizes, pooled, size=(n,) + sizes.shape) / sizes
-        out[start:start + n] = (rate.max(axis=-1) - rate.min(axis=-1)).mean(axis=-1)
+        z = rng.standard_normal((n,) + design.sizes.shape) * scale
+        out[start:start + n] = (z.max(axis=-1) - z.min(axis=-1)).mean(axis=-1)
     return np.sort(out)
+
+
+def _exact_two_group_tail(hits: np.ndarray, sizes: np.ndarray, cache: dict) -> np.ndarray:
+    """Exact permutation p-values of |SDR_1 - SDR_2| for two groups, given each study's total hits.
+
+    Permuting labels keeps the total hits H, so group 1's hits are hypergeometric; one table row per H met.
+    """
+    n1, n2 = int(sizes[0]), int(sizes[1])
+    table = cache.setdefault("exact", {})
+    total = hits.sum(axis=1)
+    for H in np.unique(total):
+        H = int(H)
+        if H not in table:
+            k = np.arange(n1 + 1)
+            pmf = sps.hypergeom.pmf(k, n1 + n2, H, n1)  # zero outside the support
+            gap = np.round(np.abs(k / n1 - (H - k) / n2), 12)  # mirror-image gaps tie exactly
+            order = np.argsort(-gap, kind="stable")
+            # P(gap >= gap_k): sum of pmf over every k' whose gap is at least gap_k (ties included)
+            tail_sorted = np.cumsum(pmf[order])
+            last_tie = np.searchsorted(-gap[order], -gap[order], side="right") - 1
+            row = np.empty(n1 + 1)
+            row[order] = tail_sorted[last_tie]
+            table[H] = row
+    keys = np.unique(total)
+    rows = np.stack([table[int(H)] for H in keys])
+    return rows[np.searchsorted(keys, total), hits[:, 0]]
 
 
 def _reject_probability(tail: np.ndarray, level: float, permutations: int | None) -> np.ndarray:
@@ -242,24 +271,36 @@ def _reject_probability(tail: np.ndarray, level: float, permutations: int | None
 
 def _binomial_power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, n_sim: int, seed: int,
                     cache: dict, permutations: int | None = None) -> np.ndarray:
-    """Monte-Carlo power per keypoint with binomial hit counts (the same stream for every gap)."""
+    """Monte-Carlo power per keypoint: binomial hit counts, the permutation null at each study's own pooled SDR.
+
+    The audit's permutations condition on the hits a study happens to have, so its null is that of the realized
+    pooled SDR per run (normal, scaled by sqrt(p (1 - p)), plus half a lattice step for the integer counts).
+    Common random numbers: the same stream for every gap.
+    """
+    if "unit" not in cache:
+        two = design.n_runs == 1 and design.sizes.shape[1] == 2
+        cache["unit"] = None if two else _unit_null(design, level, seed)
+    unit = cache["unit"]
     p = planted_sdr(sdr, gap, design)
-    weights = design.sizes.sum(axis=0)
-    pooled = np.clip(p @ weights / weights.sum(), 0.0, 1.0)
     sizes = np.round(design.sizes).astype(np.int64)
     runs = 1 if design.shared_images else design.n_runs
+    rng_seed = np.random.SeedSequence([int(seed), 11])
     out = np.empty(len(sdr))
     for k in range(len(sdr)):
-        key = round(float(pooled[k]), 4)
-        if key not in cache:
-            cache[key] = _binomial_null(key, design, level, seed)
-        null = cache[key]
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
-        hits = rng.binomial(sizes[:runs], p[k], size=(n_sim, runs, sizes.shape[1]))
-        rate = np.broadcast_to(hits, (n_sim,) + sizes.shape) / sizes
+        rng = np.random.default_rng(rng_seed)
+        hits = np.broadcast_to(rng.binomial(sizes[:runs], p[k], size=(n_sim, runs, sizes.shape[1])),
+                               (n_sim,) + sizes.shape)
+        rate = hits / sizes
         stat = (rate.max(axis=-1) - rate.min(axis=-1)).mean(axis=-1)
-        tail = 1.0 - np.searchsorted(null, stat - 1e-12, side="left") / len(null)
-        out[k] = np.mean(_reject_probability(tail, level, permutations))
+        pooled = hits.sum(axis=-1) / sizes.sum(axis=-1)  # (n_sim, R)
+        spread = np.sqrt(pooled * (1 - pooled)).mean(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            standard = np.where(spread > 0, (stat - design.continuity) / spread, -np.inf)
+        if unit is None:  # two groups, one run: the exact permutation (hypergeometric) null
+            tail = _exact_two_group_tail(hits[:, 0, :], sizes[0], cache)
+        else:
+            tail = 1.0 - np.searchsorted(unit, standard, side="left") / len(unit)
+        out[k] = np.mean(_reject_probability(np.minimum(tail, 1.0), level, permutations))
     return out
 
 
