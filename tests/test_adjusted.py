@@ -4,6 +4,7 @@ type-I error on null data, and clear failures."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import warnings
@@ -296,3 +297,51 @@ def test_statsmodels_not_imported_without_adjust():
             "print('statsmodels' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- reports: findings, HTML, CLI ----------------------------------------------------------------------------
+
+def _confounded_files(tmp_path, n=300, k=3):
+    rng = np.random.default_rng(21)
+    sex, site, errors = _study(rng, n, k, site_effect=1.0, imbalance=0.85)
+    ids = [f"img{i}" for i in range(n)]
+    preds = pd.DataFrame({"image_id": np.repeat(ids, k), "keypoint": np.tile(np.arange(1, k + 1), n),
+                          "error_mm": errors.ravel()})
+    meta = pd.DataFrame({"image_id": ids, "sex": sex, "site": site})
+    preds.to_csv(tmp_path / "p.csv", index=False)
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    return tmp_path / "p.csv", tmp_path / "m.csv"
+
+
+def test_findings_and_html_say_whether_flagged_gaps_survive(tmp_path):
+    from fairlandmark.render.adjusted_power import adjustment_lines
+    from fairlandmark.render.html import to_html
+
+    p, m = _confounded_files(tmp_path)
+    res = audit(p, m, attributes=["sex"], adjust=["site"], significance=QUICK)
+    doc = res.to_dict()
+    lines = adjustment_lines(doc)
+    flagged = [r for r in doc["per_keypoint"] if r["significant"]]
+    assert len(lines) == len(flagged) > 0
+    for line, rec in zip(lines, flagged):
+        verdict = "survives adjustment" if rec["adjusted"]["sdr_significant"] else "does not survive adjustment"
+        assert line.startswith(f"sex, keypoint {rec['keypoint']}") and verdict in line and "for site" in line
+    page = to_html(doc, figures=False)
+    assert "Adjusted gaps" in page and "adjustment for site" in page
+
+
+def test_cli_audit_adjust(tmp_path, capsys):
+    from fairlandmark.cli.main import main
+
+    p, m = _confounded_files(tmp_path)
+    out = tmp_path / "a.json"
+    code = main(["audit", str(p), str(m), "-a", "sex", "--adjust", "site", "--permutations", "199",
+                 "--bootstrap", "0", "--baseline-repeats", "0", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Adjusted for site" in text
+    doc = json.loads(out.read_text())
+    assert doc["adjustment"]["covariates"] == ["site"] and "adjusted" in doc["per_keypoint"][0]
+    code = main(["audit", str(p), str(m), "-a", "sex", "--adjust", "scanner", "-q", "--no-significance"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no column 'scanner'" in err and err.count("\n") == 1

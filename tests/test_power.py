@@ -226,3 +226,24 @@ def test_cli_plan_bad_input_is_one_line(argv, match):
         _cli(argv)
     if isinstance(info.value, InputError):
         assert match in str(info.value) and "\n" not in str(info.value)
+
+
+def test_report_lines_for_keypoints_that_are_not_significant():
+    from fairlandmark.render.adjusted_power import detectable_html, detectable_lines
+
+    doc = _audit_doc()
+    frame = min_detectable_dp_for_audit(doc, n_sim=500)
+    lines = detectable_lines(doc, frame)
+    quiet = frame[~frame["significant"].astype(bool)]
+    assert len(quiet) > 0
+    head = [ln for ln in lines if not ln.startswith("  ")]
+    assert len(head) == quiet["attribute"].nunique()
+    sex = quiet[quiet["attribute"] == "sex"]["min_detectable_dp"]
+    assert f"{sex.min():.2f} to {sex.max():.2f}" in head[0]
+    kp_lines = [ln for ln in lines if ln.startswith("  keypoint")]
+    first = quiet.iloc[0]
+    assert f"no gap above {first['min_detectable_dp']:.2f} could be seen" in kp_lines[0]
+    assert "smallest gap this study could have detected" in detectable_html(doc, frame)
+    doc_without = dict(doc, per_keypoint=[{k: v for k, v in r.items() if k != "significant"}
+                                          for r in doc["per_keypoint"]])
+    assert detectable_lines(doc_without, frame) == []
