@@ -161,11 +161,14 @@ def test_real_gap_survives_adjustment_for_an_irrelevant_covariate():
 
 
 def test_type_one_error_at_or_below_alpha_on_null_data():
-    """300 independent null keypoints (3 studies x 100): rejection rate of raw adjusted p at 0.05."""
+    """160 independent null keypoints (2 studies x 80): rejection rate of raw adjusted p at 0.05.
+
+    benchmarks/adjusted_validation.py runs the same with 1000 keypoints (figures in docs/adjusted_and_power.md).
+    """
     rejections_err, rejections_hit, total = 0, 0, 0
-    for seed in range(3):
+    for seed in range(2):
         rng = np.random.default_rng(100 + seed)
-        sex, site, errors = _study(rng, 200, 100, site_effect=0.8, imbalance=0.7)
+        sex, site, errors = _study(rng, 200, 80, site_effect=0.8, imbalance=0.7)
         pred, true = _arrays(errors)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FairlandmarkWarning)
