@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fairlandmark.cli._common import checked, number_arg, positive_int
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs, dump_json
@@ -91,7 +93,7 @@ def _fmt(value, digits=3):
         v = float(value)
     except (TypeError, ValueError):
         return "-"
-    return "-" if v != v else f"{v:.{digits}f}"
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
 def render_plan(plan, console) -> None:

@@ -378,10 +378,10 @@ def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: fl
 
     Examples
     --------
-    Two groups of 100 images, one test at 0.05, SDR 0.7: about 0.18.
+    Two groups of 100 images, one test at 0.05, SDR 0.7: about 0.19.
 
     >>> float(detectable_dp(0.7, PlanDesign([[100, 100]]))[0].round(2))
-    0.18
+    0.19
     """
     sdr = _check_sdr(sdr)
     power = _check_fraction("power", power)
