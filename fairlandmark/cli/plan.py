@@ -117,8 +117,8 @@ def render_plan(plan, console) -> None:
         console.print(words + ".", markup=False)
         out = Table(title=f"{attribute}: minimal detectable DP", header_style="bold", pad_edge=False)
         has_obs = "observed_dp" in rows
-        for col, justify in (("kp", "right"), ("SDR", "right")):
-            out.add_column(col, justify=justify, no_wrap=True)
+        out.add_column("kp", justify="right", no_wrap=True)
+        out.add_column("SDR", justify="right", no_wrap=True)
         if has_obs:
             out.add_column("DP", justify="right", no_wrap=True)
             out.add_column("sig", no_wrap=True)

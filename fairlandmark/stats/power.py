@@ -535,7 +535,10 @@ def _audit_designs(document: Mapping, src: str) -> tuple[dict, dict, dict, int]:
     n_runs = int(document.get("n_runs") or 1)
     n_images = document.get("n_images")
     in_dp = {(g["attribute"], g["group"]): bool(g.get("in_dp", True)) for g in document.get("groups") or []}
-    sdr_by, designs, names, n_tests = {}, {}, {}, 0
+    sdr_by: dict = {}
+    designs: dict = {}
+    names: dict = {}
+    n_tests = 0
     for rec in records:
         attribute = rec["attribute"]
         dp = rec.get("dp")
