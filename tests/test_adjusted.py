@@ -268,6 +268,18 @@ def test_perfect_separation_is_a_warning_and_nan_not_a_traceback():
     assert np.isfinite(row["effect_mm"])  # the error model is still fine
 
 
+def test_a_rare_covariate_level_with_only_hits_does_not_void_the_group_gap():
+    rng = np.random.default_rng(0)
+    n = 200
+    sex = rng.choice(np.array(["F", "M"]), n)
+    site = rng.choice(np.array(["A", "B"]), n).astype(object)
+    err = rng.gamma(2.0, 1.0, n)
+    site[:4], err[:4] = "R", 0.5  # four images of a rare site, all hits
+    pred, true = _arrays(err[:, None])
+    res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site}, adjust=["site"])
+    assert np.isfinite(res.adjusted.table[["sdr_gap", "sdr_p_value", "effect_mm"]].to_numpy()).all()
+
+
 def test_collinear_covariate_warns_by_name_and_confounded_one_gives_nan():
     rng = np.random.default_rng(0)
     n = 100

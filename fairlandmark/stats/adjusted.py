@@ -66,7 +66,7 @@ __all__ = [
 
 #: Association (correlation ratio or Cramer's V, 0..1) between attribute and covariate above which we warn.
 COLLINEARITY_WARN = 0.8
-#: A logistic coefficient this large (log-odds) means the fit ran off towards a separated solution.
+#: A group's logistic coefficient this large (log-odds) means the fit ran off towards a separated solution.
 _SEPARATION_LOGIT = 15.0
 #: Sandwich covariance with the Mancl-DeRouen small-sample correction (statsmodels GEE "bias_reduced").
 COV_TYPE = "bias_reduced"
@@ -347,17 +347,14 @@ def _with_group(design: _Design, X: np.ndarray, g: int) -> np.ndarray:
     return out
 
 
-def _separated(hit: np.ndarray, X: np.ndarray, design: _Design) -> str | None:
-    """Name what separates the hits, if an indicator column (or its complement) has a constant outcome."""
+def _separated(hit: np.ndarray, codes: np.ndarray, groups_in: np.ndarray, names: list) -> str | None:
+    """Name the group whose rows all hit or all miss (the group coefficient would run off to infinity)."""
     if hit.min() == hit.max():
         return "every image"
-    for j, name in enumerate(design.names):
-        col = X[:, j]
-        if j == 0 or not np.isin(col, (0.0, 1.0)).all():
-            continue
-        for side, label in ((col == 1.0, name), (col == 0.0, f"not {name}")):
-            if side.any() and hit[side].min() == hit[side].max():
-                return label
+    for g in groups_in:
+        rows = hit[codes == g]
+        if rows.min() == rows.max():
+            return f"group '{names[g]}'"
     return None
 
 
@@ -562,15 +559,12 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
                     row.update(effect_mm=est, ci_low=est - z * se, ci_high=est + z * se,
                                p_value=_wald(fit.params, fit.cov, group_cols))
             # Hit model: every row (missing = miss).
-            separated = _separated(hit, X, design)
+            separated = _separated(hit, codes, groups_in, names)
             if separated is not None:
-                what = separated
-                for g in design.group_cols:
-                    what = what.replace(f"group[{g}]", f"group '{names[g]}'")
-                notes.append(MSG_SEPARATION.format(attribute=attribute, keypoint=kp, what=what))
+                notes.append(MSG_SEPARATION.format(attribute=attribute, keypoint=kp, what=separated))
                 continue
             fit, problem = _fit_gee(hit, X, clusters, sm.families.Binomial(), correlation, sm)
-            if fit is not None and np.abs(fit.params).max() > _SEPARATION_LOGIT:
+            if fit is not None and np.abs(fit.params[group_cols]).max() > _SEPARATION_LOGIT:
                 fit, problem = None, "coefficients diverge (quasi-separation)"
             if fit is None:
                 notes.append(MSG_NO_CONVERGE.format(attribute=attribute, keypoint=kp, model="hit", detail=problem))
