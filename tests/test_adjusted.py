@@ -278,6 +278,11 @@ def test_a_rare_covariate_level_with_only_hits_does_not_void_the_group_gap():
     pred, true = _arrays(err[:, None])
     res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site}, adjust=["site"])
     assert np.isfinite(res.adjusted.table[["sdr_gap", "sdr_p_value", "effect_mm"]].to_numpy()).all()
+    # ... and agrees with statsmodels' GEE, which also stops once the fit has settled.
+    frame = pd.DataFrame({"hit": (err <= 2.0).astype(float), "sex": sex, "site": site, "img": np.arange(n)})
+    fit = smf.gee("hit ~ C(sex) + C(site)", groups="img", data=frame, family=sm.families.Binomial(),
+                  cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
+    assert res.adjusted.table["sdr_p_value"].iloc[0] == pytest.approx(fit.pvalues["C(sex)[T.M]"], rel=1e-3)
 
 
 def test_collinear_covariate_warns_by_name_and_confounded_one_gives_nan():

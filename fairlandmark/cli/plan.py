@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from fairlandmark.cli._common import checked, number_arg, positive_int
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs, dump_json
+from fairlandmark.formatting import fmt
 
 __all__ = ["register", "parse_group_sizes", "parse_sdr_list"]
 
@@ -73,7 +72,7 @@ def _plan_from_args(args):
                               ("--tests", args.tests is not None)):
             if value:
                 raise InputError(MSG_ASSUMPTION_ONLY.format(option=option))
-        from fairlandmark.render.html import load_audit  # the JSON-document reader
+        from fairlandmark.document import load_audit
 
         doc = load_audit(args.audit)
         return plan_from_audit(doc, power=args.power, target_dp=args.target_dp, alpha=args.alpha,
@@ -86,14 +85,6 @@ def _plan_from_args(args):
                                  n_tests=args.tests, power=args.power, target_dp=args.target_dp,
                                  alpha=args.alpha if args.alpha is not None else 0.05,
                                  correction=args.correction or "bh", n_sim=args.simulations, seed=args.seed)
-
-
-def _fmt(value, digits=3):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "-"
-    return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
 def render_plan(plan, console) -> None:
@@ -109,10 +100,10 @@ def render_plan(plan, console) -> None:
     for attribute, rows in table.groupby("attribute", sort=False):
         mdd = rows["min_detectable_dp"].astype(float)
         words = (f"{attribute}: the smallest gap flagged with power {s['power']:g} is "
-                 f"{_fmt(mdd.min(), 2)}-{_fmt(mdd.max(), 2)} across keypoints (pair {rows['pair'].iloc[0]})")
+                 f"{fmt(mdd.min(), 2)}-{fmt(mdd.max(), 2)} across keypoints (pair {rows['pair'].iloc[0]})")
         if s.get("target_dp") is not None:
             need = rows["n_per_group_for_target"].astype(float)
-            words += (f"; a DP of {s['target_dp']:g} needs {_fmt(need.min(), 0)}-{_fmt(need.max(), 0)} "
+            words += (f"; a DP of {s['target_dp']:g} needs {fmt(need.min(), 0)}-{fmt(need.max(), 0)} "
                       f"images per group")
         console.print(words + ".", markup=False)
         out = Table(title=f"{attribute}: minimal detectable DP", header_style="bold", pad_edge=False)
@@ -126,12 +117,12 @@ def render_plan(plan, console) -> None:
         if s.get("target_dp") is not None:
             out.add_column(f"n/group for {s['target_dp']:g}", justify="right", no_wrap=True)
         for row in rows.to_dict("records"):
-            cells = [str(row["keypoint"]), _fmt(row["sdr"], 2)]
+            cells = [str(row["keypoint"]), fmt(row["sdr"], 2)]
             if has_obs:
-                cells += [_fmt(row["observed_dp"]), "*" if row.get("significant") else ""]
-            cells.append(_fmt(row["min_detectable_dp"]))
+                cells += [fmt(row["observed_dp"]), "*" if row.get("significant") else ""]
+            cells.append(fmt(row["min_detectable_dp"]))
             if s.get("target_dp") is not None:
-                cells.append(_fmt(row["n_per_group_for_target"], 0))
+                cells.append(fmt(row["n_per_group_for_target"], 0))
             out.add_row(*cells)
         console.print(out)
 

@@ -20,25 +20,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from fairlandmark.formatting import fmt, fmt_p, num
+
 __all__ = ["adjustment_lines", "detectable_lines", "adjustment_html", "detectable_html", "detectable_frame",
            "print_adjustment_and_power"]
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _f(value: Any, digits: int = 2) -> str:
-    v = _num(value)
-    return "-" if math.isnan(v) else f"{v:.{digits}f}"
-
-
-def _p(value: Any) -> str:
-    v = _num(value)
-    return "-" if math.isnan(v) else (f"{v:.3f}" if v >= 1e-3 else f"{v:.1e}")
 
 
 def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
@@ -60,24 +45,25 @@ def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
     """
     if not doc.get("adjustment"):
         return []
-    records = [r for r in doc.get("per_keypoint", []) if r.get("adjusted") and not math.isnan(_num(r.get("dp")))]
+    records = [r for r in doc.get("per_keypoint", []) if r.get("adjusted") and not math.isnan(num(r.get("dp")))]
     if any("significant" in r for r in records):
         records = [r for r in records if r.get("significant")]
     else:  # no p-values: the largest gaps
-        records = sorted(records, key=lambda r: -_num(r.get("dp")))[:max_lines]
+        records = sorted(records, key=lambda r: -num(r.get("dp")))[:max_lines]
     lines = []
     for rec in records:
         adj = rec["adjusted"]
         cov = ", ".join(adj.get("covariates") or [])
         pair = " vs ".join(rec.get("pair") or []) or adj.get("contrast") or "-"
-        head = f"{rec['attribute']}, keypoint {rec['keypoint']} (DP {_f(rec.get('dp'))}, {pair})"
-        if math.isnan(_num(adj.get("sdr_gap"))):
+        head = f"{rec['attribute']}, keypoint {rec['keypoint']} (DP {fmt(rec.get('dp'), 2)}, {pair})"
+        if math.isnan(num(adj.get("sdr_gap"))):
             lines.append(f"{head}: the adjusted SDR gap could not be estimated (see warnings)")
             continue
         verdict = "survives adjustment" if adj.get("sdr_significant") else "does not survive adjustment"
-        lines.append(f"{head}: {verdict} for {cov}: adjusted SDR gap {_f(adj.get('sdr_gap'))} "
-                     f"[{_f(adj.get('sdr_ci_low'))}, {_f(adj.get('sdr_ci_high'))}], p adj {_p(adj.get('sdr_p_adjusted'))}; "
-                     f"error gap {_f(adj.get('effect_mm'))} {adj.get('unit', 'mm')}, p adj {_p(adj.get('p_adjusted'))}")
+        interval = f"[{fmt(adj.get('sdr_ci_low'), 2)}, {fmt(adj.get('sdr_ci_high'), 2)}]"
+        lines.append(f"{head}: {verdict} for {cov}: adjusted SDR gap {fmt(adj.get('sdr_gap'), 2)} {interval}, "
+                     f"p adj {fmt_p(adj.get('sdr_p_adjusted'))}; error gap {fmt(adj.get('effect_mm'), 2)} "
+                     f"{adj.get('unit', 'mm')}, p adj {fmt_p(adj.get('p_adjusted'))}")
     return lines
 
 
@@ -110,14 +96,14 @@ def detectable_lines(doc: Mapping, frame: pd.DataFrame | None = None, *, max_lin
         power = float(rows["power"].iloc[0])
         if mdd.notna().any():
             lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study would have flagged "
-                         f"a gap of {_f(mdd.min())} to {_f(mdd.max())} (by keypoint) with power {power:g}; "
+                         f"a gap of {fmt(mdd.min(), 2)} to {fmt(mdd.max(), 2)} (by keypoint) with power {power:g}; "
                          f"smaller gaps could have gone unseen")
         else:
             lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study could not have "
                          f"flagged any gap with power {power:g}")
     for row in quiet.head(max_lines).to_dict("records"):
-        lines.append(f"  keypoint {row['keypoint']} ({row['attribute']}): observed DP {_f(row['observed_dp'])}, "
-                     f"no gap above {_f(row['min_detectable_dp'])} could be seen")
+        lines.append(f"  keypoint {row['keypoint']} ({row['attribute']}): observed DP {fmt(row['observed_dp'], 2)}, "
+                     f"no gap above {fmt(row['min_detectable_dp'], 2)} could be seen")
     return lines
 
 

@@ -313,6 +313,91 @@ def _fit_gee(y, X, clusters, family, correlation, sm):
     return _Fit(params=params, cov=cov, fitted=result), None
 
 
+def _sandwich(X: np.ndarray, weight: np.ndarray, bread: np.ndarray, resid: np.ndarray) -> np.ndarray:
+    """Mancl-DeRouen sandwich for one-row clusters, every keypoint at once.
+
+    ``bread`` (K, p, p) is the inverse of X' W X, ``weight`` (N, K) the working weight (0 for rows out of a
+    keypoint's model), ``resid`` (N, K) the response residuals. Each residual is inflated by 1 / (1 - h)
+    with the leverage h = w x' (X' W X)^-1 x, which is what statsmodels' GEE ``cov_type="bias_reduced"``
+    does for clusters of one row (checked in the tests).
+    """
+    leverage = weight * np.einsum("ni,kij,nj->nk", X, bread, X)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inflated = np.where(weight > 0, resid / (1.0 - leverage), 0.0)
+    meat = np.einsum("nk,ni,nj->kij", inflated ** 2, X, X)
+    return bread @ meat @ bread
+
+
+def _fit_one_row_clusters(X: np.ndarray, y: np.ndarray, use: np.ndarray, logistic: bool,
+                          max_iter: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GEE fits of every keypoint at once when each image has one row (GEE is then the GLM).
+
+    Parameters
+    ----------
+    X : (N, p) design; y : (N, K) responses; use : (N, K) bool, rows in each keypoint's model.
+
+    Returns
+    -------
+    params (K, p), cov (K, p, p) (bias-reduced sandwich), ok (K,) bool: converged and finite.
+    The logistic fit stops when no fitted probability moves by 1e-10 (at most ``max_iter`` Newton steps).
+    """
+    n_kp, p = y.shape[1], X.shape[1]
+    m = use.astype(float)
+    y = np.where(use, y, 0.0)
+    beta = np.zeros((n_kp, p))
+    ok = np.ones(n_kp, dtype=bool)
+    if not logistic:  # least squares, one solve per keypoint
+        info = np.einsum("nk,ni,nj->kij", m, X, X)
+        try:
+            beta = np.linalg.solve(info, np.einsum("nk,ni->ki", m * y, X)[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            return beta, np.full((n_kp, p, p), np.nan), np.zeros(n_kp, dtype=bool)
+        bread = np.linalg.inv(info)
+        resid = (y - X @ beta.T) * m
+        return beta, _sandwich(X, m, bread, resid), np.isfinite(beta).all(axis=1)
+    converged = np.zeros(n_kp, dtype=bool)
+    mu = np.full(y.shape, np.inf)  # nothing has converged before the first step
+    for _ in range(max_iter):  # Newton-Raphson (IRLS) on all keypoints together
+        previous = mu
+        mu = 1.0 / (1.0 + np.exp(-(X @ beta.T)))
+        # Converged when the fitted probabilities stop moving: a covariate level with only hits sends its own
+        # coefficient off to infinity, geometrically slower each step, while everything else has settled.
+        with np.errstate(invalid="ignore"):
+            converged |= np.where(m > 0, np.abs(mu - previous), 0.0).max(axis=0) < 1e-10
+        weight = mu * (1.0 - mu) * m
+        info = np.einsum("nk,ni,nj->kij", weight, X, X)
+        score = np.einsum("nk,ni->ki", (y - mu) * m, X)
+        try:
+            step = np.linalg.solve(info, score[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            ok[:] = False
+            break
+        beta = beta + np.where(converged[:, None], 0.0, step)
+        if converged.all():
+            break
+    mu = 1.0 / (1.0 + np.exp(-(X @ beta.T)))
+    weight = mu * (1.0 - mu) * m
+    with np.errstate(all="ignore"):
+        bread = np.linalg.pinv(np.einsum("nk,ni,nj->kij", weight, X, X))
+    cov = _sandwich(X, weight, bread, (y - mu) * m)
+    ok &= converged & np.isfinite(beta).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
+    return beta, cov, ok
+
+
+def _fast_fit(fits: tuple, k: int) -> tuple:
+    params, cov, ok = fits
+    if not ok[k]:
+        return None, "fitted probabilities still moving after 50 Newton steps"
+    return _Fit(params=params[k], cov=cov[k], fitted=None), None
+
+
+def _sm() -> Any:
+    """statsmodels, imported on first use: only audits with several rows per image need it."""
+    import statsmodels.api as sm
+
+    return sm
+
+
 def _wald(params, cov, cols):
     """Joint Wald chi-square p-value that the coefficients ``cols`` are all zero."""
     cols = list(cols)
@@ -481,8 +566,6 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
     >>> row["contrast"], bool(row["sdr_ci_low"] < row["sdr_gap"] < row["sdr_ci_high"])
     ('M vs F', True)
     """
-    import statsmodels.api as sm  # lazy: only audits that adjust pay for it
-
     if not 0 < alpha < 1:
         raise InputError(MSG_OPTION.format(name="alpha", rule="must be between 0 and 1", value=alpha))
     if not 0 < ci < 1:
@@ -523,6 +606,12 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
         correlation = working_correlation if working_correlation != "auto" else (
             "exchangeable" if multi else "independence")
         n_images = len(np.unique(clusters))
+        fast = None
+        if design is not None and correlation == "independence" and not multi:
+            # One row per image: GEE is the GLM and every keypoint is fitted at once.
+            fast = {"error": _fit_one_row_clusters(design.X, np.nan_to_num(errors[keep]), present[keep], False),
+                    "hit": _fit_one_row_clusters(design.X, hits[keep].astype(float), np.ones_like(present[keep]),
+                                                 True)}
         for k, kp in enumerate(study.keypoints):
             row = {"attribute": attribute, "keypoint": kp, "covariates": ", ".join(covariates.names),
                    "contrast": None, "n_rows": int(keep.sum()), "n_images": n_images}
@@ -548,8 +637,11 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
             # Error model: rows with a prediction.
             has = present[keep, k]
             if has.sum() > X.shape[1] and np.linalg.matrix_rank(X[has]) == X.shape[1]:
-                fit, problem = _fit_gee(errors[keep, k][has], X[has], clusters[has], sm.families.Gaussian(),
-                                        correlation, sm)
+                if fast is not None:
+                    fit, problem = _fast_fit(fast["error"], k)
+                else:
+                    fit, problem = _fit_gee(errors[keep, k][has], X[has], clusters[has], _sm().families.Gaussian(),
+                                            correlation, _sm())
                 if fit is None:
                     notes.append(MSG_NO_CONVERGE.format(attribute=attribute, keypoint=kp, model="error",
                                                         detail=problem))
@@ -563,7 +655,10 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
             if separated is not None:
                 notes.append(MSG_SEPARATION.format(attribute=attribute, keypoint=kp, what=separated))
                 continue
-            fit, problem = _fit_gee(hit, X, clusters, sm.families.Binomial(), correlation, sm)
+            if fast is not None:
+                fit, problem = _fast_fit(fast["hit"], k)
+            else:
+                fit, problem = _fit_gee(hit, X, clusters, _sm().families.Binomial(), correlation, _sm())
             if fit is not None and np.abs(fit.params[group_cols]).max() > _SEPARATION_LOGIT:
                 fit, problem = None, "coefficients diverge (quasi-separation)"
             if fit is None:
