@@ -18,7 +18,7 @@ from scipy import stats
 
 from fairlandmark import audit, audit_arrays
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.stats.adjusted import association, check_covariates
+from fairlandmark.stats.adjusted import adjusted_disparities, association, check_covariates
 from fairlandmark.stats.significance import benjamini_hochberg, holm
 
 QUICK = dict(permutations=999, bootstrap=0, baseline_repeats=0, seed=1)
@@ -86,7 +86,7 @@ def test_point_estimates_equal_direct_statsmodels_gee():
     assert row["sdr_gap"] == pytest.approx(p_hi - p_lo, rel=1e-6)
 
 
-def test_several_runs_use_exchangeable_gee_with_run_effects():
+def test_several_runs_are_clustered_by_image_with_run_effects():
     rng = np.random.default_rng(5)
     n, runs = 60, 3
     sex = rng.choice(np.array(["F", "M"]), n)
@@ -94,20 +94,36 @@ def test_several_runs_use_exchangeable_gee_with_run_effects():
     base = rng.gamma(2.0, 1.0, n) + 0.4 * (sex == "F")
     err = base[None, :] + rng.normal(0, 0.3, (runs, n)) + np.array([0.0, 0.2, -0.1])[:, None]
     err = np.abs(err).ravel()
+    err[[5, 70]] = np.nan  # two missing predictions: clusters of unequal size in the error model
     ids = np.tile(np.arange(n).astype(str), runs)
     run = np.repeat(np.arange(runs), n)
-    pred, true = _arrays(err[:, None])
-    res = audit_arrays(pred, true, {"sex": np.tile(sex, runs)}, spacing_mm=1.0, runs=run, image_ids=ids,
-                       min_group_size=1, covariates={"site": np.tile(site, runs)}, adjust=["site"])
+    pred, true = _arrays(np.nan_to_num(err, nan=0.0)[:, None])
+    pred[np.isnan(err), 0, :] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairlandmarkWarning)
+        res = audit_arrays(pred, true, {"sex": np.tile(sex, runs)}, spacing_mm=1.0, runs=run, image_ids=ids,
+                           min_group_size=1, covariates={"site": np.tile(site, runs)}, adjust=["site"])
     row = res.adjusted.table.iloc[0]
-    frame = pd.DataFrame({"err": err, "sex": np.tile(sex, runs), "site": np.tile(site, runs),
-                          "run": run.astype(str), "img": ids})
-    fit = smf.gee("err ~ C(sex) + C(run) + C(site)", groups="img", data=frame, family=sm.families.Gaussian(),
-                  cov_struct=sm.cov_struct.Exchangeable()).fit(cov_type="bias_reduced")
-    sign = 1.0 if row["contrast"].endswith("M") else -1.0
-    assert row["effect_mm"] == pytest.approx(sign * fit.params["C(sex)[T.M]"], rel=1e-5)
-    assert row["p_value"] == pytest.approx(fit.pvalues["C(sex)[T.M]"], rel=1e-4)
     assert row["n_rows"] == n * runs and row["n_images"] == n
+    frame = pd.DataFrame({"err": err, "hit": (np.nan_to_num(err, nan=np.inf) <= 2.0).astype(float),
+                          "sex": np.tile(sex, runs), "site": np.tile(site, runs), "run": run.astype(str),
+                          "img": ids})
+    sign = 1.0 if row["contrast"].endswith("M") else -1.0
+    for structure, table in (
+        (sm.cov_struct.Independence(), res.adjusted.table),
+        (sm.cov_struct.Exchangeable(),
+         adjusted_disparities(res.study, check_covariates(pd.DataFrame({"image_id": ids[:n], "site": site}), ["site"],
+                                                          image_ids=ids[:n]),
+                              threshold=2.0, working_correlation="exchangeable").table),
+    ):
+        got = table.iloc[0]
+        fit = smf.gee("err ~ C(sex) + C(run) + C(site)", groups="img", data=frame.dropna(),
+                      family=sm.families.Gaussian(), cov_struct=structure).fit(cov_type="bias_reduced")
+        assert got["effect_mm"] == pytest.approx(sign * fit.params["C(sex)[T.M]"], rel=1e-5)
+        assert got["p_value"] == pytest.approx(fit.pvalues["C(sex)[T.M]"], rel=1e-4)
+        logit = smf.gee("hit ~ C(sex) + C(run) + C(site)", groups="img", data=frame, family=sm.families.Binomial(),
+                        cov_struct=structure).fit(cov_type="bias_reduced")
+        assert got["sdr_p_value"] == pytest.approx(logit.pvalues["C(sex)[T.M]"], rel=1e-4)
 
 
 def test_joint_test_with_three_groups_equals_wald_of_both_coefficients():

@@ -11,10 +11,13 @@ small in a run is left out of that run):
   model.
 
 Images are clusters: the rows of one image (one per run) are correlated, so
-both models are fitted by GEE (:class:`statsmodels.genmod.generalized_estimating_equations.GEE`)
-with ``groups = image`` and cluster-robust (sandwich) standard errors; the
-working correlation is exchangeable when an image has several rows, else
-independence (the two coincide with one row per image).
+both models are GEE with ``groups = image`` and the cluster-robust (sandwich)
+covariance with the Mancl-DeRouen small-sample correction. Under the default
+working independence the estimates are those of least squares and logistic
+regression, fitted for all keypoints of an attribute at once (vectorised, equal
+to :class:`statsmodels.genmod.generalized_estimating_equations.GEE` to 1e-6 in
+the tests); ``working_correlation="exchangeable"`` fits statsmodels' GEE one
+model at a time.
 
 What is reported, per (attribute, keypoint):
 
@@ -36,8 +39,8 @@ keypoints), separately for the error and the hit models; Westfall-Young needs
 permutations the models do not have and falls back to Holm, which also controls
 the family-wise error rate.
 
-statsmodels is imported inside the fitting function, so an audit without
-``adjust`` does not load it.
+statsmodels is imported only for an exchangeable working correlation, so an
+audit does not load it by default.
 """
 
 from __future__ import annotations
@@ -313,28 +316,63 @@ def _fit_gee(y, X, clusters, family, correlation, sm):
     return _Fit(params=params, cov=cov, fitted=result), None
 
 
-def _sandwich(X: np.ndarray, weight: np.ndarray, bread: np.ndarray, resid: np.ndarray) -> np.ndarray:
-    """Mancl-DeRouen sandwich for one-row clusters, every keypoint at once.
+def cluster_index(clusters: np.ndarray) -> np.ndarray:
+    """Rows of each cluster as a (C, s) array padded with -1, s the largest cluster size.
+
+    Examples
+    --------
+    >>> cluster_index(np.array([0, 1, 0, 2]))
+    array([[ 0,  2],
+           [ 1, -1],
+           [ 3, -1]])
+    """
+    order = np.argsort(clusters, kind="stable")
+    ids, starts, sizes = np.unique(clusters[order], return_index=True, return_counts=True)
+    out = np.full((len(ids), int(sizes.max()) if len(ids) else 0), -1, dtype=np.int64)
+    position = np.arange(len(order)) - np.repeat(starts, sizes)
+    out[np.repeat(np.arange(len(ids)), sizes), position] = order
+    return out
+
+
+def _sandwich(X: np.ndarray, weight: np.ndarray, bread: np.ndarray, resid: np.ndarray,
+              index: np.ndarray) -> np.ndarray:
+    """Mancl-DeRouen sandwich with images as clusters, every keypoint at once.
 
     ``bread`` (K, p, p) is the inverse of X' W X, ``weight`` (N, K) the working weight (0 for rows out of a
-    keypoint's model), ``resid`` (N, K) the response residuals. Each residual is inflated by 1 / (1 - h)
-    with the leverage h = w x' (X' W X)^-1 x, which is what statsmodels' GEE ``cov_type="bias_reduced"``
-    does for clusters of one row (checked in the tests).
+    keypoint's model), ``resid`` (N, K) the response residuals, ``index`` the rows of each cluster
+    (:func:`cluster_index`). Each cluster's residuals are corrected to (I - H_c)^-1 r_c with
+    H_c = W_c X_c (X' W X)^-1 X_c', which is statsmodels' GEE ``cov_type="bias_reduced"`` under working
+    independence (checked in the tests).
     """
-    leverage = weight * np.einsum("ni,kij,nj->nk", X, bread, X)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inflated = np.where(weight > 0, resid / (1.0 - leverage), 0.0)
-    meat = np.einsum("nk,ni,nj->kij", inflated ** 2, X, X)
-    return bread @ meat @ bread
+    pad = index < 0
+    rows = np.where(pad, 0, index)
+    Xc = np.where(pad[..., None], 0.0, X[rows])  # (C, s, p); padding rows are zero
+    wc = np.where(pad[..., None], 0.0, weight[rows])  # (C, s, K)
+    rc = np.where(pad[..., None], 0.0, resid[rows])  # (C, s, K)
+    if index.shape[1] == 1:  # one row per cluster: H_c is the scalar leverage
+        leverage = wc[:, 0, :] * np.einsum("ci,kij,cj->ck", Xc[:, 0], bread, Xc[:, 0])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inflated = np.where(wc[:, 0, :] > 0, rc[:, 0, :] / (1.0 - leverage), 0.0)
+        meat = np.einsum("ck,ci,cj->kij", inflated ** 2, Xc[:, 0], Xc[:, 0])
+        return bread @ meat @ bread
+    hat = np.einsum("csk,csi,kij,ctj->kcst", wc, Xc, bread, Xc)  # (K, C, s, s)
+    eye = np.eye(index.shape[1])
+    corrected = np.linalg.solve(eye - hat, np.moveaxis(rc, 2, 0)[..., None])[..., 0]  # (K, C, s)
+    score = np.einsum("csi,kcs->kci", Xc, corrected)
+    return bread @ np.einsum("kci,kcj->kij", score, score) @ bread
 
 
-def _fit_one_row_clusters(X: np.ndarray, y: np.ndarray, use: np.ndarray, logistic: bool,
-                          max_iter: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """GEE fits of every keypoint at once when each image has one row (GEE is then the GLM).
+def _fit_independence(X: np.ndarray, y: np.ndarray, use: np.ndarray, index: np.ndarray, logistic: bool,
+                      max_iter: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """GEE fits with working independence of every keypoint at once.
+
+    Under working independence the GEE estimates are the GLM's (least squares, logistic regression); the
+    clusters enter only through the sandwich.
 
     Parameters
     ----------
-    X : (N, p) design; y : (N, K) responses; use : (N, K) bool, rows in each keypoint's model.
+    X : (N, p) design; y : (N, K) responses; use : (N, K) bool, rows in each keypoint's model;
+    index : rows of each image (:func:`cluster_index`).
 
     Returns
     -------
@@ -354,7 +392,7 @@ def _fit_one_row_clusters(X: np.ndarray, y: np.ndarray, use: np.ndarray, logisti
             return beta, np.full((n_kp, p, p), np.nan), np.zeros(n_kp, dtype=bool)
         bread = np.linalg.inv(info)
         resid = (y - X @ beta.T) * m
-        return beta, _sandwich(X, m, bread, resid), np.isfinite(beta).all(axis=1)
+        return beta, _sandwich(X, m, bread, resid, index), np.isfinite(beta).all(axis=1)
     converged = np.zeros(n_kp, dtype=bool)
     mu = np.full(y.shape, np.inf)  # nothing has converged before the first step
     for _ in range(max_iter):  # Newton-Raphson (IRLS) on all keypoints together
@@ -379,7 +417,7 @@ def _fit_one_row_clusters(X: np.ndarray, y: np.ndarray, use: np.ndarray, logisti
     weight = mu * (1.0 - mu) * m
     with np.errstate(all="ignore"):
         bread = np.linalg.pinv(np.einsum("nk,ni,nj->kij", weight, X, X))
-    cov = _sandwich(X, weight, bread, (y - mu) * m)
+    cov = _sandwich(X, weight, bread, (y - mu) * m, index)
     ok &= converged & np.isfinite(beta).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
     return beta, cov, ok
 
@@ -549,7 +587,10 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
         Per attribute, the (high, low) group index per keypoint of the raw DP
         pair; default the pair of pooled SDRs.
     working_correlation : {"auto", "independence", "exchangeable"}
-        ``auto``: exchangeable when an image has several rows, else independence.
+        ``auto`` = independence, fitted for all keypoints at once; the sandwich
+        makes it valid whatever the correlation of an image's rows.
+        ``exchangeable`` fits one statsmodels GEE per model (slower; more
+        efficient when runs differ a lot within an image).
 
     Returns
     -------
@@ -602,16 +643,15 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
         design = _design(codes, groups_in, row_run[keep], study.n_runs, cov_rows[keep], covariates.numeric) \
             if len(groups_in) >= 2 else None
         clusters = clusters_all[keep]
-        multi = np.bincount(clusters).max() > 1 if len(clusters) else False
-        correlation = working_correlation if working_correlation != "auto" else (
-            "exchangeable" if multi else "independence")
+        correlation = "independence" if working_correlation == "auto" else working_correlation
         n_images = len(np.unique(clusters))
         fast = None
-        if design is not None and correlation == "independence" and not multi:
-            # One row per image: GEE is the GLM and every keypoint is fitted at once.
-            fast = {"error": _fit_one_row_clusters(design.X, np.nan_to_num(errors[keep]), present[keep], False),
-                    "hit": _fit_one_row_clusters(design.X, hits[keep].astype(float), np.ones_like(present[keep]),
-                                                 True)}
+        if design is not None and correlation == "independence":
+            # Working independence: every keypoint at once, vectorised (statsmodels fits one model at a time).
+            index = cluster_index(clusters)
+            fast = {"error": _fit_independence(design.X, np.nan_to_num(errors[keep]), present[keep], index, False),
+                    "hit": _fit_independence(design.X, hits[keep].astype(float), np.ones_like(present[keep]),
+                                             index, True)}
         for k, kp in enumerate(study.keypoints):
             row = {"attribute": attribute, "keypoint": kp, "covariates": ", ".join(covariates.names),
                    "contrast": None, "n_rows": int(keep.sum()), "n_images": n_images}
