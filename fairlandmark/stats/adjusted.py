@@ -52,7 +52,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.schema import ID_COLUMN, read_table
@@ -447,7 +447,7 @@ def _wald(params, cov, cols):
         stat = float(b @ np.linalg.solve(V, b))
     except np.linalg.LinAlgError:
         return np.nan
-    return float(sps.chi2.sf(stat, df=len(cols)))
+    return float(special.chdtrc(len(cols), stat))
 
 
 def _contrast(design: _Design, high: int, low: int) -> np.ndarray:
@@ -618,7 +618,7 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
     if applied not in ("bh", "holm"):
         raise InputError(MSG_OPTION.format(name="correction", rule="must be bh, holm or westfall-young",
                                            value=correction))
-    z = float(sps.norm.ppf(0.5 + ci / 2))
+    z = float(special.ndtri(0.5 + ci / 2))
     coding = study.coding
     errors = np.asarray(study.errors, dtype=float)
     row_run = np.asarray(study.row_run)

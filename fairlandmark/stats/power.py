@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special
 
 from fairlandmark.exceptions import InputError
 
@@ -179,7 +179,7 @@ def _null_critical(design: PlanDesign, level: float, seed: int) -> float:
     """
     scale = 1.0 / np.sqrt(design.sizes)
     if design.n_runs == 1 and design.sizes.shape[1] == 2:
-        return float(sps.norm.isf(level / 2) * np.sqrt(np.sum(scale ** 2)))
+        return float(-special.ndtri(level / 2) * np.sqrt(np.sum(scale ** 2)))
     n_draws = int(min(max(50_000, math.ceil(200 / level)), 2_000_000))
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
     out = np.empty(n_draws)
@@ -229,6 +229,26 @@ def _unit_null(design: PlanDesign, level: float, seed: int) -> np.ndarray:
     return np.sort(out)
 
 
+def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
+
+
+def _hypergeom_pmf(k: np.ndarray, total: int, good: int, drawn: int) -> np.ndarray:
+    """P(k good among ``drawn`` out of ``total`` with ``good`` good ones); zero outside the support.
+
+    Examples
+    --------
+    >>> float(_hypergeom_pmf(np.array([1]), 4, 2, 2)[0])  # C(2,1) C(2,1) / C(4,2)
+    0.6666666666666666
+    """
+    k = np.asarray(k, dtype=float)
+    inside = (k >= max(0, drawn - (total - good))) & (k <= min(good, drawn))
+    kk = np.where(inside, k, 0.0)
+    with np.errstate(invalid="ignore"):
+        log_p = _log_comb(good, kk) + _log_comb(total - good, drawn - kk) - _log_comb(total, drawn)
+    return np.where(inside, np.exp(log_p), 0.0)
+
+
 def _exact_two_group_tail(hits: np.ndarray, sizes: np.ndarray, cache: dict) -> np.ndarray:
     """Exact permutation p-values of |SDR_1 - SDR_2| for two groups, given each study's total hits.
 
@@ -241,7 +261,7 @@ def _exact_two_group_tail(hits: np.ndarray, sizes: np.ndarray, cache: dict) -> n
         H = int(H)
         if H not in table:
             k = np.arange(n1 + 1)
-            pmf = sps.hypergeom.pmf(k, n1 + n2, H, n1)  # zero outside the support
+            pmf = _hypergeom_pmf(k, n1 + n2, H, n1)
             gap = np.round(np.abs(k / n1 - (H - k) / n2), 12)  # mirror-image gaps tie exactly
             order = np.argsort(-gap, kind="stable")
             # P(gap >= gap_k): sum of pmf over every k' whose gap is at least gap_k (ties included)
@@ -266,7 +286,7 @@ def _reject_probability(tail: np.ndarray, level: float, permutations: int | None
     largest_count = math.floor(level * (permutations + 1) + 1e-9) - 1
     if largest_count < 0:
         return np.zeros_like(tail)
-    return sps.binom.cdf(largest_count, permutations, tail)
+    return special.bdtr(largest_count, permutations, tail)
 
 
 def _binomial_power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, n_sim: int, seed: int,
