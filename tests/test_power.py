@@ -191,7 +191,8 @@ def test_plan_figure_draws():
 @pytest.mark.slow
 def test_planted_mdd_is_flagged_at_the_planned_power_by_the_real_audit():
     """200 simulated studies (2 groups of 100, SDR 0.7, 5 tests, Holm) through the audit's permutation test."""
-    mdd, rate = _benchmark("power_validation").simulate_flag_rate((100, 100), 1, False, 5, 0.7, "holm", 499, n_studies=200)
+    simulate = _benchmark("power_validation").simulate_flag_rate
+    mdd, rate = simulate((100, 100), 1, False, 5, 0.7, "holm", 499, n_studies=200)
     assert 0.1 < mdd < 0.4
     assert abs(rate - 0.8) <= 0.07
 

@@ -612,8 +612,8 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
     if not 0 < ci < 1:
         raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1", value=ci))
     if working_correlation not in ("auto", "independence", "exchangeable"):
-        raise InputError(MSG_OPTION.format(name="working_correlation",
-                                           rule="must be auto, independence or exchangeable", value=working_correlation))
+        raise InputError(MSG_OPTION.format(name="working_correlation", value=working_correlation,
+                                           rule="must be auto, independence or exchangeable"))
     applied = "holm" if correction == "westfall-young" else correction
     if applied not in ("bh", "holm"):
         raise InputError(MSG_OPTION.format(name="correction", rule="must be bh, holm or westfall-young",
