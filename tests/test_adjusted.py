@@ -284,6 +284,23 @@ def test_perfect_separation_is_a_warning_and_nan_not_a_traceback():
     assert np.isfinite(row["effect_mm"])  # the error model is still fine
 
 
+def test_a_keypoint_without_predictions_for_a_group_loses_only_its_error_model():
+    rng = np.random.default_rng(1)
+    n = 120
+    sex = np.repeat(np.array(["F", "M"]), n // 2)
+    err = rng.gamma(2.0, 1.0, (n, 3))
+    pred, true = _arrays(err)
+    pred[sex == "F", 1, :] = np.nan  # keypoint 2: no prediction for any F image
+    with pytest.warns(FairlandmarkWarning, match="keypoint 2: the predictions present do not cover"):
+        res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"x": rng.normal(size=n)},
+                           adjust=["x"])
+    table = res.adjusted.table
+    assert np.isnan(table["effect_mm"].iloc[1]) and np.isfinite(table["effect_mm"].iloc[[0, 2]]).all()
+    assert np.isfinite(table["effect_mm"].iloc[0])
+    # keypoint 2's hit model: every F misses, a separated group (NaN with its own warning)
+    assert np.isnan(table["sdr_gap"].iloc[1]) and np.isfinite(table["sdr_gap"].iloc[[0, 2]]).all()
+
+
 def test_a_rare_covariate_level_with_only_hits_does_not_void_the_group_gap():
     rng = np.random.default_rng(0)
     n = 200

@@ -96,6 +96,9 @@ MSG_SEPARATION = ("adjust: attribute '{attribute}', keypoint {keypoint}: {what} 
 MSG_NO_CONVERGE = ("adjust: attribute '{attribute}', keypoint {keypoint}: the {model} model did not converge "
                    "({detail}); its adjusted result is NaN")
 MSG_OPTION = "adjust: {name} {rule}, got {value!r}"
+MSG_TOO_FEW = ("adjust: attribute '{attribute}', keypoint {keypoint}: the predictions present do not cover every "
+               "group and covariate level, so the error model cannot be fitted (NaN); the hit model counts "
+               "missing predictions as misses and is still reported")
 
 
 # -- covariates ----------------------------------------------------------------------------
@@ -384,15 +387,13 @@ def _fit_independence(X: np.ndarray, y: np.ndarray, use: np.ndarray, index: np.n
     y = np.where(use, y, 0.0)
     beta = np.zeros((n_kp, p))
     ok = np.ones(n_kp, dtype=bool)
-    if not logistic:  # least squares, one solve per keypoint
-        info = np.einsum("nk,ni,nj->kij", m, X, X)
-        try:
-            beta = np.linalg.solve(info, np.einsum("nk,ni->ki", m * y, X)[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            return beta, np.full((n_kp, p, p), np.nan), np.zeros(n_kp, dtype=bool)
-        bread = np.linalg.inv(info)
+    # A keypoint whose rows leave the design singular is marked not ok; pinv keeps the others going.
+    full_rank = np.linalg.matrix_rank(np.einsum("nk,ni,nj->kij", m, X, X)) == p
+    if not logistic:  # least squares: one batched pseudo-inverse for all keypoints
+        bread = np.linalg.pinv(np.einsum("nk,ni,nj->kij", m, X, X))
+        beta = (bread @ np.einsum("nk,ni->ki", m * y, X)[..., None])[..., 0]
         resid = (y - X @ beta.T) * m
-        return beta, _sandwich(X, m, bread, resid, index), np.isfinite(beta).all(axis=1)
+        return beta, _sandwich(X, m, bread, resid, index), full_rank & np.isfinite(beta).all(axis=1)
     converged = np.zeros(n_kp, dtype=bool)
     mu = np.full(y.shape, np.inf)  # nothing has converged before the first step
     for _ in range(max_iter):  # Newton-Raphson (IRLS) on all keypoints together
@@ -405,11 +406,8 @@ def _fit_independence(X: np.ndarray, y: np.ndarray, use: np.ndarray, index: np.n
         weight = mu * (1.0 - mu) * m
         info = np.einsum("nk,ni,nj->kij", weight, X, X)
         score = np.einsum("nk,ni->ki", (y - mu) * m, X)
-        try:
-            step = np.linalg.solve(info, score[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            ok[:] = False
-            break
+        with np.errstate(all="ignore"):
+            step = (np.linalg.pinv(info) @ score[..., None])[..., 0]
         beta = beta + np.where(converged[:, None], 0.0, step)
         if converged.all():
             break
@@ -418,7 +416,7 @@ def _fit_independence(X: np.ndarray, y: np.ndarray, use: np.ndarray, index: np.n
     with np.errstate(all="ignore"):
         bread = np.linalg.pinv(np.einsum("nk,ni,nj->kij", weight, X, X))
     cov = _sandwich(X, weight, bread, (y - mu) * m, index)
-    ok &= converged & np.isfinite(beta).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
+    ok &= full_rank & converged & np.isfinite(beta).all(axis=1) & np.isfinite(cov).all(axis=(1, 2))
     return beta, cov, ok
 
 
@@ -676,7 +674,9 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
             group_cols = list(design.group_cols.values())
             # Error model: rows with a prediction.
             has = present[keep, k]
-            if has.sum() > X.shape[1] and np.linalg.matrix_rank(X[has]) == X.shape[1]:
+            if has.sum() <= X.shape[1] or np.linalg.matrix_rank(X[has]) < X.shape[1]:
+                notes.append(MSG_TOO_FEW.format(attribute=attribute, keypoint=kp))
+            else:
                 if fast is not None:
                     fit, problem = _fast_fit(fast["error"], k)
                 else:
@@ -725,5 +725,6 @@ def adjusted_disparities(study: Any, covariates: Covariates, *, threshold: float
         table[f"{side}significant"] = np.where(np.isnan(adj), False, adj < alpha).astype(bool)
     unit = getattr(study, "unit", "mm")
     return AdjustedResult(table=table, covariates=covariates.names, alpha=float(alpha), ci=float(ci),
-                          correction=applied, working_correlation=working_correlation, unit=unit,
+                          correction=applied, unit=unit,
+                          working_correlation="independence" if working_correlation == "auto" else working_correlation,
                           warnings=list(dict.fromkeys(notes)))

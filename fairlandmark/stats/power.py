@@ -229,7 +229,7 @@ def _unit_null(design: PlanDesign, level: float, seed: int) -> np.ndarray:
     return np.sort(out)
 
 
-def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+def _log_comb(n: Any, k: Any) -> Any:
     return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
