@@ -10,6 +10,7 @@ import warnings
 from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.files import check_outputs
 
 __all__ = ["register"]
@@ -40,7 +41,8 @@ def _run(args):
     write_long(frame, args.out)
     for w in caught:
         if issubclass(w.category, FairlandmarkWarning):
-            sys.stderr.write(f"warning: {w.message}\n")
+            text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
+            sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
           f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
