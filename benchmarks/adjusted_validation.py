@@ -55,7 +55,7 @@ def main():
     for _ in range(max(args.studies // 4, 1)):
         sex, site, errors = _study(rng, 300, 100, site_effect=1.0, imbalance=0.8)
         table = _audit(*_arrays(errors), {"sex": sex}, spacing_mm=1.0, covariates={"site": site},
-                       adjust=["site"]).adjusted.table
+                       adjust=["site"], significance=False).adjusted.table
         p_err += list(table["p_value"])
         p_hit += list(table["sdr_p_value"])
     p_err, p_hit = np.array(p_err), np.array(p_hit)
@@ -69,7 +69,7 @@ def main():
         repeated = np.abs(np.tile(errors, (runs, 1)) * rng.lognormal(0, 0.2, (runs * 200, 100)))
         table = _audit(*_arrays(repeated), {"sex": np.tile(sex, runs)}, spacing_mm=1.0,
                        runs=np.repeat(np.arange(runs), 200), image_ids=np.tile(np.arange(200).astype(str), runs),
-                       covariates={"site": np.tile(site, runs)}, adjust=["site"]).adjusted.table
+                       covariates={"site": np.tile(site, runs)}, adjust=["site"], significance=False).adjusted.table
         p_err += list(table["p_value"])
         p_hit += list(table["sdr_p_value"])
     p_err, p_hit = np.array(p_err), np.array(p_hit)
@@ -103,19 +103,20 @@ def main():
     errors = rng.gamma(2.0, 0.8, (n, k))
     cov = {"site": rng.choice(np.array(["A", "B", "C"]), n), "spacing": rng.uniform(0.08, 0.12, n)}
     _audit(*_arrays(errors[:40, :1]), {"sex": sex[:40]}, spacing_mm=1.0, covariates={"site": cov["site"][:40]},
-           adjust=["site"])  # warm-up: imports
+           adjust=["site"], significance=False)  # warm-up: imports
     start = time.perf_counter()
-    _audit(*_arrays(errors), {"sex": sex, "age": age}, spacing_mm=1.0, covariates=cov)
+    _audit(*_arrays(errors), {"sex": sex, "age": age}, spacing_mm=1.0, covariates=cov, significance=False)
     plain = time.perf_counter() - start
     start = time.perf_counter()
-    _audit(*_arrays(errors), {"sex": sex, "age": age}, spacing_mm=1.0, covariates=cov, adjust=["site", "spacing"])
+    _audit(*_arrays(errors), {"sex": sex, "age": age}, spacing_mm=1.0, covariates=cov, adjust=["site", "spacing"],
+           significance=False)
     adjusted = time.perf_counter() - start
     runs = 3
     repeated = np.abs(np.tile(errors, (runs, 1)) + rng.normal(0, 0.2, (runs * n, k)))
     start = time.perf_counter()
     _audit(*_arrays(repeated), {"sex": np.tile(sex, runs), "age": np.tile(age, runs)}, spacing_mm=1.0,
            runs=np.repeat(np.arange(runs), n), image_ids=np.tile(np.arange(n).astype(str), runs),
-           covariates={c: np.tile(v, runs) for c, v in cov.items()}, adjust=["site", "spacing"])
+           covariates={c: np.tile(v, runs) for c, v in cov.items()}, adjust=["site", "spacing"], significance=False)
     three = time.perf_counter() - start
     print(f"time, 400 images x 19 keypoints x 3 attributes (sex, age, sex&age), no significance: audit {plain:.2f} s; "
           f"with --adjust site --adjust spacing {adjusted:.2f} s; the same on 3 runs of the same images "

@@ -58,7 +58,7 @@ def test_point_estimates_equal_direct_statsmodels_gee():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=1,
-                           covariates={"site": site, "age": age}, adjust=["site", "age"])
+                           covariates={"site": site, "age": age}, adjust=["site", "age"], significance=False)
     row = res.adjusted.table.iloc[0]
     hi, lo = row["contrast"].split(" vs ")
 
@@ -102,7 +102,8 @@ def test_several_runs_are_clustered_by_image_with_run_effects():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         res = audit_arrays(pred, true, {"sex": np.tile(sex, runs)}, spacing_mm=1.0, runs=run, image_ids=ids,
-                           min_group_size=1, covariates={"site": np.tile(site, runs)}, adjust=["site"])
+                           min_group_size=1, covariates={"site": np.tile(site, runs)}, adjust=["site"],
+                           significance=False)
     row = res.adjusted.table.iloc[0]
     assert row["n_rows"] == n * runs and row["n_images"] == n
     frame = pd.DataFrame({"err": err, "hit": (np.nan_to_num(err, nan=np.inf) <= 2.0).astype(float),
@@ -134,7 +135,7 @@ def test_joint_test_with_three_groups_equals_wald_of_both_coefficients():
     err = np.abs(rng.gamma(2.0, 1.0, n) + 0.6 * (grp == "c") + 0.3 * x)  # a radial error is a distance
     pred, true = _arrays(err[:, None])
     res = audit_arrays(pred, true, {"g": grp}, spacing_mm=1.0, min_group_size=1, covariates={"x": x},
-                       adjust=["x"])
+                       adjust=["x"], significance=False)
     frame = pd.DataFrame({"err": err, "g": grp, "x": x, "img": np.arange(n)})
     fit = smf.gee("err ~ C(g) + x", groups="img", data=frame, family=sm.families.Gaussian(),
                   cov_struct=sm.cov_struct.Independence()).fit(cov_type="bias_reduced")
@@ -189,7 +190,7 @@ def test_type_one_error_at_or_below_alpha_on_null_data():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FairlandmarkWarning)
             res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site},
-                               adjust=["site"])
+                               adjust=["site"], significance=False)
         table = res.adjusted.table
         # p-values of the null tests are uniform: the error model's is checked against U(0, 1).
         assert stats.kstest(table["p_value"], "uniform").pvalue > 0.001
@@ -223,7 +224,7 @@ def test_json_has_adjusted_object_on_every_record():
     sex, site, errors = _study(rng, 100, 3)
     pred, true = _arrays(errors)
     doc = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site},
-                       adjust=["site"]).to_dict()
+                       adjust=["site"], significance=False).to_dict()
     assert doc["adjustment"]["covariates"] == ["site"]
     for rec in doc["per_keypoint"]:
         adj = rec["adjusted"]
@@ -243,11 +244,13 @@ def test_audit_reads_covariates_from_the_metadata_file(tmp_path):
     meta = pd.DataFrame({"image_id": ids, "sex": rng.choice(["F", "M"], n), "site": rng.choice([1, 2, 3], n)})
     preds.to_csv(tmp_path / "p.csv", index=False)
     meta.to_csv(tmp_path / "m.csv", index=False)
-    res = audit(tmp_path / "p.csv", tmp_path / "m.csv", attributes=["sex"], adjust=["site:cat"], min_group_size=1)
+    res = audit(tmp_path / "p.csv", tmp_path / "m.csv", attributes=["sex"], adjust=["site:cat"], min_group_size=1,
+                significance=False)
     assert res.adjusted.covariates == ["site"]
     assert np.isfinite(res.adjusted.table["effect_mm"].iloc[0])
     # categorical site (2 indicators) versus numeric site (1 column): different fits
-    num = audit(tmp_path / "p.csv", tmp_path / "m.csv", attributes=["sex"], adjust=["site"], min_group_size=1)
+    num = audit(tmp_path / "p.csv", tmp_path / "m.csv", attributes=["sex"], adjust=["site"], min_group_size=1,
+                significance=False)
     assert num.adjusted.table["effect_mm"].iloc[0] != res.adjusted.table["effect_mm"].iloc[0]
 
 
@@ -278,7 +281,7 @@ def test_perfect_separation_is_a_warning_and_nan_not_a_traceback():
     pred, true = _arrays(err[:, None])
     with pytest.warns(FairlandmarkWarning, match="perfect separation"):
         res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"x": np.arange(n) % 7},
-                           adjust=["x"])
+                           adjust=["x"], significance=False)
     row = res.adjusted.table.iloc[0]
     assert np.isnan(row["sdr_gap"]) and np.isnan(row["sdr_p_value"]) and not row["sdr_significant"]
     assert np.isfinite(row["effect_mm"])  # the error model is still fine
@@ -293,7 +296,7 @@ def test_a_keypoint_without_predictions_for_a_group_loses_only_its_error_model()
     pred[sex == "F", 1, :] = np.nan  # keypoint 2: no prediction for any F image
     with pytest.warns(FairlandmarkWarning, match="keypoint 2: the predictions present do not cover"):
         res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"x": rng.normal(size=n)},
-                           adjust=["x"])
+                           adjust=["x"], significance=False)
     table = res.adjusted.table
     assert np.isnan(table["effect_mm"].iloc[1]) and np.isfinite(table["effect_mm"].iloc[[0, 2]]).all()
     assert np.isfinite(table["effect_mm"].iloc[0])
@@ -309,7 +312,8 @@ def test_a_rare_covariate_level_with_only_hits_does_not_void_the_group_gap():
     err = rng.gamma(2.0, 1.0, n)
     site[:4], err[:4] = "R", 0.5  # four images of a rare site, all hits
     pred, true = _arrays(err[:, None])
-    res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site}, adjust=["site"])
+    res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"site": site}, adjust=["site"],
+                       significance=False)
     assert np.isfinite(res.adjusted.table[["sdr_gap", "sdr_p_value", "effect_mm"]].to_numpy()).all()
     # ... and agrees with statsmodels' GEE, which also stops once the fit has settled.
     frame = pd.DataFrame({"hit": (err <= 2.0).astype(float), "sex": sex, "site": site, "img": np.arange(n)})
@@ -326,10 +330,11 @@ def test_collinear_covariate_warns_by_name_and_confounded_one_gives_nan():
     err = rng.gamma(2.0, 1.0, n)
     pred, true = _arrays(err[:, None])
     with pytest.warns(FairlandmarkWarning, match="covariate 'clinic' are strongly associated"):
-        audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"clinic": almost}, adjust=["clinic"])
+        audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"clinic": almost}, adjust=["clinic"],
+                     significance=False)
     with pytest.warns(FairlandmarkWarning, match="fully determined by the covariates clinic"):
         res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, covariates={"clinic": sex.copy()},
-                           adjust=["clinic"])
+                           adjust=["clinic"], significance=False)
     assert np.isnan(res.adjusted.table["effect_mm"].iloc[0])
 
 
@@ -346,7 +351,7 @@ def test_association_measures_by_hand():
 
 def test_statsmodels_not_imported_without_adjust():
     code = ("import sys, numpy as np; from fairlandmark import audit_arrays; t = np.zeros((8, 1, 2)); "
-            "audit_arrays(t, t, {'s': list('FFFFMMMM')}, spacing_mm=1.0, min_group_size=1); "
+            "audit_arrays(t, t, {'s': list('FFFFMMMM')}, spacing_mm=1.0, min_group_size=1, significance=False); "
             "print('statsmodels' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
