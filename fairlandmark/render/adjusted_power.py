@@ -67,7 +67,7 @@ def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
     return lines
 
 
-def detectable_frame(doc: Mapping, *, power: float = 0.8, n_sim: int = 2000, seed: int = 0) -> pd.DataFrame:
+def detectable_frame(doc: Mapping, *, power: float = 0.8, n_sim: int = 1000, seed: int = 0) -> pd.DataFrame:
     """:func:`fairlandmark.stats.power.min_detectable_dp_for_audit` of the document (empty if it cannot plan)."""
     from fairlandmark.exceptions import InputError
     from fairlandmark.stats.power import min_detectable_dp_for_audit

@@ -172,24 +172,6 @@ class PlanDesign:
 
 # -- the core: critical value and power --------------------------------------------------------------
 
-def _null_critical(design: PlanDesign, level: float, seed: int) -> float:
-    """Critical value of the statistic for unit binomial variance (p (1 - p) = 1) at ``level``.
-
-    The smallest c with P(T >= c) <= level, T = mean over runs of the range of N(0, 1/n_rg).
-    """
-    scale = 1.0 / np.sqrt(design.sizes)
-    if design.n_runs == 1 and design.sizes.shape[1] == 2:
-        return float(-special.ndtri(level / 2) * np.sqrt(np.sum(scale ** 2)))
-    n_draws = int(min(max(50_000, math.ceil(200 / level)), 2_000_000))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7]))
-    out = np.empty(n_draws)
-    for start in range(0, n_draws, _NULL_CHUNK):
-        n = min(_NULL_CHUNK, n_draws - start)
-        z = rng.standard_normal((n,) + design.sizes.shape) * scale
-        out[start:start + n] = (z.max(axis=-1) - z.min(axis=-1)).mean(axis=-1)
-    return float(np.quantile(out, 1.0 - level, method="higher"))
-
-
 def _alternative_draws(design: PlanDesign, n_sim: int, seed: int) -> np.ndarray:
     """Common standard normals of shape (n_sim, R, G); one draw repeated over runs when they share images."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 11]))
@@ -213,6 +195,19 @@ def planted_sdr(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign) -> np.ndar
     return groups
 
 
+def _range(values: np.ndarray) -> np.ndarray:
+    """Largest minus smallest over the last (group) axis.
+
+    Elementwise over the few groups: several times faster than numpy's reduction along a short last axis.
+    """
+    high = values[..., 0].copy()
+    low = high.copy()
+    for g in range(1, values.shape[-1]):
+        np.maximum(high, values[..., g], out=high)
+        np.minimum(low, values[..., g], out=low)
+    return high - low
+
+
 def _unit_null(design: PlanDesign, level: float, seed: int) -> np.ndarray:
     """Sorted null sample of the statistic for unit hit variance: mean over runs of the range of N(0, 1/n_rg).
 
@@ -225,7 +220,7 @@ def _unit_null(design: PlanDesign, level: float, seed: int) -> np.ndarray:
     for start in range(0, n_draws, _NULL_CHUNK):
         n = min(_NULL_CHUNK, n_draws - start)
         z = rng.standard_normal((n,) + design.sizes.shape) * scale
-        out[start:start + n] = (z.max(axis=-1) - z.min(axis=-1)).mean(axis=-1)
+        out[start:start + n] = _range(z).mean(axis=-1)
     return np.sort(out)
 
 
@@ -311,7 +306,7 @@ def _binomial_power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level:
         hits = np.broadcast_to(rng.binomial(sizes[:runs], p[k], size=(n_sim, runs, sizes.shape[1])),
                                (n_sim,) + sizes.shape)
         rate = hits / sizes
-        stat = (rate.max(axis=-1) - rate.min(axis=-1)).mean(axis=-1)
+        stat = _range(rate).mean(axis=-1)
         pooled = hits.sum(axis=-1) / sizes.sum(axis=-1)  # (n_sim, R)
         spread = np.sqrt(pooled * (1 - pooled)).mean(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -324,19 +319,51 @@ def _binomial_power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level:
     return out
 
 
-def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, crit_unit: float, z: np.ndarray) -> np.ndarray:
-    """Monte-Carlo power per keypoint of gaps ``gap`` (K,) at SDRs ``sdr`` (K,)."""
+def _normal_tail(standard: np.ndarray, design: PlanDesign, unit: np.ndarray | None) -> np.ndarray:
+    """Null tail probability of standardised statistics (unit hit variance)."""
+    if unit is None:  # two groups, one run: |N(0, 1/n_a + 1/n_b)|
+        return 2.0 * special.ndtr(-standard / np.sqrt(np.sum(1.0 / design.sizes)))
+    return 1.0 - np.searchsorted(unit, standard, side="left") / len(unit)
+
+
+def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, unit: np.ndarray | None,
+           z: np.ndarray, permutations: int | None = None) -> np.ndarray:
+    """Monte-Carlo power per keypoint under the normal approximation (common random numbers ``z``).
+
+    Vectorised over keypoints, in chunks that bound memory at about 4 million numbers.
+    """
     p = planted_sdr(sdr, gap, design)  # (K, G)
     weights = design.sizes.sum(axis=0)
-    pooled = p @ weights / weights.sum()
-    crit = np.sqrt(pooled * (1 - pooled)) * crit_unit  # (K,)
+    pooled = np.clip(p @ weights / weights.sum(), 0.0, 1.0)
+    spread = np.sqrt(pooled * (1 - pooled))
     sd = np.sqrt(p * (1 - p))[:, None, None, :] / np.sqrt(design.sizes)[None, None]  # (K, 1, R, G)
     out = np.empty(len(sdr))
-    for k in range(len(sdr)):  # one keypoint at a time bounds memory at (n_sim, R, G)
-        values = p[k][None, None, :] + sd[k] * z
-        stat = (values.max(axis=-1) - values.min(axis=-1)).mean(axis=-1)
-        out[k] = np.mean(stat >= crit[k] + design.continuity)
+    chunk = max(1, 4_000_000 // max(z.size, 1))
+    for start in range(0, len(sdr), chunk):
+        part = slice(start, start + chunk)
+        values = p[part, None, None, :] + sd[part] * z[None]
+        stat = _range(values).mean(axis=-1)  # (k, n_sim)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            standard = np.where(spread[part, None] > 0, (stat - design.continuity) / spread[part, None], -np.inf)
+        tail = _normal_tail(standard, design, unit)
+        out[part] = np.mean(_reject_probability(np.minimum(tail, 1.0), level, permutations), axis=1)
     return out
+
+
+def _engine(sdr: np.ndarray, design: PlanDesign, *, level: float, n_sim: int, seed: int, method: str,
+            permutations: int | None) -> Any:
+    """The power function ``gap -> power`` for fixed SDRs, design and test (common random numbers)."""
+    two_groups_one_run = design.n_runs == 1 and design.sizes.shape[1] == 2
+    if method == "auto":
+        method = "binomial" if two_groups_one_run else "normal"
+    if method == "binomial":
+        cache: dict = {}
+        return lambda gap: _binomial_power(sdr, gap, design, level, n_sim, seed, cache, permutations)
+    if method == "normal":
+        unit = None if two_groups_one_run else _unit_null(design, level, seed)
+        z = _alternative_draws(design, n_sim, seed)
+        return lambda gap: _power(sdr, gap, design, level, unit, z, permutations)
+    raise InputError(MSG_OPTION.format(name="method", rule="must be auto, binomial or normal", value=method))
 
 
 def _check_sdr(sdr: Any) -> np.ndarray:
@@ -348,7 +375,7 @@ def _check_sdr(sdr: Any) -> np.ndarray:
 
 def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05, n_tests: int = 1,
                  correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0,
-                 method: str = "binomial", permutations: int | None = None) -> np.ndarray:
+                 method: str = "auto", permutations: int | None = None) -> np.ndarray:
     """Power of the audit to flag a gap ``gap`` at keypoints with SDR ``sdr``.
 
     Parameters
@@ -363,12 +390,16 @@ def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05,
     n_sim : int, default 4000
         Monte-Carlo draws.
     seed : int, default 0
-    method : {"binomial", "normal"}, default "binomial"
-        Binomial hit counts (discrete, as the audit's test) or the normal
-        approximation with a continuity correction (fast, for large groups).
+    method : {"auto", "binomial", "normal"}, default "auto"
+        ``binomial``: binomial hit counts judged against the permutation null
+        at each simulated study's own hits (exact, hypergeometric, for two
+        groups in one run). ``normal``: normal group SDRs with a continuity
+        correction, common random numbers, vectorised (fast). ``auto``:
+        binomial for two groups in one run, normal otherwise (where the two
+        agree within 0.003 on the validated designs).
     permutations : int, optional
         The audit's permutations: its p-value is itself a Monte-Carlo estimate,
-        which costs a little power near the level (binomial method only).
+        which changes the power a little near the level.
 
     Returns
     -------
@@ -383,18 +414,20 @@ def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05,
     sdr = _check_sdr(sdr)
     gap = np.broadcast_to(np.asarray(gap, dtype=float), sdr.shape).copy()
     level = per_test_level(alpha, n_tests, correction)
-    if method == "normal":
-        return _power(sdr, gap, design, _null_critical(design, level, seed), _alternative_draws(design, n_sim, seed))
-    return _binomial_power(sdr, gap, design, level, n_sim, seed, {}, permutations)
+    return _engine(sdr, design, level=level, n_sim=n_sim, seed=seed, method=method, permutations=permutations)(gap)
 
 
 def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: float = 0.05, n_tests: int = 1,
                   correction: str = "bh", n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0,
-                  method: str = "binomial", permutations: int | None = None) -> np.ndarray:
+                  method: str = "auto", permutations: int | None = None,
+                  sdr_grid: int | None = 13) -> np.ndarray:
     """Minimal detectable DP per keypoint: the smallest gap flagged with probability ``power``.
 
     NaN where even a gap of 1 (one group always hits, the other never) would
-    be flagged less often than ``power``. ``method`` as in :func:`power_at_gap`.
+    be flagged less often than ``power``. ``method`` and ``permutations`` as
+    in :func:`power_at_gap`. With more than ``sdr_grid`` distinct SDRs the
+    MDD is computed on that many evenly spaced SDRs and interpolated (it is
+    smooth in the SDR; None: every SDR).
 
     Examples
     --------
@@ -406,19 +439,15 @@ def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: fl
     sdr = _check_sdr(sdr)
     power = _check_fraction("power", power)
     level = per_test_level(alpha, n_tests, correction)
-    if method == "normal":
-        crit = _null_critical(design, level, seed)
-        z = _alternative_draws(design, n_sim, seed)
-
-        def power_of(gap):
-            return _power(sdr, gap, design, crit, z)
-    elif method == "binomial":
-        cache: dict = {}
-
-        def power_of(gap):
-            return _binomial_power(sdr, gap, design, level, n_sim, seed, cache, permutations)
-    else:
-        raise InputError(MSG_OPTION.format(name="method", rule="must be binomial or normal", value=method))
+    unique = np.unique(sdr)
+    if sdr_grid is not None and len(unique) > sdr_grid:
+        # The MDD is a smooth function of the SDR: compute it on a grid and interpolate.
+        grid = np.linspace(unique[0], unique[-1], int(sdr_grid))
+        on_grid = detectable_dp(grid, design, power=power, alpha=alpha, n_tests=n_tests, correction=correction,
+                                n_sim=n_sim, seed=seed, method=method, permutations=permutations, sdr_grid=None)
+        if np.isfinite(on_grid).all():
+            return np.interp(sdr, grid, on_grid)
+    power_of = _engine(sdr, design, level=level, n_sim=n_sim, seed=seed, method=method, permutations=permutations)
     lo, hi = np.zeros_like(sdr), np.ones_like(sdr)
     reachable = power_of(hi) >= power
     for _ in range(_BISECTION_STEPS):
@@ -431,7 +460,8 @@ def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: fl
 
 def images_for_gap(sdr: Any, gap: float, *, n_groups: int = 2, n_runs: int = 1, shared_images: bool = False,
                    power: float = 0.8, alpha: float = 0.05, n_tests: int = 1, correction: str = "bh",
-                   n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0) -> np.ndarray:
+                   n_sim: int = DEFAULT_SIMULATIONS, seed: int = 0, permutations: int | None = None,
+                   sdr_grid: int | None = 13) -> np.ndarray:
     """Images per group (equal groups) needed to flag a gap ``gap`` with probability ``power``.
 
     Returns an integer per keypoint (distinct images per group, over all runs);
@@ -448,19 +478,27 @@ def images_for_gap(sdr: Any, gap: float, *, n_groups: int = 2, n_runs: int = 1, 
     if not 0 < gap_value <= 1:
         raise InputError(MSG_OPTION.format(name="target gap", rule="must be in (0, 1], e.g. 0.10", value=gap))
     level = per_test_level(alpha, n_tests, correction)
-    # With equal groups the null critical value scales as 1/sqrt(images per run): compute it once, at 100.
+    unique = np.unique(sdr)
+    if sdr_grid is not None and len(unique) > sdr_grid:  # smooth in the SDR: a grid, then interpolation
+        grid = np.linspace(unique[0], unique[-1], int(sdr_grid))
+        on_grid = images_for_gap(grid, gap, n_groups=n_groups, n_runs=n_runs, shared_images=shared_images,
+                                 power=power, alpha=alpha, n_tests=n_tests, correction=correction, n_sim=n_sim,
+                                 seed=seed, permutations=permutations, sdr_grid=None)
+        if np.isfinite(on_grid).all():
+            return np.ceil(np.interp(sdr, grid, on_grid))
+    # With equal groups the unit null scales as 1/sqrt(images per run): sample it once, at 100.
     base = PlanDesign(np.full((n_runs, n_groups), 100.0), shared_images)
-    crit_100 = _null_critical(base, level, seed)
+    unit_100 = None if (n_runs == 1 and n_groups == 2) else _unit_null(base, level, seed)
     z = _alternative_draws(base, n_sim, seed)
     gaps = np.full(sdr.shape, gap_value)
 
     def enough(n_total: np.ndarray) -> np.ndarray:
         out = np.empty(len(sdr), dtype=bool)
         for k in range(len(sdr)):
-            per_run = n_total[k] if shared_images else n_total[k] / n_runs
-            design = PlanDesign(np.full((n_runs, n_groups), max(per_run, 2.0)), shared_images)
-            crit = crit_100 * np.sqrt(100.0 / max(per_run, 2.0))  # equal sizes: the null scales as 1/sqrt(n)
-            out[k] = _power(sdr[k:k + 1], gaps[k:k + 1], design, crit, z)[0] >= power
+            per_run = max(n_total[k] if shared_images else n_total[k] / n_runs, 2.0)
+            design = PlanDesign(np.full((n_runs, n_groups), per_run), shared_images)
+            unit = None if unit_100 is None else unit_100 * np.sqrt(100.0 / per_run)
+            out[k] = _power(sdr[k:k + 1], gaps[k:k + 1], design, level, unit, z, permutations)[0] >= power
         return out
 
     lo = np.full(sdr.shape, 2.0 * (1 if shared_images else n_runs))
@@ -525,7 +563,7 @@ def _plan(sdr_by_attribute: Mapping[str, tuple], designs: Mapping[str, PlanDesig
                 need[finite] = images_for_gap(sdr[finite], target_dp, n_groups=design.sizes.shape[1],
                                               n_runs=design.n_runs, shared_images=design.shared_images, power=power,
                                               alpha=alpha, n_tests=n_tests, correction=correction, n_sim=n_sim,
-                                              seed=seed)
+                                              seed=seed, permutations=permutations)
         names = list(group_names[attribute])
         a, b = design.pair
         n_images = (design.sizes.max(axis=0) if design.shared_images else design.sizes.sum(axis=0))
@@ -660,7 +698,7 @@ def plan_from_assumptions(sdr: Any, group_sizes: Mapping[str, float] | Sequence[
                  seed=seed, group_names={attribute: names}, permutations=permutations)
 
 
-def min_detectable_dp_for_audit(document: Mapping, *, power: float = 0.8, n_sim: int = 2000,
+def min_detectable_dp_for_audit(document: Mapping, *, power: float = 0.8, n_sim: int = 1000,
                                 seed: int = 0) -> pd.DataFrame:
     """The smallest gap the audit could have detected, per (attribute, keypoint).
 
