@@ -83,8 +83,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="first design only")
+    parser.add_argument("--only", default=None, metavar="I,J", help="designs by number (1-based), e.g. 3,4")
     args = parser.parse_args()
-    items = list(DESIGNS.items())[:1] if args.quick else DESIGNS.items()
+    items = list(DESIGNS.items())[:1] if args.quick else list(DESIGNS.items())
+    if args.only:
+        items = [items[int(i) - 1] for i in args.only.split(",")]
     print(f"| design | planned MDD | flagged share ({args.studies} studies) | seconds |")
     print("|---|---|---|---|")
     for name, spec in items:
