@@ -11,18 +11,30 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
 from fairlandmark.stats.kernel import RunKernel, mean_std_over_runs, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.inputs.groups import GroupCoding
+from fairlandmark.inputs.radial_error import WristWidth
+from fairlandmark.inputs.schema import Predictions
 from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.stats.kernel import ValueLayout
+
+if TYPE_CHECKING:
+    from fairlandmark.stats.adjusted import AdjustedResult, Covariates
+    from fairlandmark.stats.privacy import PrivacyResult
+    from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
 # Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
@@ -43,7 +55,7 @@ MSG_SMALL_GROUP = (
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 
 
-def _check_options(thresholds_mm, min_group_size):
+def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:
     try:
         thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
     except (TypeError, ValueError):
@@ -72,7 +84,8 @@ class Observed:
     mre_gap: np.ndarray  # (R, K)
 
 
-def observe(kernel, layout, coding, attribute, min_group_size):
+def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
+            min_group_size: int) -> Observed:
     """Observed metrics of one attribute from the kernel (one assignment)."""
     labels = kernel.labels_by_run(coding.cell)
     sums, counts = kernel.sums(labels, coding.n_cells)
@@ -86,7 +99,9 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=True, privacy=None, adjust=None):
+def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
+              significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+              privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`.
 
     ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
@@ -126,14 +141,14 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=Tr
     return result
 
 
-def _add_adjusted(result, covariates, significance):
+def _add_adjusted(result: AuditResult, covariates: Covariates,
+                  significance: SignificanceOptions | Mapping[str, Any] | bool | None) -> None:
     """Fit the covariate-adjusted models; same alpha and correction as the permutation tests."""
     from fairlandmark.stats.adjusted import adjusted_disparities
+    from fairlandmark.stats.significance import SignificanceOptions
 
     options = result.significance.options if result.significance is not None else None
     if options is None and significance not in (None, False):
-        from fairlandmark.stats.significance import SignificanceOptions
-
         options = SignificanceOptions.coerce(significance)
     alpha = options.alpha if options is not None else 0.05
     correction = options.correction if options is not None else "bh"
@@ -147,9 +162,15 @@ def _add_adjusted(result, covariates, significance):
     result.warnings.extend(result.adjusted.warnings)
 
 
-def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=True, privacy=None,
-          adjust=None):
+def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: Sequence[str] | None = None,
+          thresholds_mm: float | Sequence[float] = (2.0,), spacing_mm: float | None = None,
+          wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+          bins: Mapping[str, Sequence[float]] | None = None,
+          families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
+          min_group_size: int = 10, intersection: bool = True,
+          significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+          privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -228,8 +249,10 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
                      privacy=privacy, adjust=covariates)
 
 
-def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, covariates=None,
-                 **options):
+def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
+                 spacing_mm: float | ArrayLike | None = None, runs: ArrayLike | None = None,
+                 keypoints: Iterable[object] | None = None, image_ids: ArrayLike | None = None,
+                 covariates: Mapping[str, ArrayLike] | None = None, **options: Any) -> AuditResult:
     """Audit predictions held as numpy arrays.
 
     Parameters
@@ -295,10 +318,11 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         meta_rows[name] = values
     meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
     options.setdefault("attributes", list(groups))
-    return audit(frame, meta, spacing_mm=spacing_mm, **options)
+    # What is left is a scalar (or a 0-d array, which works as one).
+    return audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), **options)
 
 
-def _privacy_block(results):
+def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     if not results:
         return None
     from fairlandmark.stats.privacy import privacy_block
@@ -326,41 +350,43 @@ class AuditResult:
     warnings : list of str
     """
 
-    def __init__(self, *, study, thresholds, min_group_size, observed, significance, warnings):
+    def __init__(self, *, study: Study, thresholds: Iterable[float], min_group_size: int,
+                 observed: dict[str, Observed], significance: SignificanceResult | None,
+                 warnings: Iterable[str]) -> None:
         self.study = study
         self.thresholds = list(thresholds)
         self.min_group_size = min_group_size
         self.observed = observed
         self.significance = significance
         self.warnings = list(warnings)
-        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
-        self.adjusted = None  # AdjustedResult from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
+        self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.adjusted: AdjustedResult | None = None  # from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
 
     # -- basic facts -------------------------------------------------------
     @property
-    def unit(self):
+    def unit(self) -> str:
         return self.study.unit
 
     @property
-    def attributes(self):
+    def attributes(self) -> list[str]:
         return list(self.study.coding.attributes)
 
     @property
-    def keypoints(self):
+    def keypoints(self) -> list[Any]:
         return list(self.study.keypoints)
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
         return self.study.n_runs
 
-    def _family_of(self):
+    def _family_of(self) -> list[str]:
         out = ["" for _ in self.keypoints]
         for name, idx in self.study.families.items():
             for i in idx:
                 out[i] = name
         return out
 
-    def _pair(self, attribute):
+    def _pair(self, attribute: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pair (high, low) of run-mean SDRs, each group averaged over the runs where it is in DP.
 
         So a DP computed in some runs always comes with a pair, from the same groups.
@@ -368,12 +394,12 @@ class AuditResult:
         obs = self.observed[attribute]
         in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
         mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
-        valid = obs.valid.any(axis=0)
+        valid = np.asarray(obs.valid.any(axis=0))
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 
     @cached_property
-    def _keypoint_sums(self):
+    def _keypoint_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
 
         Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
@@ -388,7 +414,7 @@ class AuditResult:
 
     # -- tables --------------------------------------------------------------
     @cached_property
-    def per_keypoint(self):
+    def per_keypoint(self) -> pd.DataFrame:
         rows = []
         fam = self._family_of()
         err_sum, n_present, hits, n_images = self._keypoint_sums
@@ -419,7 +445,7 @@ class AuditResult:
         return table
 
     @cached_property
-    def per_group(self):
+    def per_group(self) -> pd.DataFrame:
         frames = []
         fam = self._family_of()
         for a in self.attributes:
@@ -447,7 +473,7 @@ class AuditResult:
         return table
 
     @cached_property
-    def groups(self):
+    def groups(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -457,12 +483,12 @@ class AuditResult:
                              "in_dp": bool(obs.valid[:, g].all())})
         return pd.DataFrame(rows)
 
-    def _family_items(self):
+    def _family_items(self) -> list[tuple[str, list[int]]]:
         items = [("all", list(range(len(self.keypoints))))]
         return items + list(self.study.families.items())
 
     @cached_property
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -481,7 +507,7 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def overall(self):
+    def overall(self) -> pd.DataFrame:
         err_sum, n_present, hits, n_images = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
@@ -499,7 +525,7 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     # -- export ----------------------------------------------------------------
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
         pk, pg = self.per_keypoint, self.per_group
         primary = f"sdr_{threshold_key(self.thresholds[0])}"
@@ -552,22 +578,22 @@ class AuditResult:
         }
         return json_safe(doc)
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
         return dump_json(self.to_dict(), path, indent=indent)
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""
         pk = self.per_keypoint.drop(columns=["family"]).rename(
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
 
-    def to_csv(self, path):
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_frame` as CSV, atomically."""
         from fairlandmark.files import atomic_write_text
 
         atomic_write_text(path, self.to_frame().to_csv(index=False))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"AuditResult({len(self.attributes)} attributes, {len(self.keypoints)} keypoints, "
                 f"{self.n_runs} run(s), unit={self.unit!r})")

@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import AuditDocument, keypoint_frame, load_audit, overall_row, summary_row
+from fairlandmark.document import AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row, summary_row
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import num, threshold_key
 
@@ -52,12 +55,12 @@ NOTE_ONLY = "{what} only in {side}: {items}"
 CHANGE_TOLERANCE = 1e-12  # a DP change smaller than this is no change (float noise)
 
 
-def _uncertainty(frame):
+def _uncertainty(frame: pd.DataFrame) -> pd.Series:
     half = (frame["dp_high"] - frame["dp_low"]) / 2.0
     return half.where(half.notna(), frame["dp_std"])
 
 
-def _direction(change):
+def _direction(change: float) -> str:
     if math.isnan(change):
         return "n/a"
     if change < -CHANGE_TOLERANCE:
@@ -90,13 +93,15 @@ class Comparison:
     notes : list of str
     """
 
-    def __init__(self, *, table, summary, accuracy, labels, unit, thresholds, notes):
+    def __init__(self, *, table: pd.DataFrame, summary: pd.DataFrame, accuracy: pd.DataFrame,
+                 labels: Iterable[str], unit: str, thresholds: tuple[float | None, float | None],
+                 notes: Iterable[str]) -> None:
         self.table, self.summary, self.accuracy = table, summary, accuracy
         self.labels, self.unit, self.thresholds, self.notes = tuple(labels), unit, thresholds, list(notes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes null)."""
-        def clean(records):
+        def clean(records: Iterable[Mapping[Hashable, Any]]) -> list[dict[Hashable, Any]]:
             out = []
             for rec in records:
                 out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
@@ -109,17 +114,19 @@ class Comparison:
                 "per_keypoint": clean(self.table.to_dict("records")), "summary": clean(self.summary.to_dict("records")),
                 "accuracy": clean(self.accuracy.to_dict("records")), "notes": self.notes}
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             write_text_output(path, text + "\n")
         return text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
 
 
-def compare(before, after, *, labels=("before", "after"), attribute=None):
+def compare(before: AuditSource,
+            after: AuditSource, *,
+            labels: Sequence[str] = ("before", "after"), attribute: str | Iterable[str] | None = None) -> Comparison:
     """Per keypoint and attribute, the change in DP and MRE between two audits.
 
     Parameters
@@ -155,7 +162,7 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                       notes=_notes(b, a, pb, pa))
 
 
-def _shared_attributes(b: AuditDocument, a: AuditDocument, attribute: str | list[str] | None) -> list[str]:
+def _shared_attributes(b: AuditDocument, a: AuditDocument, attribute: str | Iterable[str] | None) -> list[str]:
     """Attributes in both audits, or the chosen ones (which must be in both)."""
     shared_attrs = [x for x in a.get("attributes", []) if x in b.get("attributes", [])]
     if attribute is None:
@@ -199,7 +206,8 @@ def _keypoint_changes(b: AuditDocument, a: AuditDocument, shared_attrs: list[str
         "dp_before": merged["dp_before"], "dp_after": merged["dp_after"],
         "dp_change": merged["dp_after"] - merged["dp_before"],
     })
-    unc = np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2 + merged["dp_uncertainty_after"].fillna(0.0) ** 2)
+    unc = cast(pd.Series, np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2
+                                  + merged["dp_uncertainty_after"].fillna(0.0) ** 2))  # a Series at run time
     known = merged["dp_uncertainty_before"].notna() | merged["dp_uncertainty_after"].notna()
     table["dp_uncertainty"] = unc.where(known, np.nan)
     table["exceeds_uncertainty"] = [

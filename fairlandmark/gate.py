@@ -42,14 +42,15 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import AuditDocument, keypoint_frame, load_audit, overall_row, privacy_records, summary_row
+from fairlandmark.document import (AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row,
+                                   privacy_records, summary_row)
 from fairlandmark.files import read_toml
 from fairlandmark.formatting import fmt, num, threshold_key
 
@@ -104,21 +105,22 @@ class GateRules:
     max_dp_only_significant: bool = False
     max_mean_dp: float | None = None
     max_mre: float | None = None
-    min_sdr: dict | None = None  # threshold key ("2", "2.5") or None (= primary) -> minimum SDR
+    min_sdr: dict[str | None, float] | None = None  # threshold key ("2", "2.5") or None (= primary) -> minimum SDR
     max_privacy_balanced_accuracy: float | None = None
     baseline: str | None = None
     max_dp_regression: float | None = None
     max_mean_dp_regression: float | None = None
     max_mre_regression: float | None = None
-    attributes: tuple | None = None
+    attributes: tuple[str, ...] | None = None
     source: str = field(default="flags", compare=False)
 
     @classmethod
-    def from_mapping(cls, mapping, *, source="flags", table="[gate]", base_dir=None):
+    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "flags", table: str = "[gate]",
+                     base_dir: str | None = None) -> GateRules:
         """Validate a mapping of rules (a TOML table or keyword arguments)."""
         where = f"{source} {table}" if source != "flags" else "flags"
         known = list(RULES) + list(OPTIONS)
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in mapping.items():
             if key not in known:
                 raise InputError(MSG_UNKNOWN_KEY.format(path=source, key=key, table=table, known=", ".join(known)))
@@ -144,7 +146,7 @@ class GateRules:
                 values[key] = tuple(value)
         return cls(**values, source=source)
 
-    def merged(self, other):
+    def merged(self, other: GateRules) -> GateRules:
         """These rules with every rule set in ``other`` taking precedence."""
         changes = {f.name: getattr(other, f.name) for f in fields(other)
                    if f.name != "source" and getattr(other, f.name) is not None
@@ -153,11 +155,11 @@ class GateRules:
                                                   f"{self.source} + {other.source}")
         return replace(self, **changes, source=source)
 
-    def active(self):
+    def active(self) -> list[str]:
         """Names of the rules that are on."""
         return [name for name in RULES if getattr(self, name) is not None]
 
-    def check_consistent(self, *, has_baseline=False):
+    def check_consistent(self, *, has_baseline: bool = False) -> None:
         where = self.source
         if not self.active():
             raise InputError(MSG_NO_RULES)
@@ -168,7 +170,7 @@ class GateRules:
             raise InputError(MSG_ONLY_SIG_ALONE.format(where=where))
 
 
-def _number(value, key, where, lo, hi):
+def _number(value: object, key: str, where: str, lo: float, hi: float | None) -> float:
     rng = f" in [{lo:g}, {hi:g}]" if hi is not None else f" >= {lo:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(MSG_NUMBER.format(where=where, key=key, range=rng, value=value))
@@ -178,9 +180,9 @@ def _number(value, key, where, lo, hi):
     return v
 
 
-def _sdr_rule(value, where):
+def _sdr_rule(value: object, where: str) -> dict[str | None, float]:
     if isinstance(value, Mapping):
-        out = {}
+        out: dict[str | None, float] = {}
         for thr, v in value.items():
             t = num(thr)
             if math.isnan(t) or t <= 0:
@@ -195,7 +197,7 @@ def _sdr_rule(value, where):
 
 
 # -- config files --------------------------------------------------------------------------------------------
-def find_config(cwd="."):
+def find_config(cwd: str | os.PathLike[str] = ".") -> str | None:
     """The config file used when none is given: ``fairlandmark.toml``, else a
     ``pyproject.toml`` with a ``[tool.fairlandmark]`` table, in ``cwd``; or None."""
     first = os.path.join(cwd, CONFIG_NAMES[0])
@@ -207,7 +209,7 @@ def find_config(cwd="."):
     return None
 
 
-def load_rules(path=None, *, cwd="."):
+def load_rules(path: str | os.PathLike[str] | None = None, *, cwd: str | os.PathLike[str] = ".") -> GateRules:
     """Gate rules from a TOML file (or the one :func:`find_config` finds).
 
     Parameters
@@ -267,7 +269,7 @@ class Check:
     analysis: str | None = None  # privacy: a within-level analysis such as "sex=F"
 
     @property
-    def name(self):
+    def name(self) -> str:
         parts = []
         if self.attribute is not None:
             parts.append(str(self.attribute))
@@ -279,7 +281,7 @@ class Check:
             parts.append(f"threshold {self.threshold}")
         return " / ".join(parts) or "overall"
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         v = self.value
         return {"rule": self.rule, "attribute": self.attribute, "keypoint": self.keypoint, "threshold": self.threshold,
                 "analysis": self.analysis,
@@ -288,15 +290,15 @@ class Check:
 
 
 # A value the audit could not compute (null in the JSON) fails its check: a gate passes only on what it checked.
-def _above(value, limit):
+def _above(value: float, limit: float) -> bool:
     return math.isnan(value) or value > limit + TOLERANCE
 
 
-def _below(value, limit):
+def _below(value: float, limit: float) -> bool:
     return math.isnan(value) or value < limit - TOLERANCE
 
 
-def _rel(value, failed, fail_op, pass_op):
+def _rel(value: float, failed: bool, fail_op: str, pass_op: str) -> str:
     return UNCHECKABLE if math.isnan(value) else (fail_op if failed else pass_op)
 
 
@@ -312,22 +314,22 @@ class GateResult:
     notes : list of str
     """
 
-    def __init__(self, *, checks, rules, doc, notes):
+    def __init__(self, *, checks: list[Check], rules: GateRules, doc: AuditDocument, notes: Iterable[str]) -> None:
         self.checks, self.rules, self.doc, self.notes = checks, rules, doc, list(notes)
 
     @property
-    def failures(self):
+    def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return not self.failures
 
     @property
-    def exit_code(self):
+    def exit_code(self) -> int:
         return EXIT_PASS if self.passed else EXIT_FAIL
 
-    def by_rule(self):
+    def by_rule(self) -> list[dict[str, Any]]:
         """Rows per rule: limit, number of checks, failures, worst value."""
         rows = []
         for rule in RULES:
@@ -341,12 +343,12 @@ class GateResult:
                          "failed": sum(not c.passed for c in cs), "worst": worst})
         return rows
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "fairlandmark.gate", "passed": self.passed, "n_checks": len(self.checks),
                 "n_failed": len(self.failures), "config": self.rules.source, "rules": self.by_rule(),
                 "checks": [c.to_dict() for c in self.checks], "notes": self.notes}
 
-    def to_junit(self):
+    def to_junit(self) -> str:
         """JUnit XML: one testsuite per rule, one testcase per check."""
         root = ET.Element("testsuites", name="fairlandmark gate", tests=str(len(self.checks)),
                           failures=str(len(self.failures)), errors="0", skipped="0", time="0")
@@ -371,11 +373,13 @@ class GateResult:
         ET.indent(root)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"GateResult({'passed' if self.passed else 'failed'}: {len(self.failures)}/{len(self.checks)} failed)"
 
 
-def run_gate(audit, rules, *, baseline=None):
+def run_gate(audit: AuditSource,
+             rules: GateRules | Mapping[str, Any], *,
+             baseline: AuditSource | None = None) -> GateResult:
     """Apply gate rules to an audit.
 
     Parameters

@@ -130,7 +130,7 @@ def _parse_name(spec: str) -> tuple[str, bool]:
     return spec, False
 
 
-def check_covariates(metadata: Any, columns: Sequence[str], *, image_ids: Sequence[str],
+def check_covariates(metadata: Any, columns: Sequence[str], *, image_ids: Sequence[str] | np.ndarray,
                      attributes: Sequence[str] = (), source: str | None = None) -> Covariates:
     """Validate the covariates to adjust for and align them to the audited images.
 
@@ -296,7 +296,8 @@ class _Fit:
     fitted: Any
 
 
-def _fit_gee(y, X, clusters, family, correlation, sm):
+def _fit_gee(y: np.ndarray, X: np.ndarray, clusters: np.ndarray, family: Any, correlation: str,
+             sm: Any) -> tuple[_Fit | None, str | None]:
     """One GEE fit; returns (_Fit or None, problem text or None). Never raises on numerical trouble."""
     structure = sm.cov_struct.Exchangeable() if correlation == "exchangeable" else sm.cov_struct.Independence()
     with warnings.catch_warnings(record=True) as record:
@@ -434,7 +435,7 @@ def _sm() -> Any:
     return sm
 
 
-def _wald(params, cov, cols):
+def _wald(params: np.ndarray, cov: np.ndarray, cols: Sequence[int]) -> float:
     """Joint Wald chi-square p-value that the coefficients ``cols`` are all zero."""
     cols = list(cols)
     if not cols:

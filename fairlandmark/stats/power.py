@@ -134,7 +134,7 @@ class PlanDesign:
     sizes: np.ndarray
     shared_images: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         sizes = np.atleast_2d(np.asarray(self.sizes, dtype=float))
         if sizes.ndim != 2 or sizes.shape[1] < 2 or not np.isfinite(sizes).all() or (sizes < 2).any():
             raise InputError(MSG_SIZES.format(value=self.sizes.tolist() if hasattr(self.sizes, "tolist")
