@@ -335,9 +335,6 @@ def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, u
     Vectorised over keypoints, in chunks that bound memory at about 4 million numbers.
     """
     p = planted_sdr(sdr, gap, design)  # (K, G)
-    weights = design.sizes.sum(axis=0)
-    pooled = np.clip(p @ weights / weights.sum(), 0.0, 1.0)
-    spread = np.sqrt(pooled * (1 - pooled))
     sd = np.sqrt(p * (1 - p))[:, None, None, :] / np.sqrt(design.sizes)[None, None]  # (K, 1, R, G)
     out = np.empty(len(sdr))
     chunk = max(1, 4_000_000 // max(z.size, 1))
@@ -345,8 +342,12 @@ def _power(sdr: np.ndarray, gap: np.ndarray, design: PlanDesign, level: float, u
         part = slice(start, start + chunk)
         values = p[part, None, None, :] + sd[part] * z[None]
         stat = _range(values).mean(axis=-1)  # (k, n_sim)
+        # The permutations condition on each study's own hits: its null is scaled by its own pooled SDR per run.
+        share = design.sizes / design.sizes.sum(axis=-1, keepdims=True)  # (R, G)
+        own = np.clip(np.einsum("ksrg,rg->ksr", values, share), 0.0, 1.0)  # pooled SDR per study and run
+        own_spread = np.sqrt(own * (1 - own)).mean(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            standard = np.where(spread[part, None] > 0, (stat - design.continuity) / spread[part, None], -np.inf)
+            standard = np.where(own_spread > 0, (stat - design.continuity) / own_spread, -np.inf)
         tail = _normal_tail(standard, design, unit)
         out[part] = np.mean(_reject_probability(np.minimum(tail, 1.0), level, permutations), axis=1)
     return out
