@@ -19,22 +19,21 @@ The audit's test, as modelled here
   keypoint; gaps at many keypoints at once are easier to see under BH.
 
 Computation (validated by simulating whole audits, see ``tests/test_power.py``
-and ``benchmarks/power_validation.py``): simulated studies draw binomial hit
-counts per run and group. The audit's permutations condition on the hits a
-study happens to have, so each simulated study is judged against the
-permutation null at its own pooled SDR: normal, with variance
-``p (1 - p) / n``, from a Monte-Carlo sample of standard normals (a closed form
-with two groups and one run), plus a continuity correction of half a lattice
-step (hit counts are integers: without it the plan overstated power by about
-0.06 at 100 images per group). The audit's own permutation count enters too:
-its p-value is a Monte-Carlo estimate, flagged when it passes the level.
-``images_for_gap`` and the figure's curves use the faster normal approximation
-for the alternative as well (``method="normal"``). The power of a planted gap is the
-Monte-Carlo share of alternative draws beyond that critical value, with common
-random numbers, so it is monotone in the gap and found by bisection.
+and ``benchmarks/power_validation.py``), ``method="auto"``: for two groups in
+one run, simulated studies draw binomial hit counts and get their exact
+permutation p-value given their own total hits (hypergeometric). Otherwise the
+group SDRs are normal with binomial variance ``p (1 - p) / n`` and each study
+is judged against the permutation null at its own pooled SDR per run, that
+null's shape from a Monte-Carlo sample of standard normals, plus a continuity
+correction of half a lattice step (hit counts are integers: without it the
+plan overstated power by about 0.06 at 100 images per group). The audit's own
+permutation count enters too: its p-value is a Monte-Carlo estimate, flagged
+when it passes the level. Common random numbers make the power monotone in the
+gap, found by bisection.
 
 Where the gap is planted: between the *two smallest* groups (the hardest pair
-to see), centred on the keypoint's SDR, the other groups at that SDR. The MDD
+to see), placed so that the pair's pooled SDR stays the keypoint's SDR, the
+other groups at that SDR. The MDD
 is therefore the largest over pairs: no gap at least this large between any two
 groups would be missed with probability above ``1 - power``.
 
