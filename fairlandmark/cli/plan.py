@@ -87,6 +87,11 @@ def _plan_from_args(args):
                                  correction=args.correction or "bh", n_sim=args.simulations, seed=args.seed)
 
 
+def _span(values, digits: int) -> str:
+    low, high = fmt(values.min(), digits), fmt(values.max(), digits)
+    return low if low == high else f"{low}-{high} across keypoints"
+
+
 def render_plan(plan, console) -> None:
     """Findings in words, then one compact table per attribute."""
     from rich.table import Table
@@ -100,11 +105,10 @@ def render_plan(plan, console) -> None:
     for attribute, rows in table.groupby("attribute", sort=False):
         mdd = rows["min_detectable_dp"].astype(float)
         words = (f"{attribute}: the smallest gap flagged with power {s['power']:g} is "
-                 f"{fmt(mdd.min(), 2)}-{fmt(mdd.max(), 2)} across keypoints (pair {rows['pair'].iloc[0]})")
+                 f"{_span(mdd, 2)} (pair {rows['pair'].iloc[0]})")
         if s.get("target_dp") is not None:
             need = rows["n_per_group_for_target"].astype(float)
-            words += (f"; a DP of {s['target_dp']:g} needs {fmt(need.min(), 0)}-{fmt(need.max(), 0)} "
-                      f"images per group")
+            words += f"; a DP of {s['target_dp']:g} needs {_span(need, 0)} images per group"
         console.print(words + ".", markup=False)
         out = Table(title=f"{attribute}: minimal detectable DP", header_style="bold", pad_edge=False)
         has_obs = "observed_dp" in rows

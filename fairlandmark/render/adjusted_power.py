@@ -95,9 +95,10 @@ def detectable_lines(doc: Mapping, frame: pd.DataFrame | None = None, *, max_lin
         mdd = rows["min_detectable_dp"].astype(float)
         power = float(rows["power"].iloc[0])
         if mdd.notna().any():
+            low, high = fmt(mdd.min(), 2), fmt(mdd.max(), 2)
+            span = low if low == high else f"{low} to {high} (by keypoint)"
             lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study would have flagged "
-                         f"a gap of {fmt(mdd.min(), 2)} to {fmt(mdd.max(), 2)} (by keypoint) with power {power:g}; "
-                         f"smaller gaps could have gone unseen")
+                         f"a gap of {span} with power {power:g}; smaller gaps could have gone unseen")
         else:
             lines.append(f"{attribute}: {len(rows)} keypoint(s) not significant; this study could not have "
                          f"flagged any gap with power {power:g}")
