@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import (_e, _html_table, _num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
+from fairlandmark.render.html import (_num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
                      summary_row, thr_key)
 
-__all__ = ["compare", "Comparison", "compare_html", "render_comparison"]
+__all__ = ["compare", "Comparison", "render_comparison", "fmt_signed"]
 
 MSG_UNIT = "before is in {a!r} and after in {b!r}: compare audits made with the same pixel-to-mm scale"
 MSG_NOTHING = ("before and after share no (attribute, keypoint): before has attributes {a}, after has {b}; "
@@ -124,11 +124,11 @@ class Comparison:
         rows = []
         for r in self.summary.to_dict("records"):
             rows.append([r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
-                         _signed(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
+                         fmt_signed(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
                          f"{r['n_worsened']} ({r['n_worsened_beyond']})"])
         out += [md_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change", "keypoints improved (beyond noise)",
                           "worsened (beyond noise)"], rows), ""]
-        rows = [[r["family"], fmt(r["mre_before"], 3), fmt(r["mre_after"], 3), _signed(r["mre_change"], 3),
+        rows = [[r["family"], fmt(r["mre_before"], 3), fmt(r["mre_after"], 3), fmt_signed(r["mre_change"], 3),
                  fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in self.accuracy.to_dict("records")]
         thr = thr_key(self.thresholds[1]) if self.thresholds[1] is not None else "?"
         out += [f"**Accuracy cost** ({unit}; positive MRE change = less accurate)", "",
@@ -136,13 +136,14 @@ class Comparison:
         moved = self.table.dropna(subset=["dp_change"])
         moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
         if len(moved):
-            out += [f"**Largest DP changes** (top {len(moved)})", "", md_table(*self._rows(moved)), ""]
+            out += [f"**Largest DP changes** (top {len(moved)})", "", md_table(*self.change_rows(moved)), ""]
         out += ["_Beyond noise: |change| > sqrt(u_before² + u_after²), u = half-width of the bootstrap interval "
                 "(or std over runs)._", ""]
         out += [f"- note: {n}" for n in self.notes]
         return "\n".join(out).rstrip() + "\n"
 
-    def _rows(self, frame):
+    def change_rows(self, frame):
+        """Header and formatted rows of the per-keypoint changes in ``frame`` (rows of :attr:`table`)."""
         b, a = self.labels
         header = ["attribute", "keypoint", f"DP {b}", f"DP {a}", "change", "± noise", "beyond noise", "direction",
                   f"MRE change ({self.unit})"]
@@ -150,15 +151,23 @@ class Comparison:
         for r in frame.to_dict("records"):
             ex = r["exceeds_uncertainty"]
             rows.append([r["attribute"], str(r["keypoint"]), fmt(r["dp_before"]), fmt(r["dp_after"]),
-                         _signed(r["dp_change"]), fmt(r["dp_uncertainty"]),
-                         "?" if ex is None else ("yes" if ex else "no"), r["direction"], _signed(r["mre_change"], 3)])
+                         fmt_signed(r["dp_change"]), fmt(r["dp_uncertainty"]),
+                         "?" if ex is None else ("yes" if ex else "no"), r["direction"],
+                         fmt_signed(r["mre_change"], 3)])
         return header, rows
 
     def __repr__(self):
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
 
 
-def _signed(value, digits=3):
+def fmt_signed(value, digits=3):
+    """A change with its sign (``+0.012``), ``-`` when unknown.
+
+    Examples
+    --------
+    >>> fmt_signed(0.0123), fmt_signed(-1.5, 1), fmt_signed(None)
+    ('+0.012', '-1.5', '-')
+    """
     v = _num(value)
     return "-" if math.isnan(v) else f"{v:+.{digits}f}"
 
@@ -268,32 +277,6 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                       thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa), notes=notes)
 
 
-def compare_html(cmp, *, top=15):
-    """HTML fragment of a :class:`Comparison` (used by the report)."""
-    b, a = cmp.labels
-    parts = []
-    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), _signed(r["mean_dp_change"]),
-             f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"]
-            for r in cmp.summary.to_dict("records")]
-    parts.append(_html_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change",
-                              "improved (beyond noise)", "worsened (beyond noise)"], rows))
-    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), _signed(r["mre_change"]),
-             fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")]
-    parts.append(f"<h3>Accuracy cost ({_e(cmp.unit)})</h3>")
-    parts.append(_html_table(["keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"], rows))
-    moved = cmp.table.dropna(subset=["dp_change"])
-    moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    if len(moved):
-        parts.append(f"<h3>Largest DP changes (top {len(moved)})</h3>")
-        header, rows = cmp._rows(moved)
-        parts.append(_html_table(header, rows, left=2))
-    parts.append('<p class="muted">Beyond noise: |change| &gt; √(u<sub>before</sub>² + u<sub>after</sub>²), u = '
-                 "half-width of the bootstrap interval, or the std over runs.</p>")
-    for note in cmp.notes:
-        parts.append(f'<div class="note">{_e(note)}</div>')
-    return "".join(parts)
-
-
 def render_comparison(cmp, console, *, top=None):
     """Rich tables of a :class:`Comparison`."""
     from rich.table import Table
@@ -319,7 +302,7 @@ def render_comparison(cmp, console, *, top=None):
     if top is not None:
         frame = frame.dropna(subset=["dp_change"])
         frame = frame.reindex(frame["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    header, rows = cmp._rows(frame)
+    header, rows = cmp.change_rows(frame)
     t = Table(title="Per keypoint (change = after - before; negative DP change = fairer)", header_style="bold")
     for i, col in enumerate(header):
         t.add_column(col, justify="left" if i < 2 else "right")
@@ -332,7 +315,7 @@ def render_comparison(cmp, console, *, top=None):
 
 
 def _colour(value, strong=False):
-    text = _signed(value)
+    text = fmt_signed(value)
     v = _num(value)
     if math.isnan(v) or abs(v) <= _TOL:
         return text
