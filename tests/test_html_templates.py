@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import tomllib
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_fixtures import make_doc  # noqa: E402
-
-import fairlandmark as fl  # noqa: E402
-from fairlandmark.compare import compare  # noqa: E402
-from fairlandmark.render.compare_html import compare_html  # noqa: E402
-from fairlandmark.render.html import load_audit, render_report, report_context, to_html, write_html  # noqa: E402
-from fairlandmark.render.templating import environment  # noqa: E402
+import fairlandmark as fl
+from fairlandmark.compare import compare
+from fairlandmark.document import load_audit
+from fairlandmark.render.compare_html import compare_html
+from fairlandmark.render.html import render_report, report_context, to_html, write_html
+from fairlandmark.render.templating import environment
 
 SCRIPT = "<script>alert(1)</script>"
 JINJA = "{{ 7*7 }}"
@@ -96,7 +92,7 @@ def test_comparison_escapes_labels_and_names(tmp_path):
     assert "<script" not in html
 
 
-def test_report_is_context_then_render():
+def test_report_is_context_then_render(make_doc):
     doc = load_audit(make_doc(4, significance=True, real_significance=False, privacy=True))
     stamp = datetime(2026, 11, 30, 7, 5, tzinfo=timezone.utc)
     ctx = report_context(doc, title="t", figures=False, generated=stamp)
@@ -112,7 +108,7 @@ def test_report_is_context_then_render():
     assert re.sub(r"generated [^<]*", "", html) == same
 
 
-def test_write_html_writes_what_to_html_returns(tmp_path):
+def test_write_html_writes_what_to_html_returns(tmp_path, make_doc):
     out = tmp_path / "r.html"
     text = write_html(make_doc(3), out, figures=False)
     assert out.read_text(encoding="utf-8") == text and text.startswith("<!DOCTYPE html>")

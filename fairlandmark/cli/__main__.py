@@ -1,4 +1,4 @@
-"""``python -m fairlandmark.cli``: the command line, as the ``fairlandmark`` script runs it."""
+"""``python -m fairlandmark.cli``: the same as the ``fairlandmark`` command."""
 
 import sys
 

@@ -17,14 +17,12 @@ True
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fairlandmark.compare import fmt_signed
-from fairlandmark.render.html import fmt, fmt_pct
+from fairlandmark.compare import Comparison
+from fairlandmark.formatting import fmt, fmt_pct, fmt_signed
+from fairlandmark.render.markdown import comparison_rows
 from fairlandmark.render.templating import HtmlTable, render_template
-
-if TYPE_CHECKING:
-    from fairlandmark.compare import Comparison
 
 __all__ = ["comparison_context", "compare_html"]
 
@@ -57,7 +55,7 @@ def comparison_context(cmp: Comparison, *, top: int = 15) -> dict[str, Any]:
           fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")])
     moved = cmp.table.dropna(subset=["dp_change"])
     moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    header, rows = cmp.change_rows(moved)
+    header, rows = comparison_rows(cmp, moved)
     changes = HtmlTable(header, rows, left=2) if len(moved) else None
     return {"labels": list(cmp.labels), "unit": cmp.unit, "summary": summary, "accuracy": accuracy,
             "changes": changes, "n_changes": len(moved), "notes": list(cmp.notes)}
