@@ -9,7 +9,9 @@ optional: each section appears when its fields are present.
 
 The HTML report is a single file with the figures embedded as base64 PNG,
 inline CSS and no script, font or link to anything outside the file, so it
-opens offline and can be attached to a CI run as it is.
+opens offline and can be attached to a CI run as it is. It is laid out by
+the Jinja2 templates in ``render/templates`` with autoescape on
+(:func:`report_context` gathers the values, :func:`render_report` lays them out).
 
 Examples
 --------
