@@ -237,7 +237,7 @@ def test_cli_plan_bad_input_is_one_line(argv, match):
 
 
 def test_report_lines_for_keypoints_that_are_not_significant():
-    from fairlandmark.render.adjusted_power import detectable_html, detectable_lines
+    from fairlandmark.render.adjusted_power import detectable_context, detectable_lines
 
     doc = _audit_doc()
     frame = min_detectable_dp_for_audit(doc, n_sim=500)
@@ -252,7 +252,8 @@ def test_report_lines_for_keypoints_that_are_not_significant():
     kp_lines = [ln for ln in lines if ln.startswith("  keypoint")]
     first = quiet.iloc[0]
     assert f"no gap above {first['min_detectable_dp']:.2f} could be seen" in kp_lines[0]
-    assert "smallest gap this study could have detected" in detectable_html(doc, frame)
+    context = detectable_context(doc, frame)
+    assert "smallest gap this study could have detected" in context["intro"] and context["lines"] == head
     doc_without = dict(doc, per_keypoint=[{k: v for k, v in r.items() if k != "significant"}
                                           for r in doc["per_keypoint"]])
     assert detectable_lines(doc_without, frame) == []

@@ -14,7 +14,6 @@ escaped HTML, so the terminal findings and the HTML report say the same thing.
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any, Mapping
 
@@ -22,7 +21,7 @@ import pandas as pd
 
 from fairlandmark.formatting import fmt, fmt_p, num
 
-__all__ = ["adjustment_lines", "detectable_lines", "adjustment_html", "detectable_html", "detectable_frame",
+__all__ = ["adjustment_lines", "detectable_lines", "adjustment_context", "detectable_context", "detectable_frame",
            "print_adjustment_and_power"]
 
 
@@ -108,29 +107,25 @@ def detectable_lines(doc: Mapping, frame: pd.DataFrame | None = None, *, max_lin
     return lines
 
 
-def adjustment_html(doc: Mapping) -> str:
-    """HTML section body (escaped) for the adjusted gaps; empty when not adjusted."""
+def adjustment_context(doc: Mapping) -> dict | None:
+    """The report's "Adjusted gaps" section as plain text (the template escapes it); None when not adjusted."""
     settings = doc.get("adjustment")
     if not settings:
-        return ""
-    lines = adjustment_lines(doc)
+        return None
     cov = ", ".join(settings.get("covariates") or [])
-    intro = (f"<p>Gaps adjusted for {html.escape(cov)}: GEE models of the hit (SDR) and of the error, images as "
-             f"clusters, {html.escape(str(settings.get('correction')))} correction over the adjusted tests at alpha "
-             f"{html.escape(str(settings.get('alpha')))}. A gap that does not survive travels with the covariates.</p>")
-    if not lines:
-        return intro + "<p>No flagged keypoint to explain.</p>"
-    return intro + "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>"
+    intro = (f"Gaps adjusted for {cov}: GEE models of the hit (SDR) and of the error, images as clusters, "
+             f"{settings.get('correction')} correction over the adjusted tests at alpha {settings.get('alpha')}. "
+             "A gap that does not survive travels with the covariates.")
+    return {"intro": intro, "lines": adjustment_lines(doc) or ["No flagged keypoint to explain."]}
 
 
-def detectable_html(doc: Mapping, frame: pd.DataFrame | None = None) -> str:
-    """HTML paragraph list (escaped) of :func:`detectable_lines`; empty when not applicable."""
+def detectable_context(doc: Mapping, frame: pd.DataFrame | None = None) -> dict | None:
+    """What "not significant" means, as plain text for the report; None without p-values or when all are flagged."""
     lines = detectable_lines(doc, frame, max_lines=0)
     if not lines:
-        return ""
-    return ("<p>What \"not significant\" means here: the smallest gap this study could have detected "
-            "(fairlandmark plan gives the detail per keypoint).</p><ul>"
-            + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+        return None
+    return {"intro": "What \"not significant\" means here: the smallest gap this study could have detected "
+                     "(fairlandmark plan gives the detail per keypoint).", "lines": lines}
 
 
 def print_adjustment_and_power(doc: Mapping, console: Any) -> None:
