@@ -23,7 +23,7 @@ from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import encode_groups
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
-from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
+from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
@@ -61,6 +61,8 @@ class Study:
     coding: object
     families: dict
     warnings: list = field(default_factory=list)
+    pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit``; None with error_mm input
+    true_xy: np.ndarray | None = None
 
     @property
     def n_runs(self):
@@ -95,6 +97,7 @@ def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wr
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
         meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
     attributes = list(meta.columns) if attributes is None else list(attributes)
@@ -105,7 +108,8 @@ def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wr
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught, pred_xy=pred_xy,
+                 true_xy=true_xy)
 
 
 @dataclass
