@@ -40,6 +40,7 @@ import pandas as pd
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.measurements import MeasurementSet, classify, load_measurements, measurement_values
+from fairlandmark.stats.curves import group_validity
 from fairlandmark.stats.kernel import RunKernel, aggregate, parity_gap
 
 __all__ = ["MeasurementAudit", "audit_measurements", "measurement_rows"]
@@ -315,13 +316,7 @@ def _significance(study, coding, err, tol, has_tol, has_cls, agree, pred_cls, tr
     options = SignificanceOptions.coerce(options)
     quiet = dataclasses.replace(options, progress=False)
     # Group validity per run, as for the keypoints (it depends on group sizes only).
-    kernel = RunKernel(np.ones((len(err), 1)), study.row_run, study.n_runs)
-    labels = kernel.labels_by_run(coding.cell)
-    _, counts = kernel.sums(labels, coding.n_cells)
-    observed = {}
-    for a in coding.attributes:
-        _, gcounts = aggregate(np.zeros(counts.shape + (1,)), counts, coding.aggregation(a))
-        observed[a] = _Validity(valid=gcounts[0] >= min_group_size)
+    observed = {a: _Validity(valid=v) for a, v in group_validity(study, min_group_size).items()}
 
     def run(errors, columns, opts):
         pseudo = _ValueStudy(errors=errors[:, columns], keypoints=np.asarray([names[j] for j in columns], dtype=object),
