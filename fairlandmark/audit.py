@@ -139,8 +139,19 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
-    """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
+def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None,
+              measurements=None, curves=True):
+    """Compute an :class:`AuditResult` for a prepared :class:`Study`.
+
+    ``measurements`` (a preset name, TOML path or definitions, see
+    :mod:`fairlandmark.inputs.measurements`) adds the clinical-measurement
+    audit; ``curves`` (True, False or a dict of ``phi``) the error curves and,
+    with significance, their curve-gap test.
+    """
+    if measurements is not None:
+        from fairlandmark.inputs.measurements import load_measurements
+
+        measurements = load_measurements(measurements)  # bad definitions fail before any work
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
     kernel = RunKernel(values, study.row_run, study.n_runs)
@@ -165,6 +176,17 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         warnings.warn(note, FairlandmarkWarning, stacklevel=3)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, warnings=notes)
+    if curves:
+        from fairlandmark.stats.curves import error_curves
+
+        result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
+                                     valid={a: o.valid for a, o in observed.items()}, significance=significance,
+                                     **({} if curves is True else dict(curves)))
+    if measurements is not None:
+        from fairlandmark.stats.measurements import audit_measurements
+
+        result.measurements = audit_measurements(study, measurements, min_group_size=min_group_size,
+                                                 significance=significance)
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
@@ -173,7 +195,8 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None,
+          measurements=None, curves=True):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -210,6 +233,15 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
+    measurements : str, path, list of dict or MeasurementSet, optional
+        Clinical measurements to audit (angles, distances, ratios from the
+        landmarks): a preset (``"isbi2015"``, ``"dha"``), a TOML file or
+        definitions (see :mod:`fairlandmark.inputs.measurements`). Results in
+        ``AuditResult.measurements`` and the JSON's ``measurements`` list.
+    curves : bool or dict, default True
+        Error curves (SDR over a threshold grid) per group and keypoint and,
+        with significance, the curve-gap test; a dict passes ``phi`` (the
+        grid) to :func:`fairlandmark.stats.curves.error_curves`.
 
     Returns
     -------
@@ -232,7 +264,7 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy)
+                     privacy=privacy, measurements=measurements, curves=curves)
 
 
 def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
@@ -350,6 +382,15 @@ class AuditResult:
         self.significance = significance
         self.warnings = list(warnings)
         self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.measurements = None  # MeasurementAudit (fairlandmark.stats.measurements), opt-in
+        self.curves = None  # CurveResult (fairlandmark.stats.curves)
+
+    @cached_property
+    def anatomy(self):
+        """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
+        from fairlandmark.stats.procrustes import mean_shape_of_study
+
+        return mean_shape_of_study(self.study)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -558,6 +599,10 @@ class AuditResult:
             "overall": self.overall.to_dict("records"),
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
+            "anatomy": self.anatomy,
+            "curves": self.curves.block() if self.curves is not None else None,
+            "measurements": self.measurements.records if self.measurements is not None else None,
+            "measurement_settings": self.measurements.block() if self.measurements is not None else None,
             "warnings": self.warnings,
         }
         return json_safe(doc)
