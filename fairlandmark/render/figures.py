@@ -336,6 +336,11 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
     """
     doc = load_audit(source)
     attr = _attributes(doc, attribute)[0] if attribute is not None else doc.get("attributes", [None])[0]
+    if len(doc.get("thresholds", [])) <= 1 and (doc.get("curves") or {}).get("records"):
+        # One threshold would draw a row of dots: draw the whole error curves instead.
+        from fairlandmark.render.curves import error_curves_figure
+
+        return error_curves_figure(doc, attribute=attr, keypoints=keypoints, top=top, title=title)
     recs = {str(r.get("keypoint")): r for r in doc["per_keypoint"] if r.get("attribute") == attr}
     if keypoints is None:
         ranked = sorted(recs.values(), key=lambda r: -_num(r.get("dp")) if not math.isnan(_num(r.get("dp"))) else 1)
@@ -415,8 +420,10 @@ def _slug(text):
 def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labels=("before", "after"), dpi=150):
     """Write the standard figures of an audit to ``folder``.
 
-    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` and,
-    with ``baseline``, ``compare``; one file per format.
+    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` (the
+    whole error curves when the audit has one threshold), ``curves_<attribute>``
+    (error curves, with several thresholds), ``fairness_map`` (with
+    coordinates) and, with ``baseline``, ``compare``; one file per format.
 
     Returns
     -------
@@ -437,6 +444,21 @@ def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labe
             name = f"{base}_{n}"
         used.add(name)
         figs.append((name, sdr_curves(doc, attribute=a)))
+    if (doc.get("curves") or {}).get("records") and len(doc.get("thresholds", [])) > 1:
+        from fairlandmark.render.curves import error_curves_figure
+
+        for a in doc.get("attributes", []):
+            name = base = f"curves_{_slug(a)}"
+            n = 1
+            while name in used:
+                n += 1
+                name = f"{base}_{n}"
+            used.add(name)
+            figs.append((name, error_curves_figure(doc, attribute=a)))
+    if (doc.get("anatomy") or {}).get("mean_shape"):
+        from fairlandmark.render.fairness_map import fairness_map
+
+        figs.append(("fairness_map", fairness_map(doc)))
     if baseline is not None:
         figs.append(("compare", compare_bars(baseline, doc, labels=labels)))
     paths = []

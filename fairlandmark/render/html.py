@@ -414,6 +414,11 @@ def to_markdown(source, *, title=None, top=5, details=True):
     privacy = _privacy_lines(doc)
     if privacy:
         out += ["**Privacy (attribute inference)**", ""] + [f"- {line}" for line in privacy] + [""]
+    if doc.get("measurements"):
+        from fairlandmark.render.measurements import measurement_findings
+
+        out += ["**Clinical measurements**", ""] + [f"- {_md_escape(line)}" for line in measurement_findings(doc)]
+        out += [""]
     if details:
         header, rows = _accuracy_rows(doc)
         out += ["<details><summary>Accuracy by family</summary>", "", md_table(header, rows), "", "</details>", ""]
@@ -578,6 +583,49 @@ def _privacy_html(doc):
     return "".join(parts)
 
 
+def _fairness_map_html(doc, dpi):
+    """The fairness map figure, or a note saying why it is left out."""
+    from fairlandmark.render.fairness_map import MSG_NO_ANATOMY, fairness_map, has_anatomy
+
+    if not has_anatomy(doc):
+        return f'<div class="note">{_e(MSG_NO_ANATOMY[0].upper() + MSG_NO_ANATOMY[1:])}.</div>'
+    colour = "DP above chance (DP minus the randomized baseline)" if has_significance(doc) and any(
+        r.get("baseline_mean") is not None for r in doc["per_keypoint"]) else "DP"
+    cap = (f"Fairness map: each keypoint at its mean position after Procrustes alignment of the ground truth, "
+           f"coloured by {colour}; a black ring marks a gap significant after correction.")
+    return _figure_html(fairness_map(doc), cap, dpi)
+
+
+def _measurements_html(doc):
+    """Clinical measurements: findings in words, a table per attribute, confusion matrices folded."""
+    from fairlandmark.render.measurements import confusion_tables, measurement_findings, measurement_table
+
+    parts = [f"<p>{_e(line)}</p>" for line in measurement_findings(doc)]
+    settings = doc.get("measurement_settings") or {}
+    parts.append('<p class="muted">MAE = mean absolute error of the measurement from predicted landmarks against '
+                 "the one from true landmarks; success = error within the tolerance; agree = same class. The gap "
+                 "is the largest difference in success rate between groups (class agreement where there is no "
+                 "tolerance), mean over runs"
+                 + (f"; * adjusted p < {_e(settings.get('alpha'))} ({_e(settings.get('correction'))})"
+                    if settings.get("correction") else "") + ".</p>")
+    attrs = list(dict.fromkeys(r.get("attribute") for r in doc["measurements"]))
+    for i, a in enumerate(attrs):
+        header, rows, flags = measurement_table(doc, a)
+        parts.append(f"<details{' open' if i == 0 else ''}><summary>{_e(a)}</summary>"
+                     + _html_table(header, rows, left=2, row_classes=["sig" if f else "" for f in flags]))
+        tables = confusion_tables(doc, a)
+        if tables:
+            parts.append("<details><summary>Confusion matrices (rows: class from the true landmarks, columns: "
+                         "from the predicted ones)</summary>")
+            for title, h, r in tables:
+                parts.append(f"<p><b>{_e(title)}</b></p>" + _html_table(h, r))
+            parts.append("</details>")
+        parts.append("</details>")
+    if settings.get("citation"):
+        parts.append(f'<p class="muted">Definitions: {_e(settings.get("name"))}, after {_e(settings["citation"])}</p>')
+    return "".join(parts)
+
+
 def _keypoint_table_html(doc, attribute, frame, vmax):
     recs = [r for r in doc["per_keypoint"] if r.get("attribute") == attribute]
     groups = [g["group"] for g in doc.get("groups") or [] if g.get("attribute") == attribute]
@@ -705,10 +753,22 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         cap = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, "
                                    "and * where significant after correction." if sig else " (± std over runs).")
         P.append(_figure_html(fig, cap, dpi))
+        P.append(_fairness_map_html(doc, dpi))
+        curves = bool((doc.get("curves") or {}).get("records"))
         for a in doc.get("attributes", []):
             fig = F.sdr_curves(doc, attribute=a)
-            cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
+            if curves and len(doc.get("thresholds", [])) <= 1:
+                cap = (f"Error curves by group ({a}): SDR over thresholds for the keypoints whose curve gap is "
+                       "significant after correction, else the largest curve gaps; the bar marks the gap.")
+            else:
+                cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
             P.append(_figure_html(fig, cap, dpi))
+            if curves and len(doc.get("thresholds", [])) > 1:
+                from fairlandmark.render.curves import error_curves_figure
+
+                P.append(_figure_html(error_curves_figure(doc, attribute=a),
+                                      f"Error curves by group ({a}) over the threshold grid; the bar marks the "
+                                      "curve gap.", dpi))
         if base is not None:
             fig = F.compare_bars(base, doc, labels=labels)
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
@@ -732,6 +792,10 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     else:
         P.append('<p class="muted">Not computed. Run the audit with <code>--permutations</code> (and '
                  "<code>--bootstrap</code>) for p-values, the randomized baseline and intervals.</p>")
+
+    if doc.get("measurements"):
+        P.append("<h2>Clinical measurements</h2>")
+        P.append(_measurements_html(doc))
 
     if doc.get("privacy"):
         P.append("<h2>Privacy: attribute inference from errors</h2>")

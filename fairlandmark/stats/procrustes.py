@@ -144,7 +144,7 @@ def mean_shape_of_study(study) -> dict | None:
         y points down), ``unit``, ``n_images``, ``method``.
     """
     true = getattr(study, "true_xy", None)
-    if true is None:
+    if true is None or true.shape[1] < 2:  # no coordinates, or a single keypoint: no anatomy to draw
         return None
     _, first = np.unique(np.asarray(study.row_image).astype(str), return_index=True)
     shapes = true[np.sort(first)]
