@@ -92,8 +92,11 @@ def measurement_findings(source, *, top: int = 3) -> list:
     return lines
 
 
-def measurement_table(source, attribute: str):
+def measurement_table(source, attribute: str, *, compact: bool = False):
     """Header and rows of the per-measurement table for one attribute.
+
+    ``compact`` (the terminal) keeps group headers on two lines and leaves out
+    the raw p-value and the kind of gap, so the table fits the width.
 
     Returns
     -------
@@ -106,25 +109,31 @@ def measurement_table(source, attribute: str):
     for r in recs:
         groups += [g for g in _groups(r) if g not in groups]
     tested = any("p_value" in r for r in recs)
-    header = ["measurement", "unit", "tolerance"] + [f"{g}: MAE / success / agree" for g in groups] \
-        + ["gap", "of", "pair"]
-    if tested:
-        header += ["p", "p adj", "MAE-gap p adj"]
+    if compact:
+        header = ["measurement", "unit", "tol"] + [f"{g}\nMAE  succ  agree" for g in groups] + ["gap", "pair"]
+        if tested:
+            header += ["p adj", "MAE-gap\np adj"]
+    else:
+        header = ["measurement", "unit", "tolerance"] + [f"{g}: MAE / success / agree" for g in groups] \
+            + ["gap", "of", "pair"]
+        if tested:
+            header += ["p", "p adj", "MAE-gap p adj"]
     rows, flags = [], []
     for r in recs:
         cells = [str(r["measurement"]), str(r.get("unit") or ""), _fmt(r.get("tolerance"), 2)]
+        sep = "  " if compact else " / "
         for g in groups:
-            cells.append(f"{_fmt((r.get('mae_by_group') or {}).get(g), 2)} / "
-                         f"{_fmt((r.get('success_by_group') or {}).get(g), 2)} / "
-                         f"{_fmt((r.get('agreement_by_group') or {}).get(g), 2)}")
+            mae_digits = 3 if r.get("unit") == "ratio" else 2
+            cells.append(sep.join(_fmt((r.get(f"{kind}_by_group") or {}).get(g), mae_digits if kind == "mae" else 2)
+                                  for kind in ("mae", "success", "agreement")))
         dp = _fmt(r.get("dp"))
         if r.get("significant"):
             dp += " *"
         pair = r.get("pair")
-        cells += [dp, r.get("dp_of") or "-", f"{pair[0]} vs {pair[1]}" if pair else "-"]
+        cells += [dp] + ([] if compact else [r.get("dp_of") or "-"]) + [f"{pair[0]} vs {pair[1]}" if pair else "-"]
         if tested:
-            cells += [_fmt_p(r.get("p_value")), _fmt_p(r.get("p_adjusted")),
-                      _fmt_p((r.get("mae_gap_test") or {}).get("p_adjusted"))]
+            cells += ([] if compact else [_fmt_p(r.get("p_value"))]) + [
+                _fmt_p(r.get("p_adjusted")), _fmt_p((r.get("mae_gap_test") or {}).get("p_adjusted"))]
         rows.append(cells)
         flags.append(bool(r.get("significant")))
     return header, rows, flags
@@ -160,9 +169,9 @@ def render_measurements(source, console) -> None:
     for line in measurement_findings(recs):
         console.print(Text(line))
     for a in list(dict.fromkeys(r["attribute"] for r in recs)):
-        header, rows, flags = measurement_table(recs, a)
-        table = Table(title=Text(f"Clinical measurements · {a}: MAE, success within tolerance, class agreement "
-                                 "per group; gap = largest difference in success (else agreement) rate"),
+        header, rows, flags = measurement_table(recs, a, compact=True)
+        table = Table(title=Text(f"Measurements · {a}: MAE, success (within tolerance) and class agreement per "
+                                 "group; gap in success rate (agreement without tolerance), * significant"),
                       header_style="bold", pad_edge=False)
         for i, h in enumerate(header):
             table.add_column(Text(h), justify="left" if i < 2 else "right", no_wrap=True)
