@@ -69,7 +69,9 @@ def test_html_renders_self_contained(k):
     html = to_html(doc, title="Study <x>", dpi=40)
     parser, imgs = assert_self_contained(html)
     n_attr = len(doc["attributes"])
-    assert len(imgs) == 2 + n_attr  # MRE, DP, one SDR figure per attribute
+    n_curves = n_attr if doc.get("curves") and len(doc["thresholds"]) > 1 else 0  # error curves per attribute
+    n_map = 1 if doc.get("anatomy") else 0  # the fairness map (two or more keypoints with coordinates)
+    assert len(imgs) == 2 + n_attr + n_curves + n_map  # MRE, DP, one SDR figure per attribute, curves, map
     assert "Study &lt;x&gt;" in html and "<x>" not in html
     for section in ("Summary", "Figures", "Significance", "Privacy: attribute inference", "Per keypoint"):
         assert f">{section}" in html

@@ -34,8 +34,8 @@ from fairlandmark.render.html import load_audit
 
 __all__ = ["fairness_map", "has_anatomy", "map_values", "MSG_NO_ANATOMY", "COLOR_BY"]
 
-MSG_NO_ANATOMY = ("the fairness map needs landmark coordinates; this audit has none (error_mm input), "
-                  "so the map is left out")
+MSG_NO_ANATOMY = ("the fairness map needs landmark coordinates of two or more keypoints; this audit has none "
+                  "(error_mm input) or a single keypoint, so the map is left out")
 MSG_COLOR_BY = "color_by: choose among {choices}, got {value!r}"
 MSG_ATTRIBUTE = "attribute {name!r} is not in the audit; its attributes are {known}"
 COLOR_BY = ("auto", "dp", "above_chance")

@@ -135,7 +135,8 @@ def generalized_procrustes(shapes, *, max_iter: int = 100, tol: float = 1e-10) -
 def mean_shape_of_study(study) -> dict | None:
     """The ``anatomy`` block of an audit: mean aligned ground-truth shape, or None without coordinates.
 
-    Each image counts once (an image tested in several runs is aligned once).
+    Each image counts once (an image tested in several runs is aligned once);
+    an image whose true landmarks all lie at one point is left out.
 
     Returns
     -------
@@ -149,6 +150,8 @@ def mean_shape_of_study(study) -> dict | None:
     _, first = np.unique(np.asarray(study.row_image).astype(str), return_index=True)
     shapes = true[np.sort(first)]
     shapes = shapes[np.isfinite(shapes).all(axis=(1, 2))]
+    spread = (shapes - shapes.mean(axis=1, keepdims=True)) ** 2
+    shapes = shapes[spread.sum(axis=(1, 2)) > 0]  # all landmarks at one point: nothing to align, left out
     if len(shapes) == 0:
         return None
     res = generalized_procrustes(shapes)
