@@ -158,5 +158,13 @@ def test_curves_in_json_and_figures(tmp_path):
     assert "keypoint 5" in fig.axes[0].get_title() and fig.axes[0].get_title().endswith("*")
     with pytest.raises(InputError, match="keypoint 9 is not in the audit's curves"):
         error_curves_figure(doc, keypoints=[9])
+    from fairlandmark.render.curves import extra_curve_figure
+
+    assert not extra_curve_figure(doc, "g")  # one threshold: the SDR figure itself draws the curves
+    several = dict(doc, thresholds=[2.0, 4.0])
+    assert extra_curve_figure(several, "g")  # several thresholds and a significant curve gap: an extra figure
+    for r in several["curves"]["records"]:
+        r["significant"] = False
+    assert not extra_curve_figure(several, "g")
     nocurves = run_audit(study, thresholds_mm=[2.0], min_group_size=5, curves=False).to_dict()
     assert nocurves["curves"] is None

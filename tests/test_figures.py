@@ -110,9 +110,8 @@ def test_write_figures(tmp_path):
     doc = make_doc(5)
     paths = F.write_figures(doc, tmp_path / "figs", formats=["png"], dpi=40)
     names = sorted(Path(p).name for p in paths)
-    assert names == ["curves_age_group.png", "curves_sex.png", "curves_sex_age_group.png", "dp_by_keypoint.png",
-                     "fairness_map.png", "mre_by_keypoint.png", "sdr_age_group.png", "sdr_sex.png",
-                     "sdr_sex_age_group.png"]
+    assert names == ["dp_by_keypoint.png", "fairness_map.png", "mre_by_keypoint.png", "sdr_age_group.png",
+                     "sdr_sex.png", "sdr_sex_age_group.png"]
     assert all(Path(p).read_bytes()[:8] == PNG for p in paths)
 
 

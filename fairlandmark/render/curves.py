@@ -28,7 +28,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.render.figures import FAMILY_COLOURS, require_matplotlib
 from fairlandmark.render.html import load_audit
 
-__all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "MSG_NO_CURVES"]
+__all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "extra_curve_figure", "MSG_NO_CURVES"]
 
 MSG_NO_CURVES = "this audit has no error curves (it was written without them); re-run the audit"
 MSG_ATTRIBUTE = "attribute {name!r} is not in the audit's curves; its attributes are {known}"
@@ -39,6 +39,18 @@ def has_curves(doc) -> bool:
     """Whether the audit document has error curves."""
     block = doc.get("curves") if hasattr(doc, "get") else None
     return bool(block) and bool(block.get("records"))
+
+
+def extra_curve_figure(doc, attribute: str) -> bool:
+    """Whether reports add a curves figure for ``attribute`` beside the SDR-over-thresholds one.
+
+    With one threshold the SDR figure itself draws the curves; with several,
+    a curves figure is added only when some curve gap of the attribute is
+    significant after correction (the flagged keypoints).
+    """
+    if not has_curves(doc) or len(doc.get("thresholds", [])) <= 1:
+        return False
+    return any(r.get("significant") for r in doc["curves"]["records"] if r.get("attribute") == attribute)
 
 
 def _float(value):

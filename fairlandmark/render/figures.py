@@ -422,7 +422,7 @@ def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labe
 
     Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` (the
     whole error curves when the audit has one threshold), ``curves_<attribute>``
-    (error curves, with several thresholds), ``fairness_map`` (with
+    (error curves, with several thresholds, where a curve gap is significant), ``fairness_map`` (with
     coordinates) and, with ``baseline``, ``compare``; one file per format.
 
     Returns
@@ -444,10 +444,10 @@ def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labe
             name = f"{base}_{n}"
         used.add(name)
         figs.append((name, sdr_curves(doc, attribute=a)))
-    if (doc.get("curves") or {}).get("records") and len(doc.get("thresholds", [])) > 1:
-        from fairlandmark.render.curves import error_curves_figure
+    if (doc.get("curves") or {}).get("records"):
+        from fairlandmark.render.curves import error_curves_figure, extra_curve_figure
 
-        for a in doc.get("attributes", []):
+        for a in [a for a in doc.get("attributes", []) if extra_curve_figure(doc, a)]:
             name = base = f"curves_{_slug(a)}"
             n = 1
             while name in used:

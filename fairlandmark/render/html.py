@@ -763,12 +763,12 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             else:
                 cap = f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."
             P.append(_figure_html(fig, cap, dpi))
-            if curves and len(doc.get("thresholds", [])) > 1:
-                from fairlandmark.render.curves import error_curves_figure
+            from fairlandmark.render.curves import error_curves_figure, extra_curve_figure
 
+            if extra_curve_figure(doc, a):
                 P.append(_figure_html(error_curves_figure(doc, attribute=a),
-                                      f"Error curves by group ({a}) over the threshold grid; the bar marks the "
-                                      "curve gap.", dpi))
+                                      f"Error curves by group ({a}) over the threshold grid, for the keypoints whose "
+                                      "curve gap is significant after correction; the bar marks the gap.", dpi))
         if base is not None:
             fig = F.compare_bars(base, doc, labels=labels)
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
