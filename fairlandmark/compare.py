@@ -29,15 +29,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import (_e, _html_table, _num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
-                     summary_row, thr_key)
+from fairlandmark.document import AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row, summary_row
+from fairlandmark.files import write_text_output
+from fairlandmark.formatting import num, threshold_key
 
-__all__ = ["compare", "Comparison", "compare_html", "render_comparison"]
+__all__ = ["compare", "Comparison", "CHANGE_TOLERANCE"]
 
 MSG_UNIT = "before is in {a!r} and after in {b!r}: compare audits made with the same pixel-to-mm scale"
 MSG_NOTHING = ("before and after share no (attribute, keypoint): before has attributes {a}, after has {b}; "
@@ -48,20 +52,20 @@ NOTE_THRESHOLD = ("primary thresholds differ (before {a:g}, after {b:g}): DP is 
                   "and the comparison is only indicative")
 NOTE_ONLY = "{what} only in {side}: {items}"
 
-_TOL = 1e-12
+CHANGE_TOLERANCE = 1e-12  # a DP change smaller than this is no change (float noise)
 
 
-def _uncertainty(frame):
+def _uncertainty(frame: pd.DataFrame) -> pd.Series:
     half = (frame["dp_high"] - frame["dp_low"]) / 2.0
     return half.where(half.notna(), frame["dp_std"])
 
 
-def _direction(change):
+def _direction(change: float) -> str:
     if math.isnan(change):
         return "n/a"
-    if change < -_TOL:
+    if change < -CHANGE_TOLERANCE:
         return "improved"
-    if change > _TOL:
+    if change > CHANGE_TOLERANCE:
         return "worsened"
     return "unchanged"
 
@@ -89,13 +93,15 @@ class Comparison:
     notes : list of str
     """
 
-    def __init__(self, *, table, summary, accuracy, labels, unit, thresholds, notes):
+    def __init__(self, *, table: pd.DataFrame, summary: pd.DataFrame, accuracy: pd.DataFrame,
+                 labels: Iterable[str], unit: str, thresholds: tuple[float | None, float | None],
+                 notes: Iterable[str]) -> None:
         self.table, self.summary, self.accuracy = table, summary, accuracy
         self.labels, self.unit, self.thresholds, self.notes = tuple(labels), unit, thresholds, list(notes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes null)."""
-        def clean(records):
+        def clean(records: Iterable[Mapping[Hashable, Any]]) -> list[dict[Hashable, Any]]:
             out = []
             for rec in records:
                 out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
@@ -108,62 +114,19 @@ class Comparison:
                 "per_keypoint": clean(self.table.to_dict("records")), "summary": clean(self.summary.to_dict("records")),
                 "accuracy": clean(self.accuracy.to_dict("records")), "notes": self.notes}
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            from fairlandmark.render.html import _write_text
-
-            _write_text(path, text + "\n")
+            write_text_output(path, text + "\n")
         return text
 
-    def to_markdown(self, *, top=10):
-        """Markdown for a PR comment: summary, MRE cost, the largest changes."""
-        b, a = self.labels
-        unit = self.unit
-        out = [f"## fairlandmark compare: {b} → {a}", ""]
-        rows = []
-        for r in self.summary.to_dict("records"):
-            rows.append([r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
-                         _signed(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
-                         f"{r['n_worsened']} ({r['n_worsened_beyond']})"])
-        out += [md_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change", "keypoints improved (beyond noise)",
-                          "worsened (beyond noise)"], rows), ""]
-        rows = [[r["family"], fmt(r["mre_before"], 3), fmt(r["mre_after"], 3), _signed(r["mre_change"], 3),
-                 fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in self.accuracy.to_dict("records")]
-        thr = thr_key(self.thresholds[1]) if self.thresholds[1] is not None else "?"
-        out += [f"**Accuracy cost** ({unit}; positive MRE change = less accurate)", "",
-                md_table(["keypoints", f"MRE {b}", f"MRE {a}", "change", f"SDR@{thr} {b}", f"SDR@{thr} {a}"], rows), ""]
-        moved = self.table.dropna(subset=["dp_change"])
-        moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-        if len(moved):
-            out += [f"**Largest DP changes** (top {len(moved)})", "", md_table(*self._rows(moved)), ""]
-        out += ["_Beyond noise: |change| > sqrt(u_before² + u_after²), u = half-width of the bootstrap interval "
-                "(or std over runs)._", ""]
-        out += [f"- note: {n}" for n in self.notes]
-        return "\n".join(out).rstrip() + "\n"
-
-    def _rows(self, frame):
-        b, a = self.labels
-        header = ["attribute", "keypoint", f"DP {b}", f"DP {a}", "change", "± noise", "beyond noise", "direction",
-                  f"MRE change ({self.unit})"]
-        rows = []
-        for r in frame.to_dict("records"):
-            ex = r["exceeds_uncertainty"]
-            rows.append([r["attribute"], str(r["keypoint"]), fmt(r["dp_before"]), fmt(r["dp_after"]),
-                         _signed(r["dp_change"]), fmt(r["dp_uncertainty"]),
-                         "?" if ex is None else ("yes" if ex else "no"), r["direction"], _signed(r["mre_change"], 3)])
-        return header, rows
-
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
 
 
-def _signed(value, digits=3):
-    v = _num(value)
-    return "-" if math.isnan(v) else f"{v:+.{digits}f}"
-
-
-def compare(before, after, *, labels=("before", "after"), attribute=None):
+def compare(before: AuditSource,
+            after: AuditSource, *,
+            labels: Sequence[str] = ("before", "after"), attribute: str | Iterable[str] | None = None) -> Comparison:
     """Per keypoint and attribute, the change in DP and MRE between two audits.
 
     Parameters
@@ -190,17 +153,32 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     b, a = load_audit(before, what="before"), load_audit(after, what="after")
     if b.get("unit") != a.get("unit"):
         raise InputError(MSG_UNIT.format(a=b.get("unit"), b=a.get("unit")))
-    notes = []
-    tb, ta = _num(b.get("primary_threshold")), _num(a.get("primary_threshold"))
-    if not (math.isnan(tb) or math.isnan(ta)) and tb != ta:
-        notes.append(NOTE_THRESHOLD.format(a=tb, b=ta))
+    shared_attrs = _shared_attributes(b, a, attribute)
+    table = _keypoint_changes(b, a, shared_attrs)
+    pb, pa = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
+    return Comparison(table=table, summary=_attribute_summary(b, a, table, shared_attrs),
+                      accuracy=_accuracy_cost(b, a, pb, pa), labels=labels, unit=a.get("unit", ""),
+                      thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa),
+                      notes=_notes(b, a, pb, pa))
+
+
+def _shared_attributes(b: AuditDocument, a: AuditDocument, attribute: str | Iterable[str] | None) -> list[str]:
+    """Attributes in both audits, or the chosen ones (which must be in both)."""
     shared_attrs = [x for x in a.get("attributes", []) if x in b.get("attributes", [])]
-    if attribute is not None:
-        chosen = [attribute] if isinstance(attribute, str) else list(attribute)
-        for x in chosen:
-            if x not in shared_attrs:
-                raise InputError(MSG_ATTRIBUTE.format(name=x, known=", ".join(map(str, shared_attrs))))
-        shared_attrs = chosen
+    if attribute is None:
+        return shared_attrs
+    chosen = [attribute] if isinstance(attribute, str) else list(attribute)
+    for x in chosen:
+        if x not in shared_attrs:
+            raise InputError(MSG_ATTRIBUTE.format(name=x, known=", ".join(map(str, shared_attrs))))
+    return chosen
+
+
+def _notes(b: AuditDocument, a: AuditDocument, pb: float, pa: float) -> list[str]:
+    """What differs between the audits: the primary threshold, attributes or keypoints on one side only."""
+    notes = []
+    if not (math.isnan(pb) or math.isnan(pa)) and pb != pa:
+        notes.append(NOTE_THRESHOLD.format(a=pb, b=pa))
     for side, doc, other in (("before", b, a), ("after", a, b)):
         only = [x for x in doc.get("attributes", []) if x not in other.get("attributes", [])]
         if only:
@@ -209,7 +187,11 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
         only = [str(k) for k in doc.get("keypoints", []) if str(k) not in okeys]
         if only:
             notes.append(NOTE_ONLY.format(what="keypoints", side=side, items=", ".join(only)))
+    return notes
 
+
+def _keypoint_changes(b: AuditDocument, a: AuditDocument, shared_attrs: list[str]) -> pd.DataFrame:
+    """One row per shared (attribute, keypoint): DP and MRE before and after, and whether the change beats noise."""
     fb, fa = keypoint_frame(b), keypoint_frame(a)
     for f in (fb, fa):
         f["key"] = f["keypoint"].astype(str)
@@ -224,7 +206,8 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
         "dp_before": merged["dp_before"], "dp_after": merged["dp_after"],
         "dp_change": merged["dp_after"] - merged["dp_before"],
     })
-    unc = np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2 + merged["dp_uncertainty_after"].fillna(0.0) ** 2)
+    unc = cast(pd.Series, np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2
+                                  + merged["dp_uncertainty_after"].fillna(0.0) ** 2))  # a Series at run time
     known = merged["dp_uncertainty_before"].notna() | merged["dp_uncertainty_after"].notna()
     table["dp_uncertainty"] = unc.where(known, np.nan)
     table["exceeds_uncertainty"] = [
@@ -236,13 +219,17 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     if any(f["p_value"].notna().any() for f in (fb, fa)):
         table["significant_before"] = merged["significant_before"].astype(bool)
         table["significant_after"] = merged["significant_after"].astype(bool)
+    return table
 
+
+def _attribute_summary(b: AuditDocument, a: AuditDocument, table: pd.DataFrame, shared_attrs: list[str]) -> pd.DataFrame:
+    """Per attribute: mean DP before and after, keypoints improved or worsened (and beyond noise)."""
     rows = []
     for attr in shared_attrs:
         sub = table[table["attribute"] == attr]
         sb, sa = summary_row(b, attr), summary_row(a, attr)
-        mb = _num(sb.get("mean_dp")) if sb else float(np.nanmean(sub["dp_before"]))
-        ma = _num(sa.get("mean_dp")) if sa else float(np.nanmean(sub["dp_after"]))
+        mb = num(sb.get("mean_dp")) if sb else float(np.nanmean(sub["dp_before"]))
+        ma = num(sa.get("mean_dp")) if sa else float(np.nanmean(sub["dp_after"]))
         beyond = sub["exceeds_uncertainty"].map(lambda v: v is True)
         rows.append({"attribute": attr, "n_keypoints": len(sub), "mean_dp_before": mb, "mean_dp_after": ma,
                      "mean_dp_change": ma - mb,
@@ -250,91 +237,18 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                      "n_worsened": int((sub["direction"] == "worsened").sum()),
                      "n_improved_beyond": int(((sub["direction"] == "improved") & beyond).sum()),
                      "n_worsened_beyond": int(((sub["direction"] == "worsened") & beyond).sum())})
-    summary = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
-    pb, pa = _num(b.get("primary_threshold")), _num(a.get("primary_threshold"))
+
+def _accuracy_cost(b: AuditDocument, a: AuditDocument, pb: float, pa: float) -> pd.DataFrame:
+    """Per keypoint family: MRE and primary SDR before and after."""
     acc = []
-    fams = [r.get("family") for r in a.get("overall") or []]
-    for fam in fams:
+    for fam in [r.get("family") for r in a.get("overall") or []]:
         rb, ra = overall_row(b, fam), overall_row(a, fam)
         if not rb:
             continue
-        acc.append({"family": fam, "mre_before": _num(rb.get("mre")), "mre_after": _num(ra.get("mre")),
-                    "mre_change": _num(ra.get("mre")) - _num(rb.get("mre")),
-                    "sdr_before": _num(rb.get(f"sdr_{thr_key(pb)}")) if not math.isnan(pb) else math.nan,
-                    "sdr_after": _num(ra.get(f"sdr_{thr_key(pa)}")) if not math.isnan(pa) else math.nan})
-    accuracy = pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])
-    return Comparison(table=table, summary=summary, accuracy=accuracy, labels=labels, unit=a.get("unit", ""),
-                      thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa), notes=notes)
-
-
-def compare_html(cmp, *, top=15):
-    """HTML fragment of a :class:`Comparison` (used by the report)."""
-    b, a = cmp.labels
-    parts = []
-    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), _signed(r["mean_dp_change"]),
-             f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"]
-            for r in cmp.summary.to_dict("records")]
-    parts.append(_html_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change",
-                              "improved (beyond noise)", "worsened (beyond noise)"], rows))
-    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), _signed(r["mre_change"]),
-             fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")]
-    parts.append(f"<h3>Accuracy cost ({_e(cmp.unit)})</h3>")
-    parts.append(_html_table(["keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"], rows))
-    moved = cmp.table.dropna(subset=["dp_change"])
-    moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    if len(moved):
-        parts.append(f"<h3>Largest DP changes (top {len(moved)})</h3>")
-        header, rows = cmp._rows(moved)
-        parts.append(_html_table(header, rows, left=2))
-    parts.append('<p class="muted">Beyond noise: |change| &gt; √(u<sub>before</sub>² + u<sub>after</sub>²), u = '
-                 "half-width of the bootstrap interval, or the std over runs.</p>")
-    for note in cmp.notes:
-        parts.append(f'<div class="note">{_e(note)}</div>')
-    return "".join(parts)
-
-
-def render_comparison(cmp, console, *, top=None):
-    """Rich tables of a :class:`Comparison`."""
-    from rich.table import Table
-
-    b, a = cmp.labels
-    t = Table(title=f"DP per attribute: {b} → {a}", header_style="bold")
-    for col in ("attribute", f"mean DP {b}", f"mean DP {a}", "change", "improved (beyond noise)",
-                "worsened (beyond noise)"):
-        t.add_column(col, justify="left" if col == "attribute" else "right")
-    for r in cmp.summary.to_dict("records"):
-        t.add_row(str(r["attribute"]), fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
-                  _colour(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
-                  f"{r['n_worsened']} ({r['n_worsened_beyond']})")
-    console.print(t)
-    t = Table(title=f"Accuracy cost ({cmp.unit}; positive = less accurate)", header_style="bold")
-    for col in ("keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"):
-        t.add_column(col, justify="left" if col == "keypoints" else "right")
-    for r in cmp.accuracy.to_dict("records"):
-        t.add_row(str(r["family"]), fmt(r["mre_before"]), fmt(r["mre_after"]), _colour(r["mre_change"]),
-                  fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"]))
-    console.print(t)
-    frame = cmp.table
-    if top is not None:
-        frame = frame.dropna(subset=["dp_change"])
-        frame = frame.reindex(frame["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    header, rows = cmp._rows(frame)
-    t = Table(title="Per keypoint (change = after - before; negative DP change = fairer)", header_style="bold")
-    for i, col in enumerate(header):
-        t.add_column(col, justify="left" if i < 2 else "right")
-    for row, rec in zip(rows, frame.to_dict("records")):
-        row[4] = _colour(rec["dp_change"], strong=rec["exceeds_uncertainty"] is True)
-        t.add_row(*row)
-    console.print(t)
-    for note in cmp.notes:
-        console.print(f"[yellow]note:[/] {note}")
-
-
-def _colour(value, strong=False):
-    text = _signed(value)
-    v = _num(value)
-    if math.isnan(v) or abs(v) <= _TOL:
-        return text
-    colour = "green" if v < 0 else "red"
-    return f"[bold {colour}]{text}[/]" if strong else f"[{colour}]{text}[/]"
+        acc.append({"family": fam, "mre_before": num(rb.get("mre")), "mre_after": num(ra.get("mre")),
+                    "mre_change": num(ra.get("mre")) - num(rb.get("mre")),
+                    "sdr_before": num(rb.get(f"sdr_{threshold_key(pb)}")) if not math.isnan(pb) else math.nan,
+                    "sdr_after": num(ra.get(f"sdr_{threshold_key(pa)}")) if not math.isnan(pa) else math.nan})
+    return pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json", "check_outputs"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
+           "read_toml", "MSG_TOML", "MSG_NO_TOMLLIB"]
 
 MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
 MSG_OUTPUT_TWICE = "{option} {path}: also given to {other}; give each output its own path"
 MSG_OUTPUT_IS_FOLDER = "{option} {path}: is a folder; give a file path"
 MSG_OUTPUT_IS_FILE = "{option} {path}: is a file; give a folder"
+MSG_TOML = "{path}: not valid TOML ({error}); fix the syntax"
+MSG_TOML_ENCODING = "{path}: not UTF-8 text; save the file as UTF-8 (TOML files must be UTF-8)"
+MSG_NO_TOMLLIB = "{path}: reading TOML needs Python 3.11 or the tomli package (pip install tomli)"
+MSG_FILE_MISSING = "{path}: file not found; check the path"
+MSG_FILE_UNREADABLE = "{path}: cannot be read ({reason}); check the path and its permissions"
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -45,12 +54,21 @@ def atomic_write_bytes(path, data):
         raise
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def json_safe(value):
+def write_text_output(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically; ``"-"`` writes it to standard output."""
+    if os.fspath(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    atomic_write_text(path, text)
+
+
+def json_safe(value: Any) -> Any:
     """JSON-ready copy: NaN and inf become None, numpy scalars become Python ones."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
@@ -66,7 +84,7 @@ def json_safe(value):
     return value
 
 
-def dump_json(doc, path=None, *, indent=2):
+def dump_json(doc: Any, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
     """JSON text of a json-safe ``doc``; written atomically to ``path`` if given."""
     text = json.dumps(doc, indent=indent, allow_nan=False)
     if path is not None:
@@ -74,7 +92,8 @@ def dump_json(doc, path=None, *, indent=2):
     return text
 
 
-def check_outputs(outputs, inputs=()):
+def check_outputs(outputs: Iterable[tuple[str, str | os.PathLike[str] | None, bool]],
+                  inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()) -> None:
     """Refuse, before any work, outputs that would overwrite an input, each other, or the wrong kind of path.
 
     Parameters
@@ -90,7 +109,7 @@ def check_outputs(outputs, inputs=()):
         One line naming the option and the path.
     """
     read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, "-")}
-    seen = {}
+    seen: dict[str, str] = {}
     for option, path, is_folder in outputs:
         if path is None or path == "-":
             continue
@@ -104,3 +123,31 @@ def check_outputs(outputs, inputs=()):
             raise InputError(MSG_OUTPUT_IS_FILE.format(option=option, path=path))
         if not is_folder and os.path.isdir(real):
             raise InputError(MSG_OUTPUT_IS_FOLDER.format(option=option, path=path))
+
+
+def read_toml(path: str | os.PathLike[str], *, missing: str = MSG_FILE_MISSING) -> dict:
+    """Parse a TOML file; every failure is one :class:`InputError` line naming the file.
+
+    ``missing`` is the message for a file that does not exist (``{path}`` is filled in).
+    """
+    path = os.fspath(path)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise InputError(MSG_NO_TOMLLIB.format(path=path)) from None
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(missing.format(path=path)) from None
+    except UnicodeDecodeError:
+        raise InputError(MSG_TOML_ENCODING.format(path=path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(MSG_TOML.format(path=path, error=str(exc).splitlines()[0])) from None
+    except IsADirectoryError:
+        raise InputError(MSG_FILE_UNREADABLE.format(path=path, reason="it is a folder")) from None
+    except OSError as exc:
+        raise InputError(MSG_FILE_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from fairlandmark.render.console import make_console
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
@@ -11,8 +13,9 @@ from fairlandmark.cli.report import labels_arg
 __all__ = ["register"]
 
 
-def _run(args):
-    from fairlandmark.compare import compare, render_comparison
+def _run(args: argparse.Namespace) -> int:
+    from fairlandmark.compare import compare
+    from fairlandmark.render.console import render_comparison
 
     check_outputs([("--json", args.json, False), ("--markdown", args.markdown, False),
                    ("--figure", args.figure, False)],
@@ -27,9 +30,10 @@ def _run(args):
     if args.json:
         cmp.to_json(args.json)
     if args.markdown:
-        from fairlandmark.render.html import _write_text
+        from fairlandmark.files import write_text_output
+        from fairlandmark.render.markdown import comparison_markdown
 
-        _write_text(args.markdown, cmp.to_markdown(top=args.top))
+        write_text_output(args.markdown, comparison_markdown(cmp, top=args.top))
     if args.figure:
         from fairlandmark.render.figures import compare_bars, save_figure
 
@@ -40,7 +44,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compare", help="compare two audits (e.g. vanilla vs mitigated): change in DP and MRE per keypoint",
         description="Per keypoint and attribute, the change in DP and MRE between two audit JSONs; which keypoints "

@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.figures import FAMILY_COLOURS, require_matplotlib
-from fairlandmark.render.html import load_audit
+from fairlandmark.render.canvas import FAMILY_COLOURS, new_figure
+from fairlandmark.document import load_audit
 
 __all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "extra_curve_figure", "MSG_NO_CURVES"]
 
@@ -83,16 +83,6 @@ def flagged_curve_keypoints(doc, attribute: str, top: int = 4) -> list:
     return [r.get("keypoint") for r in sorted(recs, key=key)[:top]]
 
 
-def _figure(width, height):
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4, title: str | None = None):
     """Group error curves (SDR over the threshold grid) for chosen keypoints.
 
@@ -133,7 +123,7 @@ def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4,
     n = max(len(chosen), 1)
     cols = min(n, 4)
     rows = int(math.ceil(n / cols))
-    fig = _figure(max(6.5, 2.9 * cols + 1.6), 0.8 + 2.6 * rows)
+    fig = new_figure(max(6.5, 2.9 * cols + 1.6), 0.8 + 2.6 * rows)
     axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     for i, ax in enumerate(axes.ravel()):
         if i >= len(chosen):

@@ -29,8 +29,8 @@ import math
 import numpy as np
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.figures import require_matplotlib
-from fairlandmark.render.html import load_audit
+from fairlandmark.render.canvas import new_figure
+from fairlandmark.document import load_audit
 
 __all__ = ["fairness_map", "has_anatomy", "map_values", "MSG_NO_ANATOMY", "COLOR_BY"]
 
@@ -94,16 +94,6 @@ def map_values(doc, attribute: str, *, color_by: str = "auto"):
     return values, significant, survives, label
 
 
-def _figure(width, height):
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def fairness_map(source, *, attribute=None, color_by: str = "auto", labels: bool = True, title: str | None = None):
     """Keypoints on the mean aligned anatomy, coloured by their gap, one panel per attribute.
 
@@ -156,7 +146,7 @@ def fairness_map(source, *, attribute=None, color_by: str = "auto", labels: bool
     aspect = float(span[1] / span[0]) if span[0] > 0 else 1.0
     panel_w = 4.2 if k <= 25 else 5.0
     panel_h = float(np.clip(panel_w * aspect, 2.8, 6.5))
-    fig = _figure(panel_w * cols + 1.4, panel_h * rows + 0.9)
+    fig = new_figure(panel_w * cols + 1.4, panel_h * rows + 0.9)
     axes = fig.subplots(rows, cols, squeeze=False)
     size = 150 if k <= 20 else (95 if k <= 35 else 65)
     font = 8 if k <= 20 else (7 if k <= 35 else 6)

@@ -37,57 +37,43 @@ import io
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
+from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, keypoint_mre,
+                                   load_audit, overall_row)
+from fairlandmark.formatting import num, threshold_key
+from fairlandmark.render.canvas import FAMILY_COLOURS, MSG_NO_MATPLOTLIB, MissingExtraError, new_figure, require_matplotlib
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
            "require_matplotlib", "MissingExtraError"]
 
-MSG_NO_MATPLOTLIB = ("figures need matplotlib, which is not installed: pip install 'fairlandmark[report]' "
-                     "(or leave figures out, e.g. report --no-figures)")
 MSG_FORMAT = "{path}: unknown figure format {suffix!r}; use .png or .svg"
 MSG_FORMATS = "formats: choose among png, svg; got {value!r}"
 MSG_ATTRIBUTE = "attribute {name!r} is not in the audit; its attributes are {known}"
 MSG_KEYPOINT = "keypoint {kp!r} is not in the audit; its keypoints are {known}"
 
-FAMILY_COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
-                  "#CCB974", "#64B5CD"]
 DP_COLOUR, BASE_COLOUR, SIG_COLOUR = "#4C72B0", "#B0B0B0", "#C0392B"
 BEFORE_COLOUR, AFTER_COLOUR = "#9DB4D6", "#2F5D9E"
 
 
-class MissingExtraError(InputError):
-    """An optional dependency (the ``[report]`` extra) is missing."""
+def _new_figure(width: float, height: float) -> Figure:
+    return new_figure(width, height)
 
 
-def require_matplotlib():
-    """Import matplotlib with the Agg canvas, or raise one clear line."""
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(MSG_NO_MATPLOTLIB) from None
-
-
-def _new_figure(width, height):
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _width(n_bars, per=0.2, lo=6.5, hi=12.5):
+def _width(n_bars: float, per: float = 0.2, lo: float = 6.5, hi: float = 12.5) -> float:
     return float(min(max(lo, 1.8 + per * n_bars), hi))
 
 
-def _style_axis(ax, labels, *, ylabel):
+def _style_axis(ax: Axes, labels: Sequence[object], *, ylabel: str) -> None:
     k = len(labels)
     ax.set_xticks(np.arange(k))
     rotate = k > 16 or max((len(str(x)) for x in labels), default=0) > 4
@@ -101,7 +87,7 @@ def _style_axis(ax, labels, *, ylabel):
         ax.spines[side].set_visible(False)
 
 
-def _family_colours(families):
+def _family_colours(families: Iterable[str]) -> dict[str, str]:
     names = []
     for f in families:
         if f and f not in names:
@@ -109,7 +95,7 @@ def _family_colours(families):
     return {f: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, f in enumerate(names)}
 
 
-def _attributes(doc, attribute):
+def _attributes(doc: AuditDocument, attribute: str | Iterable[str] | None) -> list[str]:
     known = list(doc.get("attributes", []))
     if attribute is None:
         return known
@@ -120,7 +106,7 @@ def _attributes(doc, attribute):
     return chosen
 
 
-def _figure_legend(fig, axes, *, title=None):
+def _figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None) -> None:
     """One legend for the whole figure, outside on the right, each label once."""
     handles, labels = [], []
     for ax in axes:
@@ -134,7 +120,7 @@ def _figure_legend(fig, axes, *, title=None):
 
 
 # -- MRE -----------------------------------------------------------------------------------------------------
-def mre_bars(source, *, title=None):
+def mre_bars(source: AuditSource, *, title: str | None = None) -> Figure:
     """Per-keypoint MRE bars coloured by family, with overall and family mean lines.
 
     Parameters
@@ -158,19 +144,19 @@ def mre_bars(source, *, title=None):
     yerr = kp["mre_std"].to_numpy(float) if len(kp) and kp["mre_std"].notna().any() else None
     ax.bar(x, kp["mre"].to_numpy(float), width=0.75, color=bar_colours, yerr=yerr,
            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
-    handles = []
+    handles: list[Any] = []
     from matplotlib.patches import Patch
 
     for fam, col in colours.items():
         handles.append(Patch(color=col, label=fam))
     allrow = overall_row(doc)
-    overall = _num(allrow.get("mre")) if allrow else float(np.nanmean(kp["mre"])) if k else math.nan
+    overall = num(allrow.get("mre")) if allrow else float(np.nanmean(kp["mre"])) if k else math.nan
     if not math.isnan(overall):
         handles.append(ax.axhline(overall, color="#222222", linestyle="--", linewidth=1.2,
                                   label=f"overall {overall:.2f} {unit}"))
     for fam, col in colours.items():
         idx = np.flatnonzero(kp["family"].to_numpy() == fam)
-        mean = _num(overall_row(doc, fam).get("mre")) if overall_row(doc, fam) else float(np.nanmean(kp["mre"][idx]))
+        mean = num(overall_row(doc, fam).get("mre")) if overall_row(doc, fam) else float(np.nanmean(kp["mre"][idx]))
         if not math.isnan(mean) and len(idx):
             handles.append(ax.hlines(mean, idx.min() - 0.45, idx.max() + 0.45, colors=col, linestyles=":",
                                      linewidth=2.0, label=f"{fam} mean {mean:.2f}"))
@@ -183,7 +169,7 @@ def mre_bars(source, *, title=None):
 
 
 # -- DP ------------------------------------------------------------------------------------------------------
-def _dp_err(sub):
+def _dp_err(sub: pd.DataFrame) -> tuple[np.ndarray | None, Any]:
     """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
     dp = sub["dp"].to_numpy(float)
     if sub["dp_low"].notna().any():
@@ -196,7 +182,7 @@ def _dp_err(sub):
     return None, None
 
 
-def dp_bars(source, *, attribute=None, title=None):
+def dp_bars(source: AuditSource, *, attribute: str | Iterable[str] | None = None, title: str | None = None) -> Figure:
     """Per-keypoint DP bars with error bars, the randomized baseline and significance marks.
 
     One panel per attribute (all attributes by default). Error bars are the
@@ -222,7 +208,7 @@ def dp_bars(source, *, attribute=None, title=None):
     n = max(len(attrs), 1)
     fig = _new_figure(_width(k * (1.3 if sig else 1.0)), 1.0 + 2.6 * n)
     axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
-    thr = thr_key(doc.get("primary_threshold", 2.0))
+    thr = threshold_key(doc.get("primary_threshold", 2.0))
     for ax, a in zip(axes, attrs):
         sub = frame[frame["attribute"] == a].reset_index(drop=True)
         x = np.arange(len(sub))
@@ -260,7 +246,8 @@ def dp_bars(source, *, attribute=None, title=None):
 
 
 # -- before / after ------------------------------------------------------------------------------------------
-def compare_bars(before, after, *, labels=("before", "after"), attribute=None, title=None):
+def compare_bars(before: AuditSource, after: AuditSource, *, labels: Sequence[str] = ("before", "after"),
+                 attribute: str | Iterable[str] | None = None, title: str | None = None) -> Figure:
     """Two audits side by side: DP per keypoint for each attribute, then MRE.
 
     Keypoints and attributes present in both audits are shown, in the order
@@ -291,10 +278,10 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     w = 0.4
     cap = 1.5 if k > 30 else 2.5
 
-    def aligned(frame, attr, col):
+    def aligned(frame: pd.DataFrame, attr: str | None, col: str) -> np.ndarray:
         sub = frame[frame["attribute"] == attr] if attr is not None else frame
         m = dict(zip(sub["keypoint"].astype(str), sub[col]))
-        return np.array([_num(m.get(str(p))) for p in kps])
+        return np.array([num(m.get(str(p))) for p in kps])
 
     for ax, attr in zip(axes, attrs):
         for j, (frame, lab, col) in enumerate(((fb, labels[0], BEFORE_COLOUR), (fa, labels[1], AFTER_COLOUR))):
@@ -308,7 +295,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     mb, ma = keypoint_mre(b), keypoint_mre(a)
     for j, (m, lab, col) in enumerate(((mb, labels[0], BEFORE_COLOUR), (ma, labels[1], AFTER_COLOUR))):
         vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
-        ax.bar(x + (j - 0.5) * w, [_num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
+        ax.bar(x + (j - 0.5) * w, [num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
     _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
     _figure_legend(fig, axes)
     ax.set_xlabel("keypoint")
@@ -317,7 +304,8 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
 
 
 # -- SDR over thresholds -------------------------------------------------------------------------------------
-def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
+def sdr_curves(source: AuditSource, *, attribute: str | None = None, keypoints: Sequence[object] | None = None,
+               top: int = 4, title: str | None = None) -> Figure:
     """SDR of each group over the thresholds, one panel per chosen keypoint.
 
     Parameters
@@ -343,7 +331,7 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
         return error_curves_figure(doc, attribute=attr, keypoints=keypoints, top=top, title=title)
     recs = {str(r.get("keypoint")): r for r in doc["per_keypoint"] if r.get("attribute") == attr}
     if keypoints is None:
-        ranked = sorted(recs.values(), key=lambda r: -_num(r.get("dp")) if not math.isnan(_num(r.get("dp"))) else 1)
+        ranked = sorted(recs.values(), key=lambda r: -num(r.get("dp")) if not math.isnan(num(r.get("dp"))) else 1)
         chosen = [r.get("keypoint") for r in ranked[:top]]
     else:
         chosen = list(keypoints)
@@ -366,19 +354,19 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
             ax.set_visible(False)
             continue
         rec = recs[str(chosen[i])]
-        by_thr = rec.get("sdr_by_threshold") or {thr_key(thresholds[0]): rec.get("sdr_by_group") or {}}
+        by_thr = rec.get("sdr_by_threshold") or {threshold_key(thresholds[0]): rec.get("sdr_by_group") or {}}
         for g in groups:
-            ys = [_num((by_thr.get(thr_key(t)) or {}).get(g)) for t in thresholds]
+            ys = [num((by_thr.get(threshold_key(t)) or {}).get(g)) for t in thresholds]
             if all(math.isnan(y) for y in ys):
                 continue
             ax.plot(thresholds, ys, marker="o", markersize=4, linewidth=1.5, color=colours[g], label=str(g))
-        ax.set_title(f"keypoint {chosen[i]} · DP {_num(rec.get('dp')):.3f}" + (" *" if rec.get("significant") else ""),
+        ax.set_title(f"keypoint {chosen[i]} · DP {num(rec.get('dp')):.3f}" + (" *" if rec.get("significant") else ""),
                      fontsize=9)
         ax.set_xlabel(f"threshold ({unit})", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         if len(thresholds) > 0:
             ax.set_xticks(thresholds)
-            ax.set_xticklabels([thr_key(t) for t in thresholds], fontsize=8)
+            ax.set_xticklabels([threshold_key(t) for t in thresholds], fontsize=8)
         ax.grid(color="#e6e6e6", linewidth=0.8)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
@@ -390,19 +378,19 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
 
 
 # -- output --------------------------------------------------------------------------------------------------
-def _render(fig, fmt, dpi):
+def _render(fig: Figure, fmt: str, dpi: float) -> bytes:
     buf = io.BytesIO()
     metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
     return buf.getvalue()
 
 
-def png_base64(fig, *, dpi=110):
+def png_base64(fig: Figure, *, dpi: float = 110) -> str:
     """The figure as base64 PNG text (for a ``data:`` URI)."""
     return base64.b64encode(_render(fig, "png", dpi)).decode("ascii")
 
 
-def save_figure(fig, path, *, dpi=150):
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 150) -> str:
     """Write ``fig`` to ``path`` (``.png`` or ``.svg``) atomically; returns the path."""
     from fairlandmark.files import atomic_write_bytes
 
@@ -413,11 +401,13 @@ def save_figure(fig, path, *, dpi=150):
     return os.fspath(path)
 
 
-def _slug(text):
+def _slug(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
 
-def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labels=("before", "after"), dpi=150):
+def write_figures(source: AuditSource, folder: str | os.PathLike[str], *, formats: str | Sequence[str] = ("png", "svg"),
+                  baseline: AuditSource | None = None, labels: Sequence[str] = ("before", "after"),
+                  dpi: float = 150) -> list[str]:
     """Write the standard figures of an audit to ``folder``.
 
     Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` (the
