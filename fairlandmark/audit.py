@@ -32,6 +32,8 @@ from fairlandmark.inputs.study import Study, prepare_study
 from fairlandmark.stats.kernel import ValueLayout
 
 if TYPE_CHECKING:
+    from fairlandmark.stats.curves import CurveResult
+    from fairlandmark.stats.measurements import MeasurementAudit
     from fairlandmark.stats.privacy import PrivacyResult
     from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
@@ -343,6 +345,15 @@ class AuditResult:
         self.significance = significance
         self.warnings = list(warnings)
         self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.measurements: MeasurementAudit | None = None  # opt-in clinical measurements (stats/measurements.py)
+        self.curves: CurveResult | None = None  # error curves and the curve-gap test (stats/curves.py)
+
+    @cached_property
+    def anatomy(self) -> dict[str, Any] | None:
+        """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
+        from fairlandmark.stats.procrustes import mean_shape_of_study
+
+        return mean_shape_of_study(self.study)
 
     # -- basic facts -------------------------------------------------------
     @property

@@ -51,8 +51,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 
@@ -153,7 +155,7 @@ class Measurement:
         """Whether the measurement defines classes."""
         return len(self.cuts) > 0
 
-    def unit_for(self, coordinate_unit: str, others: Mapping | None = None) -> str:
+    def unit_for(self, coordinate_unit: str, others: Mapping[str, Measurement] | None = None) -> str:
         """Display unit given the unit of the coordinates ("mm" or "px")."""
         if self.unit:
             return self.unit
@@ -188,36 +190,36 @@ class MeasurementSet:
     measurements: tuple
     source: str
     citation: str = ""
-    by_name: dict = field(default_factory=dict, compare=False, repr=False)
+    by_name: dict[str, Measurement] = field(default_factory=dict, compare=False, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.by_name.update({m.name: m for m in self.measurements})
 
     @property
-    def reported(self) -> list:
+    def reported(self) -> list[Measurement]:
         """The measurements that are reported (``report`` true)."""
         return [m for m in self.measurements if m.report]
 
-    def keypoints(self) -> list:
+    def keypoints(self) -> list[object]:
         """Every keypoint label used, in first-use order."""
-        out: list = []
+        out: list[object] = []
         for m in self.measurements:
             out += [p for p in m.points if p not in out]
         return out
 
 
 # -- validation ------------------------------------------------------------------------------------------------
-def _number(value) -> bool:
+def _number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
 
 
-def _keypoint_label(value):
+def _keypoint_label(value: object) -> int | str | None:
     if isinstance(value, bool) or not isinstance(value, (int, str, np.integer)):
         return None
     return int(value) if isinstance(value, (int, np.integer)) else value
 
 
-def _check_one(raw, index, src) -> Measurement:
+def _check_one(raw: object, index: int, src: str) -> Measurement:
     which = f"#{index + 1}"
     if isinstance(raw, Measurement):
         raw = {k: getattr(raw, k) for k in _KEYS}
@@ -292,13 +294,13 @@ def _check_one(raw, index, src) -> Measurement:
                        unit=raw.get("unit") or None)
 
 
-def _default_class_names(cuts):
+def _default_class_names(cuts: Sequence[float]) -> list[str]:
     names = [f"< {cuts[0]:g}"]
     names += [f"{a:g} to {b:g}" for a, b in zip(cuts[:-1], cuts[1:])]
     return names + [f">= {cuts[-1]:g}"]
 
 
-def check_measurements(definitions, *, name: str = "measurements", source: str | None = None,
+def check_measurements(definitions: Any, *, name: str = "measurements", source: str | None = None,
                        citation: str = "") -> MeasurementSet:
     """Validate measurement definitions and return them as a :class:`MeasurementSet`.
 
@@ -356,7 +358,7 @@ def check_measurements(definitions, *, name: str = "measurements", source: str |
     return MeasurementSet(name=name, measurements=tuple(items), source=src, citation=citation)
 
 
-def _resolve_order(name, by_name, src, chain):
+def _resolve_order(name: str, by_name: Mapping[str, Measurement], src: str, chain: list[str]) -> None:
     if name in chain:
         raise InputError(MSG_CYCLE.format(where=MSG_WHERE.format(src=src, which=repr(chain[0])),
                                           chain=" -> ".join(chain + [name])))
@@ -365,7 +367,7 @@ def _resolve_order(name, by_name, src, chain):
 
 
 # -- files and presets -----------------------------------------------------------------------------------------
-def _read_toml(path):
+def _read_toml(path: str) -> dict[str, Any]:
     try:
         import tomllib
     except ImportError:  # pragma: no cover - Python 3.10
@@ -380,7 +382,7 @@ def _read_toml(path):
         raise InputError(MSG_TOML.format(path=path, error=str(exc).splitlines()[0])) from None
 
 
-def load_measurements(spec) -> MeasurementSet:
+def load_measurements(spec: Any) -> MeasurementSet:
     """Measurements from a preset name, a TOML file, a list of definitions or a set.
 
     Parameters
@@ -420,7 +422,7 @@ def load_measurements(spec) -> MeasurementSet:
 
 
 # -- geometry ----------------------------------------------------------------------------------------------------
-def _angle_between(u, w):
+def _angle_between(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unsigned angle in degrees between vectors (..., 2); NaN when one has zero length."""
     cross = u[..., 0] * w[..., 1] - u[..., 1] * w[..., 0]
     dot = (u * w).sum(axis=-1)
@@ -429,12 +431,12 @@ def _angle_between(u, w):
     return np.where(degenerate, np.nan, angle), cross
 
 
-def _distance(a, b):
+def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = b - a
     return np.hypot(d[..., 0], d[..., 1])
 
 
-def _values_of(m, pts, done):
+def _values_of(m: Measurement, pts: Mapping[object, np.ndarray], done: Mapping[str, np.ndarray]) -> np.ndarray:
     """Values of measurement ``m`` for every row; ``pts`` maps a keypoint label to (N, 2) coordinates."""
     if m.kind == "angle":
         a, v, b = (pts[p] for p in m.points)
@@ -464,11 +466,12 @@ def _values_of(m, pts, done):
     return sum(w * done[name] for w, name in zip(weights, m.of))
 
 
-def _label_index(keypoints):
+def _label_index(keypoints: Sequence[object]) -> dict[str, int]:
     return {str(k): i for i, k in enumerate(keypoints)}
 
 
-def measurement_values(coords, keypoints, measurements, *, reported_only: bool = True):
+def measurement_values(coords: ArrayLike, keypoints: Sequence[object], measurements: Any, *,
+                       reported_only: bool = True) -> np.ndarray:
     """Every measurement for every row of coordinates.
 
     Parameters
@@ -514,7 +517,7 @@ def measurement_values(coords, keypoints, measurements, *, reported_only: bool =
             pts[p] = coords[:, index[str(p)], :]
     done: dict = {}
 
-    def compute(name):
+    def compute(name: str) -> np.ndarray:
         if name not in done:
             m = mset.by_name[name]
             for ref in m.of:
@@ -529,7 +532,7 @@ def measurement_values(coords, keypoints, measurements, *, reported_only: bool =
     return np.column_stack([compute(m.name) for m in chosen])
 
 
-def classify(values, measurement: Measurement):
+def classify(values: ArrayLike, measurement: Measurement) -> np.ndarray:
     """Class index of each value (0 = below the first cut); -1 for NaN.
 
     A value equal to a cut point falls in the upper class.
@@ -601,7 +604,7 @@ _DHA = [
      "description": "angle between the thumb axis (19-21) and the middle finger axis (26-29)"},
 ]
 
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "isbi2015": {"measurements": _ISBI2015, "citation": ISBI2015_CITATION},
     "dha": {"measurements": _DHA, "citation": ""},
 }

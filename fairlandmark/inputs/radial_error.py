@@ -133,7 +133,8 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
     return distance, "px"
 
 
-def scaled_coordinates(preds, *, spacing_mm=None, wrist_width=None):
+def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
+                       wrist_width: WristWidth | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Predicted and true coordinates in the unit of :func:`radial_errors`.
 
     Call after :func:`radial_errors` has validated the scale options. The

@@ -21,12 +21,18 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.formatting import num
 from fairlandmark.render.canvas import FAMILY_COLOURS, new_figure
 from fairlandmark.document import load_audit
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "extra_curve_figure", "MSG_NO_CURVES"]
 
@@ -35,13 +41,13 @@ MSG_ATTRIBUTE = "attribute {name!r} is not in the audit's curves; its attributes
 MSG_KEYPOINT = "keypoint {kp!r} is not in the audit's curves; its keypoints are {known}"
 
 
-def has_curves(doc) -> bool:
+def has_curves(doc: Mapping[str, Any]) -> bool:
     """Whether the audit document has error curves."""
-    block = doc.get("curves") if hasattr(doc, "get") else None
-    return bool(block) and bool(block.get("records"))
+    block = doc.get("curves")
+    return isinstance(block, Mapping) and bool(block.get("records"))
 
 
-def extra_curve_figure(doc, attribute: str) -> bool:
+def extra_curve_figure(doc: Mapping[str, Any], attribute: str) -> bool:
     """Whether reports add a curves figure for ``attribute`` beside the SDR-over-thresholds one.
 
     With one threshold the SDR figure itself draws the curves; with several,
@@ -53,16 +59,7 @@ def extra_curve_figure(doc, attribute: str) -> bool:
     return any(r.get("significant") for r in doc["curves"]["records"] if r.get("attribute") == attribute)
 
 
-def _float(value):
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def flagged_curve_keypoints(doc, attribute: str, top: int = 4) -> list:
+def flagged_curve_keypoints(doc: Mapping[str, Any], attribute: str, top: int = 4) -> list[Any]:
     """Keypoints to draw: significant curve gaps first (by adjusted p), then the largest gaps.
 
     Examples
@@ -74,16 +71,17 @@ def flagged_curve_keypoints(doc, attribute: str, top: int = 4) -> list:
     """
     recs = [r for r in doc["curves"]["records"] if r.get("attribute") == attribute]
 
-    def key(r):
+    def key(r: Mapping[str, Any]) -> tuple[int, float, float]:
         sig = bool(r.get("significant"))
-        p = _float(r.get("p_adjusted"))
-        gap = _float(r.get("gap"))
+        p = num(r.get("p_adjusted"))
+        gap = num(r.get("gap"))
         return (0 if sig else 1, p if sig and not math.isnan(p) else 0.0, -gap if not math.isnan(gap) else 1.0)
 
     return [r.get("keypoint") for r in sorted(recs, key=key)[:top]]
 
 
-def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4, title: str | None = None):
+def error_curves_figure(source: object, *, attribute: str | None = None, keypoints: Sequence[object] | None = None,
+                        top: int = 4, title: str | None = None) -> Figure:
     """Group error curves (SDR over the threshold grid) for chosen keypoints.
 
     Parameters
@@ -115,7 +113,7 @@ def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4,
             raise InputError(MSG_KEYPOINT.format(kp=p, known=", ".join(recs)))
     phi = np.asarray(block["phi"], dtype=float)
     unit = block.get("unit") or doc.get("unit", "")
-    primary = _float(doc.get("primary_threshold"))
+    primary = num(doc.get("primary_threshold"))
     groups: list = []
     for r in recs.values():
         groups += [g for g in (r.get("sdr_by_group") or {}) if g not in groups]
@@ -132,14 +130,14 @@ def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4,
         rec = recs[str(chosen[i])]
         curves = rec.get("sdr_by_group") or {}
         for g in groups:
-            ys = np.array([_float(v) for v in curves.get(g) or []])
+            ys = np.array([num(v) for v in curves.get(g) or []])
             if ys.size != phi.size or np.isnan(ys).all():
                 continue
             ax.plot(phi, ys, drawstyle="steps-post", linewidth=1.6, color=colours[g], label=str(g))
-        gap, at = _float(rec.get("gap")), _float(rec.get("gap_phi"))
+        gap, at = num(rec.get("gap")), num(rec.get("gap_phi"))
         if not math.isnan(at):
             t = int(np.argmin(np.abs(phi - at)))
-            vals = [_float((curves.get(g) or [math.nan] * phi.size)[t]) for g in groups]
+            vals = [num((curves.get(g) or [math.nan] * phi.size)[t]) for g in groups]
             vals = [v for v in vals if not math.isnan(v)]
             if len(vals) >= 2:
                 # Just right of the grid point: the steps hold the value there, so the bar does not hide a riser.
@@ -149,7 +147,7 @@ def error_curves_figure(source, *, attribute=None, keypoints=None, top: int = 4,
         if not math.isnan(primary):
             ax.axvline(primary, color="#888888", linestyle=":", linewidth=1.0)
         sig = " *" if rec.get("significant") else ""
-        p = _float(rec.get("p_adjusted"))
+        p = num(rec.get("p_adjusted"))
         p_text = f" · p adj {p:.3g}" if not math.isnan(p) else ""
         ax.set_title(f"keypoint {chosen[i]} · gap {gap:.3f}{p_text}{sig}", fontsize=9)
         ax.set_xlabel(f"threshold φ ({unit})", fontsize=8)

@@ -25,12 +25,18 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.formatting import num
 from fairlandmark.render.canvas import new_figure
 from fairlandmark.document import load_audit
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["fairness_map", "has_anatomy", "map_values", "MSG_NO_ANATOMY", "COLOR_BY"]
 
@@ -42,22 +48,14 @@ COLOR_BY = ("auto", "dp", "above_chance")
 RING_COLOUR = "#111111"
 
 
-def has_anatomy(doc) -> bool:
+def has_anatomy(doc: Mapping[str, Any]) -> bool:
     """Whether an audit document can be drawn as a fairness map."""
-    block = doc.get("anatomy") if hasattr(doc, "get") else None
-    return bool(block) and bool(block.get("mean_shape"))
+    block = doc.get("anatomy")
+    return isinstance(block, Mapping) and bool(block.get("mean_shape"))
 
 
-def _float(value):
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def map_values(doc, attribute: str, *, color_by: str = "auto"):
+def map_values(doc: Mapping[str, Any], attribute: str, *,
+               color_by: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
     """Per-keypoint values drawn on the map for one attribute.
 
     Parameters
@@ -83,8 +81,8 @@ def map_values(doc, attribute: str, *, color_by: str = "auto"):
     recs = {str(r.get("keypoint")): r for r in doc.get("per_keypoint", []) if r.get("attribute") == attribute}
     kps = [str(k) for k in doc["anatomy"]["keypoints"]]
     rows = [recs.get(k, {}) for k in kps]
-    dp = np.array([_float(r.get("dp")) for r in rows])
-    base = np.array([_float(r.get("baseline_mean")) for r in rows])
+    dp = np.array([num(r.get("dp")) for r in rows])
+    base = np.array([num(r.get("baseline_mean")) for r in rows])
     use_chance = color_by == "above_chance" or (color_by == "auto" and np.isfinite(base).any())
     values = dp - base if use_chance else dp
     label = "DP above chance (DP - randomized baseline)" if use_chance else "DP"
@@ -94,7 +92,8 @@ def map_values(doc, attribute: str, *, color_by: str = "auto"):
     return values, significant, survives, label
 
 
-def fairness_map(source, *, attribute=None, color_by: str = "auto", labels: bool = True, title: str | None = None):
+def fairness_map(source: object, *, attribute: str | Sequence[str] | None = None, color_by: str = "auto",
+                 labels: bool = True, title: str | None = None) -> Figure:
     """Keypoints on the mean aligned anatomy, coloured by their gap, one panel per attribute.
 
     Parameters

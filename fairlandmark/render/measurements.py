@@ -11,47 +11,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fairlandmark.formatting import num
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["measurement_records", "measurement_findings", "measurement_table", "confusion_tables",
            "render_measurements"]
 
 
-def _float(value):
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _fmt(value, digits=3):
-    v = _float(value)
+def _fmt(value: object, digits: int = 3) -> str:
+    v = num(value)
     return "-" if math.isnan(v) else f"{v:.{digits}f}"
 
 
-def _fmt_p(value):
-    v = _float(value)
+def _fmt_p(value: object) -> str:
+    v = num(value)
     if math.isnan(v):
         return "-"
     return f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}"
 
 
-def measurement_records(source) -> list:
+def measurement_records(source: object) -> list[dict[str, Any]]:
     """The ``measurements`` records of an audit document, AuditResult or list ([] when absent)."""
     if isinstance(source, list):
         return source
-    if hasattr(source, "measurements") and not isinstance(source, Mapping):
-        m = source.measurements
-        return list(m.records) if m is not None else []
-    return list((source or {}).get("measurements") or [])
+    if isinstance(source, Mapping):
+        return list(source.get("measurements") or [])
+    m = getattr(source, "measurements", None)  # an AuditResult
+    return list(m.records) if m is not None else []
 
 
-def _groups(rec):
+def _groups(rec: Mapping[str, Any]) -> list[str]:
     return list((rec.get("n_by_group") or {}).keys())
 
 
-def _pair_text(rec, field):
+def _pair_text(rec: Mapping[str, Any], field: str) -> str:
     pair = rec.get("pair")
     by = rec.get(field) or {}
     if not pair or len(pair) != 2:
@@ -59,7 +56,7 @@ def _pair_text(rec, field):
     return f"{_fmt(by.get(pair[0]), 2)} ({pair[0]}) vs {_fmt(by.get(pair[1]), 2)} ({pair[1]})"
 
 
-def measurement_findings(source, *, top: int = 3) -> list:
+def measurement_findings(source: object, *, top: int = 3) -> list[str]:
     """Findings in words: the significant measurement gaps, else the largest one.
 
     Examples
@@ -74,7 +71,7 @@ def measurement_findings(source, *, top: int = 3) -> list:
     if not recs:
         return []
     words = {"success": "success rate within tolerance", "agreement": "class agreement rate"}
-    sig = sorted([r for r in recs if r.get("significant")], key=lambda r: _float(r.get("p_adjusted")))
+    sig = sorted([r for r in recs if r.get("significant")], key=lambda r: num(r.get("p_adjusted")))
     lines = []
     for r in sig[:top]:
         lines.append(f"{r['measurement']} ({r['attribute']}): {words[r['dp_of']]} "
@@ -84,7 +81,7 @@ def measurement_findings(source, *, top: int = 3) -> list:
         lines.append(f"... and {len(sig) - top} more significant measurement gap(s).")
     if not sig:
         tested = any("p_adjusted" in r for r in recs)
-        best = max(recs, key=lambda r: _float(r.get("dp")) if not math.isnan(_float(r.get("dp"))) else -1.0)
+        best = max(recs, key=lambda r: num(r.get("dp")) if not math.isnan(num(r.get("dp"))) else -1.0)
         head = "No measurement gap is significant after correction; the largest" if tested else "The largest"
         p = f", adjusted p {_fmt_p(best.get('p_adjusted'))}" if tested else ""
         lines.append(f"{head}: {best['measurement']} ({best['attribute']}), {words[best['dp_of']]} "
@@ -92,7 +89,8 @@ def measurement_findings(source, *, top: int = 3) -> list:
     return lines
 
 
-def measurement_table(source, attribute: str, *, compact: bool = False):
+def measurement_table(source: object, attribute: str, *,
+                      compact: bool = False) -> tuple[list[str], list[list[str]], list[bool]]:
     """Header and rows of the per-measurement table for one attribute.
 
     ``compact`` (the terminal) keeps group headers on two lines and leaves out
@@ -139,7 +137,7 @@ def measurement_table(source, attribute: str, *, compact: bool = False):
     return header, rows, flags
 
 
-def confusion_tables(source, attribute: str) -> list:
+def confusion_tables(source: object, attribute: str) -> list[tuple[str, list[str], list[list[str]]]]:
     """Per measurement with classes and per group: (title, header, rows) of the confusion matrix.
 
     Rows are the class from the true landmarks, columns the class from the
@@ -158,7 +156,7 @@ def confusion_tables(source, attribute: str) -> list:
     return out
 
 
-def render_measurements(source, console) -> None:
+def render_measurements(source: object, console: Console) -> None:
     """Print the findings and one measurement table per attribute (rich; text never read as markup)."""
     from rich.table import Table
     from rich.text import Text

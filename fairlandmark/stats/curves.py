@@ -22,12 +22,17 @@ over attributes x keypoints, as a family of their own.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.inputs.study import Study
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums
+
+if TYPE_CHECKING:
+    from fairlandmark.stats.significance import SignificanceOptions
 
 __all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "DEFAULT_CURVE_POINTS"]
 
@@ -35,7 +40,7 @@ DEFAULT_CURVE_POINTS = 12
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
-def group_validity(study, min_group_size: int) -> dict:
+def group_validity(study: Study, min_group_size: int) -> dict[str, np.ndarray]:
     """Per attribute, which groups are large enough to take part in gaps in each run.
 
     Returns
@@ -70,7 +75,7 @@ def curve_grid(primary: float, *, low: float | None = None, high: float | None =
     return np.linspace(lo, hi, int(points))
 
 
-def _run_mean(x, axis=0):
+def _run_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
     if not np.isnan(x).any():
         return x.mean(axis=axis)
     with warnings.catch_warnings():
@@ -78,7 +83,7 @@ def _run_mean(x, axis=0):
         return np.nanmean(x, axis=axis)
 
 
-def _nan_adjust(p, method):
+def _nan_adjust(p: np.ndarray, method: str) -> np.ndarray:
     from fairlandmark.stats.significance import benjamini_hochberg, holm
 
     out = np.full(p.shape, np.nan)
@@ -110,7 +115,10 @@ class CurveResult:
         ``p_westfall_young`` when a permutation test ran.
     """
 
-    def __init__(self, phi, unit, keypoints, attributes, groups, sdr, gap, gap_phi, tests, settings):
+    def __init__(self, phi: np.ndarray, unit: str, keypoints: list[Any], attributes: list[str],
+                 groups: dict[str, list[str]], sdr: dict[str, np.ndarray], gap: dict[str, np.ndarray],
+                 gap_phi: dict[str, np.ndarray], tests: dict[str, dict[str, np.ndarray]],
+                 settings: dict[str, Any]) -> None:
         self.phi = phi
         self.unit = unit
         self.keypoints = keypoints
@@ -122,7 +130,7 @@ class CurveResult:
         self.tests = tests
         self.settings = settings
 
-    def records(self) -> list:
+    def records(self) -> list[dict[str, Any]]:
         """One JSON-ready record per (attribute, keypoint)."""
         out = []
         for a in self.attributes:
@@ -136,13 +144,14 @@ class CurveResult:
                 out.append(rec)
         return out
 
-    def block(self) -> dict:
+    def block(self) -> dict[str, Any]:
         """The JSON ``curves`` block: the grid, the settings and one record per (attribute, keypoint)."""
         return {"phi": self.phi.tolist(), "unit": self.unit, **self.settings, "records": self.records()}
 
 
-def error_curves(study, *, primary: float = 2.0, phi=None, min_group_size: int = 10, valid: dict | None = None,
-                 significance=None) -> CurveResult:
+def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | np.ndarray | None = None,
+                 min_group_size: int = 10, valid: Mapping[str, np.ndarray] | None = None,
+                 significance: Any = None) -> CurveResult:
     """Error curves per group and keypoint, and the curve-gap permutation test.
 
     Parameters
@@ -201,8 +210,8 @@ def error_curves(study, *, primary: float = 2.0, phi=None, min_group_size: int =
             sdr[a] = np.moveaxis(_run_mean(in_dp), 0, -1)  # (G, K, T)
         filled = np.where(np.isnan(mean_gap), -np.inf, mean_gap)
         gap_phi[a] = np.where(np.isnan(gap[a]), np.nan, grid[np.argmax(filled, axis=0)])
-    tests = {}
-    settings = {"statistic": "max over the grid of the run-mean largest SDR gap between groups"}
+    tests: dict[str, dict[str, np.ndarray]] = {}
+    settings: dict[str, Any] = {"statistic": "max over the grid of the run-mean largest SDR gap between groups"}
     if significance is not None:
         from fairlandmark.stats.significance import SignificanceOptions
 
@@ -217,7 +226,8 @@ def error_curves(study, *, primary: float = 2.0, phi=None, min_group_size: int =
                        tests, settings)
 
 
-def _curve_test(study, grid, valid, min_group_size, options, observed_gap):
+def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
+                options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     from fairlandmark.stats.significance import permutation_batches, permutation_pvalue, westfall_young_minp
 
     errors, coding = study.errors, study.coding

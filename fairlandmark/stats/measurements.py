@@ -33,13 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.inputs.measurements import MeasurementSet, classify, load_measurements, measurement_values
+from fairlandmark.inputs.groups import GroupCoding
+from fairlandmark.inputs.measurements import (Measurement, MeasurementSet, classify, load_measurements,
+                                             measurement_values)
+from fairlandmark.inputs.study import Study
 from fairlandmark.stats.curves import group_validity
 from fairlandmark.stats.kernel import RunKernel, aggregate, parity_gap
 
@@ -56,22 +61,7 @@ class _Validity:
     valid: np.ndarray
 
 
-@dataclass
-class _ValueStudy:
-    """Per-row values dressed as a study, so that the keypoint significance layer runs on them."""
-
-    errors: np.ndarray
-    keypoints: np.ndarray
-    runs: np.ndarray
-    row_run: np.ndarray
-    coding: object
-
-    @property
-    def n_runs(self):
-        return len(self.runs)
-
-
-def _mean_std(x, axis=0):
+def _mean_std(x: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Mean and sample std (ddof=1) over runs, ignoring NaN; std NaN with fewer than two values."""
     x = np.asarray(x, dtype=float)
     with warnings.catch_warnings():
@@ -99,7 +89,9 @@ class MeasurementAudit:
         One JSON-ready record per (attribute, measurement).
     """
 
-    def __init__(self, measurements, names, units, pred_values, true_values, errors, records, settings):
+    def __init__(self, measurements: MeasurementSet, names: list[str], units: list[str], pred_values: np.ndarray,
+                 true_values: np.ndarray, errors: np.ndarray, records: list[dict[str, Any]],
+                 settings: dict[str, Any]) -> None:
         self.measurements = measurements
         self.names = names
         self.units = units
@@ -113,12 +105,12 @@ class MeasurementAudit:
         """One tidy row per (attribute, measurement, group)."""
         return measurement_rows(self.records)
 
-    def block(self) -> dict:
+    def block(self) -> dict[str, Any]:
         """The JSON ``measurement_settings`` block (records go to the ``measurements`` list)."""
         return dict(self.settings)
 
 
-def measurement_rows(records) -> pd.DataFrame:
+def measurement_rows(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Tidy rows (attribute, measurement, group, n, mae, success, agreement) from measurement records."""
     rows = []
     for rec in records:
@@ -134,14 +126,14 @@ def measurement_rows(records) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _group_arrays(kernel, coding, attribute, n_columns):
+def _group_arrays(kernel: RunKernel, coding: GroupCoding, attribute: str) -> tuple[np.ndarray, np.ndarray]:
     labels = kernel.labels_by_run(coding.cell)
     sums, counts = kernel.sums(labels, coding.n_cells)
     gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
     return gsums, gcounts  # (R, G, 4M), (R, G)
 
 
-def _per_group(gsums, gcounts, m):
+def _per_group(gsums: np.ndarray, gcounts: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
     present, err, succ, agree = (gsums[..., i * m:(i + 1) * m] for i in range(4))
     with np.errstate(invalid="ignore", divide="ignore"):
         mae = err / present
@@ -150,11 +142,12 @@ def _per_group(gsums, gcounts, m):
     return present, mae, success, agreement
 
 
-def _dict(groups, values):
+def _dict(groups: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     return {g: (None if v is None or (isinstance(v, float) and np.isnan(v)) else v) for g, v in zip(groups, values)}
 
 
-def audit_measurements(study, measurements, *, min_group_size: int = 10, significance=None) -> MeasurementAudit:
+def audit_measurements(study: Study, measurements: Any, *, min_group_size: int = 10,
+                       significance: Any = None) -> MeasurementAudit:
     """Audit clinical measurements per group: MAE, success and agreement rates, their gaps and tests.
 
     Parameters
@@ -180,7 +173,7 @@ def audit_measurements(study, measurements, *, min_group_size: int = 10, signifi
         uses a keypoint the study does not have.
     """
     mset: MeasurementSet = load_measurements(measurements)
-    if getattr(study, "pred_xy", None) is None or getattr(study, "true_xy", None) is None:
+    if study.pred_xy is None or study.true_xy is None:
         raise InputError(MSG_NO_COORDS)
     chosen = mset.reported
     names = [m.name for m in chosen]
@@ -210,7 +203,7 @@ def audit_measurements(study, measurements, *, min_group_size: int = 10, signifi
     records = []
     for a in coding.attributes:
         groups = list(coding.groups[a])
-        gsums, gcounts = _group_arrays(kernel, coding, a, m)
+        gsums, gcounts = _group_arrays(kernel, coding, a)
         n_present, mae, succ, agr = _per_group(gsums, gcounts, m)
         valid = gcounts >= min_group_size
         succ_dp, _, _ = parity_gap(succ, valid)
@@ -232,7 +225,7 @@ def audit_measurements(study, measurements, *, min_group_size: int = 10, signifi
     return MeasurementAudit(mset, names, units, pv, tv, err, records, settings)
 
 
-def _definition(c):
+def _definition(c: Measurement) -> dict[str, Any]:
     d = {"name": c.name, "kind": c.kind, "report": c.report, "description": c.description or None}
     if c.points:
         d["points"] = list(c.points)
@@ -250,8 +243,10 @@ def _definition(c):
     return d
 
 
-def _record(a, groups, c, unit, j, gcounts, n_present, mae, succ, agr, valid, succ_dp, agr_dp, mae_gap, codes,
-            pred_cls, true_cls, present):
+def _record(a: str, groups: list[str], c: Measurement, unit: str, j: int, gcounts: np.ndarray, n_present: np.ndarray,
+            mae: np.ndarray, succ: np.ndarray, agr: np.ndarray, valid: np.ndarray, succ_dp: np.ndarray,
+            agr_dp: np.ndarray, mae_gap: np.ndarray, codes: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray,
+            present: np.ndarray) -> dict[str, Any]:
     mae_m, mae_s = _mean_std(mae[..., j])
     succ_m, succ_s = _mean_std(succ[..., j])
     agr_m, agr_s = _mean_std(agr[..., j])
@@ -288,12 +283,8 @@ def _record(a, groups, c, unit, j, gcounts, n_present, mae, succ, agr, valid, su
         rec.update({"agreement_by_group": None, "agreement_std_by_group": None, "agreement_dp": None,
                     "agreement_dp_std": None, "confusion_by_group": None})
     # The headline gap: success rate when there is a tolerance, else class agreement.
-    if c.tolerance is not None:
-        dp_of, by_run, per_group = "success", succ[..., j], succ_m
-    elif c.has_classes:
-        dp_of, by_run, per_group = "agreement", agr[..., j], agr_m
-    else:
-        dp_of, by_run, per_group = None, None, None
+    dp_of = "success" if c.tolerance is not None else ("agreement" if c.has_classes else None)
+    by_run = succ[..., j] if dp_of == "success" else agr[..., j]
     rec["dp_of"] = dp_of
     rec["dp"] = rec.get(f"{dp_of}_dp") if dp_of else None
     rec["dp_std"] = rec.get(f"{dp_of}_dp_std") if dp_of else None
@@ -301,26 +292,27 @@ def _record(a, groups, c, unit, j, gcounts, n_present, mae, succ, agr, valid, su
     if dp_of:
         in_dp = np.where(valid, by_run, np.nan)
         mean_in_dp, _ = _mean_std(in_dp)
-        ok = valid.any(axis=0)
-        gap, high, low = parity_gap(mean_in_dp[:, None], ok)
+        gap, high, low = parity_gap(mean_in_dp[:, None], np.asarray(valid.any(axis=0)))
         if not np.isnan(gap[0]):
             rec["pair"] = [groups[int(high[0])], groups[int(low[0])]]
     return rec
 
 
 # -- significance ------------------------------------------------------------------------------------------------
-def _significance(study, coding, err, tol, has_tol, has_cls, agree, pred_cls, true_cls, names, min_group_size,
-                  options):
-    from fairlandmark.stats.significance import SignificanceOptions, run_significance
+def _significance(study: Study, coding: GroupCoding, err: np.ndarray, tol: np.ndarray, has_tol: np.ndarray,
+                  has_cls: np.ndarray, agree: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray, names: list[str],
+                  min_group_size: int, options: Any) -> dict[str, Any]:
+    from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult, run_significance
 
     options = SignificanceOptions.coerce(options)
     quiet = dataclasses.replace(options, progress=False)
     # Group validity per run, as for the keypoints (it depends on group sizes only).
     observed = {a: _Validity(valid=v) for a, v in group_validity(study, min_group_size).items()}
 
-    def run(errors, columns, opts):
-        pseudo = _ValueStudy(errors=errors[:, columns], keypoints=np.asarray([names[j] for j in columns], dtype=object),
-                             runs=np.asarray(study.runs), row_run=study.row_run, coding=coding)
+    def run(errors: np.ndarray, columns: list[int], opts: SignificanceOptions) -> SignificanceResult:
+        pseudo = Study(errors=errors[:, columns], unit="", runs=np.asarray(study.runs),
+                       keypoints=np.asarray([names[j] for j in columns], dtype=object), row_run=study.row_run,
+                       row_image=study.row_image, coding=coding, families={})
         return run_significance(pseudo, thresholds=[1.0], min_group_size=min_group_size, observed=observed,
                                 options=opts)
 
@@ -342,7 +334,7 @@ def _significance(study, coding, err, tol, has_tol, has_cls, agree, pred_cls, tr
     return out
 
 
-def _pick(columns, name, a, i):
+def _pick(columns: Mapping[str, Mapping[str, Any]], name: str, a: str, i: int) -> Any:
     col = columns.get(a, {}).get(name)
     if col is None:
         return None
@@ -353,8 +345,9 @@ def _pick(columns, name, a, i):
     return None if np.isnan(value) else value
 
 
-def _sig_fields(sig, a, j, c, groups, rec):
-    fields = {}
+def _sig_fields(sig: Mapping[str, Any], a: str, j: int, c: Measurement, groups: list[str],
+               rec: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
     for kind in ("success", "agreement"):
         if kind not in sig or j not in sig[kind][1]:
             continue

@@ -15,10 +15,13 @@ of the inputs, so it is in the input unit (mm when a scale is known).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.inputs.study import Study
 
 __all__ = ["ProcrustesResult", "generalized_procrustes", "optimal_rotation", "mean_shape_of_study"]
 
@@ -50,7 +53,7 @@ class ProcrustesResult:
     converged: bool
 
 
-def optimal_rotation(source, target):
+def optimal_rotation(source: ArrayLike, target: ArrayLike) -> np.ndarray:
     """Rotation matrices R (no reflection) minimising ``|source @ R - target|``.
 
     Parameters
@@ -69,7 +72,7 @@ def optimal_rotation(source, target):
     >>> np.allclose(a @ rot @ optimal_rotation(a @ rot, a), a)
     True
     """
-    m = np.einsum("...ki,...kj->...ij", source, target)
+    m = np.einsum("...ki,...kj->...ij", np.asarray(source, dtype=float), np.asarray(target, dtype=float))
     u, _, vt = np.linalg.svd(m)
     d = np.sign(np.linalg.det(u @ vt))
     d = np.where(d == 0, 1.0, d)
@@ -78,7 +81,7 @@ def optimal_rotation(source, target):
     return u @ vt
 
 
-def generalized_procrustes(shapes, *, max_iter: int = 100, tol: float = 1e-10) -> ProcrustesResult:
+def generalized_procrustes(shapes: ArrayLike, *, max_iter: int = 100, tol: float = 1e-10) -> ProcrustesResult:
     """Generalised Procrustes analysis with similarity transforms.
 
     Parameters
@@ -132,7 +135,7 @@ def generalized_procrustes(shapes, *, max_iter: int = 100, tol: float = 1e-10) -
                             converged=converged)
 
 
-def mean_shape_of_study(study) -> dict | None:
+def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
     """The ``anatomy`` block of an audit: mean aligned ground-truth shape, or None without coordinates.
 
     Each image counts once (an image tested in several runs is aligned once);
@@ -144,7 +147,7 @@ def mean_shape_of_study(study) -> dict | None:
         ``keypoints``, ``mean_shape`` ([[x, y], ...], image orientation:
         y points down), ``unit``, ``n_images``, ``method``.
     """
-    true = getattr(study, "true_xy", None)
+    true = study.true_xy
     if true is None or true.shape[1] < 2:  # no coordinates, or a single keypoint: no anatomy to draw
         return None
     _, first = np.unique(np.asarray(study.row_image).astype(str), return_index=True)
