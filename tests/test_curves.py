@@ -168,3 +168,29 @@ def test_curves_in_json_and_figures(tmp_path):
     assert not extra_curve_figure(several, "g")
     nocurves = run_audit(study, thresholds_mm=[2.0], min_group_size=5, curves=False).to_dict()
     assert nocurves["curves"] is None
+
+
+def test_cli_prints_curve_findings_and_no_curves_switch(tmp_path, capsys):
+    from fairlandmark.cli import main
+    from fairlandmark.render.markdown import to_markdown
+
+    rng = np.random.default_rng(8)
+    n, k = 80, 3
+    errors = rng.gamma(2.0, 1.0, (n, k))
+    errors[1::2, 2] *= 2.5
+    ids = [f"i{i}" for i in range(n)]
+    pd.DataFrame({"image_id": np.repeat(ids, k), "keypoint": np.tile(np.arange(1, k + 1), n),
+                  "error_mm": errors.ravel()}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"image_id": ids, "g": ["a", "b"] * (n // 2)}).to_csv(tmp_path / "m.csv", index=False)
+    args = ["audit", str(tmp_path / "p.csv"), str(tmp_path / "m.csv"), "--permutations", "199", "--bootstrap", "0",
+            "--baseline-repeats", "0", "--json", str(tmp_path / "a.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("Error curves:"))
+    assert "significant after correction: keypoint 3 (g)" in line  # the planted one first (smallest p)
+    import json
+
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert "- Error curves: " in to_markdown(doc)
+    assert main(args[:-2] + ["--no-curves", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["curves"] is None

@@ -97,6 +97,11 @@ def _run(args: argparse.Namespace) -> int:
     result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
+        if result.curves is not None and result.curves.tests:
+            from fairlandmark.render.curves import curve_findings
+
+            for line in curve_findings({"curves": result.curves.block(), "unit": result.unit}):
+                console.print(line, markup=False)
         if result.measurements is not None:
             from fairlandmark.render.measurements import render_measurements
 

@@ -34,7 +34,8 @@ from fairlandmark.document import load_audit
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "extra_curve_figure", "MSG_NO_CURVES"]
+__all__ = ["error_curves_figure", "has_curves", "flagged_curve_keypoints", "extra_curve_figure", "curve_findings",
+           "MSG_NO_CURVES"]
 
 MSG_NO_CURVES = "this audit has no error curves (it was written without them); re-run the audit"
 MSG_ATTRIBUTE = "attribute {name!r} is not in the audit's curves; its attributes are {known}"
@@ -57,6 +58,31 @@ def extra_curve_figure(doc: Mapping[str, Any], attribute: str) -> bool:
     if not has_curves(doc) or len(doc.get("thresholds", [])) <= 1:
         return False
     return any(r.get("significant") for r in doc["curves"]["records"] if r.get("attribute") == attribute)
+
+
+def curve_findings(doc: Mapping[str, Any], *, top: int = 5) -> list[str]:
+    """Findings in words: the curve gaps significant after correction (none when the test did not run).
+
+    Examples
+    --------
+    >>> doc = {"curves": {"unit": "mm", "records": [
+    ...     {"attribute": "sex", "keypoint": 3, "gap": 0.21, "gap_phi": 2.5, "p_adjusted": 0.01, "significant": True}]}}
+    >>> curve_findings(doc)
+    ['Error curves: 1 curve gap(s) significant after correction: keypoint 3 (sex) 0.210 at 2.5 mm.']
+    """
+    if not has_curves(doc):
+        return []
+    block = doc["curves"]
+    recs = [r for r in block["records"] if r.get("significant")]
+    if not recs:
+        tested = any("p_adjusted" in r for r in block["records"])
+        return ["Error curves: no curve gap is significant after correction."] if tested else []
+    recs.sort(key=lambda r: (num(r.get("p_adjusted")), -num(r.get("gap"))))
+    unit = block.get("unit") or doc.get("unit", "")
+    items = [f"keypoint {r.get('keypoint')} ({r.get('attribute')}) {num(r.get('gap')):.3f} at "
+             f"{num(r.get('gap_phi')):g} {unit}" for r in recs[:top]]
+    more = f" and {len(recs) - top} more" if len(recs) > top else ""
+    return [f"Error curves: {len(recs)} curve gap(s) significant after correction: {'; '.join(items)}{more}."]
 
 
 def flagged_curve_keypoints(doc: Mapping[str, Any], attribute: str, top: int = 4) -> list[Any]:

@@ -156,6 +156,9 @@ def to_markdown(source: AuditSource, *, title: str | None = None, top: int = 5, 
     privacy = privacy_lines(doc)
     if privacy:
         out += ["**Privacy (attribute inference)**", ""] + [f"- {line}" for line in privacy] + [""]
+    from fairlandmark.render.curves import curve_findings
+
+    out += [f"- {md_escape(line)}" for line in curve_findings(doc)] + ([""] if curve_findings(doc) else [])
     if doc.get("measurements"):
         from fairlandmark.render.measurements import measurement_findings
 
