@@ -29,6 +29,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
+from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums
 
 if TYPE_CHECKING:
@@ -226,6 +227,22 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
                        tests, settings)
 
 
+def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray], cell_counts: np.ndarray, attrs: list[str],
+                      aggregations: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray],
+                      nulls: dict[str, np.ndarray], start: int, n: int, T: int, K: int) -> None:
+    """Curve gaps of one batch of permutations, written into ``nulls[a][start:start + n]``."""
+    sums, _ = kernel.sums(labels, cell_counts.shape[-1], with_counts=False)
+    fixed = np.broadcast_to(cell_counts, (n,) + cell_counts.shape)
+    for a in attrs:
+        gsums, gcounts = aggregate(sums, fixed, aggregations[a])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sdr = gsums / gcounts[..., None]  # (n, R, G, T*K)
+        gap = _run_mean(parity_gap_value(sdr, np.broadcast_to(valid[a], gcounts.shape)), axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            nulls[a][start:start + n] = np.nanmax(gap.reshape(n, T, K), axis=1)
+
+
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     from fairlandmark.stats.significance import permutation_batches, permutation_pvalue, westfall_young_minp
@@ -243,17 +260,12 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     aggregations = {a: coding.aggregation(a) for a in attrs}
     nulls = {a: np.empty((B, K)) for a in attrs}
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
-    for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, batch_size=options.batch_size):
-        sums, _ = kernel.sums(labels, coding.n_cells, with_counts=False)
-        fixed = np.broadcast_to(counts[0], (n,) + counts[0].shape)
-        for a in attrs:
-            gsums, gcounts = aggregate(sums, fixed, aggregations[a])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sdr = gsums / gcounts[..., None]  # (n, R, G, T*K)
-            gap = _run_mean(parity_gap_value(sdr, np.broadcast_to(valid[a], gcounts.shape)), axis=1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                nulls[a][start:start + n] = np.nanmax(gap.reshape(n, T, K), axis=1)
+    with progress_bar(options.progress) as bar:
+        task = bar.add_task("error-curve permutations", total=B)
+        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed,
+                                                    batch_size=options.batch_size):
+            _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
+            bar.advance(task, n)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
     p = permutation_pvalue(null, obs)
