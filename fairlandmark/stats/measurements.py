@@ -32,7 +32,6 @@ adding measurements never changes a keypoint's adjusted p-value.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,7 @@ from fairlandmark.inputs.measurements import (Measurement, MeasurementSet, class
                                              measurement_values)
 from fairlandmark.inputs.study import Study
 from fairlandmark.stats.curves import group_validity
-from fairlandmark.stats.kernel import RunKernel, aggregate, parity_gap
+from fairlandmark.stats.kernel import RunKernel, aggregate, mean_std_over_runs, parity_gap
 
 __all__ = ["MeasurementAudit", "audit_measurements", "measurement_rows"]
 
@@ -59,17 +58,6 @@ class _Validity:
     """What :func:`run_significance` reads from an observed attribute: which groups are in DP per run."""
 
     valid: np.ndarray
-
-
-def _mean_std(x: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample std (ddof=1) over runs, ignoring NaN; std NaN with fewer than two values."""
-    x = np.asarray(x, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
-        n = np.sum(~np.isnan(x), axis=axis)
-        std = np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.full(mean.shape, np.nan)
-    return mean, np.where(n >= 2, std, np.nan)
 
 
 class MeasurementAudit:
@@ -124,13 +112,6 @@ def measurement_rows(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                          "dp": rec.get("dp"), "p_value": rec.get("p_value"), "p_adjusted": rec.get("p_adjusted"),
                          "significant": rec.get("significant")})
     return pd.DataFrame(rows)
-
-
-def _group_arrays(kernel: RunKernel, coding: GroupCoding, attribute: str) -> tuple[np.ndarray, np.ndarray]:
-    labels = kernel.labels_by_run(coding.cell)
-    sums, counts = kernel.sums(labels, coding.n_cells)
-    gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
-    return gsums, gcounts  # (R, G, 4M), (R, G)
 
 
 def _per_group(gsums: np.ndarray, gcounts: np.ndarray, m: int) -> tuple[np.ndarray, ...]:
@@ -200,10 +181,12 @@ def audit_measurements(study: Study, measurements: Any, *, min_group_size: int =
         sig = _significance(study, coding, err, tol, has_tol, has_cls, agree, pred_cls, true_cls, names,
                             min_group_size, significance)
 
+    sums, counts = kernel.sums(kernel.labels_by_run(coding.cell), coding.n_cells)  # one pass over the rows
+    cell_sums, cell_counts = sums[0], counts[0]
     records = []
     for a in coding.attributes:
         groups = list(coding.groups[a])
-        gsums, gcounts = _group_arrays(kernel, coding, a)
+        gsums, gcounts = aggregate(cell_sums, cell_counts, coding.aggregation(a))  # (R, G, 4M), (R, G)
         n_present, mae, succ, agr = _per_group(gsums, gcounts, m)
         valid = gcounts >= min_group_size
         succ_dp, _, _ = parity_gap(succ, valid)
@@ -247,9 +230,9 @@ def _record(a: str, groups: list[str], c: Measurement, unit: str, j: int, gcount
             mae: np.ndarray, succ: np.ndarray, agr: np.ndarray, valid: np.ndarray, succ_dp: np.ndarray,
             agr_dp: np.ndarray, mae_gap: np.ndarray, codes: np.ndarray, pred_cls: np.ndarray, true_cls: np.ndarray,
             present: np.ndarray) -> dict[str, Any]:
-    mae_m, mae_s = _mean_std(mae[..., j])
-    succ_m, succ_s = _mean_std(succ[..., j])
-    agr_m, agr_s = _mean_std(agr[..., j])
+    mae_m, mae_s = mean_std_over_runs(mae[..., j])
+    succ_m, succ_s = mean_std_over_runs(succ[..., j])
+    agr_m, agr_s = mean_std_over_runs(agr[..., j])
     n_by_group = gcounts.sum(axis=0).astype(int)
     n_missing = (gcounts - n_present[..., j]).sum(axis=0).astype(int)
     rec = {
@@ -259,10 +242,10 @@ def _record(a: str, groups: list[str], c: Measurement, unit: str, j: int, gcount
         "n_missing_by_group": _dict(groups, n_missing.tolist()),
         "mae_by_group": _dict(groups, mae_m.tolist()), "mae_std_by_group": _dict(groups, mae_s.tolist()),
     }
-    gap_m, gap_s = _mean_std(mae_gap[:, j])
+    gap_m, gap_s = mean_std_over_runs(mae_gap[:, j])
     rec.update({"mae_gap": float(gap_m), "mae_gap_std": float(gap_s)})
     if c.tolerance is not None:
-        dp_m, dp_s = _mean_std(succ_dp[:, j])
+        dp_m, dp_s = mean_std_over_runs(succ_dp[:, j])
         rec.update({"success_by_group": _dict(groups, succ_m.tolist()),
                     "success_std_by_group": _dict(groups, succ_s.tolist()),
                     "success_dp": float(dp_m), "success_dp_std": float(dp_s)})
@@ -270,7 +253,7 @@ def _record(a: str, groups: list[str], c: Measurement, unit: str, j: int, gcount
         rec.update({"success_by_group": None, "success_std_by_group": None, "success_dp": None,
                     "success_dp_std": None})
     if c.has_classes:
-        dp_m, dp_s = _mean_std(agr_dp[:, j])
+        dp_m, dp_s = mean_std_over_runs(agr_dp[:, j])
         n_cls = len(c.classes)
         ok = present & (pred_cls >= 0) & (true_cls >= 0)
         flat = (codes[ok] * n_cls + true_cls[ok]) * n_cls + pred_cls[ok]
@@ -291,7 +274,7 @@ def _record(a: str, groups: list[str], c: Measurement, unit: str, j: int, gcount
     rec["pair"] = None
     if dp_of:
         in_dp = np.where(valid, by_run, np.nan)
-        mean_in_dp, _ = _mean_std(in_dp)
+        mean_in_dp, _ = mean_std_over_runs(in_dp)
         gap, high, low = parity_gap(mean_in_dp[:, None], np.asarray(valid.any(axis=0)))
         if not np.isnan(gap[0]):
             rec["pair"] = [groups[int(high[0])], groups[int(low[0])]]
