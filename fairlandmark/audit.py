@@ -33,6 +33,8 @@ from fairlandmark.stats.kernel import ValueLayout
 
 if TYPE_CHECKING:
     from fairlandmark.stats.adjusted import AdjustedResult, Covariates
+    from fairlandmark.stats.curves import CurveResult
+    from fairlandmark.stats.measurements import MeasurementAudit
     from fairlandmark.stats.privacy import PrivacyResult
     from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
@@ -101,13 +103,22 @@ def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribu
 
 def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
               significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
-              privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None) -> AuditResult:
+              privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None,
+              measurements: Any = None, curves: bool | Mapping[str, Any] = True) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`.
 
     ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
     :func:`fairlandmark.stats.adjusted.check_covariates`): adjusted gaps land in
     ``AuditResult.adjusted``, the per-keypoint table and the JSON.
+    ``measurements`` (a preset name, TOML path or definitions, see
+    :mod:`fairlandmark.inputs.measurements`) adds the clinical-measurement
+    audit; ``curves`` (True, False or a dict with ``phi``) the error curves
+    and, with significance, their curve-gap test.
     """
+    if measurements is not None:
+        from fairlandmark.inputs.measurements import load_measurements
+
+        measurements = load_measurements(measurements)  # bad definitions fail before any work
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
     kernel = RunKernel(values, study.row_run, study.n_runs)
@@ -134,6 +145,18 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
                          significance=sig, warnings=notes)
     if adjust is not None:
         _add_adjusted(result, adjust, significance)
+    if curves:
+        from fairlandmark.stats.curves import error_curves
+
+        result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
+                                     valid={a: o.valid for a, o in observed.items()},
+                                     significance=sig.options if sig is not None else None,
+                                     **({} if curves is True else dict(curves)))
+    if measurements is not None:
+        from fairlandmark.stats.measurements import audit_measurements
+
+        result.measurements = audit_measurements(study, measurements, min_group_size=min_group_size,
+                                                 significance=sig.options if sig is not None else None)
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
@@ -170,7 +193,8 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
           families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
           min_group_size: int = 10, intersection: bool = True,
           significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
-          privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None) -> AuditResult:
+          privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None,
+          measurements: Any = None, curves: bool | Mapping[str, Any] = True) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -217,6 +241,15 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         :mod:`fairlandmark.stats.adjusted`). Results land in
         ``AuditResult.adjusted``, ``adjusted_*`` columns of ``per_keypoint``
         and an ``adjusted`` object on each JSON ``per_keypoint`` record.
+    measurements : str, path, list of dict or MeasurementSet, optional
+        Clinical measurements to audit (angles, distances, ratios from the
+        landmarks): a preset (``"isbi2015"``, ``"dha"``), a TOML file or
+        definitions (see :mod:`fairlandmark.inputs.measurements`). Results in
+        ``AuditResult.measurements`` and the JSON's ``measurements`` list.
+    curves : bool or dict, default True
+        Error curves (SDR over a threshold grid) per group and keypoint and,
+        with significance, the curve-gap test; a dict passes ``phi`` (the
+        grid) to :func:`fairlandmark.stats.curves.error_curves`.
 
     Returns
     -------
@@ -246,7 +279,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                                       attributes=[a for a in study.coding.attributes if a in study.coding.base_codes],
                                       source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy, adjust=covariates)
+                     privacy=privacy, adjust=covariates, measurements=measurements, curves=curves)
 
 
 def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
@@ -361,6 +394,15 @@ class AuditResult:
         self.warnings = list(warnings)
         self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
         self.adjusted: AdjustedResult | None = None  # from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
+        self.measurements: MeasurementAudit | None = None  # opt-in clinical measurements (stats/measurements.py)
+        self.curves: CurveResult | None = None  # error curves and the curve-gap test (stats/curves.py)
+
+    @cached_property
+    def anatomy(self) -> dict[str, Any] | None:
+        """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
+        from fairlandmark.stats.procrustes import mean_shape_of_study
+
+        return mean_shape_of_study(self.study)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -574,6 +616,10 @@ class AuditResult:
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
             "adjustment": self.adjusted.settings() if self.adjusted is not None else None,
+            "anatomy": self.anatomy,
+            "curves": self.curves.block() if self.curves is not None else None,
+            "measurements": self.measurements.records if self.measurements is not None else None,
+            "measurement_settings": self.measurements.block() if self.measurements is not None else None,
             "warnings": self.warnings,
         }
         return json_safe(doc)

@@ -71,8 +71,11 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "warnings": (list, "a list of strings"),
     "significance": (dict, "an object"),
     "unit": (str, "a string"),
+    "anatomy": (dict, "an object"),
+    "curves": (dict, "an object"),
+    "measurements": (list, "a list of records"),
 }
-_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group")
+_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group", "measurements")
 
 _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
 

@@ -19,7 +19,7 @@ from fairlandmark.exceptions import InputError
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
 
-__all__ = ["WristWidth", "parse_wrist_width", "radial_errors"]
+__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "scaled_coordinates"]
 
 MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop all but one"
 MSG_ERROR_WITH_SCALE = (
@@ -131,3 +131,33 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
             )
         return distance * (wrist_width.mm / width_px)[:, None], "mm"
     return distance, "px"
+
+
+def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
+                       wrist_width: WristWidth | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Predicted and true coordinates in the unit of :func:`radial_errors`.
+
+    Call after :func:`radial_errors` has validated the scale options. The
+    coordinates are multiplied by the same mm-per-pixel scale as the errors
+    (per image and keypoint), so distances between keypoints are in mm when
+    a scale is known, else in pixels.
+
+    Returns
+    -------
+    pred, true : ndarray, shape (N, K, 2), or (None, None)
+        None when the predictions carry only ``error_mm``.
+    """
+    if preds.pred is None or preds.true is None or preds.error is not None:
+        return None, None
+    if spacing_mm is not None:
+        scale = np.full(preds.pred.shape[:2], float(spacing_mm))
+    elif preds.spacing is not None:
+        scale = preds.spacing
+    elif wrist_width is not None:
+        ia = _keypoint_index(preds.keypoints, wrist_width.a, preds.source)
+        ib = _keypoint_index(preds.keypoints, wrist_width.b, preds.source)
+        span = preds.true[:, ia, :] - preds.true[:, ib, :]
+        scale = np.broadcast_to((wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None], preds.pred.shape[:2])
+    else:
+        return preds.pred.copy(), preds.true.copy()
+    return preds.pred * scale[..., None], preds.true * scale[..., None]

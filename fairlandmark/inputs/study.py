@@ -19,7 +19,7 @@ import pandas as pd
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import GroupCoding, encode_groups
-from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
+from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
 __all__ = ["Study", "prepare_study", "MSG_NO_ATTRIBUTES"]
@@ -43,6 +43,8 @@ class Study:
     coding: GroupCoding
     families: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
+    pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
+    true_xy: np.ndarray | None = None
 
     @property
     def n_runs(self) -> int:
@@ -67,6 +69,7 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
         meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
     attributes = list(meta.columns) if attributes is None else list(attributes)
@@ -77,4 +80,5 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught, pred_xy=pred_xy,
+                 true_xy=true_xy)

@@ -52,6 +52,7 @@ __all__ = [
     "SignificanceOptions",
     "SignificanceResult",
     "run_significance",
+    "permutation_batches",
     "westfall_young_minp",
     "benjamini_hochberg",
     "holm",
@@ -330,6 +331,37 @@ def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
+def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
+                        batch_size: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+    """The label permutations of the DP test, batch by batch.
+
+    Labels are permuted within each run, one random stream per run (task 1
+    of ``seed``), so the permutations do not depend on ``batch_size``. Other
+    tests that must use the very same permutations (measurements, error
+    curves) draw them here.
+
+    Parameters
+    ----------
+    cells_by_run : list of ndarray of int, each (n_r,)
+        Cell of each row of run r, in kernel order (:meth:`RunKernel.labels_by_run`).
+    n_permutations : int
+    seed : int
+    batch_size : int
+
+    Yields
+    ------
+    start : int
+        Index of the batch's first permutation.
+    n : int
+        Permutations in the batch.
+    labels : list of ndarray, each (n, n_r)
+        Permuted cells per run.
+    """
+    rngs = _streams(seed, 1, len(cells_by_run))
+    for start, n in _batches(n_permutations, batch_size):
+        yield start, n, [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, cells_by_run)]
+
+
 def _permutations(ctx: _Context, options: SignificanceOptions,
                   bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
@@ -337,10 +369,8 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     B = options.permutations
     null_dp = {a: np.empty((B, K)) for a in attrs}
     null_gap = {a: np.empty((B, K)) for a in attrs}
-    rngs = _streams(options.seed, 1, ctx.study.n_runs)
     task = bar.add_task("permutations", total=B) if bar else None
-    for start, n in _batches(B, options.batch_size):
-        labels = [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, ctx.cells_by_run)]
+    for start, n, labels in permutation_batches(ctx.cells_by_run, B, seed=options.seed, batch_size=options.batch_size):
         sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
