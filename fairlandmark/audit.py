@@ -22,7 +22,8 @@ from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import encode_groups
 from fairlandmark.files import dump_json, json_safe
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, labelled_from_sums, mre_from_sums,
+                                       parity_gap, sdr_from_sums)
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
@@ -43,13 +44,18 @@ MSG_SMALL_GROUP = (
     "it is reported but left out of DP"
 )
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
+MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground truth (empty true_x/true_y, COCO v=0); "
+                  "they are left out of that keypoint's SDR and MRE, never counted as misses")
 
 
 @dataclass
 class Study:
     """Everything the kernels need, validated and encoded.
 
-    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction.
+    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction
+    or no ground truth. ``labelled`` is None when every point has ground truth,
+    else an (N, K) bool mask, False where the point is unlabelled: such a point
+    is left out of the keypoint's numerators and denominators.
     """
 
     errors: np.ndarray
@@ -61,6 +67,7 @@ class Study:
     coding: object
     families: dict
     warnings: list = field(default_factory=list)
+    labelled: np.ndarray | None = None
 
     @property
     def n_runs(self):
@@ -105,7 +112,8 @@ def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wr
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught,
+                 labelled=getattr(preds, "labelled", None))
 
 
 @dataclass
@@ -116,6 +124,7 @@ class Observed:
     mre: np.ndarray  # (R, G, K)
     n_images: np.ndarray  # (R, G)
     n_missing: np.ndarray  # (R, G, K)
+    n_labelled: np.ndarray  # (R, G, K) images with ground truth for the keypoint
     valid: np.ndarray  # (R, G)
     dp: np.ndarray  # (R, K) primary threshold
     mre_gap: np.ndarray  # (R, K)
@@ -131,14 +140,16 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     valid = gcounts >= min_group_size
     dp, _, _ = parity_gap(sdr[0], valid)
     gap, _, _ = parity_gap(mre, valid)
-    n_missing = gcounts[..., None] - gsums[..., layout.present]
-    return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
+    n_labelled = np.broadcast_to(labelled_from_sums(gsums, gcounts, layout), gsums[..., layout.present].shape)
+    n_missing = n_labelled - gsums[..., layout.present]
+    return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, n_labelled=n_labelled, valid=valid,
+                    dp=dp, mre_gap=gap)
 
 
 def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
-    values, layout = build_values(study.errors, thresholds)
+    values, layout = build_values(study.errors, thresholds, labelled=study.labelled)
     kernel = RunKernel(values, study.row_run, study.n_runs)
     observed = {a: observe(kernel, layout, study.coding, a, min_group_size) for a in study.coding.attributes}
 
@@ -147,9 +158,12 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         for r, g in zip(*np.nonzero(~obs.valid)):
             notes.append(MSG_SMALL_GROUP.format(attribute=a, group=study.coding.groups[a][g], n=int(obs.n_images[r, g]),
                                                 run=study.runs[r], min=min_group_size))
-    n_missing = int(np.isnan(study.errors).sum())
+    n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
+    n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
-        notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
+        notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / (study.errors.size - n_unlabelled)))
+    if n_unlabelled:
+        notes.append(MSG_UNLABELLED.format(n=n_unlabelled, share=n_unlabelled / study.errors.size))
 
     sig = None
     if significance is not None:
@@ -387,7 +401,8 @@ class AuditResult:
     def _keypoint_sums(self):
         """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
 
-        Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
+        Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_labelled (R, K), the images with
+        ground truth for each keypoint (every image when nothing is unlabelled).
         """
         errors, row_run = self.study.errors, self.study.row_run
         present = ~np.isnan(errors)
@@ -395,17 +410,21 @@ class AuditResult:
         onehot[row_run, np.arange(len(row_run))] = 1.0
         filled = np.where(present, errors, np.inf)
         hits = np.stack([onehot @ (filled <= t) for t in self.thresholds])  # a missing prediction never hits
-        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, onehot.sum(axis=1)
+        if self.study.labelled is None:
+            n_labelled = np.broadcast_to(onehot.sum(axis=1)[:, None], (self.n_runs, present.shape[1]))
+        else:
+            n_labelled = onehot @ self.study.labelled
+        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, n_labelled
 
     # -- tables --------------------------------------------------------------
     @cached_property
     def per_keypoint(self):
         rows = []
         fam = self._family_of()
-        err_sum, n_present, hits, n_images = self._keypoint_sums
+        err_sum, n_present, hits, n_labelled = self._keypoint_sums
         with np.errstate(invalid="ignore", divide="ignore"):
             kp_mre, kp_mre_std = _mean_std(err_sum / n_present)
-            kp_sdr, kp_sdr_std = _mean_std(hits[0] / n_images[:, None])
+            kp_sdr, kp_sdr_std = _mean_std(hits[0] / n_labelled)
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             dp, dp_std = _mean_std(obs.dp)
@@ -445,6 +464,8 @@ class AuditResult:
                 "in_dp": np.repeat(obs.valid.all(axis=0), K),
                 "mre": mre.ravel(), "mre_std": mre_std.ravel(),
             }
+            if self.study.labelled is not None:  # only then, so files without unlabelled points keep their columns
+                cols["n_unlabelled"] = (cols["n_images"] - obs.n_labelled.sum(axis=0).ravel()).astype(int)
             for t, thr in enumerate(self.thresholds):
                 m, s = _mean_std(obs.sdr[t])
                 cols[f"sdr_{_thr_key(thr)}"] = m.ravel()
@@ -491,10 +512,10 @@ class AuditResult:
 
     @cached_property
     def overall(self):
-        err_sum, n_present, hits, n_images = self._keypoint_sums
+        err_sum, n_present, hits, n_labelled = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
-            n_pred = n_images * len(idx)
+            n_pred = n_labelled[:, idx].sum(axis=1)  # labelled points: images x keypoints when all are labelled
             fam_present = n_present[:, idx].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mre, mre_std = _mean_std(err_sum[:, idx].sum(axis=1) / fam_present)
@@ -527,6 +548,8 @@ class AuditResult:
                 "mre_std_by_group": dict(zip(g["group"], g["mre_std"])),
                 "n_by_group": dict(zip(g["group"], g["n_images"])),
                 "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
+                **({"n_unlabelled_by_group": dict(zip(g["group"], g["n_unlabelled"]))}
+                   if "n_unlabelled" in g else {}),
                 "sdr_by_threshold": {_thr_key(t): dict(zip(g["group"], g[f"sdr_{_thr_key(t)}"]))
                                      for t in self.thresholds},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],

@@ -14,6 +14,14 @@ permutations, bootstraps and the randomized baseline all share this kernel and
 give bit-identical numbers for identical assignments: hit counts are integers,
 exact in floating point, so the SDRs of a permutation equal to the identity
 reproduce the observed SDRs exactly.
+
+Unlabelled ground truth. When some (image, keypoint) has no ground truth
+(COCO ``v = 0``), :func:`build_values` receives a ``labelled`` mask and appends
+one more block, the indicator "labelled", after the hit blocks (so the other
+slices do not move). SDR denominators are then the per-(group, keypoint) sums
+of that block instead of the group's image count, and "present" means labelled
+and predicted: an unlabelled point is neither a hit, a miss nor an MRE term.
+Without unlabelled points the block is absent and every number is unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ __all__ = [
     "RunKernel",
     "aggregate",
     "sdr_from_sums",
+    "labelled_from_sums",
     "mre_from_sums",
     "parity_gap",
     "parity_gap_value",
@@ -42,11 +51,20 @@ class ValueLayout:
     thresholds: tuple
     has_present: bool = True
     has_error: bool = True
+    has_labelled: bool = False
 
     @property
     def n_columns(self):
         k = self.n_keypoints
-        return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
+        return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds) + int(self.has_labelled))
+
+    @property
+    def labelled(self):
+        """Slice of the "labelled" block (last), or None when every point is labelled."""
+        if not self.has_labelled:
+            return None
+        start = self.n_keypoints * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
+        return slice(start, start + self.n_keypoints)
 
     @property
     def present(self):
@@ -64,7 +82,7 @@ class ValueLayout:
         return slice(start, start + self.n_keypoints)
 
 
-def build_values(errors, thresholds, *, present=True, error=True, dtype=np.float64):
+def build_values(errors, thresholds, *, present=True, error=True, labelled=None, dtype=np.float64):
     """Value matrix of indicators and errors for the kernel.
 
     Parameters
@@ -75,6 +93,10 @@ def build_values(errors, thresholds, *, present=True, error=True, dtype=np.float
         SDR thresholds (inclusive: an error equal to the threshold is a hit).
     present, error : bool
         Whether to include the presence indicators and the errors.
+    labelled : ndarray of bool, shape (N, K), optional
+        False where the image has no ground truth for the keypoint (its error
+        must be NaN). When some entry is False a "labelled" block is appended
+        and becomes the SDR denominator; None or all True adds nothing.
     dtype : numpy dtype
         float64 for reported numbers; float32 is exact for hit counts below
         2**24 and halves the cost of resampling.
@@ -93,7 +115,10 @@ def build_values(errors, thresholds, *, present=True, error=True, dtype=np.float
         blocks.append(np.where(is_present, errors, 0.0))
     for t in thresholds:
         blocks.append(is_present & (errors <= t))  # a missing prediction misses every threshold
-    layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error)
+    has_labelled = labelled is not None and not np.all(labelled)
+    if has_labelled:
+        blocks.append(np.asarray(labelled, dtype=bool))
+    layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
     return np.concatenate(blocks, axis=1).astype(dtype, copy=False), layout
 
 
@@ -186,14 +211,24 @@ def aggregate(sums, counts, matrix):
     return group_sums, group_counts
 
 
-def sdr_from_sums(sums, counts, layout, t=0):
-    """SDR per group and keypoint: hits / images (missing predictions are misses).
+def labelled_from_sums(sums, counts, layout):
+    """Labelled images per group and keypoint, shape (..., G, K): the SDR denominators.
 
-    Returns an array (..., G, K); NaN where a group has no image.
+    The image count of the group for every keypoint when nothing is unlabelled.
+    """
+    if layout.has_labelled:
+        return sums[..., layout.labelled]
+    return counts[..., None]
+
+
+def sdr_from_sums(sums, counts, layout, t=0):
+    """SDR per group and keypoint: hits / labelled images (missing predictions are misses).
+
+    Returns an array (..., G, K); NaN where a group has no (labelled) image.
     """
     hits = sums[..., layout.hits(t)]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return hits / counts[..., None]
+        return hits / labelled_from_sums(sums, counts, layout)
 
 
 def mre_from_sums(sums, layout):

@@ -274,7 +274,9 @@ class _Context:
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
         self.any_missing = bool(np.isnan(study.errors).any())
-        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing, dtype=np.float32)
+        # Unlabelled points are NaN too, so they turn presence on; their mask gives per-keypoint SDR denominators.
+        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing,
+                                           labelled=getattr(study, "labelled", None), dtype=np.float32)
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
