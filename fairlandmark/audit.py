@@ -91,12 +91,18 @@ def _check_options(thresholds_mm, min_group_size):
 
 
 def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None):
+                  families=None, intersection=True, metadata_source=None, spacing_from_dicom=None,
+                  dicom_match="stem"):
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
         preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        if spacing_from_dicom is not None:
+            from fairlandmark.inputs.dicom import with_dicom_spacing
+
+            others = [n for n, v in (("--spacing-mm", spacing_mm), ("--wrist-width", wrist_width)) if v is not None]
+            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
         if isinstance(wrist_width, str):
             wrist_width = parse_wrist_width(wrist_width)
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
@@ -183,7 +189,8 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None,
+          spacing_from_dicom=None, dicom_match="stem"):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -220,6 +227,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
+    spacing_from_dicom : str or path-like, optional
+        Folder of DICOM files giving each image's mm per pixel (x and y) from
+        its header (``PixelSpacing``, else ``ImagerPixelSpacing``); needs the
+        ``[dicom]`` extra. See :mod:`fairlandmark.inputs.dicom`.
+    dicom_match : {"stem", "uid"}, default "stem"
+        Match DICOM files to ``image_id`` by file stem or ``SOPInstanceUID``.
 
     Returns
     -------
@@ -240,7 +253,8 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         families = {k: [str(x) for x in v] for k, v in families.items()}
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
-                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
+                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
                      privacy=privacy)
 

@@ -410,6 +410,11 @@ def convert(pred, truth, *, runs=None, spacing_mm=None, predicted_only=False):
     return pd.concat(frames, ignore_index=True)
 
 
+# Public names of the two rules other readers (fairlandmark.inputs.coco) share.
+run_labels = _run_labels
+check_spacing = _check_spacing
+
+
 def write_long(frame, out):
     """Write a long table atomically: Parquet for ``.parquet``/``.pq``, else CSV.
 

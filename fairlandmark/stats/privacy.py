@@ -374,7 +374,8 @@ def _levels(study, target, within, n_splits):
 
 def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
                         n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
-                        progress=None, spacing_mm=None, wrist_width=None, bins=None):
+                        progress=None, spacing_mm=None, wrist_width=None, bins=None, spacing_from_dicom=None,
+                        dicom_match="stem"):
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -406,7 +407,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         Parallel workers over folds and permutations (-1: all cores).
     progress : bool or rich.progress.Progress, optional
         Show progress bars (True: on stderr).
-    spacing_mm, wrist_width, bins
+    spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
 
     Returns
@@ -441,7 +442,8 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         attributes = [target] + ([within] if within else [])
         study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                               wrist_width=wrist_width, bins=bins, intersection=False,
-                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
+                              spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
