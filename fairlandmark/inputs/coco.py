@@ -283,6 +283,8 @@ def read_coco_truth(path, *, category=None, instance="only", image_key="id"):
     else:
         ranks = np.zeros(len(entries))
     kept = _pick_instances(ann_keys, ranks, src, "annotations", cat_name, instance)
+    position = {k: i for i, k in enumerate(keys)}
+    kept = sorted(kept, key=lambda j: position[ann_keys[j]])  # images in the order of 'images'
     entries = [entries[j] for j in kept]
     kps = _keypoint_array(entries, len(names), src, "annotation", cat_name, lambda e: e.get("image_id"))
     true = np.where((kps[..., 2] > 0)[..., None], kps[..., :2], np.nan)  # v = 0: not labelled
