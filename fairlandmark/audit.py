@@ -38,6 +38,9 @@ MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
+MSG_COORD_ORDER = "coord_order: must be 'xy' or 'yx' (landmarker and row-major arrays), got {value!r}"
+MSG_SPACING_SHAPE = ("spacing_mm: expected a number, shape (N,) or shape (N, 2) (per-axis, in coord_order), "
+                     "got shape {shape} for N = {n}")
 MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
 MSG_SMALL_GROUP = (
     "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below min_group_size={min}; "
@@ -259,17 +262,27 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
                      privacy=privacy)
 
 
-def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
+def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, coord_order="xy",
+                 **options):
     """Audit predictions held as numpy arrays.
 
     Parameters
     ----------
     pred, true : ndarray, shape (N, K, 2)
-        Predicted and true (x, y) in pixels; NaN in ``pred`` = missing.
+        Predicted and true points in pixels of the original image, in
+        ``coord_order``; NaN in ``pred`` = missing prediction, NaN in both
+        true coordinates = no ground truth for that point (left out).
     groups : dict of str -> array-like, shape (N,)
         One sensitive attribute per entry, one value per row.
-    spacing_mm : float or ndarray of shape (N,), optional
-        mm per pixel, global or per row.
+    spacing_mm : float or ndarray of shape (N,) or (N, 2), optional
+        mm per pixel, global or per row; shape (N, 2) gives per-axis spacing
+        in ``coord_order`` (anisotropic pixels: each axis is scaled before
+        the distance).
+    coord_order : {"xy", "yx"}, default "xy"
+        Order of the last axis of ``pred``, ``true`` and a per-axis
+        ``spacing_mm``. landmarker and other row-major pipelines use
+        ``"yx"``; images resized or padded for the network must be mapped
+        back first (see :mod:`fairlandmark.integrations.landmarker`).
     runs : array-like, shape (N,), optional
         Run (hold-out) of each row.
     keypoints : sequence, optional
@@ -296,7 +309,17 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         raise InputError(MSG_ARRAY_SHAPE.format(name="pred", shape=pred.shape))
     if true.shape != pred.shape:
         raise InputError(MSG_ARRAY_MATCH.format(name="true", shape=true.shape, expected=pred.shape))
+    if coord_order not in ("xy", "yx"):
+        raise InputError(MSG_COORD_ORDER.format(value=coord_order))
     n, k, _ = pred.shape
+    if spacing_mm is not None and np.ndim(spacing_mm) >= 1:
+        spacing_mm = np.asarray(spacing_mm, dtype=float)
+        if spacing_mm.shape not in ((n,), (n, 2)):
+            raise InputError(MSG_SPACING_SHAPE.format(shape=spacing_mm.shape, n=n))
+    if coord_order == "yx":
+        pred, true = pred[..., ::-1], true[..., ::-1]
+        if spacing_mm is not None and np.ndim(spacing_mm) == 2:
+            spacing_mm = spacing_mm[:, ::-1]
     keypoints = list(range(1, k + 1)) if keypoints is None else list(keypoints)
     image_ids = np.arange(n).astype(str) if image_ids is None else np.asarray(image_ids).astype(str)
     runs = np.zeros(n, dtype=int) if runs is None else np.asarray(runs)
@@ -309,6 +332,10 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
     })
     if spacing_mm is not None and np.ndim(spacing_mm) == 1:
         frame["spacing_mm"] = np.repeat(np.asarray(spacing_mm, dtype=float), k)
+        spacing_mm = None
+    elif spacing_mm is not None and np.ndim(spacing_mm) == 2:
+        frame["spacing_x_mm"] = np.repeat(spacing_mm[:, 0], k)
+        frame["spacing_y_mm"] = np.repeat(spacing_mm[:, 1], k)
         spacing_mm = None
     meta_rows = {}
     for name, values in groups.items():
@@ -604,6 +631,57 @@ class AuditResult:
         pk = self.per_keypoint.drop(columns=["family"]).rename(
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
+
+    def to_metricframe_like(self, attribute=None, *, metric="sdr", threshold=None, in_dp_only=False):
+        """Per-group values in Fairlearn's ``MetricFrame.by_group`` shape.
+
+        Parameters
+        ----------
+        attribute : str, optional
+            Attribute (default: the first audited one).
+        metric : {"sdr", "mre"}, default "sdr"
+        threshold : float, optional
+            SDR threshold in mm (default: the primary one).
+        in_dp_only : bool, default False
+            Keep only groups that take part in DP (``min_group_size``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: the attribute's groups (named after the attribute);
+            columns: keypoints; values: mean over runs. With one run and
+            every group in DP, ``frame.max() - frame.min()`` is the DP of
+            each keypoint, as ``MetricFrame.difference()`` would give.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> true = np.zeros((4, 1, 2)); pred = true.copy(); pred[1, 0, 1] = 3.0
+        >>> res = audit_arrays(pred, true, {"sex": ["F", "F", "M", "M"]}, spacing_mm=1.0, min_group_size=1)
+        >>> res.to_metricframe_like().to_dict()
+        {1: {'F': 0.5, 'M': 1.0}}
+        """
+        attribute = self.attributes[0] if attribute is None else attribute
+        if attribute not in self.attributes:
+            raise InputError(f"attribute {attribute!r}: not audited; choose one of {', '.join(self.attributes)}")
+        if metric == "sdr":
+            thr = self.thresholds[0] if threshold is None else float(threshold)
+            column = f"sdr_{_thr_key(thr)}"
+        elif metric == "mre":
+            column = "mre"
+        else:
+            raise InputError(f"metric {metric!r}: choose 'sdr' or 'mre'")
+        table = self.per_group[self.per_group["attribute"] == attribute]
+        if column not in table:
+            raise InputError(f"threshold {threshold!r}: not audited; the thresholds are "
+                             f"{', '.join(_thr_key(t) for t in self.thresholds)}")
+        if in_dp_only:
+            table = table[table["in_dp"]]
+        frame = table.pivot(index="group", columns="keypoint", values=column)
+        frame = frame.reindex(index=[g for g in self.study.coding.groups[attribute] if g in frame.index],
+                              columns=self.keypoints)
+        frame.index.name, frame.columns.name = attribute, None
+        return frame
 
     def to_csv(self, path):
         """Write :meth:`to_frame` as CSV, atomically."""
