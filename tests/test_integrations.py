@@ -185,3 +185,17 @@ def test_to_metricframe_like_shape_and_errors():
         res.to_metricframe_like("age")
     with pytest.raises(InputError, match="threshold 3"):
         res.to_metricframe_like("sex", threshold=3)
+
+
+def test_readme_formats_example_runs(tmp_path):
+    """The README's "Other formats" example runs as written (its own assert checks DP = difference())."""
+    pytest.importorskip("fairlearn")
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Other formats"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairlandmarkWarning)
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme_example"})
