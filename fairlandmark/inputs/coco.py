@@ -30,7 +30,9 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -123,11 +125,11 @@ class CocoTruth:
     category_ids: frozenset = frozenset()
 
     @property
-    def n_unlabelled(self):
+    def n_unlabelled(self) -> int:
         return int(np.isnan(self.true[..., 0]).sum())
 
 
-def _load_json(path):
+def _load_json(path: str | os.PathLike) -> tuple[Any, str]:
     src = os.fspath(path)
     if not os.path.exists(src):
         raise InputError(MSG_NO_FILE.format(src=src))
@@ -138,19 +140,20 @@ def _load_json(path):
         raise InputError(MSG_NOT_JSON.format(src=src, detail=str(exc).splitlines()[0])) from None
 
 
-def _field(entry, name, src, what, index):
+def _field(entry: Any, name: str, src: str, what: str, index: Any) -> Any:
     if not isinstance(entry, dict) or name not in entry:
         raise InputError(MSG_FIELD.format(src=src, what=what, index=index, field=name))
     return entry[name]
 
 
-def _check_choice(value, choices, message, **names):
+def _check_choice(value: Any, choices: tuple, message: str, **names: str) -> Any:
     if value not in choices:
         raise InputError(message.format(value=value, **names))
     return value
 
 
-def _keypoint_array(entries, k, src, what, cat, image_of):
+def _keypoint_array(entries: list, k: int, src: str, what: str, cat: str,
+                    image_of: Callable[[dict], Any]) -> np.ndarray:
     """(n, K, 3) float array of the entries' keypoints; InputError on a wrong length or a non-number."""
     out = np.empty((len(entries), k, 3))
     for i, (index, entry) in enumerate(entries):
@@ -167,7 +170,7 @@ def _keypoint_array(entries, k, src, what, cat, image_of):
     return out
 
 
-def _choose_category(doc, src, category):
+def _choose_category(doc: dict, src: str, category: str | int | None) -> dict:
     cats = [c for c in doc["categories"] if isinstance(c, dict) and isinstance(c.get("keypoints"), list)]
     if category is not None:
         match = [c for c in doc["categories"] if isinstance(c, dict)
@@ -183,20 +186,21 @@ def _choose_category(doc, src, category):
     return cats[0]
 
 
-def _pick_instances(keys, ranks, src, what, cat, instance):
+def _pick_instances(keys: list, ranks: Any, src: str, what: str, cat: str, instance: str) -> np.ndarray:
     """Index of the kept entry per key: refuse repeats, or keep the highest rank ("largest")."""
-    keys = pd.Series(keys, dtype=object)
-    repeated = keys.duplicated(keep=False).to_numpy()
+    series = pd.Series(keys, dtype=object)
+    repeated = series.duplicated(keep=False).to_numpy()
     if repeated.any() and instance == "only":
-        image = keys[repeated].iloc[0]
-        raise InputError(MSG_SEVERAL.format(src=src, image=image, n=int((keys == image).sum()), what=what, cat=cat))
+        image = series[repeated].iloc[0]
+        raise InputError(MSG_SEVERAL.format(src=src, image=image, n=int((series == image).sum()), what=what, cat=cat))
     # Highest rank first, ties by order in the file; then the first entry per key.
-    order = np.lexsort((np.arange(len(keys)), -np.asarray(ranks, dtype=float)))
-    first = ~keys.iloc[order].duplicated(keep="first").to_numpy()
+    order = np.lexsort((np.arange(len(series)), -np.asarray(ranks, dtype=float)))
+    first = ~series.iloc[order].duplicated(keep="first").to_numpy()
     return np.sort(order[first])
 
 
-def read_coco_truth(path, *, category=None, instance="only", image_key="id"):
+def read_coco_truth(path: str | os.PathLike, *, category: str | int | None = None, instance: str = "only",
+                    image_key: str = "id") -> CocoTruth:
     """Read and validate a COCO keypoints ground-truth file.
 
     Parameters
@@ -271,8 +275,8 @@ def read_coco_truth(path, *, category=None, instance="only", image_key="id"):
         if str(image) not in key_of:
             raise InputError(MSG_UNKNOWN_IMAGE.format(src=src, what="annotation", index=i, image=image, truth=src))
     ann_keys = [key_of[str(a["image_id"])] for _, a in entries]
+    ranks: list[float] = []
     if instance == "largest":
-        ranks = []
         for i, a in entries:
             if "area" in a:
                 ranks.append(float(a["area"]))
@@ -281,11 +285,10 @@ def read_coco_truth(path, *, category=None, instance="only", image_key="id"):
             else:
                 raise InputError(MSG_NO_AREA.format(src=src, index=i, image=a["image_id"]))
     else:
-        ranks = np.zeros(len(entries))
+        ranks = [0.0] * len(entries)
     kept = _pick_instances(ann_keys, ranks, src, "annotations", cat_name, instance)
     position = {k: i for i, k in enumerate(keys)}
-    kept = sorted(kept, key=lambda j: position[ann_keys[j]])  # images in the order of 'images'
-    entries = [entries[j] for j in kept]
+    entries = [entries[j] for j in sorted(kept, key=lambda j: position[ann_keys[j]])]  # in the order of 'images'
     kps = _keypoint_array(entries, len(names), src, "annotation", cat_name, lambda e: e.get("image_id"))
     true = np.where((kps[..., 2] > 0)[..., None], kps[..., :2], np.nan)  # v = 0: not labelled
 
@@ -304,7 +307,8 @@ def read_coco_truth(path, *, category=None, instance="only", image_key="id"):
                      category_ids=frozenset(c.get("id") for c in doc["categories"] if isinstance(c, dict)))
 
 
-def read_coco_predictions(path, truth, *, instance="only"):
+def read_coco_predictions(path: str | os.PathLike, truth: CocoTruth, *,
+                          instance: str = "only") -> tuple[np.ndarray, np.ndarray]:
     """Read COCO keypoint results and align them to the ground truth's images.
 
     Parameters
@@ -350,14 +354,14 @@ def read_coco_predictions(path, truth, *, instance="only"):
     if doc and not entries:
         raise InputError(MSG_NO_PRED_OF_CATEGORY.format(src=src, cat_id=truth.category_id, cat=truth.category))
     keys = [key_of[str(p["image_id"])] for _, p in entries]
+    ranks: list[float] = []
     if instance == "largest":
-        ranks = []
         for i, p in entries:
             if not isinstance(p.get("score"), (int, float)):
                 raise InputError(MSG_NO_SCORE.format(src=src, index=i, image=p["image_id"]))
             ranks.append(float(p["score"]))
     else:
-        ranks = np.zeros(len(entries))
+        ranks = [0.0] * len(entries)
     kept = _pick_instances(keys, ranks, src, "predictions", truth.category, instance)
     entries = [entries[j] for j in kept]
     kps = _keypoint_array(entries, len(truth.keypoints), src, "prediction", truth.category,
@@ -372,8 +376,10 @@ def read_coco_predictions(path, truth, *, instance="only"):
     return pred, has_pred
 
 
-def coco_to_long(pred, truth, *, runs=None, category=None, instance="only", image_key="id", spacing_mm=None,
-                 predicted_only=False):
+def coco_to_long(pred: str | os.PathLike | Sequence[str | os.PathLike], truth: str | os.PathLike | CocoTruth, *,
+                 runs: Sequence[str] | None = None, category: str | int | None = None, instance: str = "only",
+                 image_key: str = "id", spacing_mm: float | None = None,
+                 predicted_only: bool = False) -> pd.DataFrame:
     """COCO ground truth and COCO results file(s) to the long predictions table.
 
     Parameters
@@ -441,7 +447,7 @@ def coco_to_long(pred, truth, *, runs=None, category=None, instance="only", imag
     return pd.concat(frames, ignore_index=True)
 
 
-def coco_metadata(truth, *, fields=None):
+def coco_metadata(truth: CocoTruth | str | os.PathLike, *, fields: Sequence[str] | None = None) -> pd.DataFrame:
     """Metadata table from the extra fields of the COCO ``images`` entries.
 
     Parameters

@@ -24,11 +24,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.schema import Predictions
 
 __all__ = ["read_dicom_spacing", "with_dicom_spacing", "spacing_columns", "DICOM_MATCH"]
 
@@ -58,7 +63,7 @@ MSG_OTHER_SCALE = ("--spacing-from-dicom: {src} already has a pixel-to-mm scale 
 _TAGS = ["PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor", "SOPInstanceUID"]
 
 
-def _pair(value, path, attribute):
+def _pair(value: Any, path: str, attribute: str) -> list[float]:
     try:
         numbers = [float(v) for v in value]
     except (TypeError, ValueError):
@@ -68,7 +73,7 @@ def _pair(value, path, attribute):
     return numbers  # [row (y), column (x)]
 
 
-def _candidates(folder, match, wanted):
+def _candidates(folder: str, match: str, wanted: set[str] | None) -> list[str]:
     """DICOM files to read: every file (uid), or only those whose stem is a wanted id (stem)."""
     paths = []
     for root, dirs, files in os.walk(folder):
@@ -83,7 +88,8 @@ def _candidates(folder, match, wanted):
     return paths
 
 
-def read_dicom_spacing(folder, *, match="stem", image_ids=None):
+def read_dicom_spacing(folder: str | os.PathLike, *, match: str = "stem",
+                       image_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """mm per pixel along x and y of each DICOM file in a folder (searched recursively).
 
     Parameters
@@ -128,7 +134,7 @@ def read_dicom_spacing(folder, *, match="stem", image_ids=None):
         raise InputError(MSG_NO_DIR.format(path=folder))
     wanted = None if image_ids is None else set(map(str, image_ids))
     rows, imager, corrected = [], [], 0
-    seen = {}
+    seen: dict[str, str] = {}
     for path in _candidates(folder, match, wanted):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
@@ -179,7 +185,7 @@ def read_dicom_spacing(folder, *, match="stem", image_ids=None):
     return pd.DataFrame(rows, columns=["image_id", "spacing_x_mm", "spacing_y_mm", "attribute", "path"])
 
 
-def spacing_columns(image_ids, table):
+def spacing_columns(image_ids: Iterable[str], table: pd.DataFrame) -> dict[str, np.ndarray]:
     """Spacing columns for rows with the given image ids, from :func:`read_dicom_spacing`'s table.
 
     Returns ``{"spacing_mm": ...}`` when every matched image has square
@@ -195,7 +201,8 @@ def spacing_columns(image_ids, table):
     return {"spacing_x_mm": sx, "spacing_y_mm": sy}
 
 
-def with_dicom_spacing(preds, folder, *, match="stem", other_scales=()):
+def with_dicom_spacing(preds: Predictions, folder: str | os.PathLike, *, match: str = "stem",
+                       other_scales: Sequence[str] = ()) -> Predictions:
     """Validated predictions with per-row x/y spacing from DICOM headers.
 
     Parameters

@@ -444,7 +444,7 @@ MSG_AXIS_PAIR = "{src}: has '{have}' but not '{missing}'; give both spacing_x_mm
 MSG_AXIS_AND_ISO = "{src}: has both 'spacing_mm' and spacing_x_mm/spacing_y_mm; keep one pixel-to-mm scale"
 
 
-def check_unlabelled(true_x, true_y, src, *, allow_empty=False):
+def check_unlabelled(true_x: np.ndarray, true_y: np.ndarray, src: str, *, allow_empty: bool = False) -> np.ndarray:
     """Labelled mask of the rows: False where both true coordinates are empty.
 
     Parameters
@@ -482,7 +482,7 @@ def check_unlabelled(true_x, true_y, src, *, allow_empty=False):
     return ~empty_x
 
 
-def check_axis_spacing(frame, src):
+def check_axis_spacing(frame: pd.DataFrame, src: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-axis mm per pixel from ``spacing_x_mm``/``spacing_y_mm``, or None.
 
     Parameters

@@ -22,7 +22,10 @@ both. Fairlearn itself is not imported here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 
@@ -33,14 +36,15 @@ MSG_SPACING = "spacing_mm: expected a positive number, shape (N,) or shape (N, 2
 MSG_PHI = "phi: must be a positive number of mm, got {value!r}"
 
 
-def _points(value, name):
+def _points(value: ArrayLike, name: str) -> np.ndarray:
     arr = np.asarray(value, dtype=float)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputError(MSG_POINTS.format(name=name, shape=arr.shape))
     return arr
 
 
-def radial_errors_mm(y_true, y_pred, spacing_mm=1.0):
+def radial_errors_mm(y_true: ArrayLike, y_pred: ArrayLike,
+                     spacing_mm: ArrayLike | None = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Radial error of each row, and which rows have ground truth.
 
     Parameters
@@ -79,7 +83,7 @@ def radial_errors_mm(y_true, y_pred, spacing_mm=1.0):
     return errors, labelled
 
 
-def sdr(y_true, y_pred, *, phi=2.0, spacing_mm=1.0):
+def sdr(y_true: ArrayLike, y_pred: ArrayLike, *, phi: float = 2.0, spacing_mm: ArrayLike | None = 1.0) -> float:
     """Share of labelled points predicted within ``phi`` mm (a missing prediction is a miss).
 
     Examples
@@ -93,7 +97,7 @@ def sdr(y_true, y_pred, *, phi=2.0, spacing_mm=1.0):
     return float(hits / n) if n else float("nan")
 
 
-def mean_radial_error(y_true, y_pred, *, spacing_mm=1.0):
+def mean_radial_error(y_true: ArrayLike, y_pred: ArrayLike, *, spacing_mm: ArrayLike | None = 1.0) -> float:
     """Mean radial error over labelled points with a prediction (NaN if none).
 
     Examples
@@ -106,7 +110,7 @@ def mean_radial_error(y_true, y_pred, *, spacing_mm=1.0):
     return float(errors[present].sum() / present.sum()) if present.any() else float("nan")
 
 
-def sdr_metric(phi=2.0, spacing_mm=None):
+def sdr_metric(phi: float = 2.0, spacing_mm: ArrayLike | None = None) -> Callable[..., float]:
     """An SDR@``phi`` callable ``f(y_true, y_pred, spacing_mm=None)`` for ``MetricFrame``.
 
     Parameters
@@ -129,14 +133,14 @@ def sdr_metric(phi=2.0, spacing_mm=None):
         raise InputError(MSG_PHI.format(value=phi))
     fixed = spacing_mm
 
-    def metric(y_true, y_pred, spacing_mm=None):
+    def metric(y_true: ArrayLike, y_pred: ArrayLike, spacing_mm: ArrayLike | None = None) -> float:
         return sdr(y_true, y_pred, phi=phi, spacing_mm=fixed if spacing_mm is None else spacing_mm)
 
     metric.__name__ = f"sdr_{phi:g}mm"
     return metric
 
 
-def mre_metric(spacing_mm=None):
+def mre_metric(spacing_mm: ArrayLike | None = None) -> Callable[..., float]:
     """A mean-radial-error callable ``f(y_true, y_pred, spacing_mm=None)`` for ``MetricFrame``.
 
     Examples
@@ -146,7 +150,7 @@ def mre_metric(spacing_mm=None):
     """
     fixed = spacing_mm
 
-    def metric(y_true, y_pred, spacing_mm=None):
+    def metric(y_true: ArrayLike, y_pred: ArrayLike, spacing_mm: ArrayLike | None = None) -> float:
         return mean_radial_error(y_true, y_pred, spacing_mm=fixed if spacing_mm is None else spacing_mm)
 
     metric.__name__ = "mre"

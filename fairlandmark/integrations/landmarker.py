@@ -27,11 +27,16 @@ their own ``detach().cpu().numpy()``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
 
 __all__ = ["OriginalPoints", "to_original", "audit_landmarker"]
 
@@ -61,14 +66,14 @@ class OriginalPoints:
     spacing_xy: np.ndarray | None
 
 
-def _numpy(value):
+def _numpy(value: Any) -> np.ndarray:
     """A float numpy array from numpy data or a torch tensor (without importing torch)."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.asarray(value, dtype=float)
 
 
-def _per_image(value, name, n):
+def _per_image(value: Any, name: str, n: int) -> np.ndarray:
     arr = _numpy(value)
     if arr.ndim == 0:
         arr = np.full(2, float(arr))
@@ -79,7 +84,8 @@ def _per_image(value, name, n):
     return arr
 
 
-def to_original(pred_landmarks, true_landmarks, *, dim=None, dim_orig=None, padding=None, pixel_spacing=None):
+def to_original(pred_landmarks: Any, true_landmarks: Any, *, dim: Any = None, dim_orig: Any = None,
+                padding: Any = None, pixel_spacing: Any = None) -> OriginalPoints:
     """Map landmarker's (y, x) points on resized, padded images to original (x, y) pixels.
 
     Parameters
@@ -144,8 +150,9 @@ def to_original(pred_landmarks, true_landmarks, *, dim=None, dim_orig=None, padd
                           spacing_xy=spacing)
 
 
-def audit_landmarker(pred_landmarks, true_landmarks, groups, *, dim=None, dim_orig=None, padding=None,
-                     pixel_spacing=None, **options):
+def audit_landmarker(pred_landmarks: Any, true_landmarks: Any, groups: Mapping[str, Any], *, dim: Any = None,
+                     dim_orig: Any = None, padding: Any = None, pixel_spacing: Any = None,
+                     **options: Any) -> AuditResult:
     """Audit landmarker's outputs: map them back (see :func:`to_original`), then :func:`fairlandmark.audit_arrays`.
 
     Parameters

@@ -211,7 +211,7 @@ def aggregate(sums, counts, matrix):
     return group_sums, group_counts
 
 
-def labelled_from_sums(sums, counts, layout):
+def labelled_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout) -> np.ndarray:
     """Labelled images per group and keypoint, shape (..., G, K): the SDR denominators.
 
     The image count of the group for every keypoint when nothing is unlabelled.
