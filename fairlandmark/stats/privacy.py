@@ -80,6 +80,10 @@ MISSING_POLICY = (
     "a missing prediction is replaced by the median error of its keypoint in the training part of the fold, "
     "and a missing-indicator feature is added for each keypoint with a missing prediction there; nothing is dropped"
 )
+MSG_UNLABELLED_PRIVACY = (
+    "{n} point(s) without ground truth are treated like missing predictions here (imputed, with an indicator); "
+    "if labelling differs between groups, that alone can predict the attribute"
+)
 RUNS_POLICY = (
     "one feature row per (run, image); folds are made over unique images (stratified on the target) and every "
     "run-row of an image goes to the same side, so no image is in both training and test"
@@ -482,9 +486,12 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         _run_tasks(tasks, n_jobs, done)
 
     notes = list(study.warnings)
-    n_missing = int(np.isnan(study.errors).sum())
+    n_unlabelled = 0 if getattr(study, "labelled", None) is None else int((~study.labelled).sum())
+    n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
+    if n_unlabelled:
+        notes.append(MSG_UNLABELLED_PRIVACY.format(n=n_unlabelled))
     for note in notes:
         warnings.warn(note, FairlandmarkWarning, stacklevel=2)
     settings = {
