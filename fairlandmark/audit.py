@@ -23,7 +23,7 @@ from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import encode_groups
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, labelled_from_sums, mre_from_sums,
-                                       parity_gap, sdr_from_sums)
+                                       parity_gap, sdr_from_sums, without_thin_groups)
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
@@ -47,6 +47,11 @@ MSG_SMALL_GROUP = (
     "it is reported but left out of DP"
 )
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
+MSG_THIN_KEYPOINT = (
+    "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than min_group_size={min} images with ground "
+    "truth (e.g. group '{group}', keypoint {kp}: {n_lab} in run {run}); they are reported but left out of that "
+    "keypoint's DP"
+)
 MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground truth (empty true_x/true_y, COCO v=0); "
                   "they are left out of that keypoint's SDR and MRE, never counted as misses")
 
@@ -137,6 +142,7 @@ class Observed:
     valid: np.ndarray  # (R, G)
     dp: np.ndarray  # (R, K) primary threshold
     mre_gap: np.ndarray  # (R, K)
+    sdr_dp: np.ndarray | None = None  # (R, G, K) primary SDR with NaN where a group is out of a keypoint's DP
 
 
 def observe(kernel, layout, coding, attribute, min_group_size):
@@ -147,12 +153,14 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
     mre = mre_from_sums(gsums, layout)
     valid = gcounts >= min_group_size
-    dp, _, _ = parity_gap(sdr[0], valid)
-    gap, _, _ = parity_gap(mre, valid)
+    # With unlabelled points a group also needs min_group_size labelled images of a keypoint for its DP.
+    sdr_dp = without_thin_groups(sdr[0], gsums, layout, min_group_size)
+    dp, _, _ = parity_gap(sdr_dp, valid)
+    gap, _, _ = parity_gap(without_thin_groups(mre, gsums, layout, min_group_size), valid)
     n_labelled = np.broadcast_to(labelled_from_sums(gsums, gcounts, layout), gsums[..., layout.present].shape)
     n_missing = n_labelled - gsums[..., layout.present]
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, n_labelled=n_labelled, valid=valid,
-                    dp=dp, mre_gap=gap)
+                    dp=dp, mre_gap=gap, sdr_dp=sdr_dp)
 
 
 def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
@@ -167,6 +175,13 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         for r, g in zip(*np.nonzero(~obs.valid)):
             notes.append(MSG_SMALL_GROUP.format(attribute=a, group=study.coding.groups[a][g], n=int(obs.n_images[r, g]),
                                                 run=study.runs[r], min=min_group_size))
+    for a, obs in observed.items():
+        thin = obs.valid[..., None] & (obs.n_labelled < min_group_size)
+        if thin.any():
+            r, g, k = (int(i[0]) for i in np.nonzero(thin))
+            notes.append(MSG_THIN_KEYPOINT.format(attribute=a, n=int(thin.any(axis=0).sum()), min=min_group_size,
+                                                  group=study.coding.groups[a][g], kp=study.keypoints[k],
+                                                  n_lab=int(obs.n_labelled[r, g, k]), run=study.runs[r]))
     n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
     n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
@@ -432,7 +447,8 @@ class AuditResult:
         So a DP computed in some runs always comes with a pair, from the same groups.
         """
         obs = self.observed[attribute]
-        in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
+        sdr = obs.sdr[0] if obs.sdr_dp is None else obs.sdr_dp
+        in_dp = np.where(obs.valid[..., None], sdr, np.nan)  # (R, G, K)
         mean_sdr, _ = _mean_std(in_dp, axis=0)  # (G, K)
         valid = obs.valid.any(axis=0)
         _, high, low = parity_gap(mean_sdr, valid)
@@ -502,11 +518,12 @@ class AuditResult:
                 "family": np.tile(np.asarray(fam, dtype=object), G),
                 "n_images": np.repeat(obs.n_images.sum(axis=0), K).astype(int),
                 "n_missing": obs.n_missing.sum(axis=0).ravel().astype(int),
-                "in_dp": np.repeat(obs.valid.all(axis=0), K),
+                "in_dp": np.repeat(obs.valid.all(axis=0), K),  # per keypoint below when points are unlabelled
                 "mre": mre.ravel(), "mre_std": mre_std.ravel(),
             }
             if self.study.labelled is not None:  # only then, so files without unlabelled points keep their columns
                 cols["n_unlabelled"] = (cols["n_images"] - obs.n_labelled.sum(axis=0).ravel()).astype(int)
+                cols["in_dp"] = cols["in_dp"] & (obs.n_labelled >= self.min_group_size).all(axis=0).ravel()
             for t, thr in enumerate(self.thresholds):
                 m, s = _mean_std(obs.sdr[t])
                 cols[f"sdr_{_thr_key(thr)}"] = m.ravel()

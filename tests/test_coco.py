@@ -339,3 +339,30 @@ def test_write_long_keeps_unlabelled_empty(tmp_path, coco_files):
     write_long(frame, out)
     back = pd.read_csv(out, dtype={"image_id": str})
     assert back["true_x"].isna().sum() == frame["true_x"].isna().sum() > 0
+
+
+def test_group_with_few_labelled_images_leaves_that_keypoint_dp():
+    """min_group_size also counts labelled images per keypoint: a thin (group, keypoint) is out of its DP."""
+    n = 12
+    true = np.zeros((n, 2, 2))
+    pred = np.zeros((n, 2, 2))
+    pred[:6, :, 0] = 3.0  # group F misses everything, M hits everything
+    sex = np.array(["F"] * 6 + ["M"] * 6)
+    true[:4, 0] = np.nan  # F keeps 2 labelled images of keypoint 1
+    from fairlandmark import audit_arrays
+
+    with pytest.warns(FairlandmarkWarning, match=r"attribute 'sex': 1 \(group, keypoint\) pair\(s\) have fewer than "
+                                                 r"min_group_size=3 images with ground truth \(e\.g\. group 'F', "
+                                                 r"keypoint 1: 2 in run 0\)"):
+        res = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=3,
+                           significance=SignificanceOptions(permutations=99, bootstrap=20, baseline_repeats=10))
+    pk = res.per_keypoint.set_index("keypoint")
+    assert np.isnan(pk.loc[1, "dp"]) and np.isnan(pk.loc[1, "p_value"])
+    assert pk.loc[2, "dp"] == 1.0
+    pg = res.per_group.set_index(["group", "keypoint"])
+    assert not pg.loc[("F", 1), "in_dp"] and pg.loc[("F", 2), "in_dp"] and pg.loc[("M", 1), "in_dp"]
+    assert pg.loc[("F", 1), "sdr_2"] == 0.0  # still reported
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairlandmarkWarning)
+        low = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=2)
+    assert low.per_keypoint.set_index("keypoint").loc[1, "dp"] == 1.0

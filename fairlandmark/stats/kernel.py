@@ -37,6 +37,7 @@ __all__ = [
     "aggregate",
     "sdr_from_sums",
     "labelled_from_sums",
+    "without_thin_groups",
     "mre_from_sums",
     "parity_gap",
     "parity_gap_value",
@@ -219,6 +220,29 @@ def labelled_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout
     if layout.has_labelled:
         return sums[..., layout.labelled]
     return counts[..., None]
+
+
+def without_thin_groups(values: np.ndarray, sums: np.ndarray, layout: ValueLayout,
+                        min_group_size: int) -> np.ndarray:
+    """Per-(group, keypoint) values with NaN where a group has too few labelled images for the keypoint.
+
+    A group can be large enough (``min_group_size`` images) yet have few
+    images with ground truth for one keypoint; such a (group, keypoint) stays
+    out of that keypoint's parity gap. ``values`` is returned unchanged when
+    every point is labelled.
+
+    Parameters
+    ----------
+    values : ndarray, shape (..., G, K)
+        SDR or MRE per group and keypoint.
+    sums : ndarray, shape (..., G, M)
+        The group sums they come from.
+    layout : ValueLayout
+    min_group_size : int
+    """
+    if not layout.has_labelled:
+        return values
+    return np.where(sums[..., layout.labelled] < min_group_size, np.nan, values)
 
 
 def sdr_from_sums(sums, counts, layout, t=0):

@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
+                                       sdr_from_sums, without_thin_groups)
 
 __all__ = [
     "SignificanceOptions",
@@ -296,7 +297,10 @@ class _Context:
             valid = gcounts >= self.min_group_size
         sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
         mre = self.mre(gsums, gcounts)
-        return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
+        # A group with too few labelled images of a keypoint stays out of its gaps, in every resample as observed.
+        sdr_dp = without_thin_groups(sdr, gsums, self.layout, self.min_group_size)
+        mre_dp = without_thin_groups(mre, gsums, self.layout, self.min_group_size)
+        return _run_mean(parity_gap_value(sdr_dp, valid)), _run_mean(parity_gap_value(mre_dp, valid)), sdr, mre
 
     def mre(self, gsums, gcounts):
         if self.any_missing:
@@ -441,7 +445,8 @@ def _baseline(ctx, options, bar):
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
             # observed DP and the permutations) and its randomized size is still large enough.
             valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid
-            sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
+            sdr = without_thin_groups(sdr_from_sums(gsums, gcounts, ctx.layout, 0), gsums, ctx.layout,
+                                      ctx.min_group_size)
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
