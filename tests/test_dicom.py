@@ -187,3 +187,37 @@ def test_spacing_columns_square_and_not():
     table["spacing_y_mm"] = [0.1, 0.3]
     cols = spacing_columns(["b", "a"], table)
     assert cols["spacing_x_mm"].tolist() == [0.2, 0.1] and cols["spacing_y_mm"].tolist() == [0.3, 0.1]
+
+
+def test_cli_coco_with_dicom_spacing_by_file_stem(tmp_path):
+    import json
+
+    rng = np.random.default_rng(3)
+    n = 8
+    true = rng.uniform(10, 200, (n, 2, 2)).round(1)
+    pred = (true + rng.normal(0, 10, true.shape)).round(1)
+    gt = {"categories": [{"id": 1, "name": "hand", "keypoints": ["a", "b"]}],
+          "images": [{"id": 50 + i, "file_name": f"dx/{i:03d}.dcm", "sex": "FM"[i % 2]} for i in range(n)],
+          "annotations": [{"image_id": 50 + i, "category_id": 1, "keypoints": [*true[i, 0], 2, *true[i, 1], 2]}
+                          for i in range(n)]}
+    res = [{"image_id": 50 + i, "category_id": 1, "score": 1.0, "keypoints": [*pred[i, 0], 1, *pred[i, 1], 1]}
+           for i in range(n)]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(res))
+    folder = tmp_path / "dx"
+    folder.mkdir()
+    spacing = rng.uniform(0.1, 0.2, (n, 2)).round(3)  # (x, y)
+    for i in range(n):
+        write_dicom(folder / f"{i:03d}.dcm", pixel=[spacing[i, 1], spacing[i, 0]])
+    out, meta = tmp_path / "long.csv", tmp_path / "meta.csv"
+    assert main(["convert", "--truth", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json"),
+                 "--out", str(out), "--image-key", "file_stem", "--spacing-from-dicom", str(folder),
+                 "--metadata-from-coco", str(meta)]) == 0
+    long = pd.read_csv(out, dtype={"image_id": str})
+    assert long["image_id"].iloc[0] == "000"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FairlandmarkWarning)
+        result = audit(str(out), str(meta), min_group_size=1)
+    d = pred - true
+    expected = np.hypot(d[..., 0] * spacing[:, None, 0], d[..., 1] * spacing[:, None, 1])
+    np.testing.assert_allclose(result.study.errors, expected, rtol=1e-12)
