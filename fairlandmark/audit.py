@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.inputs.families import family_index
-from fairlandmark.inputs.groups import encode_groups
 from fairlandmark.files import dump_json, json_safe
-from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, labelled_from_sums, mre_from_sums,
-                                       parity_gap, sdr_from_sums, without_thin_groups)
-from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
-from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
+from fairlandmark.formatting import threshold_key
+from fairlandmark.stats.kernel import (RunKernel, mean_std_over_runs, aggregate, build_values, labelled_from_sums,
+                                       mre_from_sums, parity_gap, sdr_from_sums, without_thin_groups)
+from fairlandmark.inputs.study import Study, prepare_study
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
+# Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
 
 SCHEMA_VERSION = "1.0"
 
@@ -35,7 +34,6 @@ MSG_THRESHOLDS = "thresholds_mm: give one or more positive numbers, got {value!r
 MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in the outputs; "
                        "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
-MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
 MSG_COORD_ORDER = "coord_order: must be 'xy' or 'yx' (landmarker and row-major arrays), got {value!r}"
@@ -56,32 +54,6 @@ MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground t
                   "they are left out of that keypoint's SDR and MRE, never counted as misses")
 
 
-@dataclass
-class Study:
-    """Everything the kernels need, validated and encoded.
-
-    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction
-    or no ground truth. ``labelled`` is None when every point has ground truth,
-    else an (N, K) bool mask, False where the point is unlabelled: such a point
-    is left out of the keypoint's numerators and denominators.
-    """
-
-    errors: np.ndarray
-    unit: str
-    runs: np.ndarray
-    keypoints: np.ndarray
-    row_run: np.ndarray
-    row_image: np.ndarray
-    coding: object
-    families: dict
-    warnings: list = field(default_factory=list)
-    labelled: np.ndarray | None = None
-
-    @property
-    def n_runs(self):
-        return len(self.runs)
-
-
 def _check_options(thresholds_mm, min_group_size):
     try:
         thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
@@ -96,38 +68,6 @@ def _check_options(thresholds_mm, min_group_size):
     if isinstance(min_group_size, bool) or not isinstance(min_group_size, (int, np.integer)) or min_group_size < 1:
         raise InputError(MSG_MIN_GROUP.format(value=min_group_size))
     return thresholds
-
-
-def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None, spacing_from_dicom=None,
-                  dicom_match="stem"):
-    """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
-    # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
-        if spacing_from_dicom is not None:
-            from fairlandmark.inputs.dicom import with_dicom_spacing
-
-            others = [n for n, v in (("--spacing-mm", spacing_mm), ("--wrist-width", wrist_width)) if v is not None]
-            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
-        if isinstance(wrist_width, str):
-            wrist_width = parse_wrist_width(wrist_width)
-        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
-            wrist_width = WristWidth(*wrist_width)
-        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
-    caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
-    attributes = list(meta.columns) if attributes is None else list(attributes)
-    if not attributes:
-        raise InputError(MSG_NO_ATTRIBUTES)
-    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
-                           source=str(src))
-    fam = family_index(families or {}, preds.keypoints)
-    return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught,
-                 labelled=getattr(preds, "labelled", None))
 
 
 @dataclass
@@ -363,29 +303,12 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
     return audit(frame, meta, spacing_mm=spacing_mm, **options)
 
 
-def _mean_std(x, axis=0):
-    """Mean and sample std (ddof=1) over runs, ignoring NaN; std is NaN with one run."""
-    x = np.asarray(x, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
-        n = np.sum(~np.isnan(x), axis=axis)
-        std = np.where(n >= 2, np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.nan, np.nan)
-    return mean, std
-
-
 def _privacy_block(results):
     if not results:
         return None
     from fairlandmark.stats.privacy import privacy_block
 
     return privacy_block(results)
-
-
-def _thr_key(t):
-    return f"{t:g}"
-
-
 
 
 class AuditResult:
@@ -449,7 +372,7 @@ class AuditResult:
         obs = self.observed[attribute]
         sdr = obs.sdr[0] if obs.sdr_dp is None else obs.sdr_dp
         in_dp = np.where(obs.valid[..., None], sdr, np.nan)  # (R, G, K)
-        mean_sdr, _ = _mean_std(in_dp, axis=0)  # (G, K)
+        mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
         valid = obs.valid.any(axis=0)
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
@@ -480,12 +403,12 @@ class AuditResult:
         fam = self._family_of()
         err_sum, n_present, hits, n_labelled = self._keypoint_sums
         with np.errstate(invalid="ignore", divide="ignore"):
-            kp_mre, kp_mre_std = _mean_std(err_sum / n_present)
-            kp_sdr, kp_sdr_std = _mean_std(hits[0] / n_labelled)
+            kp_mre, kp_mre_std = mean_std_over_runs(err_sum / n_present)
+            kp_sdr, kp_sdr_std = mean_std_over_runs(hits[0] / n_labelled)
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
-            dp, dp_std = _mean_std(obs.dp)
-            gap, gap_std = _mean_std(obs.mre_gap)
+            dp, dp_std = mean_std_over_runs(obs.dp)
+            gap, gap_std = mean_std_over_runs(obs.mre_gap)
             high, low, valid = self._pair(a)
             for k, kp in enumerate(self.keypoints):
                 pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
@@ -510,7 +433,7 @@ class AuditResult:
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             G, K = len(groups), len(self.keypoints)
-            mre, mre_std = _mean_std(obs.mre)
+            mre, mre_std = mean_std_over_runs(obs.mre)
             cols = {
                 "attribute": a,
                 "group": np.repeat(groups, K),
@@ -525,9 +448,9 @@ class AuditResult:
                 cols["n_unlabelled"] = (cols["n_images"] - obs.n_labelled.sum(axis=0).ravel()).astype(int)
                 cols["in_dp"] = cols["in_dp"] & (obs.n_labelled >= self.min_group_size).all(axis=0).ravel()
             for t, thr in enumerate(self.thresholds):
-                m, s = _mean_std(obs.sdr[t])
-                cols[f"sdr_{_thr_key(thr)}"] = m.ravel()
-                cols[f"sdr_{_thr_key(thr)}_std"] = s.ravel()
+                m, s = mean_std_over_runs(obs.sdr[t])
+                cols[f"sdr_{threshold_key(thr)}"] = m.ravel()
+                cols[f"sdr_{threshold_key(thr)}_std"] = s.ravel()
             frames.append(pd.DataFrame(cols))
         table = pd.concat(frames, ignore_index=True)
         if self.significance is not None:
@@ -554,12 +477,12 @@ class AuditResult:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
-            dp_mean_kp, _ = _mean_std(obs.dp)
+            dp_mean_kp, _ = mean_std_over_runs(obs.dp)
             for name, idx in self._family_items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     per_run = np.nanmean(obs.dp[:, idx], axis=1)  # mean DP over keypoints, per run
-                mean, std = _mean_std(per_run)
+                mean, std = mean_std_over_runs(per_run)
                 sub = dp_mean_kp[idx]
                 j = int(np.nanargmax(sub)) if np.isfinite(sub).any() else None
                 rows.append({"attribute": a, "family": name, "n_keypoints": len(idx),
@@ -576,13 +499,13 @@ class AuditResult:
             n_pred = n_labelled[:, idx].sum(axis=1)  # labelled points: images x keypoints when all are labelled
             fam_present = n_present[:, idx].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                mre, mre_std = _mean_std(err_sum[:, idx].sum(axis=1) / fam_present)
+                mre, mre_std = mean_std_over_runs(err_sum[:, idx].sum(axis=1) / fam_present)
             row = {"family": name, "n_keypoints": len(idx), "n_predictions": int(n_pred.sum()),
                    "n_missing": int(n_pred.sum() - fam_present.sum()), "mre": float(mre), "mre_std": float(mre_std)}
             for t, thr in enumerate(self.thresholds):
-                m, sd = _mean_std(hits[t][:, idx].sum(axis=1) / n_pred)
-                row[f"sdr_{_thr_key(thr)}"] = float(m)
-                row[f"sdr_{_thr_key(thr)}_std"] = float(sd)
+                m, sd = mean_std_over_runs(hits[t][:, idx].sum(axis=1) / n_pred)
+                row[f"sdr_{threshold_key(thr)}"] = float(m)
+                row[f"sdr_{threshold_key(thr)}_std"] = float(sd)
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -590,7 +513,7 @@ class AuditResult:
     def to_dict(self):
         """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
         pk, pg = self.per_keypoint, self.per_group
-        primary = f"sdr_{_thr_key(self.thresholds[0])}"
+        primary = f"sdr_{threshold_key(self.thresholds[0])}"
         records = []
         pg_index = {key: frame for key, frame in pg.groupby(["attribute", "keypoint"], sort=False)}
         for row in pk.to_dict("records"):
@@ -608,7 +531,7 @@ class AuditResult:
                 "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
                 **({"n_unlabelled_by_group": dict(zip(g["group"], g["n_unlabelled"]))}
                    if "n_unlabelled" in g else {}),
-                "sdr_by_threshold": {_thr_key(t): dict(zip(g["group"], g[f"sdr_{_thr_key(t)}"]))
+                "sdr_by_threshold": {threshold_key(t): dict(zip(g["group"], g[f"sdr_{threshold_key(t)}"]))
                                      for t in self.thresholds},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
                 "mre": row["mre"], "mre_std": row["mre_std"], "sdr": row["sdr"], "sdr_std": row["sdr_std"],
@@ -683,7 +606,7 @@ class AuditResult:
             raise InputError(f"attribute {attribute!r}: not audited; choose one of {', '.join(self.attributes)}")
         if metric == "sdr":
             thr = self.thresholds[0] if threshold is None else float(threshold)
-            column = f"sdr_{_thr_key(thr)}"
+            column = f"sdr_{threshold_key(thr)}"
         elif metric == "mre":
             column = "mre"
         else:
@@ -691,7 +614,7 @@ class AuditResult:
         table = self.per_group[self.per_group["attribute"] == attribute]
         if column not in table:
             raise InputError(f"threshold {threshold!r}: not audited; the thresholds are "
-                             f"{', '.join(_thr_key(t) for t in self.thresholds)}")
+                             f"{', '.join(threshold_key(t) for t in self.thresholds)}")
         if in_dp_only:
             table = table[table["in_dp"]]
         frame = table.pivot(index="group", columns="keypoint", values=column)

@@ -36,9 +36,9 @@ import pandas as pd
 from fairlandmark.exceptions import InputError
 from fairlandmark.document import keypoint_frame, load_audit, overall_row, summary_row
 from fairlandmark.files import write_text_output
-from fairlandmark.formatting import fmt, fmt_pct, fmt_signed, num, threshold_key
+from fairlandmark.formatting import num, threshold_key
 
-__all__ = ["compare", "Comparison", "compare_html", "CHANGE_TOLERANCE"]
+__all__ = ["compare", "Comparison", "CHANGE_TOLERANCE"]
 
 MSG_UNIT = "before is in {a!r} and after in {b!r}: compare audits made with the same pixel-to-mm scale"
 MSG_NOTHING = ("before and after share no (attribute, keypoint): before has attributes {a}, after has {b}; "
@@ -222,31 +222,3 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     accuracy = pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])
     return Comparison(table=table, summary=summary, accuracy=accuracy, labels=labels, unit=a.get("unit", ""),
                       thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa), notes=notes)
-
-
-def compare_html(cmp, *, top=15):
-    """HTML fragment of a :class:`Comparison` (used by the report)."""
-    from fairlandmark.render.html import _e, _html_table  # moves to render/ with the Jinja2 templates
-    from fairlandmark.render.markdown import comparison_rows
-    b, a = cmp.labels
-    parts = []
-    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), fmt_signed(r["mean_dp_change"]),
-             f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"]
-            for r in cmp.summary.to_dict("records")]
-    parts.append(_html_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change",
-                              "improved (beyond noise)", "worsened (beyond noise)"], rows))
-    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), fmt_signed(r["mre_change"]),
-             fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")]
-    parts.append(f"<h3>Accuracy cost ({_e(cmp.unit)})</h3>")
-    parts.append(_html_table(["keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"], rows))
-    moved = cmp.table.dropna(subset=["dp_change"])
-    moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    if len(moved):
-        parts.append(f"<h3>Largest DP changes (top {len(moved)})</h3>")
-        header, rows = comparison_rows(cmp, moved)
-        parts.append(_html_table(header, rows, left=2))
-    parts.append('<p class="muted">Beyond noise: |change| &gt; √(u<sub>before</sub>² + u<sub>after</sub>²), u = '
-                 "half-width of the bootstrap interval, or the std over runs.</p>")
-    for note in cmp.notes:
-        parts.append(f'<div class="note">{_e(note)}</div>')
-    return "".join(parts)

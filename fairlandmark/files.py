@@ -106,7 +106,7 @@ def check_outputs(outputs, inputs=()):
         One line naming the option and the path.
     """
     read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, "-")}
-    seen = {}
+    seen: dict[str, str] = {}
     for option, path, is_folder in outputs:
         if path is None or path == "-":
             continue

@@ -66,11 +66,11 @@ MSG_BOOL = "{where}: {key} must be true or false, got {value!r}"
 MSG_STRING = "{where}: {key} must be a path (a string), got {value!r}"
 MSG_ATTRS = "{where}: attributes must be a list of attribute names, got {value!r}"
 MSG_SDR_TABLE = "{where}: min_sdr must be a number in [0, 1] or a table of threshold = number, got {value!r}"
-MSG_NO_RULES = ("no gate rules: give flags such as --max-dp 0.1, or a [gate] table in fairlandmark.toml "
+MSG_NO_RULES = ("no gate rules: give flags such as «max_dp» 0.1, or a [gate] table in fairlandmark.toml "
                 "([tool.fairlandmark.gate] in pyproject.toml)")
-MSG_NEEDS_BASELINE = "{where}: {key} needs a baseline audit JSON (baseline = \"PATH\" or --baseline PATH)"
+MSG_NEEDS_BASELINE = "{where}: {key} needs a baseline audit JSON (baseline = \"PATH\" or «baseline» PATH)"
 MSG_NEEDS_SIGNIFICANCE = ("max_dp_only_significant: audit {path} has no significance fields; "
-                          "run the audit with --permutations, or drop the option")
+                          "run the audit with «permutations», or drop the option")
 MSG_NEEDS_PRIVACY = ("max_privacy_balanced_accuracy: audit {path} has no privacy block with balanced_accuracy; "
                      "run the attribute-inference check (fairlandmark privacy) into the audit, or drop the rule")
 MSG_THRESHOLD = "min_sdr: threshold {thr} is not in audit {path} (its thresholds are {known})"
@@ -407,7 +407,8 @@ def run_gate(audit, rules, *, baseline=None):
         attrs = list(rules.attributes)
     frame = keypoint_frame(doc)
     frame = frame[frame["attribute"].isin(attrs)]
-    checks, notes = [], []
+    checks: list[Check] = []
+    notes: list[str] = []
 
     if rules.max_dp is not None:
         limit, only_sig = rules.max_dp, rules.max_dp_only_significant
@@ -419,7 +420,7 @@ def run_gate(audit, rules, *, baseline=None):
             failed = math.isnan(dp) or (over and (r["significant"] or not only_sig))
             if math.isnan(dp):
                 msg = (f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough; "
-                       f"lower the audit's --min-group-size or leave the attribute out): counted as a failure")
+                       f"lower the audit's «min_group_size» or leave the attribute out): counted as a failure")
             else:
                 msg = f"{r['attribute']} keypoint {r['keypoint']}: DP {dp:.4f} {'>' if over else '<='} {limit:g}"
                 if only_sig:
@@ -489,7 +490,7 @@ def _regressions(doc, base, frame, attrs, rules, notes):
     primary = [threshold_key(d.get("primary_threshold", (d.get("thresholds") or [2.0])[0])) for d in (base, doc)]
     if primary[0] != primary[1] and (rules.max_dp_regression is not None or rules.max_mean_dp_regression is not None):
         raise InputError(f"baseline {base.get('_source')}: DP is at {primary[0]} {doc.get('unit', '')} there but at "
-                         f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first --threshold-mm")
+                         f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first «thresholds_mm»")
     bframe = keypoint_frame(base)
     bdp = {(r["attribute"], str(r["keypoint"])): r["dp"] for r in bframe.to_dict("records")}
     if rules.max_dp_regression is not None:

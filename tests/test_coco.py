@@ -248,7 +248,7 @@ def test_instances_refused_or_largest(tmp_path):
                  keypoints=[1.0, 1.0, 2, 2.0, 2.0, 2, 3.0, 3.0, 2])
     gt["annotations"].append(extra)
     g = write_json(tmp_path / "g.json", gt)
-    with pytest.raises(InputError, match=r"image '102' has 2 annotations of category 'skull'.*--instance largest"):
+    with pytest.raises(InputError, match=r"image '102' has 2 annotations of category 'skull'.*pass instance largest"):
         read_coco_truth(g)
     truth = read_coco_truth(g, instance="largest")
     assert truth.true[2].tolist() == [[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]
@@ -286,7 +286,7 @@ def test_instances_refused_or_largest(tmp_path):
     (lambda gt, r: gt["annotations"][0]["keypoints"].__setitem__(0, "x"),
      r"gt\.json: annotation 0 \(image 100\): keypoint values must be numbers"),
     (lambda gt, r: gt["categories"].append({"id": 4, "name": "hand", "keypoints": ["a"]}),
-     r"categories 'skull', 'hand' all have keypoints; choose one with --category"),
+     r"categories 'skull', 'hand' all have keypoints; choose one with category"),
     (lambda gt, r: gt["categories"][1].update(keypoints=["a", "a", "b"]),
      r"names keypoint 'a' twice"),
     (lambda gt, r: [p.update(category_id=1) for p in r],
@@ -366,3 +366,12 @@ def test_group_with_few_labelled_images_leaves_that_keypoint_dp():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         low = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=2)
     assert low.per_keypoint.set_index("keypoint").loc[1, "dp"] == 1.0
+
+
+def test_cli_spells_options_as_flags(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    gt, results, _ = make_coco(rng, n=4)
+    gt["annotations"].append(dict(gt["annotations"][0], id=77))
+    g, r = write_json(tmp_path / "gt.json", gt), write_json(tmp_path / "res.json", results)
+    assert main(["convert", "--truth", g, "--pred", r, "--out", str(tmp_path / "o.csv")]) == 2
+    assert "keep one, or pass --instance largest" in capsys.readouterr().err

@@ -77,7 +77,7 @@ def test_missing_predictions_are_rows_with_empty_pred_and_a_warning(tmp_path, fi
 def test_several_runs_and_spacing(tmp_path, files):
     pred, truth = files
     second = write(tmp_path / "pred2.csv", "001,10,20,30,40\n")
-    with pytest.warns(FairlandmarkWarning, match="--predicted-only"):
+    with pytest.warns(FairlandmarkWarning, match="predicted_only"):
         long = convert([pred, second], truth, runs=["h1", "h2"], spacing_mm=0.1)
     assert list(long.columns) == ["run", "image_id", "keypoint", "pred_x", "pred_y", "true_x", "true_y",
                                   "spacing_mm"]

@@ -139,7 +139,7 @@ def test_missing_files_and_conflicts(tmp_path):
     write_dicom(tmp_path / "000.dcm", pixel=[0.1, 0.1])
     with pytest.raises(InputError, match=r"3 image\(s\) have no DICOM file matched by stem \(e\.g\. '001'"):
         audit(frame, meta, spacing_from_dicom=tmp_path, min_group_size=1)
-    with pytest.raises(InputError, match=r"already has a pixel-to-mm scale \(--spacing-mm\)"):
+    with pytest.raises(InputError, match=r"already has a pixel-to-mm scale \(spacing_mm\)"):
         audit(frame, meta, spacing_from_dicom=tmp_path, spacing_mm=0.1, min_group_size=1)
     (tmp_path / "bad.dcm").write_text("not dicom")
     with pytest.raises(InputError, match=r"bad\.dcm: cannot be read as DICOM"):

@@ -5,13 +5,28 @@ from __future__ import annotations
 import argparse
 
 from fairlandmark.audit import prepare_study
+from fairlandmark.stats.significance import CORRECTIONS, SignificanceOptions
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.families import parse_family
 from fairlandmark.inputs.groups import parse_bin
 from fairlandmark.inputs.radial_error import parse_wrist_width
 
 __all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
-           "seed_arg", "checked"]
+           "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
+
+
+# How the command line spells the options that core messages name by their API names.
+FLAG_SPELLINGS = {
+    "attributes": "--attribute", "bins": "--bin", "families": "--family", "spacing_mm": "--spacing-mm",
+    "wrist_width": "--wrist-width", "thresholds_mm": "--threshold-mm", "min_group_size": "--min-group-size",
+    "permutations": "--permutations", "bootstrap": "--bootstrap", "baseline_repeats": "--baseline-repeats",
+    "within": "--within", "n_splits": "--folds", "runs": "--run", "pred_paths": "--pred",
+    "predicted_only": "--predicted-only", "max_dp": "--max-dp", "baseline": "--baseline",
+    "significance": "--no-significance", "privacy": "--privacy", "seed": "--seed", "alpha": "--alpha",
+    "ci": "--ci", "correction": "--correction",
+    "spacing_from_dicom": "--spacing-from-dicom", "dicom_match": "--dicom-match", "category": "--category",
+    "instance": "--instance", "image_key": "--image-key", "metadata_from_coco": "--metadata-from-coco",
+}
 
 
 def checked(parse):
@@ -21,7 +36,8 @@ def checked(parse):
         try:
             return parse(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            text = exc.spelled(FLAG_SPELLINGS) if isinstance(exc, InputError) else str(exc)
+            raise argparse.ArgumentTypeError(text) from None
 
     wrapper.__name__ = parse.__name__
     return wrapper
@@ -115,3 +131,31 @@ def study_from_args(args):
 def add_output_arguments(parser):
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (versioned schema)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")
+
+
+def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
+    """Permutations, bootstrap, baseline, alpha, correction and seed: the significance options of ``audit``."""
+    group = parser.add_argument_group("significance")
+    group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
+                       help="label permutations for p-values (default 10000; 0 = off)")
+    group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
+                       help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
+    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
+    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
+    group.add_argument("--correction", choices=CORRECTIONS, default="bh",
+                       help="multiple-testing adjustment over attributes x keypoints (default bh)")
+    group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
+                       help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
+    group.add_argument("--no-significance", action="store_true", help="skip all of the above")
+    if not any(a.dest == "seed" for a in parser._actions):  # privacy adds --seed too
+        group.add_argument("--seed", type=positive_int, default=0,
+                           help="random seed; same seed, same numbers bit for bit (default 0)")
+
+
+def significance_from_args(args: argparse.Namespace) -> SignificanceOptions | None:
+    """The significance options the flags ask for; ``None`` when every part is off."""
+    if args.no_significance or (args.permutations == 0 and args.bootstrap == 0 and args.baseline_repeats == 0):
+        return None
+    return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
+                               correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
+                               progress=not getattr(args, "quiet", False))

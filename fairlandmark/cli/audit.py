@@ -6,11 +6,13 @@ import sys
 
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, render_audit
-from fairlandmark.cli._common import add_output_arguments, add_study_arguments, study_from_args
+from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
+                                     significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
-from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
+from fairlandmark.render.console import render_privacy
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
@@ -24,22 +26,13 @@ def add_audit_arguments(parser):
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
-    try:
-        from fairlandmark.stats.significance import add_significance_arguments
-    except ImportError:  # pragma: no cover - significance is part of the package
-        add_audit_privacy_arguments(parser)
-        return
     add_significance_arguments(parser)
     add_audit_privacy_arguments(parser)  # after significance, which adds --seed
 
 
-def audit_from_args(args, *, console=None):
+def audit_from_args(args):
     study = study_from_args(args)
-    significance = None
-    if getattr(args, "permutations", None) is not None:
-        from fairlandmark.stats.significance import options_from_args
-
-        significance = options_from_args(args)
+    significance = significance_from_args(args)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
                        significance=significance)
     result.privacy = privacy_from_audit_args(study, args)
@@ -67,7 +60,7 @@ def check_audit_args(args):
 def _run(args):
     rules = check_audit_args(args)
     console = make_console()
-    result = audit_from_args(args, console=console)
+    result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
         for privacy in result.privacy:

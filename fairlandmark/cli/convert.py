@@ -10,6 +10,7 @@ import warnings
 from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.files import check_outputs
 
 MSG_COCO_ONLY = "{option}: applies to COCO files; give a .json --truth (COCO keypoints) or drop {option}"
@@ -102,7 +103,8 @@ def _run(args):
         write_long(meta, args.metadata_from_coco)
     for w in caught:
         if issubclass(w.category, FairlandmarkWarning):
-            sys.stderr.write(f"warning: {w.message}\n")
+            text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
+            sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
     n_kp = len(truth.keypoints) if coco else truth.n_keypoints
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from fairlandmark.render.console import make_console
+from fairlandmark.render.console import make_console, render_gate
 from fairlandmark.cli._common import number_arg
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
@@ -95,33 +96,10 @@ def rules_from_args(args):
         "max_dp_regression": args.max_dp_regression, "max_mean_dp_regression": args.max_mean_dp_regression,
         "max_mre_regression": args.max_mre_regression, "attributes": args.gate_attributes,
     }
-    over = GateRules(**{k: (tuple(v) if k == "attributes" and v else v) for k, v in flags.items()
-                        if v is not None and k != "max_dp_only_significant"},
-                     max_dp_only_significant=bool(flags["max_dp_only_significant"]), source="flags")
+    given: dict[str, Any] = {k: (tuple(v) if k == "attributes" and v else v) for k, v in flags.items()
+                             if v is not None and k != "max_dp_only_significant"}
+    over = GateRules(**given, max_dp_only_significant=bool(flags["max_dp_only_significant"]), source="flags")
     return base.merged(over)
-
-
-def render_gate(result, console, *, max_failures=20):
-    from rich.table import Table
-
-    from fairlandmark.formatting import fmt
-
-    table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
-    for col in ("rule", "limit", "checks", "failed", "worst"):
-        table.add_column(col, justify="left" if col == "rule" else "right")
-    for r in result.by_rule():
-        style = "green" if r["failed"] == 0 else "bold red"
-        table.add_row(f"[{style}]{r['rule']}[/]", r["limit"], str(r["checks"]), str(r["failed"]), fmt(r["worst"]))
-    console.print(table)
-    for c in result.failures[:max_failures]:
-        console.print(f"[red]FAIL[/] {c.rule}: {c.message}")
-    if len(result.failures) > max_failures:
-        console.print(f"[red]... and {len(result.failures) - max_failures} more failures[/]")
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    n, f = len(result.checks), len(result.failures)
-    console.print("[bold green]PASSED[/]" if result.passed else "[bold red]FAILED[/]",
-                  f"{n - f} of {n} checks passed")
 
 
 def run_gate_from_args(audit, args, console, *, rules=None):

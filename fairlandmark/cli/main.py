@@ -13,7 +13,8 @@ import importlib
 import sys
 import warnings
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
+from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 
 __all__ = ["main", "build_parser"]
@@ -21,6 +22,7 @@ __all__ = ["main", "build_parser"]
 COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
 EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
 MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
+
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +57,7 @@ def main(argv=None):
         try:
             return int(args.handler(args) or 0)
         except InputError as exc:
-            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.write(f"error: {exc.spelled(FLAG_SPELLINGS)}\n")
             return EXIT_USAGE
         except OSError as exc:  # unreadable input or unwritable output: one line, no traceback
             sys.stderr.write(MSG_OS_ERROR.format(path=exc.filename or "", reason=exc.strerror or exc) + "\n")

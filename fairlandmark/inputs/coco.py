@@ -56,29 +56,28 @@ MSG_PRED_SHAPE = ("{src}: COCO results are a list of {{image_id, category_id, ke
                   "(or an object with an 'annotations' list); {why}")
 MSG_FIELD = "{src}: {what} {index} has no '{field}'; every {what} needs one"
 MSG_NO_CATEGORY = "{src}: no category has a 'keypoints' list of names; add one to 'categories'"
-MSG_WHICH_CATEGORY = ("{src}: categories {names} all have keypoints; choose one with --category NAME "
-                      "(category= in the API)")
+MSG_WHICH_CATEGORY = ("{src}: categories {names} all have keypoints; choose one with «category»")
 MSG_UNKNOWN_CATEGORY = "{src}: category {value!r} is not in 'categories' (those with keypoints: {names})"
 MSG_DUP_KEYPOINT_NAME = "{src}: category {cat!r} names keypoint {name!r} twice; give each keypoint its own name"
 MSG_LENGTH = ("{src}: {what} {index} (image {image}) has {n} keypoint values; category {cat!r} has {k} keypoints, "
               "so give 3 x {k} = {n3} values [x, y, v, ...]")
 MSG_NOT_NUMBER = "{src}: {what} {index} (image {image}): keypoint values must be numbers; found {value!r}"
 MSG_DUP_IMAGE = "{src}: image id {image!r} appears twice in 'images'; keep one entry per image"
-MSG_DUP_STEM = ("{src}: images {a!r} and {b!r} have the same file stem {stem!r}; use image_key='id' "
-                "(--image-key id) or rename the files")
+MSG_DUP_STEM = ("{src}: images {a!r} and {b!r} have the same file stem {stem!r}; use «image_key» id "
+                "or rename the files")
 MSG_UNKNOWN_IMAGE = ("{src}: {what} {index} refers to image_id {image!r}, which is not in the ground truth's "
                      "'images' ({truth}); fix the id or add the image")
 MSG_PRED_CATEGORY = ("{src}: prediction {index} has category_id {value!r}, which is not a category of the "
                      "ground truth {truth}")
 MSG_NO_PRED_OF_CATEGORY = "{src}: no prediction has category_id {cat_id} ({cat!r}); check the category"
 MSG_SEVERAL = ("{src}: image {image!r} has {n} {what} of category {cat!r}; fairlandmark audits one instance per "
-               "image: keep one, or pass --instance largest (largest ground-truth area, highest prediction score)")
-MSG_NO_AREA = ("{src}: annotation {index} (image {image!r}) has neither 'area' nor 'bbox', so --instance largest "
+               "image: keep one, or pass «instance» largest (largest ground-truth area, highest prediction score)")
+MSG_NO_AREA = ("{src}: annotation {index} (image {image!r}) has neither 'area' nor 'bbox', so «instance» largest "
                "cannot rank it; add an area")
-MSG_NO_SCORE = ("{src}: prediction {index} (image {image!r}) has no 'score', so --instance largest cannot rank it; "
+MSG_NO_SCORE = ("{src}: prediction {index} (image {image!r}) has no 'score', so «instance» largest cannot rank it; "
                 "add scores or keep one prediction per image")
-MSG_INSTANCE_RULE = "instance: must be one of {rules}, got {value!r}"
-MSG_IMAGE_KEY = "image_key: must be one of {keys}, got {value!r}"
+MSG_INSTANCE_RULE = "«instance»: must be one of {rules}, got {value!r}"
+MSG_IMAGE_KEY = "«image_key»: must be one of {keys}, got {value!r}"
 MSG_UNANNOTATED = ("{src}: {n} image(s) have no annotation of category {cat!r} (e.g. {examples}); they have no "
                    "ground truth and are left out")
 MSG_UNPREDICTED = ("{src}: {n} image(s) of the ground truth have no prediction (e.g. {examples}); they are written "

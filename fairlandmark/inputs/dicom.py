@@ -40,25 +40,25 @@ __all__ = ["read_dicom_spacing", "with_dicom_spacing", "spacing_columns", "DICOM
 DICOM_MATCH = ("stem", "uid")
 DICOM_EXTENSIONS = (".dcm", ".dicom", "")
 
-MSG_NO_PYDICOM = "--spacing-from-dicom needs pydicom: pip install 'fairlandmark[dicom]'"
-MSG_NO_DIR = "--spacing-from-dicom {path}: not a folder; give the folder holding the DICOM files"
-MSG_MATCH = "--dicom-match {value!r}: must be one of stem, uid"
+MSG_NO_PYDICOM = "«spacing_from_dicom» needs pydicom: pip install 'fairlandmark[dicom]'"
+MSG_NO_DIR = "«spacing_from_dicom» {path}: not a folder; give the folder holding the DICOM files"
+MSG_MATCH = "«dicom_match» {value!r}: must be one of stem, uid"
 MSG_UNREADABLE = "{path}: cannot be read as DICOM ({detail}); remove it from the folder or fix it"
 MSG_NO_SPACING = ("{path}: has neither PixelSpacing nor ImagerPixelSpacing, so its mm per pixel is unknown; "
-                  "add one, or give spacing another way (--spacing-mm, a spacing_mm column)")
+                  "add one, or give spacing another way («spacing_mm», a spacing_mm column)")
 MSG_BAD_SPACING = ("{path}: {attribute} is {value!r}; it must be two positive numbers [row spacing, column spacing] "
                    "in mm")
 MSG_BAD_MAGNIFICATION = ("{path}: EstimatedRadiographicMagnificationFactor is {value!r}; it must be a positive "
                          "number")
-MSG_NO_UID = "{path}: has no SOPInstanceUID, so --dicom-match uid cannot match it; use --dicom-match stem"
+MSG_NO_UID = "{path}: has no SOPInstanceUID, so «dicom_match» uid cannot match it; use «dicom_match» stem"
 MSG_DUP_KEY = "{a} and {b}: both match image_id {key!r} (by {match}); keep one file per image"
-MSG_NOT_FOUND = ("--spacing-from-dicom {folder}: {n} image(s) have no DICOM file matched by {match} "
-                 "(e.g. {examples}); add the files or check --dicom-match")
+MSG_NOT_FOUND = ("«spacing_from_dicom» {folder}: {n} image(s) have no DICOM file matched by {match} "
+                 "(e.g. {examples}); add the files or check «dicom_match»")
 MSG_IMAGER = ("{n} DICOM file(s) have no PixelSpacing (e.g. {path}); their spacing is ImagerPixelSpacing, "
               "the detector plane{corrected}")
 MSG_IMAGER_CORRECTED = ", divided by EstimatedRadiographicMagnificationFactor where present ({m} file(s))"
 MSG_IMAGER_UNCORRECTED = "; without EstimatedRadiographicMagnificationFactor it overstates mm for magnified anatomy"
-MSG_OTHER_SCALE = ("--spacing-from-dicom: {src} already has a pixel-to-mm scale ({found}); give only one scale")
+MSG_OTHER_SCALE = ("«spacing_from_dicom»: {src} already has a pixel-to-mm scale ({found}); give only one scale")
 
 _TAGS = ["PixelSpacing", "ImagerPixelSpacing", "EstimatedRadiographicMagnificationFactor", "SOPInstanceUID"]
 

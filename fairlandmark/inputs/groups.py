@@ -21,13 +21,13 @@ __all__ = ["GroupCoding", "parse_bin", "encode_groups", "INTERSECTION_SEP"]
 
 INTERSECTION_SEP = "&"
 
-MSG_BIN_CUTS = "--bin {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
-MSG_BIN_FORMAT = "--bin {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
-MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop --bin {col}"
-MSG_BIN_UNKNOWN = "--bin {col}: no such attribute; audit it with --attribute {col} or fix the name"
+MSG_BIN_CUTS = "«bins» {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
+MSG_BIN_FORMAT = "«bins» {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
+MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop «bins» {col}"
+MSG_BIN_UNKNOWN = "«bins» {col}: no such attribute; audit it with «attributes» {col} or fix the name"
 MSG_SINGLE_GROUP = (
     "{src}: attribute '{col}' has a single group ({group!r}) among the audited images; "
-    "a parity gap needs two or more groups: drop --attribute {col} or check the metadata"
+    "a parity gap needs two or more groups: drop «attributes» {col} or check the metadata"
 )
 MSG_SEP_IN_NAME = "attribute name {col!r} contains '{sep}', which names intersections; rename the column"
 

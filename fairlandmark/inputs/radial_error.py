@@ -22,18 +22,17 @@ MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop al
 MSG_ERROR_WITH_SCALE = (
     "{src}: the 'error_mm' column is already in mm, so {found} cannot apply; drop it, or drop error_mm and give coordinates"
 )
-MSG_WRIST_FORMAT = "--wrist-width {value!r}: expected A,B,MM such as 1,5,50 (two keypoints and their distance in mm)"
-MSG_WRIST_KEYPOINT = "--wrist-width: keypoint {kp!r} is not in {src}; the keypoints are {known}"
-MSG_WRIST_NEEDS_COORDS = "--wrist-width needs true_x/true_y in {src}; it has only error_mm"
+MSG_WRIST_FORMAT = "«wrist_width» {value!r}: expected A,B,MM such as 1,5,50 (two keypoints and their distance in mm)"
+MSG_WRIST_KEYPOINT = "«wrist_width»: keypoint {kp!r} is not in {src}; the keypoints are {known}"
 MSG_WRIST_ZERO = (
     "{src}: image '{image}' has keypoints {a} and {b} at the same place, so the wrist width is 0; "
-    "check its ground truth or use --spacing-mm"
+    "check its ground truth or use «spacing_mm»"
 )
 MSG_WRIST_UNLABELLED = (
-    "{src}: image '{image}' has no ground truth for wrist-width keypoint {a} or {b}; "
+    "{src}: image '{image}' has no ground truth for «wrist_width» keypoint {a} or {b}; "
     "label both in every image or use another scale"
 )
-MSG_BAD_SPACING = "--spacing-mm {value}: must be a positive number of mm per pixel"
+MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
 
 
 @dataclass(frozen=True)
@@ -99,8 +98,8 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
             ("spacing_x_mm/spacing_y_mm columns", getattr(preds, "spacing_xy", None) is not None),
-            ("--spacing-mm", spacing_mm is not None),
-            ("--wrist-width", wrist_width is not None),
+            ("«spacing_mm»", spacing_mm is not None),
+            ("«wrist_width»", wrist_width is not None),
         )
         if given
     ]

@@ -68,7 +68,7 @@ MSG_NOT_IN_META = (
     "add them to the metadata file"
 )
 MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
-MSG_BAD_ATTRIBUTE = "--attribute {col}: {why}, not an attribute to audit; give each attribute column once"
+MSG_BAD_ATTRIBUTE = "«attributes» {col}: {why}, not an attribute to audit; give each attribute column once"
 MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
 
 

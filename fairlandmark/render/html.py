@@ -100,6 +100,11 @@ def _html_table(header, rows, *, left=1, row_classes=None, cell_styles=None):
     return "".join(parts)
 
 
+# Shared with the comparison fragment (render/compare_html.py).
+escape = _e
+html_table = _html_table
+
+
 def _heat(value, vmax):
     v = num(value)
     if math.isnan(v) or not vmax or vmax <= 0:
@@ -322,7 +327,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
 
     if base is not None:
-        from fairlandmark.compare import compare, compare_html
+        from fairlandmark.compare import compare
+        from fairlandmark.render.compare_html import compare_html
 
         P.append(f"<h2>Comparison: {_e(labels[0])} → {_e(labels[1])}</h2>")
         P.append(compare_html(compare(base, doc, labels=labels)))

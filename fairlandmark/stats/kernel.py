@@ -28,9 +28,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
 __all__ = [
+    "mean_std_over_runs",
     "ValueLayout",
     "build_values",
     "RunKernel",
@@ -148,10 +151,6 @@ class RunKernel:
         self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
         self.n_columns = values.shape[1]
 
-    def run_rows(self, r):
-        """Original row indices of run ``r``, in kernel order."""
-        return self.order[self.slices[r]]
-
     def sums(self, labels_by_run, n_labels, weights_by_run=None, *, with_counts=True):
         """Per-run, per-label sums and row counts.
 
@@ -184,7 +183,7 @@ class RunKernel:
             assign = (labels[:, None, :] == label_ids).astype(dtype)  # (B or 1, L, n_r)
             if weights_by_run is not None:
                 assign = assign * np.atleast_2d(weights_by_run[r])[:, None, :].astype(dtype)
-            if with_counts:
+            if counts is not None:
                 counts[:, r, :] = assign.sum(axis=2, dtype=np.float64)
             assign = np.broadcast_to(assign, (n_batch,) + assign.shape[1:])
             flat = assign.reshape(n_batch * n_labels, -1) @ self.values[r]
@@ -305,3 +304,25 @@ def parity_gap_value(values, valid):
     ok = valid[..., None] & ~np.isnan(values)
     gap = np.where(ok, values, -np.inf).max(axis=-2) - np.where(ok, values, np.inf).min(axis=-2)
     return np.where(ok.sum(axis=-2) >= 2, gap, np.nan)
+
+
+def mean_std_over_runs(x: np.ndarray | list, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1) along ``axis``, ignoring NaN and infinities; std is NaN below two values.
+
+    This is how every number "over runs" (or over folds) is summarised, as the
+    paper reports mean ± std over its 10 hold-outs.
+
+    Examples
+    --------
+    >>> m, s = mean_std_over_runs([0.1, 0.3, np.nan])
+    >>> float(m), round(float(s), 4)
+    (0.2, 0.1414)
+    """
+    x = np.asarray(x, dtype=float)
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=axis)
+        n = np.sum(~np.isnan(x), axis=axis)
+        std = np.where(n >= 2, np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.nan, np.nan)
+    return mean, std

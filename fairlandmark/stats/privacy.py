@@ -47,14 +47,18 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
 # scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.progress import progress_bar
 from fairlandmark.stats.folds import stratified_image_folds
+from fairlandmark.stats.kernel import mean_std_over_runs
 from fairlandmark.files import dump_json, json_safe
 
 __all__ = [
@@ -104,11 +108,11 @@ MSG_NOT_IN_STUDY = (
 )
 MSG_ONE_CLASS = (
     "target '{target}' has a single class ({cls!r}){where}; inference needs two or more classes: "
-    "drop --within or check the metadata"
+    "drop «within» or check the metadata"
 )
 MSG_SMALL_CLASS = (
     "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
-    "use --folds {fix} or fewer (n_splits in the API), or merge small classes"
+    "use «n_splits» {fix} or fewer (n_splits in the API), or merge small classes"
 )
 MSG_TOO_FEW_FOR_TWO = (
     "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
@@ -273,34 +277,6 @@ def _null_score(pipeline, X, y, folds):
         return float(np.mean(scores))
 
 
-# -- progress -------------------------------------------------------------------
-
-
-class _NoProgress:
-    def add_task(self, *args, **kwargs):
-        return 0
-
-    def advance(self, *args, **kwargs):
-        pass
-
-
-@contextmanager
-def _progress(progress):
-    """``None``/``False``: silent; ``True``: a rich bar on stderr; a rich ``Progress``: use it."""
-    if progress is None or progress is False:
-        yield _NoProgress()
-    elif progress is True:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
-        with bar:
-            yield bar
-    else:
-        yield progress
-
-
 def _run_tasks(tasks, n_jobs, on_done):
     """Run ``(function, args)`` tasks in order, calling ``on_done(i, result)`` as each finishes."""
     if n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
@@ -334,7 +310,7 @@ class _Level:
     image_of_row: np.ndarray  # index into images per row
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
-    null: np.ndarray = None
+    null: np.ndarray | None = None
 
 
 def _levels(study, target, within, n_splits):
@@ -345,7 +321,7 @@ def _levels(study, target, within, n_splits):
             raise InputError(MSG_NOT_IN_STUDY.format(role=role, name=name, known=known))
     names = study.coding.groups[target]
     if within is None:
-        parts = [(None, None, np.arange(len(study.row_image)))]
+        parts: list[tuple[str | None, str | None, np.ndarray]] = [(None, None, np.arange(len(study.row_image)))]
     else:
         wcodes = codes[within]
         parts = [(g if within in g else f"{within}={g}", g, np.flatnonzero(wcodes == i))
@@ -368,7 +344,7 @@ def _levels(study, target, within, n_splits):
         if counts[j] < n_splits:
             cls, n = names[present[j]], int(counts[j])
             if n < 2:
-                drop = f" or drop --within {within}" if within else ""
+                drop = f" or drop «within» {within}" if within else ""
                 raise InputError(MSG_TOO_FEW_FOR_TWO.format(target=target, cls=cls, n=n, where=where, drop=drop))
             raise InputError(MSG_SMALL_CLASS.format(target=target, cls=cls, n=n, where=where, k=n_splits, fix=n))
         levels.append(_Level(label=label, level=level, rows=rows, classes=[names[c] for c in present], y=y,
@@ -436,7 +412,6 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     1
     """
     _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator)
-    from fairlandmark.audit import Study, prepare_study
 
     if isinstance(predictions, Study):
         if metadata is not None:
@@ -452,7 +427,8 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
 
-    tasks, owners = [], []
+    tasks: list[tuple[Any, tuple]] = []
+    owners: list[tuple] = []
     for li, lev in enumerate(levels):
         X = np.asarray(study.errors, dtype=float)[lev.rows]
         lev.folds = row_folds(lev.images[lev.image_of_row], lev.y, n_splits=n_splits, seed=seed)
@@ -467,7 +443,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
             tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
             owners.append((li, "null", p))
 
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         names = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
@@ -505,12 +481,9 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
 # -- result -----------------------------------------------------------------------
 
 
-def _mean_std(values):
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return np.nan, np.nan
-    return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) >= 2 else np.nan
+def _scalar_mean_std(values):
+    mean, std = mean_std_over_runs(values)
+    return float(mean), float(std)
 
 
 def _fmt_p(p):
@@ -574,7 +547,7 @@ class PrivacyResult:
             observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
             n_perm = len(lev.null)
             p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
-            null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
+            null_mean, null_std = _scalar_mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),
                    "n_images": len(lev.images), "n_rows": len(lev.rows), "n_classes": len(lev.classes),
@@ -583,7 +556,7 @@ class PrivacyResult:
                    "n_missing": int(np.isnan(self.study.errors[lev.rows]).sum()),
                    "majority_rate": float(counts.max() / counts.sum()), "chance": 1.0 / len(lev.classes)}
             for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
-                row[metric], row[f"{metric}_std"] = _mean_std([f[metric] for f in fs])
+                row[metric], row[f"{metric}_std"] = _scalar_mean_std([f[metric] for f in fs])
             row["balanced_accuracy"] = observed  # the exact statistic the test compares
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
                         "n_permutations": n_perm, "leak": bool(n_perm and p <= ALPHA)})
@@ -656,7 +629,7 @@ class PrivacyResult:
     def to_dict(self):
         """JSON-ready dict (schema in docs/privacy.md)."""
         imp = self.importance
-        analyses = []
+        analyses: list[dict] = []
         for row in self.scores.to_dict("records"):
             name = row["analysis"]
             folds = self.folds[self.folds["analysis"] == name].drop(columns="analysis")

@@ -32,12 +32,12 @@ Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
                                        sdr_from_sums, without_thin_groups)
 
@@ -49,8 +49,6 @@ __all__ = [
     "benjamini_hochberg",
     "holm",
     "permutation_pvalue",
-    "add_significance_arguments",
-    "options_from_args",
     "CORRECTIONS",
 ]
 
@@ -328,17 +326,6 @@ def _batches(total, size):
         start += size
 
 
-def _progress(options):
-    if options.progress is True:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), transient=True)
-    if options.progress:
-        return options.progress
-    return None
-
-
 def _permutations(ctx, options, bar):
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
@@ -462,8 +449,7 @@ def run_significance(study, *, thresholds, min_group_size, observed, options):
     """
     options = SignificanceOptions.coerce(options)
     ctx = _Context(study, list(thresholds), min_group_size, observed)
-    bar = _progress(options)
-    with (bar if bar is not None and hasattr(bar, "__enter__") and options.progress is True else nullcontext()):
+    with progress_bar(options.progress) as bar:
         perm = _permutations(ctx, options, bar) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
@@ -481,7 +467,7 @@ class SignificanceResult:
         identity = {a: ctx.identity_stats(a) for a in self.attributes}
         obs_dp = {a: identity[a][0] for a in self.attributes}
         obs_gap = {a: identity[a][1] for a in self.attributes}
-        self.columns = {a: {} for a in self.attributes}
+        self.columns: dict[str, dict[str, np.ndarray]] = {a: {} for a in self.attributes}
         if perm is not None:
             null_dp = np.concatenate([perm[0][a] for a in self.attributes], axis=1)
             null_gap = np.concatenate([perm[1][a] for a in self.attributes], axis=1)
@@ -564,33 +550,3 @@ class SignificanceResult:
             rec["mre_ci_by_group"] = {g: [lo, hi] for g, lo, hi in
                                       zip(group_rows["group"], group_rows["mre_ci_low"], group_rows["mre_ci_high"])}
         return rec
-
-
-# -- CLI glue -----------------------------------------------------------------------------
-
-def add_significance_arguments(parser):
-    group = parser.add_argument_group("significance")
-    from fairlandmark.cli._common import positive_int
-
-    group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
-                       help="label permutations for p-values (default 10000; 0 = off)")
-    group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
-                       help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
-    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
-    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
-    group.add_argument("--correction", choices=CORRECTIONS, default="bh",
-                       help="multiple-testing adjustment over attributes x keypoints (default bh)")
-    group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
-                       help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
-    group.add_argument("--no-significance", action="store_true", help="skip all of the above")
-    if not any(a.dest == "seed" for a in parser._actions):
-        group.add_argument("--seed", type=positive_int, default=0,
-                           help="random seed; same seed, same numbers bit for bit (default 0)")
-
-
-def options_from_args(args):
-    if args.no_significance or (args.permutations == 0 and args.bootstrap == 0 and args.baseline_repeats == 0):
-        return None
-    return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
-                               correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
-                               progress=not getattr(args, "quiet", False))

@@ -1,0 +1,84 @@
+"""A study: validated predictions and metadata, radial errors and group codes, ready for the kernels.
+
+:func:`prepare_study` is the one place where inputs are read, checked and
+encoded; everything downstream (the audit, significance, privacy) takes the
+:class:`Study` it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.families import family_index
+from fairlandmark.inputs.groups import GroupCoding, encode_groups
+from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
+from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
+
+__all__ = ["Study", "prepare_study", "MSG_NO_ATTRIBUTES"]
+
+MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
+
+
+@dataclass
+class Study:
+    """Everything the kernels need, validated and encoded.
+
+    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction
+    or no ground truth. ``labelled`` is None when every point has ground truth,
+    else an (N, K) bool mask, False where the point is unlabelled: such a point
+    is left out of the keypoint's numerators and denominators (see
+    :mod:`fairlandmark.stats.kernel`).
+    """
+
+    errors: np.ndarray
+    unit: str
+    runs: np.ndarray
+    keypoints: np.ndarray
+    row_run: np.ndarray
+    row_image: np.ndarray
+    coding: GroupCoding
+    families: dict[str, np.ndarray]
+    warnings: list[str] = field(default_factory=list)
+    labelled: np.ndarray | None = None
+
+    @property
+    def n_runs(self):
+        return len(self.runs)
+
+
+
+def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
+                  families=None, intersection=True, metadata_source=None, spacing_from_dicom=None,
+                  dicom_match="stem"):
+    """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+    # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always", FairlandmarkWarning)
+        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        if spacing_from_dicom is not None:
+            from fairlandmark.inputs.dicom import with_dicom_spacing
+
+            others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
+            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
+        if isinstance(wrist_width, str):
+            wrist_width = parse_wrist_width(wrist_width)
+        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
+            wrist_width = WristWidth(*wrist_width)
+        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
+    caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
+    attributes = list(meta.columns) if attributes is None else list(attributes)
+    if not attributes:
+        raise InputError(MSG_NO_ATTRIBUTES)
+    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
+    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
+                           source=str(src))
+    fam = family_index(families or {}, preds.keypoints)
+    return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught,
+                 labelled=preds.labelled)
