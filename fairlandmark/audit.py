@@ -572,7 +572,8 @@ class AuditResult:
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
 
-    def to_metricframe_like(self, attribute=None, *, metric="sdr", threshold=None, in_dp_only=False):
+    def to_metricframe_like(self, attribute: str | None = None, *, metric: str = "sdr",
+                            threshold: float | None = None, in_dp_only: bool = False) -> pd.DataFrame:
         """Per-group values in Fairlearn's ``MetricFrame.by_group`` shape.
 
         Parameters

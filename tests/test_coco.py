@@ -328,7 +328,7 @@ def test_wrist_width_on_unlabelled_keypoint_is_refused():
     frame = pd.DataFrame({"image_id": ["a", "a"], "keypoint": [1, 5], "pred_x": [1.0, 2.0], "pred_y": [1.0, 2.0],
                           "true_x": [np.nan, 0.0], "true_y": [np.nan, 0.0]})
     meta = pd.DataFrame({"image_id": ["a"], "sex": ["F"]})
-    with pytest.raises(InputError, match=r"image 'a' has no ground truth for wrist-width keypoint 1 or 5"):
+    with pytest.raises(InputError, match=r"image 'a' has no ground truth for wrist_width keypoint 1 or 5"):
         audit(frame, meta, wrist_width="1,5,50", min_group_size=1)
 
 

@@ -351,9 +351,8 @@ def check_predictions(data, *, source=None):
             i = int(np.flatnonzero(bad)[0])
             raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
         spacing = dense(sp)
-    spacing_xy = check_axis_spacing(frame, src)
-    if spacing_xy is not None:
-        spacing_xy = np.stack([dense(spacing_xy[0]), dense(spacing_xy[1])], axis=-1)
+    axis_spacing = check_axis_spacing(frame, src)
+    spacing_xy = None if axis_spacing is None else np.stack([dense(a) for a in axis_spacing], axis=-1)
 
     return Predictions(
         runs=np.asarray(runs, dtype=object),

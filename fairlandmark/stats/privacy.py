@@ -462,7 +462,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         _run_tasks(tasks, n_jobs, done)
 
     notes = list(study.warnings)
-    n_unlabelled = 0 if getattr(study, "labelled", None) is None else int((~study.labelled).sum())
+    n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
     n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
