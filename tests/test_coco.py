@@ -101,7 +101,8 @@ def test_unlabelled_numbers_against_loops(coco_files):
     meta = coco_metadata(read_coco_truth(gt))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        result = audit(frame, meta, attributes=["sex"], spacing_mm=0.1, thresholds_mm=(0.2,), min_group_size=1)
+        result = audit(frame, meta, attributes=["sex"], spacing_mm=0.1, thresholds_mm=(0.2,),
+                       significance=False, min_group_size=1)
     expected = loop_metrics(a, 0.1, 0.2)
     pg = result.per_group.set_index(["group", "keypoint"])
     for (g, name), (sdr, mre, labelled, missing) in expected.items():
@@ -144,9 +145,9 @@ def test_unlabelled_point_equals_image_left_out():
     dropped = frame[~frame["image_id"].isin([str(i) for i in unlabelled])]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        a = audit(masked, meta, attributes=["sex"], spacing_mm=1.0, min_group_size=1)
-        b = audit(dropped, meta, attributes=["sex"], spacing_mm=1.0, min_group_size=1)
-        full = audit(frame, meta, attributes=["sex"], spacing_mm=1.0, min_group_size=1)
+        a = audit(masked, meta, attributes=["sex"], spacing_mm=1.0, significance=False, min_group_size=1)
+        b = audit(dropped, meta, attributes=["sex"], spacing_mm=1.0, significance=False, min_group_size=1)
+        full = audit(frame, meta, attributes=["sex"], spacing_mm=1.0, significance=False, min_group_size=1)
     ga, gb, gf = (r.per_group.set_index(["group", "keypoint"]) for r in (a, b, full))
     for g in ("F", "M"):
         assert ga.loc[(g, 1), "sdr_2"] == gb.loc[(g, 1), "sdr_2"]
@@ -214,8 +215,10 @@ def test_round_trip_through_csv_and_cli(coco_files, tmp_path):
     direct = coco_to_long(res, gt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        from_csv = audit(str(out), str(meta_out), attributes=["sex", "site"], spacing_mm=0.1, min_group_size=1)
-        from_frame = audit(direct, coco_metadata(gt), attributes=["sex", "site"], spacing_mm=0.1, min_group_size=1)
+        from_csv = audit(str(out), str(meta_out), attributes=["sex", "site"], spacing_mm=0.1,
+                         significance=False, min_group_size=1)
+        from_frame = audit(direct, coco_metadata(gt), attributes=["sex", "site"], spacing_mm=0.1,
+                           significance=False, min_group_size=1)
     pd.testing.assert_frame_equal(from_csv.per_group, from_frame.per_group)
     pd.testing.assert_frame_equal(from_csv.per_keypoint, from_frame.per_keypoint)
 
@@ -226,7 +229,8 @@ def test_no_unlabelled_keeps_columns(tmp_path):
     g, r = write_json(tmp_path / "g.json", gt), write_json(tmp_path / "r.json", results)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        res = audit(coco_to_long(r, g), coco_metadata(g), attributes=["sex"], spacing_mm=0.1, min_group_size=1)
+        res = audit(coco_to_long(r, g), coco_metadata(g), attributes=["sex"], spacing_mm=0.1,
+                    significance=False, min_group_size=1)
     assert res.study.labelled is None
     assert "n_unlabelled" not in res.per_group.columns
     assert "n_unlabelled_by_group" not in res.to_dict()["per_keypoint"][0]
@@ -321,7 +325,7 @@ def test_half_empty_truth_is_refused():
     meta = pd.DataFrame({"image_id": ["a"], "sex": ["F"]})
     with pytest.raises(InputError, match=r"row 2, column 'true_x' is empty; every row needs a ground-truth "
                                          r"coordinate \(leave both true_x and true_y empty"):
-        audit(frame, meta, min_group_size=1)
+        audit(frame, meta, significance=False, min_group_size=1)
 
 
 def test_wrist_width_on_unlabelled_keypoint_is_refused():
@@ -329,7 +333,7 @@ def test_wrist_width_on_unlabelled_keypoint_is_refused():
                           "true_x": [np.nan, 0.0], "true_y": [np.nan, 0.0]})
     meta = pd.DataFrame({"image_id": ["a"], "sex": ["F"]})
     with pytest.raises(InputError, match=r"image 'a' has no ground truth for wrist_width keypoint 1 or 5"):
-        audit(frame, meta, wrist_width="1,5,50", min_group_size=1)
+        audit(frame, meta, wrist_width="1,5,50", significance=False, min_group_size=1)
 
 
 def test_write_long_keeps_unlabelled_empty(tmp_path, coco_files):
@@ -364,7 +368,7 @@ def test_group_with_few_labelled_images_leaves_that_keypoint_dp():
     assert pg.loc[("F", 1), "sdr_2"] == 0.0  # still reported
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        low = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=2)
+        low = audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, significance=False, min_group_size=2)
     assert low.per_keypoint.set_index("keypoint").loc[1, "dp"] == 1.0
 
 

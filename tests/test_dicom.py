@@ -57,7 +57,7 @@ def test_pixel_spacing_anisotropic_against_hand_case(tmp_path):
     frame = pd.DataFrame({"image_id": ["a", "b"], "keypoint": [1, 1], "pred_x": [13.0, 0.0], "pred_y": [40.0, 0.0],
                           "true_x": [10.0, 0.0], "true_y": [0.0, 0.0]})
     meta = pd.DataFrame({"image_id": ["a", "b"], "sex": ["F", "M"]})
-    res = audit(frame, meta, spacing_from_dicom=tmp_path, min_group_size=1, thresholds_mm=(4.1,))
+    res = audit(frame, meta, spacing_from_dicom=tmp_path, significance=False, min_group_size=1, thresholds_mm=(4.1,))
     # hypot(3 * 0.2, 40 * 0.1) = hypot(0.6, 4.0)
     assert res.per_group["mre"].iloc[0] == pytest.approx(np.hypot(0.6, 4.0), rel=1e-15)
     assert res.per_group["sdr_4.1"].iloc[0] == 1.0  # 4.045 <= 4.1; swapping x/y would give 8.002
@@ -74,9 +74,9 @@ def test_dicom_route_equals_long_csv_route(tmp_path):
         write_dicom(tmp_path / f"{i:03d}.dcm", pixel=[spacing[i, 1], spacing[i, 0]])  # [y, x]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        via_dicom = audit(frame, meta, spacing_from_dicom=tmp_path, min_group_size=1)
+        via_dicom = audit(frame, meta, spacing_from_dicom=tmp_path, significance=False, min_group_size=1)
         csv_frame = frame.assign(spacing_x_mm=np.repeat(spacing[:, 0], 2), spacing_y_mm=np.repeat(spacing[:, 1], 2))
-        via_csv = audit(csv_frame, meta, min_group_size=1)
+        via_csv = audit(csv_frame, meta, significance=False, min_group_size=1)
     np.testing.assert_array_equal(via_dicom.study.errors, via_csv.study.errors)
     expected = np.hypot((pred - true)[..., 0] * spacing[:, None, 0], (pred - true)[..., 1] * spacing[:, None, 1])
     np.testing.assert_allclose(via_dicom.study.errors, expected, rtol=1e-14)
@@ -89,8 +89,8 @@ def test_square_pixels_bit_identical_to_spacing_mm(tmp_path):
         write_dicom(tmp_path / f"{i:03d}.dcm", pixel=[0.1, 0.1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        a = audit(frame, meta, spacing_from_dicom=tmp_path, min_group_size=1)
-        b = audit(frame, meta, spacing_mm=0.1, min_group_size=1)
+        a = audit(frame, meta, spacing_from_dicom=tmp_path, significance=False, min_group_size=1)
+        b = audit(frame, meta, spacing_mm=0.1, significance=False, min_group_size=1)
     np.testing.assert_array_equal(a.study.errors, b.study.errors)
 
 
@@ -119,7 +119,7 @@ def test_match_by_uid(tmp_path):
     frame = pd.DataFrame({"image_id": [str(uid), str(uid2)], "keypoint": [1, 1], "pred_x": [3.0, 0.0],
                           "pred_y": [4.0, 0.0], "true_x": [0.0, 0.0], "true_y": [0.0, 0.0]})
     meta = pd.DataFrame({"image_id": [str(uid), str(uid2)], "sex": ["F", "M"]})
-    res = audit(frame, meta, spacing_from_dicom=tmp_path, dicom_match="uid", min_group_size=1)
+    res = audit(frame, meta, spacing_from_dicom=tmp_path, dicom_match="uid", significance=False, min_group_size=1)
     assert res.per_group["mre"].iloc[0] == pytest.approx(0.5)
 
 
@@ -138,9 +138,9 @@ def test_missing_files_and_conflicts(tmp_path):
     frame, meta, _, _ = long_frame(n=4)
     write_dicom(tmp_path / "000.dcm", pixel=[0.1, 0.1])
     with pytest.raises(InputError, match=r"3 image\(s\) have no DICOM file matched by stem \(e\.g\. '001'"):
-        audit(frame, meta, spacing_from_dicom=tmp_path, min_group_size=1)
+        audit(frame, meta, spacing_from_dicom=tmp_path, significance=False, min_group_size=1)
     with pytest.raises(InputError, match=r"already has a pixel-to-mm scale \(spacing_mm\)"):
-        audit(frame, meta, spacing_from_dicom=tmp_path, spacing_mm=0.1, min_group_size=1)
+        audit(frame, meta, spacing_from_dicom=tmp_path, spacing_mm=0.1, significance=False, min_group_size=1)
     (tmp_path / "bad.dcm").write_text("not dicom")
     with pytest.raises(InputError, match=r"bad\.dcm: cannot be read as DICOM"):
         read_dicom_spacing(tmp_path)
@@ -149,7 +149,7 @@ def test_missing_files_and_conflicts(tmp_path):
 
 
 def test_cli_convert_and_audit(tmp_path, capsys):
-    frame, meta, _, _ = long_frame()
+    frame, meta, pred, true = long_frame()
     folder = tmp_path / "scans"
     folder.mkdir()
     for i in range(12):
@@ -158,11 +158,9 @@ def test_cli_convert_and_audit(tmp_path, capsys):
     frame.to_csv(preds, index=False)
     meta.to_csv(meta_path, index=False)
     truth = tmp_path / "truth.csv"
-    truth.write_text("".join(f"{i:03d},{float(frame.true_x[2 * i])!r},{float(frame.true_y[2 * i])!r},{float(frame.true_x[2 * i + 1])!r},"
-                             f"{float(frame.true_y[2 * i + 1])!r}\n" for i in range(12)))
+    truth.write_text("".join(f"{i:03d}," + ",".join(repr(float(v)) for v in true[i].ravel()) + "\n" for i in range(12)))
     wide = tmp_path / "pred.csv"
-    wide.write_text("".join(f"{i:03d},{float(frame.pred_x[2 * i])!r},{float(frame.pred_y[2 * i])!r},{float(frame.pred_x[2 * i + 1])!r},"
-                            f"{float(frame.pred_y[2 * i + 1])!r}\n" for i in range(12)))
+    wide.write_text("".join(f"{i:03d}," + ",".join(repr(float(v)) for v in pred[i].ravel()) + "\n" for i in range(12)))
     assert main(["convert", "--truth", str(truth), "--pred", str(wide), "--out", str(out),
                  "--spacing-from-dicom", str(folder)]) == 0
     long = pd.read_csv(out, dtype={"image_id": str})
@@ -217,7 +215,7 @@ def test_cli_coco_with_dicom_spacing_by_file_stem(tmp_path):
     assert long["image_id"].iloc[0] == "000"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        result = audit(str(out), str(meta), min_group_size=1)
+        result = audit(str(out), str(meta), significance=False, min_group_size=1)
     d = pred - true
     expected = np.hypot(d[..., 0] * spacing[:, None, 0], d[..., 1] * spacing[:, None, 1])
     np.testing.assert_allclose(result.study.errors, expected, rtol=1e-12)

@@ -57,9 +57,10 @@ def test_audit_landmarker_equals_original_points():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         via_adapter = audit_landmarker(b["pred_yx"], b["true_yx"], {"sex": sex}, dim=b["dim"], dim_orig=b["dim_orig"],
-                                       padding=b["padding"], pixel_spacing=b["spacing_yx"], min_group_size=1)
+                                       padding=b["padding"], pixel_spacing=b["spacing_yx"],
+                                           significance=False, min_group_size=1)
         direct = audit_arrays(b["pred_xy"], b["true_xy"], {"sex": sex}, spacing_mm=b["spacing_yx"][:, ::-1],
-                              min_group_size=1)
+                              significance=False, min_group_size=1)
     # Hand formula: x and y scaled by their own spacing, then the distance.
     d = b["pred_xy"] - b["true_xy"]
     expected = np.hypot(d[..., 0] * b["spacing_yx"][:, None, 1], d[..., 1] * b["spacing_yx"][:, None, 0])
@@ -80,7 +81,8 @@ def test_landmarker_own_metrics_agree():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         res = audit_landmarker(b["pred_yx"], b["true_yx"], {"sex": sex}, dim=b["dim"], dim_orig=b["dim_orig"],
-                               padding=b["padding"], pixel_spacing=b["spacing_yx"], min_group_size=1)
+                               padding=b["padding"], pixel_spacing=b["spacing_yx"],
+                                   significance=False, min_group_size=1)
     np.testing.assert_allclose(res.study.errors, pe.numpy(), rtol=1e-9)
     rate = landmarker_metrics.sdr(2.0, t["true_yx"], t["pred_yx"], dim=b["dim"], dim_orig=t["dim_orig"],
                                   pixel_spacing=t["spacing_yx"], padding=t["padding"])
@@ -107,14 +109,15 @@ def test_audit_arrays_coord_order_and_axis_spacing():
     groups = {"sex": ["F", "M"] * (n // 2)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        xy = audit_arrays(pred, true, groups, spacing_mm=spacing_xy, min_group_size=1)
+        xy = audit_arrays(pred, true, groups, spacing_mm=spacing_xy, significance=False, min_group_size=1)
         yx = audit_arrays(pred[..., ::-1], true[..., ::-1], groups, spacing_mm=spacing_xy[:, ::-1], coord_order="yx",
-                          min_group_size=1)
+                          significance=False, min_group_size=1)
         frame = pd.DataFrame({"image_id": np.repeat(np.arange(n).astype(str), 2), "keypoint": np.tile([1, 2], n),
                               "pred_x": pred[..., 0].ravel(), "pred_y": pred[..., 1].ravel(),
                               "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel(),
                               "spacing_x_mm": 0.2, "spacing_y_mm": 0.1})
-        long = audit(frame, pd.DataFrame({"image_id": np.arange(n).astype(str), **groups}), min_group_size=1)
+        long = audit(frame, pd.DataFrame({"image_id": np.arange(n).astype(str), **groups}),
+                     significance=False, min_group_size=1)
     np.testing.assert_array_equal(xy.study.errors, yx.study.errors)
     np.testing.assert_array_equal(xy.study.errors, long.study.errors)
     d = pred - true
@@ -157,7 +160,8 @@ def test_metricframe_difference_equals_dp():
     true, pred, site, spacing = fairness_data(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        res = audit_arrays(pred, true, {"site": site}, spacing_mm=spacing, thresholds_mm=(2.0,), min_group_size=1)
+        res = audit_arrays(pred, true, {"site": site}, spacing_mm=spacing, thresholds_mm=(2.0,),
+                           significance=False, min_group_size=1)
     by_group = res.to_metricframe_like("site")
     mre_by_group = res.to_metricframe_like("site", metric="mre")
     for k in range(3):
@@ -176,7 +180,7 @@ def test_to_metricframe_like_shape_and_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         res = audit_arrays(pred, true, {"site": site, "sex": ["F", "M"] * 15}, spacing_mm=0.1,
-                           thresholds_mm=(2.0, 4.0), min_group_size=1, intersection=False)
+                           thresholds_mm=(2.0, 4.0), significance=False, min_group_size=1, intersection=False)
     frame = res.to_metricframe_like("sex", threshold=4.0)
     assert frame.index.name == "sex" and frame.index.tolist() == ["F", "M"] and frame.columns.tolist() == [1, 2, 3]
     pg = res.per_group.set_index(["attribute", "group", "keypoint"])

@@ -6,12 +6,20 @@ import argparse
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
-from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
+import numpy as np
+
+from fairlandmark.inputs.convert import (WideTable, MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.files import check_outputs
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fairlandmark.inputs.coco import CocoTruth
 
 MSG_COCO_ONLY = "{option}: applies to COCO files; give a .json --truth (COCO keypoints) or drop {option}"
 MSG_COCO_MIX = "--pred {path}: a COCO --truth (.json) needs COCO results (.json) for every --pred"
@@ -37,11 +45,11 @@ threshold); ground-truth images with no prediction row are written as missing
 predictions unless --predicted-only is given."""
 
 
-def _is_coco(path):
+def _is_coco(path: object) -> bool:
     return os.path.splitext(str(path))[1].lower() == ".json"
 
 
-def _check_coco_options(args):
+def _check_coco_options(args: argparse.Namespace) -> bool:
     """COCO options only with a COCO truth; COCO truth only with COCO results; one scale."""
     coco = _is_coco(args.truth)
     if not coco:
@@ -59,7 +67,7 @@ def _check_coco_options(args):
     return coco
 
 
-def _convert_coco(args):
+def _convert_coco(args: argparse.Namespace) -> tuple[pd.DataFrame, pd.DataFrame | None, CocoTruth]:
     from fairlandmark.inputs.coco import coco_metadata, coco_to_long, read_coco_truth
 
     truth = read_coco_truth(args.truth, category=args.category, instance=args.instance, image_key=args.image_key)
@@ -69,7 +77,7 @@ def _convert_coco(args):
     return frame, meta, truth
 
 
-def _with_dicom_spacing(frame, args):
+def _with_dicom_spacing(frame: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
     from fairlandmark.inputs.dicom import read_dicom_spacing, spacing_columns
 
     table = read_dicom_spacing(args.spacing_from_dicom, match=args.dicom_match,
@@ -77,7 +85,7 @@ def _with_dicom_spacing(frame, args):
     return frame.assign(**spacing_columns(frame["image_id"].to_numpy(), table))
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     # Refuse before writing anything, so a failed call leaves no half result.
     check_outputs([("--out", args.out, False), ("--metadata-template", args.metadata_template, False),
                    ("--metadata-from-coco", args.metadata_from_coco, False)],
@@ -90,8 +98,12 @@ def _run(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FairlandmarkWarning)
         meta = None
+        coco_truth = None
         if coco:
-            frame, meta, truth = _convert_coco(args)
+            frame, meta, coco_truth = _convert_coco(args)
+            # The ids (and points) of the COCO images, for the summary line and --metadata-template.
+            truth = WideTable(source=coco_truth.source, ids=coco_truth.image_ids, coords=coco_truth.true,
+                              rows=np.arange(1, len(coco_truth.image_ids) + 1), has_header=False)
         else:
             truth = read_wide(args.truth, truth=True)
             frame = convert(args.pred, truth, runs=args.run, spacing_mm=args.spacing_mm,
@@ -106,11 +118,10 @@ def _run(args):
             text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
             sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
-    n_kp = len(truth.keypoints) if coco else truth.n_keypoints
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
-          f"{n_kp} keypoints x {n_runs} run(s))")
-    if coco and truth.n_unlabelled:
-        print(f"{truth.n_unlabelled} ground-truth point(s) have v=0 (no ground truth): written with empty "
+          f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
+    if coco_truth is not None and coco_truth.n_unlabelled:
+        print(f"{coco_truth.n_unlabelled} ground-truth point(s) have v=0 (no ground truth): written with empty "
               f"true_x/true_y, left out of their keypoint's numbers")
     if meta is not None:
         print(f"wrote {args.metadata_from_coco}: {len(meta)} images, columns {', '.join(meta.columns[1:])}")
@@ -120,7 +131,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert wide files (id,x1,y1,...) to the long predictions format",
         description="Pair wide prediction file(s) with the wide ground truth and write the long format "

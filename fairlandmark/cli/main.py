@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 import warnings
+from collections.abc import Sequence
+from typing import NoReturn
 
 from fairlandmark.version import __version__
 from fairlandmark.cli._common import FLAG_SPELLINGS
@@ -28,12 +30,12 @@ MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and one line, as every usage error should."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fairlandmark", description="Per-keypoint fairness audits of landmark-detection models.")
     parser.add_argument("--version", action="version", version=f"fairlandmark {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -43,7 +45,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -10,11 +10,16 @@ ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.schema import Predictions
 
 __all__ = ["WristWidth", "parse_wrist_width", "radial_errors"]
 
@@ -44,7 +49,7 @@ class WristWidth:
     mm: float
 
 
-def parse_wrist_width(text):
+def parse_wrist_width(text: str) -> WristWidth:
     """Parse ``"A,B,MM"`` (e.g. ``"1,5,50"``) into a :class:`WristWidth`.
 
     Examples
@@ -65,7 +70,7 @@ def parse_wrist_width(text):
     return WristWidth(a, b, mm)
 
 
-def _keypoint_index(keypoints, label, src):
+def _keypoint_index(keypoints: Sequence[object] | np.ndarray, label: object, src: str) -> int:
     matches = [i for i, k in enumerate(keypoints) if str(k) == str(label)]
     if not matches:
         known = ", ".join(map(str, keypoints[:10])) + (", ..." if len(keypoints) > 10 else "")
@@ -73,7 +78,8 @@ def _keypoint_index(keypoints, label, src):
     return matches[0]
 
 
-def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
+def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                  wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit.
 
     Parameters
@@ -97,7 +103,7 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
         name
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
-            ("spacing_x_mm/spacing_y_mm columns", getattr(preds, "spacing_xy", None) is not None),
+            ("spacing_x_mm/spacing_y_mm columns", preds.spacing_xy is not None),
             ("«spacing_mm»", spacing_mm is not None),
             ("«wrist_width»", wrist_width is not None),
         )
@@ -110,6 +116,7 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
     if len(scales) > 1:
         raise InputError(MSG_TWO_SCALES.format(src=src, found=" and ".join(scales)))
 
+    assert preds.pred is not None and preds.true is not None  # no error_mm column: coordinates were checked
     delta = preds.pred - preds.true
     distance = np.hypot(delta[..., 0], delta[..., 1])  # NaN where the prediction is missing
     if spacing_mm is not None:
@@ -118,7 +125,7 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
         return distance * float(spacing_mm), "mm"
     if preds.spacing is not None:
         return distance * preds.spacing, "mm"
-    if getattr(preds, "spacing_xy", None) is not None:
+    if preds.spacing_xy is not None:
         sx, sy = preds.spacing_xy[..., 0], preds.spacing_xy[..., 1]
         # Square pixels take the same path as spacing_mm, so both give the same numbers bit for bit.
         return np.where(sx == sy, distance * sx, np.hypot(delta[..., 0] * sx, delta[..., 1] * sy)), "mm"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,11 +118,12 @@ class Predictions:
     spacing_xy: np.ndarray | None = None
 
 
-def _source_name(obj, default):
+def _source_name(obj: object, default: str) -> str:
     return os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else default
 
 
-def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)):
+def read_table(path: str | os.PathLike[str], *, kind: str = "table",
+               string_columns: Sequence[str] = (ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame, ids kept as strings.
 
     Parameters
@@ -167,7 +169,7 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
     return frame
 
 
-def _stripped_columns(names, src):
+def _stripped_columns(names: Iterable[object], src: str) -> list[str]:
     """Column names without surrounding spaces; InputError when two are then the same."""
     stripped = [str(c).strip() for c in names]
     seen = set()
@@ -178,12 +180,12 @@ def _stripped_columns(names, src):
     return stripped
 
 
-def _hint(col, columns):
+def _hint(col: str, columns: Iterable[object]) -> str:
     close = difflib.get_close_matches(col, [str(c) for c in columns], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _require(frame, col, src):
+def _require(frame: pd.DataFrame, col: str, src: str) -> None:
     if col not in frame.columns:
         raise InputError(
             MSG_MISSING_COLUMN.format(
@@ -192,12 +194,12 @@ def _require(frame, col, src):
         )
 
 
-def _file_row(index):
+def _file_row(index: int) -> int:
     # Line number in the file: one header line, 1-based.
     return int(index) + 2
 
 
-def _numeric(frame, col, src, *, allow_empty, what="a value"):
+def _numeric(frame: pd.DataFrame, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
     raw = frame[col]
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         values = raw.to_numpy(dtype=float, na_value=np.nan)  # already parsed: skip string checks
@@ -216,7 +218,7 @@ def _numeric(frame, col, src, *, allow_empty, what="a value"):
     return values
 
 
-def _id_column(frame, col, src):
+def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
     raw = frame[col]
     blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
     if blank.any():
@@ -225,7 +227,7 @@ def _id_column(frame, col, src):
     return raw.astype(str).str.strip().to_numpy(dtype=object)
 
 
-def _keypoint_labels(values):
+def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values), errors="coerce")
     if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
@@ -233,7 +235,7 @@ def _keypoint_labels(values):
     return np.asarray(values, dtype=object)
 
 
-def check_predictions(data, *, source=None):
+def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -319,7 +321,7 @@ def check_predictions(data, *, source=None):
     row_run = run_codes[first_of_row].astype(np.int64)
     row_image = image[first_of_row]
 
-    def dense(values):
+    def dense(values: np.ndarray) -> np.ndarray:
         out = np.full((n_rows, n_kp), np.nan)
         out[row_key, kp_index] = values
         return out
@@ -369,7 +371,8 @@ def check_predictions(data, *, source=None):
     )
 
 
-def check_metadata(data, *, image_ids, attributes=None, source=None):
+def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: Iterable[str],
+                   attributes: Sequence[str] | None = None, source: str | None = None) -> pd.DataFrame:
     """Validate metadata and align it to the predictions' images.
 
     Parameters

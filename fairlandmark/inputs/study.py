@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.inputs.families import family_index
@@ -42,19 +45,24 @@ class Study:
     row_run: np.ndarray
     row_image: np.ndarray
     coding: GroupCoding
-    families: dict[str, np.ndarray]
+    families: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
     labelled: np.ndarray | None = None
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
         return len(self.runs)
 
 
 
-def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None, spacing_from_dicom=None,
-                  dicom_match="stem"):
+def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+                  metadata: pd.DataFrame | str | os.PathLike[str], *,
+                  attributes: Sequence[str] | None = None, spacing_mm: float | None = None,
+                  wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+                  bins: Mapping[str, Sequence[float]] | None = None,
+                  families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
+                  intersection: bool = True, metadata_source: str | None = None,
+                  spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem") -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:

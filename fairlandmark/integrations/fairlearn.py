@@ -77,7 +77,8 @@ def radial_errors_mm(y_true: ArrayLike, y_pred: ArrayLike,
     if spacing.ndim == 2:
         sx, sy = spacing[:, 0], spacing[:, 1]
         # Square pixels the way fairlandmark's long format computes them (bit-identical numbers).
-        errors = np.where(sx == sy, np.hypot(delta[:, 0], delta[:, 1]) * sx, np.hypot(delta[:, 0] * sx, delta[:, 1] * sy))
+        errors = np.where(sx == sy, np.hypot(delta[:, 0], delta[:, 1]) * sx,
+                          np.hypot(delta[:, 0] * sx, delta[:, 1] * sy))
     else:
         errors = np.hypot(delta[:, 0], delta[:, 1]) * spacing
     return errors, labelled

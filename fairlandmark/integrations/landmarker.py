@@ -176,7 +176,7 @@ def audit_landmarker(pred_landmarks: Any, true_landmarks: Any, groups: Mapping[s
     >>> true = np.full((4, 1, 2), 128.0); pred = true.copy(); pred[1, 0, 0] += 7.68  # y: 30 px = 3 mm
     >>> res = audit_landmarker(pred, true, {"sex": ["F", "F", "M", "M"]}, dim=(256, 256),
     ...                        dim_orig=[1000, 800], padding=[0, 100], pixel_spacing=[0.1, 0.1],
-    ...                        min_group_size=1)
+    ...                        significance=False, min_group_size=1)
     >>> float(res.per_keypoint["dp"].iloc[0])
     0.5
     """

@@ -32,14 +32,22 @@ Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
                                        sdr_from_sums, without_thin_groups)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fairlandmark.inputs.study import Study
 
 __all__ = [
     "SignificanceOptions",
@@ -95,7 +103,7 @@ class SignificanceOptions:
     batch_size: int = 500
     progress: object = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -111,7 +119,7 @@ class SignificanceOptions:
                                                value=self.correction))
 
     @classmethod
-    def coerce(cls, value):
+    def coerce(cls, value: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceOptions:
         if isinstance(value, cls):
             return value
         if value is True:
@@ -124,7 +132,7 @@ class SignificanceOptions:
 
 # -- small exact helpers --------------------------------------------------------
 
-def permutation_pvalue(null, observed):
+def permutation_pvalue(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """``(1 + #{null >= observed}) / (1 + B)`` per test; NaN where observed is NaN.
 
     Parameters
@@ -145,7 +153,7 @@ def permutation_pvalue(null, observed):
     return np.where(np.isnan(observed), np.nan, p)
 
 
-def westfall_young_minp(null, observed):
+def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Westfall-Young step-down minP adjusted p-values.
 
     Each permuted statistic gets its own permutation p-value within its test
@@ -190,7 +198,7 @@ def westfall_young_minp(null, observed):
     return out
 
 
-def benjamini_hochberg(p):
+def benjamini_hochberg(p: ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (step-up, FDR).
 
     Same numbers as ``statsmodels.stats.multitest.multipletests(p,
@@ -212,7 +220,7 @@ def benjamini_hochberg(p):
     return out
 
 
-def holm(p):
+def holm(p: ArrayLike) -> np.ndarray:
     """Holm step-down adjusted p-values (FWER); equals statsmodels' ``holm``.
 
     Examples
@@ -233,7 +241,7 @@ def holm(p):
 _ADJUSTERS = {"bh": benjamini_hochberg, "holm": holm}
 
 
-def _adjust(p, method):
+def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
@@ -241,7 +249,7 @@ def _adjust(p, method):
     return out
 
 
-def _random_permutations(rng, n, m):
+def _random_permutations(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     """``n`` random permutations of ``range(m)``, as an (n, m) index array.
 
     Sorting 32-bit random keys is twice as fast as Fisher-Yates here; two equal
@@ -251,7 +259,7 @@ def _random_permutations(rng, n, m):
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
-def _run_mean(x, axis=-2):
+def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
         return x.mean(axis=axis)
@@ -265,7 +273,8 @@ def _run_mean(x, axis=-2):
 class _Context:
     """Prepared arrays shared by the resampling tasks."""
 
-    def __init__(self, study, thresholds, min_group_size, observed):
+    def __init__(self, study: Study, thresholds: Sequence[float], min_group_size: int,
+                 observed: Mapping[str, Any]) -> None:
         self.study = study
         self.coding = study.coding
         self.min_group_size = min_group_size
@@ -285,10 +294,11 @@ class _Context:
         self.identity_sums, counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)
         self.cell_counts = counts[0]
 
-    def fixed_counts(self, n):
+    def fixed_counts(self, n: int) -> np.ndarray:
         return np.broadcast_to(self.cell_counts, (n,) + self.cell_counts.shape)
 
-    def stats(self, sums, counts, attribute, valid=None):
+    def stats(self, sums: np.ndarray, counts: np.ndarray, attribute: str,
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """DP and MRE gap (mean over runs) and run-mean SDR/MRE per group."""
         gsums, gcounts = aggregate(sums, counts, self.aggregations[attribute])
         if valid is None:
@@ -300,33 +310,34 @@ class _Context:
         mre_dp = without_thin_groups(mre, gsums, self.layout, self.min_group_size)
         return _run_mean(parity_gap_value(sdr_dp, valid)), _run_mean(parity_gap_value(mre_dp, valid)), sdr, mre
 
-    def mre(self, gsums, gcounts):
+    def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
             return mre_from_sums(gsums, self.layout)
         with np.errstate(invalid="ignore", divide="ignore"):
             return gsums[..., self.layout.error] / gcounts[..., None]
 
-    def identity_stats(self, attribute):
+    def identity_stats(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
         """Observed DP and MRE gap through this (float32) kernel, for exact comparisons."""
         dp, gap, _, _ = self.stats(self.identity_sums, self.fixed_counts(1), attribute,
                                    valid=self.observed[attribute].valid)
         return dp[0], gap[0]
 
 
-def _streams(seed, task, n_runs):
+def _streams(seed: int, task: int, n_runs: int) -> list[np.random.Generator]:
     """One generator per run for a task, independent of batch sizes."""
     root = np.random.SeedSequence([int(seed), task])
     return [np.random.default_rng(s) for s in root.spawn(n_runs)]
 
 
-def _batches(total, size):
+def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
     start = 0
     while start < total:
         yield start, min(size, total - start)
         start += size
 
 
-def _permutations(ctx, options, bar):
+def _permutations(ctx: _Context, options: SignificanceOptions,
+                  bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -348,7 +359,7 @@ def _permutations(ctx, options, bar):
     return null_dp, null_gap
 
 
-def _bootstrap(ctx, options, bar):
+def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.bootstrap
@@ -383,7 +394,7 @@ def _bootstrap(ctx, options, bar):
     return out
 
 
-def _baseline(ctx, options, bar):
+def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
     coding = ctx.coding
     base = [a for a in coding.attributes if a in coding.base_codes]
     sizes = [len(coding.groups[a]) for a in base]
@@ -418,7 +429,7 @@ def _baseline(ctx, options, bar):
     for start, n in _batches(B, options.batch_size):
         labels = []
         for r in range(ctx.study.n_runs):
-            full = 0
+            full: np.ndarray | int = 0
             for a, size in zip(base, sizes):
                 code = codes_by_run[a][r]
                 flip = flips[a][r].random((n, len(code))) < 0.5
@@ -440,7 +451,9 @@ def _baseline(ctx, options, bar):
     return out
 
 
-def run_significance(study, *, thresholds, min_group_size, observed, options):
+def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
+                     observed: Mapping[str, Any],
+                     options: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
 
     Returns
@@ -459,7 +472,9 @@ def run_significance(study, *, thresholds, min_group_size, observed, options):
 class SignificanceResult:
     """Per (attribute, keypoint) p-values, intervals and baseline; joins onto audit tables."""
 
-    def __init__(self, ctx, options, perm, boot, base):
+    def __init__(self, ctx: _Context, options: SignificanceOptions,
+                 perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None,
+                 boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
@@ -509,14 +524,14 @@ class SignificanceResult:
                                             "baseline_std": np.nanstd(base[a], axis=0, ddof=1)
                                             if base[a].shape[0] > 1 else np.full(K, np.nan)})
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         d = asdict(self.options)
         d.pop("progress")
         d.pop("batch_size")
         d["statistic"] = "mean over runs of per-run DP; labels permuted within each run"
         return d
 
-    def join(self, table):
+    def join(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add significance columns to the per-keypoint table (rows ordered attribute-major)."""
         table = table.copy()
         for name in next(iter(self.columns.values())).keys() if self.columns else []:
@@ -526,7 +541,7 @@ class SignificanceResult:
             table["mre_gap_significant"] = table["mre_gap_significant"].astype(bool)
         return table
 
-    def join_groups(self, table):
+    def join_groups(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add bootstrap intervals to the per-group table (attribute, group, keypoint order)."""
         if not self.group_ci:
             return table
@@ -535,7 +550,7 @@ class SignificanceResult:
             table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
         return table
 
-    def record(self, row, group_rows):
+    def record(self, row: Mapping[Hashable, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
         """Significance fields of one JSON ``per_keypoint`` record."""
         rec = {}
         for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
