@@ -1,8 +1,10 @@
 """Radial errors, in mm where a scale is known, else in pixels.
 
 The paper's landmark error is the Euclidean distance between predicted and
-true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column, a
-global ``spacing_mm`` value, or the wrist width (the distance between two
+true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column,
+``spacing_x_mm``/``spacing_y_mm`` columns (anisotropic pixels: x and y are
+scaled separately before the distance), a global ``spacing_mm`` value, or the
+wrist width (the distance between two
 ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 """
 
@@ -30,6 +32,10 @@ MSG_WRIST_KEYPOINT = "«wrist_width»: keypoint {kp!r} is not in {src}; the keyp
 MSG_WRIST_ZERO = (
     "{src}: image '{image}' has keypoints {a} and {b} at the same place, so the wrist width is 0; "
     "check its ground truth or use «spacing_mm»"
+)
+MSG_WRIST_UNLABELLED = (
+    "{src}: image '{image}' has no ground truth for «wrist_width» keypoint {a} or {b}; "
+    "label both in every image or use another scale"
 )
 MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
 
@@ -97,6 +103,7 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         name
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
+            ("spacing_x_mm/spacing_y_mm columns", preds.spacing_xy is not None),
             ("«spacing_mm»", spacing_mm is not None),
             ("«wrist_width»", wrist_width is not None),
         )
@@ -118,11 +125,21 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         return distance * float(spacing_mm), "mm"
     if preds.spacing is not None:
         return distance * preds.spacing, "mm"
+    if preds.spacing_xy is not None:
+        sx, sy = preds.spacing_xy[..., 0], preds.spacing_xy[..., 1]
+        # Square pixels take the same path as spacing_mm, so both give the same numbers bit for bit.
+        return np.where(sx == sy, distance * sx, np.hypot(delta[..., 0] * sx, delta[..., 1] * sy)), "mm"
     if wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, src)
         ib = _keypoint_index(preds.keypoints, wrist_width.b, src)
         span = preds.true[:, ia, :] - preds.true[:, ib, :]
         width_px = np.hypot(span[:, 0], span[:, 1])
+        unlabelled = np.isnan(width_px)
+        if unlabelled.any():
+            i = int(np.flatnonzero(unlabelled)[0])
+            raise InputError(
+                MSG_WRIST_UNLABELLED.format(src=src, image=preds.row_image[i], a=wrist_width.a, b=wrist_width.b)
+            )
         zero = ~(width_px > 0)
         if zero.any():
             i = int(np.flatnonzero(zero)[0])

@@ -31,7 +31,11 @@ MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metad
 class Study:
     """Everything the kernels need, validated and encoded.
 
-    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction.
+    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction
+    or no ground truth. ``labelled`` is None when every point has ground truth,
+    else an (N, K) bool mask, False where the point is unlabelled: such a point
+    is left out of the keypoint's numerators and denominators (see
+    :mod:`fairlandmark.stats.kernel`).
     """
 
     errors: np.ndarray
@@ -45,6 +49,7 @@ class Study:
     warnings: list[str] = field(default_factory=list)
     pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
     true_xy: np.ndarray | None = None
+    labelled: np.ndarray | None = None
 
     @property
     def n_runs(self) -> int:
@@ -58,12 +63,18 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                   wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                   bins: Mapping[str, Sequence[float]] | None = None,
                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
-                  intersection: bool = True, metadata_source: str | None = None) -> Study:
+                  intersection: bool = True, metadata_source: str | None = None,
+                  spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem") -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
         preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        if spacing_from_dicom is not None:
+            from fairlandmark.inputs.dicom import with_dicom_spacing
+
+            others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
+            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
         if isinstance(wrist_width, str):
             wrist_width = parse_wrist_width(wrist_width)
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
@@ -81,4 +92,4 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
                  row_image=preds.row_image, coding=coding, families=fam, warnings=caught, pred_xy=pred_xy,
-                 true_xy=true_xy)
+                 true_xy=true_xy, labelled=preds.labelled)

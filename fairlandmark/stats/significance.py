@@ -41,7 +41,8 @@ from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
+                                       sdr_from_sums, without_thin_groups)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,7 +283,9 @@ class _Context:
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
         self.any_missing = bool(np.isnan(study.errors).any())
-        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing, dtype=np.float32)
+        # Unlabelled points are NaN too, so they turn presence on; their mask gives per-keypoint SDR denominators.
+        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing,
+                                           labelled=getattr(study, "labelled", None), dtype=np.float32)
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
@@ -303,7 +306,10 @@ class _Context:
             valid = gcounts >= self.min_group_size
         sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
         mre = self.mre(gsums, gcounts)
-        return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
+        # A group with too few labelled images of a keypoint stays out of its gaps, in every resample as observed.
+        sdr_dp = without_thin_groups(sdr, gsums, self.layout, self.min_group_size)
+        mre_dp = without_thin_groups(mre, gsums, self.layout, self.min_group_size)
+        return _run_mean(parity_gap_value(sdr_dp, valid)), _run_mean(parity_gap_value(mre_dp, valid)), sdr, mre
 
     def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
@@ -467,7 +473,8 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
             # observed DP and the permutations) and its randomized size is still large enough.
             valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid
-            sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
+            sdr = without_thin_groups(sdr_from_sums(gsums, gcounts, ctx.layout, 0), gsums, ctx.layout,
+                                      ctx.min_group_size)
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
