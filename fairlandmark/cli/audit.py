@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from fairlandmark.audit import run_audit
-from fairlandmark.render.console import make_console, render_audit
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
 from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
-from fairlandmark.files import check_outputs
+from fairlandmark.files import STDOUT, check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
 from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
 from fairlandmark.render.console import render_privacy
@@ -39,12 +39,25 @@ def audit_from_args(args):
     return result
 
 
+def _outputs(args):
+    return [("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
+            ("--markdown", args.markdown, False), ("--figures", args.figures, True),
+            ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
+            ("--gate-json", args.gate_json, False)]
+
+
+def _output_paths(args):
+    return [path for _, path, _ in _outputs(args) if path is not None]
+
+
+def _say_wrote(console, path):
+    if path != STDOUT:
+        print_wrote(console, path)
+
+
 def check_audit_args(args):
     """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
-    check_outputs([("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
-                   ("--markdown", args.markdown, False), ("--figures", args.figures, True),
-                   ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
-                   ("--gate-json", args.gate_json, False)],
+    check_outputs(_outputs(args),
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata),
                           ("gate config", args.config), ("gate baseline", args.baseline)])
     if args.privacy_within and not args.privacy:
@@ -59,7 +72,7 @@ def check_audit_args(args):
 
 def _run(args):
     rules = check_audit_args(args)
-    console = make_console()
+    console = make_console(stderr=STDOUT in _output_paths(args))  # stdout stays free for '-' outputs
     result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
@@ -71,13 +84,13 @@ def _run(args):
             sys.stderr.write(f"warning: {note}\n")
         for privacy in result.privacy:
             for line in privacy.risk_lines:
-                console.print(line, markup=False)
+                print_plain(console, line)
     if args.json:
         result.to_json(args.json)
-        console.print(f"wrote {args.json}")
+        _say_wrote(console, args.json)
     if args.csv:
         result.to_csv(args.csv)
-        console.print(f"wrote {args.csv}")
+        _say_wrote(console, args.csv)
     if args.html or args.markdown or args.figures:
         from fairlandmark.cli.report import write_outputs
 

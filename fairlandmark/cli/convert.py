@@ -44,11 +44,12 @@ def _run(args):
             text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
             sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
+    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the table itself
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
-          f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
+          f"{truth.n_keypoints} keypoints x {n_runs} run(s))", file=say)
     if args.metadata_template:
         n = metadata_template(truth, args.metadata_template, columns=args.template_columns.split(","))
-        print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}")
+        print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}", file=say)
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fairlandmark.render.console import make_console, render_gate
+from fairlandmark.render.console import make_console, print_wrote, render_gate
 from fairlandmark.cli._common import number_arg
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
@@ -115,17 +115,18 @@ def run_gate_from_args(audit, args, console, *, rules=None):
 
     if args.junit:
         atomic_write_text(args.junit, result.to_junit())
-        console.print(f"wrote {args.junit}")
+        if args.junit != "-":
+            print_wrote(console, args.junit)
     if args.gate_markdown:
         write_text_output(args.gate_markdown, gate_markdown(result))
         if args.gate_markdown != "-":
-            console.print(f"wrote {args.gate_markdown}")
+            print_wrote(console, args.gate_markdown)
     if args.gate_json:
         import json
 
         write_text_output(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
         if args.gate_json != "-":
-            console.print(f"wrote {args.gate_json}")
+            print_wrote(console, args.gate_json)
     return result.exit_code
 
 
