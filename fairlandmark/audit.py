@@ -120,7 +120,8 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
 
 
 def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None,
+          encoding=None):
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -157,6 +158,9 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
+    encoding : str, optional
+        Text encoding of CSV inputs; default UTF-8, or UTF-16 when the file starts with a byte-order mark
+        (e.g. ``"latin-1"`` for a file saved by an old spreadsheet).
 
     Returns
     -------
@@ -177,7 +181,7 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         families = {k: [str(x) for x in v] for k, v in families.items()}
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
-                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                          encoding=encoding, metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
                      privacy=privacy)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["OutputSet", "current_outputs", "is_special_output", "STDOUT", "atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
+__all__ = ["OutputSet", "current_outputs", "missing_folders", "is_special_output", "STDOUT", "atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
            "read_toml", "MSG_TOML", "MSG_NO_TOMLLIB"]
 
 MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
@@ -22,7 +22,7 @@ MSG_OUTPUT_IS_FOLDER = "{option} {path}: is a folder; give a file path"
 MSG_OUTPUT_IS_FILE = "{option} {path}: is a file; give a folder"
 MSG_FOLDER_STDOUT = "{option} -: a folder cannot be standard output; give a folder path"
 MSG_STDOUT_TWICE = ("{option} - and {other} - would both print to standard output; send one of them to a file")
-MSG_OUTPUT_NO_FOLDER = "{option} {path}: the folder {folder} does not exist; create it first or give another path"
+MSG_OUTPUT_NO_FOLDER = ("{option} {path}: {folder} is a file, not a folder; check the path and its permissions")
 MSG_OUTPUT_READ_ONLY = "{option} {path}: the file is read-only; make it writable or give another path"
 MSG_OUTPUT_FOLDER_LOCKED = "{option} {path}: cannot write into {folder} (permission denied); give another path"
 MSG_OUTPUT_NOT_WRITABLE = "{option} {path}: cannot be written (permission denied); give another path"
@@ -75,10 +75,29 @@ def _write_in_place(path: str, data: bytes) -> None:
         handle.write(data)
 
 
-def _stage(path: str, data: bytes) -> str:
-    """Write ``data`` to a temporary file beside ``path`` (fsynced); returns the temporary name."""
+def missing_folders(path: str | os.PathLike[str]) -> list[str]:
+    """Folders above ``path`` that do not exist yet, outermost first."""
+    missing = []
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing[::-1]
+
+
+def _stage(path: str, data: bytes, created: list[str] | None = None) -> str:
+    """Write ``data`` to a temporary file beside ``path`` (fsynced); returns the temporary name.
+
+    Missing folders are created and, when ``created`` is given, appended to it.
+    """
     folder = os.path.dirname(os.path.abspath(path))
+    new = missing_folders(path)
     os.makedirs(folder, exist_ok=True)
+    if created is not None:
+        created.extend(f for f in new if f not in created)
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     except OSError as exc:
@@ -131,6 +150,7 @@ class OutputSet:
     def __init__(self) -> None:
         self._staged: list[tuple[str, str]] = []  # (temporary file, file to replace)
         self._in_place: list[tuple[str, bytes]] = []
+        self.created_folders: list[str] = []  # made for the outputs; removed again on rollback
         self._token: Token[OutputSet | None] | None = None
 
     def stage(self, path: str | os.PathLike[str], data: bytes) -> None:
@@ -139,7 +159,7 @@ class OutputSet:
         if is_special_output(path):
             self._in_place.append((path, data))
         else:
-            self._staged.append((_stage(path, data), _target(path)))
+            self._staged.append((_stage(path, data, self.created_folders), _target(path)))
 
     def commit(self) -> None:
         """Rename every staged file into place, then write the in-place outputs."""
@@ -159,7 +179,12 @@ class OutputSet:
         """Delete every staged file; nothing is written."""
         for tmp, _ in self._staged:
             _unlink_quietly(tmp)
-        self._staged, self._in_place = [], []
+        for folder in reversed(self.created_folders):
+            try:
+                os.rmdir(folder)  # only when still empty
+            except OSError:
+                pass
+        self._staged, self._in_place, self.created_folders = [], [], []
 
     def __enter__(self) -> OutputSet:
         self._token = _ACTIVE.set(self)
@@ -258,8 +283,8 @@ def check_outputs(outputs, inputs=()):
 
     Notes
     -----
-    A missing output folder is refused rather than created (a typo would otherwise scatter results);
-    ``--figures DIR`` itself may be new, but the folder it lives in must exist.
+    A missing output folder is created when the outputs are written (the command says so); here it is
+    only checked that it can be: the nearest existing folder above it is a folder and takes new entries.
     """
     read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, STDOUT)}
     seen: dict[str, str] = {}
@@ -295,8 +320,10 @@ def _check_writable(option: str, path: str, real: str, is_folder: bool) -> None:
             raise InputError(MSG_OUTPUT_NOT_WRITABLE.format(option=option, path=path))
         return
     parent = os.path.dirname(real) or "."
+    while not os.path.exists(parent):  # created on writing: the nearest existing folder must take it
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise InputError(MSG_OUTPUT_NO_FOLDER.format(option=option, path=path, folder=os.path.dirname(path) or "."))
+        raise InputError(MSG_OUTPUT_NO_FOLDER.format(option=option, path=path, folder=parent))
     if is_folder and os.path.isdir(real):
         parent = real  # files are written inside it
     elif os.path.exists(real) and not os.access(real, os.W_OK):

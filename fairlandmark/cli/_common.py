@@ -23,7 +23,7 @@ FLAG_SPELLINGS = {
     "within": "--within", "n_splits": "--folds", "runs": "--run", "pred_paths": "--pred",
     "predicted_only": "--predicted-only", "max_dp": "--max-dp", "baseline": "--baseline",
     "significance": "--no-significance", "privacy": "--privacy", "seed": "--seed", "alpha": "--alpha",
-    "ci": "--ci", "correction": "--correction",
+    "ci": "--ci", "correction": "--correction", "encoding": "--encoding",
 }
 
 
@@ -82,6 +82,8 @@ def add_input_arguments(parser):
     scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
     scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
                        help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="text encoding of CSV inputs, e.g. latin-1 (default: UTF-8, or UTF-16 with a BOM)")
     parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
 
@@ -111,7 +113,7 @@ def study_from_args(args):
     return prepare_study(
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
         wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
-        intersection=not args.no_intersection, metadata_source=args.metadata,
+        intersection=not args.no_intersection, metadata_source=args.metadata, encoding=args.encoding,
     )
 
 

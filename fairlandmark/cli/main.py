@@ -26,6 +26,7 @@ __all__ = ["main", "build_parser"]
 
 COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
 EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+MSG_CREATED_FOLDER = "note: created folder {folder} for the outputs"
 MSG_MEMORY = ("error: out of memory; reduce --permutations, --bootstrap or --baseline-repeats, audit fewer "
               "attributes or keypoints, or use a machine with more memory")
 MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
@@ -88,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings(), _terminate_as_exception():
             warnings.simplefilter("ignore", FairlandmarkWarning)  # commands print warnings themselves
             try:
-                with OutputSet():
-                    return int(args.handler(args) or 0)
+                with OutputSet() as outputs:
+                    code = int(args.handler(args) or 0)
+                for folder in outputs.created_folders:
+                    sys.stderr.write(MSG_CREATED_FOLDER.format(folder=folder) + "\n")
+                return code
             except InputError as exc:
                 sys.stderr.write(f"error: {exc.spelled(FLAG_SPELLINGS)}\n")
                 return EXIT_USAGE

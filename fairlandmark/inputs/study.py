@@ -48,18 +48,19 @@ class Study:
 
 
 def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None):
+                  families=None, intersection=True, metadata_source=None, encoding=None):
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions, encoding=encoding)
         if isinstance(wrist_width, str):
             wrist_width = parse_wrist_width(wrist_width)
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source,
+                              encoding=encoding)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
     attributes = list(meta.columns) if attributes is None else list(attributes)
     if not attributes:

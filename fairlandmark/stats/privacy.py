@@ -350,7 +350,7 @@ def _levels(study, target, within, n_splits):
 
 def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
                         n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
-                        progress=None, spacing_mm=None, wrist_width=None, bins=None):
+                        progress=None, spacing_mm=None, wrist_width=None, bins=None, encoding=None):
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -414,7 +414,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
+        study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
                               metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     levels = _levels(study, target, within, n_splits)
