@@ -34,6 +34,7 @@ MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in
                        "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
+MSG_ARRAY_BOOL = "{name}: holds True/False values, not coordinates; give numbers in pixels"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
 MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
 MSG_SMALL_GROUP = (
@@ -218,6 +219,9 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
     >>> float(res.per_keypoint["dp"].iloc[0])
     0.5
     """
+    for name, array in (("pred", pred), ("true", true)):
+        if np.asarray(array).dtype == bool:
+            raise InputError(MSG_ARRAY_BOOL.format(name=name))
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     if pred.ndim != 3 or pred.shape[2] != 2:
         raise InputError(MSG_ARRAY_SHAPE.format(name="pred", shape=pred.shape))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from fairlandmark.audit import prepare_study
 from fairlandmark.stats.significance import CORRECTIONS, SignificanceOptions
@@ -11,7 +12,7 @@ from fairlandmark.inputs.families import parse_family
 from fairlandmark.inputs.groups import parse_bin
 from fairlandmark.inputs.radial_error import parse_wrist_width
 
-__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
+__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
            "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
 
 
@@ -54,6 +55,8 @@ def number_arg(kind=int, *, low=None, high=None, forbid=None):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value in forbid:
             raise argparse.ArgumentTypeError(forbid[value])
         if low is not None and high is not None and not low <= value <= high:
@@ -67,6 +70,7 @@ def number_arg(kind=int, *, low=None, high=None, forbid=None):
 
 
 positive_int = number_arg(int, low=0)
+finite_float = number_arg(float)
 
 
 def seed_arg(parser):
@@ -79,7 +83,7 @@ def add_input_arguments(parser):
     parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
     parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
     scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
-    scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
+    scale.add_argument("--spacing-mm", type=finite_float, metavar="MM", help="mm per pixel for every image")
     scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
                        help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
     parser.add_argument("--encoding", metavar="NAME",
@@ -129,8 +133,8 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
                        help="label permutations for p-values (default 10000; 0 = off)")
     group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
                        help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
-    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
-    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
+    group.add_argument("--ci", type=finite_float, default=0.95, help="interval coverage (default 0.95)")
+    group.add_argument("--alpha", type=finite_float, default=0.05, help="level for adjusted p-values (default 0.05)")
     group.add_argument("--correction", choices=CORRECTIONS, default="bh",
                        help="multiple-testing adjustment over attributes x keypoints (default bh)")
     group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",

@@ -6,7 +6,7 @@ import sys
 
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
-from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
+from fairlandmark.cli._common import (finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import STDOUT, check_outputs
@@ -22,7 +22,7 @@ MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-infe
 
 def add_audit_arguments(parser):
     add_study_arguments(parser)
-    parser.add_argument("--threshold-mm", action="append", type=float, dest="thresholds", metavar="MM",
+    parser.add_argument("--threshold-mm", action="append", type=finite_float, dest="thresholds", metavar="MM",
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")

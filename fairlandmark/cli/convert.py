@@ -10,7 +10,7 @@ import warnings
 from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.cli._common import FLAG_SPELLINGS
+from fairlandmark.cli._common import FLAG_SPELLINGS, finite_float
 from fairlandmark.files import check_outputs
 
 __all__ = ["register"]
@@ -66,7 +66,7 @@ def register(subparsers):
                         help="long output; .parquet/.pq writes Parquet, anything else CSV (written atomically)")
     parser.add_argument("--run", action="append", metavar="NAME",
                         help="run label of each --pred, in the same order (needed with several --pred)")
-    parser.add_argument("--spacing-mm", type=float, metavar="MM", help="add a spacing_mm column (mm per pixel)")
+    parser.add_argument("--spacing-mm", type=finite_float, metavar="MM", help="add a spacing_mm column (mm per pixel)")
     parser.add_argument("--predicted-only", action="store_true",
                         help="write only images that have a prediction (hold-outs predicting their own test images)")
     parser.add_argument("--metadata-template", metavar="PATH",

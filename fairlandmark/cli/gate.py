@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from fairlandmark.render.console import make_console, print_wrote, render_gate
@@ -22,16 +23,19 @@ def _nonneg_float(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
     return value
 
 
 def _sdr(text):
     thr, sep, value = str(text).rpartition("=")
     try:
-        return (float(thr) if sep else None), _unit_float(value)
-    except ValueError:
+        threshold = float(thr) if sep else None
+        if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError(thr)
+        return threshold, _unit_float(value)
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"{text!r}: give MIN (primary threshold) or THRESHOLD=MIN, e.g. 2=0.8") \
             from None
 

@@ -50,6 +50,8 @@ MSG_ENCODING = ("{src}: not {encoding} text (byte 0x{byte:02x}{where}){guess}; s
 MSG_GUESS_LATIN1 = ", it looks like Latin-1 / Windows-1252 (try «encoding» latin-1)"
 MSG_GUESS_UTF16 = ", it looks like UTF-16 without a byte-order mark (try «encoding» utf-16-le)"
 MSG_UNKNOWN_ENCODING = "«encoding» {value!r}: not an encoding Python knows; give e.g. utf-8, latin-1 or utf-16"
+MSG_NOT_TABLE = "{kind}: expected a pandas DataFrame or the path of a CSV or Parquet file, got {type}"
+MSG_BOOLEAN = "{src}: column '{col}' holds True/False values, not numbers; give coordinates and errors as numbers"
 MSG_RAGGED = ("{src}: line {line} has {n} fields where the header has {m}; remove the extra fields (a trailing comma "
               "at the end of the header or of every line is accepted)")
 MSG_MISSING_COLUMN = "{src}: missing column '{col}'{hint}; the columns found are: {found}"
@@ -246,6 +248,8 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
     -------
     pandas.DataFrame
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(MSG_NOT_TABLE.format(kind=kind, type=type(path).__name__))
     src = os.fspath(path)
     if not os.path.exists(src):
         raise InputError(MSG_NO_FILE.format(src=src))
@@ -324,8 +328,18 @@ def _file_row(index):
     return int(index) + 2
 
 
+def refuse_booleans(raw, col, src):
+    """InputError when a column holds True/False (a bool dtype, or bools among objects): never read as 0/1."""
+    if pd.api.types.is_bool_dtype(raw):
+        raise InputError(MSG_BOOLEAN.format(src=src, col=col))
+    if raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) in ("boolean", "mixed", "mixed-integer"):
+        if raw.map(type).isin([bool, np.bool_]).any():
+            raise InputError(MSG_BOOLEAN.format(src=src, col=col))
+
+
 def _numeric(frame, col, src, *, allow_empty, what="a value"):
     raw = frame[col]
+    refuse_booleans(raw, col, src)
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
         values = raw.to_numpy(dtype=float, na_value=np.nan)  # already parsed: skip string checks
         blank = np.isnan(values)

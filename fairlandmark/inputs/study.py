@@ -19,9 +19,31 @@ from fairlandmark.inputs.groups import GroupCoding, encode_groups
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
-__all__ = ["Study", "prepare_study", "MSG_NO_ATTRIBUTES"]
+__all__ = ["Study", "prepare_study", "attribute_list", "MSG_NO_ATTRIBUTES"]
 
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
+MSG_ATTRIBUTES_TYPE = "«attributes» {value!r}: give a column name or a list of column names"
+
+
+def attribute_list(attributes):
+    """``attributes`` as a list of column names: one string is one attribute (never its characters).
+
+    Examples
+    --------
+    >>> attribute_list("sex"), attribute_list(("sex", "age")), attribute_list(None)
+    (['sex'], ['sex', 'age'], None)
+    """
+    if attributes is None:
+        return None
+    if isinstance(attributes, str):
+        return [attributes]
+    try:
+        names = list(attributes)
+    except TypeError:
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes)) from None
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes))
+    return names
 
 
 @dataclass
@@ -50,6 +72,7 @@ class Study:
 def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
                   families=None, intersection=True, metadata_source=None, encoding=None):
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+    attributes = attribute_list(attributes)
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
