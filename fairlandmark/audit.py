@@ -429,7 +429,11 @@ class AuditResult:
                              "mean_dp": float(mean), "mean_dp_std": float(std),
                              "max_dp": float(sub[j]) if j is not None else np.nan,
                              "max_dp_keypoint": self.keypoints[idx[j]] if j is not None else None})
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        # Keep the keypoint's own type (int 2, not 2.0): a column of ints and None would otherwise become float.
+        frame["max_dp_keypoint"] = pd.Series([json_safe(r["max_dp_keypoint"]) for r in rows], dtype=object,
+                                             index=frame.index)
+        return frame
 
     @cached_property
     def overall(self):

@@ -77,6 +77,31 @@ def _json_type(value: object) -> str:
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
+_TEXT_FIELDS = frozenset({"attribute", "family", "group", "group_high", "group_low", "direction", "analysis",
+                          "target"})
+_LABEL_FIELDS = frozenset({"keypoint", "max_dp_keypoint"})
+
+
+def _record_value_problem(field: str, value: object) -> str | None:
+    """What a record's field must hold when ``value`` does not fit (None when it fits); null always fits."""
+    if value is None:
+        return None
+    if field in _TEXT_FIELDS:
+        return None if isinstance(value, str) else "a string"
+    if field in _LABEL_FIELDS:
+        return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
+    if isinstance(value, (list, dict)):
+        return None  # pairs, intervals and per-group maps: read by key, each value checked where it is used
+    if isinstance(value, bool):
+        return None if field in _BOOL_FIELDS or field.endswith("significant") else "a number"
+    if isinstance(value, (int, float)):
+        return None if field not in _BOOL_FIELDS else "true/false"
+    return "a number"
+
+
+_BOOL_FIELDS = frozenset({"significant", "mre_gap_significant", "in_dp", "exceeds_uncertainty", "leak"})
+
+
 def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str = "(dict)") -> AuditDocument:
     """Check the structure every reader relies on; return the document as a dict.
 
@@ -108,6 +133,18 @@ def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str 
             if not isinstance(rec, Mapping):
                 raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
                                                         expected="an object", got=_json_type(rec)))
+    for key in _RECORD_LISTS:
+        for i, rec in enumerate(doc.get(key) or []):
+            for field, value in rec.items():
+                expected = _record_value_problem(str(field), value)
+                if expected:
+                    raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
+                                                            expected=f"{expected} in {field!r}",
+                                                            got=_json_type(value)))
+    for i, value in enumerate(doc.get("thresholds") or []):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="thresholds", index=i,
+                                                    expected="a positive number", got=_json_type(value)))
     for i, name in enumerate(doc["attributes"]):
         if not isinstance(name, str):
             raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="attributes", index=i,
