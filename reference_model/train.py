@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from reference_model.augment import augment_batch
+from reference_model.checkpoints import checkpoint_fits, load_checkpoint
 from reference_model.config import TrainConfig
 from reference_model.errors import InputError, TrainingDivergedError
 from reference_model.heatmap import spatial_softmax_ce, target_indices
@@ -131,11 +132,12 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple
         path = path / CHECKPOINT_BEST
     if not path.is_file():
         raise InputError(ERR_NO_CHECKPOINT.format(path=path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint {path}: cannot load it ({type(exc).__name__}: {exc}); is it a "
-                         "reference-model checkpoint?") from None
+    state = load_checkpoint(path, required=("config", "model", "n_keypoints"))
+    with checkpoint_fits(path):
+        return _model_from_state(state, device)
+
+
+def _model_from_state(state, device):
     config = TrainConfig(**{**state["config"], "decoder_channels": tuple(state["config"]["decoder_channels"]),
                             "encoder_weights": None})
     model = build_unet(encoder=config.encoder, n_keypoints=state["n_keypoints"], encoder_depth=config.encoder_depth,
@@ -246,7 +248,8 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                        decoder_channels=config.decoder_channels, encoder_weights=config.encoder_weights,
                        bn_momentum=config.bn_momentum)
     if init_state is not None:
-        model.load_state_dict(init_state)
+        with checkpoint_fits("given to fine-tune"):
+            model.load_state_dict(init_state)
     model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
                                   fused=on_cuda or None)
@@ -264,15 +267,18 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
     start_epoch, best_mre, best_epoch, since_best, history = 1, math.inf, 0, 0, []
     last_path, best_path = out_dir / CHECKPOINT_LAST, out_dir / CHECKPOINT_BEST
     if resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(last_path, required=("config", "model", "optimizer", "scheduler", "objective",
+                                                     "epoch"))
         _check_resumable(state["config"], config, last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        objective.load_state_dict(state["objective"])
-        start_epoch = state["epoch"] + 1
-        best_mre, best_epoch, since_best = state["best_val_mre_mm"], state["best_epoch"], state["epochs_since_best"]
-        history = list(state["history"])
+        with checkpoint_fits(last_path):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            objective.load_state_dict(state["objective"])
+            start_epoch = state["epoch"] + 1
+            best_mre, best_epoch, since_best = (state["best_val_mre_mm"], state["best_epoch"],
+                                                state["epochs_since_best"])
+            history = list(state["history"])
         if state.get("stopped_early"):
             start_epoch = epochs + 1
 
@@ -368,8 +374,9 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                 break
 
     if best_path.is_file():
-        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(best_state["model"])
+        best_state = load_checkpoint(best_path, required=("model",), config_keys=())
+        with checkpoint_fits(best_path):
+            model.load_state_dict(best_state["model"])
     return TrainResult(model=model, best_val_mre_mm=best_mre, best_epoch=best_epoch,
                        epochs_run=len(history), history=history, out_dir=out_dir)
 
