@@ -1,12 +1,14 @@
 """fairlandmark: per-keypoint fairness audits for landmark-detection models.
 
-The public names are loaded on first use, so that the command line starts (and answers Ctrl-C) before
-numpy and pandas are imported.
+``audit``, ``audit_arrays`` and ``AuditResult`` are loaded on first use, so that the command line starts
+(and answers Ctrl-C) before numpy and pandas are imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
@@ -14,16 +16,22 @@ from fairlandmark.version import __version__
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "InputError", "FairlandmarkWarning", "__version__"]
 
-_LAZY = {"audit": "fairlandmark.audit", "audit_arrays": "fairlandmark.audit", "AuditResult": "fairlandmark.audit"}
+
+def _facade(name: str) -> property:
+    def get(self: types.ModuleType) -> Any:
+        return getattr(importlib.import_module("fairlandmark.audit"), name)
+
+    def ignore(self: types.ModuleType, value: Any) -> None:
+        # Importing the submodule fairlandmark.audit binds it here; the name keeps meaning the function.
+        pass
+
+    return property(get, ignore)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fairlandmark' has no attribute {name!r}")
+class _Package(types.ModuleType):
+    audit = _facade("audit")
+    audit_arrays = _facade("audit_arrays")
+    AuditResult = _facade("AuditResult")
 
 
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+sys.modules[__name__].__class__ = _Package

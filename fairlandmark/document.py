@@ -90,8 +90,10 @@ def _record_value_problem(field: str, value: object) -> str | None:
         return None if isinstance(value, str) else "a string"
     if field in _LABEL_FIELDS:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
-    if isinstance(value, (list, dict)):
-        return None  # pairs, intervals and per-group maps: read by key, each value checked where it is used
+    if isinstance(value, list):  # a pair of groups, an interval
+        return None if field == "pair" or field.endswith("_ci") else "a number"
+    if isinstance(value, dict):  # per-group and per-threshold maps
+        return None if "_by_" in field else "a number"
     if isinstance(value, bool):
         return None if field in _BOOL_FIELDS or field.endswith("significant") else "a number"
     if isinstance(value, (int, float)):
