@@ -206,9 +206,11 @@ def csv_read_options(*, string_columns=(), encoding="utf-8"):
     """Keyword arguments for :func:`pandas.read_csv` that keep the reader's guarantees (see above).
 
     Only an empty cell is missing, except in the numeric columns; no column is taken as the index (so a
-    trailing comma adds a field instead of shifting every column); ``string_columns`` stay text.
+    trailing comma adds a field instead of shifting every column); ``string_columns`` stay text (None:
+    every column, as for metadata, whose groups are named as written: ``1`` and ``1.0`` are two groups).
     """
-    return dict(dtype={c: str for c in string_columns}, skipinitialspace=True, keep_default_na=False,
+    dtype = str if string_columns is None else {c: str for c in string_columns}
+    return dict(dtype=dtype, skipinitialspace=True, keep_default_na=False,
                 na_values={c: list(NUMERIC_NA_STRINGS) for c in NUMERIC_COLUMNS}, index_col=False,
                 encoding=encoding)
 
@@ -239,8 +241,8 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
         other file is read as CSV.
     kind : str
         What the file is, for messages ("predictions", "metadata").
-    string_columns : tuple of str
-        Columns read as strings so ids such as ``"001"`` keep their zeros.
+    string_columns : tuple of str or None
+        Columns read as strings so ids such as ``"001"`` keep their zeros (None: every column of a CSV).
     encoding : str, optional
         Text encoding of a CSV; default UTF-8, or UTF-16 when the file starts with its byte-order mark.
 
@@ -260,7 +262,7 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
     try:
         if ext in (".parquet", ".pq"):
             frame = pd.read_parquet(src)
-            for col in string_columns:
+            for col in string_columns if string_columns is not None else (ID_COLUMN,):
                 if col in frame.columns:
                     frame[col] = frame[col].astype("string").astype(object)
         else:
@@ -530,7 +532,7 @@ def check_metadata(data, *, image_ids, attributes=None, source=None, encoding=No
         Metadata rows with no predictions are dropped with a warning.
     """
     src = source or _source_name(data, "metadata")
-    frame = (read_table(data, kind="metadata", string_columns=(ID_COLUMN,), encoding=encoding)
+    frame = (read_table(data, kind="metadata", string_columns=None, encoding=encoding)
              if not isinstance(data, pd.DataFrame) else data)
     if len(frame) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
