@@ -65,7 +65,10 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "warnings": (list, "a list of strings"),
     "significance": (dict, "an object"),
     "unit": (str, "a string"),
+    "primary_threshold": ((int, float), "a number"),
 }
+# Fields readers take with a default when absent; present, they must not be null.
+_NOT_NULL = frozenset({"thresholds", "primary_threshold", "unit"})
 _RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group")
 
 _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
@@ -125,7 +128,7 @@ def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str 
             raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key=key))
     for key, (types, expected) in _FIELD_TYPES.items():
         value = doc.get(key)
-        if value is None and key not in _REQUIRED:
+        if value is None and key not in _REQUIRED and (key not in _NOT_NULL or key not in doc):
             continue
         if isinstance(value, bool) or not isinstance(value, types):
             raise InputError(MSG_FIELD_TYPE.format(what=what, path=path, field=key, expected=expected,
@@ -143,6 +146,10 @@ def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str 
                     raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
                                                             expected=f"{expected} in {field!r}",
                                                             got=_json_type(value)))
+    primary = doc.get("primary_threshold")
+    if primary is not None and not (math.isfinite(primary) and primary > 0):
+        raise InputError(MSG_FIELD_TYPE.format(what=what, path=path, field="primary_threshold",
+                                               expected="a positive number", got=primary))
     for i, value in enumerate(doc.get("thresholds") or []):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="thresholds", index=i,

@@ -140,7 +140,7 @@ class GateRules:
                 path = os.fspath(value)
                 values[key] = os.path.join(base_dir, path) if base_dir and not os.path.isabs(path) else path
             else:
-                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                     raise InputError(MSG_ATTRS.format(where=where, value=value))
                 values[key] = tuple(value)
         return cls(**values, source=source)

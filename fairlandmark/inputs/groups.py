@@ -191,5 +191,5 @@ def encode_groups(meta, row_image, *, attributes, bins=None, intersection=True, 
 def _natural_key(text):
     parts = []
     for chunk in pd.Series([text]).str.split(r"(\d+)", regex=True).iloc[0]:
-        parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+        parts.append((0, int(chunk), "") if chunk.isdecimal() else (1, 0, chunk))
     return parts

@@ -59,7 +59,7 @@ def parse_wrist_width(text):
         raise InputError(MSG_WRIST_FORMAT.format(value=text)) from None
     if not (np.isfinite(mm) and mm > 0):
         raise InputError(MSG_WRIST_FORMAT.format(value=text))
-    a, b = (int(p) if p.lstrip("-").isdigit() else p for p in parts[:2])
+    a, b = (int(p) if p.lstrip("-").isdecimal() else p for p in parts[:2])
     return WristWidth(a, b, mm)
 
 
