@@ -36,9 +36,12 @@ REASON_FOREIGN = "not a PyTorch checkpoint file"
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError):
-        text = str(exc)
-        return REASON_UNSAFE if "weights_only" in text.lower() or "unsupported global" in text.lower() \
-            else REASON_CORRUPT
+        text = str(exc).lower()
+        if "unsupported global" in text:  # a pickled class or function: refused, never run
+            return REASON_UNSAFE
+        if "invalid load key" in text or "unsupported operand" in text:
+            return REASON_FOREIGN
+        return REASON_UNSAFE if "global" in text else REASON_CORRUPT
     if isinstance(exc, (EOFError, zipfile.BadZipFile)):
         return REASON_CORRUPT
     if isinstance(exc, RuntimeError) and any(w in str(exc) for w in ("PytorchStreamReader", "zip archive",

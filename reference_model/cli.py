@@ -203,7 +203,7 @@ def _checkpoint_architecture(path: Path) -> dict:
     from reference_model.train import CHECKPOINT_BEST
 
     path = path / CHECKPOINT_BEST if path.is_dir() else path
-    saved = load_checkpoint(path)["config"]
+    saved = load_checkpoint(path, config_keys=_ARCHITECTURE)["config"]
     return {key: tuple(saved[key]) if key == "decoder_channels" else saved[key] for key in _ARCHITECTURE}
 
 
