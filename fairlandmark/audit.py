@@ -11,18 +11,29 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
 from fairlandmark.stats.kernel import RunKernel, mean_std_over_runs, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.inputs.groups import GroupCoding
+from fairlandmark.inputs.radial_error import WristWidth
+from fairlandmark.inputs.schema import Predictions
 from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.stats.kernel import ValueLayout
+
+if TYPE_CHECKING:
+    from fairlandmark.stats.privacy import PrivacyResult
+    from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
 # Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
@@ -44,7 +55,7 @@ MSG_SMALL_GROUP = (
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 
 
-def _check_options(thresholds_mm, min_group_size):
+def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:
     try:
         thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
     except (TypeError, ValueError):
@@ -73,7 +84,8 @@ class Observed:
     mre_gap: np.ndarray  # (R, K)
 
 
-def observe(kernel, layout, coding, attribute, min_group_size):
+def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
+            min_group_size: int) -> Observed:
     """Observed metrics of one attribute from the kernel (one assignment)."""
     labels = kernel.labels_by_run(coding.cell)
     sums, counts = kernel.sums(labels, coding.n_cells)
@@ -87,7 +99,9 @@ def observe(kernel, layout, coding, attribute, min_group_size):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
+def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
+              significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+              privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
@@ -104,7 +118,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None:
+    if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
@@ -120,9 +134,15 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     return result
 
 
-def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None,
-          encoding=None):
+def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: str | Sequence[str] | None = None,
+          thresholds_mm: float | Sequence[float] = (2.0,), spacing_mm: float | None = None,
+          wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+          bins: Mapping[str, Sequence[float]] | None = None,
+          families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
+          min_group_size: int = 10, intersection: bool = True,
+          significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+          privacy: bool | Mapping[str, Any] | None = None, encoding: str | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -150,9 +170,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         Groups with fewer images in a run are left out of DP there.
     intersection : bool, default True
         Also audit the combination of two or more attributes.
-    significance : SignificanceOptions or dict, optional
+    significance : bool, dict or SignificanceOptions, default True
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`),
+        on by default as on the command line (10,000 permutations, 2,000
+        bootstrap resamples, 1,000 baseline repeats). ``False`` (or ``None``)
+        is the fast switch: point estimates only, as ``--no-significance``.
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to
@@ -187,7 +210,10 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
                      privacy=privacy)
 
 
-def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
+def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
+                 spacing_mm: float | ArrayLike | None = None, runs: ArrayLike | None = None,
+                 keypoints: Iterable[object] | None = None, image_ids: ArrayLike | None = None,
+                 **options: Any) -> AuditResult:
     """Audit predictions held as numpy arrays.
 
     Parameters
@@ -249,10 +275,11 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         meta_rows[name] = values
     meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
     options.setdefault("attributes", list(groups))
-    return audit(frame, meta, spacing_mm=spacing_mm, **options)
+    # What is left is a scalar (or a 0-d array, which works as one).
+    return audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), **options)
 
 
-def _privacy_block(results):
+def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     if not results:
         return None
     from fairlandmark.stats.privacy import privacy_block
@@ -280,40 +307,42 @@ class AuditResult:
     warnings : list of str
     """
 
-    def __init__(self, *, study, thresholds, min_group_size, observed, significance, warnings):
+    def __init__(self, *, study: Study, thresholds: Iterable[float], min_group_size: int,
+                 observed: dict[str, Observed], significance: SignificanceResult | None,
+                 warnings: Iterable[str]) -> None:
         self.study = study
         self.thresholds = list(thresholds)
         self.min_group_size = min_group_size
         self.observed = observed
         self.significance = significance
         self.warnings = list(warnings)
-        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
 
     # -- basic facts -------------------------------------------------------
     @property
-    def unit(self):
+    def unit(self) -> str:
         return self.study.unit
 
     @property
-    def attributes(self):
+    def attributes(self) -> list[str]:
         return list(self.study.coding.attributes)
 
     @property
-    def keypoints(self):
+    def keypoints(self) -> list[Any]:
         return list(self.study.keypoints)
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
         return self.study.n_runs
 
-    def _family_of(self):
+    def _family_of(self) -> list[str]:
         out = ["" for _ in self.keypoints]
         for name, idx in self.study.families.items():
             for i in idx:
                 out[i] = name
         return out
 
-    def _pair(self, attribute):
+    def _pair(self, attribute: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pair (high, low) of run-mean SDRs, each group averaged over the runs where it is in DP.
 
         So a DP computed in some runs always comes with a pair, from the same groups.
@@ -321,12 +350,12 @@ class AuditResult:
         obs = self.observed[attribute]
         in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
         mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
-        valid = obs.valid.any(axis=0)
+        valid = np.asarray(obs.valid.any(axis=0))
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 
     @cached_property
-    def _keypoint_sums(self):
+    def _keypoint_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
 
         Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
@@ -341,7 +370,7 @@ class AuditResult:
 
     # -- tables --------------------------------------------------------------
     @cached_property
-    def per_keypoint(self):
+    def per_keypoint(self) -> pd.DataFrame:
         rows = []
         fam = self._family_of()
         err_sum, n_present, hits, n_images = self._keypoint_sums
@@ -370,7 +399,7 @@ class AuditResult:
         return table
 
     @cached_property
-    def per_group(self):
+    def per_group(self) -> pd.DataFrame:
         frames = []
         fam = self._family_of()
         for a in self.attributes:
@@ -398,7 +427,7 @@ class AuditResult:
         return table
 
     @cached_property
-    def groups(self):
+    def groups(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -408,12 +437,12 @@ class AuditResult:
                              "in_dp": bool(obs.valid[:, g].all())})
         return pd.DataFrame(rows)
 
-    def _family_items(self):
+    def _family_items(self) -> list[tuple[str, list[int]]]:
         items = [("all", list(range(len(self.keypoints))))]
         return items + list(self.study.families.items())
 
     @cached_property
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -436,7 +465,7 @@ class AuditResult:
         return frame
 
     @cached_property
-    def overall(self):
+    def overall(self) -> pd.DataFrame:
         err_sum, n_present, hits, n_images = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
@@ -454,7 +483,7 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     # -- export ----------------------------------------------------------------
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
         pk, pg = self.per_keypoint, self.per_group
         primary = f"sdr_{threshold_key(self.thresholds[0])}"
@@ -504,22 +533,22 @@ class AuditResult:
         }
         return json_safe(doc)
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
         return dump_json(self.to_dict(), path, indent=indent)
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""
         pk = self.per_keypoint.drop(columns=["family"]).rename(
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
 
-    def to_csv(self, path):
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_frame` as CSV, atomically."""
         from fairlandmark.files import atomic_write_text
 
         atomic_write_text(path, self.to_frame().to_csv(index=False))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"AuditResult({len(self.attributes)} attributes, {len(self.keypoints)} keypoints, "
                 f"{self.n_runs} run(s), unit={self.unit!r})")

@@ -7,7 +7,9 @@ import os
 import stat
 import sys
 import tempfile
+from collections.abc import Iterable
 from contextvars import ContextVar, Token
+from typing import Any
 
 import numpy as np
 
@@ -231,7 +233,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -241,7 +243,7 @@ def write_text_output(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_text(path, text)
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """JSON-ready copy: NaN and inf become None, numpy scalars become Python ones."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
@@ -257,7 +259,7 @@ def json_safe(value):
     return value
 
 
-def dump_json(doc, path=None, *, indent=2):
+def dump_json(doc: Any, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
     """JSON text of a json-safe ``doc``; written atomically to ``path`` if given."""
     text = json.dumps(doc, indent=indent, allow_nan=False)
     if path is not None:
@@ -265,7 +267,8 @@ def dump_json(doc, path=None, *, indent=2):
     return text
 
 
-def check_outputs(outputs, inputs=()):
+def check_outputs(outputs: Iterable[tuple[str, str | os.PathLike[str] | None, bool]],
+                  inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()) -> None:
     """Refuse, before any work, outputs that would overwrite an input, each other, or cannot be written.
 
     Parameters

@@ -4,4 +4,4 @@ import sys
 
 from fairlandmark.cli import main
 
-sys.exit(main())
+sys.exit(main())  # type: ignore[operator]  # the package's 'main' property is the entry point

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fairlandmark.audit import prepare_study
 from fairlandmark.stats.significance import CORRECTIONS, SignificanceOptions
@@ -11,6 +13,9 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.families import parse_family
 from fairlandmark.inputs.groups import parse_bin
 from fairlandmark.inputs.radial_error import parse_wrist_width
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.study import Study
 
 __all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
            "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
@@ -28,10 +33,10 @@ FLAG_SPELLINGS = {
 }
 
 
-def checked(parse):
+def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Wrap a parser raising InputError so argparse shows our message as is."""
 
-    def wrapper(text):
+    def wrapper(text: str) -> Any:
         try:
             return parse(text)
         except ValueError as exc:
@@ -42,7 +47,8 @@ def checked(parse):
     return wrapper
 
 
-def number_arg(kind=int, *, low=None, high=None, forbid=None):
+def number_arg(kind: Callable[[str], Any] = int, *, low: float | None = None, high: float | None = None,
+               forbid: Mapping[float, str] | None = None) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` in ``[low, high]``, one-line messages.
 
     ``forbid`` maps values that are in range but meaningless to their message.
@@ -50,7 +56,7 @@ def number_arg(kind=int, *, low=None, high=None, forbid=None):
     noun = "an integer" if kind is int else "a number"
     forbid = dict(forbid or {})
 
-    def parse(text):
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -73,12 +79,12 @@ positive_int = number_arg(int, low=0)
 finite_float = number_arg(float)
 
 
-def seed_arg(parser):
+def seed_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=positive_int, default=0,
                         help="random seed; the same seed gives the same numbers bit for bit (default 0)")
 
 
-def add_input_arguments(parser):
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The two input files, the pixel-to-mm scale and --bin: what every command that reads a study needs."""
     parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
     parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
@@ -92,7 +98,7 @@ def add_input_arguments(parser):
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
 
 
-def add_study_arguments(parser):
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="COLUMN",
                         help="attribute to audit (repeatable); default every metadata column")
@@ -102,7 +108,7 @@ def add_study_arguments(parser):
                         help="do not audit the combination of two or more attributes")
 
 
-def bins_from_args(pairs):
+def bins_from_args(pairs: Iterable[tuple[str, list[float]]]) -> dict[str, list[float]]:
     """``--bin`` pairs as a dict; a column binned twice is an error, not a silent last-one-wins."""
     bins = {}
     for column, cuts in pairs:
@@ -113,7 +119,7 @@ def bins_from_args(pairs):
     return bins
 
 
-def study_from_args(args):
+def study_from_args(args: argparse.Namespace) -> Study:
     return prepare_study(
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
         wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
@@ -121,7 +127,7 @@ def study_from_args(args):
     )
 
 
-def add_output_arguments(parser):
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (versioned schema)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")
 

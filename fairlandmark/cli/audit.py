@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
@@ -15,12 +17,18 @@ from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_a
 from fairlandmark.render.console import render_privacy
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fairlandmark.audit import AuditResult
+    from fairlandmark.gate import GateRules
+
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
 MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-inference section); add it or drop the option"
 
 
-def add_audit_arguments(parser):
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--threshold-mm", action="append", type=finite_float, dest="thresholds", metavar="MM",
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
@@ -30,7 +38,7 @@ def add_audit_arguments(parser):
     add_audit_privacy_arguments(parser)  # after significance, which adds --seed
 
 
-def audit_from_args(args):
+def audit_from_args(args: argparse.Namespace) -> AuditResult:
     study = study_from_args(args)
     significance = significance_from_args(args)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
@@ -39,23 +47,23 @@ def audit_from_args(args):
     return result
 
 
-def _outputs(args):
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
     return [("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
             ("--markdown", args.markdown, False), ("--figures", args.figures, True),
             ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
             ("--gate-json", args.gate_json, False)]
 
 
-def _output_paths(args):
+def _output_paths(args: argparse.Namespace) -> list[str]:
     return [path for _, path, _ in _outputs(args) if path is not None]
 
 
-def _say_wrote(console, path):
+def _say_wrote(console: Console, path: str) -> None:
     if path != STDOUT:
         print_wrote(console, path)
 
 
-def check_audit_args(args):
+def check_audit_args(args: argparse.Namespace) -> GateRules | None:
     """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
     check_outputs(_outputs(args),
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata),
@@ -70,7 +78,7 @@ def check_audit_args(args):
     return rules
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     rules = check_audit_args(args)
     console = make_console(stderr=STDOUT in _output_paths(args))  # stdout stays free for '-' outputs
     result = audit_from_args(args)
@@ -102,7 +110,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("audit", help="audit predictions for per-keypoint demographic parity",
                                    description="Audit landmark predictions for per-keypoint demographic parity.")
     add_audit_arguments(parser)

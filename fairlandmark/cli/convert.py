@@ -25,7 +25,7 @@ threshold); ground-truth images with no prediction row are written as missing
 predictions unless --predicted-only is given."""
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     # Refuse before writing anything, so a failed call leaves no half result.
     check_outputs([("--out", args.out, False), ("--metadata-template", args.metadata_template, False)],
                   inputs=[("--truth file", args.truth)] + [("--pred file", p) for p in args.pred])
@@ -53,7 +53,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert wide files (id,x1,y1,...) to the long predictions format",
         description="Pair wide prediction file(s) with the wide ground truth and write the long format "

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairlandmark.render.console import make_console, print_wrote, render_gate
 from fairlandmark.cli._common import number_arg
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fairlandmark.document import AuditSource
+    from fairlandmark.gate import GateRules
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
 
@@ -18,7 +24,7 @@ RULE_DESTS = ("max_dp", "max_mean_dp", "max_mre", "min_sdr", "max_privacy_balanc
 _unit_float = number_arg(float, low=0.0, high=1.0)
 
 
-def _nonneg_float(text):
+def _nonneg_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -28,7 +34,7 @@ def _nonneg_float(text):
     return value
 
 
-def _sdr(text):
+def _sdr(text: str) -> tuple[float | None, float]:
     thr, sep, value = str(text).rpartition("=")
     try:
         threshold = float(thr) if sep else None
@@ -40,7 +46,7 @@ def _sdr(text):
             from None
 
 
-def add_gate_arguments(parser, *, standalone=True):
+def add_gate_arguments(parser: argparse.ArgumentParser, *, standalone: bool = True) -> None:
     """Rule flags (they override the config file) and outputs.
 
     ``standalone=False`` (to wire the gate into ``fairlandmark audit``) prefixes
@@ -82,12 +88,12 @@ def add_gate_arguments(parser, *, standalone=True):
     out.add_argument(f"--{pre}json", metavar="PATH", dest="gate_json", help="write every check as JSON")
 
 
-def gate_requested(args):
+def gate_requested(args: argparse.Namespace) -> bool:
     """True when ``--gate`` or any rule flag was given (for the gate wired into ``audit``)."""
     return bool(getattr(args, "gate", False)) or any(getattr(args, d, None) is not None for d in RULE_DESTS)
 
 
-def rules_from_args(args):
+def rules_from_args(args: argparse.Namespace) -> GateRules:
     """Config file rules, overridden by the flags."""
     from fairlandmark.gate import GateRules, load_rules
 
@@ -106,7 +112,7 @@ def rules_from_args(args):
     return base.merged(over)
 
 
-def run_gate_from_args(audit, args, console, *, rules=None):
+def run_gate_from_args(audit: AuditSource, args: argparse.Namespace, console: Console, *, rules: GateRules | None = None) -> int:
     """Run the gate on ``audit`` (path, dict or AuditResult) and write the outputs; returns the exit code."""
     from fairlandmark.gate import run_gate
 
@@ -134,7 +140,7 @@ def run_gate_from_args(audit, args, console, *, rules=None):
     return result.exit_code
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.files import check_outputs
 
     check_outputs([("--junit", args.junit, False), ("--markdown", args.gate_markdown, False),
@@ -144,7 +150,7 @@ def _run(args):
     return run_gate_from_args(args.audit, args, console)
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gate", help="check an audit JSON against fairness rules (exit 0 pass, 1 fail, 2 usage error)",
         description="Check an audit JSON against fairness rules from fairlandmark.toml, [tool.fairlandmark.gate] in "

@@ -16,6 +16,8 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from collections.abc import Sequence
+from typing import NoReturn
 
 from fairlandmark.version import __version__
 from fairlandmark.cli._common import FLAG_SPELLINGS
@@ -36,12 +38,12 @@ MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and one line, as every usage error should."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fairlandmark", description="Per-keypoint fairness audits of landmark-detection models.")
     parser.add_argument("--version", action="version", version=f"fairlandmark {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -71,7 +73,7 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code (0 ok, 1 gate failed, 2 bad input, 130 Ctrl-C).
 
     Every output of a command is staged and renamed into place only when the command succeeds

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
 
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy
 from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.study import Study
+    from fairlandmark.stats.privacy import PrivacyResult
 
 __all__ = ["register", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
@@ -14,7 +20,7 @@ __all__ = ["register", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 _n_jobs = number_arg(int, forbid={0: "0 workers: give 1 or more, or -1 for all cores"})
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.files import check_outputs
 
     check_outputs([("--json", args.json, False)],
@@ -39,7 +45,7 @@ def _run(args):
     return 0
 
 
-def add_inference_options(parser, prefix=""):
+def add_inference_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "") -> None:
     """Options of the inference itself (folds, permutations, trees, repeats)."""
     parser.add_argument(f"--{prefix}folds", type=number_arg(int, low=2), default=5, metavar="K",
                         help="stratified folds over images (default 5)")
@@ -51,7 +57,7 @@ def add_inference_options(parser, prefix=""):
                         help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "privacy", help="attribute inference: do per-keypoint errors reveal a sensitive attribute?",
         description="Train a random forest on each image's per-keypoint errors to predict a sensitive attribute "
@@ -72,7 +78,7 @@ def register(subparsers):
 # -- the audit's opt-in privacy section -------------------------------------------
 
 
-def add_audit_privacy_arguments(parser):
+def add_audit_privacy_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--privacy`` and its options to ``fairlandmark audit``."""
     group = parser.add_argument_group("privacy (attribute inference from the errors; opt-in)")
     group.add_argument("--privacy", action="store_true",
@@ -85,7 +91,7 @@ def add_audit_privacy_arguments(parser):
                            help="parallel workers for the privacy section (-1: all cores); results do not depend on it")
 
 
-def privacy_from_audit_args(study, args):
+def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[PrivacyResult]:
     """Run the privacy section for an audit's study; returns a list of PrivacyResult (empty without --privacy)."""
     if not getattr(args, "privacy", False):
         return []

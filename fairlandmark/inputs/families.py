@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
 from fairlandmark.exceptions import InputError
 
 __all__ = ["parse_family", "family_index"]
@@ -13,7 +18,7 @@ MSG_FAMILY_NAME_TWICE = "«families» {name}: given twice; give each family once
 MSG_FAMILY_RESERVED = "«families» {name}: 'all' is reserved for the whole set of keypoints; choose another name"
 
 
-def parse_family(text):
+def parse_family(text: str) -> tuple[str, list[str]]:
     """Parse ``"wrist=1-18"`` or ``"tips=3,7,11"`` into ``(name, tokens)``.
 
     Ranges ``A-B`` expand to integers; other tokens stay as keypoint names.
@@ -44,7 +49,8 @@ def parse_family(text):
     return name, tokens
 
 
-def family_index(families, keypoints):
+def family_index(families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]],
+                 keypoints: Sequence[object] | np.ndarray) -> dict[str, list[int]]:
     """Map family names to keypoint column indices.
 
     Parameters

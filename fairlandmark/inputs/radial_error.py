@@ -8,11 +8,16 @@ ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.schema import Predictions
 
 __all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "check_finite_errors"]
 
@@ -42,7 +47,7 @@ class WristWidth:
     mm: float
 
 
-def parse_wrist_width(text):
+def parse_wrist_width(text: str) -> WristWidth:
     """Parse ``"A,B,MM"`` (e.g. ``"1,5,50"``) into a :class:`WristWidth`.
 
     Examples
@@ -63,7 +68,7 @@ def parse_wrist_width(text):
     return WristWidth(a, b, mm)
 
 
-def _keypoint_index(keypoints, label, src):
+def _keypoint_index(keypoints: Sequence[object] | np.ndarray, label: object, src: str) -> int:
     matches = [i for i, k in enumerate(keypoints) if str(k) == str(label)]
     if not matches:
         known = ", ".join(map(str, keypoints[:10])) + (", ..." if len(keypoints) > 10 else "")
@@ -71,7 +76,7 @@ def _keypoint_index(keypoints, label, src):
     return matches[0]
 
 
-def check_finite_errors(errors, preds):
+def check_finite_errors(errors: np.ndarray, preds: Predictions) -> np.ndarray:
     """InputError naming the first (image, keypoint) whose error is infinite, or when the errors overflow a sum.
 
     Coordinates near the float limit (±1e308) pass as numbers, but their difference or its scaling to mm
@@ -85,21 +90,24 @@ def check_finite_errors(errors, preds):
     with np.errstate(over="ignore"):
         total = np.nansum(errors, dtype=np.float64)
     if not np.isfinite(total):
-        row, kp = np.unravel_index(int(np.nanargmax(errors)), errors.shape)
+        big_row, big_kp = (int(i) for i in np.unravel_index(int(np.nanargmax(errors)), errors.shape))
+        row, kp = big_row, big_kp
         raise InputError(MSG_SUM_OVERFLOW.format(src=preds.source, image=preds.row_image[row],
                                                  run=preds.runs[preds.row_run[row]], kp=preds.keypoints[kp],
                                                  value=float(errors[row, kp])))
     return errors
 
 
-def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
+def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                  wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit; InputError when an error is not finite."""
     with np.errstate(over="ignore", invalid="ignore"):
         errors, unit = _radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
         return check_finite_errors(errors, preds), unit
 
 
-def _radial_errors(preds, *, spacing_mm=None, wrist_width=None):
+def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                   wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit.
 
     Parameters
@@ -135,6 +143,7 @@ def _radial_errors(preds, *, spacing_mm=None, wrist_width=None):
     if len(scales) > 1:
         raise InputError(MSG_TWO_SCALES.format(src=src, found=" and ".join(scales)))
 
+    assert preds.pred is not None and preds.true is not None  # no error_mm column: coordinates were checked
     delta = preds.pred - preds.true
     distance = np.hypot(delta[..., 0], delta[..., 1])  # NaN where the prediction is missing
     if spacing_mm is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,7 +123,7 @@ class Predictions:
     source: str
 
 
-def _source_name(obj, default):
+def _source_name(obj: object, default: str) -> str:
     return os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else default
 
 
@@ -202,7 +204,7 @@ def _encoding_error(src: str, exc: UnicodeDecodeError, encoding: str) -> InputEr
     return InputError(MSG_ENCODING.format(src=src, encoding=encoding.upper(), byte=byte, where=where, guess=guess))
 
 
-def csv_read_options(*, string_columns=(), encoding="utf-8"):
+def csv_read_options(*, string_columns: Sequence[str] | None = (), encoding: str = "utf-8") -> dict[str, Any]:
     """Keyword arguments for :func:`pandas.read_csv` that keep the reader's guarantees (see above).
 
     Only an empty cell is missing, except in the numeric columns; no column is taken as the index (so a
@@ -215,7 +217,7 @@ def csv_read_options(*, string_columns=(), encoding="utf-8"):
                 encoding=encoding)
 
 
-def drop_trailing_empty_columns(frame, header):
+def drop_trailing_empty_columns(frame: pd.DataFrame, header: list[Any]) -> tuple[pd.DataFrame, list[Any]]:
     """Drop columns made by a trailing comma on the header line: no name and no value in any row.
 
     Returns the frame and the header without them.
@@ -231,7 +233,9 @@ def drop_trailing_empty_columns(frame, header):
     return frame.iloc[:, :keep], header[:keep]
 
 
-def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN), encoding=None):
+def read_table(path: str | os.PathLike[str], *, kind: str = "table",
+               string_columns: Sequence[str] | None = (ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
+               encoding: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame, ids kept as strings.
 
     Parameters
@@ -300,7 +304,7 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
     return frame
 
 
-def _stripped_columns(names, src):
+def _stripped_columns(names: Iterable[object], src: str) -> list[str]:
     """Column names without surrounding spaces; InputError when two are then the same."""
     stripped = [str(c).strip() for c in names]
     seen = set()
@@ -311,12 +315,12 @@ def _stripped_columns(names, src):
     return stripped
 
 
-def _hint(col, columns):
+def _hint(col: str, columns: Iterable[object]) -> str:
     close = difflib.get_close_matches(col, [str(c) for c in columns], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _require(frame, col, src):
+def _require(frame: pd.DataFrame, col: str, src: str) -> None:
     if col not in frame.columns:
         raise InputError(
             MSG_MISSING_COLUMN.format(
@@ -325,12 +329,12 @@ def _require(frame, col, src):
         )
 
 
-def _file_row(index):
+def _file_row(index: int) -> int:
     # Line number in the file: one header line, 1-based.
     return int(index) + 2
 
 
-def refuse_booleans(raw, col, src):
+def refuse_booleans(raw: pd.Series, col: str, src: str) -> None:
     """InputError when a column holds True/False (a bool dtype, or bools among objects): never read as 0/1."""
     if pd.api.types.is_bool_dtype(raw):
         raise InputError(MSG_BOOLEAN.format(src=src, col=col))
@@ -339,7 +343,7 @@ def refuse_booleans(raw, col, src):
             raise InputError(MSG_BOOLEAN.format(src=src, col=col))
 
 
-def _numeric(frame, col, src, *, allow_empty, what="a value"):
+def _numeric(frame: pd.DataFrame, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
     raw = frame[col]
     refuse_booleans(raw, col, src)
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
@@ -359,7 +363,7 @@ def _numeric(frame, col, src, *, allow_empty, what="a value"):
     return values
 
 
-def _id_column(frame, col, src):
+def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
     raw = frame[col]
     blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
     if blank.any():
@@ -368,7 +372,7 @@ def _id_column(frame, col, src):
     return raw.astype(str).str.strip().to_numpy(dtype=object)
 
 
-def _keypoint_labels(values):
+def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values), errors="coerce")
     if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
@@ -376,7 +380,8 @@ def _keypoint_labels(values):
     return np.asarray(values, dtype=object)
 
 
-def check_predictions(data, *, source=None, encoding=None):
+def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None,
+                      encoding: str | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -464,7 +469,7 @@ def check_predictions(data, *, source=None, encoding=None):
     row_run = run_codes[first_of_row].astype(np.int64)
     row_image = image[first_of_row]
 
-    def dense(values):
+    def dense(values: np.ndarray) -> np.ndarray:
         out = np.full((n_rows, n_kp), np.nan)
         out[row_key, kp_index] = values
         return out
@@ -509,7 +514,9 @@ def check_predictions(data, *, source=None, encoding=None):
     )
 
 
-def check_metadata(data, *, image_ids, attributes=None, source=None, encoding=None):
+def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: Iterable[str],
+                   attributes: Sequence[str] | None = None, source: str | None = None,
+                   encoding: str | None = None) -> pd.DataFrame:
     """Validate metadata and align it to the predictions' images.
 
     Parameters

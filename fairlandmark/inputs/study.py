@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.inputs.families import family_index
@@ -25,7 +28,7 @@ MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metad
 MSG_ATTRIBUTES_TYPE = "«attributes» {value!r}: give a column name or a list of column names"
 
 
-def attribute_list(attributes):
+def attribute_list(attributes: str | Iterable[str] | None) -> list[str] | None:
     """``attributes`` as a list of column names: one string is one attribute (never its characters).
 
     Examples
@@ -60,19 +63,25 @@ class Study:
     row_run: np.ndarray
     row_image: np.ndarray
     coding: GroupCoding
-    families: dict[str, np.ndarray]
+    families: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
         return len(self.runs)
 
 
 
-def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None, encoding=None):
+def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+                  metadata: pd.DataFrame | str | os.PathLike[str], *,
+                  attributes: str | Sequence[str] | None = None, spacing_mm: float | None = None,
+                  wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+                  bins: Mapping[str, Sequence[float]] | None = None,
+                  families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
+                  intersection: bool = True, metadata_source: str | None = None,
+                  encoding: str | None = None) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
-    attributes = attribute_list(attributes)
+    names = attribute_list(attributes)
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
@@ -82,14 +91,14 @@ def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wr
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source,
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
                               encoding=encoding)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
-    attributes = list(meta.columns) if attributes is None else list(attributes)
-    if not attributes:
+    chosen = list(meta.columns) if names is None else names
+    if not chosen:
         raise InputError(MSG_NO_ATTRIBUTES)
     src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
+    coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,13 +16,16 @@ from fairlandmark.stats.privacy import PrivacyResult
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
 from fairlandmark.render.markdown import comparison_rows
 
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
+
 __all__ = ["render_audit", "render_comparison", "render_privacy", "render_gate", "make_console", "PRIVACY_TOP_ROWS",
            "plain", "print_plain", "print_note", "print_wrote"]
 
 PRIVACY_TOP_ROWS = 10  # keypoints shown in the privacy importance ranking
 
 
-def make_console(stderr=False):
+def make_console(stderr: bool = False) -> Console:
     """Console that keeps tables whole in logs: 200 columns when not a terminal."""
     probe = Console(stderr=stderr)
     return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
@@ -56,7 +60,7 @@ def print_wrote(console: Console, path: object, detail: str = "") -> None:
     console.print(Text(f"wrote {path}{detail}"), soft_wrap=True)
 
 
-def render_audit(result, console):
+def render_audit(result: AuditResult, console: Console) -> None:
     """Print one keypoint table per attribute, then the summary."""
     unit = result.unit
     primary = f"sdr_{result.thresholds[0]:g}"
@@ -76,6 +80,7 @@ def render_audit(result, console):
         table.add_column("DP", justify="right", no_wrap=True)
         table.add_column("pair (high vs low)", no_wrap=True)
         if has_sig:
+            assert result.significance is not None  # p-value columns come from it
             table.add_column("chance DP", justify="right", no_wrap=True)
             table.add_column(f"{int(result.significance.options.ci * 100)}% CI", justify="right", no_wrap=True)
             table.add_column("p", justify="right", no_wrap=True)
@@ -129,6 +134,7 @@ def render_audit(result, console):
     console.print(overall)
     if has_sig:
         s = result.significance
+        assert s is not None  # p-value columns come from it
         console.print(f"[dim]* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
                       f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples, "
                       f"{int(s.options.ci * 100)}% percentile intervals, seed {s.options.seed}.[/]")
@@ -172,7 +178,7 @@ def render_comparison(cmp: Comparison, console: Console, *, top: int | None = No
         print_note(console, "note", note)
 
 
-def _colour(value, strong=False):
+def _colour(value: object, strong: bool = False) -> str:
     text = fmt_signed(value)
     v = num(value)
     if math.isnan(v) or abs(v) <= CHANGE_TOLERANCE:

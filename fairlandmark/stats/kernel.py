@@ -18,11 +18,14 @@ reproduce the observed SDRs exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 __all__ = [
     "mean_std_over_runs",
@@ -42,32 +45,33 @@ class ValueLayout:
     """Column slices of the value matrix for K keypoints and T thresholds."""
 
     n_keypoints: int
-    thresholds: tuple
+    thresholds: tuple[float, ...]
     has_present: bool = True
     has_error: bool = True
 
     @property
-    def n_columns(self):
+    def n_columns(self) -> int:
         k = self.n_keypoints
         return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
 
     @property
-    def present(self):
+    def present(self) -> slice | None:
         return slice(0, self.n_keypoints) if self.has_present else None
 
     @property
-    def error(self):
+    def error(self) -> slice | None:
         if not self.has_error:
             return None
         start = self.n_keypoints * int(self.has_present)
         return slice(start, start + self.n_keypoints)
 
-    def hits(self, t):
+    def hits(self, t: int) -> slice:
         start = self.n_keypoints * (int(self.has_present) + int(self.has_error) + t)
         return slice(start, start + self.n_keypoints)
 
 
-def build_values(errors, thresholds, *, present=True, error=True, dtype=np.float64):
+def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: bool = True, error: bool = True,
+                 dtype: DTypeLike = np.float64) -> tuple[np.ndarray, ValueLayout]:
     """Value matrix of indicators and errors for the kernel.
 
     Parameters
@@ -116,7 +120,7 @@ class RunKernel:
     matrix product per run, with B assignments at a time.
     """
 
-    def __init__(self, values, row_run, n_runs):
+    def __init__(self, values: np.ndarray, row_run: ArrayLike, n_runs: int) -> None:
         row_run = np.asarray(row_run)
         self.n_runs = int(n_runs)
         self.order = np.argsort(row_run, kind="stable")
@@ -125,7 +129,19 @@ class RunKernel:
         self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
         self.n_columns = values.shape[1]
 
-    def sums(self, labels_by_run, n_labels, weights_by_run=None, *, with_counts=True):
+    @overload
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-run, per-label sums and row counts.
 
         Parameters
@@ -164,13 +180,13 @@ class RunKernel:
             sums[:, r] = flat.reshape(n_batch, n_labels, -1)
         return sums, counts
 
-    def labels_by_run(self, labels):
+    def labels_by_run(self, labels: ArrayLike) -> list[np.ndarray]:
         """Split row labels, shape (N,) or (B, N), into per-run blocks in kernel order."""
         labels = np.asarray(labels)
         return [labels[..., self.order[s]] for s in self.slices]
 
 
-def aggregate(sums, counts, matrix):
+def aggregate(sums: np.ndarray, counts: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate label sums to groups with a 0/1 (L, G) matrix.
 
     Returns group sums (..., G, M) and counts (..., G). Sums of integers stay
@@ -185,7 +201,7 @@ def aggregate(sums, counts, matrix):
     return group_sums, group_counts
 
 
-def sdr_from_sums(sums, counts, layout, t=0):
+def sdr_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout, t: int = 0) -> np.ndarray:
     """SDR per group and keypoint: hits / images (missing predictions are misses).
 
     Returns an array (..., G, K); NaN where a group has no image.
@@ -195,13 +211,13 @@ def sdr_from_sums(sums, counts, layout, t=0):
         return hits / counts[..., None]
 
 
-def mre_from_sums(sums, layout):
+def mre_from_sums(sums: np.ndarray, layout: ValueLayout) -> np.ndarray:
     """MRE per group and keypoint over present predictions; NaN if none."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums[..., layout.error] / sums[..., layout.present]
 
 
-def parity_gap(values, valid):
+def parity_gap(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest absolute gap between any two valid groups.
 
     The largest pairwise ``|v_g - v_h|`` is ``max_g v_g - min_g v_g``.
@@ -234,7 +250,7 @@ def parity_gap(values, valid):
     return np.where(enough, gap, np.nan), high, low
 
 
-def parity_gap_value(values, valid):
+def parity_gap_value(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """:func:`parity_gap` without the pair, for resampling loops.
 
     Uses plain max/min (no argmax) and skips masking when every group is

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -51,10 +52,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 # scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
 from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.radial_error import WristWidth
 from fairlandmark.inputs.study import Study, prepare_study
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.folds import stratified_image_folds
@@ -108,7 +111,7 @@ MSG_ONE_CLASS = (
 )
 MSG_SMALL_CLASS = (
     "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
-    "use «n_splits» {fix} or fewer (n_splits in the API), or merge small classes"
+    "use «n_splits» {fix} or fewer, or merge small classes"
 )
 MSG_TOO_FEW_FOR_TWO = (
     "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
@@ -120,11 +123,12 @@ MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
 # -- inputs ---------------------------------------------------------------------
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator):
+def _check_options(target: object, within: object, n_splits: Any, n_permutations: Any, n_repeats: Any, seed: Any,
+                   n_jobs: Any, estimator: Any) -> None:
     from sklearn.base import is_classifier
 
     if not isinstance(target, str) or not target.strip():
@@ -148,14 +152,14 @@ def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_
         raise InputError(MSG_ESTIMATOR.format(name=type(estimator).__name__))
 
 
-def default_estimator(*, n_estimators=DEFAULT_TREES, seed=0):
+def default_estimator(*, n_estimators: int = DEFAULT_TREES, seed: int | None = 0) -> Any:
     """The paper's classifier: a random forest (``n_jobs=1``; parallelism is over folds and permutations)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
 
 
-def _pipeline(estimator, seed):
+def _pipeline(estimator: Any, seed: int) -> Any:
     """Fold-local median imputation with missing indicators, then the classifier."""
     from sklearn.base import clone
     from sklearn.impute import SimpleImputer
@@ -169,7 +173,8 @@ def _pipeline(estimator, seed):
     return Pipeline([("impute", imputer), ("classifier", est)])
 
 
-def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
+def row_folds(row_image: ArrayLike, row_labels: ArrayLike, *, n_splits: int = 5,
+              seed: int | None = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds over rows that never split an image.
 
     The unique images are split by :func:`fairlandmark.stats.folds.stratified_image_folds`
@@ -213,7 +218,7 @@ def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
 
 
 @contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Silence metric warnings of degenerate permuted folds (a class absent from a test part)."""
     from sklearn.exceptions import UndefinedMetricWarning
 
@@ -223,7 +228,7 @@ def _quiet():
         yield
 
 
-def _auc(model, X, y, n_classes):
+def _auc(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     from sklearn.metrics import roc_auc_score
 
     try:
@@ -241,7 +246,8 @@ def _auc(model, X, y, n_classes):
     return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=classes))
 
 
-def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
+def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   n_classes: int, n_repeats: int, seed: int) -> dict[str, Any]:
     """Fit one fold with the true labels: every score plus permutation importance."""
     from sklearn.base import clone
     from sklearn.inspection import permutation_importance
@@ -260,7 +266,7 @@ def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
         }
 
 
-def _null_score(pipeline, X, y, folds):
+def _null_score(pipeline: Any, X: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean balanced accuracy over the folds for one permuted labelling."""
     from sklearn.base import clone
     from sklearn.metrics import balanced_accuracy_score
@@ -273,7 +279,8 @@ def _null_score(pipeline, X, y, folds):
         return float(np.mean(scores))
 
 
-def _run_tasks(tasks, n_jobs, on_done):
+def _run_tasks(tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs: int | None,
+               on_done: Callable[[int, Any], None]) -> None:
     """Run ``(function, args)`` tasks in order, calling ``on_done(i, result)`` as each finishes."""
     if n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
         for i, (fn, args) in enumerate(tasks):
@@ -306,10 +313,10 @@ class _Level:
     image_of_row: np.ndarray  # index into images per row
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
-    null: np.ndarray | None = None
+    null: np.ndarray = field(default_factory=lambda: np.empty(0))  # set by attribute_inference
 
 
-def _levels(study, target, within, n_splits):
+def _levels(study: Study, target: str, within: str | None, n_splits: int) -> list[_Level]:
     codes = study.coding.base_codes
     known = ", ".join(codes)
     for role, name in (("target", target), ("within", within)):
@@ -348,9 +355,14 @@ def _levels(study, target, within, n_splits):
     return levels
 
 
-def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
-                        n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
-                        progress=None, spacing_mm=None, wrist_width=None, bins=None, encoding=None):
+def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[str],
+                        metadata: pd.DataFrame | str | os.PathLike[str] | None = None, *, target: str,
+                        within: str | None = None, estimator: Any = None, n_splits: int = 5,
+                        n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
+                        n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
+                        wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+                        bins: Mapping[str, Sequence[float]] | None = None,
+                        encoding: str | None = None) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -414,7 +426,9 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
+        # metadata None without a Study is an InputError of read_table ("metadata: expected a pandas DataFrame").
+        study = prepare_study(predictions, metadata,  # type: ignore[arg-type]
+                              attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
                               metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     levels = _levels(study, target, within, n_splits)
@@ -445,7 +459,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
             if n_permutations:
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
-        def done(i, result):
+        def done(i: int, result: Any) -> None:
             li, kind, j = owners[i]
             if kind == "fold":
                 levels[li].fold_scores[j] = result
@@ -472,12 +486,12 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
 # -- result -----------------------------------------------------------------------
 
 
-def _scalar_mean_std(values):
+def _scalar_mean_std(values: np.ndarray | list[Any]) -> tuple[float, float]:
     mean, std = mean_std_over_runs(values)
     return float(mean), float(std)
 
 
-def _fmt_p(p):
+def _fmt_p(p: float | None) -> str:
     if p is None or not np.isfinite(p):
         return "no permutation test"
     return f"p = {p:.2g}"
@@ -508,7 +522,8 @@ class PrivacyResult:
     warnings : list of str
     """
 
-    def __init__(self, *, study, levels, settings, warnings):
+    def __init__(self, *, study: Study, levels: list[_Level], settings: Mapping[str, Any],
+                 warnings: Iterable[str]) -> None:
         self.study = study
         self._levels = levels
         self.settings = dict(settings)
@@ -517,18 +532,18 @@ class PrivacyResult:
         self.warnings = list(warnings)
 
     @property
-    def unit(self):
+    def unit(self) -> str:
         return self.study.unit
 
     @property
-    def keypoints(self):
+    def keypoints(self) -> list[Any]:
         return [k.item() if hasattr(k, "item") else k for k in self.study.keypoints]
 
-    def _name(self, lev):
+    def _name(self, lev: _Level) -> str:
         return lev.label if lev.label is not None else "all"
 
     @cached_property
-    def scores(self):
+    def scores(self) -> pd.DataFrame:
         rows = []
         for lev in self._levels:
             fs = lev.fold_scores
@@ -555,7 +570,7 @@ class PrivacyResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def folds(self):
+    def folds(self) -> pd.DataFrame:
         rows = []
         for lev in self._levels:
             for f, ((train, test), s) in enumerate(zip(lev.folds, lev.fold_scores)):
@@ -568,7 +583,7 @@ class PrivacyResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def importance(self):
+    def importance(self) -> pd.DataFrame:
         frames = []
         for lev in self._levels:
             imp = np.stack([f["importance"] for f in lev.fold_scores])  # (folds, K)
@@ -583,10 +598,10 @@ class PrivacyResult:
         return pd.concat(frames, ignore_index=True)
 
     @cached_property
-    def null_scores(self):
+    def null_scores(self) -> dict[str, np.ndarray]:
         return {self._name(lev): lev.null.copy() for lev in self._levels}
 
-    def top_keypoints(self, analysis=None, n=TOP_KEYPOINTS):
+    def top_keypoints(self, analysis: str | None = None, n: int = TOP_KEYPOINTS) -> list[Any]:
         """The ``n`` keypoints with the largest positive importance."""
         imp = self.importance
         if analysis is not None:
@@ -594,7 +609,7 @@ class PrivacyResult:
         return list(imp.loc[imp["importance"] > 0, "keypoint"].head(n))
 
     @cached_property
-    def risk_lines(self):
+    def risk_lines(self) -> list[str]:
         lines = []
         for row in self.scores.to_dict("records"):
             where = f"within {row['analysis']}: " if row["level"] is not None else ""
@@ -614,10 +629,10 @@ class PrivacyResult:
         return lines
 
     @property
-    def risk_line(self):
+    def risk_line(self) -> str:
         return "\n".join(self.risk_lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (schema in docs/privacy.md)."""
         imp = self.importance
         analyses: list[dict] = []
@@ -642,16 +657,17 @@ class PrivacyResult:
         }
         return json_safe(doc)
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
         return dump_json(self.to_dict(), path, indent=indent)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"PrivacyResult(target={self.target!r}, within={self.within!r}, "
                 f"{len(self._levels)} analysis(es), {len(self.keypoints)} keypoints)")
 
 
-def audit_privacy(study, *, targets=None, within=None, **options):
+def audit_privacy(study: Study, *, targets: Iterable[str] | None = None, within: str | None = None,
+                  **options: Any) -> list[PrivacyResult]:
     """Attribute inference for each audited attribute of a prepared study.
 
     For the audit's opt-in privacy section. ``targets`` defaults to every base
@@ -671,7 +687,7 @@ def audit_privacy(study, *, targets=None, within=None, **options):
     return out
 
 
-def privacy_block(results):
+def privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     """The audit document's ``privacy`` block from :func:`audit_privacy` results.
 
     ``{"schema_version": ..., "attributes": {target: PrivacyResult.to_dict()}}``;

@@ -32,13 +32,21 @@ Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
 from __future__ import annotations
 
 import warnings
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fairlandmark.inputs.study import Study
 
 __all__ = [
     "SignificanceOptions",
@@ -97,7 +105,7 @@ class SignificanceOptions:
     batch_size: int = 500
     progress: object = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -117,7 +125,7 @@ class SignificanceOptions:
                                                value=self.correction))
 
     @classmethod
-    def coerce(cls, value):
+    def coerce(cls, value: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceOptions:
         if isinstance(value, cls):
             return value
         if value is True:
@@ -134,7 +142,7 @@ class SignificanceOptions:
 
 # -- small exact helpers --------------------------------------------------------
 
-def permutation_pvalue(null, observed):
+def permutation_pvalue(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """``(1 + #{null >= observed}) / (1 + B)`` per test; NaN where observed is NaN.
 
     Parameters
@@ -155,7 +163,7 @@ def permutation_pvalue(null, observed):
     return np.where(np.isnan(observed), np.nan, p)
 
 
-def westfall_young_minp(null, observed):
+def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Westfall-Young step-down minP adjusted p-values.
 
     Each permuted statistic gets its own permutation p-value within its test
@@ -200,7 +208,7 @@ def westfall_young_minp(null, observed):
     return out
 
 
-def benjamini_hochberg(p):
+def benjamini_hochberg(p: ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (step-up, FDR).
 
     Same numbers as ``statsmodels.stats.multitest.multipletests(p,
@@ -222,7 +230,7 @@ def benjamini_hochberg(p):
     return out
 
 
-def holm(p):
+def holm(p: ArrayLike) -> np.ndarray:
     """Holm step-down adjusted p-values (FWER); equals statsmodels' ``holm``.
 
     Examples
@@ -243,7 +251,7 @@ def holm(p):
 _ADJUSTERS = {"bh": benjamini_hochberg, "holm": holm}
 
 
-def _adjust(p, method):
+def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
@@ -251,7 +259,7 @@ def _adjust(p, method):
     return out
 
 
-def _random_permutations(rng, n, m):
+def _random_permutations(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     """``n`` random permutations of ``range(m)``, as an (n, m) index array.
 
     Sorting 32-bit random keys is twice as fast as Fisher-Yates here; two equal
@@ -261,7 +269,7 @@ def _random_permutations(rng, n, m):
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
-def _run_mean(x, axis=-2):
+def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
         return x.mean(axis=axis)
@@ -275,7 +283,8 @@ def _run_mean(x, axis=-2):
 class _Context:
     """Prepared arrays shared by the resampling tasks."""
 
-    def __init__(self, study, thresholds, min_group_size, observed):
+    def __init__(self, study: Study, thresholds: Sequence[float], min_group_size: int,
+                 observed: Mapping[str, Any]) -> None:
         self.study = study
         self.coding = study.coding
         self.min_group_size = min_group_size
@@ -293,10 +302,11 @@ class _Context:
         self.identity_sums, counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)
         self.cell_counts = counts[0]
 
-    def fixed_counts(self, n):
+    def fixed_counts(self, n: int) -> np.ndarray:
         return np.broadcast_to(self.cell_counts, (n,) + self.cell_counts.shape)
 
-    def stats(self, sums, counts, attribute, valid=None):
+    def stats(self, sums: np.ndarray, counts: np.ndarray, attribute: str,
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """DP and MRE gap (mean over runs) and run-mean SDR/MRE per group."""
         gsums, gcounts = aggregate(sums, counts, self.aggregations[attribute])
         if valid is None:
@@ -305,33 +315,34 @@ class _Context:
         mre = self.mre(gsums, gcounts)
         return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
 
-    def mre(self, gsums, gcounts):
+    def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
             return mre_from_sums(gsums, self.layout)
         with np.errstate(invalid="ignore", divide="ignore"):
             return gsums[..., self.layout.error] / gcounts[..., None]
 
-    def identity_stats(self, attribute):
+    def identity_stats(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
         """Observed DP and MRE gap through this (float32) kernel, for exact comparisons."""
         dp, gap, _, _ = self.stats(self.identity_sums, self.fixed_counts(1), attribute,
                                    valid=self.observed[attribute].valid)
         return dp[0], gap[0]
 
 
-def _streams(seed, task, n_runs):
+def _streams(seed: int, task: int, n_runs: int) -> list[np.random.Generator]:
     """One generator per run for a task, independent of batch sizes."""
     root = np.random.SeedSequence([int(seed), task])
     return [np.random.default_rng(s) for s in root.spawn(n_runs)]
 
 
-def _batches(total, size):
+def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
     start = 0
     while start < total:
         yield start, min(size, total - start)
         start += size
 
 
-def _permutations(ctx, options, bar):
+def _permutations(ctx: _Context, options: SignificanceOptions,
+                  bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -353,7 +364,7 @@ def _permutations(ctx, options, bar):
     return null_dp, null_gap
 
 
-def _bootstrap(ctx, options, bar):
+def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.bootstrap
@@ -388,7 +399,7 @@ def _bootstrap(ctx, options, bar):
     return out
 
 
-def _baseline(ctx, options, bar):
+def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
     coding = ctx.coding
     base = [a for a in coding.attributes if a in coding.base_codes]
     sizes = [len(coding.groups[a]) for a in base]
@@ -423,7 +434,7 @@ def _baseline(ctx, options, bar):
     for start, n in _batches(B, options.batch_size):
         labels = []
         for r in range(ctx.study.n_runs):
-            full = 0
+            full: np.ndarray | int = 0
             for a, size in zip(base, sizes):
                 code = codes_by_run[a][r]
                 flip = flips[a][r].random((n, len(code))) < 0.5
@@ -444,7 +455,7 @@ def _baseline(ctx, options, bar):
     return out
 
 
-def _batch_size_that_fits(study, options):
+def _batch_size_that_fits(study: Study, options: SignificanceOptions) -> int:
     """``options.batch_size``, lowered until the working arrays fit in memory (InputError when nothing fits)."""
     from fairlandmark.stats.memory import estimate, fit_batch_size
 
@@ -461,7 +472,9 @@ def _batch_size_that_fits(study, options):
                           baseline_repeats=options.baseline_repeats)
 
 
-def run_significance(study, *, thresholds, min_group_size, observed, options):
+def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
+                     observed: Mapping[str, Any],
+                     options: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
 
     Returns
@@ -481,7 +494,9 @@ def run_significance(study, *, thresholds, min_group_size, observed, options):
 class SignificanceResult:
     """Per (attribute, keypoint) p-values, intervals and baseline; joins onto audit tables."""
 
-    def __init__(self, ctx, options, perm, boot, base):
+    def __init__(self, ctx: _Context, options: SignificanceOptions,
+                 perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None,
+                 boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
@@ -531,14 +546,14 @@ class SignificanceResult:
                                             "baseline_std": np.nanstd(base[a], axis=0, ddof=1)
                                             if base[a].shape[0] > 1 else np.full(K, np.nan)})
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         d = asdict(self.options)
         d.pop("progress")
         d.pop("batch_size")
         d["statistic"] = "mean over runs of per-run DP; labels permuted within each run"
         return d
 
-    def join(self, table):
+    def join(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add significance columns to the per-keypoint table (rows ordered attribute-major)."""
         table = table.copy()
         for name in next(iter(self.columns.values())).keys() if self.columns else []:
@@ -548,7 +563,7 @@ class SignificanceResult:
             table["mre_gap_significant"] = table["mre_gap_significant"].astype(bool)
         return table
 
-    def join_groups(self, table):
+    def join_groups(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add bootstrap intervals to the per-group table (attribute, group, keypoint order)."""
         if not self.group_ci:
             return table
@@ -557,7 +572,7 @@ class SignificanceResult:
             table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
         return table
 
-    def record(self, row, group_rows):
+    def record(self, row: Mapping[Hashable, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
         """Significance fields of one JSON ``per_keypoint`` record."""
         rec = {}
         for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
