@@ -83,6 +83,20 @@ class TestMarkup:
         assert code == 0, err
         assert "[b]x" in out and "[/]" in out
 
+    def test_progress_descriptions_are_not_markup(self):
+        from rich.console import Console
+        from rich.progress import Progress
+
+        from fairlandmark.progress import progress_bar
+
+        with progress_bar(True) as bar:  # the bar the statistics draw
+            columns = bar.columns
+        progress = Progress(*columns, console=Console(file=open(os.devnull, "w"), force_terminal=True))
+        with progress:
+            task = progress.add_task("permutation test (within sex=[/])", total=1)
+            progress.advance(task)
+            progress.refresh()
+
     def test_console_helpers(self):
         from rich.console import Console
 
