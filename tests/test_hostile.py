@@ -609,3 +609,16 @@ def test_worst_cases_end_to_end(tmp_path):
         assert out.returncode == 2, (argv, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
         assert (tmp_path / "a.json").read_text() == "untouched"
+
+
+class TestWideFileEncodings:
+    def test_utf16_wide_files_and_latin1_named(self, tmp_path):
+        from fairlandmark.inputs.convert import convert, read_wide
+
+        (tmp_path / "t.csv").write_text("a,0,0\nb,1,1\n", encoding="utf-16")
+        (tmp_path / "p.csv").write_text("a,1,0\nb,1,2\n", encoding="utf-16")
+        frame = convert([tmp_path / "p.csv"], read_wide(tmp_path / "t.csv", truth=True))
+        assert len(frame) == 2 and sorted(frame["image_id"]) == ["a", "b"]
+        (tmp_path / "l.csv").write_bytes("é,0,0\n".encode("latin-1"))
+        with pytest.raises(InputError, match="not UTF-8 text .* Latin-1"):
+            read_wide(tmp_path / "l.csv", truth=True)

@@ -25,6 +25,7 @@ __all__ = [
     "read_table",
     "csv_read_options",
     "detect_encoding",
+    "encoding_error",
     "drop_trailing_empty_columns",
     "NUMERIC_COLUMNS",
     "NUMERIC_NA_STRINGS",
@@ -181,7 +182,7 @@ def detect_encoding(path: str | os.PathLike[str], encoding: str | None = None) -
     return "utf-8"
 
 
-def _encoding_error(src: str, exc: UnicodeDecodeError, encoding: str) -> InputError:
+def encoding_error(src: str, exc: UnicodeDecodeError, encoding: str) -> InputError:
     """One line naming the encoding, the first byte that does not decode (and its line), and a guess."""
     try:
         head = _head_bytes(src, 1 << 22)
@@ -280,7 +281,7 @@ def read_table(path: str | os.PathLike[str], *, kind: str = "table",
     except pd.errors.EmptyDataError:
         raise InputError(MSG_EMPTY.format(src=src)) from None
     except UnicodeDecodeError as exc:
-        raise _encoding_error(src, exc, text_encoding) from None
+        raise encoding_error(src, exc, text_encoding) from None
     except InputError:
         raise
     except pd.errors.ParserError as exc:
