@@ -39,8 +39,8 @@ def plain(value: object) -> str:
 
     Examples
     --------
-    >>> plain("[red]M[/red]")
-    '\\[red]M\\[/red]'
+    >>> print(plain("[red]M[/red]"))
+    \\[red]M\\[/red]
     """
     return escape(str(value))
 
