@@ -366,7 +366,7 @@ _COMMANDS = {"synth": _cmd_synth, "train": _cmd_train, "predict": _cmd_predict, 
              "finetune": _cmd_finetune, "control": _cmd_control}
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ ERR_ARCHITECTURE = (
 )
 
 
-def worst_subgroup_mre(codes: np.ndarray, grouping: str):
+def worst_subgroup_mre(codes: np.ndarray, grouping: str) -> Callable[[np.ndarray, PreparedData], float]:
     """A validation metric: the largest mean radial error (mm) over the DRO subgroups."""
 
     def metric(pred_original: np.ndarray, data: PreparedData) -> float:
