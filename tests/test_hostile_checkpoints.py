@@ -96,3 +96,12 @@ def test_predict_and_finetune_cli_one_line(tmp_path, checkpoints, capsys, name):
         if name != "good":
             assert "checkpoint" in err
         assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["truncated", "unsafe", "garbage", "foreign"])
+def test_resume_from_a_bad_last_checkpoint_is_one_line(checkpoints, name):
+    from reference_model.config import TrainConfig
+    from reference_model.train import _resume
+
+    with pytest.raises(InputError, match="checkpoint .*: (cannot be loaded|not a reference-model)"):
+        _resume(None, None, TrainConfig(), checkpoints[name], epochs=3)  # fails before touching the run
