@@ -622,3 +622,15 @@ class TestWideFileEncodings:
         (tmp_path / "l.csv").write_bytes("é,0,0\n".encode("latin-1"))
         with pytest.raises(InputError, match="not UTF-8 text .* Latin-1"):
             read_wide(tmp_path / "l.csv", truth=True)
+
+    def test_wide_files_with_trailing_commas_convert_like_clean_ones(self, tmp_path):
+        from fairlandmark.inputs.convert import convert, read_wide
+
+        (tmp_path / "t.csv").write_text("a,0,0,3,4\nb,1,1,5,5\n")
+        (tmp_path / "p.csv").write_text("a,1,0,3,3\nb,1,2,,\n")
+        clean = convert([tmp_path / "p.csv"], read_wide(tmp_path / "t.csv", truth=True))
+        (tmp_path / "t2.csv").write_text("a,0,0,3,4,\nb,1,1,5,5,\n")
+        (tmp_path / "p2.csv").write_text("a,1,0,3,3,\nb,1,2,,,\n")
+        messy = convert([tmp_path / "p2.csv"], read_wide(tmp_path / "t2.csv", truth=True))
+        pd.testing.assert_frame_equal(clean, messy)
+        assert messy["pred_x"].isna().sum() == 1

@@ -150,7 +150,18 @@ def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
         raise encoding_error(src, exc, encoding) from None
     except (csv.Error, OSError) as exc:
         raise InputError(MSG_UNREADABLE.format(src=src, detail=str(exc).strip() or type(exc).__name__)) from None
-    return lines, numbers, None
+    return _without_trailing_comma(lines), numbers, None
+
+
+def _without_trailing_comma(lines: list[list[str]]) -> list[list[str]]:
+    """Rows written with a comma at the end of every line: drop that empty last cell.
+
+    Only when every row ends with an empty cell that leaves an odd count of coordinates (id,x1,y1,...,yK,):
+    a row of x,y pairs cannot end in half a pair.
+    """
+    if lines and all(len(row) > 1 and row[-1] == "" and (len(row) - 1) % 2 == 1 for row in lines):
+        return [row[:-1] for row in lines]
+    return lines
 
 
 def _is_number(text: str) -> bool:
