@@ -72,10 +72,13 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "significance": (dict, "an object"),
     "unit": (str, "a string"),
     "primary_threshold": ((int, float), "a number"),
+    "anatomy": (dict, "an object"),
+    "curves": (dict, "an object"),
+    "measurements": (list, "a list of records"),
 }
 # Fields readers take with a default when absent; present, they must not be null.
 _NOT_NULL = frozenset({"thresholds", "primary_threshold", "unit"})
-_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group")
+_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group", "measurements")
 
 _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
 

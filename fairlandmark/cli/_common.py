@@ -30,6 +30,8 @@ FLAG_SPELLINGS = {
     "predicted_only": "--predicted-only", "max_dp": "--max-dp", "baseline": "--baseline",
     "significance": "--no-significance", "privacy": "--privacy", "seed": "--seed", "alpha": "--alpha",
     "ci": "--ci", "correction": "--correction", "encoding": "--encoding",
+    "spacing_from_dicom": "--spacing-from-dicom", "dicom_match": "--dicom-match", "category": "--category",
+    "instance": "--instance", "image_key": "--image-key", "metadata_from_coco": "--metadata-from-coco",
 }
 
 
@@ -94,8 +96,18 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                        help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
     parser.add_argument("--encoding", metavar="NAME",
                         help="text encoding of CSV inputs, e.g. latin-1 (default: UTF-8, or UTF-16 with a BOM)")
+    add_dicom_arguments(scale)
     parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
+
+
+def add_dicom_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    """``--spacing-from-dicom DIR`` and ``--dicom-match`` (pixel spacing from DICOM headers)."""
+    group.add_argument("--spacing-from-dicom", metavar="DIR",
+                       help="mm per pixel (x and y) of each image from the DICOM headers in DIR: PixelSpacing, "
+                            "else ImagerPixelSpacing (needs pip install 'fairlandmark[dicom]')")
+    group.add_argument("--dicom-match", choices=("stem", "uid"), default="stem",
+                       help="match DICOM files to image_id by file stem (001.dcm -> 001, default) or SOPInstanceUID")
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +136,7 @@ def study_from_args(args: argparse.Namespace) -> Study:
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
         wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
         intersection=not args.no_intersection, metadata_source=args.metadata, encoding=args.encoding,
+        spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
     )
 
 

@@ -40,6 +40,11 @@ def _run(args: argparse.Namespace) -> int:
                                                     seed=args.seed, progress=True))
     if not args.quiet:
         render_audit(result, console)
+        if result.curves is not None and result.curves.tests:
+            from fairlandmark.render.curves import curve_findings
+
+            for line in curve_findings({"curves": result.curves.block(), "unit": result.unit}):
+                console.print(line, markup=False)
     json_path = os.path.join(args.out, "audit.json")
     result.to_json(json_path)
     result.to_csv(os.path.join(args.out, "audit.csv"))

@@ -26,7 +26,7 @@ from fairlandmark.files import OutputSet
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
+COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report", "plan")
 EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MSG_CREATED_FOLDER = "note: created folder {folder} for the outputs"
 MSG_MEMORY = ("error: out of memory; reduce --permutations, --bootstrap or --baseline-repeats, audit fewer "

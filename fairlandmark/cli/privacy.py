@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
         estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
         n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
         progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
-        encoding=args.encoding,
+        encoding=args.encoding, spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
     )
     if args.quiet:
         for line in result.risk_lines:

@@ -432,6 +432,11 @@ def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str 
     return pd.concat(frames, ignore_index=True)
 
 
+# Public names of the two rules other readers (fairlandmark.inputs.coco) share.
+run_labels = _run_labels
+check_spacing = _check_spacing
+
+
 def write_long(frame: pd.DataFrame, out: str | os.PathLike[str]) -> None:
     """Write a long table atomically: Parquet for ``.parquet``/``.pq``, else CSV.
 

@@ -1,8 +1,10 @@
 """Radial errors, in mm where a scale is known, else in pixels.
 
 The paper's landmark error is the Euclidean distance between predicted and
-true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column, a
-global ``spacing_mm`` value, or the wrist width (the distance between two
+true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column,
+``spacing_x_mm``/``spacing_y_mm`` columns (anisotropic pixels: x and y are
+scaled separately before the distance), a global ``spacing_mm`` value, or the
+wrist width (the distance between two
 ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 """
 
@@ -19,7 +21,7 @@ from fairlandmark.exceptions import InputError
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
 
-__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "check_finite_errors"]
+__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "scaled_coordinates", "check_finite_errors"]
 
 MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop all but one"
 MSG_ERROR_WITH_SCALE = (
@@ -35,6 +37,10 @@ MSG_NOT_FINITE = ("{src}: image '{image}' (run {run}), keypoint {kp}: the radial
                   "or scale too large to subtract or multiply); check that row's coordinates and scale")
 MSG_SUM_OVERFLOW = ("{src}: image '{image}' (run {run}), keypoint {kp}: error {value:g} is too large to average "
                     "(the sum overflows); check that row's coordinates and scale")
+MSG_WRIST_UNLABELLED = (
+    "{src}: image '{image}' has no ground truth for «wrist_width» keypoint {a} or {b}; "
+    "label both in every image or use another scale"
+)
 MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
 
 
@@ -131,6 +137,7 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         name
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
+            ("spacing_x_mm/spacing_y_mm columns", preds.spacing_xy is not None),
             ("«spacing_mm»", spacing_mm is not None),
             ("«wrist_width»", wrist_width is not None),
         )
@@ -152,11 +159,21 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         return distance * float(spacing_mm), "mm"
     if preds.spacing is not None:
         return distance * preds.spacing, "mm"
+    if preds.spacing_xy is not None:
+        sx, sy = preds.spacing_xy[..., 0], preds.spacing_xy[..., 1]
+        # Square pixels take the same path as spacing_mm, so both give the same numbers bit for bit.
+        return np.where(sx == sy, distance * sx, np.hypot(delta[..., 0] * sx, delta[..., 1] * sy)), "mm"
     if wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, src)
         ib = _keypoint_index(preds.keypoints, wrist_width.b, src)
         span = preds.true[:, ia, :] - preds.true[:, ib, :]
         width_px = np.hypot(span[:, 0], span[:, 1])
+        unlabelled = np.isnan(width_px)
+        if unlabelled.any():
+            i = int(np.flatnonzero(unlabelled)[0])
+            raise InputError(
+                MSG_WRIST_UNLABELLED.format(src=src, image=preds.row_image[i], a=wrist_width.a, b=wrist_width.b)
+            )
         huge = np.isinf(width_px)
         if huge.any():
             i = int(np.flatnonzero(huge)[0])
@@ -170,3 +187,33 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
             )
         return distance * (wrist_width.mm / width_px)[:, None], "mm"
     return distance, "px"
+
+
+def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
+                       wrist_width: WristWidth | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Predicted and true coordinates in the unit of :func:`radial_errors`.
+
+    Call after :func:`radial_errors` has validated the scale options. The
+    coordinates are multiplied by the same mm-per-pixel scale as the errors
+    (per image and keypoint), so distances between keypoints are in mm when
+    a scale is known, else in pixels.
+
+    Returns
+    -------
+    pred, true : ndarray, shape (N, K, 2), or (None, None)
+        None when the predictions carry only ``error_mm``.
+    """
+    if preds.pred is None or preds.true is None or preds.error is not None:
+        return None, None
+    if spacing_mm is not None:
+        scale = np.full(preds.pred.shape[:2], float(spacing_mm))
+    elif preds.spacing is not None:
+        scale = preds.spacing
+    elif wrist_width is not None:
+        ia = _keypoint_index(preds.keypoints, wrist_width.a, preds.source)
+        ib = _keypoint_index(preds.keypoints, wrist_width.b, preds.source)
+        span = preds.true[:, ia, :] - preds.true[:, ib, :]
+        scale = np.broadcast_to((wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None], preds.pred.shape[:2])
+    else:
+        return preds.pred.copy(), preds.true.copy()
+    return preds.pred * scale[..., None], preds.true * scale[..., None]

@@ -32,6 +32,8 @@ __all__ = [
     "check_predictions",
     "check_metadata",
     "Predictions",
+    "check_unlabelled",
+    "check_axis_spacing",
 ]
 
 COORD_COLUMNS = ("pred_x", "pred_y", "true_x", "true_y")
@@ -111,6 +113,12 @@ class Predictions:
         Precomputed radial error in mm from ``error_mm`` (NaN = missing).
     source : str
         Name of the file (or "predictions") for messages.
+    labelled : ndarray of bool, shape (N, K) or None
+        False where ``true_x`` and ``true_y`` are both empty: the image has no
+        ground truth for that keypoint (not a miss). None when all are labelled.
+    spacing_xy : ndarray of float, shape (N, K, 2) or None
+        mm per pixel along x and y from ``spacing_x_mm``/``spacing_y_mm``
+        (anisotropic pixels, e.g. from DICOM PixelSpacing).
     """
 
     runs: np.ndarray
@@ -122,6 +130,8 @@ class Predictions:
     spacing: np.ndarray | None
     error: np.ndarray | None
     source: str
+    labelled: np.ndarray | None = None
+    spacing_xy: np.ndarray | None = None
 
 
 def _source_name(obj: object, default: str) -> str:
@@ -475,12 +485,13 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
         out[row_key, kp_index] = values
         return out
 
-    pred = true = spacing = error = None
+    pred = true = spacing = error = labelled = None
     if has_coords:
         px = _numeric(frame, "pred_x", src, allow_empty=True)
         py = _numeric(frame, "pred_y", src, allow_empty=True)
-        tx = _numeric(frame, "true_x", src, allow_empty=has_error, what="a ground-truth coordinate")
-        ty = _numeric(frame, "true_y", src, allow_empty=has_error, what="a ground-truth coordinate")
+        tx = _numeric(frame, "true_x", src, allow_empty=True)
+        ty = _numeric(frame, "true_y", src, allow_empty=True)
+        labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
         missing = np.isnan(px) | np.isnan(py)
         px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
         pred = np.stack([dense(px), dense(py)], axis=-1)
@@ -501,6 +512,8 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
             i = int(np.flatnonzero(bad)[0])
             raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
         spacing = dense(sp)
+    axis_spacing = check_axis_spacing(frame, src)
+    spacing_xy = None if axis_spacing is None else np.stack([dense(a) for a in axis_spacing], axis=-1)
 
     return Predictions(
         runs=np.asarray(runs, dtype=object),
@@ -512,6 +525,8 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
         spacing=spacing,
         error=error,
         source=src,
+        labelled=None if labelled is None or labelled.all() else dense(labelled).astype(bool),
+        spacing_xy=spacing_xy,
     )
 
 
@@ -579,3 +594,88 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
         examples = ", ".join(map(repr, list(unused[:3])))
         warnings.warn(MSG_META_UNUSED.format(src=src, n=len(unused), examples=examples), FairlandmarkWarning, stacklevel=2)
     return meta.loc[meta.index.intersection(wanted, sort=False)]
+
+
+# -- Unlabelled ground truth and per-axis spacing (issue 18). Kept apart from check_predictions so the two can be
+# -- merged independently: check_predictions calls these two helpers and stores what they return.
+
+SPACING_X_COLUMN = "spacing_x_mm"
+SPACING_Y_COLUMN = "spacing_y_mm"
+MSG_HALF_UNLABELLED = (
+    "{src}: row {row}, column '{col}' is empty; every row needs a ground-truth coordinate "
+    "(leave both true_x and true_y empty for a keypoint without ground truth)"
+)
+MSG_AXIS_PAIR = "{src}: has '{have}' but not '{missing}'; give both spacing_x_mm and spacing_y_mm, or neither"
+MSG_AXIS_AND_ISO = "{src}: has both 'spacing_mm' and spacing_x_mm/spacing_y_mm; keep one pixel-to-mm scale"
+
+
+def check_unlabelled(true_x: np.ndarray, true_y: np.ndarray, src: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Labelled mask of the rows: False where both true coordinates are empty.
+
+    Parameters
+    ----------
+    true_x, true_y : ndarray of float, shape (n_rows,)
+        Parsed ``true_x``/``true_y`` (NaN = empty cell).
+    src : str
+        File name for messages.
+    allow_empty : bool
+        True when ``error_mm`` is given: the coordinates are then not used
+        and an empty one is no error (every row counts as labelled).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_rows,)
+
+    Raises
+    ------
+    InputError
+        When exactly one of the two coordinates of a row is empty.
+
+    Examples
+    --------
+    >>> check_unlabelled(np.array([1.0, np.nan]), np.array([2.0, np.nan]), "p.csv")
+    array([ True, False])
+    """
+    if allow_empty:
+        return np.ones(len(true_x), dtype=bool)
+    empty_x, empty_y = np.isnan(true_x), np.isnan(true_y)
+    half = empty_x != empty_y
+    if half.any():
+        i = int(np.flatnonzero(half)[0])
+        col = "true_x" if empty_x[i] else "true_y"
+        raise InputError(MSG_HALF_UNLABELLED.format(src=src, row=_file_row(i), col=col))
+    return ~empty_x
+
+
+def check_axis_spacing(frame: pd.DataFrame, src: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis mm per pixel from ``spacing_x_mm``/``spacing_y_mm``, or None.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The predictions table.
+    src : str
+        File name for messages.
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        x and y spacing per row, each > 0.
+    """
+    have = [c for c in (SPACING_X_COLUMN, SPACING_Y_COLUMN) if c in frame.columns]
+    if not have:
+        return None
+    if len(have) == 1:
+        missing = SPACING_Y_COLUMN if have[0] == SPACING_X_COLUMN else SPACING_X_COLUMN
+        raise InputError(MSG_AXIS_PAIR.format(src=src, have=have[0], missing=missing))
+    if SPACING_COLUMN in frame.columns:
+        raise InputError(MSG_AXIS_AND_ISO.format(src=src))
+    out = []
+    for col in (SPACING_X_COLUMN, SPACING_Y_COLUMN):
+        sp = _numeric(frame, col, src, allow_empty=False, what="a pixel spacing in mm")
+        bad = ~(sp > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=col, value=sp[i], rule="> 0"))
+        out.append(sp)
+    return out[0], out[1]

@@ -199,14 +199,60 @@ def _figures(doc: AuditDocument, base: AuditDocument | None, labels: Sequence[st
     drawings: list[tuple[Callable[[], Any], str]] = [
         (lambda: F.mre_bars(doc), f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."),
         (lambda: F.dp_bars(doc), dp_caption)]
+    from fairlandmark.render.curves import error_curves_figure, extra_curve_figure
+    from fairlandmark.render.fairness_map import fairness_map, has_anatomy
+
+    if has_anatomy(doc):
+        colour = "DP above chance (DP minus the randomized baseline)" if sig and any(
+            r.get("baseline_mean") is not None for r in doc["per_keypoint"]) else "DP"
+        drawings.append((lambda: fairness_map(doc),
+                         "Fairness map: each keypoint at its mean position after Procrustes alignment of the ground "
+                         f"truth, coloured by {colour}; a black ring marks a gap significant after correction."))
+    one_threshold_curves = bool((doc.get("curves") or {}).get("records")) and len(doc.get("thresholds", [])) <= 1
     for a in doc.get("attributes", []):
         drawings.append((functools.partial(F.sdr_curves, doc, attribute=a),
+                         f"Error curves by group ({a}): SDR over thresholds for the keypoints whose curve gap is "
+                         "significant after correction, else the largest curve gaps; the bar marks the gap."
+                         if one_threshold_curves else
                          f"SDR over thresholds by group ({a}), for the keypoints with the largest DP."))
+        if extra_curve_figure(doc, a):
+            drawings.append((functools.partial(error_curves_figure, doc, attribute=a),
+                             f"Error curves by group ({a}) over the threshold grid, for the keypoints whose curve "
+                             "gap is significant after correction; the bar marks the gap."))
     if base is not None:
         drawings.append((lambda: F.compare_bars(base, doc, labels=labels),
                          f"{labels[0]} against {labels[1]}: DP and MRE per keypoint."))
     # one figure drawn and encoded at a time, so only one is held in memory
     return [{"caption": caption, "png_base64": F.png_base64(draw(), dpi=dpi)} for draw, caption in drawings]
+
+
+def _map_note(doc: AuditDocument) -> str | None:
+    """Why the fairness map is left out (no coordinates, or one keypoint), or None when it is drawn."""
+    from fairlandmark.render.fairness_map import MSG_NO_ANATOMY, has_anatomy
+
+    return None if has_anatomy(doc) else MSG_NO_ANATOMY[0].upper() + MSG_NO_ANATOMY[1:] + "."
+
+
+def _measurements_context(doc: AuditDocument) -> dict[str, Any]:
+    """Clinical measurements: findings in words, a table per attribute, confusion matrices."""
+    from fairlandmark.render.measurements import confusion_tables, measurement_findings, measurement_table
+
+    settings = doc.get("measurement_settings") or {}
+    note = ("MAE = mean absolute error of the measurement from predicted landmarks against the one from true "
+            "landmarks; success = error within the tolerance; agree = same class. The gap is the largest difference "
+            "in success rate between groups (class agreement where there is no tolerance), mean over runs"
+            + (f"; * adjusted p < {settings.get('alpha')} ({settings.get('correction')})"
+               if settings.get("correction") else "") + ".")
+    sections = []
+    for a in dict.fromkeys(r.get("attribute") for r in doc["measurements"]):
+        header, rows, flags = measurement_table(doc, str(a))
+        sections.append({"attribute": a,
+                         "table": HtmlTable(header, rows, left=2, row_classes=["sig" if f else "" for f in flags]),
+                         "confusion": [{"title": title, "table": HtmlTable(h, r)}
+                                       for title, h, r in confusion_tables(doc, str(a))]})
+    citation = settings.get("citation")
+    return {"findings": measurement_findings(doc), "note": note, "sections": sections,
+            "citation": f"Definitions: {settings.get('name')}, after {citation}" if citation else None}
 
 
 def report_context(doc: AuditDocument, *, title: str | None = None, figures: bool = True,
@@ -245,6 +291,8 @@ def report_context(doc: AuditDocument, *, title: str | None = None, figures: boo
     >>> ctx["title"], ctx["figures"], ctx["comparison"]
     ('fairlandmark audit report', None, None)
     """
+    from fairlandmark.render.adjusted_power import adjustment_context, detectable_context
+
     frame = keypoint_frame(doc)
     unit = doc.get("unit", "")
     thr = threshold_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
@@ -289,6 +337,10 @@ def report_context(doc: AuditDocument, *, title: str | None = None, figures: boo
         "comparison": comparison,
         "significance": significance,
         "privacy": _privacy_context(doc) if doc.get("privacy") else None,
+        "adjustment": adjustment_context(doc),
+        "detectable": detectable_context(doc) if sig else None,
+        "map_note": _map_note(doc),
+        "measurements": _measurements_context(doc) if doc.get("measurements") else None,
         "keypoint_sections": [{"attribute": a, "threshold": threshold_key(doc.get("primary_threshold", 2.0)),
                                "significance": sig, "table": _keypoint_table(doc, a, frame, vmax)}
                               for a in doc.get("attributes", [])],

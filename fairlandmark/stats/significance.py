@@ -41,7 +41,8 @@ from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
+                                       sdr_from_sums, without_thin_groups)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +53,7 @@ __all__ = [
     "SignificanceOptions",
     "SignificanceResult",
     "run_significance",
+    "permutation_batches",
     "westfall_young_minp",
     "benjamini_hochberg",
     "holm",
@@ -292,7 +294,9 @@ class _Context:
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
         self.any_missing = bool(np.isnan(study.errors).any())
-        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing, dtype=np.float32)
+        # Unlabelled points are NaN too, so they turn presence on; their mask gives per-keypoint SDR denominators.
+        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing,
+                                           labelled=getattr(study, "labelled", None), dtype=np.float32)
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
@@ -313,7 +317,10 @@ class _Context:
             valid = gcounts >= self.min_group_size
         sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
         mre = self.mre(gsums, gcounts)
-        return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
+        # A group with too few labelled images of a keypoint stays out of its gaps, in every resample as observed.
+        sdr_dp = without_thin_groups(sdr, gsums, self.layout, self.min_group_size)
+        mre_dp = without_thin_groups(mre, gsums, self.layout, self.min_group_size)
+        return _run_mean(parity_gap_value(sdr_dp, valid)), _run_mean(parity_gap_value(mre_dp, valid)), sdr, mre
 
     def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
@@ -341,6 +348,37 @@ def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
+def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
+                        batch_size: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+    """The label permutations of the DP test, batch by batch.
+
+    Labels are permuted within each run, one random stream per run (task 1
+    of ``seed``), so the permutations do not depend on ``batch_size``. Other
+    tests that must use the very same permutations (measurements, error
+    curves) draw them here.
+
+    Parameters
+    ----------
+    cells_by_run : list of ndarray of int, each (n_r,)
+        Cell of each row of run r, in kernel order (:meth:`RunKernel.labels_by_run`).
+    n_permutations : int
+    seed : int
+    batch_size : int
+
+    Yields
+    ------
+    start : int
+        Index of the batch's first permutation.
+    n : int
+        Permutations in the batch.
+    labels : list of ndarray, each (n, n_r)
+        Permuted cells per run.
+    """
+    rngs = _streams(seed, 1, len(cells_by_run))
+    for start, n in _batches(n_permutations, batch_size):
+        yield start, n, [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, cells_by_run)]
+
+
 def _permutations(ctx: _Context, options: SignificanceOptions,
                   bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
@@ -348,10 +386,8 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     B = options.permutations
     null_dp = {a: np.empty((B, K)) for a in attrs}
     null_gap = {a: np.empty((B, K)) for a in attrs}
-    rngs = _streams(options.seed, 1, ctx.study.n_runs)
     task = bar.add_task("permutations", total=B) if bar else None
-    for start, n in _batches(B, options.batch_size):
-        labels = [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, ctx.cells_by_run)]
+    for start, n, labels in permutation_batches(ctx.cells_by_run, B, seed=options.seed, batch_size=options.batch_size):
         sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
@@ -448,7 +484,8 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
             # observed DP and the permutations) and its randomized size is still large enough.
             valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid
-            sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
+            sdr = without_thin_groups(sdr_from_sums(gsums, gcounts, ctx.layout, 0), gsums, ctx.layout,
+                                      ctx.min_group_size)
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
