@@ -49,6 +49,7 @@ MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in
                        "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
+MSG_ARRAY_BOOL = "{name}: holds True/False values, not coordinates; give numbers in pixels"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
 MSG_COORD_ORDER = "coord_order: must be 'xy' or 'yx' (landmarker and row-major arrays), got {value!r}"
 MSG_SPACING_SHAPE = ("spacing_mm: expected a number, shape (N,) or shape (N, 2) (per-axis, in coord_order), "
@@ -213,7 +214,7 @@ def _add_adjusted(result: AuditResult, covariates: Covariates,
 
 
 def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
-          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: Sequence[str] | None = None,
+          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: str | Sequence[str] | None = None,
           thresholds_mm: float | Sequence[float] = (2.0,), spacing_mm: float | None = None,
           wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
           bins: Mapping[str, Sequence[float]] | None = None,
@@ -222,7 +223,8 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
           significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
           privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None,
           measurements: Any = None, curves: bool | Mapping[str, Any] = True,
-          spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem") -> AuditResult:
+          spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
+          encoding: str | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -284,6 +286,9 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         ``[dicom]`` extra. See :mod:`fairlandmark.inputs.dicom`.
     dicom_match : {"stem", "uid"}, default "stem"
         Match DICOM files to ``image_id`` by file stem or ``SOPInstanceUID``.
+    encoding : str, optional
+        Text encoding of CSV inputs; default UTF-8, or UTF-16 when the file starts with a byte-order mark
+        (e.g. ``"latin-1"`` for a file saved by an old spreadsheet).
 
     Returns
     -------
@@ -305,7 +310,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
-                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
+                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, encoding=encoding)
     covariates = None
     if adjust:
         from fairlandmark.stats.adjusted import check_covariates
@@ -364,6 +369,9 @@ def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLik
     >>> float(res.per_keypoint["dp"].iloc[0])
     0.5
     """
+    for name, array in (("pred", pred), ("true", true)):
+        if np.asarray(array).dtype == bool:
+            raise InputError(MSG_ARRAY_BOOL.format(name=name))
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     if pred.ndim != 3 or pred.shape[2] != 2:
         raise InputError(MSG_ARRAY_SHAPE.format(name="pred", shape=pred.shape))
@@ -613,7 +621,11 @@ class AuditResult:
                              "mean_dp": float(mean), "mean_dp_std": float(std),
                              "max_dp": float(sub[j]) if j is not None else np.nan,
                              "max_dp_keypoint": self.keypoints[idx[j]] if j is not None else None})
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        # Keep the keypoint's own type (int 2, not 2.0): a column of ints and None would otherwise become float.
+        frame["max_dp_keypoint"] = pd.Series([json_safe(r["max_dp_keypoint"]) for r in rows], dtype=object,
+                                             index=frame.index)
+        return frame
 
     @cached_property
     def overall(self) -> pd.DataFrame:

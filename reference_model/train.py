@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from reference_model.augment import augment_batch
+from reference_model.checkpoints import checkpoint_fits, load_checkpoint
 from reference_model.config import TrainConfig
 from reference_model.errors import InputError, TrainingDivergedError
 from reference_model.heatmap import spatial_softmax_ce, target_indices
@@ -133,11 +134,12 @@ def load_model(path: str | Path, *, device: torch.device | str = "cpu") -> tuple
         path = path / CHECKPOINT_BEST
     if not path.is_file():
         raise InputError(ERR_NO_CHECKPOINT.format(path=path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(f"checkpoint {path}: cannot load it ({type(exc).__name__}: {exc}); is it a "
-                         "reference-model checkpoint?") from None
+    state = load_checkpoint(path, required=("config", "model", "n_keypoints"))
+    with checkpoint_fits(path):
+        return _model_from_state(state, device)
+
+
+def _model_from_state(state, device):
     config = TrainConfig(**{**state["config"], "decoder_channels": tuple(state["config"]["decoder_channels"]),
                             "encoder_weights": None})
     model = build_unet(encoder=config.encoder, n_keypoints=state["n_keypoints"], encoder_depth=config.encoder_depth,
@@ -287,7 +289,8 @@ def _build(train_data: PreparedData, config: TrainConfig, *, lr: float, init_sta
                        decoder_channels=config.decoder_channels, encoder_weights=config.encoder_weights,
                        bn_momentum=config.bn_momentum)
     if init_state is not None:
-        model.load_state_dict(init_state)
+        with checkpoint_fits("given to fine-tune"):
+            model.load_state_dict(init_state)
     model = model.to(device, memory_format=memory_format)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
                                   fused=on_cuda or None)
@@ -314,15 +317,16 @@ def _build(train_data: PreparedData, config: TrainConfig, *, lr: float, init_sta
 
 def _resume(run: _Run, objective: Objective, config: TrainConfig, last_path: Path, epochs: int) -> _Progress:
     """Restore model, optimizer, scheduler, objective and early-stopping state from ``last.pt``."""
-    state = torch.load(last_path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(last_path, required=("config", "model", "optimizer", "scheduler", "objective", "epoch"))
     _check_resumable(state["config"], config, last_path)
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    objective.load_state_dict(state["objective"])
-    progress = _Progress(start_epoch=state["epoch"] + 1, best_score=state["best_val_mre_mm"],
-                         best_epoch=state["best_epoch"], since_best=state["epochs_since_best"],
-                         history=list(state["history"]))
+    with checkpoint_fits(last_path):
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        objective.load_state_dict(state["objective"])
+        progress = _Progress(start_epoch=state["epoch"] + 1, best_score=state["best_val_mre_mm"],
+                             best_epoch=state["best_epoch"], since_best=state["epochs_since_best"],
+                             history=list(state["history"]))
     if state.get("stopped_early"):
         progress.start_epoch = epochs + 1
     return progress
@@ -479,8 +483,9 @@ def train_model(*, train_data: PreparedData, val_data: PreparedData, config: Tra
                 break
 
     if best_path.is_file():
-        best_state = torch.load(best_path, map_location="cpu", weights_only=True)
-        run.model.load_state_dict(best_state["model"])
+        best_state = load_checkpoint(best_path, required=("model",), config_keys=())
+        with checkpoint_fits(best_path):
+            run.model.load_state_dict(best_state["model"])
     return TrainResult(model=run.model, best_val_mre_mm=state.best_score, best_epoch=state.best_epoch,
                        epochs_run=len(state.history), history=state.history, out_dir=out_dir)
 

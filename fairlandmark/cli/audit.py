@@ -7,17 +7,19 @@ import sys
 from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
-from fairlandmark.render.console import make_console, render_audit
-from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
+from fairlandmark.cli._common import (finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
-from fairlandmark.files import check_outputs
+from fairlandmark.files import STDOUT, check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
 from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
 from fairlandmark.render.console import render_privacy
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from fairlandmark.audit import AuditResult
     from fairlandmark.gate import GateRules
 
@@ -28,7 +30,7 @@ MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-infe
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
-    parser.add_argument("--threshold-mm", action="append", type=float, dest="thresholds", metavar="MM",
+    parser.add_argument("--threshold-mm", action="append", type=finite_float, dest="thresholds", metavar="MM",
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
@@ -71,12 +73,25 @@ def audit_from_args(args: argparse.Namespace) -> AuditResult:
     return result
 
 
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
+    return [("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
+            ("--markdown", args.markdown, False), ("--figures", args.figures, True),
+            ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
+            ("--gate-json", args.gate_json, False)]
+
+
+def _output_paths(args: argparse.Namespace) -> list[str]:
+    return [path for _, path, _ in _outputs(args) if path is not None]
+
+
+def _say_wrote(console: Console, path: str) -> None:
+    if path != STDOUT:
+        print_wrote(console, path)
+
+
 def check_audit_args(args: argparse.Namespace) -> GateRules | None:
     """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
-    check_outputs([("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
-                   ("--markdown", args.markdown, False), ("--figures", args.figures, True),
-                   ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
-                   ("--gate-json", args.gate_json, False)],
+    check_outputs(_outputs(args),
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata),
                           ("gate config", args.config), ("gate baseline", args.baseline),
                           ("measurements file", _measurement_path(args))])
@@ -103,7 +118,7 @@ def _measurement_path(args: argparse.Namespace) -> str | None:
 
 def _run(args: argparse.Namespace) -> int:
     rules = check_audit_args(args)
-    console = make_console()
+    console = make_console(stderr=STDOUT in _output_paths(args))  # stdout stays free for '-' outputs
     result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
@@ -127,13 +142,13 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"warning: {note}\n")
         for privacy in result.privacy:
             for line in privacy.risk_lines:
-                console.print(line, markup=False)
+                print_plain(console, line)
     if args.json:
         result.to_json(args.json)
-        console.print(f"wrote {args.json}")
+        _say_wrote(console, args.json)
     if args.csv:
         result.to_csv(args.csv)
-        console.print(f"wrote {args.csv}")
+        _say_wrote(console, args.csv)
     if args.html or args.markdown or args.figures:
         from fairlandmark.cli.report import write_outputs
 

@@ -13,7 +13,7 @@ import numpy as np
 from fairlandmark.inputs.convert import (WideTable, MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.cli._common import FLAG_SPELLINGS
+from fairlandmark.cli._common import FLAG_SPELLINGS, finite_float
 from fairlandmark.files import check_outputs
 
 if TYPE_CHECKING:
@@ -118,16 +118,17 @@ def _run(args: argparse.Namespace) -> int:
             text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
             sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
+    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the table itself
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
-          f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
+          f"{truth.n_keypoints} keypoints x {n_runs} run(s))", file=say)
     if coco_truth is not None and coco_truth.n_unlabelled:
         print(f"{coco_truth.n_unlabelled} ground-truth point(s) have v=0 (no ground truth): written with empty "
-              f"true_x/true_y, left out of their keypoint's numbers")
+              f"true_x/true_y, left out of their keypoint's numbers", file=say)
     if meta is not None:
-        print(f"wrote {args.metadata_from_coco}: {len(meta)} images, columns {', '.join(meta.columns[1:])}")
+        print(f"wrote {args.metadata_from_coco}: {len(meta)} images, columns {', '.join(meta.columns[1:])}", file=say)
     if args.metadata_template:
         n = metadata_template(truth, args.metadata_template, columns=args.template_columns.split(","))
-        print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}")
+        print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}", file=say)
     return 0
 
 
@@ -144,7 +145,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="long output; .parquet/.pq writes Parquet, anything else CSV (written atomically)")
     parser.add_argument("--run", action="append", metavar="NAME",
                         help="run label of each --pred, in the same order (needed with several --pred)")
-    parser.add_argument("--spacing-mm", type=float, metavar="MM", help="add a spacing_mm column (mm per pixel)")
+    parser.add_argument("--spacing-mm", type=finite_float, metavar="MM", help="add a spacing_mm column (mm per pixel)")
     parser.add_argument("--predicted-only", action="store_true",
                         help="write only images that have a prediction (hold-outs predicting their own test images)")
     parser.add_argument("--metadata-template", metavar="PATH",

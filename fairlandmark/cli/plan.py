@@ -96,6 +96,8 @@ def render_plan(plan, console) -> None:
     """Findings in words, then one compact table per attribute."""
     from rich.table import Table
 
+    from fairlandmark.render.console import plain
+
     s = plan.settings
     console.print(f"Power plan: power {s['power']:g}, alpha {s['alpha']:g} ({s['correction']}) over "
                   f"{s['n_tests']} test(s), so a single gap must pass p <= {s['per_test_level']:.2g}.", markup=False)
@@ -110,7 +112,7 @@ def render_plan(plan, console) -> None:
             need = rows["n_per_group_for_target"].astype(float)
             words += f"; a DP of {s['target_dp']:g} needs {_span(need, 0)} images per group"
         console.print(words + ".", markup=False)
-        out = Table(title=f"{attribute}: minimal detectable DP", header_style="bold", pad_edge=False)
+        out = Table(title=f"{plain(attribute)}: minimal detectable DP", header_style="bold", pad_edge=False)
         has_obs = "observed_dp" in rows
         out.add_column("kp", justify="right", no_wrap=True)
         out.add_column("SDR", justify="right", no_wrap=True)
@@ -121,7 +123,7 @@ def render_plan(plan, console) -> None:
         if s.get("target_dp") is not None:
             out.add_column(f"n/group for {s['target_dp']:g}", justify="right", no_wrap=True)
         for row in rows.to_dict("records"):
-            cells = [str(row["keypoint"]), fmt(row["sdr"], 2)]
+            cells = [plain(row["keypoint"]), fmt(row["sdr"], 2)]
             if has_obs:
                 cells += [fmt(row["observed_dp"]), "*" if row.get("significant") else ""]
             cells.append(fmt(row["min_detectable_dp"]))

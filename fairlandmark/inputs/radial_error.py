@@ -21,7 +21,7 @@ from fairlandmark.exceptions import InputError
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
 
-__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "scaled_coordinates"]
+__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "scaled_coordinates", "check_finite_errors"]
 
 MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop all but one"
 MSG_ERROR_WITH_SCALE = (
@@ -33,6 +33,10 @@ MSG_WRIST_ZERO = (
     "{src}: image '{image}' has keypoints {a} and {b} at the same place, so the wrist width is 0; "
     "check its ground truth or use «spacing_mm»"
 )
+MSG_NOT_FINITE = ("{src}: image '{image}' (run {run}), keypoint {kp}: the radial error is infinite (coordinates "
+                  "or scale too large to subtract or multiply); check that row's coordinates and scale")
+MSG_SUM_OVERFLOW = ("{src}: image '{image}' (run {run}), keypoint {kp}: error {value:g} is too large to average "
+                    "(the sum overflows); check that row's coordinates and scale")
 MSG_WRIST_UNLABELLED = (
     "{src}: image '{image}' has no ground truth for «wrist_width» keypoint {a} or {b}; "
     "label both in every image or use another scale"
@@ -64,9 +68,9 @@ def parse_wrist_width(text: str) -> WristWidth:
         mm = float(parts[2])
     except ValueError:
         raise InputError(MSG_WRIST_FORMAT.format(value=text)) from None
-    if not mm > 0:
+    if not (np.isfinite(mm) and mm > 0):
         raise InputError(MSG_WRIST_FORMAT.format(value=text))
-    a, b = (int(p) if p.lstrip("-").isdigit() else p for p in parts[:2])
+    a, b = (int(p) if p.lstrip("-").isdecimal() else p for p in parts[:2])
     return WristWidth(a, b, mm)
 
 
@@ -78,8 +82,38 @@ def _keypoint_index(keypoints: Sequence[object] | np.ndarray, label: object, src
     return matches[0]
 
 
+def check_finite_errors(errors: np.ndarray, preds: Predictions) -> np.ndarray:
+    """InputError naming the first (image, keypoint) whose error is infinite, or when the errors overflow a sum.
+
+    Coordinates near the float limit (±1e308) pass as numbers, but their difference or its scaling to mm
+    is infinite; the audit would then report a null MRE without a word.
+    """
+    bad = np.isinf(errors)
+    if bad.any():
+        row, kp = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(MSG_NOT_FINITE.format(src=preds.source, image=preds.row_image[row],
+                                               run=preds.runs[preds.row_run[row]], kp=preds.keypoints[kp]))
+    with np.errstate(over="ignore"):
+        total = np.nansum(errors, dtype=np.float64)
+    if not np.isfinite(total):
+        big_row, big_kp = (int(i) for i in np.unravel_index(int(np.nanargmax(errors)), errors.shape))
+        row, kp = big_row, big_kp
+        raise InputError(MSG_SUM_OVERFLOW.format(src=preds.source, image=preds.row_image[row],
+                                                 run=preds.runs[preds.row_run[row]], kp=preds.keypoints[kp],
+                                                 value=float(errors[row, kp])))
+    return errors
+
+
 def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
                   wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
+    """Radial error per (row, keypoint) and its unit; InputError when an error is not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        errors, unit = _radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        return check_finite_errors(errors, preds), unit
+
+
+def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                   wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit.
 
     Parameters
@@ -140,6 +174,11 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
             raise InputError(
                 MSG_WRIST_UNLABELLED.format(src=src, image=preds.row_image[i], a=wrist_width.a, b=wrist_width.b)
             )
+        huge = np.isinf(width_px)
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise InputError(MSG_NOT_FINITE.format(src=src, image=preds.row_image[i], run=preds.runs[preds.row_run[i]],
+                                                   kp=f"{wrist_width.a}-{wrist_width.b} (the wrist width)"))
         zero = ~(width_px > 0)
         if zero.any():
             i = int(np.flatnonzero(zero)[0])

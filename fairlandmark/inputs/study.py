@@ -22,9 +22,31 @@ from fairlandmark.inputs.groups import GroupCoding, encode_groups
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
-__all__ = ["Study", "prepare_study", "MSG_NO_ATTRIBUTES"]
+__all__ = ["Study", "prepare_study", "attribute_list", "MSG_NO_ATTRIBUTES"]
 
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
+MSG_ATTRIBUTES_TYPE = "«attributes» {value!r}: give a column name or a list of column names"
+
+
+def attribute_list(attributes: str | Iterable[str] | None) -> list[str] | None:
+    """``attributes`` as a list of column names: one string is one attribute (never its characters).
+
+    Examples
+    --------
+    >>> attribute_list("sex"), attribute_list(("sex", "age")), attribute_list(None)
+    (['sex'], ['sex', 'age'], None)
+    """
+    if attributes is None:
+        return None
+    if isinstance(attributes, str):
+        return [attributes]
+    try:
+        names = list(attributes)
+    except TypeError:
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes)) from None
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes))
+    return names
 
 
 @dataclass
@@ -59,17 +81,19 @@ class Study:
 
 def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                   metadata: pd.DataFrame | str | os.PathLike[str], *,
-                  attributes: Sequence[str] | None = None, spacing_mm: float | None = None,
+                  attributes: str | Sequence[str] | None = None, spacing_mm: float | None = None,
                   wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                   bins: Mapping[str, Sequence[float]] | None = None,
                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
                   intersection: bool = True, metadata_source: str | None = None,
-                  spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem") -> Study:
+                  spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
+                  encoding: str | None = None) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+    names = attribute_list(attributes)
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions, encoding=encoding)
         if spacing_from_dicom is not None:
             from fairlandmark.inputs.dicom import with_dicom_spacing
 
@@ -81,13 +105,14 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
         pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
+                              encoding=encoding)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
-    attributes = list(meta.columns) if attributes is None else list(attributes)
-    if not attributes:
+    chosen = list(meta.columns) if names is None else names
+    if not chosen:
         raise InputError(MSG_NO_ATTRIBUTES)
     src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
+    coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,

@@ -367,7 +367,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                         bins: Mapping[str, Sequence[float]] | None = None,
                         spacing_from_dicom: str | os.PathLike[str] | None = None,
-                        dicom_match: str = "stem") -> PrivacyResult:
+                        dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -431,9 +431,9 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        # metadata None without a Study is not caught yet (TypeError in read_table); see the typing report.
+        # metadata None without a Study is an InputError of read_table ("metadata: expected a pandas DataFrame").
         study = prepare_study(predictions, metadata,  # type: ignore[arg-type]
-                              attributes=attributes, spacing_mm=spacing_mm,
+                              attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
                               metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
                               spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,6 +67,9 @@ CORRECTIONS = ("bh", "holm", "westfall-young")
 _TIE_TOLERANCE = 1e-9
 
 MSG_OPTION = "{name}: {rule}, got {value!r}"
+
+
+MSG_UNKNOWN_OPTION = "«significance» has no option {key!r}; the options are: {known}"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class SignificanceOptions:
                 raise InputError(MSG_OPTION.format(name=name, rule="must be an integer >= 0", value=value))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise InputError(MSG_OPTION.format(name="batch_size", rule="must be an integer >= 1", value=self.batch_size))
+        for name in ("ci", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise InputError(MSG_OPTION.format(name=name, rule="must be a number between 0 and 1", value=value))
         if not 0 < self.ci < 1:
             raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1, e.g. 0.95", value=self.ci))
         if not 0 < self.alpha < 1:
@@ -126,6 +133,10 @@ class SignificanceOptions:
         if value is True:
             return cls()
         if isinstance(value, dict):
+            known = [f.name for f in fields(cls)]
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                raise InputError(MSG_UNKNOWN_OPTION.format(key=unknown[0], known=", ".join(known)))
             return cls(**value)
         raise InputError(MSG_OPTION.format(name="significance", rule="must be SignificanceOptions, a dict or True",
                                            value=value))
@@ -481,6 +492,23 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
     return out
 
 
+def _batch_size_that_fits(study: Study, options: SignificanceOptions) -> int:
+    """``options.batch_size``, lowered until the working arrays fit in memory (InputError when nothing fits)."""
+    from fairlandmark.stats.memory import estimate, fit_batch_size
+
+    coding = study.coding
+    n_kp = len(study.keypoints)
+    rows_per_run = np.bincount(np.asarray(study.row_run), minlength=study.n_runs)
+    groups = [len(coding.groups[a]) for a in coding.attributes]
+    memory = estimate(n_rows=len(study.row_run), max_rows_per_run=int(rows_per_run.max(initial=0)), n_runs=study.n_runs,
+                      n_cells=coding.n_cells, n_columns=3 * n_kp, n_keypoints=n_kp, groups=groups,
+                      permutations=options.permutations, bootstrap=options.bootstrap,
+                      baseline_repeats=options.baseline_repeats)
+    return fit_batch_size(memory, options.batch_size, n_keypoints=n_kp, n_attributes=len(groups),
+                          permutations=options.permutations, bootstrap=options.bootstrap,
+                          baseline_repeats=options.baseline_repeats)
+
+
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
                      observed: Mapping[str, Any],
                      options: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceResult:
@@ -491,6 +519,7 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     SignificanceResult
     """
     options = SignificanceOptions.coerce(options)
+    options = replace(options, batch_size=_batch_size_that_fits(study, options))
     ctx = _Context(study, list(thresholds), min_group_size, observed)
     with progress_bar(options.progress) as bar:
         perm = _permutations(ctx, options, bar) if options.permutations else None
