@@ -108,8 +108,8 @@ def test_write_figures(tmp_path, make_doc):
     doc = make_doc(5)
     paths = F.write_figures(doc, tmp_path / "figs", formats=["png"], dpi=40)
     names = sorted(Path(p).name for p in paths)
-    assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_age_group.png", "sdr_sex.png",
-                     "sdr_sex_age_group.png"]
+    assert names == ["dp_by_keypoint.png", "fairness_map.png", "mre_by_keypoint.png", "sdr_age_group.png",
+                     "sdr_sex.png", "sdr_sex_age_group.png"]
     assert all(Path(p).read_bytes()[:8] == PNG for p in paths)
 
 
@@ -128,10 +128,9 @@ def test_attributes_whose_names_slug_alike_get_a_figure_each(tmp_path):
                                     {"a b": ["x", "y"] * 20, "a_b": ["x"] * 20 + ["y"] * 20}, spacing_mm=1.0,
                                     min_group_size=1, intersection=False, significance=False, thresholds_mm=(2.0, 4.0))
     names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
-    assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_a_b.png", "sdr_a_b_2.png"]
-
-
-def test_no_sdr_curves_with_one_threshold_and_mre_error_bars_never_below_zero(tmp_path):
+    assert names == ["dp_by_keypoint.png", "fairness_map.png", "mre_by_keypoint.png", "sdr_a_b.png",
+                     "sdr_a_b_2.png"]
+def test_mre_error_bars_never_below_zero(tmp_path):
     import fairlandmark
 
     rng = np.random.default_rng(0)
@@ -140,8 +139,6 @@ def test_no_sdr_curves_with_one_threshold_and_mre_error_bars_never_below_zero(tm
     pred = true + rng.normal(0, 1, true.shape) * np.where(runs == 0, 0.1, 3.0)[:, None, None]  # std > mean
     res = fairlandmark.audit_arrays(pred, true, {"s": ["x", "y"] * 20}, runs=runs, spacing_mm=1.0, min_group_size=1,
                                     significance=False)
-    names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
-    assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png"]
     fig = F.mre_bars(res)
     ax = fig.axes[0]
     lower = [seg[0][1] for coll in ax.collections for seg in coll.get_segments()]  # error bar (x, y) bottoms

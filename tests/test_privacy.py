@@ -218,14 +218,14 @@ def test_class_smaller_than_the_folds_is_a_clear_error():
     preds, meta = _synthetic(n_images=40, seed=1)
     keep = meta[(meta["age_group"] == "young") | meta.index.isin([0, 2, 4])]
     preds = preds[preds["image_id"].isin(keep["image_id"])]
-    with pytest.raises(InputError, match=r"class 'old' has 3 image\(s\), fewer than the 5 folds; use --folds 3"):
+    with pytest.raises(InputError, match=r"class 'old' has 3 image\(s\), fewer than the 5 folds; use n_splits 3"):
         attribute_inference(preds, keep, target="age_group")
     res = attribute_inference(preds, keep, target="age_group", n_splits=3, n_permutations=0, **FAST)
     assert res.scores.iloc[0]["images_by_class"] == {"old": 3, "young": 20}
     meta2 = meta.copy()
     meta2.loc[meta2["age_group"] == "old", "sex"] = "M"
     meta2.loc[[0], "sex"] = "F"  # one old woman only
-    with pytest.raises(InputError, match=r"class 'old' has 1 image\(s\) within sex=F.*drop --within sex"):
+    with pytest.raises(InputError, match=r"class 'old' has 1 image\(s\) within sex=F.*drop within sex"):
         attribute_inference(preds, meta2.loc[meta2["image_id"].isin(keep["image_id"])], target="age_group",
                             within="sex")
     meta3 = meta.assign(sex=np.where(meta["age_group"] == "old", "M", "F"))

@@ -11,10 +11,10 @@ from rich.text import Text
 
 from fairlandmark.audit import audit
 from fairlandmark.findings import findings
-from fairlandmark.render.console import make_console, render_audit, render_findings
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit, render_findings
 from fairlandmark.inputs.demo_data import PLANTED_BIAS, make_demo_study
 from fairlandmark.exceptions import InputError
-from fairlandmark.files import atomic_write_text, check_outputs
+from fairlandmark.files import atomic_write_text, check_outputs, current_outputs
 from fairlandmark.stats.significance import SignificanceOptions
 from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 
@@ -41,8 +41,11 @@ def _run(args: argparse.Namespace) -> int:
     preds_path, meta_path = os.path.join(args.out, "preds.csv"), os.path.join(args.out, "meta.csv")
     atomic_write_text(preds_path, preds.to_csv(index=False))
     atomic_write_text(meta_path, meta.to_csv(index=False))
-    console.print(Text.assemble(("Demo study", "bold"), f": {args.images} hand radiographs, 37 keypoints, "
-                                f"{args.runs} hold-outs -> {preds_path}, {meta_path}"))
+    outputs = current_outputs()
+    if outputs is not None:
+        outputs.commit()  # the audit below reads these two files back
+    print_plain(console, f"Demo study: {args.images} hand radiographs, 37 keypoints, {args.runs} hold-outs -> "
+                         f"{preds_path}, {meta_path}")
     planted = "; ".join(f"keypoint {k}: {who} x{factor}" for k, (who, factor) in PLANTED_BIAS.items())
     console.print(f"Planted biases (errors scaled): {planted}")
     options: dict[str, Any] = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
@@ -52,6 +55,11 @@ def _run(args: argparse.Namespace) -> int:
                                                     seed=args.seed, progress=True))
     if not args.quiet:
         render_audit(result, console, closing_findings=False)
+        if result.curves is not None and result.curves.tests:
+            from fairlandmark.render.curves import curve_findings
+
+            for line in curve_findings({"curves": result.curves.block(), "unit": result.unit}):
+                console.print(line, markup=False)
     json_path = os.path.join(args.out, "audit.json")
     result.to_json(json_path)
     result.to_csv(os.path.join(args.out, "audit.csv"))
@@ -63,8 +71,8 @@ def _run(args: argparse.Namespace) -> int:
         write_html(result, html_path)
         written.append(html_path)
     except InputError as exc:  # matplotlib (the [report] extra) missing
-        console.print(Text(f"no HTML report: {exc}", style="yellow"))
-    console.print("wrote " + ", ".join(written), markup=False)
+        print_plain(console, f"no HTML report: {exc}", style="yellow")
+    print_wrote(console, ", ".join(written))
     console.print("Same audit from the command line:")
     # soft_wrap: never break the command across lines; markup off: paths are shown as they are.
     console.print(demo_command(preds_path, meta_path, written, args), soft_wrap=True, markup=False,

@@ -87,6 +87,10 @@ MISSING_POLICY = (
     "a missing prediction is replaced by the median error of its keypoint in the training part of the fold, "
     "and a missing-indicator feature is added for each keypoint with a missing prediction there; nothing is dropped"
 )
+MSG_UNLABELLED_PRIVACY = (
+    "{n} point(s) without ground truth are treated like missing predictions here (imputed, with an indicator); "
+    "if labelling differs between groups, that alone can predict the attribute"
+)
 RUNS_POLICY = (
     "one feature row per (run, image); folds are made over unique images (stratified on the target) and every "
     "run-row of an image goes to the same side, so no image is in both training and test"
@@ -111,7 +115,7 @@ MSG_ONE_CLASS = (
 )
 MSG_SMALL_CLASS = (
     "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
-    "use «n_splits» {fix} or fewer (n_splits in the API), or merge small classes"
+    "use «n_splits» {fix} or fewer, or merge small classes"
 )
 MSG_TOO_FEW_FOR_TWO = (
     "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
@@ -361,7 +365,9 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
                         n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
-                        bins: Mapping[str, Sequence[float]] | None = None) -> PrivacyResult:
+                        bins: Mapping[str, Sequence[float]] | None = None,
+                        spacing_from_dicom: str | os.PathLike[str] | None = None,
+                        dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -393,7 +399,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Parallel workers over folds and permutations (-1: all cores).
     progress : bool or rich.progress.Progress, optional
         Show progress bars (True: on stderr).
-    spacing_mm, wrist_width, bins
+    spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
 
     Returns
@@ -425,11 +431,12 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        # metadata None without a Study is not caught yet (TypeError in read_table); see the typing report.
+        # metadata None without a Study is an InputError of read_table ("metadata: expected a pandas DataFrame").
         study = prepare_study(predictions, metadata,  # type: ignore[arg-type]
-                              attributes=attributes, spacing_mm=spacing_mm,
+                              attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
-                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
+                              spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
@@ -469,9 +476,12 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         _run_tasks(tasks, n_jobs, done)
 
     notes = list(study.warnings)
-    n_missing = int(np.isnan(study.errors).sum())
+    n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
+    n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
+    if n_unlabelled:
+        notes.append(MSG_UNLABELLED_PRIVACY.format(n=n_unlabelled))
     for note in notes:
         warnings.warn(note, FairlandmarkWarning, stacklevel=2)
     settings = {
