@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from fairlandmark.findings import findings
 from fairlandmark.document import (AuditDocument, has_significance, keypoint_frame, keypoint_mre, load_audit,
                                    overall_row, privacy_records, summary_row, top_gaps)
 from fairlandmark.exceptions import InputError
@@ -258,6 +259,11 @@ def _measurements_context(doc: AuditDocument) -> dict[str, Any]:
             "citation": f"Definitions: {settings.get('name')}, after {citation}" if citation else None}
 
 
+def frame_has_gap(doc: AuditDocument) -> bool:
+    """Whether the audit carries the pair-gap interval (docs/intervals.md)."""
+    return any(rec.get("gap_ci") is not None for rec in doc.get("per_keypoint", []))
+
+
 def report_context(doc: AuditDocument, *, title: str | None = None, figures: bool = True,
                    baseline: AuditDocument | None = None, labels: Sequence[str] = ("before", "after"),
                    top: int = 10, dpi: int = 110, generated: datetime | None = None) -> dict[str, Any]:
@@ -327,6 +333,9 @@ def report_context(doc: AuditDocument, *, title: str | None = None, figures: boo
     return {
         "title": title or "fairlandmark audit report",
         "headline": headline(doc),
+        "interval_note": INTERVAL_NOTE if frame_has_gap(doc) else "",
+        "findings": [{"text": f.text.strip(), "alarm": f.alarm, "nested": f.kind in ("significant", "more")}
+                     for f in findings(doc)],
         "thresholds": ", ".join(threshold_key(t) for t in doc.get("thresholds", [])),
         "unit": unit,
         "min_group_size": doc.get("min_group_size", "-"),
