@@ -105,8 +105,8 @@ def _record_value_problem(field: str, value: object) -> str | None:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
     if isinstance(value, list):  # a pair of groups, an interval
         return None if field == "pair" or field.endswith("_ci") else "a number"
-    if isinstance(value, dict):  # per-group and per-threshold maps
-        return None if "_by_" in field else "a number"
+    if isinstance(value, dict):  # per-group and per-threshold maps; the covariate-adjusted gaps (--adjust)
+        return None if "_by_" in field or field == "adjusted" else "a number"
     if isinstance(value, bool):
         return None if field in _BOOL_FIELDS or field.endswith("significant") else "a number"
     if isinstance(value, (int, float)):

@@ -42,9 +42,10 @@ def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
     >>> line.startswith("sex, keypoint 3 (DP 0.20, M vs F): does not survive adjustment for site")
     True
     """
-    if not doc.get("adjustment"):
+    if not isinstance(doc.get("adjustment"), Mapping):
         return []
-    records = [r for r in doc.get("per_keypoint", []) if r.get("adjusted") and not math.isnan(num(r.get("dp")))]
+    records = [r for r in doc.get("per_keypoint", [])
+               if isinstance(r.get("adjusted"), Mapping) and not math.isnan(num(r.get("dp")))]
     if any("significant" in r for r in records):
         records = [r for r in records if r.get("significant")]
     else:  # no p-values: the largest gaps
@@ -52,8 +53,8 @@ def adjustment_lines(doc: Mapping, *, max_lines: int = 10) -> list:
     lines = []
     for rec in records:
         adj = rec["adjusted"]
-        cov = ", ".join(adj.get("covariates") or [])
-        pair = " vs ".join(rec.get("pair") or []) or adj.get("contrast") or "-"
+        cov = ", ".join(str(c) for c in adj.get("covariates") or [])
+        pair = " vs ".join(str(g) for g in rec.get("pair") or []) or str(adj.get("contrast") or "-")
         head = f"{rec['attribute']}, keypoint {rec['keypoint']} (DP {fmt(rec.get('dp'), 2)}, {pair})"
         if math.isnan(num(adj.get("sdr_gap"))):
             lines.append(f"{head}: the adjusted SDR gap could not be estimated (see warnings)")
@@ -110,9 +111,9 @@ def detectable_lines(doc: Mapping, frame: pd.DataFrame | None = None, *, max_lin
 def adjustment_context(doc: Mapping) -> dict | None:
     """The report's "Adjusted gaps" section as plain text (the template escapes it); None when not adjusted."""
     settings = doc.get("adjustment")
-    if not settings:
+    if not isinstance(settings, Mapping):
         return None
-    cov = ", ".join(settings.get("covariates") or [])
+    cov = ", ".join(str(c) for c in settings.get("covariates") or [])
     intro = (f"Gaps adjusted for {cov}: GEE models of the hit (SDR) and of the error, images as clusters, "
              f"{settings.get('correction')} correction over the adjusted tests at alpha {settings.get('alpha')}. "
              "A gap that does not survive travels with the covariates.")
@@ -132,11 +133,11 @@ def print_adjustment_and_power(doc: Mapping, console: Any) -> None:
     """Terminal findings: adjustment verdicts of flagged gaps, then what the study could have seen."""
     lines = adjustment_lines(doc)
     if lines:
-        console.print("Adjusted for " + ", ".join(doc["adjustment"].get("covariates") or []) + ":", markup=False,
-                      style="bold")
+        console.print("Adjusted for " + ", ".join(str(c) for c in doc["adjustment"].get("covariates") or []) + ":",
+                      markup=False, style="bold")
         for line in lines:
             console.print("  " + line, markup=False)
-    elif doc.get("adjustment"):
+    elif isinstance(doc.get("adjustment"), Mapping):
         console.print("Adjusted gaps computed; no flagged keypoint to explain (see the JSON 'adjusted' objects).",
                       markup=False)
     power = detectable_lines(doc)
