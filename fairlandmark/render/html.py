@@ -171,6 +171,12 @@ def _keypoint_table(doc: AuditDocument, attribute: str, frame: pd.DataFrame, vma
     return HtmlTable(header, rows, left=2 if has_fam else 1, row_classes=classes, cell_styles=styles)
 
 
+def _source_name(doc: AuditDocument) -> str:
+    """The audit file's name for the footer; an audit passed as an object or dict was not read from a file."""
+    source = str(doc.get("_source") or "")
+    return os.path.basename(source) if source and source != "(dict)" else "this session (not read from a file)"
+
+
 def _cards(doc: AuditDocument, frame: pd.DataFrame, thr: str) -> list[dict[str, str]]:
     """The headline numbers at the top of the report: overall MRE and SDR, mean DP per attribute, tests passed."""
     unit = doc.get("unit", "")
@@ -201,7 +207,9 @@ def _figures(doc: AuditDocument, base: AuditDocument | None, labels: Sequence[st
     dp_caption = "Per-keypoint DP" + (" with bootstrap intervals, the randomized-attribute baseline beside it, "
                                       "and * where significant after correction." if sig else " (± std over runs).")
     drawings: list[tuple[Callable[[], Any], str]] = [
-        (lambda: F.mre_bars(doc), f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."),
+        (lambda: F.mre_bars(doc), f"Per-keypoint MRE ({unit}), coloured by family; dashed: overall and family means."
+         if any(r.get("family") for r in doc.get("per_keypoint", [])) else
+         f"Per-keypoint MRE ({unit}); error bars: std over runs where there are several; dashed: the overall mean."),
         (lambda: F.dp_bars(doc), dp_caption)]
     from fairlandmark.render.curves import error_curves_figure, extra_curve_figure
     from fairlandmark.render.fairness_map import fairness_map, has_anatomy
@@ -358,7 +366,7 @@ def report_context(doc: AuditDocument, *, title: str | None = None, figures: boo
                               for a in doc.get("attributes", [])],
         "warnings": list(doc.get("warnings") or []),
         "footer": {"tool": tool.get("name", "fairlandmark"), "version": tool.get("version", ""),
-                   "schema": doc.get("schema_version"), "source": os.path.basename(str(doc.get("_source", ""))),
+                   "schema": doc.get("schema_version"), "source": _source_name(doc),
                    "stamp": stamp},
     }
 
