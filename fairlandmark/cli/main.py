@@ -13,8 +13,8 @@ import importlib
 import sys
 import warnings
 
-from . import __version__
-from fairlandmark.cli.exceptions import FairlandmarkWarning, InputError
+from fairlandmark import __version__
+from fairlandmark.exceptions import FairlandmarkWarning, InputError
 
 __all__ = ["main", "build_parser"]
 

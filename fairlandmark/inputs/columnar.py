@@ -1,0 +1,260 @@
+"""Columnar access to a predictions table: ids as integer codes, numbers as float64 arrays.
+
+A predictions file of a whole archive has tens of millions of rows. Holding
+each id cell as a Python string and hashing tuples of them costs minutes and
+tens of GB, so ids are dictionary-encoded once: a column becomes an integer
+code per row plus its distinct labels (in order of first appearance), and
+every check afterwards works on integers. Files are read with pyarrow
+(multi-threaded CSV, Parquet); a CSV whose numeric columns pyarrow cannot type
+as numbers (a stray word, a date) is read again with pandas so that the
+messages about the offending cell stay those of the pandas reader.
+
+The same :class:`ColumnTable` wraps a pandas DataFrame, so the validators in
+:mod:`fairlandmark.inputs.schema` have one code path for files and frames.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ColumnTable", "EncodedColumn", "read_columns", "frame_columns", "first_appearance_codes", "NA_STRINGS"]
+
+# Strings pandas' CSV reader reads as missing by default; an id spelt so counts as empty with either reader.
+NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# Key spaces up to this many times the number of rows are counted with dense arrays; larger ones are sorted.
+_DENSE_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class EncodedColumn:
+    """An id column as integer codes.
+
+    Attributes
+    ----------
+    codes : ndarray of int32, shape (n,)
+        Index into ``labels`` for each row; -1 for an empty cell.
+    labels : ndarray of object (str), shape (U,)
+        Distinct labels, stripped of surrounding spaces, in order of first
+        appearance. Two raw spellings that strip alike share one label.
+    """
+
+    codes: np.ndarray
+    labels: np.ndarray
+
+    def first_blank(self) -> int | None:
+        """Row index of the first empty cell, or None."""
+        blank = np.flatnonzero(self.codes < 0)
+        return int(blank[0]) if len(blank) else None
+
+
+@dataclass
+class ColumnTable:
+    """Column names, row count and per-column accessors of a table.
+
+    Attributes
+    ----------
+    names : list of str
+        Column names, stripped of surrounding spaces.
+    n_rows : int
+    encode : callable
+        ``encode(name) -> EncodedColumn``.
+    numbers : callable
+        ``numbers(name) -> ndarray of float64 or None``: the column as numbers
+        when its storage is numeric (NaN for an empty cell), else None.
+    series : callable
+        ``series(name) -> pandas.Series``: the raw column, for checks of text
+        cells and for messages.
+    """
+
+    names: list
+    n_rows: int
+    encode: Callable[[str], EncodedColumn]
+    numbers: Callable[[str], "np.ndarray | None"]
+    series: Callable[[str], pd.Series]
+
+
+def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber integer keys by order of first appearance.
+
+    Parameters
+    ----------
+    keys : ndarray of int, shape (n,)
+        Values in ``[0, space)``.
+    space : int
+        Upper bound of the keys.
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (n,)
+        ``codes[i]`` is the rank of ``keys[i]`` among the distinct keys
+        ordered by their first row.
+    first_row : ndarray of int64, shape (U,)
+        First row of each code.
+
+    Examples
+    --------
+    >>> codes, first = first_appearance_codes(np.array([7, 3, 7, 5]), 8)
+    >>> codes.tolist(), first.tolist()
+    ([0, 1, 0, 2], [0, 1, 3])
+    """
+    keys = np.asarray(keys)
+    n = len(keys)
+    if space <= _DENSE_FACTOR * n + 1024:
+        first = np.full(space, n, dtype=np.int64)
+        first[keys[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the last write, the first row, wins
+        used = np.flatnonzero(first < n)
+        order = np.argsort(first[used], kind="stable")
+        rank = np.zeros(space, dtype=np.int64)
+        rank[used[order]] = np.arange(len(used))
+        return rank[keys], first[used[order]]
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[order] = np.arange(len(distinct))
+    return rank[inverse.ravel()], first[order].astype(np.int64)
+
+
+def _merge_labels(codes: np.ndarray, raw_labels: list, na_strings: frozenset = frozenset()) -> EncodedColumn:
+    """Strip labels, merge those that strip alike, and code empty ones (or NA spellings) as -1.
+
+    The raw labels are in order of first appearance, so the merged labels,
+    numbered in order of their first raw label, are too.
+    """
+    stripped = [str(v).strip() for v in raw_labels]
+    keep = [None if s == "" or s in na_strings else s for s in stripped]
+    merged, labels = pd.factorize(np.asarray(keep, dtype=object), use_na_sentinel=True)
+    lookup = np.append(merged.astype(np.int32), np.int32(-1))  # code -1 (an empty cell) looks up the last entry
+    out = lookup[np.asarray(codes)]
+    return EncodedColumn(codes=out.astype(np.int32, copy=False), labels=np.asarray(labels, dtype=object))
+
+
+def _encode_arrow(column, na_strings: frozenset) -> EncodedColumn:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column)
+    chunks = encoded.chunks
+    if not chunks:
+        return EncodedColumn(np.zeros(0, np.int32), np.zeros(0, object))
+    # The hash table of dictionary_encode persists across chunks: each chunk's dictionary extends the one
+    # before, so the last is the dictionary of every chunk, in order of first appearance.
+    dictionary = chunks[-1].dictionary
+    indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
+    codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
+    return _merge_labels(codes, dictionary.to_pylist(), na_strings)
+
+
+def _arrow_numbers(column) -> np.ndarray | None:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_null(kind):
+        return np.full(len(column), np.nan)
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+        return None
+    return column.to_numpy().astype(np.float64, copy=False)
+
+
+def _table_columns(table, na_strings: frozenset) -> ColumnTable:
+    names = [str(n).strip() for n in table.column_names]
+
+    def column(name):
+        return table.column(names.index(name))
+
+    return ColumnTable(
+        names=names,
+        n_rows=table.num_rows,
+        encode=lambda name: _encode_arrow(column(name), na_strings),
+        numbers=lambda name: _arrow_numbers(column(name)),
+        series=lambda name: column(name).to_pandas(),
+    )
+
+
+def frame_columns(frame: pd.DataFrame) -> ColumnTable:
+    """Wrap a DataFrame as a :class:`ColumnTable` (ids via ``pandas.factorize``).
+
+    The caller has checked that the stripped column names are distinct.
+
+    Examples
+    --------
+    >>> cols = frame_columns(pd.DataFrame({"image_id": ["a", " a", "b", None]}))
+    >>> enc = cols.encode("image_id")
+    >>> enc.codes.tolist(), enc.labels.tolist()
+    ([0, 0, 1, -1], ['a', 'b'])
+    """
+    names = [str(c).strip() for c in frame.columns]
+
+    def encode(name):
+        raw = frame.iloc[:, names.index(name)]
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        return _merge_labels(codes, list(uniques))
+
+    def numbers(name):
+        raw = frame.iloc[:, names.index(name)]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            return raw.to_numpy(dtype=float, na_value=np.nan)
+        return None
+
+    return ColumnTable(names=names, n_rows=len(frame), encode=encode, numbers=numbers,
+                       series=lambda name: frame.iloc[:, names.index(name)])
+
+
+def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns: tuple) -> ColumnTable | None:
+    """Read a CSV or Parquet file with pyarrow; None when pandas must read it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An existing, non-empty file.
+    id_columns : tuple of str
+        Columns read as text (ids such as ``"001"`` keep their zeros).
+    numeric_columns : tuple of str
+        Columns that must come out numeric; if pyarrow types one of them
+        otherwise, or cannot parse the file at all, the caller reads it with
+        pandas, whose messages name the offending cell.
+
+    Returns
+    -------
+    ColumnTable or None
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a core dependency
+        return None
+    src = os.fspath(path)
+    ext = os.path.splitext(src)[1].lower()
+    try:
+        if ext in (".parquet", ".pq"):
+            table = pq.read_table(src)
+            na_strings: frozenset = frozenset()
+        else:
+            with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:
+                header = head.schema.names
+            stripped = [h.strip() for h in header]
+            if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
+                return None  # a repeated column: pandas' reader names it in the message
+            types = {h: pa.string() for h, s in zip(header, stripped) if s in id_columns}
+            table = pcsv.read_csv(
+                src,
+                parse_options=pcsv.ParseOptions(newlines_in_values=False),
+                convert_options=pcsv.ConvertOptions(column_types=types, null_values=sorted(NA_STRINGS),
+                                                    strings_can_be_null=True, quoted_strings_can_be_null=True),
+            )
+            na_strings = NA_STRINGS  # pandas reads these as missing, after skipping leading spaces
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    names = [str(n).strip() for n in table.column_names]
+    if len(set(names)) != len(names):
+        return None
+    for name, col in zip(names, table.columns):
+        if name in numeric_columns and _arrow_numbers(col.slice(0, 0)) is None:
+            return None
+    return _table_columns(table, na_strings)
