@@ -121,10 +121,14 @@ class Observed:
     mre_gap: np.ndarray  # (R, K)
 
 
-def observe(kernel, layout, coding, attribute, min_group_size):
-    """Observed metrics of one attribute from the kernel (one assignment)."""
-    labels = kernel.labels_by_run(coding.cell)
-    sums, counts = kernel.sums(labels, coding.n_cells)
+def observe(kernel, layout, coding, attribute, min_group_size, cell_sums=None):
+    """Observed metrics of one attribute from the kernel (one assignment).
+
+    ``cell_sums``: the kernel's ``(sums, counts)`` of the cells, when already computed (they are the same for
+    every attribute).
+    """
+    sums, counts = cell_sums if cell_sums is not None else kernel.sums(kernel.labels_by_run(coding.cell),
+                                                                       coding.n_cells)
     gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
     sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
     mre = mre_from_sums(gsums, layout)
@@ -140,7 +144,9 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
     kernel = RunKernel(values, study.row_run, study.n_runs)
-    observed = {a: observe(kernel, layout, study.coding, a, min_group_size) for a in study.coding.attributes}
+    cell_sums = kernel.sums(kernel.labels_by_run(study.coding.cell), study.coding.n_cells)  # once for all attributes
+    observed = {a: observe(kernel, layout, study.coding, a, min_group_size, cell_sums)
+                for a in study.coding.attributes}
 
     notes = list(study.warnings)
     for a, obs in observed.items():
@@ -544,7 +550,7 @@ class AuditResult:
             "min_group_size": self.min_group_size,
             "n_runs": self.n_runs,
             "runs": [str(r) for r in self.study.runs],
-            "n_images": int(len(np.unique(self.study.row_image))),
+            "n_images": int(len(pd.unique(self.study.row_image))),
             "keypoints": self.keypoints,
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,

@@ -70,6 +70,9 @@ class ColumnTable:
     series : callable
         ``series(name) -> pandas.Series``: the raw column, for checks of text
         cells and for messages.
+    release : callable
+        ``release(name)``: the caller is done with a column; a file's column
+        is freed at once, which keeps the peak memory down.
     """
 
     names: list
@@ -77,6 +80,7 @@ class ColumnTable:
     encode: Callable[[str], EncodedColumn]
     numbers: Callable[[str], "np.ndarray | None"]
     series: Callable[[str], pd.Series]
+    release: Callable[[str], None] = lambda name: None
 
 
 def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,13 +124,13 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
     return rank[inverse.ravel()], first[order].astype(np.int64)
 
 
-def _merge_labels(codes: np.ndarray, raw_labels: list, na_strings: frozenset = frozenset()) -> EncodedColumn:
+def _merge_labels(codes: np.ndarray, raw_labels, na_strings: frozenset = frozenset()) -> EncodedColumn:
     """Strip labels, merge those that strip alike, and code empty ones (or NA spellings) as -1.
 
     The raw labels are in order of first appearance, so the merged labels,
     numbered in order of their first raw label, are too.
     """
-    stripped = [str(v).strip() for v in raw_labels]
+    stripped = ["" if v is None else str(v).strip() for v in raw_labels]
     keep = [None if s == "" or s in na_strings else s for s in stripped]
     merged, labels = pd.factorize(np.asarray(keep, dtype=object), use_na_sentinel=True)
     lookup = np.append(merged.astype(np.int32), np.int32(-1))  # code -1 (an empty cell) looks up the last entry
@@ -134,20 +138,64 @@ def _merge_labels(codes: np.ndarray, raw_labels: list, na_strings: frozenset = f
     return EncodedColumn(codes=out.astype(np.int32, copy=False), labels=np.asarray(labels, dtype=object))
 
 
+def _arrow_labels(dictionary) -> np.ndarray:
+    """Labels of an arrow dictionary as a numpy object array (strings stripped by arrow, no Python loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        dictionary = pc.utf8_trim_whitespace(dictionary)
+    return dictionary.to_numpy(zero_copy_only=False)
+
+
+def _merge_arrow_labels(codes: np.ndarray, dictionary, na_strings: frozenset) -> EncodedColumn:
+    """:func:`_merge_labels` for an arrow dictionary, skipping the Python pass when no label needs merging."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    labels = _arrow_labels(dictionary)
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        trimmed = pa.array(labels, type=pa.string())
+        clash = (pc.count_distinct(trimmed).as_py() != len(trimmed) or trimmed.null_count
+                 or pc.any(pc.is_in(trimmed, value_set=pa.array(sorted(na_strings | {""}), pa.string()))).as_py())
+        if not clash:
+            return EncodedColumn(codes=np.asarray(codes, dtype=np.int32), labels=labels.astype(object))
+    return _merge_labels(codes, labels, na_strings)
+
+
 def _encode_arrow(column, na_strings: frozenset) -> EncodedColumn:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(column)
-    chunks = encoded.chunks
-    if not chunks:
+    if not column.num_chunks:
         return EncodedColumn(np.zeros(0, np.int32), np.zeros(0, object))
-    # The hash table of dictionary_encode persists across chunks: each chunk's dictionary extends the one
-    # before, so the last is the dictionary of every chunk, in order of first appearance.
-    dictionary = chunks[-1].dictionary
-    indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
-    codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
-    return _merge_labels(codes, dictionary.to_pylist(), na_strings)
+    if not pa.types.is_dictionary(column.type):
+        chunks = pc.dictionary_encode(column).chunks
+        # The hash table of dictionary_encode persists across chunks: each chunk's dictionary extends the one
+        # before, so the last is the dictionary of every chunk, in order of first appearance.
+        indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
+        codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
+        return _merge_arrow_labels(codes, chunks[-1].dictionary, na_strings)
+    # Already dictionary-encoded (Parquet read with read_dictionary): one dictionary per chunk. Map each
+    # chunk's dictionary into one global numbering, then renumber by first appearance.
+    chunks = column.chunks
+    combined = pc.dictionary_encode(pa.concat_arrays([c.dictionary for c in chunks]))
+    global_codes = pc.fill_null(combined.indices, -1).to_numpy()
+    uniques = combined.dictionary
+    parts, offset = [], 0
+    for c in chunks:
+        lookup = np.append(global_codes[offset:offset + len(c.dictionary)], -1).astype(np.int64)
+        offset += len(c.dictionary)
+        parts.append(lookup[pc.fill_null(c.indices, -1).to_numpy()])
+    codes = np.concatenate(parts)
+    del parts
+    codes[codes < 0] = len(uniques)  # a temporary code for empty cells
+    ranked, first = first_appearance_codes(codes, len(uniques) + 1)
+    in_order = codes[first]
+    if (in_order == len(uniques)).any():  # empty cells: back to -1, through the generic path
+        labels = np.append(_arrow_labels(uniques).astype(object), None)[in_order]
+        return _merge_labels(ranked.astype(np.int32), list(labels), na_strings)
+    return _merge_arrow_labels(ranked.astype(np.int32), uniques.take(pa.array(in_order)), na_strings)
 
 
 def _arrow_numbers(column) -> np.ndarray | None:
@@ -163,16 +211,17 @@ def _arrow_numbers(column) -> np.ndarray | None:
 
 def _table_columns(table, na_strings: frozenset) -> ColumnTable:
     names = [str(n).strip() for n in table.column_names]
-
-    def column(name):
-        return table.column(names.index(name))
+    columns = dict(zip(names, table.columns))
+    n_rows = table.num_rows
+    del table
 
     return ColumnTable(
         names=names,
-        n_rows=table.num_rows,
-        encode=lambda name: _encode_arrow(column(name), na_strings),
-        numbers=lambda name: _arrow_numbers(column(name)),
-        series=lambda name: column(name).to_pandas(),
+        n_rows=n_rows,
+        encode=lambda name: _encode_arrow(columns[name], na_strings),
+        numbers=lambda name: _arrow_numbers(columns[name]),
+        series=lambda name: columns[name].to_pandas(),
+        release=lambda name: columns.pop(name, None) and None,
     )
 
 
@@ -233,7 +282,11 @@ def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns:
     ext = os.path.splitext(src)[1].lower()
     try:
         if ext in (".parquet", ".pq"):
-            table = pq.read_table(src)
+            schema = pq.read_schema(src)
+            text_ids = [name for name, kind in zip(schema.names, schema.types)
+                        if name.strip() in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
+            # Ids read as dictionaries: no Python string per row, and far less memory.
+            table = pq.read_table(src, read_dictionary=text_ids)
             na_strings: frozenset = frozenset()
         else:
             with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:

@@ -295,6 +295,7 @@ def _encode_ids(cols, src):
             enc = EncodedColumn(np.zeros(cols.n_rows, dtype=np.int32), np.asarray([DEFAULT_RUN], dtype=object))
         else:
             enc = cols.encode(col)
+            cols.release(col)
         blank = enc.first_blank()
         if blank is not None:
             raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(blank), col=col, what=f"a {col}"))
@@ -371,8 +372,9 @@ class _Pivot:
         self.position = None if np.array_equal(position, np.arange(len(position))) else position
 
     def __call__(self, values):
-        if self.position is None:
-            return values.reshape(self.shape).copy()
+        if self.position is None:  # a view of an array made here, else a copy (never alias the caller's data)
+            owned = values.flags.writeable and values.flags.owndata
+            return values.reshape(self.shape) if owned else values.reshape(self.shape).copy()
         out = np.full(self.shape[0] * self.shape[1], np.nan)
         out[self.position] = values
         return out.reshape(self.shape)
@@ -387,13 +389,19 @@ def _values(cols, pivot, has_coords, has_error, src):
         tx = _numeric(cols, "true_x", src, allow_empty=has_error, what="a ground-truth coordinate")
         ty = _numeric(cols, "true_y", src, allow_empty=has_error, what="a ground-truth coordinate")
         missing = np.isnan(px) | np.isnan(py)
-        px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
+        if missing.any():
+            px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
         pred = np.empty(pivot.shape + (2,))
         true = np.empty(pivot.shape + (2,))
         pred[..., 0], pred[..., 1] = pivot(px), pivot(py)
+        any_pred = not missing.all()
+        del px, py, missing
         true[..., 0], true[..., 1] = pivot(tx), pivot(ty)
+        del tx, ty
+        for col in COORD_COLUMNS:
+            cols.release(col)
     if has_error:
-        if has_coords and not np.isnan(px).all():
+        if has_coords and any_pred:
             warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=3)
         err = _numeric(cols, ERROR_COLUMN, src, allow_empty=True)
         neg = err < 0
