@@ -53,13 +53,14 @@ def _assert_matches(preds, frame):
     np.testing.assert_array_equal(preds.true, values[..., 2:])
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
-def test_every_reader_gives_the_plain_loop_pivot(tmp_path, shuffle):
+@pytest.mark.parametrize("order", ["shuffled", "sorted", "keypoints_reversed"])
+def test_every_reader_gives_the_plain_loop_pivot(tmp_path, order):
     frame = _study()
-    if shuffle:  # lines in any order: the scatter path; in order: the reshape path
+    if order == "shuffled":  # lines in any order: the scatter path; in row order: a reshape
         frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
     else:
-        frame = frame.sort_values(["run", "image_id", "keypoint"], kind="stable").reset_index(drop=True)
+        frame = frame.sort_values(["run", "image_id", "keypoint"], ascending=[True, True, order == "sorted"],
+                                  kind="stable").reset_index(drop=True)
     csv, parquet, dict_parquet = tmp_path / "p.csv", tmp_path / "p.parquet", tmp_path / "d.parquet"
     frame.to_csv(csv, index=False)
     frame.to_parquet(parquet)

@@ -95,7 +95,7 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
 
     Returns
     -------
-    codes : ndarray of int64, shape (n,)
+    codes : ndarray of int32 (int64 beyond 2**31 rows), shape (n,)
         ``codes[i]`` is the rank of ``keys[i]`` among the distinct keys
         ordered by their first row.
     first_row : ndarray of int64, shape (U,)
@@ -109,18 +109,19 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
     """
     keys = np.asarray(keys)
     n = len(keys)
+    index = np.int32 if max(n, space) < 2**31 - 1 else np.int64  # half the memory for up to 2e9 lines
     if space <= _DENSE_FACTOR * n + 1024:
-        first = np.full(space, n, dtype=np.int64)
-        first[keys[::-1]] = np.arange(n - 1, -1, -1, dtype=np.int64)  # the last write, the first row, wins
+        first = np.full(space, n, dtype=index)
+        first[keys[::-1]] = np.arange(n - 1, -1, -1, dtype=index)  # the last write, the first row, wins
         used = np.flatnonzero(first < n)
         order = np.argsort(first[used], kind="stable")
-        rank = np.zeros(space, dtype=np.int64)
-        rank[used[order]] = np.arange(len(used))
-        return rank[keys], first[used[order]]
+        rank = np.zeros(space, dtype=index)
+        rank[used[order]] = np.arange(len(used), dtype=index)
+        return rank[keys], first[used[order]].astype(np.int64)
     distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
-    rank = np.empty(len(distinct), dtype=np.int64)
-    rank[order] = np.arange(len(distinct))
+    rank = np.empty(len(distinct), dtype=index)
+    rank[order] = np.arange(len(distinct), dtype=index)
     return rank[inverse.ravel()], first[order].astype(np.int64)
 
 
@@ -184,7 +185,7 @@ def _encode_arrow(column, na_strings: frozenset) -> EncodedColumn:
     uniques = combined.dictionary
     parts, offset = [], 0
     for c in chunks:
-        lookup = np.append(global_codes[offset:offset + len(c.dictionary)], -1).astype(np.int64)
+        lookup = np.append(global_codes[offset:offset + len(c.dictionary)], -1).astype(np.int32)
         offset += len(c.dictionary)
         parts.append(lookup[pc.fill_null(c.indices, -1).to_numpy()])
     codes = np.concatenate(parts)

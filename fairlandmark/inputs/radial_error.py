@@ -104,8 +104,9 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
     if len(scales) > 1:
         raise InputError(MSG_TWO_SCALES.format(src=src, found=" and ".join(scales)))
 
-    delta = preds.pred - preds.true
-    distance = np.hypot(delta[..., 0], delta[..., 1])  # NaN where the prediction is missing
+    # x and y apart: two (N, K) temporaries instead of one (N, K, 2); the same numbers.
+    distance = np.hypot(preds.pred[..., 0] - preds.true[..., 0],
+                        preds.pred[..., 1] - preds.true[..., 1])  # NaN where the prediction is missing
     if spacing_mm is not None:
         if not (np.isfinite(spacing_mm) and spacing_mm > 0):
             raise InputError(MSG_BAD_SPACING.format(value=spacing_mm))

@@ -307,13 +307,14 @@ def _row_index(ids):
     """Step 4: (run, image) pairs as rows in order of first appearance."""
     pair = ids.run.codes.astype(np.int64) * len(ids.image.labels) + ids.image.codes
     row_key, first_line = first_appearance_codes(pair, len(ids.run.labels) * len(ids.image.labels))
+    del pair
     return _Rows(row_key=row_key, first_line=first_line)
 
 
 def _check_duplicates(ids, rows, src):
     """Step 5: one line per (run, image, keypoint), checked on one combined integer key."""
     n_kp = len(ids.keypoint.labels)
-    key = rows.row_key * n_kp + ids.keypoint.codes
+    key = rows.row_key.astype(np.int64) * n_kp + ids.keypoint.codes
     n = len(key)
     space = rows.n_rows * n_kp
     if space <= 4 * n + 1024:
@@ -343,7 +344,7 @@ def _keypoint_order(ids, src):
         twin = next(u for i, u in enumerate(kp_uniques) if i != j and str(kp_labels[i]) == str(kp_labels[j]))
         raise InputError(MSG_KP_SPELLING.format(src=src, a=kp_uniques[j], b=twin))
     order = np.argsort(kp_labels, kind="stable") if kp_labels.dtype != object else np.arange(len(kp_labels))
-    kp_rank = np.empty_like(order)
+    kp_rank = np.empty(len(order), dtype=np.int32)
     kp_rank[order] = np.arange(len(order))
     return kp_labels[order], kp_rank[ids.keypoint.codes]
 
@@ -362,43 +363,68 @@ def _check_complete(ids, rows, kp_index, keypoints, src):
             n_have=len(have), n_all=n_kp, kp=missing_kp))
 
 
+def _in_row_order(ids, rows, block=1 << 20):
+    """Whether line i holds row ``i // K`` and keypoint code ``i % K`` (K keypoints), as most writers order them.
+
+    Then every (row, keypoint) appears exactly once: no duplicate, no image short of a keypoint, and the
+    pivot is a reshape. Checked block by block, with no full-size temporary.
+    """
+    n_kp = len(ids.keypoint.labels)
+    n = len(rows.row_key)
+    if n != rows.n_rows * n_kp:
+        return False
+    for start in range(0, n, block):
+        line = np.arange(start, min(n, start + block))
+        if not (np.array_equal(rows.row_key[line[0]:line[-1] + 1], line // n_kp)
+                and np.array_equal(ids.keypoint.codes[line[0]:line[-1] + 1], line % n_kp)):
+            return False
+    return True
+
+
 class _Pivot:
     """Step 8: scatter per-line values into a dense (rows, keypoints) array."""
 
-    def __init__(self, rows, kp_index, n_kp):
+    def __init__(self, rows, kp_index, n_kp, in_row_order):
         self.shape = (rows.n_rows, n_kp)
-        position = rows.row_key * n_kp + kp_index
-        # Lines already in (row, keypoint) order, as most writers produce them: a reshape, no scatter.
-        self.position = None if np.array_equal(position, np.arange(len(position))) else position
+        self.position = self.columns = None
+        if in_row_order:  # a reshape, then keypoints in label order (a view when already sorted)
+            columns = np.argsort(kp_index[:n_kp], kind="stable")
+            self.columns = None if np.array_equal(columns, np.arange(n_kp)) else columns
+        else:
+            self.position = rows.row_key.astype(np.int64) * n_kp + kp_index
 
     def __call__(self, values):
-        if self.position is None:  # a view of an array made here, else a copy (never alias the caller's data)
-            owned = values.flags.writeable and values.flags.owndata
-            return values.reshape(self.shape) if owned else values.reshape(self.shape).copy()
+        if self.position is None:
+            dense = values.reshape(self.shape)
+            if self.columns is not None:
+                return dense[:, self.columns]
+            # A view of an array made here, else a copy (never alias the caller's data).
+            return dense if values.flags.writeable and values.flags.owndata else dense.copy()
         out = np.full(self.shape[0] * self.shape[1], np.nan)
         out[self.position] = values
         return out.reshape(self.shape)
 
 
 def _values(cols, pivot, has_coords, has_error, src):
-    """Step 9: coordinates, errors and spacings as dense arrays, checked."""
+    """Step 9: coordinates, errors and spacings as dense arrays, checked.
+
+    Each column is pivoted as soon as it is read and then freed, so the peak
+    memory holds one long column beside the dense arrays.
+    """
     pred = true = spacing = error = None
     if has_coords:
-        px = _numeric(cols, "pred_x", src, allow_empty=True)
-        py = _numeric(cols, "pred_y", src, allow_empty=True)
-        tx = _numeric(cols, "true_x", src, allow_empty=has_error, what="a ground-truth coordinate")
-        ty = _numeric(cols, "true_y", src, allow_empty=has_error, what="a ground-truth coordinate")
-        missing = np.isnan(px) | np.isnan(py)
-        if missing.any():
-            px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
         pred = np.empty(pivot.shape + (2,))
-        true = np.empty(pivot.shape + (2,))
-        pred[..., 0], pred[..., 1] = pivot(px), pivot(py)
+        for axis, col in enumerate(("pred_x", "pred_y")):
+            pred[..., axis] = pivot(_numeric(cols, col, src, allow_empty=True))
+            cols.release(col)
+        missing = np.isnan(pred).any(axis=-1)  # a prediction needs both coordinates
+        if missing.any():
+            pred[missing] = np.nan
         any_pred = not missing.all()
-        del px, py, missing
-        true[..., 0], true[..., 1] = pivot(tx), pivot(ty)
-        del tx, ty
-        for col in COORD_COLUMNS:
+        del missing
+        true = np.empty(pivot.shape + (2,))
+        for axis, col in enumerate(("true_x", "true_y")):
+            true[..., axis] = pivot(_numeric(cols, col, src, allow_empty=has_error, what="a ground-truth coordinate"))
             cols.release(col)
     if has_error:
         if has_coords and any_pred:
@@ -451,16 +477,23 @@ def check_predictions(data, *, source=None):
     has_error, has_coords = _check_columns(cols, src)
     ids = _encode_ids(cols, src)
     rows = _row_index(ids)
-    _check_duplicates(ids, rows, src)
+    in_row_order = _in_row_order(ids, rows)  # implies no duplicate and no missing keypoint
+    if not in_row_order:
+        _check_duplicates(ids, rows, src)
     keypoints, kp_index = _keypoint_order(ids, src)
-    _check_complete(ids, rows, kp_index, keypoints, src)
-    pred, true, spacing, error = _values(cols, _Pivot(rows, kp_index, len(keypoints)), has_coords, has_error, src)
-    first = rows.first_line
+    if not in_row_order:
+        _check_complete(ids, rows, kp_index, keypoints, src)
+    pivot = _Pivot(rows, kp_index, len(keypoints), in_row_order)
+    runs, first = ids.run.labels, rows.first_line
+    row_run = ids.run.codes[first].astype(np.int64)
+    row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
+    del ids, rows, kp_index  # per-line codes: not needed any more
+    pred, true, spacing, error = _values(cols, pivot, has_coords, has_error, src)
     return Predictions(
-        runs=np.asarray(ids.run.labels, dtype=object),
+        runs=np.asarray(runs, dtype=object),
         keypoints=keypoints,
-        row_run=ids.run.codes[first].astype(np.int64),
-        row_image=np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object),
+        row_run=row_run,
+        row_image=row_image,
         pred=pred,
         true=true,
         spacing=spacing,
