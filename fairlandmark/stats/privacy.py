@@ -67,6 +67,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "MISSING_POLICY",
     "RUNS_POLICY",
+    "PERMUTATION_TESTS",
+    "fixed_model_null",
+    "balanced_accuracy_by_image",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -111,6 +114,19 @@ MSG_TOO_FEW_FOR_TWO = (
     "merge small classes{drop}"
 )
 MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
+MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r}"
+
+# "fixed-model": the forests fitted on the true labels stay fixed and the held-out labels are permuted between
+# the test images of each fold (no refit; docs/privacy.md, "The permutation test"). "refit": every permutation
+# refits the whole cross-validation (the test of scikit-learn's permutation_test_score; 1000x the cost).
+PERMUTATION_TESTS = ("fixed-model", "refit")
+PERMUTATION_TEST_TEXT = {
+    "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
+                    "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
+    "refit": "labels permuted between images and the whole cross-validation refitted for each permutation",
+}
+# Scores of a permuted labelling equal to the observed one count as ">=" (ties up to rounding).
+_TIE = 1e-12
 
 
 # -- inputs ---------------------------------------------------------------------
@@ -120,9 +136,12 @@ def _is_int(value):
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator):
+def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator,
+                   permutation_test="fixed-model"):
     from sklearn.base import is_classifier
 
+    if permutation_test not in PERMUTATION_TESTS:
+        raise InputError(MSG_PERMUTATION_TEST.format(choices=", ".join(PERMUTATION_TESTS), value=permutation_test))
     if not isinstance(target, str) or not target.strip():
         raise InputError(MSG_TARGET.format(value=target))
     if within is not None:
@@ -253,6 +272,7 @@ def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
             "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
             "roc_auc": _auc(model, X[test], y[test], n_classes),
             "importance": imp.importances_mean.astype(float),
+            "test_pred": np.asarray(pred),
         }
 
 
@@ -267,6 +287,84 @@ def _null_score(pipeline, X, y, folds):
             model = clone(pipeline).fit(X[train], y[train])
             scores.append(balanced_accuracy_score(y[test], model.predict(X[test])))
         return float(np.mean(scores))
+
+
+def balanced_accuracy_by_image(labels, image_hits, image_rows):
+    """Balanced accuracy of fixed predictions under many labellings of the images.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (B, I)
+        Class of each image, per labelling.
+    image_hits : ndarray, shape (I, C)
+        Rows of each image predicted as each class.
+    image_rows : ndarray, shape (I,)
+        Rows of each image.
+
+    Returns
+    -------
+    ndarray, shape (B,)
+        Mean over the classes present of the share of their rows predicted
+        right (scikit-learn's ``balanced_accuracy_score`` over rows).
+
+    Examples
+    --------
+    Two images of one row each, both predicted class 0:
+
+    >>> balanced_accuracy_by_image(np.array([[0, 1], [1, 0]]), np.array([[1, 0], [1, 0]]), np.array([1, 1]))
+    array([0.5, 0.5])
+    """
+    n_classes = image_hits.shape[1]
+    onehot = (labels[..., None] == np.arange(n_classes)).astype(np.float64)  # (B, I, C)
+    hits = np.einsum("bic,ic->bc", onehot, image_hits.astype(np.float64))
+    rows = onehot.transpose(0, 2, 1) @ image_rows.astype(np.float64)  # (B, C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = hits / rows
+    present = rows > 0
+    return np.where(present, recall, 0.0).sum(axis=1) / present.sum(axis=1)
+
+
+def fixed_model_null(folds, test_predictions, y, image_of_row, n_permutations, rng):
+    """Null of the mean balanced accuracy with the fitted models fixed.
+
+    In each fold the held-out images' labels are permuted among themselves
+    (all rows of an image move together, class counts stay), the held-out
+    predictions stay as fitted on the true training labels; the statistic is
+    the mean over folds, as observed.
+
+    Parameters
+    ----------
+    folds : list of (ndarray, ndarray)
+        ``(train, test)`` row indices.
+    test_predictions : list of ndarray
+        Predicted class (index into the classes) of each test row, per fold.
+    y : ndarray of int, shape (N,)
+        True class of each row.
+    image_of_row : ndarray of int, shape (N,)
+        Image of each row.
+    n_permutations : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    null : ndarray, shape (n_permutations,)
+    observed : float
+        The statistic for the true labels, computed the same way (for exact
+        comparison with the null).
+    """
+    n_classes = int(max(y.max(), max((p.max() for p in test_predictions if len(p)), default=0))) + 1
+    null = np.zeros(n_permutations)
+    observed = 0.0
+    for (_, test), pred in zip(folds, test_predictions):
+        images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
+        image_rows = np.bincount(inverse, minlength=len(images))
+        image_hits = np.zeros((len(images), n_classes))
+        np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
+        image_y = y[test][first]
+        observed += balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
+        labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
+        null += balanced_accuracy_by_image(labels, image_hits, image_rows)
+    return null / len(folds), observed / len(folds)
 
 
 # -- progress -------------------------------------------------------------------
@@ -331,6 +429,7 @@ class _Level:
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
     null: np.ndarray = None
+    observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
 
 
 def _levels(study, target, within, n_splits):
@@ -374,7 +473,8 @@ def _levels(study, target, within, n_splits):
 
 def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
                         n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
-                        progress=None, spacing_mm=None, wrist_width=None, bins=None):
+                        progress=None, spacing_mm=None, wrist_width=None, bins=None,
+                        permutation_test="fixed-model"):
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -408,6 +508,13 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins
         As in :func:`fairlandmark.audit`.
+    permutation_test : {"fixed-model", "refit"}, default "fixed-model"
+        "fixed-model": the fitted models stay fixed and the held-out labels
+        are permuted between the test images of each fold (no refit: seconds).
+        "refit": each permutation refits the whole cross-validation, as
+        scikit-learn's ``permutation_test_score`` (minutes to hours). Both are
+        valid tests of "the errors carry no information on the target";
+        docs/privacy.md shows their type-I error and power.
 
     Returns
     -------
@@ -430,7 +537,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     >>> int(res.importance["keypoint"].iloc[0])
     1
     """
-    _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator)
+    _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator, permutation_test)
     from fairlandmark.audit import Study, prepare_study
 
     if isinstance(predictions, Study):
@@ -455,18 +562,19 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         for f, (train, test) in enumerate(lev.folds):
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
-        rng = np.random.default_rng([seed, li])
-        for p in range(n_permutations):
-            y_perm = rng.permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
-            tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
-            owners.append((li, "null", p))
+        if permutation_test == "refit":
+            rng = np.random.default_rng([seed, li])
+            for p in range(n_permutations):
+                y_perm = rng.permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
+                tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
+                owners.append((li, "null", p))
 
     with _progress(progress) as bar:
         names = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
             names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
-            if n_permutations:
+            if n_permutations and permutation_test == "refit":
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
         def done(i, result):
@@ -479,6 +587,15 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
 
         _run_tasks(tasks, n_jobs, done)
 
+    if permutation_test == "fixed-model" and n_permutations:
+        for li, lev in enumerate(levels):
+            preds = [f.pop("test_pred") for f in lev.fold_scores]
+            lev.null, lev.observed_null_scale = fixed_model_null(lev.folds, preds, lev.y, lev.image_of_row,
+                                                                 n_permutations, np.random.default_rng([seed, li]))
+    for lev in levels:
+        for f in lev.fold_scores:
+            f.pop("test_pred", None)
+
     notes = list(study.warnings)
     n_missing = int(np.isnan(study.errors).sum())
     if n_missing:
@@ -488,6 +605,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     settings = {
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
+        "permutation_test": permutation_test, "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test],
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
     return PrivacyResult(study=study, levels=levels, settings=settings, warnings=notes)
@@ -564,7 +682,9 @@ class PrivacyResult:
             image_counts = np.bincount(lev.image_y, minlength=len(lev.classes))
             observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
             n_perm = len(lev.null)
-            p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
+            # Compare like with like: the fixed-model null recomputes the observed score with its own arithmetic.
+            reference = observed if lev.observed_null_scale is None else lev.observed_null_scale
+            p = (1 + np.sum(lev.null >= reference - _TIE)) / (1 + n_perm) if n_perm else np.nan
             null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),
