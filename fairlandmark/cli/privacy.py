@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from fairlandmark.render.console import fmt, fmt_p, make_console
-from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
+from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS, attribute_inference, default_estimator
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
@@ -26,7 +26,8 @@ def render_privacy(result, console, *, top=TOP_ROWS):
 
     s = result.settings
     title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {result.target}; "
-             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations, seed {s['seed']}")
+             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
+             f"({s.get('permutation_test', 'refit')}), seed {s['seed']}")
     table = Table(title=title, header_style="bold")
     for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
                 "ROC AUC", "null", "p"):
@@ -77,6 +78,7 @@ def _run(args):
         estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
         n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
         progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
+        permutation_test=args.permutation_test,
     )
     if args.quiet:
         for line in result.risk_lines:
@@ -99,6 +101,9 @@ def add_inference_options(parser, prefix=""):
                         help=f"trees of the random forest (default {DEFAULT_TREES})")
     parser.add_argument(f"--{prefix}repeats", type=number_arg(int, low=1), default=DEFAULT_REPEATS, metavar="N",
                         help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
+    parser.add_argument(f"--{prefix}permutation-test", choices=PERMUTATION_TESTS, default="fixed-model",
+                        help="fixed-model: permute held-out labels with the fitted forests fixed (seconds; default); "
+                             "refit: refit the cross-validation for every permutation (sklearn's test; slow)")
 
 
 def register(subparsers):
@@ -147,4 +152,5 @@ def privacy_from_audit_args(study, args, *, console=None):
         estimator=default_estimator(n_estimators=args.privacy_trees, seed=seed), n_splits=args.privacy_folds,
         n_permutations=args.privacy_permutations, n_repeats=args.privacy_repeats, seed=seed,
         n_jobs=getattr(args, "n_jobs", None), progress=not getattr(args, "quiet", False),
+        permutation_test=args.privacy_permutation_test,
     )
