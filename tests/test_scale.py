@@ -119,6 +119,22 @@ def test_text_in_a_number_column_falls_back_to_the_pandas_message(tmp_path):
         check_predictions(path)
 
 
+def test_text_in_a_later_csv_block_still_gets_the_pandas_message(tmp_path, monkeypatch):
+    import fairlandmark.inputs.columnar as columnar
+
+    monkeypatch.setattr(columnar, "CSV_BLOCK_BYTES", 1 << 10)  # types inferred from the first kilobyte only
+    frame = _study(n_images=40, n_kp=2, runs=("0",)).drop(columns="run")
+    frame["true_x"] = frame["true_x"].astype(object)
+    frame.loc[70, "true_x"] = "n/a?"
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"row 72, column 'true_x': 'n/a\?' is not a number"):
+        check_predictions(path)
+    frame.loc[70, "true_x"] = 1.5
+    frame.to_csv(path, index=False)
+    _assert_matches(check_predictions(path), frame.astype({"true_x": float}).assign(run="0"))
+
+
 @pytest.mark.parametrize("space_factor", [1, 100])
 def test_first_appearance_codes_match_a_dict(space_factor):
     rng = np.random.default_rng(3)
