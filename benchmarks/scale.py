@@ -18,7 +18,9 @@ the pandas groupby and peaks at <= 4 GB; CSV takes at most 2x Parquet; the
 cost per row is flat within 30 % from 10 k to 1 M images.
 
 Run: ``python benchmarks/scale.py --images 10000 100000 1000000``
-(``--significance`` adds the large-sample significance run at each size).
+(``--significance`` adds, on one prepared study, the seconds of the point
+estimates, of the large-sample null with 10,000 draws, and of the bootstrap
+and the randomized baseline per resample; ``--only parquet`` etc. selects runs).
 """
 
 from __future__ import annotations
@@ -93,13 +95,25 @@ def child_pandas(path: str, meta: str) -> dict:
 
 
 def child_significance(path: str, meta: str) -> dict:
-    import fairlandmark
+    """Seconds per statistic on one prepared study: point estimates, then each resampling step alone."""
+    from fairlandmark.audit import prepare_study, run_audit
     from fairlandmark.stats.significance import SignificanceOptions
 
-    start = time.perf_counter()
-    res = fairlandmark.audit(path, meta, attributes=["sex", "age"], bins={"age": [50]}, spacing_mm=0.1,
-                             significance=SignificanceOptions(permutations=10000, bootstrap=0, baseline_repeats=0))
-    return {"seconds": time.perf_counter() - start, "method": res.significance.settings().get("method")}
+    study = prepare_study(path, meta, attributes=["sex", "age"], bins={"age": [50]}, spacing_mm=0.1)
+    n_rows = len(study.row_run)
+    b_resample = max(5, min(200, int(2e7 // n_rows)))  # bootstrap / baseline repeats timed (cost is linear in B)
+
+    def timed(**options):
+        start = time.perf_counter()
+        res = run_audit(study, significance=SignificanceOptions(seed=0, **options) if options else None)
+        return time.perf_counter() - start, res
+
+    point, _ = timed()
+    normal, res = timed(permutations=10000, bootstrap=0, baseline_repeats=0, method="normal")
+    boot, _ = timed(permutations=0, bootstrap=b_resample, baseline_repeats=0)
+    base, _ = timed(permutations=0, bootstrap=0, baseline_repeats=b_resample)
+    return {"seconds": normal, "method": res.significance.method, "point": point, "normal": normal - point,
+            "b_resample": b_resample, "bootstrap": boot - point, "baseline": base - point}
 
 
 CHILDREN = {"audit": child_audit, "pandas": child_pandas, "significance": child_significance}
@@ -136,9 +150,19 @@ def main() -> None:
                 ("parquet", "audit-parquet", "audit", paths["parquet"]), ("csv", "audit-csv", "audit", paths["csv"]),
                 ("pandas", "pandas groupby", "pandas", paths["parquet"])) if key in args.only]
             if args.significance:
-                runs.append(("significance (10000 perm.)", "significance", paths["parquet"]))
+                runs.append(("significance", "significance", paths["parquet"]))
             for label, kind, path in runs:
                 r = run_child(kind, path, paths["meta"])
+                if kind == "significance":
+                    b = r["b_resample"]
+                    print(f"| {n_images:,} | {rows:,} | per statistic: point estimates {r['point']:.2f} s; "
+                          f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
+                          f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
+                          f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
+                          f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
+                          f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
+                          f"{r['peak_gb']:.2f} | | |", flush=True)
+                    continue
                 extra = f" ({r['method']})" if "method" in r else ""
                 core = r.get("audit_seconds")
                 print(f"| {n_images:,} | {rows:,} | {label}{extra} | {r['seconds']:.2f} | "
