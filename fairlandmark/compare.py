@@ -34,10 +34,11 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import (_e, _html_table, _num, fmt, fmt_pct, keypoint_frame, load_audit, md_table, overall_row,
-                     summary_row, thr_key)
+from fairlandmark.document import keypoint_frame, load_audit, overall_row, summary_row
+from fairlandmark.files import write_text_output
+from fairlandmark.formatting import fmt, fmt_pct, fmt_signed, num, threshold_key
 
-__all__ = ["compare", "Comparison", "compare_html", "render_comparison"]
+__all__ = ["compare", "Comparison", "compare_html", "CHANGE_TOLERANCE"]
 
 MSG_UNIT = "before is in {a!r} and after in {b!r}: compare audits made with the same pixel-to-mm scale"
 MSG_NOTHING = ("before and after share no (attribute, keypoint): before has attributes {a}, after has {b}; "
@@ -48,7 +49,7 @@ NOTE_THRESHOLD = ("primary thresholds differ (before {a:g}, after {b:g}): DP is 
                   "and the comparison is only indicative")
 NOTE_ONLY = "{what} only in {side}: {items}"
 
-_TOL = 1e-12
+CHANGE_TOLERANCE = 1e-12  # a DP change smaller than this is no change (float noise)
 
 
 def _uncertainty(frame):
@@ -59,9 +60,9 @@ def _uncertainty(frame):
 def _direction(change):
     if math.isnan(change):
         return "n/a"
-    if change < -_TOL:
+    if change < -CHANGE_TOLERANCE:
         return "improved"
-    if change > _TOL:
+    if change > CHANGE_TOLERANCE:
         return "worsened"
     return "unchanged"
 
@@ -111,56 +112,11 @@ class Comparison:
     def to_json(self, path=None, *, indent=2):
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
-            from fairlandmark.render.html import _write_text
-
-            _write_text(path, text + "\n")
+            write_text_output(path, text + "\n")
         return text
-
-    def to_markdown(self, *, top=10):
-        """Markdown for a PR comment: summary, MRE cost, the largest changes."""
-        b, a = self.labels
-        unit = self.unit
-        out = [f"## fairlandmark compare: {b} → {a}", ""]
-        rows = []
-        for r in self.summary.to_dict("records"):
-            rows.append([r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
-                         _signed(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
-                         f"{r['n_worsened']} ({r['n_worsened_beyond']})"])
-        out += [md_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change", "keypoints improved (beyond noise)",
-                          "worsened (beyond noise)"], rows), ""]
-        rows = [[r["family"], fmt(r["mre_before"], 3), fmt(r["mre_after"], 3), _signed(r["mre_change"], 3),
-                 fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in self.accuracy.to_dict("records")]
-        thr = thr_key(self.thresholds[1]) if self.thresholds[1] is not None else "?"
-        out += [f"**Accuracy cost** ({unit}; positive MRE change = less accurate)", "",
-                md_table(["keypoints", f"MRE {b}", f"MRE {a}", "change", f"SDR@{thr} {b}", f"SDR@{thr} {a}"], rows), ""]
-        moved = self.table.dropna(subset=["dp_change"])
-        moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-        if len(moved):
-            out += [f"**Largest DP changes** (top {len(moved)})", "", md_table(*self._rows(moved)), ""]
-        out += ["_Beyond noise: |change| > sqrt(u_before² + u_after²), u = half-width of the bootstrap interval "
-                "(or std over runs)._", ""]
-        out += [f"- note: {n}" for n in self.notes]
-        return "\n".join(out).rstrip() + "\n"
-
-    def _rows(self, frame):
-        b, a = self.labels
-        header = ["attribute", "keypoint", f"DP {b}", f"DP {a}", "change", "± noise", "beyond noise", "direction",
-                  f"MRE change ({self.unit})"]
-        rows = []
-        for r in frame.to_dict("records"):
-            ex = r["exceeds_uncertainty"]
-            rows.append([r["attribute"], str(r["keypoint"]), fmt(r["dp_before"]), fmt(r["dp_after"]),
-                         _signed(r["dp_change"]), fmt(r["dp_uncertainty"]),
-                         "?" if ex is None else ("yes" if ex else "no"), r["direction"], _signed(r["mre_change"], 3)])
-        return header, rows
 
     def __repr__(self):
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
-
-
-def _signed(value, digits=3):
-    v = _num(value)
-    return "-" if math.isnan(v) else f"{v:+.{digits}f}"
 
 
 def compare(before, after, *, labels=("before", "after"), attribute=None):
@@ -191,7 +147,7 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     if b.get("unit") != a.get("unit"):
         raise InputError(MSG_UNIT.format(a=b.get("unit"), b=a.get("unit")))
     notes = []
-    tb, ta = _num(b.get("primary_threshold")), _num(a.get("primary_threshold"))
+    tb, ta = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
     if not (math.isnan(tb) or math.isnan(ta)) and tb != ta:
         notes.append(NOTE_THRESHOLD.format(a=tb, b=ta))
     shared_attrs = [x for x in a.get("attributes", []) if x in b.get("attributes", [])]
@@ -241,8 +197,8 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     for attr in shared_attrs:
         sub = table[table["attribute"] == attr]
         sb, sa = summary_row(b, attr), summary_row(a, attr)
-        mb = _num(sb.get("mean_dp")) if sb else float(np.nanmean(sub["dp_before"]))
-        ma = _num(sa.get("mean_dp")) if sa else float(np.nanmean(sub["dp_after"]))
+        mb = num(sb.get("mean_dp")) if sb else float(np.nanmean(sub["dp_before"]))
+        ma = num(sa.get("mean_dp")) if sa else float(np.nanmean(sub["dp_after"]))
         beyond = sub["exceeds_uncertainty"].map(lambda v: v is True)
         rows.append({"attribute": attr, "n_keypoints": len(sub), "mean_dp_before": mb, "mean_dp_after": ma,
                      "mean_dp_change": ma - mb,
@@ -252,17 +208,17 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                      "n_worsened_beyond": int(((sub["direction"] == "worsened") & beyond).sum())})
     summary = pd.DataFrame(rows)
 
-    pb, pa = _num(b.get("primary_threshold")), _num(a.get("primary_threshold"))
+    pb, pa = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
     acc = []
     fams = [r.get("family") for r in a.get("overall") or []]
     for fam in fams:
         rb, ra = overall_row(b, fam), overall_row(a, fam)
         if not rb:
             continue
-        acc.append({"family": fam, "mre_before": _num(rb.get("mre")), "mre_after": _num(ra.get("mre")),
-                    "mre_change": _num(ra.get("mre")) - _num(rb.get("mre")),
-                    "sdr_before": _num(rb.get(f"sdr_{thr_key(pb)}")) if not math.isnan(pb) else math.nan,
-                    "sdr_after": _num(ra.get(f"sdr_{thr_key(pa)}")) if not math.isnan(pa) else math.nan})
+        acc.append({"family": fam, "mre_before": num(rb.get("mre")), "mre_after": num(ra.get("mre")),
+                    "mre_change": num(ra.get("mre")) - num(rb.get("mre")),
+                    "sdr_before": num(rb.get(f"sdr_{threshold_key(pb)}")) if not math.isnan(pb) else math.nan,
+                    "sdr_after": num(ra.get(f"sdr_{threshold_key(pa)}")) if not math.isnan(pa) else math.nan})
     accuracy = pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])
     return Comparison(table=table, summary=summary, accuracy=accuracy, labels=labels, unit=a.get("unit", ""),
                       thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa), notes=notes)
@@ -270,14 +226,16 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
 
 def compare_html(cmp, *, top=15):
     """HTML fragment of a :class:`Comparison` (used by the report)."""
+    from fairlandmark.render.html import _e, _html_table  # moves to render/ with the Jinja2 templates
+    from fairlandmark.render.markdown import comparison_rows
     b, a = cmp.labels
     parts = []
-    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), _signed(r["mean_dp_change"]),
+    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), fmt_signed(r["mean_dp_change"]),
              f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"]
             for r in cmp.summary.to_dict("records")]
     parts.append(_html_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change",
                               "improved (beyond noise)", "worsened (beyond noise)"], rows))
-    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), _signed(r["mre_change"]),
+    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), fmt_signed(r["mre_change"]),
              fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")]
     parts.append(f"<h3>Accuracy cost ({_e(cmp.unit)})</h3>")
     parts.append(_html_table(["keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"], rows))
@@ -285,56 +243,10 @@ def compare_html(cmp, *, top=15):
     moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
     if len(moved):
         parts.append(f"<h3>Largest DP changes (top {len(moved)})</h3>")
-        header, rows = cmp._rows(moved)
+        header, rows = comparison_rows(cmp, moved)
         parts.append(_html_table(header, rows, left=2))
     parts.append('<p class="muted">Beyond noise: |change| &gt; √(u<sub>before</sub>² + u<sub>after</sub>²), u = '
                  "half-width of the bootstrap interval, or the std over runs.</p>")
     for note in cmp.notes:
         parts.append(f'<div class="note">{_e(note)}</div>')
     return "".join(parts)
-
-
-def render_comparison(cmp, console, *, top=None):
-    """Rich tables of a :class:`Comparison`."""
-    from rich.table import Table
-
-    b, a = cmp.labels
-    t = Table(title=f"DP per attribute: {b} → {a}", header_style="bold")
-    for col in ("attribute", f"mean DP {b}", f"mean DP {a}", "change", "improved (beyond noise)",
-                "worsened (beyond noise)"):
-        t.add_column(col, justify="left" if col == "attribute" else "right")
-    for r in cmp.summary.to_dict("records"):
-        t.add_row(str(r["attribute"]), fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
-                  _colour(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
-                  f"{r['n_worsened']} ({r['n_worsened_beyond']})")
-    console.print(t)
-    t = Table(title=f"Accuracy cost ({cmp.unit}; positive = less accurate)", header_style="bold")
-    for col in ("keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"):
-        t.add_column(col, justify="left" if col == "keypoints" else "right")
-    for r in cmp.accuracy.to_dict("records"):
-        t.add_row(str(r["family"]), fmt(r["mre_before"]), fmt(r["mre_after"]), _colour(r["mre_change"]),
-                  fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"]))
-    console.print(t)
-    frame = cmp.table
-    if top is not None:
-        frame = frame.dropna(subset=["dp_change"])
-        frame = frame.reindex(frame["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    header, rows = cmp._rows(frame)
-    t = Table(title="Per keypoint (change = after - before; negative DP change = fairer)", header_style="bold")
-    for i, col in enumerate(header):
-        t.add_column(col, justify="left" if i < 2 else "right")
-    for row, rec in zip(rows, frame.to_dict("records")):
-        row[4] = _colour(rec["dp_change"], strong=rec["exceeds_uncertainty"] is True)
-        t.add_row(*row)
-    console.print(t)
-    for note in cmp.notes:
-        console.print(f"[yellow]note:[/] {note}")
-
-
-def _colour(value, strong=False):
-    text = _signed(value)
-    v = _num(value)
-    if math.isnan(v) or abs(v) <= _TOL:
-        return text
-    colour = "green" if v < 0 else "red"
-    return f"[bold {colour}]{text}[/]" if strong else f"[{colour}]{text}[/]"

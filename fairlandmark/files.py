@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "json_safe", "dump_json", "check_outputs"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
+           "read_toml", "MSG_TOML", "MSG_NO_TOMLLIB"]
 
 MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
 MSG_OUTPUT_TWICE = "{option} {path}: also given to {other}; give each output its own path"
 MSG_OUTPUT_IS_FOLDER = "{option} {path}: is a folder; give a file path"
 MSG_OUTPUT_IS_FILE = "{option} {path}: is a file; give a folder"
+MSG_TOML = "{path}: not valid TOML ({error}); fix the syntax"
+MSG_TOML_ENCODING = "{path}: not UTF-8 text; save the file as UTF-8 (TOML files must be UTF-8)"
+MSG_NO_TOMLLIB = "{path}: reading TOML needs Python 3.11 or the tomli package (pip install tomli)"
+MSG_FILE_MISSING = "{path}: file not found; check the path"
+MSG_FILE_UNREADABLE = "{path}: cannot be read ({reason}); check the path and its permissions"
 
 
 def atomic_write_bytes(path, data):
@@ -48,6 +55,15 @@ def atomic_write_bytes(path, data):
 def atomic_write_text(path, text):
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_text_output(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` atomically; ``"-"`` writes it to standard output."""
+    if os.fspath(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    atomic_write_text(path, text)
 
 
 def json_safe(value):
@@ -104,3 +120,31 @@ def check_outputs(outputs, inputs=()):
             raise InputError(MSG_OUTPUT_IS_FILE.format(option=option, path=path))
         if not is_folder and os.path.isdir(real):
             raise InputError(MSG_OUTPUT_IS_FOLDER.format(option=option, path=path))
+
+
+def read_toml(path: str | os.PathLike[str], *, missing: str = MSG_FILE_MISSING) -> dict:
+    """Parse a TOML file; every failure is one :class:`InputError` line naming the file.
+
+    ``missing`` is the message for a file that does not exist (``{path}`` is filled in).
+    """
+    path = os.fspath(path)
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise InputError(MSG_NO_TOMLLIB.format(path=path)) from None
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise InputError(missing.format(path=path)) from None
+    except UnicodeDecodeError:
+        raise InputError(MSG_TOML_ENCODING.format(path=path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(MSG_TOML.format(path=path, error=str(exc).splitlines()[0])) from None
+    except IsADirectoryError:
+        raise InputError(MSG_FILE_UNREADABLE.format(path=path, reason="it is a folder")) from None
+    except OSError as exc:
+        raise InputError(MSG_FILE_UNREADABLE.format(path=path, reason=exc.strerror or exc)) from None

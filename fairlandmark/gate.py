@@ -46,8 +46,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import (_num, fmt, keypoint_frame, load_audit, md_table, overall_row, privacy_records, summary_row,
-                     thr_key, to_markdown)
+from fairlandmark.document import keypoint_frame, load_audit, overall_row, privacy_records, summary_row
+from fairlandmark.files import read_toml
+from fairlandmark.formatting import fmt, num, threshold_key
 
 __all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES",
            "EXIT_PASS", "EXIT_FAIL", "EXIT_USAGE"]
@@ -56,8 +57,6 @@ EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 TOLERANCE = 1e-9
 CONFIG_NAMES = ("fairlandmark.toml", "pyproject.toml")
 
-MSG_TOML = "{path}: not valid TOML ({error}); fix the syntax"
-MSG_NO_TOMLLIB = "{path}: reading TOML needs Python 3.11 or the tomli package (pip install tomli)"
 MSG_CONFIG_MISSING = "{path}: config file not found; give an existing fairlandmark.toml or pyproject.toml"
 MSG_UNKNOWN_KEY = "{path}: unknown key {key!r} in {table}; known keys: {known}"
 MSG_OUTSIDE = "{path}: {key!r} must be inside the {table} table; move it under {table}"
@@ -180,10 +179,10 @@ def _sdr_rule(value, where):
     if isinstance(value, Mapping):
         out = {}
         for thr, v in value.items():
-            t = _num(thr)
+            t = num(thr)
             if math.isnan(t) or t <= 0:
                 raise InputError(MSG_SDR_TABLE.format(where=where, value=dict(value)))
-            out[thr_key(t)] = _number(v, f"min_sdr[{thr}]", where, 0.0, 1.0)
+            out[threshold_key(t)] = _number(v, f"min_sdr[{thr}]", where, 0.0, 1.0)
         if not out:
             raise InputError(MSG_SDR_TABLE.format(where=where, value=dict(value)))
         return out
@@ -193,23 +192,6 @@ def _sdr_rule(value, where):
 
 
 # -- config files --------------------------------------------------------------------------------------------
-def _read_toml(path):
-    try:
-        import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ImportError:
-            raise InputError(MSG_NO_TOMLLIB.format(path=path)) from None
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise InputError(MSG_CONFIG_MISSING.format(path=path)) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(MSG_TOML.format(path=path, error=str(exc).splitlines()[0])) from None
-
-
 def find_config(cwd="."):
     """The config file used when none is given: ``fairlandmark.toml``, else a
     ``pyproject.toml`` with a ``[tool.fairlandmark]`` table, in ``cwd``; or None."""
@@ -217,7 +199,7 @@ def find_config(cwd="."):
     if os.path.isfile(first):
         return first
     py = os.path.join(cwd, CONFIG_NAMES[1])
-    if os.path.isfile(py) and "fairlandmark" in (_read_toml(py).get("tool") or {}):
+    if os.path.isfile(py) and "fairlandmark" in (read_toml(py).get("tool") or {}):
         return py
     return None
 
@@ -248,7 +230,7 @@ def load_rules(path=None, *, cwd="."):
         if path is None:
             return GateRules(source="flags")
     path = os.fspath(path)
-    doc = _read_toml(path)
+    doc = read_toml(path, missing=MSG_CONFIG_MISSING)
     is_pyproject = os.path.basename(path) == "pyproject.toml"
     if is_pyproject:
         root, prefix = (doc.get("tool") or {}).get("fairlandmark") or {}, "[tool.fairlandmark"
@@ -386,29 +368,6 @@ class GateResult:
         ET.indent(root)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
-    def to_markdown(self, *, max_failures=30, audit_summary=True):
-        """Markdown: verdict, a table per rule, the failures, then the audit summary."""
-        n, f = len(self.checks), len(self.failures)
-        verdict = "✅ passed" if self.passed else "❌ failed"
-        out = [f"## fairlandmark gate: {verdict}", "",
-               f"{n - f} of {n} checks passed · rules from `{self.rules.source}` · audit "
-               f"`{os.path.basename(str(self.doc.get('_source', '')))}`", ""]
-        rows = [[("✅ " if r["failed"] == 0 else "❌ ") + r["rule"], r["limit"], str(r["checks"]), str(r["failed"]),
-                 fmt(r["worst"])] for r in self.by_rule()]
-        out += [md_table(["rule", "limit", "checks", "failed", "worst value"], rows), ""]
-        if self.failures:
-            shown = self.failures[:max_failures]
-            out += [f"**Failures** ({f})", "",
-                    md_table(["rule", "attribute", "keypoint", "value", "limit"],
-                             [[c.rule, c.attribute or "-", "-" if c.keypoint is None else str(c.keypoint),
-                               fmt(c.value), f"{c.limit:g}"] for c in shown]), ""]
-            if f > len(shown):
-                out += [f"… and {f - len(shown)} more (see the JUnit report).", ""]
-        out += [f"- note: {note}" for note in self.notes]
-        if audit_summary:
-            out += ["", to_markdown(self.doc, title="Audit summary", top=5)]
-        return "\n".join(out).rstrip() + "\n"
-
     def __repr__(self):
         return f"GateResult({'passed' if self.passed else 'failed'}: {len(self.failures)}/{len(self.checks)} failed)"
 
@@ -470,7 +429,7 @@ def run_gate(audit, rules, *, baseline=None):
 
     if rules.max_mean_dp is not None:
         for a in attrs:
-            v = _num(summary_row(doc, a).get("mean_dp"))
+            v = num(summary_row(doc, a).get("mean_dp"))
             over = _above(v, rules.max_mean_dp)
             msg = (f"{a}: no mean DP (no keypoint has two groups large enough): counted as a failure"
                    if math.isnan(v) else
@@ -480,19 +439,19 @@ def run_gate(audit, rules, *, baseline=None):
     unit = doc.get("unit", "")
     allrow = overall_row(doc)
     if rules.max_mre is not None:
-        v = _num(allrow.get("mre"))
+        v = num(allrow.get("mre"))
         over = _above(v, rules.max_mre)
         checks.append(Check("max_mre", None, None, v, rules.max_mre, not over,
                             f"overall MRE {fmt(v, 4)} {unit} {_rel(v, over, '>', '<=')} {rules.max_mre:g}"))
 
     if rules.min_sdr is not None:
-        known = [thr_key(t) for t in doc.get("thresholds", [])]
-        primary = thr_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
+        known = [threshold_key(t) for t in doc.get("thresholds", [])]
+        primary = threshold_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
         for thr, limit in rules.min_sdr.items():
             key = primary if thr is None else thr
             if key not in known:
                 raise InputError(MSG_THRESHOLD.format(thr=key, path=path, known=", ".join(known)))
-            v = _num(allrow.get(f"sdr_{key}"))
+            v = num(allrow.get(f"sdr_{key}"))
             under = _below(v, limit)
             checks.append(Check("min_sdr", None, None, v, limit, not under,
                                 f"overall SDR@{key}{unit} {fmt(v, 4)} {_rel(v, under, '<', '>=')} {limit:g}",
@@ -507,7 +466,7 @@ def run_gate(audit, rules, *, baseline=None):
             a = rec.get("attribute")
             if rules.attributes is not None and a is not None and a not in attrs:
                 continue
-            v = _num(rec.get("balanced_accuracy"))
+            v = num(rec.get("balanced_accuracy"))
             over = _above(v, limit)
             analysis = rec.get("analysis") if rec.get("analysis") not in (None, "all") else None
             where = f"{a or 'attribute'}" + (f" (within {analysis})" if analysis else "")
@@ -527,7 +486,7 @@ def _regressions(doc, base, frame, attrs, rules, notes):
     if base.get("unit") != doc.get("unit"):
         raise InputError(f"baseline {base.get('_source')}: unit {base.get('unit')!r} differs from the audit's "
                          f"{doc.get('unit')!r}; audit both with the same pixel-to-mm scale")
-    primary = [thr_key(d.get("primary_threshold", (d.get("thresholds") or [2.0])[0])) for d in (base, doc)]
+    primary = [threshold_key(d.get("primary_threshold", (d.get("thresholds") or [2.0])[0])) for d in (base, doc)]
     if primary[0] != primary[1] and (rules.max_dp_regression is not None or rules.max_mean_dp_regression is not None):
         raise InputError(f"baseline {base.get('_source')}: DP is at {primary[0]} {doc.get('unit', '')} there but at "
                          f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first --threshold-mm")
@@ -553,15 +512,15 @@ def _regressions(doc, base, frame, attrs, rules, notes):
                          "and were not checked")
     if rules.max_mean_dp_regression is not None:
         for a in attrs:
-            before = _num(summary_row(base, a).get("mean_dp"))
-            after = _num(summary_row(doc, a).get("mean_dp"))
+            before = num(summary_row(base, a).get("mean_dp"))
+            after = num(summary_row(doc, a).get("mean_dp"))
             delta = after - before
             over = _above(delta, rules.max_mean_dp_regression)
             checks.append(Check("max_mean_dp_regression", a, None, delta, rules.max_mean_dp_regression, not over,
                                 f"{a}: mean DP {fmt(before, 4)} -> {fmt(after, 4)} (change "
                                 f"{fmt(delta, 4)} {_rel(delta, over, '>', '<=')} {rules.max_mean_dp_regression:g})"))
     if rules.max_mre_regression is not None:
-        before, after = _num(overall_row(base).get("mre")), _num(overall_row(doc).get("mre"))
+        before, after = num(overall_row(base).get("mre")), num(overall_row(doc).get("mre"))
         delta = after - before
         over = _above(delta, rules.max_mre_regression)
         checks.append(Check("max_mre_regression", None, None, delta, rules.max_mre_regression, not over,

@@ -32,3 +32,19 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"shared data folder not found at {path}; set {SHARED_DATA_ENV} to run this test")
     return path
+
+
+@pytest.fixture(scope="session")
+def make_doc():
+    """Factory of synthetic audit documents (see ``_report_fixtures.make_doc``)."""
+    from _report_fixtures import make_doc as factory
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def copy_doc():
+    """Deep copy of an audit document."""
+    from _report_fixtures import copy_doc as copier
+
+    return copier

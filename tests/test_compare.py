@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_fixtures import make_doc  # noqa: E402
 
-from fairlandmark.cli import main  # noqa: E402
-from fairlandmark.compare import compare  # noqa: E402
-from fairlandmark.exceptions import InputError  # noqa: E402
+from fairlandmark.cli import main
+from fairlandmark.compare import compare
+from fairlandmark.render.markdown import comparison_markdown
+from fairlandmark.exceptions import InputError
 
 
 def _rec(kp, dp, dp_std, mre, n, missing=None, ci=None, significant=None):
@@ -72,12 +69,12 @@ def test_numbers_equal_hand_computation(pair):
     assert acc["mre_change"] == pytest.approx(0.1) and acc["sdr_after"] == 0.68
     d = json.loads(cmp.to_json())
     assert d["per_keypoint"][2]["exceeds_uncertainty"] is None and d["per_keypoint"][2]["dp_uncertainty"] is None
-    md = cmp.to_markdown()
+    md = comparison_markdown(cmp)
     assert "| sex | 1 | 0.200 | 0.100 | -0.100 | 0.086 | yes | improved |" in md
     assert "mean DP vanilla" in md
 
 
-def test_real_audits_change_is_after_minus_before():
+def test_real_audits_change_is_after_minus_before(make_doc):
     before, after = make_doc(10, seed=1), make_doc(10, significance=True, seed=0)
     cmp = compare(before, after)
     b = {(r["attribute"], r["keypoint"]): r["dp"] for r in before["per_keypoint"]}
@@ -131,7 +128,7 @@ def test_compare_cli(pair, tmp_path, capsys):
     assert "none.json: file not found" in capsys.readouterr().err
 
 
-def test_compare_cli_figure(tmp_path):
+def test_compare_cli_figure(tmp_path, make_doc):
     pytest.importorskip("matplotlib")
     pb, pa = tmp_path / "b.json", tmp_path / "a.json"
     pb.write_text(json.dumps(make_doc(5, seed=1)))

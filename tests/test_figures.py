@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_fixtures import make_doc  # noqa: E402
 
-from fairlandmark.exceptions import InputError  # noqa: E402
+from fairlandmark.exceptions import InputError
 
 pytest.importorskip("matplotlib")
-from fairlandmark.render import figures as F  # noqa: E402
+from fairlandmark.render import figures as F
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -26,7 +24,7 @@ def _bars(ax):
 
 
 @pytest.mark.parametrize("k", [1, 10, 50])
-def test_all_figures_render(k, tmp_path):
+def test_all_figures_render(k, tmp_path, make_doc):
     doc = make_doc(k, significance=True, missing_group=True)
     n_attr = len(doc["attributes"])
     fig = F.mre_bars(doc)
@@ -51,7 +49,7 @@ def test_all_figures_render(k, tmp_path):
         assert "<svg" in text and "</svg>" in text
 
 
-def test_dp_bars_without_significance_uses_std_and_no_baseline():
+def test_dp_bars_without_significance_uses_std_and_no_baseline(make_doc):
     doc = make_doc(10)
     fig = F.dp_bars(doc, attribute="sex")
     ax = fig.axes[0]
@@ -63,7 +61,7 @@ def test_dp_bars_without_significance_uses_std_and_no_baseline():
     assert labels == ["DP (± std over runs)"]
 
 
-def test_dp_bars_significance_marks_match_the_flags():
+def test_dp_bars_significance_marks_match_the_flags(make_doc):
     doc = make_doc(10, significance=True, real_significance=False)
     fig = F.dp_bars(doc, attribute=["sex"])
     stars = [c for c in fig.axes[0].collections if c.get_label() == "significant (adjusted)"]
@@ -74,7 +72,7 @@ def test_dp_bars_significance_marks_match_the_flags():
     assert "DP (bootstrap interval)" in labels and "randomized baseline (± std)" in labels
 
 
-def test_compare_bars_side_by_side():
+def test_compare_bars_side_by_side(make_doc):
     before, after = make_doc(10, seed=1), make_doc(10, significance=True)
     fig = F.compare_bars(before, after, labels=("vanilla", "mitigated"))
     assert len(fig.axes) == len(after["attributes"]) + 1  # DP per attribute, then MRE
@@ -84,7 +82,7 @@ def test_compare_bars_side_by_side():
     assert labels == ["vanilla", "mitigated"]
 
 
-def test_sdr_curves_for_chosen_keypoints_and_a_missing_group():
+def test_sdr_curves_for_chosen_keypoints_and_a_missing_group(make_doc):
     doc = make_doc(10, missing_group=True)
     fig = F.sdr_curves(doc, attribute="age_group", keypoints=[1, 3])
     visible = [ax for ax in fig.axes if ax.get_visible()]
@@ -94,7 +92,7 @@ def test_sdr_curves_for_chosen_keypoints_and_a_missing_group():
     assert np.allclose(visible[1].lines[0].get_xdata(), doc["thresholds"])
 
 
-def test_bad_arguments_are_input_errors(tmp_path):
+def test_bad_arguments_are_input_errors(tmp_path, make_doc):
     doc = make_doc(3)
     with pytest.raises(InputError, match="attribute 'race' is not in the audit"):
         F.dp_bars(doc, attribute="race")
@@ -106,7 +104,7 @@ def test_bad_arguments_are_input_errors(tmp_path):
         F.write_figures(doc, tmp_path, formats=["gif"])
 
 
-def test_write_figures(tmp_path):
+def test_write_figures(tmp_path, make_doc):
     doc = make_doc(5)
     paths = F.write_figures(doc, tmp_path / "figs", formats=["png"], dpi=40)
     names = sorted(Path(p).name for p in paths)
@@ -115,7 +113,7 @@ def test_write_figures(tmp_path):
     assert all(Path(p).read_bytes()[:8] == PNG for p in paths)
 
 
-def test_missing_matplotlib(monkeypatch):
+def test_missing_matplotlib(monkeypatch, make_doc):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(F.MissingExtraError, match=r"figures need matplotlib.*fairlandmark\[report\]"):
         F.mre_bars(make_doc(2))

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_fixtures import make_doc  # noqa: E402
 
-from fairlandmark.cli import main  # noqa: E402
-from fairlandmark.exceptions import InputError  # noqa: E402
-from fairlandmark.gate import TOLERANCE as TOL  # noqa: E402
-from fairlandmark.gate import GateRules, load_rules, run_gate  # noqa: E402
+from fairlandmark.cli import main
+from fairlandmark.exceptions import InputError
+from fairlandmark.gate import TOLERANCE as TOL
+from fairlandmark.gate import GateRules, load_rules, run_gate
 
 
 @pytest.fixture(scope="module")
-def docs():
+def docs(make_doc):
     return {"sig": make_doc(10, significance=True, privacy=True, real_significance=False),
             "plain": make_doc(10), "base": make_doc(10, seed=1)}
 
@@ -191,7 +187,7 @@ def test_markdown_to_stdout_and_regression_flags(files, capsys, docs):
     assert out.startswith("## fairlandmark gate: ❌ failed") and f"**Failures** ({len(worse)})" in out
 
 
-def test_equal_to_limit_passes():
+def test_equal_to_limit_passes(make_doc):
     doc = make_doc(3)
     top = max(r["dp"] for r in doc["per_keypoint"])
     assert run_gate(doc, {"max_dp": top}).passed

@@ -7,16 +7,13 @@ import json
 import re
 import sys
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _report_fixtures import copy_doc, make_doc  # noqa: E402
 
-from fairlandmark.cli import main  # noqa: E402
-from fairlandmark.exceptions import InputError  # noqa: E402
-from fairlandmark.render.html import keypoint_frame, load_audit, to_html, to_markdown  # noqa: E402
+from fairlandmark.cli import main
+from fairlandmark.exceptions import InputError
+from fairlandmark.render.html import keypoint_frame, load_audit, to_html, to_markdown
 
 pytest.importorskip("matplotlib")
 
@@ -64,7 +61,7 @@ def assert_self_contained(html):
 
 
 @pytest.mark.parametrize("k", [1, 10, 50])
-def test_html_renders_self_contained(k):
+def test_html_renders_self_contained(k, make_doc):
     doc = make_doc(k, significance=True, privacy=True)
     html = to_html(doc, title="Study <x>", dpi=40)
     parser, imgs = assert_self_contained(html)
@@ -77,7 +74,7 @@ def test_html_renders_self_contained(k):
     assert html.count("<details") >= n_attr
 
 
-def test_html_with_a_missing_group_and_no_significance():
+def test_html_with_a_missing_group_and_no_significance(make_doc):
     doc = make_doc(10, missing_group=True)
     html = to_html(doc, dpi=40)
     assert_self_contained(html)
@@ -86,7 +83,7 @@ def test_html_with_a_missing_group_and_no_significance():
     assert "Privacy" not in html
 
 
-def test_html_with_hand_added_significance_marks_rows():
+def test_html_with_hand_added_significance_marks_rows(make_doc):
     doc = make_doc(10, significance=True, real_significance=False)
     html = to_html(doc, figures=False)
     assert_self_contained(html)
@@ -96,7 +93,7 @@ def test_html_with_hand_added_significance_marks_rows():
     assert "<img" not in html
 
 
-def test_html_comparison_section():
+def test_html_comparison_section(make_doc):
     before, after = make_doc(10, seed=1), make_doc(10, significance=True)
     html = to_html(after, baseline=before, labels=("vanilla", "mitigated"), dpi=40)
     _, imgs = assert_self_contained(html)
@@ -104,7 +101,7 @@ def test_html_comparison_section():
     assert len(imgs) == 2 + len(after["attributes"]) + 1
 
 
-def test_markdown_summary():
+def test_markdown_summary(make_doc):
     doc = make_doc(10, significance=True, privacy=True, real_significance=False)
     md = to_markdown(doc, top=3)
     assert md.startswith("## fairlandmark audit")
@@ -122,13 +119,13 @@ def test_markdown_summary():
     assert "No significance computed" in plain and "<details>" not in plain
 
 
-def test_markdown_px_unit_is_flagged():
+def test_markdown_px_unit_is_flagged(make_doc):
     doc = make_doc(5)
     doc["unit"] = "px"
     assert "in pixels" in to_markdown(doc)
 
 
-def test_load_audit_errors(tmp_path):
+def test_load_audit_errors(tmp_path, make_doc):
     with pytest.raises(InputError, match=r"missing\.json: file not found"):
         load_audit(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
@@ -161,14 +158,14 @@ def test_accepts_audit_result_directly():
     assert "sex" in to_markdown(res)
 
 
-def test_missing_matplotlib_is_one_clear_error(monkeypatch):
+def test_missing_matplotlib_is_one_clear_error(monkeypatch, make_doc):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(InputError, match=r"pip install 'fairlandmark\[report\]'"):
         to_html(make_doc(3), dpi=30)
     assert "<table>" in to_html(make_doc(3), figures=False)  # still works without figures
 
 
-def test_report_cli(tmp_path, capsys):
+def test_report_cli(tmp_path, capsys, make_doc):
     after, before = tmp_path / "after.json", tmp_path / "before.json"
     after.write_text(json.dumps(make_doc(10, significance=True)))
     before.write_text(json.dumps(make_doc(10, seed=2)))
@@ -193,7 +190,7 @@ def test_report_cli(tmp_path, capsys):
     assert main(["report", str(after), "--figures", str(out / "f2"), "--format", "jpg"]) == 2
 
 
-def test_inputs_are_not_modified():
+def test_inputs_are_not_modified(make_doc, copy_doc):
     doc = make_doc(5, significance=True, privacy=True)
     snapshot = copy_doc(doc)
     to_html(doc, figures=False)

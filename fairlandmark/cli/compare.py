@@ -12,7 +12,8 @@ __all__ = ["register"]
 
 
 def _run(args):
-    from fairlandmark.compare import compare, render_comparison
+    from fairlandmark.compare import compare
+    from fairlandmark.render.console import render_comparison
 
     check_outputs([("--json", args.json, False), ("--markdown", args.markdown, False),
                    ("--figure", args.figure, False)],
@@ -27,9 +28,10 @@ def _run(args):
     if args.json:
         cmp.to_json(args.json)
     if args.markdown:
-        from fairlandmark.render.html import _write_text
+        from fairlandmark.files import write_text_output
+        from fairlandmark.render.markdown import comparison_markdown
 
-        _write_text(args.markdown, cmp.to_markdown(top=args.top))
+        write_text_output(args.markdown, comparison_markdown(cmp, top=args.top))
     if args.figure:
         from fairlandmark.render.figures import compare_bars, save_figure
 

@@ -104,7 +104,7 @@ def rules_from_args(args):
 def render_gate(result, console, *, max_failures=20):
     from rich.table import Table
 
-    from fairlandmark.render.html import fmt
+    from fairlandmark.formatting import fmt
 
     table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
     for col in ("rule", "limit", "checks", "failed", "worst"):
@@ -132,19 +132,20 @@ def run_gate_from_args(audit, args, console, *, rules=None):
     if not getattr(args, "quiet", False):
         render_gate(result, console)
     from fairlandmark.files import atomic_write_text
-    from fairlandmark.render.html import _write_text
+    from fairlandmark.files import write_text_output
+    from fairlandmark.render.markdown import gate_markdown
 
     if args.junit:
         atomic_write_text(args.junit, result.to_junit())
         console.print(f"wrote {args.junit}")
     if args.gate_markdown:
-        _write_text(args.gate_markdown, result.to_markdown())
+        write_text_output(args.gate_markdown, gate_markdown(result))
         if args.gate_markdown != "-":
             console.print(f"wrote {args.gate_markdown}")
     if args.gate_json:
         import json
 
-        _write_text(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text_output(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
         if args.gate_json != "-":
             console.print(f"wrote {args.gate_json}")
     return result.exit_code

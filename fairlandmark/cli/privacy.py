@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 
-from fairlandmark.render.console import fmt, fmt_p, make_console
-from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS, attribute_inference, default_estimator
+from fairlandmark.formatting import fmt, fmt_p
+from fairlandmark.render.console import make_console
+from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
+                                        attribute_inference, default_estimator)
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
 __all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]

@@ -77,7 +77,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
 
 
 def _run(args):
-    from fairlandmark.render.html import load_audit
+    from fairlandmark.document import load_audit
 
     if not (args.html or args.markdown or args.figures):
         args.html = os.path.splitext(args.audit)[0] + ".html"

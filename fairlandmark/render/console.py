@@ -7,33 +7,17 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["render_audit", "make_console", "fmt"]
+from fairlandmark.compare import CHANGE_TOLERANCE, Comparison
+from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
+from fairlandmark.render.markdown import comparison_rows
+
+__all__ = ["render_audit", "render_comparison", "make_console"]
 
 
 def make_console(stderr=False):
     """Console that keeps tables whole in logs: 200 columns when not a terminal."""
     probe = Console(stderr=stderr)
     return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
-
-
-def fmt(value, digits=3):
-    """Number for a table cell; '-' for missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def fmt_p(p):
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "-"
-    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def _pm(mean, std, digits=3):
-    return fmt(mean, digits) if std is None or (isinstance(std, float) and math.isnan(std)) else \
-        f"{fmt(mean, digits)} ± {fmt(std, digits)}"
 
 
 def render_audit(result, console):
@@ -69,7 +53,7 @@ def render_audit(result, console):
             if result.study.families:
                 cells.append(row["family"] or "")
             cells += [f"{fmt(g_rows.loc[g, primary], 2)}  {fmt(g_rows.loc[g, 'mre'], 2)}" for g in groups]
-            dp_text = _pm(row["dp"], row["dp_std"])
+            dp_text = fmt_pm(row["dp"], row["dp_std"])
             if has_sig and row.get("significant"):
                 dp_text = f"[bold red]{dp_text} *[/]"
             cells += [dp_text, row["pair"] if isinstance(row["pair"], str) else "-"]
@@ -77,7 +61,7 @@ def render_audit(result, console):
                 gap_p = fmt_p(row.get("mre_gap_p_adjusted"))
                 if row.get("mre_gap_significant"):
                     gap_p = f"[bold red]{gap_p} *[/]"
-                cells += [_pm(row.get("baseline_mean"), row.get("baseline_std")),
+                cells += [fmt_pm(row.get("baseline_mean"), row.get("baseline_std")),
                           f"{fmt(row.get('dp_ci_low'))}–{fmt(row.get('dp_ci_high'))}",
                           fmt_p(row.get("p_value")), fmt_p(row.get("p_adjusted")), gap_p]
             table.add_row(*cells)
@@ -91,7 +75,7 @@ def render_audit(result, console):
         c = counts[counts["attribute"] == row["attribute"]]
         groups_text = ", ".join(f"{g} ({n}{'' if ok else ', not in DP'})"
                                 for g, n, ok in zip(c["group"], c["n_images"], c["in_dp"]))
-        summary.add_row(row["attribute"], row["family"], _pm(row["mean_dp"], row["mean_dp_std"]),
+        summary.add_row(row["attribute"], row["family"], fmt_pm(row["mean_dp"], row["mean_dp_std"]),
                         fmt(row["max_dp"]), str(row["max_dp_keypoint"]), groups_text if row["family"] == "all" else "")
     console.print(summary)
 
@@ -103,8 +87,8 @@ def render_audit(result, console):
     overall.add_column("predictions", justify="right")
     overall.add_column("missing", justify="right")
     for row in result.overall.to_dict("records"):
-        overall.add_row(row["family"], _pm(row["mre"], row["mre_std"]),
-                        *[_pm(row[f"sdr_{t:g}"], row[f"sdr_{t:g}_std"]) for t in result.thresholds],
+        overall.add_row(row["family"], fmt_pm(row["mre"], row["mre_std"]),
+                        *[fmt_pm(row[f"sdr_{t:g}"], row[f"sdr_{t:g}_std"]) for t in result.thresholds],
                         str(row["n_predictions"]), str(row["n_missing"]))
     console.print(overall)
     if has_sig:
@@ -114,3 +98,47 @@ def render_audit(result, console):
                       f"{int(s.options.ci * 100)}% percentile intervals, seed {s.options.seed}.[/]")
     for note in result.warnings:
         console.print(f"[yellow]warning:[/] {note}")
+
+
+def render_comparison(cmp: Comparison, console: Console, *, top: int | None = None) -> None:
+    """Rich tables of a :class:`Comparison`."""
+    b, a = cmp.labels
+    t = Table(title=f"DP per attribute: {b} → {a}", header_style="bold")
+    for col in ("attribute", f"mean DP {b}", f"mean DP {a}", "change", "improved (beyond noise)",
+                "worsened (beyond noise)"):
+        t.add_column(col, justify="left" if col == "attribute" else "right")
+    for r in cmp.summary.to_dict("records"):
+        t.add_row(str(r["attribute"]), fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]),
+                  _colour(r["mean_dp_change"]), f"{r['n_improved']} ({r['n_improved_beyond']})",
+                  f"{r['n_worsened']} ({r['n_worsened_beyond']})")
+    console.print(t)
+    t = Table(title=f"Accuracy cost ({cmp.unit}; positive = less accurate)", header_style="bold")
+    for col in ("keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"):
+        t.add_column(col, justify="left" if col == "keypoints" else "right")
+    for r in cmp.accuracy.to_dict("records"):
+        t.add_row(str(r["family"]), fmt(r["mre_before"]), fmt(r["mre_after"]), _colour(r["mre_change"]),
+                  fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"]))
+    console.print(t)
+    frame = cmp.table
+    if top is not None:
+        frame = frame.dropna(subset=["dp_change"])
+        frame = frame.reindex(frame["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
+    header, rows = comparison_rows(cmp, frame)
+    t = Table(title="Per keypoint (change = after - before; negative DP change = fairer)", header_style="bold")
+    for i, col in enumerate(header):
+        t.add_column(col, justify="left" if i < 2 else "right")
+    for row, rec in zip(rows, frame.to_dict("records")):
+        row[4] = _colour(rec["dp_change"], strong=rec["exceeds_uncertainty"] is True)
+        t.add_row(*row)
+    console.print(t)
+    for note in cmp.notes:
+        console.print(f"[yellow]note:[/] {note}")
+
+
+def _colour(value, strong=False):
+    text = fmt_signed(value)
+    v = num(value)
+    if math.isnan(v) or abs(v) <= CHANGE_TOLERANCE:
+        return text
+    colour = "green" if v < 0 else "red"
+    return f"[bold {colour}]{text}[/]" if strong else f"[{colour}]{text}[/]"

@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.render.html import _num, has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row, thr_key
+from fairlandmark.document import has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row
+from fairlandmark.formatting import num, threshold_key
 
 __all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
            "require_matplotlib", "MissingExtraError"]
@@ -164,13 +165,13 @@ def mre_bars(source, *, title=None):
     for fam, col in colours.items():
         handles.append(Patch(color=col, label=fam))
     allrow = overall_row(doc)
-    overall = _num(allrow.get("mre")) if allrow else float(np.nanmean(kp["mre"])) if k else math.nan
+    overall = num(allrow.get("mre")) if allrow else float(np.nanmean(kp["mre"])) if k else math.nan
     if not math.isnan(overall):
         handles.append(ax.axhline(overall, color="#222222", linestyle="--", linewidth=1.2,
                                   label=f"overall {overall:.2f} {unit}"))
     for fam, col in colours.items():
         idx = np.flatnonzero(kp["family"].to_numpy() == fam)
-        mean = _num(overall_row(doc, fam).get("mre")) if overall_row(doc, fam) else float(np.nanmean(kp["mre"][idx]))
+        mean = num(overall_row(doc, fam).get("mre")) if overall_row(doc, fam) else float(np.nanmean(kp["mre"][idx]))
         if not math.isnan(mean) and len(idx):
             handles.append(ax.hlines(mean, idx.min() - 0.45, idx.max() + 0.45, colors=col, linestyles=":",
                                      linewidth=2.0, label=f"{fam} mean {mean:.2f}"))
@@ -222,7 +223,7 @@ def dp_bars(source, *, attribute=None, title=None):
     n = max(len(attrs), 1)
     fig = _new_figure(_width(k * (1.3 if sig else 1.0)), 1.0 + 2.6 * n)
     axes = fig.subplots(n, 1, squeeze=False, sharex=True)[:, 0]
-    thr = thr_key(doc.get("primary_threshold", 2.0))
+    thr = threshold_key(doc.get("primary_threshold", 2.0))
     for ax, a in zip(axes, attrs):
         sub = frame[frame["attribute"] == a].reset_index(drop=True)
         x = np.arange(len(sub))
@@ -294,7 +295,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     def aligned(frame, attr, col):
         sub = frame[frame["attribute"] == attr] if attr is not None else frame
         m = dict(zip(sub["keypoint"].astype(str), sub[col]))
-        return np.array([_num(m.get(str(p))) for p in kps])
+        return np.array([num(m.get(str(p))) for p in kps])
 
     for ax, attr in zip(axes, attrs):
         for j, (frame, lab, col) in enumerate(((fb, labels[0], BEFORE_COLOUR), (fa, labels[1], AFTER_COLOUR))):
@@ -308,7 +309,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     mb, ma = keypoint_mre(b), keypoint_mre(a)
     for j, (m, lab, col) in enumerate(((mb, labels[0], BEFORE_COLOUR), (ma, labels[1], AFTER_COLOUR))):
         vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
-        ax.bar(x + (j - 0.5) * w, [_num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
+        ax.bar(x + (j - 0.5) * w, [num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
     _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
     _figure_legend(fig, axes)
     ax.set_xlabel("keypoint")
@@ -338,7 +339,7 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
     attr = _attributes(doc, attribute)[0] if attribute is not None else doc.get("attributes", [None])[0]
     recs = {str(r.get("keypoint")): r for r in doc["per_keypoint"] if r.get("attribute") == attr}
     if keypoints is None:
-        ranked = sorted(recs.values(), key=lambda r: -_num(r.get("dp")) if not math.isnan(_num(r.get("dp"))) else 1)
+        ranked = sorted(recs.values(), key=lambda r: -num(r.get("dp")) if not math.isnan(num(r.get("dp"))) else 1)
         chosen = [r.get("keypoint") for r in ranked[:top]]
     else:
         chosen = list(keypoints)
@@ -361,19 +362,19 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
             ax.set_visible(False)
             continue
         rec = recs[str(chosen[i])]
-        by_thr = rec.get("sdr_by_threshold") or {thr_key(thresholds[0]): rec.get("sdr_by_group") or {}}
+        by_thr = rec.get("sdr_by_threshold") or {threshold_key(thresholds[0]): rec.get("sdr_by_group") or {}}
         for g in groups:
-            ys = [_num((by_thr.get(thr_key(t)) or {}).get(g)) for t in thresholds]
+            ys = [num((by_thr.get(threshold_key(t)) or {}).get(g)) for t in thresholds]
             if all(math.isnan(y) for y in ys):
                 continue
             ax.plot(thresholds, ys, marker="o", markersize=4, linewidth=1.5, color=colours[g], label=str(g))
-        ax.set_title(f"keypoint {chosen[i]} · DP {_num(rec.get('dp')):.3f}" + (" *" if rec.get("significant") else ""),
+        ax.set_title(f"keypoint {chosen[i]} · DP {num(rec.get('dp')):.3f}" + (" *" if rec.get("significant") else ""),
                      fontsize=9)
         ax.set_xlabel(f"threshold ({unit})", fontsize=8)
         ax.set_ylim(-0.02, 1.02)
         if len(thresholds) > 0:
             ax.set_xticks(thresholds)
-            ax.set_xticklabels([thr_key(t) for t in thresholds], fontsize=8)
+            ax.set_xticklabels([threshold_key(t) for t in thresholds], fontsize=8)
         ax.grid(color="#e6e6e6", linewidth=0.8)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)

@@ -28,418 +28,26 @@ False
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
-import pandas as pd
 
+from fairlandmark.document import (has_significance, keypoint_frame, keypoint_mre, load_audit,
+                                   overall_row, privacy_records, summary_row, top_gaps)
 from fairlandmark.exceptions import InputError
+from fairlandmark.files import write_text_output
+from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, num, threshold_key
+from fairlandmark.render.markdown import (MSG_TOP, accuracy_rows, gap_rows, headline, significance_note, summary_rows,
+                                          to_markdown, write_markdown)
 
 __all__ = [
     "load_audit", "keypoint_frame", "keypoint_mre", "has_significance", "to_markdown", "to_html",
-    "write_html", "write_markdown", "SUPPORTED_SCHEMA",
+    "write_html", "write_markdown",
 ]
 
-SUPPORTED_SCHEMA = "1"  # major version this module reads
 
-MSG_NOT_FOUND = "{what} {path}: file not found; give the JSON written by `fairlandmark audit --json PATH`"
-MSG_NOT_JSON = "{what} {path}: not valid JSON ({error}); give the file written by `fairlandmark audit --json PATH`"
-MSG_NOT_AUDIT = ("{what} {path}: not a fairlandmark audit (no '{key}' key); "
-                 "give the file written by `fairlandmark audit --json PATH`")
-MSG_SCHEMA = ("{what} {path}: schema_version {version!r} is not supported (this fairlandmark reads {supported}.x); "
-              "re-run the audit with this version")
-MSG_BAD_SOURCE = "{what}: expected a path, a dict or an AuditResult, got {type}"
-MSG_TOP = "top: must be an integer >= 1, got {value!r}"
-
-_REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
-
-
-# -- the audit document --------------------------------------------------------------------------------------
-def load_audit(source, *, what="audit"):
-    """Return the audit document (a dict) from a path, a dict or an AuditResult.
-
-    Parameters
-    ----------
-    source : str, os.PathLike, dict or AuditResult
-        The JSON file written by ``fairlandmark audit --json``, its parsed
-        dict, or the result object itself.
-    what : str, default "audit"
-        How the source is named in error messages (e.g. "baseline").
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    InputError
-        Missing file, invalid JSON, not an audit, or an unsupported schema.
-
-    Examples
-    --------
-    >>> load_audit({"schema_version": "1.0", "per_keypoint": [], "attributes": [], "keypoints": []})["schema_version"]
-    '1.0'
-    """
-    path = "(dict)"
-    if hasattr(source, "to_dict") and not isinstance(source, Mapping):
-        doc = source.to_dict()
-    elif isinstance(source, Mapping):
-        doc = dict(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                doc = json.load(handle)
-        except FileNotFoundError:
-            raise InputError(MSG_NOT_FOUND.format(what=what, path=path)) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(MSG_NOT_JSON.format(what=what, path=path, error=str(exc).splitlines()[0])) from None
-    else:
-        raise InputError(MSG_BAD_SOURCE.format(what=what, type=type(source).__name__))
-    if not isinstance(doc, Mapping):
-        raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key="schema_version"))
-    for key in _REQUIRED:
-        if key not in doc:
-            raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key=key))
-    version = str(doc["schema_version"])
-    if version.split(".")[0] != SUPPORTED_SCHEMA:
-        raise InputError(MSG_SCHEMA.format(what=what, path=path, version=version, supported=SUPPORTED_SCHEMA))
-    doc.setdefault("_source", path)
-    return doc
-
-
-def _num(value):
-    """Float or NaN (None and non-numbers become NaN)."""
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _isnan(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def has_significance(doc):
-    """True when the audit carries permutation p-values."""
-    return any(rec.get("p_value") is not None for rec in doc.get("per_keypoint", []))
-
-
-def _record_mre(rec):
-    """Per-keypoint MRE over all images of a record, and its std if the audit gives one.
-
-    Uses the record's ``mre`` when present, otherwise the mean of the group
-    MREs weighted by the number of predictions present in each group.
-    """
-    if rec.get("mre") is not None:
-        return _num(rec["mre"]), _num(rec.get("mre_std"))
-    total = weight = 0.0
-    n_by, miss_by = rec.get("n_by_group") or {}, rec.get("n_missing_by_group") or {}
-    for group, value in (rec.get("mre_by_group") or {}).items():
-        v = _num(value)
-        w = _num(n_by.get(group, 1)) - _num(miss_by.get(group, 0) or 0)
-        if math.isnan(v) or math.isnan(w) or w <= 0:
-            continue
-        total += v * w
-        weight += w
-    return (total / weight if weight else math.nan), math.nan
-
-
-def keypoint_frame(doc):
-    """One tidy row per (attribute, keypoint) from the audit document.
-
-    Columns: ``attribute, keypoint, family, dp, dp_std, dp_low, dp_high,
-    baseline_mean, baseline_std, p_value, p_adjusted, significant, pair,
-    mre, mre_gap, mre_gap_p_adjusted``. Significance columns are NaN (and
-    ``significant`` False) when the audit has none.
-
-    Examples
-    --------
-    >>> doc = {"per_keypoint": [{"attribute": "sex", "keypoint": 1, "dp": 0.1, "pair": ["F", "M"],
-    ...        "mre_by_group": {"F": 1.0, "M": 3.0}, "n_by_group": {"F": 1, "M": 3}}]}
-    >>> float(keypoint_frame(doc)["mre"].iloc[0])
-    2.5
-    """
-    rows = []
-    for rec in doc.get("per_keypoint", []):
-        ci = rec.get("dp_ci") or [None, None]
-        mre, mre_std = _record_mre(rec)
-        pair = rec.get("pair")
-        rows.append({
-            "attribute": rec.get("attribute"), "keypoint": rec.get("keypoint"), "family": rec.get("family") or "",
-            "dp": _num(rec.get("dp")), "dp_std": _num(rec.get("dp_std")),
-            "dp_low": _num(ci[0]), "dp_high": _num(ci[1]),
-            "baseline_mean": _num(rec.get("baseline_mean")), "baseline_std": _num(rec.get("baseline_std")),
-            "p_value": _num(rec.get("p_value")), "p_adjusted": _num(rec.get("p_adjusted")),
-            "significant": bool(rec.get("significant") or False),
-            "pair": " vs ".join(str(p) for p in pair) if pair else "",
-            "mre": mre, "mre_std": mre_std,
-            "mre_gap": _num(rec.get("mre_gap")), "mre_gap_p_adjusted": _num(rec.get("mre_gap_p_adjusted")),
-        })
-    columns = ["attribute", "keypoint", "family", "dp", "dp_std", "dp_low", "dp_high", "baseline_mean",
-               "baseline_std", "p_value", "p_adjusted", "significant", "pair", "mre", "mre_std", "mre_gap",
-               "mre_gap_p_adjusted"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def keypoint_mre(doc):
-    """Per-keypoint MRE over all images (one row per keypoint, in audit order).
-
-    Taken from the first single attribute of the audit (every attribute
-    covers every image, so any one gives the same keypoint MRE).
-    """
-    frame = keypoint_frame(doc)
-    if frame.empty:
-        return frame[["keypoint", "family", "mre", "mre_std"]]
-    attrs = [a for a in doc.get("attributes", []) if "&" not in str(a)] or list(frame["attribute"].unique())
-    sub = frame[frame["attribute"] == attrs[0]]
-    return sub[["keypoint", "family", "mre", "mre_std"]].reset_index(drop=True)
-
-
-def overall_row(doc, family="all"):
-    """The ``overall`` record of one family (``{}`` if absent)."""
-    for row in doc.get("overall") or []:
-        if row.get("family") == family:
-            return row
-    return {}
-
-
-def summary_row(doc, attribute, family="all"):
-    for row in doc.get("summary") or []:
-        if row.get("attribute") == attribute and row.get("family") == family:
-            return row
-    return {}
-
-
-def thr_key(value):
-    """The key of a threshold in the JSON (``2.0`` -> ``"2"``)."""
-    return f"{float(value):g}"
-
-
-def privacy_records(doc):
-    """Flatten the optional ``privacy`` block into records with an ``attribute``.
-
-    Accepts ``{"attributes": {name: {...}}}``, ``{name: {...}}``, a list of
-    records, or a single record; returns the records that carry a
-    ``balanced_accuracy``.
-    """
-    block = doc.get("privacy")
-    out = []
-
-    def visit(obj, name=None):
-        if isinstance(obj, Mapping):
-            if "balanced_accuracy" in obj:
-                rec = dict(obj)
-                rec.setdefault("attribute", name)
-                out.append(rec)
-                return
-            for key, value in obj.items():
-                if isinstance(value, (Mapping, list)):
-                    visit(value, key if name is None or key not in ("attributes", "results") else name)
-        elif isinstance(obj, list):
-            for item in obj:
-                visit(item, name)
-
-    if block:
-        visit(block)
-    return out
-
-
-# -- formatting ----------------------------------------------------------------------------------------------
-def fmt(value, digits=3):
-    v = _num(value) if not isinstance(value, str) else value
-    if isinstance(v, str):
-        return v
-    return "-" if math.isnan(v) else f"{v:.{digits}f}"
-
-
-def fmt_pm(mean, std, digits=3):
-    return fmt(mean, digits) if math.isnan(_num(std)) else f"{fmt(mean, digits)} ± {fmt(std, digits)}"
-
-
-def fmt_p(p):
-    p = _num(p)
-    if math.isnan(p):
-        return "-"
-    return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
-
-
-def fmt_pct(value, digits=1):
-    v = _num(value)
-    return "-" if math.isnan(v) else f"{100 * v:.{digits}f}%"
-
-
-def _sig_note(doc):
-    s = doc.get("significance") or {}
-    if not s:
-        return ""
-    alpha = s.get("alpha", 0.05)
-    return (f"adjusted p < {alpha:g} ({s.get('correction', '?')}); {s.get('permutations', '?')} permutations, "
-            f"{s.get('bootstrap', '?')} bootstrap resamples, {int(round(100 * _num(s.get('ci', 0.95))))}% intervals, "
-            f"seed {s.get('seed', '?')}")
-
-
-def _headline(doc):
-    n_att = len([a for a in doc.get("attributes", [])])
-    return (f"{n_att} attribute{'s' if n_att != 1 else ''}, {len(doc.get('keypoints', []))} keypoints, "
-            f"{doc.get('n_images', '?')} images, {doc.get('n_runs', '?')} run(s), unit {doc.get('unit', '?')}")
-
-
-def top_gaps(doc, top=5):
-    """The ``top`` (attribute, keypoint) rows with the largest DP."""
-    frame = keypoint_frame(doc)
-    return frame.dropna(subset=["dp"]).sort_values("dp", ascending=False, kind="stable").head(top)
-
-
-# -- Markdown ------------------------------------------------------------------------------------------------
-def _md_escape(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(header, rows):
-    """A GitHub-flavoured Markdown table."""
-    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _accuracy_rows(doc):
-    unit, thresholds = doc.get("unit", ""), doc.get("thresholds", [])
-    header = ["keypoints", f"MRE ({unit})"] + [f"SDR@{thr_key(t)}{unit}" for t in thresholds] + ["missing"]
-    rows = []
-    for row in doc.get("overall") or []:
-        rows.append([row.get("family"), fmt_pm(row.get("mre"), row.get("mre_std"), 2)]
-                    + [fmt_pm(row.get(f"sdr_{thr_key(t)}"), row.get(f"sdr_{thr_key(t)}_std"))
-                       for t in thresholds]
-                    + [f"{row.get('n_missing', 0)} / {row.get('n_predictions', '?')}"])
-    return header, rows
-
-
-def _summary_rows(doc, frame):
-    sig = has_significance(doc)
-    header = ["attribute", "family", "mean DP", "max DP", "at keypoint"] + (["significant keypoints"] if sig else [])
-    rows = []
-    for row in doc.get("summary") or []:
-        cells = [row.get("attribute"), row.get("family"), fmt_pm(row.get("mean_dp"), row.get("mean_dp_std")),
-                 fmt(row.get("max_dp")), str(row.get("max_dp_keypoint", "-"))]
-        if sig:
-            sub = frame[frame["attribute"] == row.get("attribute")]
-            if row.get("family") not in (None, "all"):
-                sub = sub[sub["family"] == row.get("family")]
-            cells.append(f"{int(sub['significant'].sum())} / {len(sub)}")
-        rows.append(cells)
-    return header, rows
-
-
-def _gap_rows(doc, gaps):
-    sig = has_significance(doc)
-    header = ["attribute", "keypoint", "DP", "pair (high vs low SDR)", f"MRE ({doc.get('unit', '')})"]
-    if sig:
-        header += ["baseline", "p adj", "significant"]
-    rows = []
-    for r in gaps.to_dict("records"):
-        cells = [r["attribute"], str(r["keypoint"]), fmt_pm(r["dp"], r["dp_std"]), r["pair"] or "-", fmt(r["mre"], 2)]
-        if sig:
-            cells += [fmt_pm(r["baseline_mean"], r["baseline_std"]), fmt_p(r["p_adjusted"]),
-                      "yes" if r["significant"] else "no"]
-        rows.append(cells)
-    return header, rows
-
-
-def _privacy_lines(doc):
-    block = doc.get("privacy")
-    if not block:
-        return []
-    lines = []
-    if isinstance(block, Mapping) and block.get("risk_line"):
-        lines.append(str(block["risk_line"]))
-    for rec in privacy_records(doc):
-        if rec.get("risk_line"):
-            lines.append(str(rec["risk_line"]))
-        else:
-            lines.append(f"{rec.get('attribute') or 'attribute'}: balanced accuracy "
-                         f"{fmt(rec.get('balanced_accuracy'))} (chance {fmt(rec.get('chance'))}, "
-                         f"p {fmt_p(rec.get('p_value'))})")
-    return lines
-
-
-def to_markdown(source, *, title=None, top=5, details=True):
-    """A Markdown summary of an audit, for a PR comment or a CI job summary.
-
-    Parameters
-    ----------
-    source : path, dict or AuditResult
-    title : str, optional
-        Heading; default names the audit's size.
-    top : int, default 5
-        How many of the largest keypoint gaps to list.
-    details : bool, default True
-        Add collapsible ``<details>`` with accuracy per family and warnings.
-
-    Returns
-    -------
-    str
-    """
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise InputError(MSG_TOP.format(value=top))
-    doc = load_audit(source)
-    frame = keypoint_frame(doc)
-    unit = doc.get("unit", "")
-    out = [f"## {title or 'fairlandmark audit'}", "", f"_{_headline(doc)}_", ""]
-    if unit == "px":
-        out += ["> No pixel-to-mm scale was given: errors and thresholds are in pixels.", ""]
-    allrow = overall_row(doc)
-    if allrow:
-        thr = doc.get("primary_threshold", (doc.get("thresholds") or [None])[0])
-        out += [f"**Accuracy:** MRE {fmt_pm(allrow.get('mre'), allrow.get('mre_std'), 2)} {unit}, "
-                f"SDR@{thr_key(thr)}{unit} {fmt_pct(allrow.get(f'sdr_{thr_key(thr)}'))}", ""]
-    header, rows = _summary_rows(doc, frame)
-    out += ["**Demographic parity (DP) over keypoints**", "", md_table(header, rows), ""]
-    gaps = top_gaps(doc, top)
-    if len(gaps):
-        header, rows = _gap_rows(doc, gaps)
-        out += [f"**Largest gaps** (top {len(gaps)})", "", md_table(header, rows), ""]
-    if has_significance(doc):
-        sig = frame[frame["significant"]]
-        out += [f"**Significance:** {len(sig)} of {len(frame)} keypoint x attribute tests significant "
-                f"({_sig_note(doc)}).", ""]
-    else:
-        out += ["_No significance computed: run the audit with `--permutations` for p-values._", ""]
-    privacy = _privacy_lines(doc)
-    if privacy:
-        out += ["**Privacy (attribute inference)**", ""] + [f"- {line}" for line in privacy] + [""]
-    if details:
-        header, rows = _accuracy_rows(doc)
-        out += ["<details><summary>Accuracy by family</summary>", "", md_table(header, rows), "", "</details>", ""]
-        warns = doc.get("warnings") or []
-        if warns:
-            out += [f"<details><summary>{len(warns)} warning(s)</summary>", ""]
-            out += [f"- {_md_escape(w)}" for w in warns] + ["", "</details>", ""]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def write_markdown(source, path, **options):
-    """Write :func:`to_markdown` to ``path`` atomically (``"-"`` prints it)."""
-    text = to_markdown(source, **options)
-    _write_text(path, text)
-    return text
-
-
-def _write_text(path, text):
-    if path == "-":
-        import sys
-
-        sys.stdout.write(text)
-        return
-    from fairlandmark.files import atomic_write_text
-
-    atomic_write_text(path, text)
 
 
 # -- HTML ----------------------------------------------------------------------------------------------------
@@ -493,7 +101,7 @@ def _html_table(header, rows, *, left=1, row_classes=None, cell_styles=None):
 
 
 def _heat(value, vmax):
-    v = _num(value)
+    v = num(value)
     if math.isnan(v) or not vmax or vmax <= 0:
         return ""
     alpha = max(0.0, min(1.0, v / vmax)) * 0.55
@@ -554,7 +162,7 @@ def _privacy_html(doc):
     for rec in recs:
         if rec.get("risk_line"):
             leak = rec.get("leak")
-            cls = "risk" if leak or (leak is None and _num(rec.get("p_value")) < 0.05) else "note"
+            cls = "risk" if leak or (leak is None and num(rec.get("p_value")) < 0.05) else "note"
             parts.append(f'<div class="{cls}">{_e(rec["risk_line"])}</div>')
     header = ["attribute", "analysis", "balanced accuracy", "chance", "p", "leak", "top keypoints"]
     rows = []
@@ -583,7 +191,7 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
     groups = [g["group"] for g in doc.get("groups") or [] if g.get("attribute") == attribute]
     for r in recs:
         groups += [g for g in (r.get("sdr_by_group") or {}) if g not in groups]
-    unit, thr = doc.get("unit", ""), thr_key(doc.get("primary_threshold", 2.0))
+    unit, thr = doc.get("unit", ""), threshold_key(doc.get("primary_threshold", 2.0))
     sig = has_significance(doc)
     has_fam = any(r.get("family") for r in recs)
     header = ["keypoint"] + (["family"] if has_fam else []) + [f"SDR@{thr} {g}" for g in groups] \
@@ -646,15 +254,15 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         require_matplotlib()
     frame = keypoint_frame(doc)
     unit = doc.get("unit", "")
-    thr = thr_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
+    thr = threshold_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
     vmax = float(frame["dp"].max()) if frame["dp"].notna().any() else 0.0
     sig = has_significance(doc)
     title = title or "fairlandmark audit report"
     tool = doc.get("tool") or {}
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     P = []
-    P.append(f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(_headline(doc))} · thresholds "
-             f"{_e(', '.join(thr_key(t) for t in doc.get('thresholds', [])))} {_e(unit)} · "
+    P.append(f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(headline(doc))} · thresholds "
+             f"{_e(', '.join(threshold_key(t) for t in doc.get('thresholds', [])))} {_e(unit)} · "
              f"min group size {_e(doc.get('min_group_size', '-'))}</p>")
     if unit == "px":
         P.append('<div class="note">No pixel-to-mm scale was given: errors and thresholds are in pixels.</div>')
@@ -663,7 +271,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
     allrow = overall_row(doc)
     cards = []
     if allrow:
-        spread = "" if math.isnan(_num(allrow.get("mre_std"))) else f"± {fmt(allrow.get('mre_std'), 2)} over runs"
+        spread = "" if math.isnan(num(allrow.get("mre_std"))) else f"± {fmt(allrow.get('mre_std'), 2)} over runs"
         cards.append(("overall MRE", f"{fmt(allrow.get('mre'), 2)} {unit}", spread))
         cards.append((f"SDR@{thr}{unit}", fmt_pct(allrow.get(f"sdr_{thr}")), ""))
     for a in doc.get("attributes", []):
@@ -679,9 +287,9 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
         for k, v, n in cards) + "</div>")
 
     P.append("<h2>Summary</h2>")
-    header, rows = _summary_rows(doc, frame)
+    header, rows = summary_rows(doc, frame)
     P.append("<h3>Demographic parity over keypoints</h3>" + _html_table(header, rows, left=2))
-    header, rows = _accuracy_rows(doc)
+    header, rows = accuracy_rows(doc)
     P.append("<h3>Accuracy (mean ± std over runs)</h3>" + _html_table(header, rows))
     grows = [[g.get("attribute"), g.get("group"), g.get("n_images", "-"), g.get("n_images_min_run", "-"),
               "yes" if g.get("in_dp", True) else "no (too small)"] for g in doc.get("groups") or []]
@@ -690,7 +298,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
                                                  grows, left=2))
     gaps = top_gaps(doc, top)
     if len(gaps):
-        header, rows = _gap_rows(doc, gaps)
+        header, rows = gap_rows(doc, gaps)
         P.append(f"<h3>Largest gaps (top {len(gaps)})</h3>" + _html_table(
             header, rows, left=2, row_classes=["sig" if s else "" for s in gaps["significant"]]))
 
@@ -721,11 +329,11 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
 
     P.append("<h2>Significance</h2>")
     if sig:
-        P.append(f"<p>{_e(_sig_note(doc))}. The baseline is the DP obtained when each image's attribute is exchanged "
+        P.append(f"<p>{_e(significance_note(doc))}. The baseline is the DP obtained when each image's attribute is exchanged "
                  "at random with probability 0.5 (mean ± std over repeats).</p>")
         sig_rows = frame[frame["significant"]].sort_values("p_adjusted", kind="stable")
         if len(sig_rows):
-            header, rows = _gap_rows(doc, sig_rows)
+            header, rows = gap_rows(doc, sig_rows)
             P.append(_html_table(header, rows, left=2))
         else:
             P.append("<p>No keypoint × attribute gap is significant after correction.</p>")
@@ -758,5 +366,5 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
 def write_html(source, path, **options):
     """Write :func:`to_html` to ``path`` atomically; returns the HTML."""
     text = to_html(source, **options)
-    _write_text(path, text)
+    write_text_output(path, text)
     return text

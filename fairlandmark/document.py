@@ -1,0 +1,294 @@
+"""The audit document: the versioned JSON that ``fairlandmark audit --json`` writes.
+
+One reader for every consumer (reports, figures, compare, gate): :func:`load_audit`
+accepts a path, a dict or an :class:`~fairlandmark.audit.AuditResult`, checks the
+schema version and the types of the fields the readers rely on, and returns the
+dict. The tidy-frame helpers (:func:`keypoint_frame`, :func:`keypoint_mre`, ...)
+turn it into DataFrames. The significance fields (``p_value``, ``dp_ci``,
+``baseline_mean`` ...) and the ``privacy`` block are optional.
+
+Examples
+--------
+>>> doc = load_audit({"schema_version": "1.0", "per_keypoint": [], "attributes": [], "keypoints": []})
+>>> has_significance(doc)
+False
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from fairlandmark.exceptions import InputError
+from fairlandmark.formatting import num
+
+__all__ = [
+    "AuditDocument", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
+    "keypoint_frame", "keypoint_mre", "overall_row", "summary_row", "privacy_records", "top_gaps",
+]
+
+AuditDocument = dict[str, Any]
+"""An audit document: the parsed JSON (see docs/json_schema.md)."""
+
+SUPPORTED_SCHEMA = "1"  # major version this module reads
+
+MSG_NOT_FOUND = "{what} {path}: file not found; give the JSON written by `fairlandmark audit --json PATH`"
+MSG_NOT_JSON = "{what} {path}: not valid JSON ({error}); give the file written by `fairlandmark audit --json PATH`"
+MSG_NOT_AUDIT = ("{what} {path}: not a fairlandmark audit (no '{key}' key); "
+                 "give the file written by `fairlandmark audit --json PATH`")
+MSG_SCHEMA = ("{what} {path}: schema_version {version!r} is not supported (this fairlandmark reads {supported}.x); "
+              "re-run the audit with this version")
+MSG_BAD_SOURCE = "{what}: expected a path, a dict or an AuditResult, got {type}"
+MSG_NOT_READABLE = "{what} {path}: cannot be read ({reason}); check the path and its permissions"
+
+MSG_TOO_DEEP = "{what} {path}: the JSON is nested too deeply to be an audit; give the file written by `fairlandmark audit --json PATH`"
+MSG_FIELD_TYPE = ("{what} {path}: field {field!r} must be {expected}, got {got}; "
+                  "give an unmodified file written by `fairlandmark audit --json PATH`")
+MSG_RECORD_TYPE = ("{what} {path}: {field}[{index}] must be {expected}, got {got}; "
+                   "give an unmodified file written by `fairlandmark audit --json PATH`")
+
+# Fields that readers index into, and the JSON type each must have when present.
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "schema_version": ((str, int, float), "a version string"),
+    "per_keypoint": (list, "a list of records"),
+    "attributes": (list, "a list of attribute names"),
+    "keypoints": (list, "a list of keypoints"),
+    "thresholds": (list, "a list of numbers"),
+    "overall": (list, "a list of records"),
+    "summary": (list, "a list of records"),
+    "per_group": (list, "a list of records"),
+    "warnings": (list, "a list of strings"),
+    "significance": (dict, "an object"),
+    "unit": (str, "a string"),
+}
+_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group")
+
+_REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
+
+
+
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str = "(dict)") -> AuditDocument:
+    """Check the structure every reader relies on; return the document as a dict.
+
+    Raises :class:`InputError` naming the first field of the wrong type, so a
+    hand-edited or truncated document gets one clear line instead of a crash
+    deep inside a report.
+
+    Examples
+    --------
+    >>> validate_document({"schema_version": "1.0", "per_keypoint": "x", "attributes": [], "keypoints": []})
+    Traceback (most recent call last):
+    ...
+    fairlandmark.exceptions.InputError: audit (dict): field 'per_keypoint' must be a list of records, got a string; give an unmodified file written by `fairlandmark audit --json PATH`
+    """
+    if not isinstance(doc, Mapping):
+        raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key="schema_version"))
+    for key in _REQUIRED:
+        if key not in doc:
+            raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key=key))
+    for key, (types, expected) in _FIELD_TYPES.items():
+        value = doc.get(key)
+        if value is None and key not in _REQUIRED:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise InputError(MSG_FIELD_TYPE.format(what=what, path=path, field=key, expected=expected,
+                                                   got=_json_type(value)))
+    for key in _RECORD_LISTS:
+        for i, rec in enumerate(doc.get(key) or []):
+            if not isinstance(rec, Mapping):
+                raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
+                                                        expected="an object", got=_json_type(rec)))
+    for i, name in enumerate(doc["attributes"]):
+        if not isinstance(name, str):
+            raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="attributes", index=i,
+                                                    expected="a string", got=_json_type(name)))
+    version = str(doc["schema_version"])
+    if version.split(".")[0] != SUPPORTED_SCHEMA:
+        raise InputError(MSG_SCHEMA.format(what=what, path=path, version=version, supported=SUPPORTED_SCHEMA))
+    return dict(doc)
+
+
+def load_audit(source: object, *, what: str = "audit") -> AuditDocument:
+    """Return the audit document (a dict) from a path, a dict or an AuditResult.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, dict or AuditResult
+        The JSON file written by ``fairlandmark audit --json``, its parsed
+        dict, or the result object itself.
+    what : str, default "audit"
+        How the source is named in error messages (e.g. "baseline").
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InputError
+        Missing file, invalid JSON, not an audit, or an unsupported schema.
+
+    Examples
+    --------
+    >>> load_audit({"schema_version": "1.0", "per_keypoint": [], "attributes": [], "keypoints": []})["schema_version"]
+    '1.0'
+    """
+    path = "(dict)"
+    if hasattr(source, "to_dict") and not isinstance(source, Mapping):
+        doc = source.to_dict()
+    elif isinstance(source, Mapping):
+        doc = dict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                doc = json.load(handle)
+        except FileNotFoundError:
+            raise InputError(MSG_NOT_FOUND.format(what=what, path=path)) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(MSG_NOT_JSON.format(what=what, path=path, error=str(exc).splitlines()[0])) from None
+        except RecursionError:
+            raise InputError(MSG_TOO_DEEP.format(what=what, path=path)) from None
+        except OSError as exc:
+            raise InputError(MSG_NOT_READABLE.format(what=what, path=path, reason=exc.strerror or exc)) from None
+    else:
+        raise InputError(MSG_BAD_SOURCE.format(what=what, type=type(source).__name__))
+    doc = validate_document(doc, what=what, path=path)
+    doc.setdefault("_source", path)
+    return doc
+
+
+def has_significance(doc):
+    """True when the audit carries permutation p-values."""
+    return any(rec.get("p_value") is not None for rec in doc.get("per_keypoint", []))
+
+
+def _record_mre(rec):
+    """Per-keypoint MRE over all images of a record, and its std if the audit gives one.
+
+    Uses the record's ``mre`` when present, otherwise the mean of the group
+    MREs weighted by the number of predictions present in each group.
+    """
+    if rec.get("mre") is not None:
+        return num(rec["mre"]), num(rec.get("mre_std"))
+    total = weight = 0.0
+    n_by, miss_by = rec.get("n_by_group") or {}, rec.get("n_missing_by_group") or {}
+    for group, value in (rec.get("mre_by_group") or {}).items():
+        v = num(value)
+        w = num(n_by.get(group, 1)) - num(miss_by.get(group, 0) or 0)
+        if math.isnan(v) or math.isnan(w) or w <= 0:
+            continue
+        total += v * w
+        weight += w
+    return (total / weight if weight else math.nan), math.nan
+
+
+def keypoint_frame(doc):
+    """One tidy row per (attribute, keypoint) from the audit document.
+
+    Columns: ``attribute, keypoint, family, dp, dp_std, dp_low, dp_high,
+    baseline_mean, baseline_std, p_value, p_adjusted, significant, pair,
+    mre, mre_gap, mre_gap_p_adjusted``. Significance columns are NaN (and
+    ``significant`` False) when the audit has none.
+
+    Examples
+    --------
+    >>> doc = {"per_keypoint": [{"attribute": "sex", "keypoint": 1, "dp": 0.1, "pair": ["F", "M"],
+    ...        "mre_by_group": {"F": 1.0, "M": 3.0}, "n_by_group": {"F": 1, "M": 3}}]}
+    >>> float(keypoint_frame(doc)["mre"].iloc[0])
+    2.5
+    """
+    rows = []
+    for rec in doc.get("per_keypoint", []):
+        ci = rec.get("dp_ci") or [None, None]
+        mre, mre_std = _record_mre(rec)
+        pair = rec.get("pair")
+        rows.append({
+            "attribute": rec.get("attribute"), "keypoint": rec.get("keypoint"), "family": rec.get("family") or "",
+            "dp": num(rec.get("dp")), "dp_std": num(rec.get("dp_std")),
+            "dp_low": num(ci[0]), "dp_high": num(ci[1]),
+            "baseline_mean": num(rec.get("baseline_mean")), "baseline_std": num(rec.get("baseline_std")),
+            "p_value": num(rec.get("p_value")), "p_adjusted": num(rec.get("p_adjusted")),
+            "significant": bool(rec.get("significant") or False),
+            "pair": " vs ".join(str(p) for p in pair) if pair else "",
+            "mre": mre, "mre_std": mre_std,
+            "mre_gap": num(rec.get("mre_gap")), "mre_gap_p_adjusted": num(rec.get("mre_gap_p_adjusted")),
+        })
+    columns = ["attribute", "keypoint", "family", "dp", "dp_std", "dp_low", "dp_high", "baseline_mean",
+               "baseline_std", "p_value", "p_adjusted", "significant", "pair", "mre", "mre_std", "mre_gap",
+               "mre_gap_p_adjusted"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def keypoint_mre(doc):
+    """Per-keypoint MRE over all images (one row per keypoint, in audit order).
+
+    Taken from the first single attribute of the audit (every attribute
+    covers every image, so any one gives the same keypoint MRE).
+    """
+    frame = keypoint_frame(doc)
+    if frame.empty:
+        return frame[["keypoint", "family", "mre", "mre_std"]]
+    attrs = [a for a in doc.get("attributes", []) if "&" not in str(a)] or list(frame["attribute"].unique())
+    sub = frame[frame["attribute"] == attrs[0]]
+    return sub[["keypoint", "family", "mre", "mre_std"]].reset_index(drop=True)
+
+
+def overall_row(doc, family="all"):
+    """The ``overall`` record of one family (``{}`` if absent)."""
+    for row in doc.get("overall") or []:
+        if row.get("family") == family:
+            return row
+    return {}
+
+
+def summary_row(doc, attribute, family="all"):
+    for row in doc.get("summary") or []:
+        if row.get("attribute") == attribute and row.get("family") == family:
+            return row
+    return {}
+
+
+def privacy_records(doc):
+    """Flatten the optional ``privacy`` block into records with an ``attribute``.
+
+    Accepts ``{"attributes": {name: {...}}}``, ``{name: {...}}``, a list of
+    records, or a single record; returns the records that carry a
+    ``balanced_accuracy``.
+    """
+    block = doc.get("privacy")
+    out = []
+
+    def visit(obj, name=None):
+        if isinstance(obj, Mapping):
+            if "balanced_accuracy" in obj:
+                rec = dict(obj)
+                rec.setdefault("attribute", name)
+                out.append(rec)
+                return
+            for key, value in obj.items():
+                if isinstance(value, (Mapping, list)):
+                    visit(value, key if name is None or key not in ("attributes", "results") else name)
+        elif isinstance(obj, list):
+            for item in obj:
+                visit(item, name)
+
+    if block:
+        visit(block)
+    return out
+
+
+def top_gaps(doc, top=5):
+    """The ``top`` (attribute, keypoint) rows with the largest DP."""
+    frame = keypoint_frame(doc)
+    return frame.dropna(subset=["dp"]).sort_values("dp", ascending=False, kind="stable").head(top)
