@@ -77,12 +77,38 @@ def test_option_is_checked_and_named_in_the_settings():
     preds = pd.DataFrame({"image_id": np.repeat(ids, 2), "keypoint": np.tile([1, 2], 40),
                           "error_mm": rng.gamma(2.0, 1.0, 80)})
     meta = pd.DataFrame({"image_id": ids, "g": np.where(np.arange(40) % 2, "a", "b")})
-    with pytest.raises(InputError, match="permutation_test: must be one of fixed-model, refit"):
+    with pytest.raises(InputError, match="permutation_test: must be one of refit, fixed-model"):
         attribute_inference(preds, meta, target="g", permutation_test="exact")
     from fairlandmark.stats.privacy import default_estimator
 
     res = attribute_inference(preds, meta, target="g", n_permutations=30, n_repeats=1,
-                              estimator=default_estimator(n_estimators=5))
+                              estimator=default_estimator(n_estimators=5), permutation_test="fixed-model")
     doc = res.to_dict()
     assert doc["permutation_test"] == "fixed-model" and "fitted models fixed" in doc["permutation_test_description"]
     assert len(res.null_scores["all"]) == 30 and np.isfinite(res.null_scores["all"]).all()
+    with pytest.raises(InputError, match="stop_after: must be None or an integer >= 1"):
+        attribute_inference(preds, meta, target="g", stop_after=0)
+
+
+def test_refit_stops_early_on_null_data_with_the_besag_clifford_p_value():
+    import pandas as pd
+
+    from fairlandmark.stats.privacy import default_estimator
+
+    rng = np.random.default_rng(4)
+    ids = [f"i{j:02d}" for j in range(40)]
+    preds = pd.DataFrame({"image_id": np.repeat(ids, 2), "keypoint": np.tile([1, 2], 40),
+                          "error_mm": rng.gamma(2.0, 1.0, 80)})
+    meta = pd.DataFrame({"image_id": ids, "g": np.where(np.arange(40) % 2, "a", "b")})
+    kwargs = dict(target="g", n_permutations=60, n_repeats=1, estimator=default_estimator(n_estimators=5), seed=1)
+    full = attribute_inference(preds, meta, stop_after=None, **kwargs)
+    seq = attribute_inference(preds, meta, stop_after=3, **kwargs)
+    null_full, null_seq = full.null_scores["all"], seq.null_scores["all"]
+    observed = full.scores["balanced_accuracy"].iloc[0]
+    assert len(null_full) == 60
+    # The same draws in the same order; the sequential test stops at the 3rd score >= observed.
+    np.testing.assert_array_equal(null_seq, null_full[:len(null_seq)])
+    third = np.flatnonzero(null_full >= observed - 1e-12)[2] + 1
+    assert len(null_seq) == third < 60
+    assert seq.scores["p_value"].iloc[0] == pytest.approx(3 / third)
+    assert full.scores["p_value"].iloc[0] == pytest.approx((1 + np.sum(null_full >= observed - 1e-12)) / 61)

@@ -27,8 +27,8 @@ __all__ = ["ColumnTable", "EncodedColumn", "read_columns", "frame_columns", "fir
 # Strings pandas' CSV reader reads as missing by default; an id spelt so counts as empty with either reader.
 NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                         "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
-# Bytes of CSV parsed at a time (the streaming reader's block).
-CSV_BLOCK_BYTES = 8 << 20
+# Bytes of CSV parsed per read_csv call (one slice of the file in flight).
+CSV_BLOCK_BYTES = 64 << 20
 # Key spaces up to this many times the number of rows are counted with dense arrays; larger ones are sorted.
 _DENSE_FACTOR = 4
 
@@ -257,6 +257,40 @@ def frame_columns(frame: pd.DataFrame) -> ColumnTable:
                        series=lambda name: frame.iloc[:, names.index(name)])
 
 
+def _read_csv(src, header, stripped, id_columns, numeric_columns):
+    """The CSV's id and number columns, read in slices of CSV_BLOCK_BYTES, each parsed by read_csv's threads.
+
+    One slice in flight keeps the peak near the size of the table (reading the whole file at once costs
+    about four times that); every slice is parsed multi-threaded (the streaming reader is single-threaded).
+    Ids come out as dictionaries, numbers as float64 from the first line on: text in a number column raises
+    here, and pandas reads the file instead.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    wanted = [h for h, s in zip(header, stripped) if s in id_columns or s in numeric_columns]
+    types = {h: (pa.dictionary(pa.int32(), pa.string()) if s in id_columns else pa.float64())
+             for h, s in zip(header, stripped) if h in wanted}
+    read_options = pcsv.ReadOptions(column_names=header, use_threads=True)
+    parse_options = pcsv.ParseOptions(newlines_in_values=False)
+    convert_options = pcsv.ConvertOptions(column_types=types, include_columns=wanted,
+                                          null_values=sorted(NA_STRINGS), strings_can_be_null=True,
+                                          quoted_strings_can_be_null=True)
+    tables = []
+    with open(src, "rb") as handle:
+        handle.readline()  # the header, already read
+        while True:
+            data = handle.read(CSV_BLOCK_BYTES)
+            if not data:
+                break
+            data += handle.readline()  # up to the end of the slice's last line
+            tables.append(pcsv.read_csv(pa.py_buffer(data), read_options=read_options,
+                                        parse_options=parse_options, convert_options=convert_options))
+    if not tables:
+        return pa.table({h: pa.array([], type=types[h]) for h in wanted})
+    return pa.concat_tables(tables)
+
+
 def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns: tuple) -> ColumnTable | None:
     """Read a CSV or Parquet file with pyarrow; None when pandas must read it.
 
@@ -297,20 +331,7 @@ def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns:
             stripped = [h.strip() for h in header]
             if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
                 return None  # a repeated column: pandas' reader names it in the message
-            # Ids as dictionaries straight from the parser: no string per line is kept.
-            types = {h: pa.dictionary(pa.int32(), pa.string()) for h, s in zip(header, stripped) if s in id_columns}
-            # The streaming reader holds one block in flight: about a quarter of read_csv's peak memory, as fast.
-            # Types are inferred from the first block; a later block that does not fit (text in a number
-            # column) raises here, and pandas reads the file instead.
-            reader = pcsv.open_csv(
-                src,
-                read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                parse_options=pcsv.ParseOptions(newlines_in_values=False),
-                convert_options=pcsv.ConvertOptions(column_types=types, null_values=sorted(NA_STRINGS),
-                                                    strings_can_be_null=True, quoted_strings_can_be_null=True),
-            )
-            with reader:
-                table = pa.Table.from_batches(list(reader), schema=reader.schema)
+            table = _read_csv(src, header, stripped, id_columns, numeric_columns)
             na_strings = NA_STRINGS  # pandas reads these as missing, after skipping leading spaces
     except (pa.ArrowException, OSError, ValueError):
         return None
@@ -320,4 +341,7 @@ def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns:
     for name, col in zip(names, table.columns):
         if name in numeric_columns and _arrow_numbers(col.slice(0, 0)) is None:
             return None
-    return _table_columns(table, na_strings)
+    cols = _table_columns(table, na_strings)
+    if ext not in (".parquet", ".pq"):
+        cols.names = stripped  # every column of the file, for messages; only the needed ones were parsed
+    return cols

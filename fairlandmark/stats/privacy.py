@@ -69,6 +69,8 @@ __all__ = [
     "RUNS_POLICY",
     "PERMUTATION_TESTS",
     "fixed_model_null",
+    "besag_clifford_pvalue",
+    "DEFAULT_STOP_AFTER",
     "balanced_accuracy_by_image",
 ]
 
@@ -115,18 +117,25 @@ MSG_TOO_FEW_FOR_TWO = (
 )
 MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
 MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r}"
+MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
 
-# "fixed-model": the forests fitted on the true labels stay fixed and the held-out labels are permuted between
-# the test images of each fold (no refit; docs/privacy.md, "The permutation test"). "refit": every permutation
-# refits the whole cross-validation (the test of scikit-learn's permutation_test_score; 1000x the cost).
-PERMUTATION_TESTS = ("fixed-model", "refit")
+# "refit" (default): every permutation refits the whole cross-validation (the test of scikit-learn's
+# permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
+# stay fixed and the held-out labels are permuted between the test images of each fold: no refit, but mildly
+# anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
+PERMUTATION_TESTS = ("refit", "fixed-model")
 PERMUTATION_TEST_TEXT = {
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
-    "refit": "labels permuted between images and the whole cross-validation refitted for each permutation",
+    "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
+              "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
 # Scores of a permuted labelling equal to the observed one count as ">=" (ties up to rounding).
 _TIE = 1e-12
+# Besag-Clifford: the refit test of an analysis stops once this many permuted scores reached the observed one.
+DEFAULT_STOP_AFTER = 10
+# Refit permutations run in rounds of this many per analysis between stopping checks.
+_REFIT_ROUND = 20
 
 
 # -- inputs ---------------------------------------------------------------------
@@ -367,6 +376,73 @@ def fixed_model_null(folds, test_predictions, y, image_of_row, n_permutations, r
     return null / len(folds), observed / len(folds)
 
 
+def besag_clifford_pvalue(null, observed, n_permutations, stop_after):
+    """Sequential Monte-Carlo p-value (Besag & Clifford, 1991) of ``observed`` against ``null`` in draw order.
+
+    If the ``stop_after``-th null score ``>= observed`` comes at draw ``L``, the
+    p-value is ``stop_after / L`` (the draws after ``L`` are not needed);
+    otherwise, after all ``n_permutations`` draws with ``k`` such scores, it is
+    the usual ``(1 + k) / (1 + n_permutations)``. Both are valid p-values.
+
+    Returns
+    -------
+    p : float
+    n_used : int
+        Draws the p-value rests on.
+    stopped : bool
+        Whether it stopped early.
+
+    Examples
+    --------
+    >>> besag_clifford_pvalue(np.array([0.9, 0.1, 0.8, 0.7]), 0.6, 4, stop_after=2)
+    (0.6666666666666666, 3, True)
+    >>> besag_clifford_pvalue(np.array([0.1, 0.2, 0.3]), 0.6, 3, stop_after=2)
+    (0.25, 3, False)
+    """
+    hits = np.flatnonzero(np.asarray(null) >= observed - _TIE)
+    if stop_after is not None and len(hits) >= stop_after:
+        n_used = int(hits[stop_after - 1]) + 1
+        return stop_after / n_used, n_used, True
+    return (1.0 + len(hits)) / (1.0 + n_permutations), len(null), False
+
+
+def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names):
+    """Refit permutations in rounds; an analysis stops once its p-value is clearly above alpha (Besag-Clifford).
+
+    Permutation p of analysis li is always the p-th draw of ``default_rng([seed, li])``, and the rounds do not
+    depend on ``n_jobs``, so the result is the same for any number of workers.
+    """
+    streams = {li: np.random.default_rng([seed, li]) for li in range(len(levels))}
+    observed = {li: float(np.mean([f["balanced_accuracy"] for f in lev.fold_scores])) for li, lev in enumerate(levels)}
+    drawn = {li: 0 for li in range(len(levels))}
+    active = set(drawn)
+    while active:
+        tasks, owners = [], []
+        for li in sorted(active):
+            lev = levels[li]
+            for p in range(drawn[li], min(n_permutations, drawn[li] + _REFIT_ROUND)):
+                y_perm = streams[li].permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
+                tasks.append((_null_score, (pipeline, lev.X, y_perm, lev.folds)))
+                owners.append((li, p))
+
+        def done(i, result):
+            li, p = owners[i]
+            levels[li].null[p] = result
+            bar.advance(names[li, "null"])
+
+        _run_tasks(tasks, n_jobs, done)
+        for li in sorted(active):
+            lev = levels[li]
+            drawn[li] = min(n_permutations, drawn[li] + _REFIT_ROUND)
+            p, n_used, stopped = besag_clifford_pvalue(lev.null[:drawn[li]], observed[li], n_permutations,
+                                                       stop_after)
+            if stopped or drawn[li] >= n_permutations:
+                lev.null = lev.null[:n_used]
+                lev.p_value = p
+                bar.advance(names[li, "null"], n_permutations - drawn[li])
+                active.discard(li)
+
+
 # -- progress -------------------------------------------------------------------
 
 
@@ -429,6 +505,8 @@ class _Level:
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
     null: np.ndarray = None
+    X: np.ndarray = None  # features of the rows
+    p_value: float | None = None  # set by the sequential refit test
     observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
 
 
@@ -474,7 +552,7 @@ def _levels(study, target, within, n_splits):
 def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
                         n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
                         progress=None, spacing_mm=None, wrist_width=None, bins=None,
-                        permutation_test="fixed-model"):
+                        permutation_test="refit", stop_after=DEFAULT_STOP_AFTER):
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -508,13 +586,17 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins
         As in :func:`fairlandmark.audit`.
-    permutation_test : {"fixed-model", "refit"}, default "fixed-model"
-        "fixed-model": the fitted models stay fixed and the held-out labels
-        are permuted between the test images of each fold (no refit: seconds).
+    permutation_test : {"refit", "fixed-model"}, default "refit"
         "refit": each permutation refits the whole cross-validation, as
-        scikit-learn's ``permutation_test_score`` (minutes to hours). Both are
-        valid tests of "the errors carry no information on the target";
-        docs/privacy.md shows their type-I error and power.
+        scikit-learn's ``permutation_test_score``. "fixed-model": the fitted
+        models stay fixed and the held-out labels are permuted between the
+        test images of each fold (no refit: seconds), a fast screen that is
+        mildly anti-conservative (docs/privacy.md), so not the default.
+    stop_after : int or None, default 10
+        Refit test only: stop an analysis once this many permuted scores
+        reached the observed one (Besag-Clifford; its p-value is then
+        ``stop_after / draws``, clearly above alpha). None runs all
+        permutations.
 
     Returns
     -------
@@ -538,6 +620,8 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     1
     """
     _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator, permutation_test)
+    if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
+        raise InputError(MSG_STOP_AFTER.format(value=stop_after))
     from fairlandmark.audit import Study, prepare_study
 
     if isinstance(predictions, Study):
@@ -559,15 +643,10 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         lev.folds = row_folds(lev.images[lev.image_of_row], lev.y, n_splits=n_splits, seed=seed)
         lev.fold_scores = [None] * n_splits
         lev.null = np.full(n_permutations, np.nan)
+        lev.X = X
         for f, (train, test) in enumerate(lev.folds):
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
-        if permutation_test == "refit":
-            rng = np.random.default_rng([seed, li])
-            for p in range(n_permutations):
-                y_perm = rng.permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
-                tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
-                owners.append((li, "null", p))
 
     with _progress(progress) as bar:
         names = {}
@@ -579,13 +658,12 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
 
         def done(i, result):
             li, kind, j = owners[i]
-            if kind == "fold":
-                levels[li].fold_scores[j] = result
-            else:
-                levels[li].null[j] = result
+            levels[li].fold_scores[j] = result
             bar.advance(names[li, kind])
 
         _run_tasks(tasks, n_jobs, done)
+        if permutation_test == "refit" and n_permutations:
+            _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names)
 
     if permutation_test == "fixed-model" and n_permutations:
         for li, lev in enumerate(levels):
@@ -606,6 +684,7 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
         "permutation_test": permutation_test, "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test],
+        "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
     return PrivacyResult(study=study, levels=levels, settings=settings, warnings=notes)
@@ -685,6 +764,8 @@ class PrivacyResult:
             # Compare like with like: the fixed-model null recomputes the observed score with its own arithmetic.
             reference = observed if lev.observed_null_scale is None else lev.observed_null_scale
             p = (1 + np.sum(lev.null >= reference - _TIE)) / (1 + n_perm) if n_perm else np.nan
+            if lev.p_value is not None:  # the refit test's Besag-Clifford p-value
+                p = lev.p_value
             null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),
