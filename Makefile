@@ -24,7 +24,10 @@ $(FULL_STAMP): pyproject.toml | $(PY)
 demo: $(CORE_STAMP)
 	$(VENV)/bin/fairlandmark demo --out demo_study
 
+# The import-layer contract and mypy run first: a structure or type error fails fast, before the tests.
 test: $(FULL_STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 bench: $(FULL_STAMP)

@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.inputs.families import family_index
-from fairlandmark.inputs.groups import encode_groups
 from fairlandmark.files import dump_json, json_safe
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
-from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
-from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
+from fairlandmark.formatting import threshold_key
+from fairlandmark.stats.kernel import RunKernel, mean_std_over_runs, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.inputs.groups import GroupCoding
+from fairlandmark.inputs.radial_error import WristWidth
+from fairlandmark.inputs.schema import Predictions
+from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.stats.kernel import ValueLayout
+
+if TYPE_CHECKING:
+    from fairlandmark.stats.privacy import PrivacyResult
+    from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
+# Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
 
 SCHEMA_VERSION = "1.0"
 
@@ -34,7 +44,6 @@ MSG_THRESHOLDS = "thresholds_mm: give one or more positive numbers, got {value!r
 MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in the outputs; "
                        "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
-MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
 MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
@@ -45,29 +54,7 @@ MSG_SMALL_GROUP = (
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 
 
-@dataclass
-class Study:
-    """Everything the kernels need, validated and encoded.
-
-    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction.
-    """
-
-    errors: np.ndarray
-    unit: str
-    runs: np.ndarray
-    keypoints: np.ndarray
-    row_run: np.ndarray
-    row_image: np.ndarray
-    coding: object
-    families: dict
-    warnings: list = field(default_factory=list)
-
-    @property
-    def n_runs(self):
-        return len(self.runs)
-
-
-def _check_options(thresholds_mm, min_group_size):
+def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:
     try:
         thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
     except (TypeError, ValueError):
@@ -83,31 +70,6 @@ def _check_options(thresholds_mm, min_group_size):
     return thresholds
 
 
-def prepare_study(predictions, metadata, *, attributes=None, spacing_mm=None, wrist_width=None, bins=None,
-                  families=None, intersection=True, metadata_source=None):
-    """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
-    # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
-        if isinstance(wrist_width, str):
-            wrist_width = parse_wrist_width(wrist_width)
-        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
-            wrist_width = WristWidth(*wrist_width)
-        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
-    caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
-    attributes = list(meta.columns) if attributes is None else list(attributes)
-    if not attributes:
-        raise InputError(MSG_NO_ATTRIBUTES)
-    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
-                           source=str(src))
-    fam = family_index(families or {}, preds.keypoints)
-    return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
-
-
 @dataclass
 class Observed:
     """Observed per-run arrays for one attribute (G groups, K keypoints, T thresholds)."""
@@ -121,7 +83,8 @@ class Observed:
     mre_gap: np.ndarray  # (R, K)
 
 
-def observe(kernel, layout, coding, attribute, min_group_size, cell_sums=None):
+def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
+            min_group_size: int, cell_sums: tuple | None = None) -> Observed:
     """Observed metrics of one attribute from the kernel (one assignment).
 
     ``cell_sums``: the kernel's ``(sums, counts)`` of the cells, when already computed (they are the same for
@@ -139,7 +102,9 @@ def observe(kernel, layout, coding, attribute, min_group_size, cell_sums=None):
     return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
 
 
-def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=None, privacy=None):
+def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
+              significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+              privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds)
@@ -158,7 +123,7 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
         notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
 
     sig = None
-    if significance is not None:
+    if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
@@ -174,8 +139,15 @@ def run_audit(study, *, thresholds_mm=(2.0,), min_group_size=10, significance=No
     return result
 
 
-def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spacing_mm=None, wrist_width=None,
-          bins=None, families=None, min_group_size=10, intersection=True, significance=None, privacy=None):
+def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: Sequence[str] | None = None,
+          thresholds_mm: float | Sequence[float] = (2.0,), spacing_mm: float | None = None,
+          wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+          bins: Mapping[str, Sequence[float]] | None = None,
+          families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
+          min_group_size: int = 10, intersection: bool = True,
+          significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
+          privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -203,9 +175,12 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
         Groups with fewer images in a run are left out of DP there.
     intersection : bool, default True
         Also audit the combination of two or more attributes.
-    significance : SignificanceOptions or dict, optional
+    significance : bool, dict or SignificanceOptions, default True
         Permutation tests, bootstrap intervals, the randomized baseline and
-        multiple-testing control (see :mod:`fairlandmark.stats.significance`).
+        multiple-testing control (see :mod:`fairlandmark.stats.significance`),
+        on by default as on the command line (10,000 permutations, 2,000
+        bootstrap resamples, 1,000 baseline repeats). ``False`` (or ``None``)
+        is the fast switch: point estimates only, as ``--no-significance``.
     privacy : bool or dict, optional
         Opt-in attribute inference from the per-keypoint errors for each
         audited attribute; a dict passes options to
@@ -237,7 +212,10 @@ def audit(predictions, metadata, *, attributes=None, thresholds_mm=(2.0,), spaci
                      privacy=privacy)
 
 
-def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=None, image_ids=None, **options):
+def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
+                 spacing_mm: float | ArrayLike | None = None, runs: ArrayLike | None = None,
+                 keypoints: Iterable[object] | None = None, image_ids: ArrayLike | None = None,
+                 **options: Any) -> AuditResult:
     """Audit predictions held as numpy arrays.
 
     Parameters
@@ -296,32 +274,16 @@ def audit_arrays(pred, true, groups, *, spacing_mm=None, runs=None, keypoints=No
         meta_rows[name] = values
     meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
     options.setdefault("attributes", list(groups))
-    return audit(frame, meta, spacing_mm=spacing_mm, **options)
+    # What is left is a scalar (or a 0-d array, which works as one).
+    return audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), **options)
 
 
-def _mean_std(x, axis=0):
-    """Mean and sample std (ddof=1) over runs, ignoring NaN; std is NaN with one run."""
-    x = np.asarray(x, dtype=float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
-        n = np.sum(~np.isnan(x), axis=axis)
-        std = np.where(n >= 2, np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.nan, np.nan)
-    return mean, std
-
-
-def _privacy_block(results):
+def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     if not results:
         return None
     from fairlandmark.stats.privacy import privacy_block
 
     return privacy_block(results)
-
-
-def _thr_key(t):
-    return f"{t:g}"
-
-
 
 
 class AuditResult:
@@ -344,53 +306,55 @@ class AuditResult:
     warnings : list of str
     """
 
-    def __init__(self, *, study, thresholds, min_group_size, observed, significance, warnings):
+    def __init__(self, *, study: Study, thresholds: Iterable[float], min_group_size: int,
+                 observed: dict[str, Observed], significance: SignificanceResult | None,
+                 warnings: Iterable[str]) -> None:
         self.study = study
         self.thresholds = list(thresholds)
         self.min_group_size = min_group_size
         self.observed = observed
         self.significance = significance
         self.warnings = list(warnings)
-        self.privacy = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
 
     # -- basic facts -------------------------------------------------------
     @property
-    def unit(self):
+    def unit(self) -> str:
         return self.study.unit
 
     @property
-    def attributes(self):
+    def attributes(self) -> list[str]:
         return list(self.study.coding.attributes)
 
     @property
-    def keypoints(self):
+    def keypoints(self) -> list[Any]:
         return list(self.study.keypoints)
 
     @property
-    def n_runs(self):
+    def n_runs(self) -> int:
         return self.study.n_runs
 
-    def _family_of(self):
+    def _family_of(self) -> list[str]:
         out = ["" for _ in self.keypoints]
         for name, idx in self.study.families.items():
             for i in idx:
                 out[i] = name
         return out
 
-    def _pair(self, attribute):
+    def _pair(self, attribute: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pair (high, low) of run-mean SDRs, each group averaged over the runs where it is in DP.
 
         So a DP computed in some runs always comes with a pair, from the same groups.
         """
         obs = self.observed[attribute]
         in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
-        mean_sdr, _ = _mean_std(in_dp, axis=0)  # (G, K)
-        valid = obs.valid.any(axis=0)
+        mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
+        valid = np.asarray(obs.valid.any(axis=0))
         _, high, low = parity_gap(mean_sdr, valid)
         return high, low, valid
 
     @cached_property
-    def _keypoint_sums(self):
+    def _keypoint_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
 
         Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
@@ -405,17 +369,17 @@ class AuditResult:
 
     # -- tables --------------------------------------------------------------
     @cached_property
-    def per_keypoint(self):
+    def per_keypoint(self) -> pd.DataFrame:
         rows = []
         fam = self._family_of()
         err_sum, n_present, hits, n_images = self._keypoint_sums
         with np.errstate(invalid="ignore", divide="ignore"):
-            kp_mre, kp_mre_std = _mean_std(err_sum / n_present)
-            kp_sdr, kp_sdr_std = _mean_std(hits[0] / n_images[:, None])
+            kp_mre, kp_mre_std = mean_std_over_runs(err_sum / n_present)
+            kp_sdr, kp_sdr_std = mean_std_over_runs(hits[0] / n_images[:, None])
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
-            dp, dp_std = _mean_std(obs.dp)
-            gap, gap_std = _mean_std(obs.mre_gap)
+            dp, dp_std = mean_std_over_runs(obs.dp)
+            gap, gap_std = mean_std_over_runs(obs.mre_gap)
             high, low, valid = self._pair(a)
             for k, kp in enumerate(self.keypoints):
                 pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
@@ -434,13 +398,13 @@ class AuditResult:
         return table
 
     @cached_property
-    def per_group(self):
+    def per_group(self) -> pd.DataFrame:
         frames = []
         fam = self._family_of()
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             G, K = len(groups), len(self.keypoints)
-            mre, mre_std = _mean_std(obs.mre)
+            mre, mre_std = mean_std_over_runs(obs.mre)
             cols = {
                 "attribute": a,
                 "group": np.repeat(groups, K),
@@ -452,9 +416,9 @@ class AuditResult:
                 "mre": mre.ravel(), "mre_std": mre_std.ravel(),
             }
             for t, thr in enumerate(self.thresholds):
-                m, s = _mean_std(obs.sdr[t])
-                cols[f"sdr_{_thr_key(thr)}"] = m.ravel()
-                cols[f"sdr_{_thr_key(thr)}_std"] = s.ravel()
+                m, s = mean_std_over_runs(obs.sdr[t])
+                cols[f"sdr_{threshold_key(thr)}"] = m.ravel()
+                cols[f"sdr_{threshold_key(thr)}_std"] = s.ravel()
             frames.append(pd.DataFrame(cols))
         table = pd.concat(frames, ignore_index=True)
         if self.significance is not None:
@@ -462,7 +426,7 @@ class AuditResult:
         return table
 
     @cached_property
-    def groups(self):
+    def groups(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -472,21 +436,21 @@ class AuditResult:
                              "in_dp": bool(obs.valid[:, g].all())})
         return pd.DataFrame(rows)
 
-    def _family_items(self):
+    def _family_items(self) -> list[tuple[str, list[int]]]:
         items = [("all", list(range(len(self.keypoints))))]
         return items + list(self.study.families.items())
 
     @cached_property
-    def summary(self):
+    def summary(self) -> pd.DataFrame:
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
-            dp_mean_kp, _ = _mean_std(obs.dp)
+            dp_mean_kp, _ = mean_std_over_runs(obs.dp)
             for name, idx in self._family_items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     per_run = np.nanmean(obs.dp[:, idx], axis=1)  # mean DP over keypoints, per run
-                mean, std = _mean_std(per_run)
+                mean, std = mean_std_over_runs(per_run)
                 sub = dp_mean_kp[idx]
                 j = int(np.nanargmax(sub)) if np.isfinite(sub).any() else None
                 rows.append({"attribute": a, "family": name, "n_keypoints": len(idx),
@@ -496,28 +460,28 @@ class AuditResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def overall(self):
+    def overall(self) -> pd.DataFrame:
         err_sum, n_present, hits, n_images = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
             n_pred = n_images * len(idx)
             fam_present = n_present[:, idx].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                mre, mre_std = _mean_std(err_sum[:, idx].sum(axis=1) / fam_present)
+                mre, mre_std = mean_std_over_runs(err_sum[:, idx].sum(axis=1) / fam_present)
             row = {"family": name, "n_keypoints": len(idx), "n_predictions": int(n_pred.sum()),
                    "n_missing": int(n_pred.sum() - fam_present.sum()), "mre": float(mre), "mre_std": float(mre_std)}
             for t, thr in enumerate(self.thresholds):
-                m, sd = _mean_std(hits[t][:, idx].sum(axis=1) / n_pred)
-                row[f"sdr_{_thr_key(thr)}"] = float(m)
-                row[f"sdr_{_thr_key(thr)}_std"] = float(sd)
+                m, sd = mean_std_over_runs(hits[t][:, idx].sum(axis=1) / n_pred)
+                row[f"sdr_{threshold_key(thr)}"] = float(m)
+                row[f"sdr_{threshold_key(thr)}_std"] = float(sd)
             rows.append(row)
         return pd.DataFrame(rows)
 
     # -- export ----------------------------------------------------------------
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
         pk, pg = self.per_keypoint, self.per_group
-        primary = f"sdr_{_thr_key(self.thresholds[0])}"
+        primary = f"sdr_{threshold_key(self.thresholds[0])}"
         records = []
         pg_index = {key: frame for key, frame in pg.groupby(["attribute", "keypoint"], sort=False)}
         for row in pk.to_dict("records"):
@@ -533,7 +497,7 @@ class AuditResult:
                 "mre_std_by_group": dict(zip(g["group"], g["mre_std"])),
                 "n_by_group": dict(zip(g["group"], g["n_images"])),
                 "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
-                "sdr_by_threshold": {_thr_key(t): dict(zip(g["group"], g[f"sdr_{_thr_key(t)}"]))
+                "sdr_by_threshold": {threshold_key(t): dict(zip(g["group"], g[f"sdr_{threshold_key(t)}"]))
                                      for t in self.thresholds},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
                 "mre": row["mre"], "mre_std": row["mre_std"], "sdr": row["sdr"], "sdr_std": row["sdr_std"],
@@ -564,22 +528,22 @@ class AuditResult:
         }
         return json_safe(doc)
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
         return dump_json(self.to_dict(), path, indent=indent)
 
-    def to_frame(self):
+    def to_frame(self) -> pd.DataFrame:
         """One tidy row per (attribute, keypoint, group) with the keypoint's DP columns."""
         pk = self.per_keypoint.drop(columns=["family"]).rename(
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
 
-    def to_csv(self, path):
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_frame` as CSV, atomically."""
         from fairlandmark.files import atomic_write_text
 
         atomic_write_text(path, self.to_frame().to_csv(index=False))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"AuditResult({len(self.attributes)} attributes, {len(self.keypoints)} keypoints, "
                 f"{self.n_runs} run(s), unit={self.unit!r})")

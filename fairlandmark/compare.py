@@ -29,16 +29,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import keypoint_frame, load_audit, overall_row, summary_row
+from fairlandmark.document import AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row, summary_row
 from fairlandmark.files import write_text_output
-from fairlandmark.formatting import fmt, fmt_pct, fmt_signed, num, threshold_key
+from fairlandmark.formatting import num, threshold_key
 
-__all__ = ["compare", "Comparison", "compare_html", "CHANGE_TOLERANCE"]
+__all__ = ["compare", "Comparison", "CHANGE_TOLERANCE"]
 
 MSG_UNIT = "before is in {a!r} and after in {b!r}: compare audits made with the same pixel-to-mm scale"
 MSG_NOTHING = ("before and after share no (attribute, keypoint): before has attributes {a}, after has {b}; "
@@ -52,12 +55,12 @@ NOTE_ONLY = "{what} only in {side}: {items}"
 CHANGE_TOLERANCE = 1e-12  # a DP change smaller than this is no change (float noise)
 
 
-def _uncertainty(frame):
+def _uncertainty(frame: pd.DataFrame) -> pd.Series:
     half = (frame["dp_high"] - frame["dp_low"]) / 2.0
     return half.where(half.notna(), frame["dp_std"])
 
 
-def _direction(change):
+def _direction(change: float) -> str:
     if math.isnan(change):
         return "n/a"
     if change < -CHANGE_TOLERANCE:
@@ -90,13 +93,15 @@ class Comparison:
     notes : list of str
     """
 
-    def __init__(self, *, table, summary, accuracy, labels, unit, thresholds, notes):
+    def __init__(self, *, table: pd.DataFrame, summary: pd.DataFrame, accuracy: pd.DataFrame,
+                 labels: Iterable[str], unit: str, thresholds: tuple[float | None, float | None],
+                 notes: Iterable[str]) -> None:
         self.table, self.summary, self.accuracy = table, summary, accuracy
         self.labels, self.unit, self.thresholds, self.notes = tuple(labels), unit, thresholds, list(notes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes null)."""
-        def clean(records):
+        def clean(records: Iterable[Mapping[Hashable, Any]]) -> list[dict[Hashable, Any]]:
             out = []
             for rec in records:
                 out.append({k: (None if isinstance(v, float) and not math.isfinite(v) else
@@ -109,17 +114,19 @@ class Comparison:
                 "per_keypoint": clean(self.table.to_dict("records")), "summary": clean(self.summary.to_dict("records")),
                 "accuracy": clean(self.accuracy.to_dict("records")), "notes": self.notes}
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
         if path is not None:
             write_text_output(path, text + "\n")
         return text
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Comparison({self.labels[0]!r} -> {self.labels[1]!r}, {len(self.table)} rows)"
 
 
-def compare(before, after, *, labels=("before", "after"), attribute=None):
+def compare(before: AuditSource,
+            after: AuditSource, *,
+            labels: Sequence[str] = ("before", "after"), attribute: str | Iterable[str] | None = None) -> Comparison:
     """Per keypoint and attribute, the change in DP and MRE between two audits.
 
     Parameters
@@ -146,17 +153,32 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     b, a = load_audit(before, what="before"), load_audit(after, what="after")
     if b.get("unit") != a.get("unit"):
         raise InputError(MSG_UNIT.format(a=b.get("unit"), b=a.get("unit")))
-    notes = []
-    tb, ta = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
-    if not (math.isnan(tb) or math.isnan(ta)) and tb != ta:
-        notes.append(NOTE_THRESHOLD.format(a=tb, b=ta))
+    shared_attrs = _shared_attributes(b, a, attribute)
+    table = _keypoint_changes(b, a, shared_attrs)
+    pb, pa = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
+    return Comparison(table=table, summary=_attribute_summary(b, a, table, shared_attrs),
+                      accuracy=_accuracy_cost(b, a, pb, pa), labels=labels, unit=a.get("unit", ""),
+                      thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa),
+                      notes=_notes(b, a, pb, pa))
+
+
+def _shared_attributes(b: AuditDocument, a: AuditDocument, attribute: str | Iterable[str] | None) -> list[str]:
+    """Attributes in both audits, or the chosen ones (which must be in both)."""
     shared_attrs = [x for x in a.get("attributes", []) if x in b.get("attributes", [])]
-    if attribute is not None:
-        chosen = [attribute] if isinstance(attribute, str) else list(attribute)
-        for x in chosen:
-            if x not in shared_attrs:
-                raise InputError(MSG_ATTRIBUTE.format(name=x, known=", ".join(map(str, shared_attrs))))
-        shared_attrs = chosen
+    if attribute is None:
+        return shared_attrs
+    chosen = [attribute] if isinstance(attribute, str) else list(attribute)
+    for x in chosen:
+        if x not in shared_attrs:
+            raise InputError(MSG_ATTRIBUTE.format(name=x, known=", ".join(map(str, shared_attrs))))
+    return chosen
+
+
+def _notes(b: AuditDocument, a: AuditDocument, pb: float, pa: float) -> list[str]:
+    """What differs between the audits: the primary threshold, attributes or keypoints on one side only."""
+    notes = []
+    if not (math.isnan(pb) or math.isnan(pa)) and pb != pa:
+        notes.append(NOTE_THRESHOLD.format(a=pb, b=pa))
     for side, doc, other in (("before", b, a), ("after", a, b)):
         only = [x for x in doc.get("attributes", []) if x not in other.get("attributes", [])]
         if only:
@@ -165,7 +187,11 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
         only = [str(k) for k in doc.get("keypoints", []) if str(k) not in okeys]
         if only:
             notes.append(NOTE_ONLY.format(what="keypoints", side=side, items=", ".join(only)))
+    return notes
 
+
+def _keypoint_changes(b: AuditDocument, a: AuditDocument, shared_attrs: list[str]) -> pd.DataFrame:
+    """One row per shared (attribute, keypoint): DP and MRE before and after, and whether the change beats noise."""
     fb, fa = keypoint_frame(b), keypoint_frame(a)
     for f in (fb, fa):
         f["key"] = f["keypoint"].astype(str)
@@ -180,7 +206,8 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
         "dp_before": merged["dp_before"], "dp_after": merged["dp_after"],
         "dp_change": merged["dp_after"] - merged["dp_before"],
     })
-    unc = np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2 + merged["dp_uncertainty_after"].fillna(0.0) ** 2)
+    unc = cast(pd.Series, np.sqrt(merged["dp_uncertainty_before"].fillna(0.0) ** 2
+                                  + merged["dp_uncertainty_after"].fillna(0.0) ** 2))  # a Series at run time
     known = merged["dp_uncertainty_before"].notna() | merged["dp_uncertainty_after"].notna()
     table["dp_uncertainty"] = unc.where(known, np.nan)
     table["exceeds_uncertainty"] = [
@@ -192,7 +219,11 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
     if any(f["p_value"].notna().any() for f in (fb, fa)):
         table["significant_before"] = merged["significant_before"].astype(bool)
         table["significant_after"] = merged["significant_after"].astype(bool)
+    return table
 
+
+def _attribute_summary(b: AuditDocument, a: AuditDocument, table: pd.DataFrame, shared_attrs: list[str]) -> pd.DataFrame:
+    """Per attribute: mean DP before and after, keypoints improved or worsened (and beyond noise)."""
     rows = []
     for attr in shared_attrs:
         sub = table[table["attribute"] == attr]
@@ -206,12 +237,13 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                      "n_worsened": int((sub["direction"] == "worsened").sum()),
                      "n_improved_beyond": int(((sub["direction"] == "improved") & beyond).sum()),
                      "n_worsened_beyond": int(((sub["direction"] == "worsened") & beyond).sum())})
-    summary = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
-    pb, pa = num(b.get("primary_threshold")), num(a.get("primary_threshold"))
+
+def _accuracy_cost(b: AuditDocument, a: AuditDocument, pb: float, pa: float) -> pd.DataFrame:
+    """Per keypoint family: MRE and primary SDR before and after."""
     acc = []
-    fams = [r.get("family") for r in a.get("overall") or []]
-    for fam in fams:
+    for fam in [r.get("family") for r in a.get("overall") or []]:
         rb, ra = overall_row(b, fam), overall_row(a, fam)
         if not rb:
             continue
@@ -219,34 +251,4 @@ def compare(before, after, *, labels=("before", "after"), attribute=None):
                     "mre_change": num(ra.get("mre")) - num(rb.get("mre")),
                     "sdr_before": num(rb.get(f"sdr_{threshold_key(pb)}")) if not math.isnan(pb) else math.nan,
                     "sdr_after": num(ra.get(f"sdr_{threshold_key(pa)}")) if not math.isnan(pa) else math.nan})
-    accuracy = pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])
-    return Comparison(table=table, summary=summary, accuracy=accuracy, labels=labels, unit=a.get("unit", ""),
-                      thresholds=(None if math.isnan(pb) else pb, None if math.isnan(pa) else pa), notes=notes)
-
-
-def compare_html(cmp, *, top=15):
-    """HTML fragment of a :class:`Comparison` (used by the report)."""
-    from fairlandmark.render.html import _e, _html_table  # moves to render/ with the Jinja2 templates
-    from fairlandmark.render.markdown import comparison_rows
-    b, a = cmp.labels
-    parts = []
-    rows = [[r["attribute"], fmt(r["mean_dp_before"]), fmt(r["mean_dp_after"]), fmt_signed(r["mean_dp_change"]),
-             f"{r['n_improved']} ({r['n_improved_beyond']})", f"{r['n_worsened']} ({r['n_worsened_beyond']})"]
-            for r in cmp.summary.to_dict("records")]
-    parts.append(_html_table(["attribute", f"mean DP {b}", f"mean DP {a}", "change",
-                              "improved (beyond noise)", "worsened (beyond noise)"], rows))
-    rows = [[r["family"], fmt(r["mre_before"]), fmt(r["mre_after"]), fmt_signed(r["mre_change"]),
-             fmt_pct(r["sdr_before"]), fmt_pct(r["sdr_after"])] for r in cmp.accuracy.to_dict("records")]
-    parts.append(f"<h3>Accuracy cost ({_e(cmp.unit)})</h3>")
-    parts.append(_html_table(["keypoints", f"MRE {b}", f"MRE {a}", "MRE change", f"SDR {b}", f"SDR {a}"], rows))
-    moved = cmp.table.dropna(subset=["dp_change"])
-    moved = moved.reindex(moved["dp_change"].abs().sort_values(ascending=False, kind="stable").index).head(top)
-    if len(moved):
-        parts.append(f"<h3>Largest DP changes (top {len(moved)})</h3>")
-        header, rows = comparison_rows(cmp, moved)
-        parts.append(_html_table(header, rows, left=2))
-    parts.append('<p class="muted">Beyond noise: |change| &gt; √(u<sub>before</sub>² + u<sub>after</sub>²), u = '
-                 "half-width of the bootstrap interval, or the std over runs.</p>")
-    for note in cmp.notes:
-        parts.append(f'<div class="note">{_e(note)}</div>')
-    return "".join(parts)
+    return pd.DataFrame(acc, columns=["family", "mre_before", "mre_after", "mre_change", "sdr_before", "sdr_after"])

@@ -20,20 +20,26 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.formatting import num
 
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
+
 __all__ = [
-    "AuditDocument", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
+    "AuditDocument", "AuditSource", "SUPPORTED_SCHEMA", "load_audit", "validate_document", "has_significance",
     "keypoint_frame", "keypoint_mre", "overall_row", "summary_row", "privacy_records", "top_gaps",
 ]
 
 AuditDocument = dict[str, Any]
 """An audit document: the parsed JSON (see docs/json_schema.md)."""
+
+AuditSource = Union["AuditResult", Mapping[str, Any], str, "os.PathLike[str]"]
+"""What :func:`load_audit` reads: an AuditResult, a parsed document, or the path of its JSON."""
 
 SUPPORTED_SCHEMA = "1"  # major version this module reads
 
@@ -168,12 +174,12 @@ def load_audit(source: object, *, what: str = "audit") -> AuditDocument:
     return doc
 
 
-def has_significance(doc):
+def has_significance(doc: AuditDocument) -> bool:
     """True when the audit carries permutation p-values."""
     return any(rec.get("p_value") is not None for rec in doc.get("per_keypoint", []))
 
 
-def _record_mre(rec):
+def _record_mre(rec: Mapping[str, Any]) -> tuple[float, float]:
     """Per-keypoint MRE over all images of a record, and its std if the audit gives one.
 
     Uses the record's ``mre`` when present, otherwise the mean of the group
@@ -193,7 +199,7 @@ def _record_mre(rec):
     return (total / weight if weight else math.nan), math.nan
 
 
-def keypoint_frame(doc):
+def keypoint_frame(doc: AuditDocument) -> pd.DataFrame:
     """One tidy row per (attribute, keypoint) from the audit document.
 
     Columns: ``attribute, keypoint, family, dp, dp_std, dp_low, dp_high,
@@ -230,7 +236,7 @@ def keypoint_frame(doc):
     return pd.DataFrame(rows, columns=columns)
 
 
-def keypoint_mre(doc):
+def keypoint_mre(doc: AuditDocument) -> pd.DataFrame:
     """Per-keypoint MRE over all images (one row per keypoint, in audit order).
 
     Taken from the first single attribute of the audit (every attribute
@@ -244,7 +250,7 @@ def keypoint_mre(doc):
     return sub[["keypoint", "family", "mre", "mre_std"]].reset_index(drop=True)
 
 
-def overall_row(doc, family="all"):
+def overall_row(doc: AuditDocument, family: str = "all") -> dict[str, Any]:
     """The ``overall`` record of one family (``{}`` if absent)."""
     for row in doc.get("overall") or []:
         if row.get("family") == family:
@@ -252,14 +258,14 @@ def overall_row(doc, family="all"):
     return {}
 
 
-def summary_row(doc, attribute, family="all"):
+def summary_row(doc: AuditDocument, attribute: str, family: str = "all") -> dict[str, Any]:
     for row in doc.get("summary") or []:
         if row.get("attribute") == attribute and row.get("family") == family:
             return row
     return {}
 
 
-def privacy_records(doc):
+def privacy_records(doc: AuditDocument) -> list[dict[str, Any]]:
     """Flatten the optional ``privacy`` block into records with an ``attribute``.
 
     Accepts ``{"attributes": {name: {...}}}``, ``{name: {...}}``, a list of
@@ -269,7 +275,7 @@ def privacy_records(doc):
     block = doc.get("privacy")
     out = []
 
-    def visit(obj, name=None):
+    def visit(obj: object, name: str | None = None) -> None:
         if isinstance(obj, Mapping):
             if "balanced_accuracy" in obj:
                 rec = dict(obj)
@@ -288,7 +294,7 @@ def privacy_records(doc):
     return out
 
 
-def top_gaps(doc, top=5):
+def top_gaps(doc: AuditDocument, top: int = 5) -> pd.DataFrame:
     """The ``top`` (attribute, keypoint) rows with the largest DP."""
     frame = keypoint_frame(doc)
     return frame.dropna(subset=["dp"]).sort_values("dp", ascending=False, kind="stable").head(top)

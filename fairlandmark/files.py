@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,7 @@ MSG_FILE_MISSING = "{path}: file not found; check the path"
 MSG_FILE_UNREADABLE = "{path}: cannot be read ({reason}); check the path and its permissions"
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -52,7 +54,7 @@ def atomic_write_bytes(path, data):
         raise
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -66,7 +68,7 @@ def write_text_output(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_text(path, text)
 
 
-def json_safe(value):
+def json_safe(value: Any) -> Any:
     """JSON-ready copy: NaN and inf become None, numpy scalars become Python ones."""
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
@@ -82,7 +84,7 @@ def json_safe(value):
     return value
 
 
-def dump_json(doc, path=None, *, indent=2):
+def dump_json(doc: Any, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
     """JSON text of a json-safe ``doc``; written atomically to ``path`` if given."""
     text = json.dumps(doc, indent=indent, allow_nan=False)
     if path is not None:
@@ -90,7 +92,8 @@ def dump_json(doc, path=None, *, indent=2):
     return text
 
 
-def check_outputs(outputs, inputs=()):
+def check_outputs(outputs: Iterable[tuple[str, str | os.PathLike[str] | None, bool]],
+                  inputs: Iterable[tuple[str, str | os.PathLike[str] | None]] = ()) -> None:
     """Refuse, before any work, outputs that would overwrite an input, each other, or the wrong kind of path.
 
     Parameters
@@ -106,7 +109,7 @@ def check_outputs(outputs, inputs=()):
         One line naming the option and the path.
     """
     read = {os.path.realpath(os.fspath(path)): role for role, path in inputs if path not in (None, "-")}
-    seen = {}
+    seen: dict[str, str] = {}
     for option, path, is_folder in outputs:
         if path is None or path == "-":
             continue

@@ -42,11 +42,15 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import keypoint_frame, load_audit, overall_row, privacy_records, summary_row
+from fairlandmark.document import (AuditDocument, AuditSource, keypoint_frame, load_audit, overall_row,
+                                   privacy_records, summary_row)
 from fairlandmark.files import read_toml
 from fairlandmark.formatting import fmt, num, threshold_key
 
@@ -66,11 +70,11 @@ MSG_BOOL = "{where}: {key} must be true or false, got {value!r}"
 MSG_STRING = "{where}: {key} must be a path (a string), got {value!r}"
 MSG_ATTRS = "{where}: attributes must be a list of attribute names, got {value!r}"
 MSG_SDR_TABLE = "{where}: min_sdr must be a number in [0, 1] or a table of threshold = number, got {value!r}"
-MSG_NO_RULES = ("no gate rules: give flags such as --max-dp 0.1, or a [gate] table in fairlandmark.toml "
+MSG_NO_RULES = ("no gate rules: give flags such as «max_dp» 0.1, or a [gate] table in fairlandmark.toml "
                 "([tool.fairlandmark.gate] in pyproject.toml)")
-MSG_NEEDS_BASELINE = "{where}: {key} needs a baseline audit JSON (baseline = \"PATH\" or --baseline PATH)"
+MSG_NEEDS_BASELINE = "{where}: {key} needs a baseline audit JSON (baseline = \"PATH\" or «baseline» PATH)"
 MSG_NEEDS_SIGNIFICANCE = ("max_dp_only_significant: audit {path} has no significance fields; "
-                          "run the audit with --permutations, or drop the option")
+                          "run the audit with «permutations», or drop the option")
 MSG_NEEDS_PRIVACY = ("max_privacy_balanced_accuracy: audit {path} has no privacy block with balanced_accuracy; "
                      "run the attribute-inference check (fairlandmark privacy) into the audit, or drop the rule")
 MSG_THRESHOLD = "min_sdr: threshold {thr} is not in audit {path} (its thresholds are {known})"
@@ -101,21 +105,22 @@ class GateRules:
     max_dp_only_significant: bool = False
     max_mean_dp: float | None = None
     max_mre: float | None = None
-    min_sdr: dict | None = None  # threshold key ("2", "2.5") or None (= primary) -> minimum SDR
+    min_sdr: dict[str | None, float] | None = None  # threshold key ("2", "2.5") or None (= primary) -> minimum SDR
     max_privacy_balanced_accuracy: float | None = None
     baseline: str | None = None
     max_dp_regression: float | None = None
     max_mean_dp_regression: float | None = None
     max_mre_regression: float | None = None
-    attributes: tuple | None = None
+    attributes: tuple[str, ...] | None = None
     source: str = field(default="flags", compare=False)
 
     @classmethod
-    def from_mapping(cls, mapping, *, source="flags", table="[gate]", base_dir=None):
+    def from_mapping(cls, mapping: Mapping[str, Any], *, source: str = "flags", table: str = "[gate]",
+                     base_dir: str | None = None) -> GateRules:
         """Validate a mapping of rules (a TOML table or keyword arguments)."""
         where = f"{source} {table}" if source != "flags" else "flags"
         known = list(RULES) + list(OPTIONS)
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in mapping.items():
             if key not in known:
                 raise InputError(MSG_UNKNOWN_KEY.format(path=source, key=key, table=table, known=", ".join(known)))
@@ -141,7 +146,7 @@ class GateRules:
                 values[key] = tuple(value)
         return cls(**values, source=source)
 
-    def merged(self, other):
+    def merged(self, other: GateRules) -> GateRules:
         """These rules with every rule set in ``other`` taking precedence."""
         changes = {f.name: getattr(other, f.name) for f in fields(other)
                    if f.name != "source" and getattr(other, f.name) is not None
@@ -150,11 +155,11 @@ class GateRules:
                                                   f"{self.source} + {other.source}")
         return replace(self, **changes, source=source)
 
-    def active(self):
+    def active(self) -> list[str]:
         """Names of the rules that are on."""
         return [name for name in RULES if getattr(self, name) is not None]
 
-    def check_consistent(self, *, has_baseline=False):
+    def check_consistent(self, *, has_baseline: bool = False) -> None:
         where = self.source
         if not self.active():
             raise InputError(MSG_NO_RULES)
@@ -165,7 +170,7 @@ class GateRules:
             raise InputError(MSG_ONLY_SIG_ALONE.format(where=where))
 
 
-def _number(value, key, where, lo, hi):
+def _number(value: object, key: str, where: str, lo: float, hi: float | None) -> float:
     rng = f" in [{lo:g}, {hi:g}]" if hi is not None else f" >= {lo:g}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(MSG_NUMBER.format(where=where, key=key, range=rng, value=value))
@@ -175,9 +180,9 @@ def _number(value, key, where, lo, hi):
     return v
 
 
-def _sdr_rule(value, where):
+def _sdr_rule(value: object, where: str) -> dict[str | None, float]:
     if isinstance(value, Mapping):
-        out = {}
+        out: dict[str | None, float] = {}
         for thr, v in value.items():
             t = num(thr)
             if math.isnan(t) or t <= 0:
@@ -192,7 +197,7 @@ def _sdr_rule(value, where):
 
 
 # -- config files --------------------------------------------------------------------------------------------
-def find_config(cwd="."):
+def find_config(cwd: str | os.PathLike[str] = ".") -> str | None:
     """The config file used when none is given: ``fairlandmark.toml``, else a
     ``pyproject.toml`` with a ``[tool.fairlandmark]`` table, in ``cwd``; or None."""
     first = os.path.join(cwd, CONFIG_NAMES[0])
@@ -204,7 +209,7 @@ def find_config(cwd="."):
     return None
 
 
-def load_rules(path=None, *, cwd="."):
+def load_rules(path: str | os.PathLike[str] | None = None, *, cwd: str | os.PathLike[str] = ".") -> GateRules:
     """Gate rules from a TOML file (or the one :func:`find_config` finds).
 
     Parameters
@@ -264,7 +269,7 @@ class Check:
     analysis: str | None = None  # privacy: a within-level analysis such as "sex=F"
 
     @property
-    def name(self):
+    def name(self) -> str:
         parts = []
         if self.attribute is not None:
             parts.append(str(self.attribute))
@@ -276,7 +281,7 @@ class Check:
             parts.append(f"threshold {self.threshold}")
         return " / ".join(parts) or "overall"
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         v = self.value
         return {"rule": self.rule, "attribute": self.attribute, "keypoint": self.keypoint, "threshold": self.threshold,
                 "analysis": self.analysis,
@@ -285,15 +290,15 @@ class Check:
 
 
 # A value the audit could not compute (null in the JSON) fails its check: a gate passes only on what it checked.
-def _above(value, limit):
+def _above(value: float, limit: float) -> bool:
     return math.isnan(value) or value > limit + TOLERANCE
 
 
-def _below(value, limit):
+def _below(value: float, limit: float) -> bool:
     return math.isnan(value) or value < limit - TOLERANCE
 
 
-def _rel(value, failed, fail_op, pass_op):
+def _rel(value: float, failed: bool, fail_op: str, pass_op: str) -> str:
     return UNCHECKABLE if math.isnan(value) else (fail_op if failed else pass_op)
 
 
@@ -309,22 +314,22 @@ class GateResult:
     notes : list of str
     """
 
-    def __init__(self, *, checks, rules, doc, notes):
+    def __init__(self, *, checks: list[Check], rules: GateRules, doc: AuditDocument, notes: Iterable[str]) -> None:
         self.checks, self.rules, self.doc, self.notes = checks, rules, doc, list(notes)
 
     @property
-    def failures(self):
+    def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
     @property
-    def passed(self):
+    def passed(self) -> bool:
         return not self.failures
 
     @property
-    def exit_code(self):
+    def exit_code(self) -> int:
         return EXIT_PASS if self.passed else EXIT_FAIL
 
-    def by_rule(self):
+    def by_rule(self) -> list[dict[str, Any]]:
         """Rows per rule: limit, number of checks, failures, worst value."""
         rows = []
         for rule in RULES:
@@ -338,12 +343,12 @@ class GateResult:
                          "failed": sum(not c.passed for c in cs), "worst": worst})
         return rows
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "fairlandmark.gate", "passed": self.passed, "n_checks": len(self.checks),
                 "n_failed": len(self.failures), "config": self.rules.source, "rules": self.by_rule(),
                 "checks": [c.to_dict() for c in self.checks], "notes": self.notes}
 
-    def to_junit(self):
+    def to_junit(self) -> str:
         """JUnit XML: one testsuite per rule, one testcase per check."""
         root = ET.Element("testsuites", name="fairlandmark gate", tests=str(len(self.checks)),
                           failures=str(len(self.failures)), errors="0", skipped="0", time="0")
@@ -368,11 +373,13 @@ class GateResult:
         ET.indent(root)
         return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"GateResult({'passed' if self.passed else 'failed'}: {len(self.failures)}/{len(self.checks)} failed)"
 
 
-def run_gate(audit, rules, *, baseline=None):
+def run_gate(audit: AuditSource,
+             rules: GateRules | Mapping[str, Any], *,
+             baseline: AuditSource | None = None) -> GateResult:
     """Apply gate rules to an audit.
 
     Parameters
@@ -406,124 +413,195 @@ def run_gate(audit, rules, *, baseline=None):
                 raise InputError(MSG_ATTRIBUTE.format(name=a, path=path, known=", ".join(map(str, attrs))))
         attrs = list(rules.attributes)
     frame = keypoint_frame(doc)
-    frame = frame[frame["attribute"].isin(attrs)]
-    checks, notes = [], []
-
-    if rules.max_dp is not None:
-        limit, only_sig = rules.max_dp, rules.max_dp_only_significant
-        if only_sig and not frame["p_value"].notna().any():
-            raise InputError(MSG_NEEDS_SIGNIFICANCE.format(path=path))
-        for r in frame.to_dict("records"):
-            dp = r["dp"]
-            over = _above(dp, limit)
-            failed = math.isnan(dp) or (over and (r["significant"] or not only_sig))
-            if math.isnan(dp):
-                msg = (f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough; "
-                       f"lower the audit's --min-group-size or leave the attribute out): counted as a failure")
-            else:
-                msg = f"{r['attribute']} keypoint {r['keypoint']}: DP {dp:.4f} {'>' if over else '<='} {limit:g}"
-                if only_sig:
-                    msg += (f" (significant, adjusted p {r['p_adjusted']:.3g})" if r["significant"] else
-                            f" (not significant, adjusted p {r['p_adjusted']:.3g}: not counted)")
-            checks.append(Check("max_dp", r["attribute"], r["keypoint"], dp, limit, not failed, msg))
-
-    if rules.max_mean_dp is not None:
-        for a in attrs:
-            v = num(summary_row(doc, a).get("mean_dp"))
-            over = _above(v, rules.max_mean_dp)
-            msg = (f"{a}: no mean DP (no keypoint has two groups large enough): counted as a failure"
-                   if math.isnan(v) else
-                   f"{a}: mean DP over keypoints {v:.4f} {'>' if over else '<='} {rules.max_mean_dp:g}")
-            checks.append(Check("max_mean_dp", a, None, v, rules.max_mean_dp, not over, msg))
-
-    unit = doc.get("unit", "")
-    allrow = overall_row(doc)
-    if rules.max_mre is not None:
-        v = num(allrow.get("mre"))
-        over = _above(v, rules.max_mre)
-        checks.append(Check("max_mre", None, None, v, rules.max_mre, not over,
-                            f"overall MRE {fmt(v, 4)} {unit} {_rel(v, over, '>', '<=')} {rules.max_mre:g}"))
-
-    if rules.min_sdr is not None:
-        known = [threshold_key(t) for t in doc.get("thresholds", [])]
-        primary = threshold_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
-        for thr, limit in rules.min_sdr.items():
-            key = primary if thr is None else thr
-            if key not in known:
-                raise InputError(MSG_THRESHOLD.format(thr=key, path=path, known=", ".join(known)))
-            v = num(allrow.get(f"sdr_{key}"))
-            under = _below(v, limit)
-            checks.append(Check("min_sdr", None, None, v, limit, not under,
-                                f"overall SDR@{key}{unit} {fmt(v, 4)} {_rel(v, under, '<', '>=')} {limit:g}",
-                                threshold=key))
-
-    if rules.max_privacy_balanced_accuracy is not None:
-        recs = privacy_records(doc)
-        if not recs:
-            raise InputError(MSG_NEEDS_PRIVACY.format(path=path))
-        limit = rules.max_privacy_balanced_accuracy
-        for rec in recs:
-            a = rec.get("attribute")
-            if rules.attributes is not None and a is not None and a not in attrs:
-                continue
-            v = num(rec.get("balanced_accuracy"))
-            over = _above(v, limit)
-            analysis = rec.get("analysis") if rec.get("analysis") not in (None, "all") else None
-            where = f"{a or 'attribute'}" + (f" (within {analysis})" if analysis else "")
-            checks.append(Check("max_privacy_balanced_accuracy", a, None, v, limit, not over,
-                                f"{where} inferred from errors with balanced accuracy {fmt(v, 4)} "
-                                f"{_rel(v, over, '>', '<=')} {limit:g} (chance {fmt(rec.get('chance'))})",
-                                analysis=analysis))
-
-    if any(getattr(rules, k) is not None for k in REGRESSION_RULES):
-        base = load_audit(baseline if baseline is not None else rules.baseline, what="baseline")
-        checks += _regressions(doc, base, frame, attrs, rules, notes)
-    return GateResult(checks=checks, rules=rules, doc=doc, notes=notes)
+    ctx = GateContext(doc=doc, path=str(path), rules=rules, attrs=attrs, frame=frame[frame["attribute"].isin(attrs)],
+                      baseline_source=baseline if baseline is not None else rules.baseline)
+    checks: list[Check] = []
+    for rule, check in RULE_CHECKS.items():
+        if getattr(rules, rule) is not None:
+            checks += check(ctx)
+    return GateResult(checks=checks, rules=rules, doc=doc, notes=ctx.notes)
 
 
-def _regressions(doc, base, frame, attrs, rules, notes):
+@dataclass
+class GateContext:
+    """What every rule check reads: the audit, its path, the rules and the attributes they cover."""
+
+    doc: AuditDocument
+    path: str
+    rules: GateRules
+    attrs: list
+    frame: pd.DataFrame
+    baseline_source: object = None
+    notes: list[str] = field(default_factory=list)
+    _baseline: AuditDocument | None = None
+
+    @property
+    def unit(self) -> str:
+        return str(self.doc.get("unit", ""))
+
+    @property
+    def overall(self) -> dict:
+        return overall_row(self.doc)
+
+    def limit(self, rule: str) -> float:
+        """The limit of a rule that is set (checks run only for rules that are)."""
+        return float(getattr(self.rules, rule))
+
+    def baseline(self) -> AuditDocument:
+        """The baseline audit, loaded once and checked against the audit (unit, primary threshold)."""
+        if self._baseline is None:
+            base = load_audit(self.baseline_source, what="baseline")
+            _check_comparable(self.doc, base, self.rules)
+            self._baseline = base
+        return self._baseline
+
+
+def _check_max_dp(ctx: GateContext) -> list[Check]:
+    limit, only_sig = ctx.limit("max_dp"), ctx.rules.max_dp_only_significant
+    if only_sig and not ctx.frame["p_value"].notna().any():
+        raise InputError(MSG_NEEDS_SIGNIFICANCE.format(path=ctx.path))
     checks = []
+    for r in ctx.frame.to_dict("records"):
+        dp = r["dp"]
+        over = _above(dp, limit)
+        failed = math.isnan(dp) or (over and (r["significant"] or not only_sig))
+        if math.isnan(dp):
+            msg = (f"{r['attribute']} keypoint {r['keypoint']}: no DP (fewer than two groups large enough; "
+                   f"lower the audit's «min_group_size» or leave the attribute out): counted as a failure")
+        else:
+            msg = f"{r['attribute']} keypoint {r['keypoint']}: DP {dp:.4f} {'>' if over else '<='} {limit:g}"
+            if only_sig:
+                msg += (f" (significant, adjusted p {r['p_adjusted']:.3g})" if r["significant"] else
+                        f" (not significant, adjusted p {r['p_adjusted']:.3g}: not counted)")
+        checks.append(Check("max_dp", r["attribute"], r["keypoint"], dp, limit, not failed, msg))
+    return checks
+
+
+def _check_max_mean_dp(ctx: GateContext) -> list[Check]:
+    limit = ctx.limit("max_mean_dp")
+    checks = []
+    for a in ctx.attrs:
+        v = num(summary_row(ctx.doc, a).get("mean_dp"))
+        over = _above(v, limit)
+        msg = (f"{a}: no mean DP (no keypoint has two groups large enough): counted as a failure"
+               if math.isnan(v) else
+               f"{a}: mean DP over keypoints {v:.4f} {'>' if over else '<='} {limit:g}")
+        checks.append(Check("max_mean_dp", a, None, v, limit, not over, msg))
+    return checks
+
+
+def _check_max_mre(ctx: GateContext) -> list[Check]:
+    limit = ctx.limit("max_mre")
+    v = num(ctx.overall.get("mre"))
+    over = _above(v, limit)
+    return [Check("max_mre", None, None, v, limit, not over,
+                  f"overall MRE {fmt(v, 4)} {ctx.unit} {_rel(v, over, '>', '<=')} {limit:g}")]
+
+
+def _check_min_sdr(ctx: GateContext) -> list[Check]:
+    doc = ctx.doc
+    known = [threshold_key(t) for t in doc.get("thresholds", [])]
+    primary = threshold_key(doc.get("primary_threshold", (doc.get("thresholds") or [2.0])[0]))
+    checks = []
+    for thr, limit in (ctx.rules.min_sdr or {}).items():
+        key = primary if thr is None else thr
+        if key not in known:
+            raise InputError(MSG_THRESHOLD.format(thr=key, path=ctx.path, known=", ".join(known)))
+        v = num(ctx.overall.get(f"sdr_{key}"))
+        under = _below(v, limit)
+        checks.append(Check("min_sdr", None, None, v, limit, not under,
+                            f"overall SDR@{key}{ctx.unit} {fmt(v, 4)} {_rel(v, under, '<', '>=')} {limit:g}",
+                            threshold=key))
+    return checks
+
+
+def _check_max_privacy(ctx: GateContext) -> list[Check]:
+    recs = privacy_records(ctx.doc)
+    if not recs:
+        raise InputError(MSG_NEEDS_PRIVACY.format(path=ctx.path))
+    limit = ctx.limit("max_privacy_balanced_accuracy")
+    checks = []
+    for rec in recs:
+        a = rec.get("attribute")
+        if ctx.rules.attributes is not None and a is not None and a not in ctx.attrs:
+            continue
+        v = num(rec.get("balanced_accuracy"))
+        over = _above(v, limit)
+        analysis = rec.get("analysis") if rec.get("analysis") not in (None, "all") else None
+        where = f"{a or 'attribute'}" + (f" (within {analysis})" if analysis else "")
+        checks.append(Check("max_privacy_balanced_accuracy", a, None, v, limit, not over,
+                            f"{where} inferred from errors with balanced accuracy {fmt(v, 4)} "
+                            f"{_rel(v, over, '>', '<=')} {limit:g} (chance {fmt(rec.get('chance'))})",
+                            analysis=analysis))
+    return checks
+
+
+def _check_comparable(doc: AuditDocument, base: AuditDocument, rules: GateRules) -> None:
     if base.get("unit") != doc.get("unit"):
         raise InputError(f"baseline {base.get('_source')}: unit {base.get('unit')!r} differs from the audit's "
                          f"{doc.get('unit')!r}; audit both with the same pixel-to-mm scale")
     primary = [threshold_key(d.get("primary_threshold", (d.get("thresholds") or [2.0])[0])) for d in (base, doc)]
     if primary[0] != primary[1] and (rules.max_dp_regression is not None or rules.max_mean_dp_regression is not None):
         raise InputError(f"baseline {base.get('_source')}: DP is at {primary[0]} {doc.get('unit', '')} there but at "
-                         f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first --threshold-mm")
-    bframe = keypoint_frame(base)
-    bdp = {(r["attribute"], str(r["keypoint"])): r["dp"] for r in bframe.to_dict("records")}
-    if rules.max_dp_regression is not None:
-        limit, missing = rules.max_dp_regression, 0
-        for r in frame.to_dict("records"):
-            before = bdp.get((r["attribute"], str(r["keypoint"])))
-            if before is None:
-                missing += 1
-                continue
-            delta = r["dp"] - before
-            over = _above(delta, limit)
-            checks.append(Check("max_dp_regression", r["attribute"], r["keypoint"], delta, limit, not over,
-                                f"{r['attribute']} keypoint {r['keypoint']}: DP {fmt(before, 4)} -> {fmt(r['dp'], 4)}"
-                                f" (change {delta:+.4f} {'>' if over else '<='} {limit:g})"
-                                if not math.isnan(delta) else
-                                f"{r['attribute']} keypoint {r['keypoint']}: no DP on one side, so no change can "
-                                "be checked: counted as a failure"))
-        if missing:
-            notes.append(f"max_dp_regression: {missing} attribute x keypoint row(s) are not in the baseline "
+                         f"{primary[1]} {doc.get('unit', '')} here; audit both with the same first «thresholds_mm»")
+
+
+def _check_dp_regression(ctx: GateContext) -> list[Check]:
+    base = ctx.baseline()
+    bdp = {(r["attribute"], str(r["keypoint"])): r["dp"] for r in keypoint_frame(base).to_dict("records")}
+    limit, missing = ctx.limit("max_dp_regression"), 0
+    checks = []
+    for r in ctx.frame.to_dict("records"):
+        before = bdp.get((r["attribute"], str(r["keypoint"])))
+        if before is None:
+            missing += 1
+            continue
+        delta = r["dp"] - before
+        over = _above(delta, limit)
+        checks.append(Check("max_dp_regression", r["attribute"], r["keypoint"], delta, limit, not over,
+                            f"{r['attribute']} keypoint {r['keypoint']}: DP {fmt(before, 4)} -> {fmt(r['dp'], 4)}"
+                            f" (change {delta:+.4f} {'>' if over else '<='} {limit:g})"
+                            if not math.isnan(delta) else
+                            f"{r['attribute']} keypoint {r['keypoint']}: no DP on one side, so no change can "
+                            "be checked: counted as a failure"))
+    if missing:
+        ctx.notes.append(f"max_dp_regression: {missing} attribute x keypoint row(s) are not in the baseline "
                          "and were not checked")
-    if rules.max_mean_dp_regression is not None:
-        for a in attrs:
-            before = num(summary_row(base, a).get("mean_dp"))
-            after = num(summary_row(doc, a).get("mean_dp"))
-            delta = after - before
-            over = _above(delta, rules.max_mean_dp_regression)
-            checks.append(Check("max_mean_dp_regression", a, None, delta, rules.max_mean_dp_regression, not over,
-                                f"{a}: mean DP {fmt(before, 4)} -> {fmt(after, 4)} (change "
-                                f"{fmt(delta, 4)} {_rel(delta, over, '>', '<=')} {rules.max_mean_dp_regression:g})"))
-    if rules.max_mre_regression is not None:
-        before, after = num(overall_row(base).get("mre")), num(overall_row(doc).get("mre"))
-        delta = after - before
-        over = _above(delta, rules.max_mre_regression)
-        checks.append(Check("max_mre_regression", None, None, delta, rules.max_mre_regression, not over,
-                            f"overall MRE {fmt(before, 4)} -> {fmt(after, 4)} (change {fmt(delta, 4)} "
-                            f"{_rel(delta, over, '>', '<=')} {rules.max_mre_regression:g})"))
     return checks
+
+
+def _check_mean_dp_regression(ctx: GateContext) -> list[Check]:
+    base, limit = ctx.baseline(), ctx.limit("max_mean_dp_regression")
+    checks = []
+    for a in ctx.attrs:
+        before = num(summary_row(base, a).get("mean_dp"))
+        after = num(summary_row(ctx.doc, a).get("mean_dp"))
+        delta = after - before
+        over = _above(delta, limit)
+        checks.append(Check("max_mean_dp_regression", a, None, delta, limit, not over,
+                            f"{a}: mean DP {fmt(before, 4)} -> {fmt(after, 4)} (change "
+                            f"{fmt(delta, 4)} {_rel(delta, over, '>', '<=')} {limit:g})"))
+    return checks
+
+
+def _check_mre_regression(ctx: GateContext) -> list[Check]:
+    base, limit = ctx.baseline(), ctx.limit("max_mre_regression")
+    before, after = num(overall_row(base).get("mre")), num(ctx.overall.get("mre"))
+    delta = after - before
+    over = _above(delta, limit)
+    return [Check("max_mre_regression", None, None, delta, limit, not over,
+                  f"overall MRE {fmt(before, 4)} -> {fmt(after, 4)} (change {fmt(delta, 4)} "
+                  f"{_rel(delta, over, '>', '<=')} {limit:g})")]
+
+
+# One check per rule, applied in this order (the order of the JUnit report and the tables).
+RULE_CHECKS: dict[str, Callable[[GateContext], list[Check]]] = {
+    "max_dp": _check_max_dp,
+    "max_mean_dp": _check_max_mean_dp,
+    "max_mre": _check_max_mre,
+    "min_sdr": _check_min_sdr,
+    "max_privacy_balanced_accuracy": _check_max_privacy,
+    "max_dp_regression": _check_dp_regression,
+    "max_mean_dp_regression": _check_mean_dp_regression,
+    "max_mre_regression": _check_mre_regression,
+}

@@ -326,7 +326,7 @@ def test_audit_equals_independent_computation(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         res = audit(preds, meta, attributes=["sex", "site", "age"], bins={"age": [14]}, thresholds_mm=thresholds,
-                    min_group_size=5, families=families, **audit_kw)
+                    min_group_size=5, families=families, **audit_kw, significance=False)
     wrist = (1, 5, 50.0) if "wrist_width" in audit_kw else None
     ref = reference_audit(preds, meta, attributes=["sex", "site", "age"], bins={"age": 14}, thresholds=thresholds,
                           min_group_size=5, spacing_mm=audit_kw.get("spacing_mm"), wrist=wrist, families=families)
@@ -346,9 +346,9 @@ def test_precomputed_error_column_equals_independent_computation():
     frame = preds[["run", "image_id", "keypoint"]].assign(error_mm=err)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        res = audit(frame, meta, attributes=["sex", "site"], thresholds_mm=(2.0, 3.0), min_group_size=5)
+        res = audit(frame, meta, attributes=["sex", "site"], thresholds_mm=(2.0, 3.0), min_group_size=5, significance=False)
         via_coords = audit(preds, meta, attributes=["sex", "site"], thresholds_mm=(2.0, 3.0), min_group_size=5,
-                           spacing_mm=0.1)
+                           spacing_mm=0.1, significance=False)
     ref = reference_audit(frame, meta, attributes=["sex", "site"], thresholds=(2.0, 3.0), min_group_size=5)
     compare(res, ref, (2.0, 3.0))
     assert res.unit == "mm"
@@ -364,7 +364,7 @@ def test_audit_arrays_equals_independent_computation():
     sex = meta.set_index("image_id").loc[ids, "sex"].to_numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
-        res = fairlandmark.audit_arrays(pred, true, {"sex": sex}, spacing_mm=0.1, image_ids=ids, min_group_size=5)
+        res = fairlandmark.audit_arrays(pred, true, {"sex": sex}, spacing_mm=0.1, image_ids=ids, min_group_size=5, significance=False)
     ref = reference_audit(preds, meta, attributes=["sex"], thresholds=(2.0,), min_group_size=5, spacing_mm=0.1)
     compare(res, ref, (2.0,))
 
@@ -393,6 +393,7 @@ HAND_META = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "sex": ["F", "F", "M
 
 
 def _audit(*args, **kw):
+    kw.setdefault("significance", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         return audit(*args, **kw)
@@ -485,7 +486,7 @@ def test_small_group_left_out_of_dp_with_warning():
     meta = HAND_META.assign(site=["A", "A", "A", "B"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", FairlandmarkWarning)
-        res = audit(HAND, meta, attributes=["site"], spacing_mm=1.0, min_group_size=2)
+        res = audit(HAND, meta, attributes=["site"], spacing_mm=1.0, min_group_size=2, significance=False)
     messages = [str(w.message) for w in caught if w.category is FairlandmarkWarning]
     assert any("group 'B' has 1 image(s) in run 0, below min_group_size=2" in m for m in messages)
     assert any(m.startswith("1 missing prediction(s) (12.5%)") for m in messages)
@@ -614,7 +615,7 @@ def test_keypoint_overall_mre_and_sdr_equal_plain_loops():
     preds = pd.DataFrame(rows)
     meta = pd.DataFrame({"image_id": sorted(set(preds["image_id"]))})
     meta["sex"] = ["F" if i % 2 else "M" for i in range(len(meta))]
-    res = fairlandmark.audit(preds, meta, attributes=["sex"], spacing_mm=1.0, thresholds_mm=[2.0], min_group_size=1)
+    res = fairlandmark.audit(preds, meta, attributes=["sex"], spacing_mm=1.0, thresholds_mm=[2.0], min_group_size=1, significance=False)
     for kp in (1, 2):
         mres, sdrs = [], []
         for run in ("a", "b", "c"):

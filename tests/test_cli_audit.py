@@ -47,7 +47,7 @@ def api_result(p, m):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FairlandmarkWarning)
         return audit(str(p), str(m), attributes=["sex", "site"], spacing_mm=0.1, thresholds_mm=THRESHOLDS,
-                     min_group_size=5, families={"first": [1, 2]})
+                     min_group_size=5, families={"first": [1, 2]}, significance=False)
 
 
 def test_cli_json_and_csv_equal_api_and_reference(study, tmp_path, capsys):

@@ -126,6 +126,6 @@ def test_attributes_whose_names_slug_alike_get_a_figure_each(tmp_path):
     true = rng.uniform(0, 100, (40, 2, 2))
     res = fairlandmark.audit_arrays(true + rng.normal(0, 2, true.shape), true,
                                     {"a b": ["x", "y"] * 20, "a_b": ["x"] * 20 + ["y"] * 20}, spacing_mm=1.0,
-                                    min_group_size=1, intersection=False)
+                                    min_group_size=1, intersection=False, significance=False)
     names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
     assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_a_b.png", "sdr_a_b_2.png"]

@@ -241,19 +241,19 @@ def test_values_the_audit_could_not_compute_fail_their_checks(tmp_path):
     pred = true + rng.normal(0, 1, true.shape)
     pred[:, 2] = np.nan  # keypoint 3 never predicted
     sex = ["F", "M"] * 20
-    strict = fairlandmark.audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=1000)
+    strict = fairlandmark.audit_arrays(pred, true, {"sex": sex}, spacing_mm=1.0, min_group_size=1000, significance=False)
     result = run_gate(strict, GateRules(max_dp=0.01, max_mean_dp=0.001))
     assert not result.passed and result.exit_code == 1
     assert all(not c.passed for c in result.checks) and len(result.checks) == 3 + 1
     assert "counted as a failure" in result.checks[0].message
     lost = fairlandmark.audit_arrays(np.full_like(pred, np.nan), true, {"sex": sex}, spacing_mm=1.0,
-                                     min_group_size=1)
+                                     min_group_size=1, significance=False)
     result = run_gate(lost, GateRules(max_mre=1.0, min_sdr={None: 0.0}))
     mre = next(c for c in result.checks if c.rule == "max_mre")
     sdr = next(c for c in result.checks if c.rule == "min_sdr")
     assert not mre.passed and "cannot be checked" in mre.message
     assert sdr.passed  # missing predictions are misses: SDR is 0, a real value
-    ok = fairlandmark.audit_arrays(pred[:, :2], true[:, :2], {"sex": sex}, spacing_mm=1.0, min_group_size=1)
+    ok = fairlandmark.audit_arrays(pred[:, :2], true[:, :2], {"sex": sex}, spacing_mm=1.0, min_group_size=1, significance=False)
     assert run_gate(ok, GateRules(max_dp=1.0, max_mre=100.0)).passed
 
 
@@ -267,7 +267,7 @@ def test_dp_regression_refuses_audits_at_different_primary_thresholds(files):
     pred = true + rng.normal(0, 2, true.shape)
     for name, thr in (("at2.json", 2.0), ("at4.json", 4.0)):
         fairlandmark.audit_arrays(pred, true, {"sex": ["F", "M"] * 20}, spacing_mm=1.0, min_group_size=1,
-                                  thresholds_mm=[thr]).to_json(files / name)
+                                  thresholds_mm=[thr], significance=False).to_json(files / name)
     with pytest.raises(InputError, match=r"DP is at 4 mm there but at 2 mm here; audit both with the same first"):
         run_gate(str(files / "at2.json"), GateRules(max_dp_regression=0.05, baseline=str(files / "at4.json")))
     # The MRE does not depend on the threshold: that regression is still checked.

@@ -118,7 +118,7 @@ def test_encode_groups_bins_intersection_and_errors():
         encode_groups(meta, np.array(["a", "c"]), attributes=["sex"])
     with pytest.raises(InputError, match="expected COLUMN=CUT"):
         parse_bin("age")
-    with pytest.raises(InputError, match="--bin age: no such attribute"):
+    with pytest.raises(InputError, match="bins age: no such attribute"):
         encode_groups(meta, rows, attributes=["sex"], bins={"age": [14]})
     bad = meta.assign(age=["9", "x", "14", "18", "30"])
     with pytest.raises(InputError, match="image 'b', column 'age': 'x' is not a number"):
@@ -145,5 +145,5 @@ def test_families():
 
 
 def test_family_name_given_twice_is_an_error():
-    with pytest.raises(InputError, match="--family a: given twice"):
+    with pytest.raises(InputError, match="families a: given twice"):
         family_index([("a", ["1"]), ("a", ["2"])], [1, 2])

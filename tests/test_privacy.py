@@ -338,7 +338,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
 def test_audit_privacy_arguments_run_the_section(capsys):
     import argparse
 
-    from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+    from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
+    from fairlandmark.render.console import render_privacy
     from fairlandmark.render.console import make_console
 
     parser = argparse.ArgumentParser()

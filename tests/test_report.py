@@ -153,7 +153,7 @@ def test_accepts_audit_result_directly():
 
     rng = np.random.default_rng(3)
     true = rng.uniform(0, 100, (40, 3, 2))
-    res = fl.audit_arrays(true + rng.normal(0, 10, true.shape), true, {"sex": ["F", "M"] * 20}, spacing_mm=0.1)
+    res = fl.audit_arrays(true + rng.normal(0, 10, true.shape), true, {"sex": ["F", "M"] * 20}, spacing_mm=0.1, significance=False)
     assert load_audit(res)["keypoints"] == [1, 2, 3]
     assert "sex" in to_markdown(res)
 

@@ -3,31 +3,52 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fairlandmark.audit import prepare_study
+from fairlandmark.stats.significance import (CORRECTIONS, LARGE_SAMPLE_MIN_GROUP, LARGE_SAMPLE_ROWS, METHODS,
+                                               SignificanceOptions)
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.families import parse_family
 from fairlandmark.inputs.groups import parse_bin
 from fairlandmark.inputs.radial_error import parse_wrist_width
 
+if TYPE_CHECKING:
+    from fairlandmark.inputs.study import Study
+
 __all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
-           "seed_arg", "checked"]
+           "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
 
 
-def checked(parse):
+# How the command line spells the options that core messages name by their API names.
+FLAG_SPELLINGS = {
+    "attributes": "--attribute", "bins": "--bin", "families": "--family", "spacing_mm": "--spacing-mm",
+    "wrist_width": "--wrist-width", "thresholds_mm": "--threshold-mm", "min_group_size": "--min-group-size",
+    "permutations": "--permutations", "bootstrap": "--bootstrap", "baseline_repeats": "--baseline-repeats",
+    "within": "--within", "n_splits": "--folds", "runs": "--run", "pred_paths": "--pred",
+    "predicted_only": "--predicted-only", "max_dp": "--max-dp", "baseline": "--baseline",
+    "significance": "--no-significance", "privacy": "--privacy", "seed": "--seed", "alpha": "--alpha",
+    "ci": "--ci", "correction": "--correction",
+}
+
+
+def checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """Wrap a parser raising InputError so argparse shows our message as is."""
 
-    def wrapper(text):
+    def wrapper(text: str) -> Any:
         try:
             return parse(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            text = exc.spelled(FLAG_SPELLINGS) if isinstance(exc, InputError) else str(exc)
+            raise argparse.ArgumentTypeError(text) from None
 
     wrapper.__name__ = parse.__name__
     return wrapper
 
 
-def number_arg(kind=int, *, low=None, high=None, forbid=None):
+def number_arg(kind: Callable[[str], Any] = int, *, low: float | None = None, high: float | None = None,
+               forbid: Mapping[float, str] | None = None) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` in ``[low, high]``, one-line messages.
 
     ``forbid`` maps values that are in range but meaningless to their message.
@@ -35,7 +56,7 @@ def number_arg(kind=int, *, low=None, high=None, forbid=None):
     noun = "an integer" if kind is int else "a number"
     forbid = dict(forbid or {})
 
-    def parse(text):
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -55,12 +76,12 @@ def number_arg(kind=int, *, low=None, high=None, forbid=None):
 positive_int = number_arg(int, low=0)
 
 
-def seed_arg(parser):
+def seed_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=positive_int, default=0,
                         help="random seed; the same seed gives the same numbers bit for bit (default 0)")
 
 
-def add_input_arguments(parser):
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """The two input files, the pixel-to-mm scale and --bin: what every command that reads a study needs."""
     parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
     parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
@@ -72,7 +93,7 @@ def add_input_arguments(parser):
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
 
 
-def add_study_arguments(parser):
+def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--attribute", "-a", action="append", dest="attributes", metavar="COLUMN",
                         help="attribute to audit (repeatable); default every metadata column")
@@ -82,7 +103,7 @@ def add_study_arguments(parser):
                         help="do not audit the combination of two or more attributes")
 
 
-def bins_from_args(pairs):
+def bins_from_args(pairs: Iterable[tuple[str, list[float]]]) -> dict[str, list[float]]:
     """``--bin`` pairs as a dict; a column binned twice is an error, not a silent last-one-wins."""
     bins = {}
     for column, cuts in pairs:
@@ -93,7 +114,7 @@ def bins_from_args(pairs):
     return bins
 
 
-def study_from_args(args):
+def study_from_args(args: argparse.Namespace) -> Study:
     return prepare_study(
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
         wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
@@ -101,6 +122,39 @@ def study_from_args(args):
     )
 
 
-def add_output_arguments(parser):
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (versioned schema)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print no tables")
+
+
+def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
+    """Permutations, bootstrap, baseline, alpha, correction and seed: the significance options of ``audit``."""
+    group = parser.add_argument_group("significance")
+    group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
+                       help="label permutations for p-values (default 10000; 0 = off)")
+    group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
+                       help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
+    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
+    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
+    group.add_argument("--correction", choices=CORRECTIONS, default="bh",
+                       help="multiple-testing adjustment over attributes x keypoints (default bh)")
+    group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
+                       help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
+    group.add_argument("--significance-method", choices=METHODS, default="auto",
+                       help="null of the p-values: exact permutations, or the large-sample normal null whose cost "
+                            f"does not grow with the images (default auto: normal above {LARGE_SAMPLE_ROWS:,} "
+                            f"(run, image) rows when every group has {LARGE_SAMPLE_MIN_GROUP:,}+ images)")
+    group.add_argument("--no-significance", action="store_true", help="skip all of the above")
+    if not any(a.dest == "seed" for a in parser._actions):  # privacy adds --seed too
+        group.add_argument("--seed", type=positive_int, default=0,
+                           help="random seed; same seed, same numbers bit for bit (default 0)")
+
+
+def significance_from_args(args: argparse.Namespace) -> SignificanceOptions | None:
+    """The significance options the flags ask for; ``None`` when every part is off."""
+    if args.no_significance or (args.permutations == 0 and args.bootstrap == 0 and args.baseline_repeats == 0):
+        return None
+    return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
+                               correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
+                               progress=not getattr(args, "quiet", False),
+                               method=getattr(args, "significance_method", "auto"))

@@ -2,51 +2,50 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, render_audit
-from fairlandmark.cli._common import add_output_arguments, add_study_arguments, study_from_args
+from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
+                                     significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
-from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args, render_privacy
+from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
+from fairlandmark.render.console import render_privacy
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
+
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
+    from fairlandmark.gate import GateRules
 
 __all__ = ["register", "add_audit_arguments", "audit_from_args"]
 
 MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-inference section); add it or drop the option"
 
 
-def add_audit_arguments(parser):
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
     parser.add_argument("--threshold-mm", action="append", type=float, dest="thresholds", metavar="MM",
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
-    try:
-        from fairlandmark.stats.significance import add_significance_arguments
-    except ImportError:  # pragma: no cover - significance is part of the package
-        add_audit_privacy_arguments(parser)
-        return
     add_significance_arguments(parser)
     add_audit_privacy_arguments(parser)  # after significance, which adds --seed
 
 
-def audit_from_args(args, *, console=None):
+def audit_from_args(args: argparse.Namespace) -> AuditResult:
     study = study_from_args(args)
-    significance = None
-    if getattr(args, "permutations", None) is not None:
-        from fairlandmark.stats.significance import options_from_args
-
-        significance = options_from_args(args)
+    significance = significance_from_args(args)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
                        significance=significance)
     result.privacy = privacy_from_audit_args(study, args)
     return result
 
 
-def check_audit_args(args):
+def check_audit_args(args: argparse.Namespace) -> GateRules | None:
     """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
     check_outputs([("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
                    ("--markdown", args.markdown, False), ("--figures", args.figures, True),
@@ -64,10 +63,10 @@ def check_audit_args(args):
     return rules
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     rules = check_audit_args(args)
     console = make_console()
-    result = audit_from_args(args, console=console)
+    result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
         for privacy in result.privacy:
@@ -96,7 +95,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("audit", help="audit predictions for per-keypoint demographic parity",
                                    description="Audit landmark predictions for per-keypoint demographic parity.")
     add_audit_arguments(parser)

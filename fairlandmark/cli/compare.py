@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from fairlandmark.render.console import make_console
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
@@ -11,7 +13,7 @@ from fairlandmark.cli.report import labels_arg
 __all__ = ["register"]
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.compare import compare
     from fairlandmark.render.console import render_comparison
 
@@ -42,7 +44,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "compare", help="compare two audits (e.g. vanilla vs mitigated): change in DP and MRE per keypoint",
         description="Per keypoint and attribute, the change in DP and MRE between two audit JSONs; which keypoints "

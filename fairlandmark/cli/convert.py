@@ -10,6 +10,7 @@ import warnings
 from fairlandmark.inputs.convert import (MSG_TEMPLATE_EXISTS, check_template_columns, convert, metadata_template, read_wide,
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.files import check_outputs
 
 __all__ = ["register"]
@@ -24,7 +25,7 @@ threshold); ground-truth images with no prediction row are written as missing
 predictions unless --predicted-only is given."""
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     # Refuse before writing anything, so a failed call leaves no half result.
     check_outputs([("--out", args.out, False), ("--metadata-template", args.metadata_template, False)],
                   inputs=[("--truth file", args.truth)] + [("--pred file", p) for p in args.pred])
@@ -40,7 +41,8 @@ def _run(args):
     write_long(frame, args.out)
     for w in caught:
         if issubclass(w.category, FairlandmarkWarning):
-            sys.stderr.write(f"warning: {w.message}\n")
+            text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
+            sys.stderr.write(f"warning: {text}\n")
     n_runs = frame["run"].nunique() if "run" in frame.columns else 1
     print(f"wrote {args.out}: {len(frame)} rows ({frame['image_id'].nunique()} images x "
           f"{truth.n_keypoints} keypoints x {n_runs} run(s))")
@@ -50,7 +52,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert wide files (id,x1,y1,...) to the long predictions format",
         description="Pair wide prediction file(s) with the wide ground truth and write the long format "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
+from typing import Any
 
 from fairlandmark.audit import audit
 from fairlandmark.render.console import make_console, render_audit
@@ -16,7 +18,7 @@ from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 __all__ = ["register"]
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     check_outputs([("--out", args.out, True)])
     console = make_console()
     os.makedirs(args.out, exist_ok=True)
@@ -28,7 +30,7 @@ def _run(args):
                   f"{preds_path}, {meta_path}")
     planted = "; ".join(f"keypoint {k}: {who} x{factor}" for k, (who, factor) in PLANTED_BIAS.items())
     console.print(f"Planted biases (errors scaled): {planted}")
-    options = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
+    options: dict[str, Any] = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
                    thresholds_mm=[2.0, 4.0, 10.0], families={"wrist": range(1, 19), "fingers": range(19, 38)})
     result = audit(preds_path, meta_path, **options,
                    significance=SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap,
@@ -55,7 +57,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("demo", help="generate a small realistic study and audit it",
                                    description="Write a generated hand-radiograph study (predictions + metadata) "
                                                "to a folder and audit it, with significance.")

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
-from fairlandmark.render.console import make_console
+from fairlandmark.render.console import make_console, render_gate
 from fairlandmark.cli._common import number_arg
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fairlandmark.document import AuditSource
+    from fairlandmark.gate import GateRules
 
 __all__ = ["register", "add_gate_arguments", "rules_from_args", "run_gate_from_args", "gate_requested"]
 
@@ -16,7 +23,7 @@ RULE_DESTS = ("max_dp", "max_mean_dp", "max_mre", "min_sdr", "max_privacy_balanc
 _unit_float = number_arg(float, low=0.0, high=1.0)
 
 
-def _nonneg_float(text):
+def _nonneg_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -26,7 +33,7 @@ def _nonneg_float(text):
     return value
 
 
-def _sdr(text):
+def _sdr(text: str) -> tuple[float | None, float]:
     thr, sep, value = str(text).rpartition("=")
     try:
         return (float(thr) if sep else None), _unit_float(value)
@@ -35,7 +42,7 @@ def _sdr(text):
             from None
 
 
-def add_gate_arguments(parser, *, standalone=True):
+def add_gate_arguments(parser: argparse.ArgumentParser, *, standalone: bool = True) -> None:
     """Rule flags (they override the config file) and outputs.
 
     ``standalone=False`` (to wire the gate into ``fairlandmark audit``) prefixes
@@ -77,12 +84,12 @@ def add_gate_arguments(parser, *, standalone=True):
     out.add_argument(f"--{pre}json", metavar="PATH", dest="gate_json", help="write every check as JSON")
 
 
-def gate_requested(args):
+def gate_requested(args: argparse.Namespace) -> bool:
     """True when ``--gate`` or any rule flag was given (for the gate wired into ``audit``)."""
     return bool(getattr(args, "gate", False)) or any(getattr(args, d, None) is not None for d in RULE_DESTS)
 
 
-def rules_from_args(args):
+def rules_from_args(args: argparse.Namespace) -> GateRules:
     """Config file rules, overridden by the flags."""
     from fairlandmark.gate import GateRules, load_rules
 
@@ -95,36 +102,13 @@ def rules_from_args(args):
         "max_dp_regression": args.max_dp_regression, "max_mean_dp_regression": args.max_mean_dp_regression,
         "max_mre_regression": args.max_mre_regression, "attributes": args.gate_attributes,
     }
-    over = GateRules(**{k: (tuple(v) if k == "attributes" and v else v) for k, v in flags.items()
-                        if v is not None and k != "max_dp_only_significant"},
-                     max_dp_only_significant=bool(flags["max_dp_only_significant"]), source="flags")
+    given: dict[str, Any] = {k: (tuple(v) if k == "attributes" and v else v) for k, v in flags.items()
+                             if v is not None and k != "max_dp_only_significant"}
+    over = GateRules(**given, max_dp_only_significant=bool(flags["max_dp_only_significant"]), source="flags")
     return base.merged(over)
 
 
-def render_gate(result, console, *, max_failures=20):
-    from rich.table import Table
-
-    from fairlandmark.formatting import fmt
-
-    table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
-    for col in ("rule", "limit", "checks", "failed", "worst"):
-        table.add_column(col, justify="left" if col == "rule" else "right")
-    for r in result.by_rule():
-        style = "green" if r["failed"] == 0 else "bold red"
-        table.add_row(f"[{style}]{r['rule']}[/]", r["limit"], str(r["checks"]), str(r["failed"]), fmt(r["worst"]))
-    console.print(table)
-    for c in result.failures[:max_failures]:
-        console.print(f"[red]FAIL[/] {c.rule}: {c.message}")
-    if len(result.failures) > max_failures:
-        console.print(f"[red]... and {len(result.failures) - max_failures} more failures[/]")
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    n, f = len(result.checks), len(result.failures)
-    console.print("[bold green]PASSED[/]" if result.passed else "[bold red]FAILED[/]",
-                  f"{n - f} of {n} checks passed")
-
-
-def run_gate_from_args(audit, args, console, *, rules=None):
+def run_gate_from_args(audit: AuditSource, args: argparse.Namespace, console: Console, *, rules: GateRules | None = None) -> int:
     """Run the gate on ``audit`` (path, dict or AuditResult) and write the outputs; returns the exit code."""
     from fairlandmark.gate import run_gate
 
@@ -151,7 +135,7 @@ def run_gate_from_args(audit, args, console, *, rules=None):
     return result.exit_code
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.files import check_outputs
 
     check_outputs([("--junit", args.junit, False), ("--markdown", args.gate_markdown, False),
@@ -161,7 +145,7 @@ def _run(args):
     return run_gate_from_args(args.audit, args, console)
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "gate", help="check an audit JSON against fairness rules (exit 0 pass, 1 fail, 2 usage error)",
         description="Check an audit JSON against fairness rules from fairlandmark.toml, [tool.fairlandmark.gate] in "

@@ -12,8 +12,11 @@ import argparse
 import importlib
 import sys
 import warnings
+from collections.abc import Sequence
+from typing import NoReturn
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
+from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 
 __all__ = ["main", "build_parser"]
@@ -23,15 +26,16 @@ EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
 MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and one line, as every usage error should."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fairlandmark", description="Per-keypoint fairness audits of landmark-detection models.")
     parser.add_argument("--version", action="version", version=f"fairlandmark {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -41,7 +45,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -55,7 +59,7 @@ def main(argv=None):
         try:
             return int(args.handler(args) or 0)
         except InputError as exc:
-            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.write(f"error: {exc.spelled(FLAG_SPELLINGS)}\n")
             return EXIT_USAGE
         except OSError as exc:  # unreadable input or unwritable output: one line, no traceback
             sys.stderr.write(MSG_OS_ERROR.format(path=exc.filename or "", reason=exc.strerror or exc) + "\n")

@@ -2,74 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
 
-from fairlandmark.formatting import fmt, fmt_p
-from fairlandmark.render.console import make_console
+from fairlandmark.render.console import make_console, render_privacy
 from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
                                         attribute_inference, default_estimator)
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
-__all__ = ["register", "render_privacy", "add_audit_privacy_arguments", "privacy_from_audit_args"]
+if TYPE_CHECKING:
+    from fairlandmark.inputs.study import Study
+    from fairlandmark.stats.privacy import PrivacyResult
 
-TOP_ROWS = 10
+__all__ = ["register", "add_audit_privacy_arguments", "privacy_from_audit_args"]
+
 
 
 _n_jobs = number_arg(int, forbid={0: "0 workers: give 1 or more, or -1 for all cores"})
 
 
-def _pm(mean, std):
-    text = fmt(mean)
-    return text if text == "-" or fmt(std) == "-" else f"{text} ± {fmt(std)}"
-
-
-def render_privacy(result, console, *, top=TOP_ROWS):
-    """Print the scores table, the importance ranking and the risk lines."""
-    from rich.table import Table
-
-    s = result.settings
-    title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {result.target}; "
-             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
-             f"({s.get('permutation_test', 'refit')}), seed {s['seed']}")
-    table = Table(title=title, header_style="bold")
-    for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
-                "ROC AUC", "null", "p"):
-        table.add_column(col, justify="left" if col in ("analysis", "classes (images)") else "right")
-    for row in result.scores.to_dict("records"):
-        leak = row["leak"]
-        bacc = _pm(row["balanced_accuracy"], row["balanced_accuracy_std"])
-        table.add_row(row["analysis"], str(row["n_images"]),
-                      ", ".join(f"{c} ({n})" for c, n in row["images_by_class"].items()),
-                      fmt(row["majority_rate"]), fmt(row["chance"]),
-                      _pm(row["accuracy"], row["accuracy_std"]),
-                      f"[bold red]{bacc}[/]" if leak else bacc,
-                      _pm(row["roc_auc"], row["roc_auc_std"]), _pm(row["null_mean"], row["null_std"]),
-                      fmt_p(row["p_value"]))
-    console.print(table)
-
-    imp = result.importance
-    analyses = list(result.scores["analysis"])
-    n = min(top, len(result.keypoints))
-    ranking = Table(title=f"Most informative keypoints (permutation importance: drop in balanced accuracy, "
-                          f"mean ± std over folds; top {n} of {len(result.keypoints)})", header_style="bold")
-    ranking.add_column("rank", justify="right")
-    for a in analyses:
-        ranking.add_column("keypoint" if a == "all" else f"{a}: keypoint", justify="right")
-        ranking.add_column("importance", justify="right")
-    by = {a: imp[imp["analysis"] == a].to_dict("records") for a in analyses}
-    for r in range(n):
-        cells = [str(r + 1)]
-        for a in analyses:
-            rec = by[a][r]
-            cells += [str(rec["keypoint"]), _pm(rec["importance"], rec["importance_std"])]
-        ranking.add_row(*cells)
-    console.print(ranking)
-    for line, leak in zip(result.risk_lines, result.scores["leak"]):
-        console.print(line, style="bold red" if leak else "green", markup=False)
-    for note in result.warnings:
-        console.print(f"[yellow]warning:[/] {note}")
-
-
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.files import check_outputs
 
     check_outputs([("--json", args.json, False)],
@@ -93,7 +45,7 @@ def _run(args):
     return 0
 
 
-def add_inference_options(parser, prefix=""):
+def add_inference_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, prefix: str = "") -> None:
     """Options of the inference itself (folds, permutations, trees, repeats)."""
     parser.add_argument(f"--{prefix}folds", type=number_arg(int, low=2), default=5, metavar="K",
                         help="stratified folds over images (default 5)")
@@ -109,7 +61,7 @@ def add_inference_options(parser, prefix=""):
                              "labels with the fitted forests fixed (seconds, but mildly anti-conservative)")
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "privacy", help="attribute inference: do per-keypoint errors reveal a sensitive attribute?",
         description="Train a random forest on each image's per-keypoint errors to predict a sensitive attribute "
@@ -130,7 +82,7 @@ def register(subparsers):
 # -- the audit's opt-in privacy section -------------------------------------------
 
 
-def add_audit_privacy_arguments(parser):
+def add_audit_privacy_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--privacy`` and its options to ``fairlandmark audit``."""
     group = parser.add_argument_group("privacy (attribute inference from the errors; opt-in)")
     group.add_argument("--privacy", action="store_true",
@@ -143,7 +95,7 @@ def add_audit_privacy_arguments(parser):
                            help="parallel workers for the privacy section (-1: all cores); results do not depend on it")
 
 
-def privacy_from_audit_args(study, args, *, console=None):
+def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[PrivacyResult]:
     """Run the privacy section for an audit's study; returns a list of PrivacyResult (empty without --privacy)."""
     if not getattr(args, "privacy", False):
         return []

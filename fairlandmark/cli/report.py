@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fairlandmark.render.console import make_console
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli._common import number_arg
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fairlandmark.document import AuditSource
 
 __all__ = ["register", "add_report_arguments", "write_outputs", "check_figure_options"]
 
@@ -17,20 +25,20 @@ MSG_NO_FIGURES_CONFLICT = "--no-figures and --figures contradict each other; giv
 MSG_LABELS_NEED_BASELINE = "--labels names the baseline and this audit; it needs --baseline"
 
 
-def labels_arg(text):
+def labels_arg(text: str) -> tuple[str, ...]:
     parts = [p.strip() for p in str(text).split(",")]
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
         raise InputError(MSG_LABELS.format(value=text))
     return tuple(parts)
 
 
-def check_figure_options(args):
+def check_figure_options(args: argparse.Namespace) -> None:
     """``--no-figures`` with ``--figures`` is a contradiction, refused before any work."""
     if args.no_figures and args.figures:
         raise InputError(MSG_NO_FIGURES_CONFLICT)
 
 
-def formats_arg(text):
+def formats_arg(text: str) -> list[str]:
     parts = [p.strip().lower() for p in str(text).split(",") if p.strip()]
     if not parts or any(p not in ("png", "svg") for p in parts):
         raise InputError(MSG_FORMATS.format(value=text))
@@ -40,7 +48,7 @@ def formats_arg(text):
 dpi_arg = number_arg(int, low=30, high=600)
 
 
-def add_report_arguments(parser, *, default_html=False):
+def add_report_arguments(parser: argparse.ArgumentParser, *, default_html: bool = False) -> None:
     """Output options shared by ``report`` (and usable by ``audit``)."""
     parser.add_argument("--html", metavar="PATH", help="write a self-contained HTML report (one file, no network)")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary ('-' prints it)")
@@ -52,7 +60,8 @@ def add_report_arguments(parser, *, default_html=False):
                         help="resolution of PNG figures (default 150; the HTML embeds them at 2/3 of it)")
 
 
-def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after")):
+def write_outputs(doc: AuditSource, args: argparse.Namespace, console: Console, *, baseline: AuditSource | None = None,
+                  labels: Sequence[str] = ("before", "after")) -> list[str]:
     """Write what ``--html``, ``--markdown`` and ``--figures`` ask for; returns the paths."""
     from fairlandmark.render import html as report
 
@@ -76,7 +85,7 @@ def write_outputs(doc, args, console, *, baseline=None, labels=("before", "after
     return written
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from fairlandmark.document import load_audit
 
     if not (args.html or args.markdown or args.figures):
@@ -95,7 +104,7 @@ def _run(args):
     return 0
 
 
-def register(subparsers):
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "report", help="HTML report, Markdown summary and figures from an audit JSON",
         description="Render an audit JSON (fairlandmark audit --json) as a self-contained HTML report, a Markdown "

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -113,7 +114,7 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
     n = len(keys)
     index = np.int32 if max(n, space) < 2**31 - 1 else np.int64  # half the memory for up to 2e9 lines
     if space <= _DENSE_FACTOR * n + 1024:
-        first = np.full(space, n, dtype=index)
+        first: np.ndarray = np.full(space, n, dtype=index)
         first[keys[::-1]] = np.arange(n - 1, -1, -1, dtype=index)  # the last write, the first row, wins
         used = np.flatnonzero(first < n)
         order = np.argsort(first[used], kind="stable")
@@ -127,7 +128,8 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
     return rank[inverse.ravel()], first[order].astype(np.int64)
 
 
-def _merge_labels(codes: np.ndarray, raw_labels, na_strings: frozenset = frozenset()) -> EncodedColumn:
+def _merge_labels(codes: np.ndarray, raw_labels: Iterable[object],
+                  na_strings: frozenset[str] = frozenset()) -> EncodedColumn:
     """Strip labels, merge those that strip alike, and code empty ones (or NA spellings) as -1.
 
     The raw labels are in order of first appearance, so the merged labels,
@@ -141,7 +143,7 @@ def _merge_labels(codes: np.ndarray, raw_labels, na_strings: frozenset = frozens
     return EncodedColumn(codes=out.astype(np.int32, copy=False), labels=np.asarray(labels, dtype=object))
 
 
-def _arrow_labels(dictionary) -> np.ndarray:
+def _arrow_labels(dictionary: Any) -> np.ndarray:
     """Labels of an arrow dictionary as a numpy object array (strings stripped by arrow, no Python loop)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -151,7 +153,7 @@ def _arrow_labels(dictionary) -> np.ndarray:
     return dictionary.to_numpy(zero_copy_only=False)
 
 
-def _merge_arrow_labels(codes: np.ndarray, dictionary, na_strings: frozenset) -> EncodedColumn:
+def _merge_arrow_labels(codes: np.ndarray, dictionary: Any, na_strings: frozenset[str]) -> EncodedColumn:
     """:func:`_merge_labels` for an arrow dictionary, skipping the Python pass when no label needs merging."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -166,7 +168,7 @@ def _merge_arrow_labels(codes: np.ndarray, dictionary, na_strings: frozenset) ->
     return _merge_labels(codes, labels, na_strings)
 
 
-def _encode_arrow(column, na_strings: frozenset) -> EncodedColumn:
+def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -196,12 +198,12 @@ def _encode_arrow(column, na_strings: frozenset) -> EncodedColumn:
     ranked, first = first_appearance_codes(codes, len(uniques) + 1)
     in_order = codes[first]
     if (in_order == len(uniques)).any():  # empty cells: back to -1, through the generic path
-        labels = np.append(_arrow_labels(uniques).astype(object), None)[in_order]
+        labels = np.append(_arrow_labels(uniques).astype(object), np.array([None], dtype=object))[in_order]
         return _merge_labels(ranked.astype(np.int32), list(labels), na_strings)
     return _merge_arrow_labels(ranked.astype(np.int32), uniques.take(pa.array(in_order)), na_strings)
 
 
-def _arrow_numbers(column) -> np.ndarray | None:
+def _arrow_numbers(column: Any) -> np.ndarray | None:
     import pyarrow as pa
 
     kind = column.type
@@ -212,7 +214,7 @@ def _arrow_numbers(column) -> np.ndarray | None:
     return column.to_numpy().astype(np.float64, copy=False)
 
 
-def _table_columns(table, na_strings: frozenset) -> ColumnTable:
+def _table_columns(table: Any, na_strings: frozenset[str]) -> ColumnTable:
     names = [str(n).strip() for n in table.column_names]
     columns = dict(zip(names, table.columns))
     n_rows = table.num_rows
@@ -242,12 +244,12 @@ def frame_columns(frame: pd.DataFrame) -> ColumnTable:
     """
     names = [str(c).strip() for c in frame.columns]
 
-    def encode(name):
+    def encode(name: str) -> EncodedColumn:
         raw = frame.iloc[:, names.index(name)]
         codes, uniques = pd.factorize(raw, use_na_sentinel=True)
         return _merge_labels(codes, list(uniques))
 
-    def numbers(name):
+    def numbers(name: str) -> np.ndarray | None:
         raw = frame.iloc[:, names.index(name)]
         if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
             return raw.to_numpy(dtype=float, na_value=np.nan)
@@ -257,7 +259,8 @@ def frame_columns(frame: pd.DataFrame) -> ColumnTable:
                        series=lambda name: frame.iloc[:, names.index(name)])
 
 
-def _read_csv(src, header, stripped, id_columns, numeric_columns):
+def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tuple[str, ...],
+              numeric_columns: tuple[str, ...]) -> Any:
     """The CSV's id and number columns, read in slices of CSV_BLOCK_BYTES, each parsed by read_csv's threads.
 
     One slice in flight keeps the peak near the size of the table (reading the whole file at once costs
@@ -291,7 +294,8 @@ def _read_csv(src, header, stripped, id_columns, numeric_columns):
     return pa.concat_tables(tables)
 
 
-def read_columns(path: str | os.PathLike, *, id_columns: tuple, numeric_columns: tuple) -> ColumnTable | None:
+def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
+                 numeric_columns: tuple[str, ...]) -> ColumnTable | None:
     """Read a CSV or Parquet file with pyarrow; None when pandas must read it.
 
     Parameters

@@ -19,7 +19,9 @@ import csv
 import io
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,13 +75,13 @@ MSG_UNPREDICTED = (
     "{src}: {n} image(s) of the ground truth {truth} have no prediction (e.g. {examples}); "
     "they are written with empty pred_x/pred_y and count as misses{hint}"
 )
-MSG_UNPREDICTED_HINT = " (use --predicted-only if each run predicts only its own test images)"
+MSG_UNPREDICTED_HINT = " (use «predicted_only» if each run predicts only its own test images)"
 MSG_NO_PRED = "convert: give at least one predictions file"
-MSG_RUN_COUNT = "--run: {n_run} label(s) for {n_pred} predictions file(s); give one --run per --pred, in the same order"
-MSG_RUN_NEEDED = "--run: {n_pred} predictions files need one --run label each, in the same order as --pred"
-MSG_RUN_DUP = "--run: label {label!r} is given twice; give each run its own label"
-MSG_RUN_EMPTY = "--run: an empty label; give each run a name such as holdout1"
-MSG_SPACING = "--spacing-mm {value!r}: must be a positive number of mm per pixel"
+MSG_RUN_COUNT = "«runs»: {n_run} label(s) for {n_pred} predictions file(s); give one run label per predictions file («pred_paths»), in the same order"
+MSG_RUN_NEEDED = "«runs»: {n_pred} predictions files need one run label each, in the same order as «pred_paths»"
+MSG_RUN_DUP = "«runs»: label {label!r} is given twice; give each run its own label"
+MSG_RUN_EMPTY = "«runs»: an empty label; give each run a name such as holdout1"
+MSG_SPACING = "«spacing_mm» {value!r}: must be a positive number of mm per pixel"
 MSG_TEMPLATE_EXISTS = "{path}: already exists; a metadata template never overwrites a file, choose another path"
 MSG_TEMPLATE_COLUMN = ("metadata template: column name {col!r} is empty, reserved, repeated or holds & or ,; "
                        "give names such as sex,age")
@@ -110,16 +112,16 @@ class WideTable:
     has_header: bool
 
     @property
-    def n_keypoints(self):
+    def n_keypoints(self) -> int:
         return self.coords.shape[1]
 
 
-def _column_name(j):
+def _column_name(j: int) -> str:
     # j is the 0-based position among the coordinate columns.
     return f"{'xy'[j % 2]}{j // 2 + 1}"
 
 
-def _read_cells(src):
+def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
     """Rows of stripped string cells with their line numbers; header not yet detected."""
     ext = os.path.splitext(src)[1].lower()
     if ext in PARQUET_EXTENSIONS:
@@ -147,11 +149,11 @@ def _read_cells(src):
     return lines, numbers, None
 
 
-def _is_number(text):
+def _is_number(text: str) -> bool:
     return not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0])
 
 
-def read_wide(path, *, truth=False):
+def read_wide(path: str | os.PathLike[str], *, truth: bool = False) -> WideTable:
     """Read a wide landmark file, ``id,x1,y1,...,xK,yK``, header optional.
 
     The first line is a header when none of its coordinate cells is a number
@@ -240,11 +242,11 @@ def read_wide(path, *, truth=False):
     return WideTable(source=src, ids=ids.astype(object), coords=coords, rows=rows, has_header=bool(has_header))
 
 
-def _examples(ids, n=3):
+def _examples(ids: Iterable[object], n: int = 3) -> str:
     return ", ".join(repr(str(i)) for i in list(ids)[:n])
 
 
-def _check_spacing(spacing_mm):
+def _check_spacing(spacing_mm: float | None) -> float | None:
     if spacing_mm is None:
         return None
     try:
@@ -256,7 +258,9 @@ def _check_spacing(spacing_mm):
     return value
 
 
-def wide_to_long(pred, truth, *, run=None, spacing_mm=None, predicted_only=False):
+def wide_to_long(pred: WideTable | str | os.PathLike[str], truth: WideTable | str | os.PathLike[str], *,
+                 run: str | None = None, spacing_mm: float | None = None,
+                 predicted_only: bool = False) -> tuple[pd.DataFrame, int]:
     """Pair a wide prediction table with the wide ground truth, in long format.
 
     Parameters
@@ -334,7 +338,7 @@ def wide_to_long(pred, truth, *, run=None, spacing_mm=None, predicted_only=False
     return pd.DataFrame(columns), n_unpredicted
 
 
-def _run_labels(n_pred, runs):
+def _run_labels(n_pred: int, runs: Sequence[str] | None) -> Sequence[str | None]:
     if runs is None or len(runs) == 0:
         if n_pred > 1:
             raise InputError(MSG_RUN_NEEDED.format(n_pred=n_pred))
@@ -350,7 +354,10 @@ def _run_labels(n_pred, runs):
     return runs
 
 
-def convert(pred, truth, *, runs=None, spacing_mm=None, predicted_only=False):
+def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str | os.PathLike[str]],
+            truth: WideTable | str | os.PathLike[str], *,
+            runs: Sequence[str] | None = None, spacing_mm: float | None = None,
+            predicted_only: bool = False) -> pd.DataFrame:
     """Wide prediction file(s) plus wide ground truth to one long table.
 
     Parameters
@@ -410,7 +417,7 @@ def convert(pred, truth, *, runs=None, spacing_mm=None, predicted_only=False):
     return pd.concat(frames, ignore_index=True)
 
 
-def write_long(frame, out):
+def write_long(frame: pd.DataFrame, out: str | os.PathLike[str]) -> None:
     """Write a long table atomically: Parquet for ``.parquet``/``.pq``, else CSV.
 
     Floats are written with the shortest text that reads back to the same
@@ -425,7 +432,7 @@ def write_long(frame, out):
         atomic_write_text(out, frame.to_csv(index=False))
 
 
-def check_template_columns(columns):
+def check_template_columns(columns: Iterable[str]) -> list[str]:
     """The attribute names of a metadata template, stripped; InputError for an unusable or repeated one."""
     columns = [str(c).strip() for c in columns]
     for i, col in enumerate(columns):
@@ -434,7 +441,8 @@ def check_template_columns(columns):
     return columns
 
 
-def metadata_template(truth, out, *, columns=("sex", "age")):
+def metadata_template(truth: WideTable | str | os.PathLike[str], out: str | os.PathLike[str], *,
+                      columns: Sequence[str] = ("sex", "age")) -> int:
     """Write a metadata file to fill in: ``image_id`` and one empty column per attribute.
 
     Never overwrites an existing file, which may hold filled-in attributes.

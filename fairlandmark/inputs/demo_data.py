@@ -23,7 +23,8 @@ WRIST_KEYPOINTS = range(1, 19)
 PLANTED_BIAS = {3: ("sex=F & age>=14", 1.7), 12: ("sex=M", 1.35)}
 
 
-def make_demo_study(*, n_images=910, n_runs=10, seed=0, missing_rate=0.002):
+def make_demo_study(*, n_images: int = 910, n_runs: int = 10, seed: int | None = 0,
+                    missing_rate: float = 0.002) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate predictions and metadata of a hand-radiograph study.
 
     Parameters

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
 from fairlandmark.exceptions import InputError
 
 __all__ = ["parse_family", "family_index"]
 
-MSG_FAMILY_FORMAT = "--family {value!r}: expected NAME=SPEC such as wrist=1-18 or tip=3,7,11"
-MSG_FAMILY_UNKNOWN = "--family {name}: keypoint {kp!r} is not in the predictions; the keypoints are {known}"
-MSG_FAMILY_TWICE = "--family: keypoint {kp!r} is in both '{a}' and '{b}'; put each keypoint in one family"
-MSG_FAMILY_NAME_TWICE = "--family {name}: given twice; give each family once, with all its keypoints (e.g. {name}=1-5,9)"
-MSG_FAMILY_RESERVED = "--family {name}: 'all' is reserved for the whole set of keypoints; choose another name"
+MSG_FAMILY_FORMAT = "«families» {value!r}: expected NAME=SPEC such as wrist=1-18 or tip=3,7,11"
+MSG_FAMILY_UNKNOWN = "«families» {name}: keypoint {kp!r} is not in the predictions; the keypoints are {known}"
+MSG_FAMILY_TWICE = "«families»: keypoint {kp!r} is in both '{a}' and '{b}'; put each keypoint in one family"
+MSG_FAMILY_NAME_TWICE = "«families» {name}: given twice; give each family once, with all its keypoints (e.g. {name}=1-5,9)"
+MSG_FAMILY_RESERVED = "«families» {name}: 'all' is reserved for the whole set of keypoints; choose another name"
 
 
-def parse_family(text):
+def parse_family(text: str) -> tuple[str, list[str]]:
     """Parse ``"wrist=1-18"`` or ``"tips=3,7,11"`` into ``(name, tokens)``.
 
     Ranges ``A-B`` expand to integers; other tokens stay as keypoint names.
@@ -29,7 +34,7 @@ def parse_family(text):
         raise InputError(MSG_FAMILY_FORMAT.format(value=text))
     if name == "all":
         raise InputError(MSG_FAMILY_RESERVED.format(name=name))
-    tokens = []
+    tokens: list[str] = []
     for token in spec.split(","):
         token = token.strip()
         lo, dash, hi = token.partition("-")
@@ -44,7 +49,8 @@ def parse_family(text):
     return name, tokens
 
 
-def family_index(families, keypoints):
+def family_index(families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]],
+                 keypoints: Sequence[object] | np.ndarray) -> dict[str, list[int]]:
     """Map family names to keypoint column indices.
 
     Parameters
@@ -60,7 +66,8 @@ def family_index(families, keypoints):
     items = families.items() if isinstance(families, dict) else families
     position = {str(k): i for i, k in enumerate(keypoints)}
     known = ", ".join(map(str, list(keypoints)[:10])) + (", ..." if len(keypoints) > 10 else "")
-    owner, out = {}, {}
+    owner: dict[str, str] = {}
+    out: dict[str, list] = {}
     for name, tokens in items:
         if name in out:
             raise InputError(MSG_FAMILY_NAME_TWICE.format(name=name))

@@ -10,6 +10,7 @@ of cell labels permutes every attribute at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,13 +22,13 @@ __all__ = ["GroupCoding", "parse_bin", "encode_groups", "INTERSECTION_SEP"]
 
 INTERSECTION_SEP = "&"
 
-MSG_BIN_CUTS = "--bin {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
-MSG_BIN_FORMAT = "--bin {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
-MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop --bin {col}"
-MSG_BIN_UNKNOWN = "--bin {col}: no such attribute; audit it with --attribute {col} or fix the name"
+MSG_BIN_CUTS = "«bins» {value!r}: the cut points must be finite and different from each other, e.g. age=10,14"
+MSG_BIN_FORMAT = "«bins» {value!r}: expected COLUMN=CUT[,CUT...] such as age=14"
+MSG_BIN_NOT_NUMERIC = "{src}: image '{image}', column '{col}': {value!r} is not a number, so it cannot be binned; fix it or drop «bins» {col}"
+MSG_BIN_UNKNOWN = "«bins» {col}: no such attribute; add {col!r} to «attributes» or fix the name"
 MSG_SINGLE_GROUP = (
     "{src}: attribute '{col}' has a single group ({group!r}) among the audited images; "
-    "a parity gap needs two or more groups: drop --attribute {col} or check the metadata"
+    "a parity gap needs two or more groups: drop «attributes» {col} or check the metadata"
 )
 MSG_SEP_IN_NAME = "attribute name {col!r} contains '{sep}', which names intersections; rename the column"
 
@@ -53,26 +54,26 @@ class GroupCoding:
         Group index of each row for the base (non-intersection) attributes.
     """
 
-    attributes: list
-    groups: dict
+    attributes: list[str]
+    groups: dict[str, list[str]]
     cell: np.ndarray
     n_cells: int
-    cell_to_group: dict
-    base_codes: dict
+    cell_to_group: dict[str, np.ndarray]
+    base_codes: dict[str, np.ndarray]
 
-    def aggregation(self, attribute):
+    def aggregation(self, attribute: str) -> np.ndarray:
         """0/1 matrix of shape (n_cells, n_groups) mapping cells to groups."""
         to_group = self.cell_to_group[attribute]
         out = np.zeros((self.n_cells, len(self.groups[attribute])))
         out[np.arange(self.n_cells), to_group] = 1.0
         return out
 
-    def row_codes(self, attribute):
+    def row_codes(self, attribute: str) -> np.ndarray:
         """Group index of each row for ``attribute``."""
         return self.cell_to_group[attribute][self.cell]
 
 
-def parse_bin(text):
+def parse_bin(text: str) -> tuple[str, list[float]]:
     """Parse ``"age=14"`` or ``"age=10,14"`` into ``("age", [14.0])``.
 
     Examples
@@ -92,11 +93,12 @@ def parse_bin(text):
     return col.strip(), values
 
 
-def _fmt(x):
+def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _bin_labels(col, values, image_ids, cuts, src):
+def _bin_labels(col: str, values: np.ndarray, image_ids: pd.Index, cuts: Sequence[float],
+                src: str) -> tuple[np.ndarray, list[str]]:
     numeric = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=float)
     bad = np.isnan(numeric)
     if bad.any():
@@ -109,7 +111,9 @@ def _bin_labels(col, values, image_ids, cuts, src):
     return np.asarray(names, dtype=object)[index], names
 
 
-def encode_groups(meta, row_image, *, attributes, bins=None, intersection=True, source="metadata"):
+def encode_groups(meta: pd.DataFrame, row_image: np.ndarray, *, attributes: Sequence[str],
+                  bins: Mapping[str, Sequence[float]] | None = None, intersection: bool = True,
+                  source: str = "metadata") -> GroupCoding:
     """Encode attributes of each (run, image) row as integer groups.
 
     Parameters
@@ -188,7 +192,7 @@ def encode_groups(meta, row_image, *, attributes, bins=None, intersection=True, 
     )
 
 
-def _natural_key(text):
+def _natural_key(text: str) -> list[tuple[int, int, str]]:
     parts = []
     for chunk in pd.Series([text]).str.split(r"(\d+)", regex=True).iloc[0]:
         parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))

@@ -8,11 +8,16 @@ ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+
+if TYPE_CHECKING:
+    from fairlandmark.inputs.schema import Predictions
 
 __all__ = ["WristWidth", "parse_wrist_width", "radial_errors"]
 
@@ -20,14 +25,13 @@ MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop al
 MSG_ERROR_WITH_SCALE = (
     "{src}: the 'error_mm' column is already in mm, so {found} cannot apply; drop it, or drop error_mm and give coordinates"
 )
-MSG_WRIST_FORMAT = "--wrist-width {value!r}: expected A,B,MM such as 1,5,50 (two keypoints and their distance in mm)"
-MSG_WRIST_KEYPOINT = "--wrist-width: keypoint {kp!r} is not in {src}; the keypoints are {known}"
-MSG_WRIST_NEEDS_COORDS = "--wrist-width needs true_x/true_y in {src}; it has only error_mm"
+MSG_WRIST_FORMAT = "«wrist_width» {value!r}: expected A,B,MM such as 1,5,50 (two keypoints and their distance in mm)"
+MSG_WRIST_KEYPOINT = "«wrist_width»: keypoint {kp!r} is not in {src}; the keypoints are {known}"
 MSG_WRIST_ZERO = (
     "{src}: image '{image}' has keypoints {a} and {b} at the same place, so the wrist width is 0; "
-    "check its ground truth or use --spacing-mm"
+    "check its ground truth or use «spacing_mm»"
 )
-MSG_BAD_SPACING = "--spacing-mm {value}: must be a positive number of mm per pixel"
+MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class WristWidth:
     mm: float
 
 
-def parse_wrist_width(text):
+def parse_wrist_width(text: str) -> WristWidth:
     """Parse ``"A,B,MM"`` (e.g. ``"1,5,50"``) into a :class:`WristWidth`.
 
     Examples
@@ -60,7 +64,7 @@ def parse_wrist_width(text):
     return WristWidth(a, b, mm)
 
 
-def _keypoint_index(keypoints, label, src):
+def _keypoint_index(keypoints: Sequence[object] | np.ndarray, label: object, src: str) -> int:
     matches = [i for i, k in enumerate(keypoints) if str(k) == str(label)]
     if not matches:
         known = ", ".join(map(str, keypoints[:10])) + (", ..." if len(keypoints) > 10 else "")
@@ -68,7 +72,8 @@ def _keypoint_index(keypoints, label, src):
     return matches[0]
 
 
-def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
+def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                  wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit.
 
     Parameters
@@ -92,8 +97,8 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
         name
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
-            ("--spacing-mm", spacing_mm is not None),
-            ("--wrist-width", wrist_width is not None),
+            ("«spacing_mm»", spacing_mm is not None),
+            ("«wrist_width»", wrist_width is not None),
         )
         if given
     ]
@@ -104,6 +109,7 @@ def radial_errors(preds, *, spacing_mm=None, wrist_width=None):
     if len(scales) > 1:
         raise InputError(MSG_TWO_SCALES.format(src=src, found=" and ".join(scales)))
 
+    assert preds.pred is not None and preds.true is not None  # no error_mm column: coordinates were checked
     # x and y apart: two (N, K) temporaries instead of one (N, K, 2); the same numbers.
     distance = np.hypot(preds.pred[..., 0] - preds.true[..., 0],
                         preds.pred[..., 1] - preds.true[..., 1])  # NaN where the prediction is missing

@@ -11,13 +11,14 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
-from fairlandmark.inputs.columnar import EncodedColumn, first_appearance_codes, frame_columns, read_columns
+from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, read_columns
 
 __all__ = [
     "COORD_COLUMNS",
@@ -67,7 +68,7 @@ MSG_NOT_IN_META = (
     "add them to the metadata file"
 )
 MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
-MSG_BAD_ATTRIBUTE = "--attribute {col}: {why}, not an attribute to audit; give each attribute column once"
+MSG_BAD_ATTRIBUTE = "«attributes» {col}: {why}, not an attribute to audit; give each attribute column once"
 MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
 
 
@@ -108,11 +109,12 @@ class Predictions:
     source: str
 
 
-def _source_name(obj, default):
+def _source_name(obj: object, default: str) -> str:
     return os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else default
 
 
-def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)):
+def read_table(path: str | os.PathLike[str], *, kind: str = "table",
+               string_columns: Sequence[str] = (ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame, ids kept as strings.
 
     Parameters
@@ -158,7 +160,7 @@ def read_table(path, *, kind="table", string_columns=(ID_COLUMN, RUN_COLUMN, KEY
     return frame
 
 
-def _stripped_columns(names, src):
+def _stripped_columns(names: Iterable[object], src: str) -> list[str]:
     """Column names without surrounding spaces; InputError when two are then the same."""
     stripped = [str(c).strip() for c in names]
     seen = set()
@@ -169,12 +171,12 @@ def _stripped_columns(names, src):
     return stripped
 
 
-def _hint(col, columns):
+def _hint(col: str, columns: Iterable[object]) -> str:
     close = difflib.get_close_matches(col, [str(c) for c in columns], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _require(frame, col, src):
+def _require(frame: pd.DataFrame, col: str, src: str) -> None:
     if col not in frame.columns:
         raise InputError(
             MSG_MISSING_COLUMN.format(
@@ -183,12 +185,12 @@ def _require(frame, col, src):
         )
 
 
-def _file_row(index):
+def _file_row(index: int) -> int:
     # Line number in the file: one header line, 1-based.
     return int(index) + 2
 
 
-def _numeric(cols, col, src, *, allow_empty, what="a value"):
+def _numeric(cols: ColumnTable, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
     """Column ``col`` as float64 (NaN = empty); InputError on text, infinity or a forbidden empty cell."""
     values = cols.numbers(col)
     if values is not None:  # stored as numbers: no text to check
@@ -210,7 +212,7 @@ def _numeric(cols, col, src, *, allow_empty, what="a value"):
     return values
 
 
-def _id_column(frame, col, src):
+def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
     raw = frame[col]
     blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
     if blank.any():
@@ -219,7 +221,7 @@ def _id_column(frame, col, src):
     return raw.astype(str).str.strip().to_numpy(dtype=object)
 
 
-def _keypoint_labels(values):
+def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
     if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
@@ -246,11 +248,11 @@ class _Rows:
     first_line: np.ndarray  # (n_rows,) first input line of each row
 
     @property
-    def n_rows(self):
+    def n_rows(self) -> int:
         return len(self.first_line)
 
 
-def _predictions_columns(data, src):
+def _predictions_columns(data: pd.DataFrame | str | os.PathLike[str], src: str) -> ColumnTable:
     """Step 1: the table as a ColumnTable (pyarrow for files, pandas when pyarrow cannot type it)."""
     if isinstance(data, pd.DataFrame):
         if len(data) == 0:
@@ -272,7 +274,7 @@ def _predictions_columns(data, src):
     return cols
 
 
-def _check_columns(cols, src):
+def _check_columns(cols: ColumnTable, src: str) -> tuple[bool, bool]:
     """Step 2: required columns; returns (has_error, has_coords)."""
     for col in (ID_COLUMN, KEYPOINT_COLUMN):
         if col not in cols.names:
@@ -287,7 +289,7 @@ def _check_columns(cols, src):
     return has_error, has_coords
 
 
-def _encode_ids(cols, src):
+def _encode_ids(cols: ColumnTable, src: str) -> _Ids:
     """Step 3: run, image and keypoint as integer codes; InputError on an empty id."""
     encoded = {}
     for col in (ID_COLUMN, KEYPOINT_COLUMN, RUN_COLUMN):
@@ -303,7 +305,7 @@ def _encode_ids(cols, src):
     return _Ids(run=encoded[RUN_COLUMN], image=encoded[ID_COLUMN], keypoint=encoded[KEYPOINT_COLUMN])
 
 
-def _row_index(ids):
+def _row_index(ids: _Ids) -> _Rows:
     """Step 4: (run, image) pairs as rows in order of first appearance."""
     pair = ids.run.codes.astype(np.int64) * len(ids.image.labels) + ids.image.codes
     row_key, first_line = first_appearance_codes(pair, len(ids.run.labels) * len(ids.image.labels))
@@ -311,7 +313,7 @@ def _row_index(ids):
     return _Rows(row_key=row_key, first_line=first_line)
 
 
-def _check_duplicates(ids, rows, src):
+def _check_duplicates(ids: _Ids, rows: _Rows, src: str) -> None:
     """Step 5: one line per (run, image, keypoint), checked on one combined integer key."""
     n_kp = len(ids.keypoint.labels)
     key = rows.row_key.astype(np.int64) * n_kp + ids.keypoint.codes
@@ -333,7 +335,7 @@ def _check_duplicates(ids, rows, src):
             kp=ids.keypoint.labels[ids.keypoint.codes[i]], first=_file_row(first_of_line[i])))
 
 
-def _keypoint_order(ids, src):
+def _keypoint_order(ids: _Ids, src: str) -> tuple[np.ndarray, np.ndarray]:
     """Step 6: keypoint labels (int when all are integers, sorted) and each line's keypoint column."""
     kp_uniques = ids.keypoint.labels
     kp_labels = _keypoint_labels(kp_uniques)
@@ -349,7 +351,7 @@ def _keypoint_order(ids, src):
     return kp_labels[order], kp_rank[ids.keypoint.codes]
 
 
-def _check_complete(ids, rows, kp_index, keypoints, src):
+def _check_complete(ids: _Ids, rows: _Rows, kp_index: np.ndarray, keypoints: np.ndarray, src: str) -> None:
     """Step 7: every (run, image) row has every keypoint (counted with bincount)."""
     n_kp = len(keypoints)
     counts = np.bincount(rows.row_key, minlength=rows.n_rows)
@@ -363,7 +365,7 @@ def _check_complete(ids, rows, kp_index, keypoints, src):
             n_have=len(have), n_all=n_kp, kp=missing_kp))
 
 
-def _in_row_order(ids, rows, block=1 << 20):
+def _in_row_order(ids: _Ids, rows: _Rows, block: int = 1 << 20) -> bool:
     """Whether line i holds row ``i // K`` and keypoint code ``i % K`` (K keypoints), as most writers order them.
 
     Then every (row, keypoint) appears exactly once: no duplicate, no image short of a keypoint, and the
@@ -384,16 +386,17 @@ def _in_row_order(ids, rows, block=1 << 20):
 class _Pivot:
     """Step 8: scatter per-line values into a dense (rows, keypoints) array."""
 
-    def __init__(self, rows, kp_index, n_kp, in_row_order):
+    def __init__(self, rows: _Rows, kp_index: np.ndarray, n_kp: int, in_row_order: bool) -> None:
         self.shape = (rows.n_rows, n_kp)
-        self.position = self.columns = None
+        self.position: np.ndarray | None = None
+        self.columns: np.ndarray | None = None
         if in_row_order:  # a reshape, then keypoints in label order (a view when already sorted)
             columns = np.argsort(kp_index[:n_kp], kind="stable")
             self.columns = None if np.array_equal(columns, np.arange(n_kp)) else columns
         else:
             self.position = rows.row_key.astype(np.int64) * n_kp + kp_index
 
-    def __call__(self, values):
+    def __call__(self, values: np.ndarray) -> np.ndarray:
         if self.position is None:
             dense = values.reshape(self.shape)
             if self.columns is not None:
@@ -405,7 +408,8 @@ class _Pivot:
         return out.reshape(self.shape)
 
 
-def _values(cols, pivot, has_coords, has_error, src):
+def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
+            src: str) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """Step 9: coordinates, errors and spacings as dense arrays, checked.
 
     Each column is pivoted as soon as it is read and then freed, so the peak
@@ -445,7 +449,7 @@ def _values(cols, pivot, has_coords, has_error, src):
     return pred, true, spacing, error
 
 
-def check_predictions(data, *, source=None):
+def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -502,7 +506,8 @@ def check_predictions(data, *, source=None):
     )
 
 
-def check_metadata(data, *, image_ids, attributes=None, source=None):
+def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: Iterable[str],
+                   attributes: Sequence[str] | None = None, source: str | None = None) -> pd.DataFrame:
     """Validate metadata and align it to the predictions' images.
 
     Parameters

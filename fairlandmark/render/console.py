@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from fairlandmark.compare import CHANGE_TOLERANCE, Comparison
+from fairlandmark.gate import GateResult
+from fairlandmark.stats.privacy import PrivacyResult
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
 from fairlandmark.render.markdown import comparison_rows
 
-__all__ = ["render_audit", "render_comparison", "make_console"]
+if TYPE_CHECKING:
+    from fairlandmark.audit import AuditResult
+
+__all__ = ["render_audit", "render_comparison", "render_privacy", "render_gate", "make_console", "PRIVACY_TOP_ROWS"]
+
+PRIVACY_TOP_ROWS = 10  # keypoints shown in the privacy importance ranking
 
 
-def make_console(stderr=False):
+def make_console(stderr: bool = False) -> Console:
     """Console that keeps tables whole in logs: 200 columns when not a terminal."""
     probe = Console(stderr=stderr)
     return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 200)
 
 
-def render_audit(result, console):
+def render_audit(result: AuditResult, console: Console) -> None:
     """Print one keypoint table per attribute, then the summary."""
     unit = result.unit
     primary = f"sdr_{result.thresholds[0]:g}"
@@ -40,6 +48,7 @@ def render_audit(result, console):
         table.add_column("DP", justify="right", no_wrap=True)
         table.add_column("pair (high vs low)", no_wrap=True)
         if has_sig:
+            assert result.significance is not None  # p-value columns come from it
             table.add_column("chance DP", justify="right", no_wrap=True)
             table.add_column(f"{int(result.significance.options.ci * 100)}% CI", justify="right", no_wrap=True)
             table.add_column("p", justify="right", no_wrap=True)
@@ -93,6 +102,7 @@ def render_audit(result, console):
     console.print(overall)
     if has_sig:
         s = result.significance
+        assert s is not None  # p-value columns come from it
         console.print(f"[dim]* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
                       f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples, "
                       f"{int(s.options.ci * 100)}% percentile intervals, seed {s.options.seed}.[/]")
@@ -135,10 +145,74 @@ def render_comparison(cmp: Comparison, console: Console, *, top: int | None = No
         console.print(f"[yellow]note:[/] {note}")
 
 
-def _colour(value, strong=False):
+def _colour(value: object, strong: bool = False) -> str:
     text = fmt_signed(value)
     v = num(value)
     if math.isnan(v) or abs(v) <= CHANGE_TOLERANCE:
         return text
     colour = "green" if v < 0 else "red"
     return f"[bold {colour}]{text}[/]" if strong else f"[{colour}]{text}[/]"
+
+
+def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVACY_TOP_ROWS) -> None:
+    """Print the scores table, the importance ranking and the risk lines."""
+    s = result.settings
+    title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {result.target}; "
+             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
+             f"({s.get('permutation_test', 'refit')}), seed {s['seed']}")
+    table = Table(title=title, header_style="bold")
+    for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
+                "ROC AUC", "null", "p"):
+        table.add_column(col, justify="left" if col in ("analysis", "classes (images)") else "right")
+    for row in result.scores.to_dict("records"):
+        leak = row["leak"]
+        bacc = fmt_pm(row["balanced_accuracy"], row["balanced_accuracy_std"])
+        table.add_row(row["analysis"], str(row["n_images"]),
+                      ", ".join(f"{c} ({n})" for c, n in row["images_by_class"].items()),
+                      fmt(row["majority_rate"]), fmt(row["chance"]),
+                      fmt_pm(row["accuracy"], row["accuracy_std"]),
+                      f"[bold red]{bacc}[/]" if leak else bacc,
+                      fmt_pm(row["roc_auc"], row["roc_auc_std"]), fmt_pm(row["null_mean"], row["null_std"]),
+                      fmt_p(row["p_value"]))
+    console.print(table)
+
+    imp = result.importance
+    analyses = list(result.scores["analysis"])
+    n = min(top, len(result.keypoints))
+    ranking = Table(title=f"Most informative keypoints (permutation importance: drop in balanced accuracy, "
+                          f"mean ± std over folds; top {n} of {len(result.keypoints)})", header_style="bold")
+    ranking.add_column("rank", justify="right")
+    for a in analyses:
+        ranking.add_column("keypoint" if a == "all" else f"{a}: keypoint", justify="right")
+        ranking.add_column("importance", justify="right")
+    by = {a: imp[imp["analysis"] == a].to_dict("records") for a in analyses}
+    for r in range(n):
+        cells = [str(r + 1)]
+        for a in analyses:
+            rec = by[a][r]
+            cells += [str(rec["keypoint"]), fmt_pm(rec["importance"], rec["importance_std"])]
+        ranking.add_row(*cells)
+    console.print(ranking)
+    for line, leak in zip(result.risk_lines, result.scores["leak"]):
+        console.print(line, style="bold red" if leak else "green", markup=False)
+    for note in result.warnings:
+        console.print(f"[yellow]warning:[/] {note}")
+
+
+def render_gate(result: GateResult, console: Console, *, max_failures: int = 20) -> None:
+    table = Table(title=f"fairlandmark gate ({result.rules.source})", header_style="bold")
+    for col in ("rule", "limit", "checks", "failed", "worst"):
+        table.add_column(col, justify="left" if col == "rule" else "right")
+    for r in result.by_rule():
+        style = "green" if r["failed"] == 0 else "bold red"
+        table.add_row(f"[{style}]{r['rule']}[/]", r["limit"], str(r["checks"]), str(r["failed"]), fmt(r["worst"]))
+    console.print(table)
+    for c in result.failures[:max_failures]:
+        console.print(f"[red]FAIL[/] {c.rule}: {c.message}")
+    if len(result.failures) > max_failures:
+        console.print(f"[red]... and {len(result.failures) - max_failures} more failures[/]")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    n, f = len(result.checks), len(result.failures)
+    console.print("[bold green]PASSED[/]" if result.passed else "[bold red]FAILED[/]",
+                  f"{n - f} of {n} checks passed")

@@ -37,13 +37,20 @@ import io
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.document import has_significance, keypoint_frame, keypoint_mre, load_audit, overall_row
+from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, keypoint_mre,
+                                   load_audit, overall_row)
 from fairlandmark.formatting import num, threshold_key
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
            "require_matplotlib", "MissingExtraError"]
@@ -65,7 +72,7 @@ class MissingExtraError(InputError):
     """An optional dependency (the ``[report]`` extra) is missing."""
 
 
-def require_matplotlib():
+def require_matplotlib() -> None:
     """Import matplotlib with the Agg canvas, or raise one clear line."""
     try:
         import matplotlib  # noqa: F401
@@ -74,7 +81,7 @@ def require_matplotlib():
         raise MissingExtraError(MSG_NO_MATPLOTLIB) from None
 
 
-def _new_figure(width, height):
+def _new_figure(width: float, height: float) -> Figure:
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -84,11 +91,11 @@ def _new_figure(width, height):
     return fig
 
 
-def _width(n_bars, per=0.2, lo=6.5, hi=12.5):
+def _width(n_bars: float, per: float = 0.2, lo: float = 6.5, hi: float = 12.5) -> float:
     return float(min(max(lo, 1.8 + per * n_bars), hi))
 
 
-def _style_axis(ax, labels, *, ylabel):
+def _style_axis(ax: Axes, labels: Sequence[object], *, ylabel: str) -> None:
     k = len(labels)
     ax.set_xticks(np.arange(k))
     rotate = k > 16 or max((len(str(x)) for x in labels), default=0) > 4
@@ -102,7 +109,7 @@ def _style_axis(ax, labels, *, ylabel):
         ax.spines[side].set_visible(False)
 
 
-def _family_colours(families):
+def _family_colours(families: Iterable[str]) -> dict[str, str]:
     names = []
     for f in families:
         if f and f not in names:
@@ -110,7 +117,7 @@ def _family_colours(families):
     return {f: FAMILY_COLOURS[i % len(FAMILY_COLOURS)] for i, f in enumerate(names)}
 
 
-def _attributes(doc, attribute):
+def _attributes(doc: AuditDocument, attribute: str | Iterable[str] | None) -> list[str]:
     known = list(doc.get("attributes", []))
     if attribute is None:
         return known
@@ -121,7 +128,7 @@ def _attributes(doc, attribute):
     return chosen
 
 
-def _figure_legend(fig, axes, *, title=None):
+def _figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None) -> None:
     """One legend for the whole figure, outside on the right, each label once."""
     handles, labels = [], []
     for ax in axes:
@@ -135,7 +142,7 @@ def _figure_legend(fig, axes, *, title=None):
 
 
 # -- MRE -----------------------------------------------------------------------------------------------------
-def mre_bars(source, *, title=None):
+def mre_bars(source: AuditSource, *, title: str | None = None) -> Figure:
     """Per-keypoint MRE bars coloured by family, with overall and family mean lines.
 
     Parameters
@@ -159,7 +166,7 @@ def mre_bars(source, *, title=None):
     yerr = kp["mre_std"].to_numpy(float) if len(kp) and kp["mre_std"].notna().any() else None
     ax.bar(x, kp["mre"].to_numpy(float), width=0.75, color=bar_colours, yerr=yerr,
            error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "#333333"})
-    handles = []
+    handles: list[Any] = []
     from matplotlib.patches import Patch
 
     for fam, col in colours.items():
@@ -184,7 +191,7 @@ def mre_bars(source, *, title=None):
 
 
 # -- DP ------------------------------------------------------------------------------------------------------
-def _dp_err(sub):
+def _dp_err(sub: pd.DataFrame) -> tuple[np.ndarray | None, Any]:
     """Asymmetric error bars: the bootstrap interval if present, else ± std over runs."""
     dp = sub["dp"].to_numpy(float)
     if sub["dp_low"].notna().any():
@@ -197,7 +204,7 @@ def _dp_err(sub):
     return None, None
 
 
-def dp_bars(source, *, attribute=None, title=None):
+def dp_bars(source: AuditSource, *, attribute: str | Iterable[str] | None = None, title: str | None = None) -> Figure:
     """Per-keypoint DP bars with error bars, the randomized baseline and significance marks.
 
     One panel per attribute (all attributes by default). Error bars are the
@@ -261,7 +268,8 @@ def dp_bars(source, *, attribute=None, title=None):
 
 
 # -- before / after ------------------------------------------------------------------------------------------
-def compare_bars(before, after, *, labels=("before", "after"), attribute=None, title=None):
+def compare_bars(before: AuditSource, after: AuditSource, *, labels: Sequence[str] = ("before", "after"),
+                 attribute: str | Iterable[str] | None = None, title: str | None = None) -> Figure:
     """Two audits side by side: DP per keypoint for each attribute, then MRE.
 
     Keypoints and attributes present in both audits are shown, in the order
@@ -292,7 +300,7 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
     w = 0.4
     cap = 1.5 if k > 30 else 2.5
 
-    def aligned(frame, attr, col):
+    def aligned(frame: pd.DataFrame, attr: str | None, col: str) -> np.ndarray:
         sub = frame[frame["attribute"] == attr] if attr is not None else frame
         m = dict(zip(sub["keypoint"].astype(str), sub[col]))
         return np.array([num(m.get(str(p))) for p in kps])
@@ -318,7 +326,8 @@ def compare_bars(before, after, *, labels=("before", "after"), attribute=None, t
 
 
 # -- SDR over thresholds -------------------------------------------------------------------------------------
-def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
+def sdr_curves(source: AuditSource, *, attribute: str | None = None, keypoints: Sequence[object] | None = None,
+               top: int = 4, title: str | None = None) -> Figure:
     """SDR of each group over the thresholds, one panel per chosen keypoint.
 
     Parameters
@@ -386,19 +395,19 @@ def sdr_curves(source, *, attribute=None, keypoints=None, top=4, title=None):
 
 
 # -- output --------------------------------------------------------------------------------------------------
-def _render(fig, fmt, dpi):
+def _render(fig: Figure, fmt: str, dpi: float) -> bytes:
     buf = io.BytesIO()
     metadata = {"Software": None} if fmt == "png" else {"Date": None, "Creator": None}
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
     return buf.getvalue()
 
 
-def png_base64(fig, *, dpi=110):
+def png_base64(fig: Figure, *, dpi: float = 110) -> str:
     """The figure as base64 PNG text (for a ``data:`` URI)."""
     return base64.b64encode(_render(fig, "png", dpi)).decode("ascii")
 
 
-def save_figure(fig, path, *, dpi=150):
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = 150) -> str:
     """Write ``fig`` to ``path`` (``.png`` or ``.svg``) atomically; returns the path."""
     from fairlandmark.files import atomic_write_bytes
 
@@ -409,11 +418,13 @@ def save_figure(fig, path, *, dpi=150):
     return os.fspath(path)
 
 
-def _slug(text):
+def _slug(text: object) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_") or "x"
 
 
-def write_figures(source, folder, *, formats=("png", "svg"), baseline=None, labels=("before", "after"), dpi=150):
+def write_figures(source: AuditSource, folder: str | os.PathLike[str], *, formats: str | Sequence[str] = ("png", "svg"),
+                  baseline: AuditSource | None = None, labels: Sequence[str] = ("before", "after"),
+                  dpi: float = 150) -> list[str]:
     """Write the standard figures of an audit to ``folder``.
 
     Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` and,

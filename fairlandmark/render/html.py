@@ -30,17 +30,22 @@ from __future__ import annotations
 import html
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 
-from fairlandmark.document import (has_significance, keypoint_frame, keypoint_mre, load_audit,
-                                   overall_row, privacy_records, summary_row, top_gaps)
+from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, keypoint_mre,
+                                   load_audit, overall_row, privacy_records, summary_row, top_gaps)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, num, threshold_key
 from fairlandmark.render.markdown import (MSG_TOP, accuracy_rows, gap_rows, headline, significance_note, summary_rows,
                                           to_markdown, write_markdown)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 __all__ = [
     "load_audit", "keypoint_frame", "keypoint_mre", "has_significance", "to_markdown", "to_html",
@@ -80,11 +85,12 @@ ul.warn li{margin:2px 0}
 """
 
 
-def _e(value):
+def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _html_table(header, rows, *, left=1, row_classes=None, cell_styles=None):
+def _html_table(header: Sequence[object], rows: Sequence[Sequence[object]], *, left: int = 1,
+                row_classes: Sequence[str] | None = None, cell_styles: Sequence[Sequence[str]] | None = None) -> str:
     parts = ['<div class="scroll"><table><thead><tr>']
     parts += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(header)]
     parts.append("</tr></thead><tbody>")
@@ -100,7 +106,12 @@ def _html_table(header, rows, *, left=1, row_classes=None, cell_styles=None):
     return "".join(parts)
 
 
-def _heat(value, vmax):
+# Shared with the comparison fragment (render/compare_html.py).
+escape = _e
+html_table = _html_table
+
+
+def _heat(value: object, vmax: float) -> str:
     v = num(value)
     if math.isnan(v) or not vmax or vmax <= 0:
         return ""
@@ -108,7 +119,7 @@ def _heat(value, vmax):
     return f"background:rgba(214,69,65,{alpha:.2f})"
 
 
-def _figure_html(fig, caption, dpi=110):
+def _figure_html(fig: Figure, caption: str, dpi: float = 110) -> str:
     from fairlandmark.render.figures import png_base64
 
     data = png_base64(fig, dpi=dpi)
@@ -116,7 +127,7 @@ def _figure_html(fig, caption, dpi=110):
             f"<figcaption>{_e(caption)}</figcaption></figure>")
 
 
-def _generic_html(obj, depth=0):
+def _generic_html(obj: object, depth: int = 0) -> str:
     """Render any JSON block (used for privacy): scalars as a key/value table, lists of records as tables."""
     if isinstance(obj, Mapping):
         scalars = [(k, v) for k, v in obj.items() if not isinstance(v, (Mapping, list))]
@@ -138,7 +149,7 @@ def _generic_html(obj, depth=0):
     return f"<p>{_e(_fmt_any(obj))}</p>"
 
 
-def _fmt_any(value):
+def _fmt_any(value: object) -> str:
     if isinstance(value, bool) or value is None:
         return "-" if value is None else ("yes" if value else "no")
     if isinstance(value, float):
@@ -150,7 +161,7 @@ def _fmt_any(value):
     return str(value)
 
 
-def _privacy_html(doc):
+def _privacy_html(doc: AuditDocument) -> str:
     """Privacy section: risk lines, one row per analysis, settings in a collapsed block."""
     block = doc["privacy"]
     recs = privacy_records(doc)
@@ -186,7 +197,7 @@ def _privacy_html(doc):
     return "".join(parts)
 
 
-def _keypoint_table_html(doc, attribute, frame, vmax):
+def _keypoint_table_html(doc: AuditDocument, attribute: str, frame: pd.DataFrame, vmax: float) -> str:
     recs = [r for r in doc["per_keypoint"] if r.get("attribute") == attribute]
     groups = [g["group"] for g in doc.get("groups") or [] if g.get("attribute") == attribute]
     for r in recs:
@@ -220,7 +231,8 @@ def _keypoint_table_html(doc, attribute, frame, vmax):
             + _html_table(header, rows, left=left, row_classes=classes, cell_styles=styles))
 
 
-def to_html(source, *, title=None, figures=True, baseline=None, labels=("before", "after"), top=10, dpi=110):
+def to_html(source: AuditSource, *, title: str | None = None, figures: bool = True, baseline: AuditSource | None = None,
+            labels: Sequence[str] = ("before", "after"), top: int = 10, dpi: float = 110) -> str:
     """A self-contained HTML report of an audit (one file, no network).
 
     Parameters
@@ -322,7 +334,8 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             P.append(_figure_html(fig, f"{labels[0]} against {labels[1]}: DP and MRE per keypoint.", dpi))
 
     if base is not None:
-        from fairlandmark.compare import compare, compare_html
+        from fairlandmark.compare import compare
+        from fairlandmark.render.compare_html import compare_html
 
         P.append(f"<h2>Comparison: {_e(labels[0])} → {_e(labels[1])}</h2>")
         P.append(compare_html(compare(base, doc, labels=labels)))
@@ -363,7 +376,7 @@ def to_html(source, *, title=None, figures=True, baseline=None, labels=("before"
             + "\n".join(P) + "</main></body></html>\n")
 
 
-def write_html(source, path, **options):
+def write_html(source: AuditSource, path: str | os.PathLike[str], **options: Any) -> str:
     """Write :func:`to_html` to ``path`` atomically; returns the HTML."""
     text = to_html(source, **options)
     write_text_output(path, text)

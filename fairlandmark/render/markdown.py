@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
 from fairlandmark.compare import Comparison
 
-from fairlandmark.document import (AuditDocument, has_significance, keypoint_frame, load_audit, overall_row,
-                                   privacy_records, top_gaps)
+from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, load_audit,
+                                   overall_row, privacy_records, top_gaps)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import write_text_output
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, md_escape, md_table, num, threshold_key
@@ -50,7 +51,7 @@ def headline(doc: AuditDocument) -> str:
             f"{doc.get('n_images', '?')} images, {doc.get('n_runs', '?')} run(s), unit {doc.get('unit', '?')}")
 
 
-def accuracy_rows(doc):
+def accuracy_rows(doc: AuditDocument) -> tuple[list[str], list[list[object]]]:
     unit, thresholds = doc.get("unit", ""), doc.get("thresholds", [])
     header = ["keypoints", f"MRE ({unit})"] + [f"SDR@{threshold_key(t)}{unit}" for t in thresholds] + ["missing"]
     rows = []
@@ -62,7 +63,7 @@ def accuracy_rows(doc):
     return header, rows
 
 
-def summary_rows(doc, frame):
+def summary_rows(doc: AuditDocument, frame: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
     sig = has_significance(doc)
     header = ["attribute", "family", "mean DP", "max DP", "at keypoint"] + (["significant keypoints"] if sig else [])
     rows = []
@@ -78,7 +79,7 @@ def summary_rows(doc, frame):
     return header, rows
 
 
-def gap_rows(doc, gaps):
+def gap_rows(doc: AuditDocument, gaps: pd.DataFrame) -> tuple[list[str], list[list[object]]]:
     sig = has_significance(doc)
     header = ["attribute", "keypoint", "DP", "pair (high vs low SDR)", f"MRE ({doc.get('unit', '')})"]
     if sig:
@@ -93,7 +94,7 @@ def gap_rows(doc, gaps):
     return header, rows
 
 
-def privacy_lines(doc):
+def privacy_lines(doc: AuditDocument) -> list[str]:
     block = doc.get("privacy")
     if not block:
         return []
@@ -110,7 +111,7 @@ def privacy_lines(doc):
     return lines
 
 
-def to_markdown(source, *, title=None, top=5, details=True):
+def to_markdown(source: AuditSource, *, title: str | None = None, top: int = 5, details: bool = True) -> str:
     """A Markdown summary of an audit, for a PR comment or a CI job summary.
 
     Parameters
@@ -165,7 +166,7 @@ def to_markdown(source, *, title=None, top=5, details=True):
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_markdown(source, path, **options):
+def write_markdown(source: AuditSource, path: str | os.PathLike[str], **options: Any) -> str:
     """Write :func:`to_markdown` to ``path`` atomically (``"-"`` prints it)."""
     text = to_markdown(source, **options)
     write_text_output(path, text)

@@ -9,11 +9,13 @@ one image (with all its runs) is never on both sides of a split.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["stratified_image_folds"]
 
 
-def stratified_image_folds(image_ids, labels, *, n_splits=5, seed=0):
+def stratified_image_folds(image_ids: ArrayLike, labels: ArrayLike, *, n_splits: int = 5,
+                           seed: int | None = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold split over unique images.
 
     Parameters

@@ -18,11 +18,17 @@ reproduce the observed SDRs exactly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal, overload
+
+import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 __all__ = [
+    "mean_std_over_runs",
     "ValueLayout",
     "build_values",
     "RunKernel",
@@ -39,32 +45,33 @@ class ValueLayout:
     """Column slices of the value matrix for K keypoints and T thresholds."""
 
     n_keypoints: int
-    thresholds: tuple
+    thresholds: tuple[float, ...]
     has_present: bool = True
     has_error: bool = True
 
     @property
-    def n_columns(self):
+    def n_columns(self) -> int:
         k = self.n_keypoints
         return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
 
     @property
-    def present(self):
+    def present(self) -> slice | None:
         return slice(0, self.n_keypoints) if self.has_present else None
 
     @property
-    def error(self):
+    def error(self) -> slice | None:
         if not self.has_error:
             return None
         start = self.n_keypoints * int(self.has_present)
         return slice(start, start + self.n_keypoints)
 
-    def hits(self, t):
+    def hits(self, t: int) -> slice:
         start = self.n_keypoints * (int(self.has_present) + int(self.has_error) + t)
         return slice(start, start + self.n_keypoints)
 
 
-def build_values(errors, thresholds, *, present=True, error=True, dtype=np.float64):
+def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: bool = True, error: bool = True,
+                 dtype: DTypeLike = np.float64) -> tuple[np.ndarray, ValueLayout]:
     """Value matrix of indicators and errors for the kernel.
 
     Parameters
@@ -113,7 +120,7 @@ class RunKernel:
     matrix product per run, with B assignments at a time.
     """
 
-    def __init__(self, values, row_run, n_runs):
+    def __init__(self, values: np.ndarray, row_run: ArrayLike, n_runs: int) -> None:
         row_run = np.asarray(row_run)
         self.n_runs = int(n_runs)
         self.order = np.argsort(row_run, kind="stable")
@@ -125,11 +132,19 @@ class RunKernel:
             self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
         self.n_columns = values.shape[1]
 
-    def run_rows(self, r):
-        """Original row indices of run ``r``, in kernel order."""
-        return self.order[self.slices[r]]
+    @overload
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: Literal[True] = True) -> tuple[np.ndarray, np.ndarray]: ...
 
-    def sums(self, labels_by_run, n_labels, weights_by_run=None, *, with_counts=True):
+    @overload
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: bool) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+    def sums(self, labels_by_run: Sequence[np.ndarray], n_labels: int,
+             weights_by_run: Sequence[np.ndarray] | None = None, *,
+             with_counts: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-run, per-label sums and row counts.
 
         Parameters
@@ -161,20 +176,20 @@ class RunKernel:
             assign = (labels[:, None, :] == label_ids).astype(dtype)  # (B or 1, L, n_r)
             if weights_by_run is not None:
                 assign = assign * np.atleast_2d(weights_by_run[r])[:, None, :].astype(dtype)
-            if with_counts:
+            if counts is not None:
                 counts[:, r, :] = assign.sum(axis=2, dtype=np.float64)
             assign = np.broadcast_to(assign, (n_batch,) + assign.shape[1:])
             flat = assign.reshape(n_batch * n_labels, -1) @ self.values[r]
             sums[:, r] = flat.reshape(n_batch, n_labels, -1)
         return sums, counts
 
-    def labels_by_run(self, labels):
+    def labels_by_run(self, labels: ArrayLike) -> list[np.ndarray]:
         """Split row labels, shape (N,) or (B, N), into per-run blocks in kernel order."""
         labels = np.asarray(labels)
         return [labels[..., self.order[s]] for s in self.slices]
 
 
-def aggregate(sums, counts, matrix):
+def aggregate(sums: np.ndarray, counts: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate label sums to groups with a 0/1 (L, G) matrix.
 
     Returns group sums (..., G, M) and counts (..., G). Sums of integers stay
@@ -189,7 +204,7 @@ def aggregate(sums, counts, matrix):
     return group_sums, group_counts
 
 
-def sdr_from_sums(sums, counts, layout, t=0):
+def sdr_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout, t: int = 0) -> np.ndarray:
     """SDR per group and keypoint: hits / images (missing predictions are misses).
 
     Returns an array (..., G, K); NaN where a group has no image.
@@ -199,13 +214,13 @@ def sdr_from_sums(sums, counts, layout, t=0):
         return hits / counts[..., None]
 
 
-def mre_from_sums(sums, layout):
+def mre_from_sums(sums: np.ndarray, layout: ValueLayout) -> np.ndarray:
     """MRE per group and keypoint over present predictions; NaN if none."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums[..., layout.error] / sums[..., layout.present]
 
 
-def parity_gap(values, valid):
+def parity_gap(values: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest absolute gap between any two valid groups.
 
     The largest pairwise ``|v_g - v_h|`` is ``max_g v_g - min_g v_g``.
@@ -238,7 +253,7 @@ def parity_gap(values, valid):
     return np.where(enough, gap, np.nan), high, low
 
 
-def parity_gap_value(values, valid):
+def parity_gap_value(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """:func:`parity_gap` without the pair, for resampling loops.
 
     Uses plain max/min (no argmax) and skips masking when every group is
@@ -249,3 +264,25 @@ def parity_gap_value(values, valid):
     ok = valid[..., None] & ~np.isnan(values)
     gap = np.where(ok, values, -np.inf).max(axis=-2) - np.where(ok, values, np.inf).min(axis=-2)
     return np.where(ok.sum(axis=-2) >= 2, gap, np.nan)
+
+
+def mean_std_over_runs(x: np.ndarray | list, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std (ddof=1) along ``axis``, ignoring NaN and infinities; std is NaN below two values.
+
+    This is how every number "over runs" (or over folds) is summarised, as the
+    paper reports mean ± std over its 10 hold-outs.
+
+    Examples
+    --------
+    >>> m, s = mean_std_over_runs([0.1, 0.3, np.nan])
+    >>> float(m), round(float(s), 4)
+    (0.2, 0.1414)
+    """
+    x = np.asarray(x, dtype=float)
+    x = np.where(np.isfinite(x), x, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=axis)
+        n = np.sum(~np.isnan(x), axis=axis)
+        std = np.where(n >= 2, np.nanstd(x, axis=axis, ddof=1) if x.shape[axis] >= 2 else np.nan, np.nan)
+    return mean, std

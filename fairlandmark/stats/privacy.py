@@ -44,17 +44,24 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 # scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
-from fairlandmark import __version__
+from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.radial_error import WristWidth
+from fairlandmark.inputs.study import Study, prepare_study
+from fairlandmark.progress import progress_bar
 from fairlandmark.stats.folds import stratified_image_folds
+from fairlandmark.stats.kernel import mean_std_over_runs
 from fairlandmark.files import dump_json, json_safe
 
 __all__ = [
@@ -105,11 +112,11 @@ MSG_NOT_IN_STUDY = (
 )
 MSG_ONE_CLASS = (
     "target '{target}' has a single class ({cls!r}){where}; inference needs two or more classes: "
-    "drop --within or check the metadata"
+    "drop «within» or check the metadata"
 )
 MSG_SMALL_CLASS = (
     "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
-    "use --folds {fix} or fewer (n_splits in the API), or merge small classes"
+    "use «n_splits» {fix} or fewer (n_splits in the API), or merge small classes"
 )
 MSG_TOO_FEW_FOR_TWO = (
     "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
@@ -141,12 +148,12 @@ _REFIT_ROUND = 20
 # -- inputs ---------------------------------------------------------------------
 
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator,
-                   permutation_test="fixed-model"):
+def _check_options(target: object, within: object, n_splits: Any, n_permutations: Any, n_repeats: Any, seed: Any,
+                   n_jobs: Any, estimator: Any, permutation_test: object = "refit") -> None:
     from sklearn.base import is_classifier
 
     if permutation_test not in PERMUTATION_TESTS:
@@ -172,14 +179,14 @@ def _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_
         raise InputError(MSG_ESTIMATOR.format(name=type(estimator).__name__))
 
 
-def default_estimator(*, n_estimators=DEFAULT_TREES, seed=0):
+def default_estimator(*, n_estimators: int = DEFAULT_TREES, seed: int | None = 0) -> Any:
     """The paper's classifier: a random forest (``n_jobs=1``; parallelism is over folds and permutations)."""
     from sklearn.ensemble import RandomForestClassifier
 
     return RandomForestClassifier(n_estimators=n_estimators, random_state=seed, n_jobs=1)
 
 
-def _pipeline(estimator, seed):
+def _pipeline(estimator: Any, seed: int) -> Any:
     """Fold-local median imputation with missing indicators, then the classifier."""
     from sklearn.base import clone
     from sklearn.impute import SimpleImputer
@@ -193,7 +200,8 @@ def _pipeline(estimator, seed):
     return Pipeline([("impute", imputer), ("classifier", est)])
 
 
-def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
+def row_folds(row_image: ArrayLike, row_labels: ArrayLike, *, n_splits: int = 5,
+              seed: int | None = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds over rows that never split an image.
 
     The unique images are split by :func:`fairlandmark.stats.folds.stratified_image_folds`
@@ -237,7 +245,7 @@ def row_folds(row_image, row_labels, *, n_splits=5, seed=0):
 
 
 @contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """Silence metric warnings of degenerate permuted folds (a class absent from a test part)."""
     from sklearn.exceptions import UndefinedMetricWarning
 
@@ -247,7 +255,7 @@ def _quiet():
         yield
 
 
-def _auc(model, X, y, n_classes):
+def _auc(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     from sklearn.metrics import roc_auc_score
 
     try:
@@ -265,7 +273,8 @@ def _auc(model, X, y, n_classes):
     return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=classes))
 
 
-def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
+def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   n_classes: int, n_repeats: int, seed: int) -> dict[str, Any]:
     """Fit one fold with the true labels: every score plus permutation importance."""
     from sklearn.base import clone
     from sklearn.inspection import permutation_importance
@@ -285,7 +294,7 @@ def _observed_fold(pipeline, X, y, train, test, n_classes, n_repeats, seed):
         }
 
 
-def _null_score(pipeline, X, y, folds):
+def _null_score(pipeline: Any, X: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """Mean balanced accuracy over the folds for one permuted labelling."""
     from sklearn.base import clone
     from sklearn.metrics import balanced_accuracy_score
@@ -298,7 +307,7 @@ def _null_score(pipeline, X, y, folds):
         return float(np.mean(scores))
 
 
-def balanced_accuracy_by_image(labels, image_hits, image_rows):
+def balanced_accuracy_by_image(labels: np.ndarray, image_hits: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
     """Balanced accuracy of fixed predictions under many labellings of the images.
 
     Parameters
@@ -333,7 +342,9 @@ def balanced_accuracy_by_image(labels, image_hits, image_rows):
     return np.where(present, recall, 0.0).sum(axis=1) / present.sum(axis=1)
 
 
-def fixed_model_null(folds, test_predictions, y, image_of_row, n_permutations, rng):
+def fixed_model_null(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predictions: Sequence[np.ndarray],
+                     y: np.ndarray, image_of_row: np.ndarray, n_permutations: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Null of the mean balanced accuracy with the fitted models fixed.
 
     In each fold the held-out images' labels are permuted among themselves
@@ -376,7 +387,8 @@ def fixed_model_null(folds, test_predictions, y, image_of_row, n_permutations, r
     return null / len(folds), observed / len(folds)
 
 
-def besag_clifford_pvalue(null, observed, n_permutations, stop_after):
+def besag_clifford_pvalue(null: ArrayLike, observed: float, n_permutations: int,
+                          stop_after: int | None) -> tuple[float, int, bool]:
     """Sequential Monte-Carlo p-value (Besag & Clifford, 1991) of ``observed`` against ``null`` in draw order.
 
     If the ``stop_after``-th null score ``>= observed`` comes at draw ``L``, the
@@ -399,14 +411,16 @@ def besag_clifford_pvalue(null, observed, n_permutations, stop_after):
     >>> besag_clifford_pvalue(np.array([0.1, 0.2, 0.3]), 0.6, 3, stop_after=2)
     (0.25, 3, False)
     """
-    hits = np.flatnonzero(np.asarray(null) >= observed - _TIE)
+    null = np.asarray(null, dtype=float)
+    hits = np.flatnonzero(null >= observed - _TIE)
     if stop_after is not None and len(hits) >= stop_after:
         n_used = int(hits[stop_after - 1]) + 1
         return stop_after / n_used, n_used, True
     return (1.0 + len(hits)) / (1.0 + n_permutations), len(null), False
 
 
-def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names):
+def _refit_null(levels: list[_Level], pipeline: Any, seed: int, n_permutations: int, stop_after: int | None,
+                n_jobs: int | None, bar: Any, names: dict[tuple[int, str], Any]) -> None:
     """Refit permutations in rounds; an analysis stops once its p-value is clearly above alpha (Besag-Clifford).
 
     Permutation p of analysis li is always the p-th draw of ``default_rng([seed, li])``, and the rounds do not
@@ -417,7 +431,8 @@ def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar,
     drawn = {li: 0 for li in range(len(levels))}
     active = set(drawn)
     while active:
-        tasks, owners = [], []
+        tasks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        owners: list[tuple[int, int]] = []
         for li in sorted(active):
             lev = levels[li]
             for p in range(drawn[li], min(n_permutations, drawn[li] + _REFIT_ROUND)):
@@ -425,7 +440,7 @@ def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar,
                 tasks.append((_null_score, (pipeline, lev.X, y_perm, lev.folds)))
                 owners.append((li, p))
 
-        def done(i, result):
+        def done(i: int, result: Any) -> None:
             li, p = owners[i]
             levels[li].null[p] = result
             bar.advance(names[li, "null"])
@@ -434,11 +449,11 @@ def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar,
         for li in sorted(active):
             lev = levels[li]
             drawn[li] = min(n_permutations, drawn[li] + _REFIT_ROUND)
-            p, n_used, stopped = besag_clifford_pvalue(lev.null[:drawn[li]], observed[li], n_permutations,
-                                                       stop_after)
+            p_value, n_used, stopped = besag_clifford_pvalue(lev.null[:drawn[li]], observed[li], n_permutations,
+                                                             stop_after)
             if stopped or drawn[li] >= n_permutations:
                 lev.null = lev.null[:n_used]
-                lev.p_value = p
+                lev.p_value = p_value
                 bar.advance(names[li, "null"], n_permutations - drawn[li])
                 active.discard(li)
 
@@ -446,32 +461,8 @@ def _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar,
 # -- progress -------------------------------------------------------------------
 
 
-class _NoProgress:
-    def add_task(self, *args, **kwargs):
-        return 0
-
-    def advance(self, *args, **kwargs):
-        pass
-
-
-@contextmanager
-def _progress(progress):
-    """``None``/``False``: silent; ``True``: a rich bar on stderr; a rich ``Progress``: use it."""
-    if progress is None or progress is False:
-        yield _NoProgress()
-    elif progress is True:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
-        with bar:
-            yield bar
-    else:
-        yield progress
-
-
-def _run_tasks(tasks, n_jobs, on_done):
+def _run_tasks(tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs: int | None,
+               on_done: Callable[[int, Any], None]) -> None:
     """Run ``(function, args)`` tasks in order, calling ``on_done(i, result)`` as each finishes."""
     if n_jobs is None or n_jobs == 1 or len(tasks) <= 1:
         for i, (fn, args) in enumerate(tasks):
@@ -504,13 +495,13 @@ class _Level:
     image_of_row: np.ndarray  # index into images per row
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
-    null: np.ndarray = None
-    X: np.ndarray = None  # features of the rows
+    null: np.ndarray = field(default_factory=lambda: np.empty(0))  # set by attribute_inference
+    X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # features of the rows
     p_value: float | None = None  # set by the sequential refit test
     observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
 
 
-def _levels(study, target, within, n_splits):
+def _levels(study: Study, target: str, within: str | None, n_splits: int) -> list[_Level]:
     codes = study.coding.base_codes
     known = ", ".join(codes)
     for role, name in (("target", target), ("within", within)):
@@ -518,7 +509,7 @@ def _levels(study, target, within, n_splits):
             raise InputError(MSG_NOT_IN_STUDY.format(role=role, name=name, known=known))
     names = study.coding.groups[target]
     if within is None:
-        parts = [(None, None, np.arange(len(study.row_image)))]
+        parts: list[tuple[str | None, str | None, np.ndarray]] = [(None, None, np.arange(len(study.row_image)))]
     else:
         wcodes = codes[within]
         parts = [(g if within in g else f"{within}={g}", g, np.flatnonzero(wcodes == i))
@@ -541,7 +532,7 @@ def _levels(study, target, within, n_splits):
         if counts[j] < n_splits:
             cls, n = names[present[j]], int(counts[j])
             if n < 2:
-                drop = f" or drop --within {within}" if within else ""
+                drop = f" or drop «within» {within}" if within else ""
                 raise InputError(MSG_TOO_FEW_FOR_TWO.format(target=target, cls=cls, n=n, where=where, drop=drop))
             raise InputError(MSG_SMALL_CLASS.format(target=target, cls=cls, n=n, where=where, k=n_splits, fix=n))
         levels.append(_Level(label=label, level=level, rows=rows, classes=[names[c] for c in present], y=y,
@@ -549,10 +540,14 @@ def _levels(study, target, within, n_splits):
     return levels
 
 
-def attribute_inference(predictions, metadata=None, *, target, within=None, estimator=None, n_splits=5,
-                        n_permutations=DEFAULT_PERMUTATIONS, n_repeats=DEFAULT_REPEATS, seed=0, n_jobs=None,
-                        progress=None, spacing_mm=None, wrist_width=None, bins=None,
-                        permutation_test="refit", stop_after=DEFAULT_STOP_AFTER):
+def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[str],
+                        metadata: pd.DataFrame | str | os.PathLike[str] | None = None, *, target: str,
+                        within: str | None = None, estimator: Any = None, n_splits: int = 5,
+                        n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
+                        n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
+                        wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
+                        bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
+                        stop_after: int | None = DEFAULT_STOP_AFTER) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -622,7 +617,6 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
     _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator, permutation_test)
     if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
         raise InputError(MSG_STOP_AFTER.format(value=stop_after))
-    from fairlandmark.audit import Study, prepare_study
 
     if isinstance(predictions, Study):
         if metadata is not None:
@@ -630,14 +624,17 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
+        # metadata None without a Study is not caught yet (TypeError in read_table); see the typing report.
+        study = prepare_study(predictions, metadata,  # type: ignore[arg-type]
+                              attributes=attributes, spacing_mm=spacing_mm,
                               wrist_width=wrist_width, bins=bins, intersection=False,
                               metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
 
-    tasks, owners = [], []
+    tasks: list[tuple[Any, tuple]] = []
+    owners: list[tuple] = []
     for li, lev in enumerate(levels):
         X = np.asarray(study.errors, dtype=float)[lev.rows]
         lev.folds = row_folds(lev.images[lev.image_of_row], lev.y, n_splits=n_splits, seed=seed)
@@ -648,15 +645,15 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
 
-    with _progress(progress) as bar:
-        names = {}
+    with progress_bar(progress) as bar:
+        names: dict[tuple[int, str], Any] = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
             names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
             if n_permutations and permutation_test == "refit":
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
-        def done(i, result):
+        def done(i: int, result: Any) -> None:
             li, kind, j = owners[i]
             levels[li].fold_scores[j] = result
             bar.advance(names[li, kind])
@@ -693,15 +690,12 @@ def attribute_inference(predictions, metadata=None, *, target, within=None, esti
 # -- result -----------------------------------------------------------------------
 
 
-def _mean_std(values):
-    values = np.asarray(values, dtype=float)
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
-        return np.nan, np.nan
-    return float(finite.mean()), float(finite.std(ddof=1)) if len(finite) >= 2 else np.nan
+def _scalar_mean_std(values: np.ndarray | list[Any]) -> tuple[float, float]:
+    mean, std = mean_std_over_runs(values)
+    return float(mean), float(std)
 
 
-def _fmt_p(p):
+def _fmt_p(p: float | None) -> str:
     if p is None or not np.isfinite(p):
         return "no permutation test"
     return f"p = {p:.2g}"
@@ -732,7 +726,8 @@ class PrivacyResult:
     warnings : list of str
     """
 
-    def __init__(self, *, study, levels, settings, warnings):
+    def __init__(self, *, study: Study, levels: list[_Level], settings: Mapping[str, Any],
+                 warnings: Iterable[str]) -> None:
         self.study = study
         self._levels = levels
         self.settings = dict(settings)
@@ -741,18 +736,18 @@ class PrivacyResult:
         self.warnings = list(warnings)
 
     @property
-    def unit(self):
+    def unit(self) -> str:
         return self.study.unit
 
     @property
-    def keypoints(self):
+    def keypoints(self) -> list[Any]:
         return [k.item() if hasattr(k, "item") else k for k in self.study.keypoints]
 
-    def _name(self, lev):
+    def _name(self, lev: _Level) -> str:
         return lev.label if lev.label is not None else "all"
 
     @cached_property
-    def scores(self):
+    def scores(self) -> pd.DataFrame:
         rows = []
         for lev in self._levels:
             fs = lev.fold_scores
@@ -761,12 +756,8 @@ class PrivacyResult:
             image_counts = np.bincount(lev.image_y, minlength=len(lev.classes))
             observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
             n_perm = len(lev.null)
-            # Compare like with like: the fixed-model null recomputes the observed score with its own arithmetic.
-            reference = observed if lev.observed_null_scale is None else lev.observed_null_scale
-            p = (1 + np.sum(lev.null >= reference - _TIE)) / (1 + n_perm) if n_perm else np.nan
-            if lev.p_value is not None:  # the refit test's Besag-Clifford p-value
-                p = lev.p_value
-            null_mean, null_std = _mean_std(lev.null) if n_perm else (np.nan, np.nan)
+            p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
+            null_mean, null_std = _scalar_mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),
                    "n_images": len(lev.images), "n_rows": len(lev.rows), "n_classes": len(lev.classes),
@@ -775,7 +766,7 @@ class PrivacyResult:
                    "n_missing": int(np.isnan(self.study.errors[lev.rows]).sum()),
                    "majority_rate": float(counts.max() / counts.sum()), "chance": 1.0 / len(lev.classes)}
             for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
-                row[metric], row[f"{metric}_std"] = _mean_std([f[metric] for f in fs])
+                row[metric], row[f"{metric}_std"] = _scalar_mean_std([f[metric] for f in fs])
             row["balanced_accuracy"] = observed  # the exact statistic the test compares
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
                         "n_permutations": n_perm, "leak": bool(n_perm and p <= ALPHA)})
@@ -783,7 +774,7 @@ class PrivacyResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def folds(self):
+    def folds(self) -> pd.DataFrame:
         rows = []
         for lev in self._levels:
             for f, ((train, test), s) in enumerate(zip(lev.folds, lev.fold_scores)):
@@ -796,7 +787,7 @@ class PrivacyResult:
         return pd.DataFrame(rows)
 
     @cached_property
-    def importance(self):
+    def importance(self) -> pd.DataFrame:
         frames = []
         for lev in self._levels:
             imp = np.stack([f["importance"] for f in lev.fold_scores])  # (folds, K)
@@ -811,10 +802,10 @@ class PrivacyResult:
         return pd.concat(frames, ignore_index=True)
 
     @cached_property
-    def null_scores(self):
+    def null_scores(self) -> dict[str, np.ndarray]:
         return {self._name(lev): lev.null.copy() for lev in self._levels}
 
-    def top_keypoints(self, analysis=None, n=TOP_KEYPOINTS):
+    def top_keypoints(self, analysis: str | None = None, n: int = TOP_KEYPOINTS) -> list[Any]:
         """The ``n`` keypoints with the largest positive importance."""
         imp = self.importance
         if analysis is not None:
@@ -822,7 +813,7 @@ class PrivacyResult:
         return list(imp.loc[imp["importance"] > 0, "keypoint"].head(n))
 
     @cached_property
-    def risk_lines(self):
+    def risk_lines(self) -> list[str]:
         lines = []
         for row in self.scores.to_dict("records"):
             where = f"within {row['analysis']}: " if row["level"] is not None else ""
@@ -842,13 +833,13 @@ class PrivacyResult:
         return lines
 
     @property
-    def risk_line(self):
+    def risk_line(self) -> str:
         return "\n".join(self.risk_lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (schema in docs/privacy.md)."""
         imp = self.importance
-        analyses = []
+        analyses: list[dict] = []
         for row in self.scores.to_dict("records"):
             name = row["analysis"]
             folds = self.folds[self.folds["analysis"] == name].drop(columns="analysis")
@@ -870,16 +861,17 @@ class PrivacyResult:
         }
         return json_safe(doc)
 
-    def to_json(self, path=None, *, indent=2):
+    def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""
         return dump_json(self.to_dict(), path, indent=indent)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"PrivacyResult(target={self.target!r}, within={self.within!r}, "
                 f"{len(self._levels)} analysis(es), {len(self.keypoints)} keypoints)")
 
 
-def audit_privacy(study, *, targets=None, within=None, **options):
+def audit_privacy(study: Study, *, targets: Iterable[str] | None = None, within: str | None = None,
+                  **options: Any) -> list[PrivacyResult]:
     """Attribute inference for each audited attribute of a prepared study.
 
     For the audit's opt-in privacy section. ``targets`` defaults to every base
@@ -899,7 +891,7 @@ def audit_privacy(study, *, targets=None, within=None, **options):
     return out
 
 
-def privacy_block(results):
+def privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     """The audit document's ``privacy`` block from :func:`audit_privacy` results.
 
     ``{"schema_version": ..., "attributes": {target: PrivacyResult.to_dict()}}``;

@@ -32,13 +32,21 @@ Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fairlandmark.inputs.study import Study
 
 __all__ = [
     "SignificanceOptions",
@@ -48,8 +56,6 @@ __all__ = [
     "benjamini_hochberg",
     "holm",
     "permutation_pvalue",
-    "add_significance_arguments",
-    "options_from_args",
     "CORRECTIONS",
     "METHODS",
     "resolve_method",
@@ -115,7 +121,7 @@ class SignificanceOptions:
     progress: object = False
     method: str = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
@@ -134,7 +140,7 @@ class SignificanceOptions:
                                                value=self.correction))
 
     @classmethod
-    def coerce(cls, value):
+    def coerce(cls, value: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceOptions:
         if isinstance(value, cls):
             return value
         if value is True:
@@ -147,7 +153,7 @@ class SignificanceOptions:
 
 # -- small exact helpers --------------------------------------------------------
 
-def permutation_pvalue(null, observed):
+def permutation_pvalue(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """``(1 + #{null >= observed}) / (1 + B)`` per test; NaN where observed is NaN.
 
     Parameters
@@ -168,7 +174,7 @@ def permutation_pvalue(null, observed):
     return np.where(np.isnan(observed), np.nan, p)
 
 
-def westfall_young_minp(null, observed):
+def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Westfall-Young step-down minP adjusted p-values.
 
     Each permuted statistic gets its own permutation p-value within its test
@@ -213,7 +219,7 @@ def westfall_young_minp(null, observed):
     return out
 
 
-def benjamini_hochberg(p):
+def benjamini_hochberg(p: ArrayLike) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (step-up, FDR).
 
     Same numbers as ``statsmodels.stats.multitest.multipletests(p,
@@ -235,7 +241,7 @@ def benjamini_hochberg(p):
     return out
 
 
-def holm(p):
+def holm(p: ArrayLike) -> np.ndarray:
     """Holm step-down adjusted p-values (FWER); equals statsmodels' ``holm``.
 
     Examples
@@ -256,7 +262,7 @@ def holm(p):
 _ADJUSTERS = {"bh": benjamini_hochberg, "holm": holm}
 
 
-def _adjust(p, method):
+def _adjust(p: np.ndarray, method: str) -> np.ndarray:
     out = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
     if ok.any():
@@ -264,7 +270,7 @@ def _adjust(p, method):
     return out
 
 
-def _random_permutations(rng, n, m):
+def _random_permutations(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     """``n`` random permutations of ``range(m)``, as an (n, m) index array.
 
     Sorting 32-bit random keys is twice as fast as Fisher-Yates here; two equal
@@ -274,7 +280,7 @@ def _random_permutations(rng, n, m):
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
-def _run_mean(x, axis=-2):
+def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
         return x.mean(axis=axis)
@@ -288,7 +294,8 @@ def _run_mean(x, axis=-2):
 class _Context:
     """Prepared arrays shared by the resampling tasks."""
 
-    def __init__(self, study, thresholds, min_group_size, observed):
+    def __init__(self, study: Study, thresholds: Sequence[float], min_group_size: int,
+                 observed: Mapping[str, Any]) -> None:
         self.study = study
         self.coding = study.coding
         self.min_group_size = min_group_size
@@ -307,10 +314,11 @@ class _Context:
         self.identity_sums, counts = self.kernel.sums(self.cells_by_run, self.coding.n_cells)
         self.cell_counts = counts[0]
 
-    def fixed_counts(self, n):
+    def fixed_counts(self, n: int) -> np.ndarray:
         return np.broadcast_to(self.cell_counts, (n,) + self.cell_counts.shape)
 
-    def stats(self, sums, counts, attribute, valid=None):
+    def stats(self, sums: np.ndarray, counts: np.ndarray, attribute: str,
+              valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """DP and MRE gap (mean over runs) and run-mean SDR/MRE per group."""
         gsums, gcounts = aggregate(sums, counts, self.aggregations[attribute])
         if valid is None:
@@ -319,44 +327,33 @@ class _Context:
         mre = self.mre(gsums, gcounts)
         return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
 
-    def mre(self, gsums, gcounts):
+    def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
             return mre_from_sums(gsums, self.layout)
         with np.errstate(invalid="ignore", divide="ignore"):
             return gsums[..., self.layout.error] / gcounts[..., None]
 
-    def identity_stats(self, attribute):
+    def identity_stats(self, attribute: str) -> tuple[np.ndarray, np.ndarray]:
         """Observed DP and MRE gap through this (float32) kernel, for exact comparisons."""
         dp, gap, _, _ = self.stats(self.identity_sums, self.fixed_counts(1), attribute,
                                    valid=self.observed[attribute].valid)
         return dp[0], gap[0]
 
 
-def _streams(seed, task, n_runs):
+def _streams(seed: int, task: int, n_runs: int) -> list[np.random.Generator]:
     """One generator per run for a task, independent of batch sizes."""
     root = np.random.SeedSequence([int(seed), task])
     return [np.random.default_rng(s) for s in root.spawn(n_runs)]
 
 
-def _batches(total, size):
+def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
     start = 0
     while start < total:
         yield start, min(size, total - start)
         start += size
 
 
-def _progress(options):
-    if options.progress is True:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeRemainingColumn(), transient=True)
-    if options.progress:
-        return options.progress
-    return None
-
-
-def resolve_method(method, n_rows, min_group):
+def resolve_method(method: str, n_rows: int, min_group: int) -> str:
     """The null actually used: "permutation" or "normal" (see :class:`SignificanceOptions`).
 
     Parameters
@@ -377,14 +374,15 @@ def resolve_method(method, n_rows, min_group):
     return "normal" if n_rows > LARGE_SAMPLE_ROWS and min_group >= LARGE_SAMPLE_MIN_GROUP else "permutation"
 
 
-def _batch_size(ctx, options, bytes_per_row):
+def _batch_size(ctx: _Context, options: SignificanceOptions, bytes_per_row: int) -> int:
     """Resamples per batch: ``batch_size``, or fewer so that one batch stays under BATCH_BYTES."""
     largest_run = max((s.stop - s.start for s in ctx.kernel.slices), default=1)
     per_resample = max(1, largest_run) * (bytes_per_row + 4 * ctx.coding.n_cells)  # + float32 assignment rows
     return int(max(1, min(options.batch_size, BATCH_BYTES // per_resample)))
 
 
-def _permutations(ctx, options, bar):
+def _permutations(ctx: _Context, options: SignificanceOptions,
+                  bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -418,7 +416,7 @@ def _permutations(ctx, options, bar):
     return null_dp, null_gap
 
 
-def _bootstrap(ctx, options, bar):
+def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.bootstrap
@@ -453,7 +451,7 @@ def _bootstrap(ctx, options, bar):
     return out
 
 
-def _baseline(ctx, options, bar):
+def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
     coding = ctx.coding
     base = [a for a in coding.attributes if a in coding.base_codes]
     sizes = [len(coding.groups[a]) for a in base]
@@ -488,7 +486,7 @@ def _baseline(ctx, options, bar):
     for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
         labels = []
         for r in range(ctx.study.n_runs):
-            full = 0
+            full: np.ndarray | int = 0
             for a, size in zip(base, sizes):
                 code = codes_by_run[a][r]
                 flip = flips[a][r].random((n, len(code))) < 0.5
@@ -509,7 +507,9 @@ def _baseline(ctx, options, bar):
     return out
 
 
-def run_significance(study, *, thresholds, min_group_size, observed, options):
+def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
+                     observed: Mapping[str, Any],
+                     options: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
 
     Returns
@@ -521,8 +521,7 @@ def run_significance(study, *, thresholds, min_group_size, observed, options):
     in_dp = [obs.n_images[obs.valid] for obs in observed.values()]
     min_group = int(min((x.min() for x in in_dp if x.size), default=0))
     ctx.method = resolve_method(options.method, len(study.row_run), min_group)
-    bar = _progress(options)
-    with (bar if bar is not None and hasattr(bar, "__enter__") and options.progress is True else nullcontext()):
+    with progress_bar(options.progress) as bar:
         perm = _permutations(ctx, options, bar) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
@@ -540,7 +539,9 @@ METHOD_TEXT = {
 class SignificanceResult:
     """Per (attribute, keypoint) p-values, intervals and baseline; joins onto audit tables."""
 
-    def __init__(self, ctx, options, perm, boot, base):
+    def __init__(self, ctx: _Context, options: SignificanceOptions,
+                 perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None,
+                 boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         self.method = ctx.method
         coding, K = ctx.coding, len(ctx.study.keypoints)
@@ -549,7 +550,7 @@ class SignificanceResult:
         identity = {a: ctx.identity_stats(a) for a in self.attributes}
         obs_dp = {a: identity[a][0] for a in self.attributes}
         obs_gap = {a: identity[a][1] for a in self.attributes}
-        self.columns = {a: {} for a in self.attributes}
+        self.columns: dict[str, dict[str, np.ndarray]] = {a: {} for a in self.attributes}
         if perm is not None:
             null_dp = np.concatenate([perm[0][a] for a in self.attributes], axis=1)
             null_gap = np.concatenate([perm[1][a] for a in self.attributes], axis=1)
@@ -591,7 +592,7 @@ class SignificanceResult:
                                             "baseline_std": np.nanstd(base[a], axis=0, ddof=1)
                                             if base[a].shape[0] > 1 else np.full(K, np.nan)})
 
-    def settings(self):
+    def settings(self) -> dict[str, Any]:
         d = asdict(self.options)
         d.pop("progress")
         d.pop("batch_size")
@@ -601,7 +602,7 @@ class SignificanceResult:
         d["statistic"] = STATISTIC
         return d
 
-    def join(self, table):
+    def join(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add significance columns to the per-keypoint table (rows ordered attribute-major)."""
         table = table.copy()
         for name in next(iter(self.columns.values())).keys() if self.columns else []:
@@ -611,7 +612,7 @@ class SignificanceResult:
             table["mre_gap_significant"] = table["mre_gap_significant"].astype(bool)
         return table
 
-    def join_groups(self, table):
+    def join_groups(self, table: pd.DataFrame) -> pd.DataFrame:
         """Add bootstrap intervals to the per-group table (attribute, group, keypoint order)."""
         if not self.group_ci:
             return table
@@ -620,7 +621,7 @@ class SignificanceResult:
             table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
         return table
 
-    def record(self, row, group_rows):
+    def record(self, row: Mapping[Hashable, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
         """Significance fields of one JSON ``per_keypoint`` record."""
         rec = {}
         for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
@@ -635,38 +636,3 @@ class SignificanceResult:
             rec["mre_ci_by_group"] = {g: [lo, hi] for g, lo, hi in
                                       zip(group_rows["group"], group_rows["mre_ci_low"], group_rows["mre_ci_high"])}
         return rec
-
-
-# -- CLI glue -----------------------------------------------------------------------------
-
-def add_significance_arguments(parser):
-    group = parser.add_argument_group("significance")
-    from fairlandmark.cli._common import positive_int
-
-    group.add_argument("--permutations", type=positive_int, default=10000, metavar="B",
-                       help="label permutations for p-values (default 10000; 0 = off)")
-    group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
-                       help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
-    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
-    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
-    group.add_argument("--correction", choices=CORRECTIONS, default="bh",
-                       help="multiple-testing adjustment over attributes x keypoints (default bh)")
-    group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
-                       help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
-    group.add_argument("--significance-method", choices=METHODS, default="auto",
-                       help="null of the p-values: exact permutations, or the large-sample normal null whose cost "
-                            f"does not grow with the images (default auto: normal above {LARGE_SAMPLE_ROWS:,} "
-                            f"(run, image) rows when every group has {LARGE_SAMPLE_MIN_GROUP:,}+ images)")
-    group.add_argument("--no-significance", action="store_true", help="skip all of the above")
-    if not any(a.dest == "seed" for a in parser._actions):
-        group.add_argument("--seed", type=positive_int, default=0,
-                           help="random seed; same seed, same numbers bit for bit (default 0)")
-
-
-def options_from_args(args):
-    if args.no_significance or (args.permutations == 0 and args.bootstrap == 0 and args.baseline_repeats == 0):
-        return None
-    return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
-                               correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
-                               progress=not getattr(args, "quiet", False),
-                               method=getattr(args, "significance_method", "auto"))
