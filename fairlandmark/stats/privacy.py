@@ -756,7 +756,11 @@ class PrivacyResult:
             image_counts = np.bincount(lev.image_y, minlength=len(lev.classes))
             observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
             n_perm = len(lev.null)
-            p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
+            # Compare like with like: the fixed-model null recomputes the observed score with its own arithmetic.
+            reference = observed if lev.observed_null_scale is None else lev.observed_null_scale
+            p = (1 + np.sum(lev.null >= reference - _TIE)) / (1 + n_perm) if n_perm else np.nan
+            if lev.p_value is not None:  # the refit test's Besag-Clifford p-value
+                p = lev.p_value
             null_mean, null_std = _scalar_mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),
