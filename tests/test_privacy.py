@@ -218,7 +218,7 @@ def test_class_smaller_than_the_folds_is_a_clear_error():
     preds, meta = _synthetic(n_images=40, seed=1)
     keep = meta[(meta["age_group"] == "young") | meta.index.isin([0, 2, 4])]
     preds = preds[preds["image_id"].isin(keep["image_id"])]
-    with pytest.raises(InputError, match=r"class 'old' has 3 image\(s\), fewer than the 5 folds; use --folds 3"):
+    with pytest.raises(InputError, match=r"class 'old' has 3 image\(s\), fewer than the 5 folds; use n_splits 3"):
         attribute_inference(preds, keep, target="age_group")
     res = attribute_inference(preds, keep, target="age_group", n_splits=3, n_permutations=0, **FAST)
     assert res.scores.iloc[0]["images_by_class"] == {"old": 3, "young": 20}

@@ -116,7 +116,7 @@ MSG_ONE_CLASS = (
 )
 MSG_SMALL_CLASS = (
     "target '{target}': class '{cls}' has {n} image(s){where}, fewer than the {k} folds; "
-    "use «n_splits» {fix} or fewer (n_splits in the API), or merge small classes"
+    "use «n_splits» {fix} or fewer, or merge small classes"
 )
 MSG_TOO_FEW_FOR_TWO = (
     "target '{target}': class '{cls}' has {n} image(s){where}; cross-validation needs at least 2 per class: "
