@@ -5,9 +5,10 @@ each id cell as a Python string and hashing tuples of them costs minutes and
 tens of GB, so ids are dictionary-encoded once: a column becomes an integer
 code per row plus its distinct labels (in order of first appearance), and
 every check afterwards works on integers. Files are read with pyarrow
-(multi-threaded CSV, Parquet); a CSV whose numeric columns pyarrow cannot type
-as numbers (a stray word, a date) is read again with pandas so that the
-messages about the offending cell stay those of the pandas reader.
+(Parquet; CSV in 64 MB slices, each parsed by the multi-threaded ``read_csv``,
+only the needed columns); a CSV whose number columns pyarrow cannot parse as
+numbers (a stray word, a date) is read again with pandas so that the messages
+about the offending cell stay those of the pandas reader.
 
 The same :class:`ColumnTable` wraps a pandas DataFrame, so the validators in
 :mod:`fairlandmark.inputs.schema` have one code path for files and frames.
