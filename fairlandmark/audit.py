@@ -24,7 +24,8 @@ from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
-from fairlandmark.stats.kernel import RunKernel, mean_std_over_runs, aggregate, build_values, mre_from_sums, parity_gap, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, mean_std_over_runs, aggregate, build_values, labelled_from_sums,
+                                       mre_from_sums, parity_gap, sdr_from_sums, without_thin_groups)
 from fairlandmark.inputs.groups import GroupCoding
 from fairlandmark.inputs.radial_error import WristWidth
 from fairlandmark.inputs.schema import Predictions
@@ -32,6 +33,9 @@ from fairlandmark.inputs.study import Study, prepare_study
 from fairlandmark.stats.kernel import ValueLayout
 
 if TYPE_CHECKING:
+    from fairlandmark.stats.adjusted import AdjustedResult, Covariates
+    from fairlandmark.stats.curves import CurveResult
+    from fairlandmark.stats.measurements import MeasurementAudit
     from fairlandmark.stats.privacy import PrivacyResult
     from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
@@ -45,13 +49,24 @@ MSG_THRESHOLD_TWICE = ("thresholds_mm: {a:g} and {b!r} are both named {key!r} in
                        "give each threshold once")
 MSG_MIN_GROUP = "min_group_size: must be an integer >= 1, got {value!r}"
 MSG_ARRAY_SHAPE = "{name}: expected an array of shape (N, K, 2), got shape {shape}"
+MSG_ARRAY_BOOL = "{name}: holds True/False values, not coordinates; give numbers in pixels"
 MSG_ARRAY_MATCH = "{name}: shape {shape} does not match predictions {expected}"
+MSG_COORD_ORDER = "coord_order: must be 'xy' or 'yx' (landmarker and row-major arrays), got {value!r}"
+MSG_SPACING_SHAPE = ("spacing_mm: expected a number, shape (N,) or shape (N, 2) (per-axis, in coord_order), "
+                     "got shape {shape} for N = {n}")
 MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
 MSG_SMALL_GROUP = (
     "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below min_group_size={min}; "
     "it is reported but left out of DP"
 )
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
+MSG_THIN_KEYPOINT = (
+    "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than min_group_size={min} images with ground "
+    "truth (e.g. group '{group}', keypoint {kp}: {n_lab} in run {run}); they are reported but left out of that "
+    "keypoint's DP"
+)
+MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground truth (empty true_x/true_y, COCO v=0); "
+                  "they are left out of that keypoint's SDR and MRE, never counted as misses")
 
 
 def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:
@@ -78,9 +93,11 @@ class Observed:
     mre: np.ndarray  # (R, G, K)
     n_images: np.ndarray  # (R, G)
     n_missing: np.ndarray  # (R, G, K)
+    n_labelled: np.ndarray  # (R, G, K) images with ground truth for the keypoint
     valid: np.ndarray  # (R, G)
     dp: np.ndarray  # (R, K) primary threshold
     mre_gap: np.ndarray  # (R, K)
+    sdr_dp: np.ndarray | None = None  # (R, G, K) primary SDR with NaN where a group is out of a keypoint's DP
 
 
 def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
@@ -96,18 +113,36 @@ def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribu
     sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
     mre = mre_from_sums(gsums, layout)
     valid = gcounts >= min_group_size
-    dp, _, _ = parity_gap(sdr[0], valid)
-    gap, _, _ = parity_gap(mre, valid)
-    n_missing = gcounts[..., None] - gsums[..., layout.present]
-    return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, valid=valid, dp=dp, mre_gap=gap)
+    # With unlabelled points a group also needs min_group_size labelled images of a keypoint for its DP.
+    sdr_dp = without_thin_groups(sdr[0], gsums, layout, min_group_size)
+    dp, _, _ = parity_gap(sdr_dp, valid)
+    gap, _, _ = parity_gap(without_thin_groups(mre, gsums, layout, min_group_size), valid)
+    n_labelled = np.broadcast_to(labelled_from_sums(gsums, gcounts, layout), gsums[..., layout.present].shape)
+    n_missing = n_labelled - gsums[..., layout.present]
+    return Observed(sdr=sdr, mre=mre, n_images=gcounts, n_missing=n_missing, n_labelled=n_labelled, valid=valid,
+                    dp=dp, mre_gap=gap, sdr_dp=sdr_dp)
 
 
 def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
               significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
-              privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
-    """Compute an :class:`AuditResult` for a prepared :class:`Study`."""
+              privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None,
+              measurements: Any = None, curves: bool | Mapping[str, Any] = True) -> AuditResult:
+    """Compute an :class:`AuditResult` for a prepared :class:`Study`.
+
+    ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
+    :func:`fairlandmark.stats.adjusted.check_covariates`): adjusted gaps land in
+    ``AuditResult.adjusted``, the per-keypoint table and the JSON.
+    ``measurements`` (a preset name, TOML path or definitions, see
+    :mod:`fairlandmark.inputs.measurements`) adds the clinical-measurement
+    audit; ``curves`` (True, False or a dict with ``phi``) the error curves
+    and, with significance, their curve-gap test.
+    """
+    if measurements is not None:
+        from fairlandmark.inputs.measurements import load_measurements
+
+        measurements = load_measurements(measurements)  # bad definitions fail before any work
     thresholds = _check_options(thresholds_mm, min_group_size)
-    values, layout = build_values(study.errors, thresholds)
+    values, layout = build_values(study.errors, thresholds, labelled=study.labelled)
     kernel = RunKernel(values, study.row_run, study.n_runs)
     cell_sums = kernel.sums(kernel.labels_by_run(study.coding.cell), study.coding.n_cells)  # once for all attributes
     observed = {a: observe(kernel, layout, study.coding, a, min_group_size, cell_sums)
@@ -118,9 +153,19 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         for r, g in zip(*np.nonzero(~obs.valid)):
             notes.append(MSG_SMALL_GROUP.format(attribute=a, group=study.coding.groups[a][g], n=int(obs.n_images[r, g]),
                                                 run=study.runs[r], min=min_group_size))
-    n_missing = int(np.isnan(study.errors).sum())
+    for a, obs in observed.items():
+        thin = obs.valid[..., None] & (obs.n_labelled < min_group_size)
+        if thin.any():
+            r, g, k = (int(i[0]) for i in np.nonzero(thin))
+            notes.append(MSG_THIN_KEYPOINT.format(attribute=a, n=int(thin.any(axis=0).sum()), min=min_group_size,
+                                                  group=study.coding.groups[a][g], kp=study.keypoints[k],
+                                                  n_lab=int(obs.n_labelled[r, g, k]), run=study.runs[r]))
+    n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
+    n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
-        notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / study.errors.size))
+        notes.append(MSG_MISSING_PRED.format(n=n_missing, share=n_missing / (study.errors.size - n_unlabelled)))
+    if n_unlabelled:
+        notes.append(MSG_UNLABELLED.format(n=n_unlabelled, share=n_unlabelled / study.errors.size))
 
     sig = None
     if significance is not None and significance is not False:
@@ -132,6 +177,20 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         warnings.warn(note, FairlandmarkWarning, stacklevel=3)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, warnings=notes)
+    if adjust is not None:
+        _add_adjusted(result, adjust, significance)
+    if curves:
+        from fairlandmark.stats.curves import error_curves
+
+        result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
+                                     valid={a: o.valid for a, o in observed.items()},
+                                     significance=sig.options if sig is not None else None,
+                                     **({} if curves is True else dict(curves)))
+    if measurements is not None:
+        from fairlandmark.stats.measurements import audit_measurements
+
+        result.measurements = audit_measurements(study, measurements, min_group_size=min_group_size,
+                                                 significance=sig.options if sig is not None else None)
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
@@ -139,15 +198,39 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     return result
 
 
+def _add_adjusted(result: AuditResult, covariates: Covariates,
+                  significance: SignificanceOptions | Mapping[str, Any] | bool | None) -> None:
+    """Fit the covariate-adjusted models; same alpha and correction as the permutation tests."""
+    from fairlandmark.stats.adjusted import adjusted_disparities
+    from fairlandmark.stats.significance import SignificanceOptions
+
+    options = result.significance.options if result.significance is not None else None
+    if options is None and significance not in (None, False):
+        options = SignificanceOptions.coerce(significance)
+    alpha = options.alpha if options is not None else 0.05
+    correction = options.correction if options is not None else "bh"
+    ci = options.ci if options is not None else 0.95
+    pairs = {a: result._pair(a)[:2] for a in result.attributes}
+    valid = {a: result.observed[a].valid for a in result.attributes}
+    result.adjusted = adjusted_disparities(result.study, covariates, threshold=result.thresholds[0], alpha=alpha,
+                                           correction=correction, ci=ci, valid=valid, pairs=pairs)
+    for note in result.adjusted.warnings:
+        warnings.warn(note, FairlandmarkWarning, stacklevel=4)
+    result.warnings.extend(result.adjusted.warnings)
+
+
 def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
-          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: Sequence[str] | None = None,
+          metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: str | Sequence[str] | None = None,
           thresholds_mm: float | Sequence[float] = (2.0,), spacing_mm: float | None = None,
           wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
           bins: Mapping[str, Sequence[float]] | None = None,
           families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
           min_group_size: int = 10, intersection: bool = True,
           significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
-          privacy: bool | Mapping[str, Any] | None = None) -> AuditResult:
+          privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None,
+          measurements: Any = None, curves: bool | Mapping[str, Any] = True,
+          spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
+          encoding: str | None = None) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -187,6 +270,31 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         :func:`fairlandmark.stats.privacy.audit_privacy` (``within``, ``n_splits``,
         ``n_permutations``, ``seed``, ...). Results land in
         ``AuditResult.privacy`` and the JSON's ``privacy`` block.
+    adjust : list of str, optional
+        Metadata columns (numeric or categorical; ``"site:cat"`` forces
+        categorical) to adjust the gaps for: per (attribute, keypoint), GEE
+        models of the error and of the hit with images as clusters (see
+        :mod:`fairlandmark.stats.adjusted`). Results land in
+        ``AuditResult.adjusted``, ``adjusted_*`` columns of ``per_keypoint``
+        and an ``adjusted`` object on each JSON ``per_keypoint`` record.
+    measurements : str, path, list of dict or MeasurementSet, optional
+        Clinical measurements to audit (angles, distances, ratios from the
+        landmarks): a preset (``"isbi2015"``, ``"dha"``), a TOML file or
+        definitions (see :mod:`fairlandmark.inputs.measurements`). Results in
+        ``AuditResult.measurements`` and the JSON's ``measurements`` list.
+    curves : bool or dict, default True
+        Error curves (SDR over a threshold grid) per group and keypoint and,
+        with significance, the curve-gap test; a dict passes ``phi`` (the
+        grid) to :func:`fairlandmark.stats.curves.error_curves`.
+    spacing_from_dicom : str or path-like, optional
+        Folder of DICOM files giving each image's mm per pixel (x and y) from
+        its header (``PixelSpacing``, else ``ImagerPixelSpacing``); needs the
+        ``[dicom]`` extra. See :mod:`fairlandmark.inputs.dicom`.
+    dicom_match : {"stem", "uid"}, default "stem"
+        Match DICOM files to ``image_id`` by file stem or ``SOPInstanceUID``.
+    encoding : str, optional
+        Text encoding of CSV inputs; default UTF-8, or UTF-16 when the file starts with a byte-order mark
+        (e.g. ``"latin-1"`` for a file saved by an old spreadsheet).
 
     Returns
     -------
@@ -207,31 +315,51 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         families = {k: [str(x) for x in v] for k, v in families.items()}
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
-                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                          metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
+                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, encoding=encoding)
+    covariates = None
+    if adjust:
+        from fairlandmark.stats.adjusted import check_covariates
+
+        covariates = check_covariates(metadata, list(adjust), image_ids=study.row_image,
+                                      attributes=[a for a in study.coding.attributes if a in study.coding.base_codes],
+                                      source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy)
+                     privacy=privacy, adjust=covariates, measurements=measurements, curves=curves)
 
 
 def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
                  spacing_mm: float | ArrayLike | None = None, runs: ArrayLike | None = None,
                  keypoints: Iterable[object] | None = None, image_ids: ArrayLike | None = None,
+                 covariates: Mapping[str, ArrayLike] | None = None, coord_order: str = "xy",
                  **options: Any) -> AuditResult:
     """Audit predictions held as numpy arrays.
 
     Parameters
     ----------
     pred, true : ndarray, shape (N, K, 2)
-        Predicted and true (x, y) in pixels; NaN in ``pred`` = missing.
+        Predicted and true points in pixels of the original image, in
+        ``coord_order``; NaN in ``pred`` = missing prediction, NaN in both
+        true coordinates = no ground truth for that point (left out).
     groups : dict of str -> array-like, shape (N,)
         One sensitive attribute per entry, one value per row.
-    spacing_mm : float or ndarray of shape (N,), optional
-        mm per pixel, global or per row.
+    spacing_mm : float or ndarray of shape (N,) or (N, 2), optional
+        mm per pixel, global or per row; shape (N, 2) gives per-axis spacing
+        in ``coord_order`` (anisotropic pixels: each axis is scaled before
+        the distance).
+    coord_order : {"xy", "yx"}, default "xy"
+        Order of the last axis of ``pred``, ``true`` and a per-axis
+        ``spacing_mm``. landmarker and other row-major pipelines use
+        ``"yx"``; images resized or padded for the network must be mapped
+        back first (see :mod:`fairlandmark.integrations.landmarker`).
     runs : array-like, shape (N,), optional
         Run (hold-out) of each row.
     keypoints : sequence, optional
         Keypoint labels; default 1..K.
     image_ids : array-like, shape (N,), optional
         Image ids; default row numbers. An image may appear in several runs.
+    covariates : dict of str -> array-like, shape (N,), optional
+        Extra per-row metadata (not audited) for ``adjust=[...]``.
     **options
         Any keyword option of :func:`audit`.
 
@@ -247,12 +375,26 @@ def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLik
     >>> float(res.per_keypoint["dp"].iloc[0])
     0.5
     """
+    for name, array in (("pred", pred), ("true", true)):
+        if np.asarray(array).dtype == bool:
+            raise InputError(MSG_ARRAY_BOOL.format(name=name))
     pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
     if pred.ndim != 3 or pred.shape[2] != 2:
         raise InputError(MSG_ARRAY_SHAPE.format(name="pred", shape=pred.shape))
     if true.shape != pred.shape:
         raise InputError(MSG_ARRAY_MATCH.format(name="true", shape=true.shape, expected=pred.shape))
+    if coord_order not in ("xy", "yx"):
+        raise InputError(MSG_COORD_ORDER.format(value=coord_order))
     n, k, _ = pred.shape
+    per_row = None if spacing_mm is None or np.ndim(spacing_mm) == 0 else np.asarray(spacing_mm, dtype=float)
+    if per_row is not None:
+        if per_row.shape not in ((n,), (n, 2)):
+            raise InputError(MSG_SPACING_SHAPE.format(shape=per_row.shape, n=n))
+        spacing_mm = None
+    if coord_order == "yx":
+        pred, true = pred[..., ::-1], true[..., ::-1]
+        if per_row is not None and per_row.ndim == 2:
+            per_row = per_row[:, ::-1]
     keypoints = list(range(1, k + 1)) if keypoints is None else list(keypoints)
     image_ids = np.arange(n).astype(str) if image_ids is None else np.asarray(image_ids).astype(str)
     runs = np.zeros(n, dtype=int) if runs is None else np.asarray(runs)
@@ -263,11 +405,18 @@ def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLik
         "pred_x": pred[..., 0].ravel(), "pred_y": pred[..., 1].ravel(),
         "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel(),
     })
-    if spacing_mm is not None and np.ndim(spacing_mm) == 1:
-        frame["spacing_mm"] = np.repeat(np.asarray(spacing_mm, dtype=float), k)
-        spacing_mm = None
+    if per_row is not None and per_row.ndim == 1:
+        frame["spacing_mm"] = np.repeat(per_row, k)
+    elif per_row is not None:
+        frame["spacing_x_mm"] = np.repeat(per_row[:, 0], k)
+        frame["spacing_y_mm"] = np.repeat(per_row[:, 1], k)
     meta_rows = {}
     for name, values in groups.items():
+        values = np.asarray(values)
+        if len(values) != n:
+            raise InputError(MSG_GROUP_LENGTH.format(name=name, n=len(values), n_images=n))
+        meta_rows[name] = values
+    for name, values in (covariates or {}).items():
         values = np.asarray(values)
         if len(values) != n:
             raise InputError(MSG_GROUP_LENGTH.format(name=name, n=len(values), n_images=n))
@@ -316,6 +465,16 @@ class AuditResult:
         self.significance = significance
         self.warnings = list(warnings)
         self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
+        self.adjusted: AdjustedResult | None = None  # from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
+        self.measurements: MeasurementAudit | None = None  # opt-in clinical measurements (stats/measurements.py)
+        self.curves: CurveResult | None = None  # error curves and the curve-gap test (stats/curves.py)
+
+    @cached_property
+    def anatomy(self) -> dict[str, Any] | None:
+        """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
+        from fairlandmark.stats.procrustes import mean_shape_of_study
+
+        return mean_shape_of_study(self.study)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -347,7 +506,8 @@ class AuditResult:
         So a DP computed in some runs always comes with a pair, from the same groups.
         """
         obs = self.observed[attribute]
-        in_dp = np.where(obs.valid[..., None], obs.sdr[0], np.nan)  # (R, G, K)
+        sdr = obs.sdr[0] if obs.sdr_dp is None else obs.sdr_dp
+        in_dp = np.where(obs.valid[..., None], sdr, np.nan)  # (R, G, K)
         mean_sdr, _ = mean_std_over_runs(in_dp, axis=0)  # (G, K)
         valid = np.asarray(obs.valid.any(axis=0))
         _, high, low = parity_gap(mean_sdr, valid)
@@ -357,7 +517,8 @@ class AuditResult:
     def _keypoint_sums(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-run sums over all images, per keypoint: the base of per-keypoint and per-family accuracy.
 
-        Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_images (R,).
+        Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_labelled (R, K), the images with
+        ground truth for each keypoint (every image when nothing is unlabelled).
         """
         errors, row_run = self.study.errors, self.study.row_run
         present = ~np.isnan(errors)
@@ -365,17 +526,21 @@ class AuditResult:
         onehot[row_run, np.arange(len(row_run))] = 1.0
         filled = np.where(present, errors, np.inf)
         hits = np.stack([onehot @ (filled <= t) for t in self.thresholds])  # a missing prediction never hits
-        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, onehot.sum(axis=1)
+        if self.study.labelled is None:
+            n_labelled = np.broadcast_to(onehot.sum(axis=1)[:, None], (self.n_runs, present.shape[1]))
+        else:
+            n_labelled = onehot @ self.study.labelled
+        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, n_labelled
 
     # -- tables --------------------------------------------------------------
     @cached_property
     def per_keypoint(self) -> pd.DataFrame:
         rows = []
         fam = self._family_of()
-        err_sum, n_present, hits, n_images = self._keypoint_sums
+        err_sum, n_present, hits, n_labelled = self._keypoint_sums
         with np.errstate(invalid="ignore", divide="ignore"):
             kp_mre, kp_mre_std = mean_std_over_runs(err_sum / n_present)
-            kp_sdr, kp_sdr_std = mean_std_over_runs(hits[0] / n_images[:, None])
+            kp_sdr, kp_sdr_std = mean_std_over_runs(hits[0] / n_labelled)
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             dp, dp_std = mean_std_over_runs(obs.dp)
@@ -395,6 +560,8 @@ class AuditResult:
         table = pd.DataFrame(rows)
         if self.significance is not None:
             table = self.significance.join(table)
+        if self.adjusted is not None:
+            table = self.adjusted.join(table)
         return table
 
     @cached_property
@@ -412,9 +579,12 @@ class AuditResult:
                 "family": np.tile(np.asarray(fam, dtype=object), G),
                 "n_images": np.repeat(obs.n_images.sum(axis=0), K).astype(int),
                 "n_missing": obs.n_missing.sum(axis=0).ravel().astype(int),
-                "in_dp": np.repeat(obs.valid.all(axis=0), K),
+                "in_dp": np.repeat(obs.valid.all(axis=0), K),  # per keypoint below when points are unlabelled
                 "mre": mre.ravel(), "mre_std": mre_std.ravel(),
             }
+            if self.study.labelled is not None:  # only then, so files without unlabelled points keep their columns
+                cols["n_unlabelled"] = (cols["n_images"] - obs.n_labelled.sum(axis=0).ravel()).astype(int)
+                cols["in_dp"] = cols["in_dp"] & (obs.n_labelled >= self.min_group_size).all(axis=0).ravel()
             for t, thr in enumerate(self.thresholds):
                 m, s = mean_std_over_runs(obs.sdr[t])
                 cols[f"sdr_{threshold_key(thr)}"] = m.ravel()
@@ -457,14 +627,18 @@ class AuditResult:
                              "mean_dp": float(mean), "mean_dp_std": float(std),
                              "max_dp": float(sub[j]) if j is not None else np.nan,
                              "max_dp_keypoint": self.keypoints[idx[j]] if j is not None else None})
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        # Keep the keypoint's own type (int 2, not 2.0): a column of ints and None would otherwise become float.
+        frame["max_dp_keypoint"] = pd.Series([json_safe(r["max_dp_keypoint"]) for r in rows], dtype=object,
+                                             index=frame.index)
+        return frame
 
     @cached_property
     def overall(self) -> pd.DataFrame:
-        err_sum, n_present, hits, n_images = self._keypoint_sums
+        err_sum, n_present, hits, n_labelled = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
-            n_pred = n_images * len(idx)
+            n_pred = n_labelled[:, idx].sum(axis=1)  # labelled points: images x keypoints when all are labelled
             fam_present = n_present[:, idx].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
                 mre, mre_std = mean_std_over_runs(err_sum[:, idx].sum(axis=1) / fam_present)
@@ -497,6 +671,8 @@ class AuditResult:
                 "mre_std_by_group": dict(zip(g["group"], g["mre_std"])),
                 "n_by_group": dict(zip(g["group"], g["n_images"])),
                 "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
+                **({"n_unlabelled_by_group": dict(zip(g["group"], g["n_unlabelled"]))}
+                   if "n_unlabelled" in g else {}),
                 "sdr_by_threshold": {threshold_key(t): dict(zip(g["group"], g[f"sdr_{threshold_key(t)}"]))
                                      for t in self.thresholds},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
@@ -504,6 +680,8 @@ class AuditResult:
             }
             if self.significance is not None:
                 rec.update(self.significance.record(row, g))
+            if self.adjusted is not None:
+                rec["adjusted"] = self.adjusted.record(row["attribute"], row["keypoint"])
             records.append(rec)
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -524,6 +702,11 @@ class AuditResult:
             "overall": self.overall.to_dict("records"),
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
+            "adjustment": self.adjusted.settings() if self.adjusted is not None else None,
+            "anatomy": self.anatomy,
+            "curves": self.curves.block() if self.curves is not None else None,
+            "measurements": self.measurements.records if self.measurements is not None else None,
+            "measurement_settings": self.measurements.block() if self.measurements is not None else None,
             "warnings": self.warnings,
         }
         return json_safe(doc)
@@ -537,6 +720,59 @@ class AuditResult:
         pk = self.per_keypoint.drop(columns=["family"]).rename(
             columns={c: f"keypoint_{c}" for c in ("mre", "mre_std", "sdr", "sdr_std")})
         return self.per_group.merge(pk, on=["attribute", "keypoint"], how="left")
+
+    def to_metricframe_like(self, attribute: str | None = None, *, metric: str = "sdr",
+                            threshold: float | None = None, in_dp_only: bool = False) -> pd.DataFrame:
+        """Per-group values in Fairlearn's ``MetricFrame.by_group`` shape.
+
+        Parameters
+        ----------
+        attribute : str, optional
+            Attribute (default: the first audited one).
+        metric : {"sdr", "mre"}, default "sdr"
+        threshold : float, optional
+            SDR threshold in mm (default: the primary one).
+        in_dp_only : bool, default False
+            Keep only groups that take part in DP (``min_group_size``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index: the attribute's groups (named after the attribute);
+            columns: keypoints; values: mean over runs. With one run and
+            every group in DP, ``frame.max() - frame.min()`` is the DP of
+            each keypoint, as ``MetricFrame.difference()`` would give.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> true = np.zeros((4, 1, 2)); pred = true.copy(); pred[1, 0, 1] = 3.0
+        >>> res = audit_arrays(pred, true, {"sex": ["F", "F", "M", "M"]}, spacing_mm=1.0, min_group_size=1,
+        ...                    significance=False)
+        >>> res.to_metricframe_like().to_dict()
+        {1: {'F': 0.5, 'M': 1.0}}
+        """
+        attribute = self.attributes[0] if attribute is None else attribute
+        if attribute not in self.attributes:
+            raise InputError(f"attribute {attribute!r}: not audited; choose one of {', '.join(self.attributes)}")
+        if metric == "sdr":
+            thr = self.thresholds[0] if threshold is None else float(threshold)
+            column = f"sdr_{threshold_key(thr)}"
+        elif metric == "mre":
+            column = "mre"
+        else:
+            raise InputError(f"metric {metric!r}: choose 'sdr' or 'mre'")
+        table = self.per_group[self.per_group["attribute"] == attribute]
+        if column not in table:
+            raise InputError(f"threshold {threshold!r}: not audited; the thresholds are "
+                             f"{', '.join(threshold_key(t) for t in self.thresholds)}")
+        if in_dp_only:
+            table = table[table["in_dp"]]
+        frame = table.pivot(index="group", columns="keypoint", values=column)
+        frame = frame.reindex(index=[g for g in self.study.coding.groups[attribute] if g in frame.index],
+                              columns=self.keypoints)
+        frame.index.name, frame.columns.name = attribute, None
+        return frame
 
     def to_csv(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_frame` as CSV, atomically."""

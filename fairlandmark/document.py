@@ -71,8 +71,14 @@ _FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "warnings": (list, "a list of strings"),
     "significance": (dict, "an object"),
     "unit": (str, "a string"),
+    "primary_threshold": ((int, float), "a number"),
+    "anatomy": (dict, "an object"),
+    "curves": (dict, "an object"),
+    "measurements": (list, "a list of records"),
 }
-_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group")
+# Fields readers take with a default when absent; present, they must not be null.
+_NOT_NULL = frozenset({"thresholds", "primary_threshold", "unit"})
+_RECORD_LISTS = ("per_keypoint", "overall", "summary", "per_group", "measurements")
 
 _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
 
@@ -81,6 +87,33 @@ _REQUIRED = ("schema_version", "per_keypoint", "attributes", "keypoints")
 def _json_type(value: object) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
         type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+_TEXT_FIELDS = frozenset({"attribute", "family", "group", "group_high", "group_low", "direction", "analysis",
+                          "target"})
+_LABEL_FIELDS = frozenset({"keypoint", "max_dp_keypoint"})
+
+
+def _record_value_problem(field: str, value: object) -> str | None:
+    """What a record's field must hold when ``value`` does not fit (None when it fits); null always fits."""
+    if value is None:
+        return None
+    if field in _TEXT_FIELDS:
+        return None if isinstance(value, str) else "a string"
+    if field in _LABEL_FIELDS:
+        return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
+    if isinstance(value, list):  # a pair of groups, an interval
+        return None if field == "pair" or field.endswith("_ci") else "a number"
+    if isinstance(value, dict):  # per-group and per-threshold maps
+        return None if "_by_" in field else "a number"
+    if isinstance(value, bool):
+        return None if field in _BOOL_FIELDS or field.endswith("significant") else "a number"
+    if isinstance(value, (int, float)):
+        return None if field not in _BOOL_FIELDS else "true/false"
+    return "a number"
+
+
+_BOOL_FIELDS = frozenset({"significant", "mre_gap_significant", "in_dp", "exceeds_uncertainty", "leak"})
 
 
 def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str = "(dict)") -> AuditDocument:
@@ -104,7 +137,7 @@ def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str 
             raise InputError(MSG_NOT_AUDIT.format(what=what, path=path, key=key))
     for key, (types, expected) in _FIELD_TYPES.items():
         value = doc.get(key)
-        if value is None and key not in _REQUIRED:
+        if value is None and key not in _REQUIRED and (key not in _NOT_NULL or key not in doc):
             continue
         if isinstance(value, bool) or not isinstance(value, types):
             raise InputError(MSG_FIELD_TYPE.format(what=what, path=path, field=key, expected=expected,
@@ -114,6 +147,22 @@ def validate_document(doc: Mapping[str, Any], *, what: str = "audit", path: str 
             if not isinstance(rec, Mapping):
                 raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
                                                         expected="an object", got=_json_type(rec)))
+    for key in _RECORD_LISTS:
+        for i, rec in enumerate(doc.get(key) or []):
+            for field, value in rec.items():
+                problem = _record_value_problem(str(field), value)
+                if problem:
+                    raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field=key, index=i,
+                                                            expected=f"{problem} in {field!r}",
+                                                            got=_json_type(value)))
+    primary = doc.get("primary_threshold")
+    if primary is not None and not (math.isfinite(primary) and primary > 0):
+        raise InputError(MSG_FIELD_TYPE.format(what=what, path=path, field="primary_threshold",
+                                               expected="a positive number", got=primary))
+    for i, value in enumerate(doc.get("thresholds") or []):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="thresholds", index=i,
+                                                    expected="a positive number", got=_json_type(value)))
     for i, name in enumerate(doc["attributes"]):
         if not isinstance(name, str):
             raise InputError(MSG_RECORD_TYPE.format(what=what, path=path, field="attributes", index=i,

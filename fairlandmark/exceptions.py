@@ -31,6 +31,7 @@ OPTION_NAMES = frozenset({
     "attributes", "bins", "families", "spacing_mm", "wrist_width", "thresholds_mm", "min_group_size",
     "permutations", "bootstrap", "baseline_repeats", "within", "n_splits", "runs", "pred_paths",
     "predicted_only", "max_dp", "baseline", "significance", "privacy", "seed", "alpha", "ci", "correction",
+    "encoding", "spacing_from_dicom", "dicom_match", "category", "instance", "image_key", "metadata_from_coco",
 })
 _OPTION = re.compile("«([a-z_]+)»")
 

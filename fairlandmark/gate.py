@@ -54,7 +54,7 @@ from fairlandmark.document import (AuditDocument, AuditSource, keypoint_frame, l
 from fairlandmark.files import read_toml
 from fairlandmark.formatting import fmt, num, threshold_key
 
-__all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES",
+__all__ = ["GateRules", "Check", "GateResult", "load_rules", "find_config", "run_gate", "RULES", "tool_table",
            "EXIT_PASS", "EXIT_FAIL", "EXIT_USAGE"]
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -80,6 +80,10 @@ MSG_NEEDS_PRIVACY = ("max_privacy_balanced_accuracy: audit {path} has no privacy
 MSG_THRESHOLD = "min_sdr: threshold {thr} is not in audit {path} (its thresholds are {known})"
 MSG_ATTRIBUTE = "attributes: {name!r} is not in audit {path}; its attributes are {known}"
 MSG_ONLY_SIG_ALONE = "{where}: max_dp_only_significant needs max_dp"
+MSG_NO_ATTRIBUTES_SELECTED = ("no check ran: attributes = [] selects no attribute of audit {path}; name the "
+                              "attributes to gate, or drop the key to gate them all (counted as a failure)")
+MSG_NOTHING_CHECKED = ("no check ran on audit {path} (it has no keypoint or attribute the rules apply to); "
+                       "counted as a failure")
 UNCHECKABLE = "is missing, so it cannot be checked (counted as a failure) against"
 
 # rule name -> (kind, lower bound, upper bound or None); order = report order
@@ -141,7 +145,7 @@ class GateRules:
                 path = os.fspath(value)
                 values[key] = os.path.join(base_dir, path) if base_dir and not os.path.isabs(path) else path
             else:
-                if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                     raise InputError(MSG_ATTRS.format(where=where, value=value))
                 values[key] = tuple(value)
         return cls(**values, source=source)
@@ -204,9 +208,27 @@ def find_config(cwd: str | os.PathLike[str] = ".") -> str | None:
     if os.path.isfile(first):
         return first
     py = os.path.join(cwd, CONFIG_NAMES[1])
-    if os.path.isfile(py) and "fairlandmark" in (read_toml(py).get("tool") or {}):
+    if os.path.isfile(py) and tool_table(read_toml(py), py, missing_ok=True) is not None:
         return py
     return None
+
+
+def tool_table(doc: Mapping[str, Any], path: str, *, missing_ok: bool = False) -> Mapping[str, Any] | None:
+    """The ``[tool.fairlandmark]`` table of a parsed pyproject.toml; InputError when a level is not a table.
+
+    Returns ``{}`` when absent (None with ``missing_ok``).
+    """
+    tool = doc.get("tool")
+    if tool is None:
+        return None if missing_ok else {}
+    if not isinstance(tool, Mapping):
+        raise InputError(MSG_TABLE.format(path=path, table="[tool]", type=type(tool).__name__))
+    table = tool.get("fairlandmark")
+    if table is None:
+        return None if missing_ok else {}
+    if not isinstance(table, Mapping):
+        raise InputError(MSG_TABLE.format(path=path, table="[tool.fairlandmark]", type=type(table).__name__))
+    return table
 
 
 def load_rules(path: str | os.PathLike[str] | None = None, *, cwd: str | os.PathLike[str] = ".") -> GateRules:
@@ -238,7 +260,7 @@ def load_rules(path: str | os.PathLike[str] | None = None, *, cwd: str | os.Path
     doc = read_toml(path, missing=MSG_CONFIG_MISSING)
     is_pyproject = os.path.basename(path) == "pyproject.toml"
     if is_pyproject:
-        root, prefix = (doc.get("tool") or {}).get("fairlandmark") or {}, "[tool.fairlandmark"
+        root, prefix = tool_table(doc, path) or {}, "[tool.fairlandmark"
     else:
         root, prefix = doc, "["
     table = f"{prefix}.gate]" if is_pyproject else "[gate]"
@@ -329,10 +351,14 @@ class GateResult:
     def exit_code(self) -> int:
         return EXIT_PASS if self.passed else EXIT_FAIL
 
+    def _rules_checked(self) -> list[str]:
+        """Rule names in report order, then any other check (e.g. the failure of a gate that checked nothing)."""
+        return list(RULES) + sorted({c.rule for c in self.checks} - set(RULES))
+
     def by_rule(self) -> list[dict[str, Any]]:
         """Rows per rule: limit, number of checks, failures, worst value."""
         rows = []
-        for rule in RULES:
+        for rule in self._rules_checked():
             cs = [c for c in self.checks if c.rule == rule]
             if not cs:
                 continue
@@ -352,7 +378,7 @@ class GateResult:
         """JUnit XML: one testsuite per rule, one testcase per check."""
         root = ET.Element("testsuites", name="fairlandmark gate", tests=str(len(self.checks)),
                           failures=str(len(self.failures)), errors="0", skipped="0", time="0")
-        for rule in RULES:
+        for rule in self._rules_checked():
             cs = [c for c in self.checks if c.rule == rule]
             if not cs:
                 continue
@@ -419,6 +445,9 @@ def run_gate(audit: AuditSource,
     for rule, check in RULE_CHECKS.items():
         if getattr(rules, rule) is not None:
             checks += check(ctx)
+    if not checks:  # a gate that checked nothing must not pass
+        why = MSG_NO_ATTRIBUTES_SELECTED if rules.attributes is not None and not attrs else MSG_NOTHING_CHECKED
+        checks.append(Check("checks", None, None, math.nan, math.nan, False, why.format(path=path)))
     return GateResult(checks=checks, rules=rules, doc=doc, notes=ctx.notes)
 
 

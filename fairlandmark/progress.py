@@ -43,7 +43,9 @@ def progress_bar(progress: object) -> Iterator[Any]:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        # markup=False: descriptions may quote user data (a within-level name such as "[/]").
+        bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                       TimeRemainingColumn(),
                        console=Console(stderr=True), transient=True)
         with bar:
             yield bar

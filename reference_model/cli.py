@@ -199,14 +199,11 @@ _ARCHITECTURE = ("encoder", "encoder_depth", "decoder_channels", "image_size", "
 
 def _checkpoint_architecture(path: Path) -> dict:
     """The architecture options a checkpoint was trained with (fine-tuning keeps them)."""
-    import torch
-
+    from reference_model.checkpoints import load_checkpoint
     from reference_model.train import CHECKPOINT_BEST
 
     path = path / CHECKPOINT_BEST if path.is_dir() else path
-    if not path.is_file():
-        raise InputError(f"checkpoint {path}: not found; train a model first or check the path")
-    saved = torch.load(path, map_location="cpu", weights_only=True)["config"]
+    saved = load_checkpoint(path, config_keys=_ARCHITECTURE)["config"]
     return {key: tuple(saved[key]) if key == "decoder_channels" else saved[key] for key in _ARCHITECTURE}
 
 
@@ -369,7 +366,7 @@ _COMMANDS = {"synth": _cmd_synth, "train": _cmd_train, "predict": _cmd_predict, 
              "finetune": _cmd_finetune, "control": _cmd_control}
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from reference_model.errors import InputError
 
@@ -71,7 +72,7 @@ class TrainConfig:
     finetune_lr: float = 1e-4
     max_steps_per_epoch: int | None = None  # cap on optimizer steps, for quick runs
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` applied and checked."""
         return _checked(dataclasses.replace(self, **changes))
 

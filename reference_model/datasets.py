@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class LandmarkData:
 
         return read_image(source)
 
-    def subset(self, indices) -> "LandmarkData":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "LandmarkData":
         indices = np.asarray(indices, dtype=np.int64)
         ids = [self.image_ids[i] for i in indices]
         meta = self.meta.set_index("image_id").loc[ids].reset_index() if len(self.meta) else self.meta

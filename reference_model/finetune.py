@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 import torch
 
 from reference_model.config import TrainConfig
+from reference_model.checkpoints import load_checkpoint
 from reference_model.errors import InputError
 from reference_model.groupdro import GroupDROLoss, balanced_sampling_weights, demographic_codes
 from reference_model.preprocess import PreparedData
@@ -22,7 +24,7 @@ ERR_ARCHITECTURE = (
 )
 
 
-def worst_subgroup_mre(codes: np.ndarray, grouping: str):
+def worst_subgroup_mre(codes: np.ndarray, grouping: str) -> Callable[[np.ndarray, PreparedData], float]:
     """A validation metric: the largest mean radial error (mm) over the DRO subgroups."""
 
     def metric(pred_original: np.ndarray, data: PreparedData) -> float:
@@ -65,9 +67,7 @@ def finetune_groupdro(*, checkpoint: str | Path, train_data: PreparedData, train
     """
     path = Path(checkpoint)
     path = path / CHECKPOINT_BEST if path.is_dir() else path
-    if not path.is_file():
-        raise InputError(f"checkpoint {path}: not found; train a model first or check the path")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, required=("config", "model", "n_keypoints"))
     for key in ("encoder", "encoder_depth", "decoder_channels", "image_size"):
         old, new = state["config"][key], config.to_dict()[key]
         if old != new:

@@ -12,6 +12,8 @@ Groupings: ``keypoint_group`` (K x G subgroups, the paper's), ``group``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -56,8 +58,9 @@ class GroupDROLoss:
     device : torch.device or str
     """
 
-    def __init__(self, *, image_groups, group_names, n_keypoints: int, grouping: str = "keypoint_group",
-                 step_size: float = 0.01, adjustment: float = 0.0, device="cpu"):
+    def __init__(self, *, image_groups: Sequence[int] | np.ndarray, group_names: Sequence[str], n_keypoints: int,
+                 grouping: str = "keypoint_group", step_size: float = 0.01, adjustment: float = 0.0,
+                 device: torch.device | str = "cpu"):
         if grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
         self.grouping = grouping
@@ -91,7 +94,8 @@ class GroupDROLoss:
             return demographic.expand(-1, self.n_keypoints)
         return keypoint.expand(len(image_index), -1)
 
-    def group_losses(self, loss: torch.Tensor, valid: torch.Tensor, image_index: torch.Tensor):
+    def group_losses(self, loss: torch.Tensor, valid: torch.Tensor,
+                     image_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss of each subgroup in the batch (0 where absent), and which are present."""
         ids = self.subgroup_ids(image_index).reshape(-1)
         weight = valid.reshape(-1).float()

@@ -19,7 +19,7 @@ ERR_WEIGHTS_MISMATCH = (
 
 
 def build_unet(*, encoder: str, n_keypoints: int, encoder_depth: int = 5,
-               decoder_channels=(256, 128, 64, 32, 16), encoder_weights: str | Path | None = None,
+               decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16), encoder_weights: str | Path | None = None,
                bn_momentum: float | None = None) -> torch.nn.Module:
     """An ``smp.Unet`` for heatmap regression; nothing is downloaded.
 

@@ -53,7 +53,7 @@ def mean_radial_error_mm(pred_original: np.ndarray, data: PreparedData) -> float
     return float(np.nanmean(distance * spacing[:, None]))
 
 
-def predictions_frame(run, data: PreparedData, pred_original: np.ndarray) -> pd.DataFrame:
+def predictions_frame(run: int | str, data: PreparedData, pred_original: np.ndarray) -> pd.DataFrame:
     """Long-format predictions: one row per image and keypoint (keypoint 1-based)."""
     n_images, n_keypoints = pred_original.shape[:2]
     return pd.DataFrame({

@@ -17,12 +17,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reference_model.errors import InputError
+
+if TYPE_CHECKING:
+    from reference_model.datasets import LandmarkData
 
 __all__ = [
     "Geometry",
@@ -136,7 +141,7 @@ class PreparedData:
     geometries: list[Geometry]
     spacing_mm: np.ndarray
 
-    def subset(self, indices) -> "PreparedData":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "PreparedData":
         """The images at ``indices`` (an index array), in that order."""
         indices = np.asarray(indices, dtype=np.int64)
         return PreparedData(
@@ -148,7 +153,7 @@ class PreparedData:
             spacing_mm=self.spacing_mm[indices],
         )
 
-    def index_of(self, image_ids) -> np.ndarray:
+    def index_of(self, image_ids: Iterable[object]) -> np.ndarray:
         """Positions of ``image_ids`` in this dataset."""
         position = {image_id: i for i, image_id in enumerate(self.image_ids)}
         return np.array([position[str(i)] for i in image_ids], dtype=np.int64)
@@ -173,7 +178,8 @@ def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def prepare(data, *, size: int, cache_dir: str | Path | None = None, progress: bool = False) -> PreparedData:
+def prepare(data: LandmarkData, *, size: int, cache_dir: str | Path | None = None,
+            progress: bool = False) -> PreparedData:
     """Pad, resize and scale every image of a :class:`~reference_model.datasets.LandmarkData`.
 
     With ``cache_dir``, the uint8 images and geometries are stored there, keyed

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def _run_in_worker(kwargs: dict) -> dict:
     return run_one_holdout(**kwargs)
 
 
-def check_devices(devices) -> list[str]:
+def check_devices(devices: Sequence[str]) -> list[str]:
     """Validate a list of torch device names (``cuda:0``, ``cpu``); one-line InputError when unusable."""
     import torch
 
@@ -150,7 +151,7 @@ def check_devices(devices) -> list[str]:
 def run_holdouts(data: LandmarkData, *, attributes: list[str], config: TrainConfig, out_dir: str | Path,
                  n_splits: int = 10, test_fraction: float = 0.2, val_fraction: float = 0.1,
                  mitigate: bool = False, resume: bool = False, cache_dir: str | Path | None = None,
-                 devices=None, progress: bool = True) -> dict:
+                 devices: Sequence[str] | None = None, progress: bool = True) -> dict:
     """Run the whole hold-out protocol and write the files listed in the module docstring.
 
     Parameters

@@ -58,7 +58,7 @@ class SynthSpec:
     spacing_mm: float = 0.5
     seed: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not 1 <= self.n_keypoints <= len(_TEMPLATE):
             raise ValueError(f"n_keypoints must be 1..{len(_TEMPLATE)}, got {self.n_keypoints}")
         if not 1 <= self.effect_keypoint <= self.n_keypoints:

@@ -108,8 +108,8 @@ def test_write_figures(tmp_path, make_doc):
     doc = make_doc(5)
     paths = F.write_figures(doc, tmp_path / "figs", formats=["png"], dpi=40)
     names = sorted(Path(p).name for p in paths)
-    assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_age_group.png", "sdr_sex.png",
-                     "sdr_sex_age_group.png"]
+    assert names == ["dp_by_keypoint.png", "fairness_map.png", "mre_by_keypoint.png", "sdr_age_group.png",
+                     "sdr_sex.png", "sdr_sex_age_group.png"]
     assert all(Path(p).read_bytes()[:8] == PNG for p in paths)
 
 
@@ -128,4 +128,5 @@ def test_attributes_whose_names_slug_alike_get_a_figure_each(tmp_path):
                                     {"a b": ["x", "y"] * 20, "a_b": ["x"] * 20 + ["y"] * 20}, spacing_mm=1.0,
                                     min_group_size=1, intersection=False, significance=False)
     names = sorted(Path(p).name for p in F.write_figures(res, tmp_path, formats=["png"], dpi=30))
-    assert names == ["dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_a_b.png", "sdr_a_b_2.png"]
+    assert names == ["dp_by_keypoint.png", "fairness_map.png", "mre_by_keypoint.png", "sdr_a_b.png",
+                     "sdr_a_b_2.png"]

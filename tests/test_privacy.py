@@ -225,7 +225,7 @@ def test_class_smaller_than_the_folds_is_a_clear_error():
     meta2 = meta.copy()
     meta2.loc[meta2["age_group"] == "old", "sex"] = "M"
     meta2.loc[[0], "sex"] = "F"  # one old woman only
-    with pytest.raises(InputError, match=r"class 'old' has 1 image\(s\) within sex=F.*drop --within sex"):
+    with pytest.raises(InputError, match=r"class 'old' has 1 image\(s\) within sex=F.*drop within sex"):
         attribute_inference(preds, meta2.loc[meta2["image_id"].isin(keep["image_id"])], target="age_group",
                             within="sex")
     meta3 = meta.assign(sex=np.where(meta["age_group"] == "old", "M", "F"))

@@ -13,6 +13,7 @@ import pytest
 
 from fairlandmark.cli import main
 from fairlandmark.exceptions import InputError
+from fairlandmark.render.curves import extra_curve_figure
 from fairlandmark.render.html import keypoint_frame, load_audit, to_html, to_markdown
 
 pytest.importorskip("matplotlib")
@@ -66,7 +67,9 @@ def test_html_renders_self_contained(k, make_doc):
     html = to_html(doc, title="Study <x>", dpi=40)
     parser, imgs = assert_self_contained(html)
     n_attr = len(doc["attributes"])
-    assert len(imgs) == 2 + n_attr  # MRE, DP, one SDR figure per attribute
+    n_curves = sum(extra_curve_figure(doc, a) for a in doc["attributes"])  # flagged error curves
+    n_map = 1 if doc.get("anatomy") else 0  # the fairness map (two or more keypoints with coordinates)
+    assert len(imgs) == 2 + n_attr + n_curves + n_map  # MRE, DP, one SDR figure per attribute, curves, map
     assert "Study &lt;x&gt;" in html and "<x>" not in html
     for section in ("Summary", "Figures", "Significance", "Privacy: attribute inference", "Per keypoint"):
         assert f">{section}" in html
@@ -98,7 +101,8 @@ def test_html_comparison_section(make_doc):
     html = to_html(after, baseline=before, labels=("vanilla", "mitigated"), dpi=40)
     _, imgs = assert_self_contained(html)
     assert "Comparison: vanilla → mitigated" in html
-    assert len(imgs) == 2 + len(after["attributes"]) + 1
+    extra = sum(extra_curve_figure(after, a) for a in after["attributes"]) + (1 if after.get("anatomy") else 0)
+    assert len(imgs) == 2 + len(after["attributes"]) + 1 + extra  # + flagged error curves and the fairness map
 
 
 def test_markdown_summary(make_doc):
@@ -178,9 +182,11 @@ def test_report_cli(tmp_path, capsys, make_doc):
     assert rc == 0
     assert "vanilla" in (out / "r.html").read_text()
     assert (out / "r.md").read_text().startswith("## ")
-    assert sorted(p.name for p in (out / "figs").iterdir()) == [
+    doc = json.loads(after.read_text())
+    curves = [f"curves_{a.replace('&', '_')}.png" for a in doc["attributes"] if extra_curve_figure(doc, a)]
+    assert sorted(p.name for p in (out / "figs").iterdir()) == sorted([
         "compare.png", "dp_by_keypoint.png", "mre_by_keypoint.png", "sdr_age_group.png", "sdr_sex.png",
-        "sdr_sex_age_group.png"]
+        "sdr_sex_age_group.png", "fairness_map.png"] + curves)
     capsys.readouterr()
     assert main(["report", str(after), "--markdown", "-"]) == 0
     assert capsys.readouterr().out.startswith("## fairlandmark audit")

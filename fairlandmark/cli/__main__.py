@@ -2,6 +2,6 @@
 
 import sys
 
-from fairlandmark.cli.main import main
+from fairlandmark.cli import main
 
-sys.exit(main())
+sys.exit(main())  # type: ignore[operator]  # the package's 'main' property is the entry point

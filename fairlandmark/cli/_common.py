@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from fairlandmark.inputs.radial_error import parse_wrist_width
 if TYPE_CHECKING:
     from fairlandmark.inputs.study import Study
 
-__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int",
+__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
            "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
 
 
@@ -29,7 +30,9 @@ FLAG_SPELLINGS = {
     "within": "--within", "n_splits": "--folds", "runs": "--run", "pred_paths": "--pred",
     "predicted_only": "--predicted-only", "max_dp": "--max-dp", "baseline": "--baseline",
     "significance": "--no-significance", "privacy": "--privacy", "seed": "--seed", "alpha": "--alpha",
-    "ci": "--ci", "correction": "--correction",
+    "ci": "--ci", "correction": "--correction", "encoding": "--encoding",
+    "spacing_from_dicom": "--spacing-from-dicom", "dicom_match": "--dicom-match", "category": "--category",
+    "instance": "--instance", "image_key": "--image-key", "metadata_from_coco": "--metadata-from-coco",
 }
 
 
@@ -61,6 +64,8 @@ def number_arg(kind: Callable[[str], Any] = int, *, low: float | None = None, hi
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
         if value in forbid:
             raise argparse.ArgumentTypeError(forbid[value])
         if low is not None and high is not None and not low <= value <= high:
@@ -74,6 +79,7 @@ def number_arg(kind: Callable[[str], Any] = int, *, low: float | None = None, hi
 
 
 positive_int = number_arg(int, low=0)
+finite_float = number_arg(float)
 
 
 def seed_arg(parser: argparse.ArgumentParser) -> None:
@@ -86,11 +92,23 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", help="predictions file (CSV or Parquet, long format)")
     parser.add_argument("metadata", help="metadata file: image_id plus one column per attribute")
     scale = parser.add_argument_group("pixel to mm (choose at most one; default: errors stay in pixels)")
-    scale.add_argument("--spacing-mm", type=float, metavar="MM", help="mm per pixel for every image")
+    scale.add_argument("--spacing-mm", type=finite_float, metavar="MM", help="mm per pixel for every image")
     scale.add_argument("--wrist-width", type=checked(parse_wrist_width), metavar="A,B,MM",
                        help="per-image scale MM/|true_A - true_B|, e.g. 1,5,50 for the Digital Hand Atlas")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="text encoding of CSV inputs, e.g. latin-1 (default: UTF-8, or UTF-16 with a BOM)")
+    add_dicom_arguments(scale)
     parser.add_argument("--bin", action="append", type=checked(parse_bin), default=[], metavar="COL=CUT[,CUT]",
                         help="bin a numeric attribute, e.g. age=14 gives age<14 / age>=14")
+
+
+def add_dicom_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    """``--spacing-from-dicom DIR`` and ``--dicom-match`` (pixel spacing from DICOM headers)."""
+    group.add_argument("--spacing-from-dicom", metavar="DIR",
+                       help="mm per pixel (x and y) of each image from the DICOM headers in DIR: PixelSpacing, "
+                            "else ImagerPixelSpacing (needs pip install 'fairlandmark[dicom]')")
+    group.add_argument("--dicom-match", choices=("stem", "uid"), default="stem",
+                       help="match DICOM files to image_id by file stem (001.dcm -> 001, default) or SOPInstanceUID")
 
 
 def add_study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,7 +136,8 @@ def study_from_args(args: argparse.Namespace) -> Study:
     return prepare_study(
         args.predictions, args.metadata, attributes=args.attributes, spacing_mm=args.spacing_mm,
         wrist_width=args.wrist_width, bins=bins_from_args(args.bin), families=list(args.family),
-        intersection=not args.no_intersection, metadata_source=args.metadata,
+        intersection=not args.no_intersection, metadata_source=args.metadata, encoding=args.encoding,
+        spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
     )
 
 
@@ -134,8 +153,8 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
                        help="label permutations for p-values (default 10000; 0 = off)")
     group.add_argument("--bootstrap", type=positive_int, default=2000, metavar="B",
                        help="stratified bootstrap resamples for intervals (default 2000; 0 = off)")
-    group.add_argument("--ci", type=float, default=0.95, help="interval coverage (default 0.95)")
-    group.add_argument("--alpha", type=float, default=0.05, help="level for adjusted p-values (default 0.05)")
+    group.add_argument("--ci", type=finite_float, default=0.95, help="interval coverage (default 0.95)")
+    group.add_argument("--alpha", type=finite_float, default=0.05, help="level for adjusted p-values (default 0.05)")
     group.add_argument("--correction", choices=CORRECTIONS, default="bh",
                        help="multiple-testing adjustment over attributes x keypoints (default bh)")
     group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",

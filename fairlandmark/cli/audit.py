@@ -7,17 +7,19 @@ import sys
 from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
-from fairlandmark.render.console import make_console, render_audit
-from fairlandmark.cli._common import (add_output_arguments, add_significance_arguments, add_study_arguments,
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
+from fairlandmark.cli._common import (finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
-from fairlandmark.files import check_outputs
+from fairlandmark.files import STDOUT, check_outputs
 from fairlandmark.cli.gate import add_gate_arguments, gate_requested, rules_from_args
 from fairlandmark.cli.privacy import add_audit_privacy_arguments, privacy_from_audit_args
 from fairlandmark.render.console import render_privacy
 from fairlandmark.cli.report import add_report_arguments, check_figure_options
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from fairlandmark.audit import AuditResult
     from fairlandmark.gate import GateRules
 
@@ -28,31 +30,75 @@ MSG_WITHIN_NEEDS_PRIVACY = "--privacy-within needs --privacy (the attribute-infe
 
 def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_arguments(parser)
-    parser.add_argument("--threshold-mm", action="append", type=float, dest="thresholds", metavar="MM",
+    parser.add_argument("--threshold-mm", action="append", type=finite_float, dest="thresholds", metavar="MM",
                         help="SDR threshold (repeatable; the first is primary for DP; default 2)")
     parser.add_argument("--min-group-size", type=int, default=10, metavar="N",
                         help="groups with fewer images in a run are left out of DP (default 10)")
+    parser.add_argument("--adjust", action="append", default=[], metavar="COLUMN",
+                        help="metadata column to adjust the gaps for (repeatable; numeric or categorical, "
+                             "COLUMN:cat forces categorical): GEE models with images as clusters")
     add_significance_arguments(parser)
     add_audit_privacy_arguments(parser)  # after significance, which adds --seed
+    add_measurement_arguments(parser)
+
+
+def add_measurement_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("clinical measurements and error curves")
+    group.add_argument("--measurements", metavar="FILE.toml|PRESET",
+                       help="also audit clinical measurements computed from the landmarks (angles, distances, "
+                            "ratios, classes): a TOML file or a preset (isbi2015, dha); see docs/measurements.md")
+    group.add_argument("--no-curves", action="store_true",
+                       help="skip the error curves (SDR over a threshold grid) and their curve-gap test")
 
 
 def audit_from_args(args: argparse.Namespace) -> AuditResult:
     study = study_from_args(args)
     significance = significance_from_args(args)
+    covariates = None
+    if getattr(args, "adjust", None):
+        from fairlandmark.stats.adjusted import check_covariates
+
+        base = [a for a in study.coding.attributes if a in study.coding.base_codes]
+        covariates = check_covariates(args.metadata, args.adjust, image_ids=study.row_image, attributes=base,
+                                      source=args.metadata)
+    measurements = getattr(args, "measurement_set", None)
+    if measurements is None and getattr(args, "measurements", None):
+        from fairlandmark.inputs.measurements import load_measurements
+
+        measurements = load_measurements(args.measurements)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
-                       significance=significance)
+                       significance=significance, adjust=covariates, measurements=measurements,
+                       curves=not getattr(args, "no_curves", False))
     result.privacy = privacy_from_audit_args(study, args)
     return result
 
 
+def _outputs(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
+    return [("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
+            ("--markdown", args.markdown, False), ("--figures", args.figures, True),
+            ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
+            ("--gate-json", args.gate_json, False)]
+
+
+def _output_paths(args: argparse.Namespace) -> list[str]:
+    return [path for _, path, _ in _outputs(args) if path is not None]
+
+
+def _say_wrote(console: Console, path: str) -> None:
+    if path != STDOUT:
+        print_wrote(console, path)
+
+
 def check_audit_args(args: argparse.Namespace) -> GateRules | None:
     """Refuse bad outputs and gate rules before the audit runs (it can take minutes); returns the gate rules."""
-    check_outputs([("--json", args.json, False), ("--csv", args.csv, False), ("--html", args.html, False),
-                   ("--markdown", args.markdown, False), ("--figures", args.figures, True),
-                   ("--junit", args.junit, False), ("--gate-markdown", args.gate_markdown, False),
-                   ("--gate-json", args.gate_json, False)],
+    check_outputs(_outputs(args),
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata),
-                          ("gate config", args.config), ("gate baseline", args.baseline)])
+                          ("gate config", args.config), ("gate baseline", args.baseline),
+                          ("measurements file", _measurement_path(args))])
+    if args.measurements:
+        from fairlandmark.inputs.measurements import load_measurements
+
+        args.measurement_set = load_measurements(args.measurements)  # bad definitions fail before the audit
     if args.privacy_within and not args.privacy:
         raise InputError(MSG_WITHIN_NEEDS_PRIVACY)
     check_figure_options(args)
@@ -63,12 +109,31 @@ def check_audit_args(args: argparse.Namespace) -> GateRules | None:
     return rules
 
 
+def _measurement_path(args: argparse.Namespace) -> str | None:
+    from fairlandmark.inputs.measurements import PRESETS
+
+    value = getattr(args, "measurements", None)
+    return None if not value or value.lower() in PRESETS else value
+
+
 def _run(args: argparse.Namespace) -> int:
     rules = check_audit_args(args)
-    console = make_console()
+    console = make_console(stderr=STDOUT in _output_paths(args))  # stdout stays free for '-' outputs
     result = audit_from_args(args)
     if not args.quiet:
         render_audit(result, console)
+        from fairlandmark.render.adjusted_power import print_adjustment_and_power
+
+        print_adjustment_and_power(result.to_dict(), console)
+        if result.curves is not None and result.curves.tests:
+            from fairlandmark.render.curves import curve_findings
+
+            for line in curve_findings({"curves": result.curves.block(), "unit": result.unit}):
+                console.print(line, markup=False)
+        if result.measurements is not None:
+            from fairlandmark.render.measurements import render_measurements
+
+            render_measurements(result, console)
         for privacy in result.privacy:
             render_privacy(privacy, console)
     else:
@@ -77,13 +142,13 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"warning: {note}\n")
         for privacy in result.privacy:
             for line in privacy.risk_lines:
-                console.print(line, markup=False)
+                print_plain(console, line)
     if args.json:
         result.to_json(args.json)
-        console.print(f"wrote {args.json}")
+        _say_wrote(console, args.json)
     if args.csv:
         result.to_csv(args.csv)
-        console.print(f"wrote {args.csv}")
+        _say_wrote(console, args.csv)
     if args.html or args.markdown or args.figures:
         from fairlandmark.cli.report import write_outputs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fairlandmark.render.console import make_console
+from fairlandmark.render.console import make_console, print_wrote
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli._common import number_arg
@@ -20,9 +20,7 @@ def _run(args: argparse.Namespace) -> int:
     check_outputs([("--json", args.json, False), ("--markdown", args.markdown, False),
                    ("--figure", args.figure, False)],
                   inputs=[("first audit", args.before), ("second audit", args.after)])
-    if args.json == "-" and args.markdown == "-":
-        raise InputError("--json - and --markdown - would both print to standard output; send one to a file")
-    to_stdout = "-" in (args.json, args.markdown)
+    to_stdout = "-" in (args.json, args.markdown, args.figure)
     console = make_console(stderr=to_stdout)
     cmp = compare(args.before, args.after, labels=labels_arg(args.labels), attribute=args.attributes)
     if not args.quiet and not to_stdout:
@@ -40,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         save_figure(compare_bars(args.before, args.after, labels=cmp.labels, attribute=args.attributes), args.figure)
     for path in (args.json, args.markdown, args.figure):
         if path and path != "-":
-            console.print(f"wrote {path}")
+            print_wrote(console, path)
     return 0
 
 

@@ -8,10 +8,10 @@ import shlex
 from typing import Any
 
 from fairlandmark.audit import audit
-from fairlandmark.render.console import make_console, render_audit
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
 from fairlandmark.inputs.demo_data import PLANTED_BIAS, make_demo_study
 from fairlandmark.exceptions import InputError
-from fairlandmark.files import atomic_write_text, check_outputs
+from fairlandmark.files import atomic_write_text, check_outputs, current_outputs
 from fairlandmark.stats.significance import SignificanceOptions
 from fairlandmark.cli._common import number_arg, positive_int, seed_arg
 
@@ -26,8 +26,11 @@ def _run(args: argparse.Namespace) -> int:
     preds_path, meta_path = os.path.join(args.out, "preds.csv"), os.path.join(args.out, "meta.csv")
     atomic_write_text(preds_path, preds.to_csv(index=False))
     atomic_write_text(meta_path, meta.to_csv(index=False))
-    console.print(f"[b]Demo study[/]: {args.images} hand radiographs, 37 keypoints, {args.runs} hold-outs -> "
-                  f"{preds_path}, {meta_path}")
+    outputs = current_outputs()
+    if outputs is not None:
+        outputs.commit()  # the audit below reads these two files back
+    print_plain(console, f"Demo study: {args.images} hand radiographs, 37 keypoints, {args.runs} hold-outs -> "
+                         f"{preds_path}, {meta_path}")
     planted = "; ".join(f"keypoint {k}: {who} x{factor}" for k, (who, factor) in PLANTED_BIAS.items())
     console.print(f"Planted biases (errors scaled): {planted}")
     options: dict[str, Any] = dict(attributes=["sex", "age"], bins={"age": [14]}, wrist_width="1,5,50",
@@ -37,6 +40,11 @@ def _run(args: argparse.Namespace) -> int:
                                                     seed=args.seed, progress=True))
     if not args.quiet:
         render_audit(result, console)
+        if result.curves is not None and result.curves.tests:
+            from fairlandmark.render.curves import curve_findings
+
+            for line in curve_findings({"curves": result.curves.block(), "unit": result.unit}):
+                console.print(line, markup=False)
     json_path = os.path.join(args.out, "audit.json")
     result.to_json(json_path)
     result.to_csv(os.path.join(args.out, "audit.csv"))
@@ -48,12 +56,12 @@ def _run(args: argparse.Namespace) -> int:
         write_html(result, html_path)
         written.append(html_path)
     except InputError as exc:  # matplotlib (the [report] extra) missing
-        console.print(f"[yellow]no HTML report: {exc}[/]")
-    console.print("wrote " + ", ".join(written))
+        print_plain(console, f"no HTML report: {exc}", style="yellow")
+    print_wrote(console, ", ".join(written))
     cmd = (f"fairlandmark audit {shlex.quote(preds_path)} {shlex.quote(meta_path)} -a sex -a age --bin age=14 "
            "--wrist-width 1,5,50 --threshold-mm 2 --threshold-mm 4 --threshold-mm 10 "
            "--family wrist=1-18 --family fingers=19-37")
-    console.print(f"Same audit from the command line:\n  {cmd}")
+    print_plain(console, f"Same audit from the command line:\n  {cmd}")
     return 0
 
 

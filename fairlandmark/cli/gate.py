@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
-from fairlandmark.render.console import make_console, render_gate
+from fairlandmark.render.console import make_console, print_wrote, render_gate
 from fairlandmark.cli._common import number_arg
 
 if TYPE_CHECKING:
@@ -28,16 +29,19 @@ def _nonneg_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0.0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
     return value
 
 
 def _sdr(text: str) -> tuple[float | None, float]:
     thr, sep, value = str(text).rpartition("=")
     try:
-        return (float(thr) if sep else None), _unit_float(value)
-    except ValueError:
+        threshold = float(thr) if sep else None
+        if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError(thr)
+        return threshold, _unit_float(value)
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(f"{text!r}: give MIN (primary threshold) or THRESHOLD=MIN, e.g. 2=0.8") \
             from None
 
@@ -121,17 +125,18 @@ def run_gate_from_args(audit: AuditSource, args: argparse.Namespace, console: Co
 
     if args.junit:
         atomic_write_text(args.junit, result.to_junit())
-        console.print(f"wrote {args.junit}")
+        if args.junit != "-":
+            print_wrote(console, args.junit)
     if args.gate_markdown:
         write_text_output(args.gate_markdown, gate_markdown(result))
         if args.gate_markdown != "-":
-            console.print(f"wrote {args.gate_markdown}")
+            print_wrote(console, args.gate_markdown)
     if args.gate_json:
         import json
 
         write_text_output(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
         if args.gate_json != "-":
-            console.print(f"wrote {args.gate_json}")
+            print_wrote(console, args.gate_json)
     return result.exit_code
 
 

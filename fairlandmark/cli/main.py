@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from collections.abc import Sequence
 from typing import NoReturn
 
 from fairlandmark.version import __version__
 from fairlandmark.cli._common import FLAG_SPELLINGS
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.files import OutputSet
 
 __all__ = ["main", "build_parser"]
 
-COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report")
-EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE = 0, 1, 2
+COMMANDS = ("audit", "convert", "demo", "privacy", "compare", "gate", "report", "plan")
+EXIT_OK, EXIT_RULE_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+MSG_CREATED_FOLDER = "note: created folder {folder} for the outputs"
+MSG_MEMORY = ("error: out of memory; reduce --permutations, --bootstrap or --baseline-repeats, audit fewer "
+              "attributes or keypoints, or use a machine with more memory")
 MSG_OS_ERROR = "error: {path}: {reason}; check the path and its permissions"
 
 
@@ -45,28 +53,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like Ctrl-C so that staged outputs are deleted, not left half-written."""
+
+
+@contextmanager
+def _terminate_as_exception() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+        yield
+        return
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # usage error, --help, --version: return the code, as for every other outcome
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_USAGE
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FairlandmarkWarning)  # commands print warnings themselves
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the command; returns the exit code (0 ok, 1 gate failed, 2 bad input, 130 Ctrl-C).
+
+    Every output of a command is staged and renamed into place only when the command succeeds
+    (:class:`fairlandmark.files.OutputSet`): on an error, Ctrl-C or SIGTERM none is written.
+    """
+    try:
+        parser = build_parser()
         try:
-            return int(args.handler(args) or 0)
-        except InputError as exc:
-            sys.stderr.write(f"error: {exc.spelled(FLAG_SPELLINGS)}\n")
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # usage error, --help, --version: return the code, as for every other outcome
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        if not getattr(args, "handler", None):
+            parser.print_help()
             return EXIT_USAGE
-        except OSError as exc:  # unreadable input or unwritable output: one line, no traceback
-            sys.stderr.write(MSG_OS_ERROR.format(path=exc.filename or "", reason=exc.strerror or exc) + "\n")
-            return EXIT_USAGE
-        except KeyboardInterrupt:
-            sys.stderr.write("interrupted\n")
-            return 130
+        with warnings.catch_warnings(), _terminate_as_exception():
+            warnings.simplefilter("ignore", FairlandmarkWarning)  # commands print warnings themselves
+            try:
+                with OutputSet() as outputs:
+                    code = int(args.handler(args) or 0)
+                for folder in outputs.created_folders:
+                    sys.stderr.write(MSG_CREATED_FOLDER.format(folder=folder) + "\n")
+                return code
+            except InputError as exc:
+                sys.stderr.write(f"error: {exc.spelled(FLAG_SPELLINGS)}\n")
+                return EXIT_USAGE
+            except MemoryError:
+                sys.stderr.write(MSG_MEMORY + "\n")
+                return EXIT_USAGE
+            except OSError as exc:  # unreadable input or unwritable output: one line, no traceback
+                sys.stderr.write(MSG_OS_ERROR.format(path=exc.filename or "", reason=exc.strerror or exc) + "\n")
+                return EXIT_USAGE
+            except Terminated:
+                sys.stderr.write("terminated\n")
+                return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from fairlandmark.render.console import make_console, render_privacy
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy
 from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
                                         attribute_inference, default_estimator)
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
@@ -26,22 +26,24 @@ def _run(args: argparse.Namespace) -> int:
 
     check_outputs([("--json", args.json, False)],
                   inputs=[("predictions file", args.predictions), ("metadata file", args.metadata)])
-    console = make_console()
+    console = make_console(stderr=args.json == "-")
     result = attribute_inference(
         args.predictions, args.metadata, target=args.target, within=args.within,
         estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
         n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
         progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
         permutation_test=args.permutation_test,
+        encoding=args.encoding, spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
     )
     if args.quiet:
         for line in result.risk_lines:
-            console.print(line, markup=False)
+            print_plain(console, line)
     else:
         render_privacy(result, console)
     if args.json:
         result.to_json(args.json)
-        console.print(f"wrote {args.json}", markup=False)
+        if args.json != "-":
+            print_wrote(console, args.json)
     return 0
 
 

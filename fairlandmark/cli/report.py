@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fairlandmark.render.console import make_console
+from fairlandmark.render.console import make_console, print_wrote
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli._common import number_arg
@@ -71,7 +71,8 @@ def write_outputs(doc: AuditSource, args: argparse.Namespace, console: Console, 
     if args.html:
         report.write_html(doc, args.html, title=args.title, figures=not args.no_figures, baseline=baseline,
                           labels=labels, dpi=max(int(args.dpi * 2 / 3), 30))
-        written.append(args.html)
+        if args.html != "-":
+            written.append(args.html)
     if args.markdown:
         report.write_markdown(doc, args.markdown, title=args.title)
         if args.markdown != "-":
@@ -81,7 +82,7 @@ def write_outputs(doc: AuditSource, args: argparse.Namespace, console: Console, 
 
         written += write_figures(doc, args.figures, formats=formats, baseline=baseline, labels=labels, dpi=args.dpi)
     for path in written:
-        console.print(f"wrote {path}")
+        print_wrote(console, path)
     return written
 
 
@@ -97,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.labels and not args.baseline:
         raise InputError(MSG_LABELS_NEED_BASELINE)
     labels = labels_arg(args.labels or "before,after")
-    console = make_console(stderr=args.markdown == "-")
+    console = make_console(stderr="-" in (args.html, args.markdown))
     doc = load_audit(args.audit)
     baseline = load_audit(args.baseline, what="baseline") if args.baseline else None
     write_outputs(doc, args, console, baseline=baseline, labels=labels)

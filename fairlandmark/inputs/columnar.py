@@ -7,8 +7,12 @@ code per row plus its distinct labels (in order of first appearance), and
 every check afterwards works on integers. Files are read with pyarrow
 (Parquet; CSV in 64 MB slices, each parsed by the multi-threaded ``read_csv``,
 only the needed columns); a CSV whose number columns pyarrow cannot parse as
-numbers (a stray word, a date) is read again with pandas so that the messages
-about the offending cell stay those of the pandas reader.
+numbers (a stray word, a date, True/False), a ragged line, a trailing comma,
+an invalid UTF-8 byte or per-axis spacing columns is read again with pandas
+(:func:`fairlandmark.inputs.schema.read_table`) so that the messages about the
+offending cell and its guarantees stay those of the pandas reader. As there,
+only an empty cell is missing in an id column ('NA', 'None', 'NULL' are ids);
+number columns take pandas' NA spellings as missing.
 
 The same :class:`ColumnTable` wraps a pandas DataFrame, so the validators in
 :mod:`fairlandmark.inputs.schema` have one code path for files and frames.
@@ -26,9 +30,12 @@ import pandas as pd
 
 __all__ = ["ColumnTable", "EncodedColumn", "read_columns", "frame_columns", "first_appearance_codes", "NA_STRINGS"]
 
-# Strings pandas' CSV reader reads as missing by default; an id spelt so counts as empty with either reader.
+# Strings read as missing in number columns (schema.NUMERIC_NA_STRINGS, pandas' defaults); in id columns only an
+# empty cell is missing.
 NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
                         "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# Columns the pandas reader reads as text, not numbers (so 'NA' there is not a number): CSVs with them go to pandas.
+_PANDAS_ONLY_COLUMNS = frozenset({"spacing_x_mm", "spacing_y_mm"})
 # Bytes of CSV parsed per read_csv call (one slice of the file in flight).
 CSV_BLOCK_BYTES = 64 << 20
 # Key spaces up to this many times the number of rows are counted with dense arrays; larger ones are sorted.
@@ -266,8 +273,9 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
 
     One slice in flight keeps the peak near the size of the table (reading the whole file at once costs
     about four times that); every slice is parsed multi-threaded (the streaming reader is single-threaded).
-    Ids come out as dictionaries, numbers as float64 from the first line on: text in a number column raises
-    here, and pandas reads the file instead.
+    Ids come out as dictionaries, never null (an empty cell is an empty label, coded -1 later; 'NA' is an id),
+    numbers as float64 from the first line on, with pandas' NA spellings as missing: text in a number column,
+    a ragged line or invalid UTF-8 raises here, and pandas reads the file instead.
     """
     import pyarrow as pa
     import pyarrow.csv as pcsv
@@ -278,8 +286,8 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
     read_options = pcsv.ReadOptions(column_names=header, use_threads=True)
     parse_options = pcsv.ParseOptions(newlines_in_values=False)
     convert_options = pcsv.ConvertOptions(column_types=types, include_columns=wanted,
-                                          null_values=sorted(NA_STRINGS), strings_can_be_null=True,
-                                          quoted_strings_can_be_null=True)
+                                          null_values=sorted(NA_STRINGS), strings_can_be_null=False,
+                                          quoted_strings_can_be_null=False)
     tables = []
     with open(src, "rb") as handle:
         handle.readline()  # the header, already read
@@ -322,6 +330,8 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
         return None
     src = os.fspath(path)
     ext = os.path.splitext(src)[1].lower()
+    if ext == ".gz":
+        return None  # compressed: pandas decompresses
     try:
         if ext in (".parquet", ".pq"):
             schema = pq.read_schema(src)
@@ -336,8 +346,10 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
             stripped = [h.strip() for h in header]
             if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
                 return None  # a repeated column: pandas' reader names it in the message
+            if "" in stripped or _PANDAS_ONLY_COLUMNS.intersection(stripped):
+                return None  # a trailing comma on the header, or columns pandas reads as text
             table = _read_csv(src, header, stripped, id_columns, numeric_columns)
-            na_strings = NA_STRINGS  # pandas reads these as missing, after skipping leading spaces
+            na_strings = frozenset()  # only an empty cell is a missing id (it strips to "", coded -1)
     except (pa.ArrowException, OSError, ValueError):
         return None
     names = [str(n).strip() for n in table.column_names]

@@ -28,6 +28,7 @@ import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.files import atomic_write_bytes, atomic_write_text
+from fairlandmark.inputs.schema import detect_encoding, encoding_error
 
 __all__ = [
     "WideTable",
@@ -135,8 +136,9 @@ def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
         body = frame.astype("string").fillna("").to_numpy(dtype=object)
         lines = [header] + [[str(v).strip() for v in row] for row in body]
         return lines, list(range(1, len(lines) + 1)), True
+    encoding = detect_encoding(src)
     try:
-        with open(src, newline="", encoding="utf-8-sig") as handle:
+        with open(src, newline="", encoding="utf-8-sig" if encoding == "utf-8" else encoding) as handle:
             reader = csv.reader(handle)
             lines, numbers = [], []
             for cells in reader:
@@ -144,9 +146,22 @@ def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
                     continue  # blank line
                 lines.append([c.strip() for c in cells])
                 numbers.append(reader.line_num)
-    except (UnicodeDecodeError, csv.Error, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise encoding_error(src, exc, encoding) from None
+    except (csv.Error, OSError) as exc:
         raise InputError(MSG_UNREADABLE.format(src=src, detail=str(exc).strip() or type(exc).__name__)) from None
-    return lines, numbers, None
+    return _without_trailing_comma(lines), numbers, None
+
+
+def _without_trailing_comma(lines: list[list[str]]) -> list[list[str]]:
+    """Rows written with a comma at the end of every line: drop that empty last cell.
+
+    Only when every row ends with an empty cell that leaves an odd count of coordinates (id,x1,y1,...,yK,):
+    a row of x,y pairs cannot end in half a pair.
+    """
+    if lines and all(len(row) > 1 and row[-1] == "" and (len(row) - 1) % 2 == 1 for row in lines):
+        return [row[:-1] for row in lines]
+    return lines
 
 
 def _is_number(text: str) -> bool:
@@ -415,6 +430,11 @@ def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str 
                           FairlandmarkWarning, stacklevel=2)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+# Public names of the two rules other readers (fairlandmark.inputs.coco) share.
+run_labels = _run_labels
+check_spacing = _check_spacing
 
 
 def write_long(frame: pd.DataFrame, out: str | os.PathLike[str]) -> None:

@@ -38,7 +38,7 @@ def parse_family(text: str) -> tuple[str, list[str]]:
     for token in spec.split(","):
         token = token.strip()
         lo, dash, hi = token.partition("-")
-        if dash and lo.isdigit() and hi.isdigit():
+        if dash and lo.isdecimal() and hi.isdecimal():
             if int(hi) < int(lo):
                 raise InputError(MSG_FAMILY_FORMAT.format(value=text))
             tokens.extend(str(i) for i in range(int(lo), int(hi) + 1))

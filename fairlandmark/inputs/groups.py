@@ -195,5 +195,5 @@ def encode_groups(meta: pd.DataFrame, row_image: np.ndarray, *, attributes: Sequ
 def _natural_key(text: str) -> list[tuple[int, int, str]]:
     parts = []
     for chunk in pd.Series([text]).str.split(r"(\d+)", regex=True).iloc[0]:
-        parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+        parts.append((0, int(chunk), "") if chunk.isdecimal() else (1, 0, chunk))
     return parts

@@ -1,8 +1,10 @@
 """Radial errors, in mm where a scale is known, else in pixels.
 
 The paper's landmark error is the Euclidean distance between predicted and
-true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column, a
-global ``spacing_mm`` value, or the wrist width (the distance between two
+true point. A pixel-to-mm scale comes from one of: a ``spacing_mm`` column,
+``spacing_x_mm``/``spacing_y_mm`` columns (anisotropic pixels: x and y are
+scaled separately before the distance), a global ``spacing_mm`` value, or the
+wrist width (the distance between two
 ground-truth keypoints taken as a known length, as for the Digital Hand Atlas).
 """
 
@@ -19,7 +21,7 @@ from fairlandmark.exceptions import InputError
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
 
-__all__ = ["WristWidth", "parse_wrist_width", "radial_errors"]
+__all__ = ["WristWidth", "parse_wrist_width", "radial_errors", "scaled_coordinates", "check_finite_errors"]
 
 MSG_TWO_SCALES = "{src}: give only one pixel-to-mm scale, found {found}; drop all but one"
 MSG_ERROR_WITH_SCALE = (
@@ -30,6 +32,14 @@ MSG_WRIST_KEYPOINT = "«wrist_width»: keypoint {kp!r} is not in {src}; the keyp
 MSG_WRIST_ZERO = (
     "{src}: image '{image}' has keypoints {a} and {b} at the same place, so the wrist width is 0; "
     "check its ground truth or use «spacing_mm»"
+)
+MSG_NOT_FINITE = ("{src}: image '{image}' (run {run}), keypoint {kp}: the radial error is infinite (coordinates "
+                  "or scale too large to subtract or multiply); check that row's coordinates and scale")
+MSG_SUM_OVERFLOW = ("{src}: image '{image}' (run {run}), keypoint {kp}: error {value:g} is too large to average "
+                    "(the sum overflows); check that row's coordinates and scale")
+MSG_WRIST_UNLABELLED = (
+    "{src}: image '{image}' has no ground truth for «wrist_width» keypoint {a} or {b}; "
+    "label both in every image or use another scale"
 )
 MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
 
@@ -58,9 +68,9 @@ def parse_wrist_width(text: str) -> WristWidth:
         mm = float(parts[2])
     except ValueError:
         raise InputError(MSG_WRIST_FORMAT.format(value=text)) from None
-    if not mm > 0:
+    if not (np.isfinite(mm) and mm > 0):
         raise InputError(MSG_WRIST_FORMAT.format(value=text))
-    a, b = (int(p) if p.lstrip("-").isdigit() else p for p in parts[:2])
+    a, b = (int(p) if p.lstrip("-").isdecimal() else p for p in parts[:2])
     return WristWidth(a, b, mm)
 
 
@@ -72,8 +82,38 @@ def _keypoint_index(keypoints: Sequence[object] | np.ndarray, label: object, src
     return matches[0]
 
 
+def check_finite_errors(errors: np.ndarray, preds: Predictions) -> np.ndarray:
+    """InputError naming the first (image, keypoint) whose error is infinite, or when the errors overflow a sum.
+
+    Coordinates near the float limit (±1e308) pass as numbers, but their difference or its scaling to mm
+    is infinite; the audit would then report a null MRE without a word.
+    """
+    bad = np.isinf(errors)
+    if bad.any():
+        row, kp = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(MSG_NOT_FINITE.format(src=preds.source, image=preds.row_image[row],
+                                               run=preds.runs[preds.row_run[row]], kp=preds.keypoints[kp]))
+    with np.errstate(over="ignore"):
+        total = np.nansum(errors, dtype=np.float64)
+    if not np.isfinite(total):
+        big_row, big_kp = (int(i) for i in np.unravel_index(int(np.nanargmax(errors)), errors.shape))
+        row, kp = big_row, big_kp
+        raise InputError(MSG_SUM_OVERFLOW.format(src=preds.source, image=preds.row_image[row],
+                                                 run=preds.runs[preds.row_run[row]], kp=preds.keypoints[kp],
+                                                 value=float(errors[row, kp])))
+    return errors
+
+
 def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
                   wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
+    """Radial error per (row, keypoint) and its unit; InputError when an error is not finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        errors, unit = _radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        return check_finite_errors(errors, preds), unit
+
+
+def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
+                   wrist_width: WristWidth | None = None) -> tuple[np.ndarray, str]:
     """Radial error per (row, keypoint) and its unit.
 
     Parameters
@@ -97,6 +137,7 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         name
         for name, given in (
             ("a spacing_mm column", preds.spacing is not None),
+            ("spacing_x_mm/spacing_y_mm columns", preds.spacing_xy is not None),
             ("«spacing_mm»", spacing_mm is not None),
             ("«wrist_width»", wrist_width is not None),
         )
@@ -119,11 +160,28 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         return distance * float(spacing_mm), "mm"
     if preds.spacing is not None:
         return distance * preds.spacing, "mm"
+    if preds.spacing_xy is not None:
+        sx, sy = preds.spacing_xy[..., 0], preds.spacing_xy[..., 1]
+        # Square pixels take the same path as spacing_mm, so both give the same numbers bit for bit.
+        dx = preds.pred[..., 0] - preds.true[..., 0]
+        dy = preds.pred[..., 1] - preds.true[..., 1]
+        return np.where(sx == sy, distance * sx, np.hypot(dx * sx, dy * sy)), "mm"
     if wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, src)
         ib = _keypoint_index(preds.keypoints, wrist_width.b, src)
         span = preds.true[:, ia, :] - preds.true[:, ib, :]
         width_px = np.hypot(span[:, 0], span[:, 1])
+        unlabelled = np.isnan(width_px)
+        if unlabelled.any():
+            i = int(np.flatnonzero(unlabelled)[0])
+            raise InputError(
+                MSG_WRIST_UNLABELLED.format(src=src, image=preds.row_image[i], a=wrist_width.a, b=wrist_width.b)
+            )
+        huge = np.isinf(width_px)
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise InputError(MSG_NOT_FINITE.format(src=src, image=preds.row_image[i], run=preds.runs[preds.row_run[i]],
+                                                   kp=f"{wrist_width.a}-{wrist_width.b} (the wrist width)"))
         zero = ~(width_px > 0)
         if zero.any():
             i = int(np.flatnonzero(zero)[0])
@@ -132,3 +190,33 @@ def radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
             )
         return distance * (wrist_width.mm / width_px)[:, None], "mm"
     return distance, "px"
+
+
+def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
+                       wrist_width: WristWidth | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Predicted and true coordinates in the unit of :func:`radial_errors`.
+
+    Call after :func:`radial_errors` has validated the scale options. The
+    coordinates are multiplied by the same mm-per-pixel scale as the errors
+    (per image and keypoint), so distances between keypoints are in mm when
+    a scale is known, else in pixels.
+
+    Returns
+    -------
+    pred, true : ndarray, shape (N, K, 2), or (None, None)
+        None when the predictions carry only ``error_mm``.
+    """
+    if preds.pred is None or preds.true is None or preds.error is not None:
+        return None, None
+    if spacing_mm is not None:
+        scale = np.full(preds.pred.shape[:2], float(spacing_mm))
+    elif preds.spacing is not None:
+        scale = preds.spacing
+    elif wrist_width is not None:
+        ia = _keypoint_index(preds.keypoints, wrist_width.a, preds.source)
+        ib = _keypoint_index(preds.keypoints, wrist_width.b, preds.source)
+        span = preds.true[:, ia, :] - preds.true[:, ib, :]
+        scale = np.broadcast_to((wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None], preds.pred.shape[:2])
+    else:
+        return preds.pred.copy(), preds.true.copy()
+    return preds.pred * scale[..., None], preds.true * scale[..., None]

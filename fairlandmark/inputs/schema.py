@@ -12,6 +12,7 @@ import difflib
 import os
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +24,17 @@ from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appea
 __all__ = [
     "COORD_COLUMNS",
     "read_table",
+    "csv_read_options",
+    "detect_encoding",
+    "encoding_error",
+    "drop_trailing_empty_columns",
+    "NUMERIC_COLUMNS",
+    "NUMERIC_NA_STRINGS",
     "check_predictions",
     "check_metadata",
     "Predictions",
+    "check_unlabelled",
+    "check_axis_spacing",
 ]
 
 COORD_COLUMNS = ("pred_x", "pred_y", "true_x", "true_y")
@@ -42,6 +51,15 @@ MSG_ERROR_OVERRIDES = ("{src}: has both 'error_mm' and predicted coordinates; th
 MSG_DUP_COLUMN = "{src}: column '{col}' appears twice in the header; keep one, or rename the other"
 MSG_EMPTY = "{src}: the file is empty; it needs a header row and at least one data row"
 MSG_UNREADABLE = "{src}: cannot be read as {kind} ({detail}); give a .csv or .parquet file"
+MSG_ENCODING = ("{src}: not {encoding} text (byte 0x{byte:02x}{where}){guess}; save the file as UTF-8 "
+                "or give its «encoding»")
+MSG_GUESS_LATIN1 = ", it looks like Latin-1 / Windows-1252 (try «encoding» latin-1)"
+MSG_GUESS_UTF16 = ", it looks like UTF-16 without a byte-order mark (try «encoding» utf-16-le)"
+MSG_UNKNOWN_ENCODING = "«encoding» {value!r}: not an encoding Python knows; give e.g. utf-8, latin-1 or utf-16"
+MSG_NOT_TABLE = "{kind}: expected a pandas DataFrame or the path of a CSV or Parquet file, got {type}"
+MSG_BOOLEAN = "{src}: column '{col}' holds True/False values, not numbers; give coordinates and errors as numbers"
+MSG_RAGGED = ("{src}: line {line} has {n} fields where the header has {m}; remove the extra fields (a trailing comma "
+              "at the end of the header or of every line is accepted)")
 MSG_MISSING_COLUMN = "{src}: missing column '{col}'{hint}; the columns found are: {found}"
 MSG_NEED_COORDS_OR_ERROR = (
     "{src}: needs either the coordinate columns pred_x, pred_y, true_x, true_y "
@@ -96,6 +114,12 @@ class Predictions:
         Precomputed radial error in mm from ``error_mm`` (NaN = missing).
     source : str
         Name of the file (or "predictions") for messages.
+    labelled : ndarray of bool, shape (N, K) or None
+        False where ``true_x`` and ``true_y`` are both empty: the image has no
+        ground truth for that keypoint (not a miss). None when all are labelled.
+    spacing_xy : ndarray of float, shape (N, K, 2) or None
+        mm per pixel along x and y from ``spacing_x_mm``/``spacing_y_mm``
+        (anisotropic pixels, e.g. from DICOM PixelSpacing).
     """
 
     runs: np.ndarray
@@ -107,14 +131,123 @@ class Predictions:
     spacing: np.ndarray | None
     error: np.ndarray | None
     source: str
+    labelled: np.ndarray | None = None
+    spacing_xy: np.ndarray | None = None
 
 
 def _source_name(obj: object, default: str) -> str:
     return os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else default
 
 
+# -- what any CSV reader of predictions or metadata must guarantee (the pandas reader below; a faster reader
+# must call these same helpers or match them):
+#   1. only an empty cell is missing in id and attribute columns: 'NA' (North America), 'None', 'NULL', 'n/a'
+#      are values; numeric columns keep pandas' usual NA spellings (NaN, NA, null, ...) as missing;
+#   2. a trailing comma at the end of every line (or of the header) adds no column and shifts nothing;
+#   3. the encoding is UTF-8 (with or without BOM) or UTF-16 with a BOM, detected; another one is given
+#      explicitly («encoding»); a file that does not decode is one line naming the encoding and the byte.
+NUMERIC_COLUMNS = COORD_COLUMNS + (ERROR_COLUMN, SPACING_COLUMN)
+NUMERIC_NA_STRINGS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def _head_bytes(path: str, n: int = 1 << 16) -> bytes:
+    """The first ``n`` bytes of the file, decompressed for ``.gz``."""
+    if path.lower().endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "rb") as handle:
+            return handle.read(n)
+    with open(path, "rb") as handle:
+        return handle.read(n)
+
+
+def detect_encoding(path: str | os.PathLike[str], encoding: str | None = None) -> str:
+    """The text encoding to read ``path`` with: ``encoding`` if given, else from the byte-order mark, else UTF-8.
+
+    Raises
+    ------
+    InputError
+        ``encoding`` is not a codec Python knows.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.csv")
+    >>> _ = open(p, "w", encoding="utf-16").write("image_id,sex\\na,F\\n")
+    >>> detect_encoding(p)
+    'utf-16'
+    """
+    if encoding is not None:
+        import codecs
+
+        try:
+            return codecs.lookup(encoding).name
+        except (LookupError, TypeError):
+            raise InputError(MSG_UNKNOWN_ENCODING.format(value=encoding)) from None
+    head = _head_bytes(os.fspath(path), 4)
+    for bom, name in _BOMS:
+        if head.startswith(bom):
+            return name
+    return "utf-8"
+
+
+def encoding_error(src: str, exc: UnicodeDecodeError, encoding: str) -> InputError:
+    """One line naming the encoding, the first byte that does not decode (and its line), and a guess."""
+    try:
+        head = _head_bytes(src, 1 << 22)
+    except OSError:
+        head = b""
+    where, byte = "", exc.object[exc.start] if exc.start < len(exc.object) else 0
+    try:
+        head.decode(encoding)
+    except UnicodeDecodeError as local:
+        byte = head[local.start]
+        line = head[:local.start].count(b"\n") + 1
+        where = f" on line {line}"
+    except LookupError:
+        pass
+    guess = ""
+    if head.count(b"\x00") > len(head) // 4:
+        guess = MSG_GUESS_UTF16
+    elif encoding.replace("_", "-") in ("utf-8", "utf-8-sig"):
+        guess = MSG_GUESS_LATIN1
+    return InputError(MSG_ENCODING.format(src=src, encoding=encoding.upper(), byte=byte, where=where, guess=guess))
+
+
+def csv_read_options(*, string_columns: Sequence[str] | None = (), encoding: str = "utf-8") -> dict[str, Any]:
+    """Keyword arguments for :func:`pandas.read_csv` that keep the reader's guarantees (see above).
+
+    Only an empty cell is missing, except in the numeric columns; no column is taken as the index (so a
+    trailing comma adds a field instead of shifting every column); ``string_columns`` stay text (None:
+    every column, as for metadata, whose groups are named as written: ``1`` and ``1.0`` are two groups).
+    """
+    dtype = str if string_columns is None else {c: str for c in string_columns}
+    return dict(dtype=dtype, skipinitialspace=True, keep_default_na=False,
+                na_values={c: list(NUMERIC_NA_STRINGS) for c in NUMERIC_COLUMNS}, index_col=False,
+                encoding=encoding)
+
+
+def drop_trailing_empty_columns(frame: pd.DataFrame, header: list[Any]) -> tuple[pd.DataFrame, list[Any]]:
+    """Drop columns made by a trailing comma on the header line: no name and no value in any row.
+
+    Returns the frame and the header without them.
+    """
+    keep = len(header)
+    while keep > 0 and (header[keep - 1] is None or str(header[keep - 1]).strip() in ("", "nan")):
+        column = frame.iloc[:, keep - 1]
+        if not (column.isna() | column.astype(str).str.strip().eq("")).all():
+            break
+        keep -= 1
+    if keep == len(header):
+        return frame, header
+    return frame.iloc[:, :keep], header[:keep]
+
+
 def read_table(path: str | os.PathLike[str], *, kind: str = "table",
-               string_columns: Sequence[str] = (ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN)) -> pd.DataFrame:
+               string_columns: Sequence[str] | None = (ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
+               encoding: str | None = None) -> pd.DataFrame:
     """Read a CSV or Parquet file into a DataFrame, ids kept as strings.
 
     Parameters
@@ -124,32 +257,55 @@ def read_table(path: str | os.PathLike[str], *, kind: str = "table",
         other file is read as CSV.
     kind : str
         What the file is, for messages ("predictions", "metadata").
-    string_columns : tuple of str
-        Columns read as strings so ids such as ``"001"`` keep their zeros.
+    string_columns : tuple of str or None
+        Columns read as strings so ids such as ``"001"`` keep their zeros (None: every column of a CSV).
+    encoding : str, optional
+        Text encoding of a CSV; default UTF-8, or UTF-16 when the file starts with its byte-order mark.
 
     Returns
     -------
     pandas.DataFrame
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InputError(MSG_NOT_TABLE.format(kind=kind, type=type(path).__name__))
     src = os.fspath(path)
     if not os.path.exists(src):
         raise InputError(MSG_NO_FILE.format(src=src))
     if os.path.getsize(src) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
     ext = os.path.splitext(src)[1].lower()
+    text_encoding = "utf-8"
     try:
         if ext in (".parquet", ".pq"):
             frame = pd.read_parquet(src)
-            for col in string_columns:
+            for col in string_columns if string_columns is not None else (ID_COLUMN,):
                 if col in frame.columns:
                     frame[col] = frame[col].astype("string").astype(object)
         else:
-            frame = pd.read_csv(src, dtype={c: str for c in string_columns}, skipinitialspace=True)
+            text_encoding = detect_encoding(src, encoding)
+            options = csv_read_options(string_columns=string_columns, encoding=text_encoding)
+            frame = pd.read_csv(src, **options)
             # pandas renames a repeated header name ('sex', 'sex.1'); the raw header row shows the repeat.
-            header = pd.read_csv(src, header=None, nrows=1, dtype=str, skipinitialspace=True).iloc[0].tolist()
+            header = pd.read_csv(src, header=None, nrows=1, dtype=str, skipinitialspace=True, keep_default_na=False,
+                                 encoding=text_encoding).iloc[0].tolist()
+            frame, header = drop_trailing_empty_columns(frame, header)
     except pd.errors.EmptyDataError:
         raise InputError(MSG_EMPTY.format(src=src)) from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError, ImportError) as exc:
+    except UnicodeDecodeError as exc:
+        raise encoding_error(src, exc, text_encoding) from None
+    except InputError:
+        raise
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        import re
+
+        ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", detail)
+        if ragged:
+            raise InputError(MSG_RAGGED.format(src=src, line=ragged.group(2), n=ragged.group(3),
+                                               m=ragged.group(1))) from None
+        raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
+        raise InputError(MSG_EMPTY.format(src=src)) from None
+    except (UnicodeError, ValueError, OSError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
     if ext not in (".parquet", ".pq"):
@@ -190,6 +346,15 @@ def _file_row(index: int) -> int:
     return int(index) + 2
 
 
+def refuse_booleans(raw: pd.Series, col: str, src: str) -> None:
+    """InputError when a column holds True/False (a bool dtype, or bools among objects): never read as 0/1."""
+    if pd.api.types.is_bool_dtype(raw):
+        raise InputError(MSG_BOOLEAN.format(src=src, col=col))
+    if raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) in ("boolean", "mixed", "mixed-integer"):
+        if raw.map(type).isin([bool, np.bool_]).any():
+            raise InputError(MSG_BOOLEAN.format(src=src, col=col))
+
+
 def _numeric(cols: ColumnTable, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
     """Column ``col`` as float64 (NaN = empty); InputError on text, infinity or a forbidden empty cell."""
     values = cols.numbers(col)
@@ -199,6 +364,7 @@ def _numeric(cols: ColumnTable, col: str, src: str, *, allow_empty: bool, what: 
         shown = (lambda i: str(values[i]))
     else:
         raw = cols.series(col)
+        refuse_booleans(raw, col, src)
         values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
         blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
         bad = (np.isnan(values) & ~blank) | np.isinf(values)
@@ -252,22 +418,34 @@ class _Rows:
         return len(self.first_line)
 
 
-def _predictions_columns(data: pd.DataFrame | str | os.PathLike[str], src: str) -> ColumnTable:
-    """Step 1: the table as a ColumnTable (pyarrow for files, pandas when pyarrow cannot type it)."""
+def _predictions_columns(data: pd.DataFrame | str | os.PathLike[str], src: str,
+                         encoding: str | None = None) -> ColumnTable:
+    """Step 1: the table as a ColumnTable (pyarrow for files, pandas when pyarrow cannot type it).
+
+    The pyarrow reader takes plain UTF-8 CSV (and Parquet); a compressed file, another encoding (or a BOM), a
+    ragged line or a trailing comma go to :func:`read_table`, whose guarantees the fast reader matches.
+    """
     if isinstance(data, pd.DataFrame):
         if len(data) == 0:
             raise InputError(MSG_EMPTY.format(src=src))
         _stripped_columns(data.columns, src)
         return frame_columns(data.reset_index(drop=True))
+    if not isinstance(data, (str, os.PathLike)):
+        read_table(data, kind="predictions")  # raises: not a table
     path = os.fspath(data)
     if not os.path.exists(path):
         raise InputError(MSG_NO_FILE.format(src=path))
     if os.path.getsize(path) == 0:
         raise InputError(MSG_EMPTY.format(src=path))
-    cols = read_columns(path, id_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
-                        numeric_columns=COORD_COLUMNS + (ERROR_COLUMN, SPACING_COLUMN))
+    ext = os.path.splitext(path)[1].lower()
+    fast = ext in (".parquet", ".pq") or (ext != ".gz" and detect_encoding(path, encoding) == "utf-8")
+    cols = (read_columns(path, id_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
+                         numeric_columns=NUMERIC_COLUMNS + (SPACING_X_COLUMN, SPACING_Y_COLUMN))
+            if fast else None)
     if cols is None:
-        frame = read_table(path, kind="predictions")
+        frame = read_table(path, kind="predictions", encoding=encoding)
+        if len(frame) == 0:
+            raise InputError(MSG_EMPTY.format(src=src))
         return frame_columns(frame.reset_index(drop=True))
     if cols.n_rows == 0:
         raise InputError(MSG_EMPTY.format(src=path))
@@ -408,14 +586,24 @@ class _Pivot:
         return out.reshape(self.shape)
 
 
-def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
-            src: str) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-    """Step 9: coordinates, errors and spacings as dense arrays, checked.
+@dataclass
+class _Values:
+    pred: np.ndarray | None = None
+    true: np.ndarray | None = None
+    spacing: np.ndarray | None = None
+    error: np.ndarray | None = None
+    labelled: np.ndarray | None = None
+    spacing_xy: np.ndarray | None = None
+
+
+def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool, src: str) -> _Values:
+    """Step 9: coordinates, errors, spacings and the labelled mask as dense arrays, checked.
 
     Each column is pivoted as soon as it is read and then freed, so the peak
-    memory holds one long column beside the dense arrays.
+    memory holds one long column (two for the ground truth) beside the dense arrays.
     """
-    pred = true = spacing = error = None
+    pred = true = spacing = error = labelled = spacing_xy = None
+    any_pred = False
     if has_coords:
         pred = np.empty(pivot.shape + (2,))
         for axis, col in enumerate(("pred_x", "pred_y")):
@@ -426,10 +614,19 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
             pred[missing] = np.nan
         any_pred = not missing.all()
         del missing
+        tx = _numeric(cols, "true_x", src, allow_empty=True)
+        cols.release("true_x")
+        ty = _numeric(cols, "true_y", src, allow_empty=True)
+        cols.release("true_y")
+        line_labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
         true = np.empty(pivot.shape + (2,))
-        for axis, col in enumerate(("true_x", "true_y")):
-            true[..., axis] = pivot(_numeric(cols, col, src, allow_empty=has_error, what="a ground-truth coordinate"))
-            cols.release(col)
+        true[..., 0] = pivot(tx)
+        del tx
+        true[..., 1] = pivot(ty)
+        del ty
+        if not line_labelled.all():
+            labelled = pivot(line_labelled.astype(float)).astype(bool)
+        del line_labelled
     if has_error:
         if has_coords and any_pred:
             warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=3)
@@ -446,10 +643,14 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
             i = int(np.flatnonzero(bad)[0])
             raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
         spacing = pivot(sp)
-    return pred, true, spacing, error
+    axis_spacing = check_axis_spacing(cols, src)
+    if axis_spacing is not None:
+        spacing_xy = np.stack([pivot(a) for a in axis_spacing], axis=-1)
+    return _Values(pred=pred, true=true, spacing=spacing, error=error, labelled=labelled, spacing_xy=spacing_xy)
 
 
-def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None) -> Predictions:
+def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None,
+                      encoding: str | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -459,6 +660,8 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
         with pyarrow (CSV multi-threaded, or Parquet).
     source : str, optional
         Name used in messages; defaults to the path or "predictions".
+    encoding : str, optional
+        Text encoding of a CSV file (default: UTF-8, or UTF-16 with a byte-order mark).
 
     Returns
     -------
@@ -477,7 +680,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     ``bincount``), so a million images x 37 keypoints validate in seconds.
     """
     src = source or _source_name(data, "predictions")
-    cols = _predictions_columns(data, src)
+    cols = _predictions_columns(data, src, encoding)
     has_error, has_coords = _check_columns(cols, src)
     ids = _encode_ids(cols, src)
     rows = _row_index(ids)
@@ -492,22 +695,25 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     row_run = ids.run.codes[first].astype(np.int64)
     row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
     del ids, rows, kp_index  # per-line codes: not needed any more
-    pred, true, spacing, error = _values(cols, pivot, has_coords, has_error, src)
+    values = _values(cols, pivot, has_coords, has_error, src)
     return Predictions(
         runs=np.asarray(runs, dtype=object),
         keypoints=keypoints,
         row_run=row_run,
         row_image=row_image,
-        pred=pred,
-        true=true,
-        spacing=spacing,
-        error=error,
+        pred=values.pred,
+        true=values.true,
+        spacing=values.spacing,
+        error=values.error,
         source=src,
+        labelled=values.labelled,
+        spacing_xy=values.spacing_xy,
     )
 
 
 def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: Iterable[str],
-                   attributes: Sequence[str] | None = None, source: str | None = None) -> pd.DataFrame:
+                   attributes: Sequence[str] | None = None, source: str | None = None,
+                   encoding: str | None = None) -> pd.DataFrame:
     """Validate metadata and align it to the predictions' images.
 
     Parameters
@@ -520,6 +726,8 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
         Columns to audit; default: every column except ``image_id``.
     source : str, optional
         Name used in messages.
+    encoding : str, optional
+        Text encoding of a CSV file (default: UTF-8, or UTF-16 with a byte-order mark).
 
     Returns
     -------
@@ -528,7 +736,8 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
         Metadata rows with no predictions are dropped with a warning.
     """
     src = source or _source_name(data, "metadata")
-    frame = read_table(data, kind="metadata", string_columns=(ID_COLUMN,)) if not isinstance(data, pd.DataFrame) else data
+    frame = (read_table(data, kind="metadata", string_columns=None, encoding=encoding)
+             if not isinstance(data, pd.DataFrame) else data)
     if len(frame) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
     frame = frame.reset_index(drop=True)
@@ -566,3 +775,90 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
         examples = ", ".join(map(repr, list(unused[:3])))
         warnings.warn(MSG_META_UNUSED.format(src=src, n=len(unused), examples=examples), FairlandmarkWarning, stacklevel=2)
     return meta.loc[meta.index.intersection(wanted, sort=False)]
+
+
+# -- Unlabelled ground truth and per-axis spacing (issue 18). Kept apart from check_predictions so the two can be
+# -- merged independently: check_predictions calls these two helpers and stores what they return.
+
+SPACING_X_COLUMN = "spacing_x_mm"
+SPACING_Y_COLUMN = "spacing_y_mm"
+MSG_HALF_UNLABELLED = (
+    "{src}: row {row}, column '{col}' is empty; every row needs a ground-truth coordinate "
+    "(leave both true_x and true_y empty for a keypoint without ground truth)"
+)
+MSG_AXIS_PAIR = "{src}: has '{have}' but not '{missing}'; give both spacing_x_mm and spacing_y_mm, or neither"
+MSG_AXIS_AND_ISO = "{src}: has both 'spacing_mm' and spacing_x_mm/spacing_y_mm; keep one pixel-to-mm scale"
+
+
+def check_unlabelled(true_x: np.ndarray, true_y: np.ndarray, src: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Labelled mask of the rows: False where both true coordinates are empty.
+
+    Parameters
+    ----------
+    true_x, true_y : ndarray of float, shape (n_rows,)
+        Parsed ``true_x``/``true_y`` (NaN = empty cell).
+    src : str
+        File name for messages.
+    allow_empty : bool
+        True when ``error_mm`` is given: the coordinates are then not used
+        and an empty one is no error (every row counts as labelled).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_rows,)
+
+    Raises
+    ------
+    InputError
+        When exactly one of the two coordinates of a row is empty.
+
+    Examples
+    --------
+    >>> check_unlabelled(np.array([1.0, np.nan]), np.array([2.0, np.nan]), "p.csv")
+    array([ True, False])
+    """
+    if allow_empty:
+        return np.ones(len(true_x), dtype=bool)
+    empty_x, empty_y = np.isnan(true_x), np.isnan(true_y)
+    half = empty_x != empty_y
+    if half.any():
+        i = int(np.flatnonzero(half)[0])
+        col = "true_x" if empty_x[i] else "true_y"
+        raise InputError(MSG_HALF_UNLABELLED.format(src=src, row=_file_row(i), col=col))
+    return ~empty_x
+
+
+def check_axis_spacing(frame: pd.DataFrame | ColumnTable, src: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-axis mm per pixel from ``spacing_x_mm``/``spacing_y_mm``, or None.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame or ColumnTable
+        The predictions table (column names stripped).
+    src : str
+        File name for messages.
+
+    Returns
+    -------
+    (ndarray, ndarray) or None
+        x and y spacing per row, each > 0.
+    """
+    cols = frame_columns(frame) if isinstance(frame, pd.DataFrame) else frame
+    have = [c for c in (SPACING_X_COLUMN, SPACING_Y_COLUMN) if c in cols.names]
+    if not have:
+        return None
+    if len(have) == 1:
+        missing = SPACING_Y_COLUMN if have[0] == SPACING_X_COLUMN else SPACING_X_COLUMN
+        raise InputError(MSG_AXIS_PAIR.format(src=src, have=have[0], missing=missing))
+    if SPACING_COLUMN in cols.names:
+        raise InputError(MSG_AXIS_AND_ISO.format(src=src))
+    out = []
+    for col in (SPACING_X_COLUMN, SPACING_Y_COLUMN):
+        sp = _numeric(cols, col, src, allow_empty=False, what="a pixel spacing in mm")
+        cols.release(col)
+        bad = ~(sp > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=col, value=sp[i], rule="> 0"))
+        out.append(sp)
+    return out[0], out[1]

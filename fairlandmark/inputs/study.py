@@ -19,19 +19,45 @@ import pandas as pd
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import GroupCoding, encode_groups
-from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors
+from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
 
-__all__ = ["Study", "prepare_study", "MSG_NO_ATTRIBUTES"]
+__all__ = ["Study", "prepare_study", "attribute_list", "MSG_NO_ATTRIBUTES"]
 
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
+MSG_ATTRIBUTES_TYPE = "«attributes» {value!r}: give a column name or a list of column names"
+
+
+def attribute_list(attributes: str | Iterable[str] | None) -> list[str] | None:
+    """``attributes`` as a list of column names: one string is one attribute (never its characters).
+
+    Examples
+    --------
+    >>> attribute_list("sex"), attribute_list(("sex", "age")), attribute_list(None)
+    (['sex'], ['sex', 'age'], None)
+    """
+    if attributes is None:
+        return None
+    if isinstance(attributes, str):
+        return [attributes]
+    try:
+        names = list(attributes)
+    except TypeError:
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes)) from None
+    if not all(isinstance(n, str) for n in names):
+        raise InputError(MSG_ATTRIBUTES_TYPE.format(value=attributes))
+    return names
 
 
 @dataclass
 class Study:
     """Everything the kernels need, validated and encoded.
 
-    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction.
+    ``errors`` is (N, K) with one row per (run, image); NaN = missing prediction
+    or no ground truth. ``labelled`` is None when every point has ground truth,
+    else an (N, K) bool mask, False where the point is unlabelled: such a point
+    is left out of the keypoint's numerators and denominators (see
+    :mod:`fairlandmark.stats.kernel`).
     """
 
     errors: np.ndarray
@@ -43,6 +69,9 @@ class Study:
     coding: GroupCoding
     families: dict[str, list[int]]
     warnings: list[str] = field(default_factory=list)
+    pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
+    true_xy: np.ndarray | None = None
+    labelled: np.ndarray | None = None
 
     @property
     def n_runs(self) -> int:
@@ -52,29 +81,40 @@ class Study:
 
 def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                   metadata: pd.DataFrame | str | os.PathLike[str], *,
-                  attributes: Sequence[str] | None = None, spacing_mm: float | None = None,
+                  attributes: str | Sequence[str] | None = None, spacing_mm: float | None = None,
                   wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                   bins: Mapping[str, Sequence[float]] | None = None,
                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
-                  intersection: bool = True, metadata_source: str | None = None) -> Study:
+                  intersection: bool = True, metadata_source: str | None = None,
+                  spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
+                  encoding: str | None = None) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+    names = attribute_list(attributes)
     # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions)
+        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions, encoding=encoding)
+        if spacing_from_dicom is not None:
+            from fairlandmark.inputs.dicom import with_dicom_spacing
+
+            others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
+            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
         if isinstance(wrist_width, str):
             wrist_width = parse_wrist_width(wrist_width)
         elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
             wrist_width = WristWidth(*wrist_width)
         errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=attributes, source=metadata_source)
+        pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
+                              encoding=encoding)
     caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
-    attributes = list(meta.columns) if attributes is None else list(attributes)
-    if not attributes:
+    chosen = list(meta.columns) if names is None else names
+    if not chosen:
         raise InputError(MSG_NO_ATTRIBUTES)
     src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    coding = encode_groups(meta, preds.row_image, attributes=attributes, bins=bins, intersection=intersection,
+    coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught)
+                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught, pred_xy=pred_xy,
+                 true_xy=true_xy, labelled=preds.labelled)

@@ -47,6 +47,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, keypoint_mre,
                                    load_audit, overall_row)
 from fairlandmark.formatting import num, threshold_key
+from fairlandmark.render.canvas import FAMILY_COLOURS, MSG_NO_MATPLOTLIB, MissingExtraError, new_figure, require_matplotlib
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -55,40 +56,17 @@ if TYPE_CHECKING:
 __all__ = ["mre_bars", "dp_bars", "compare_bars", "sdr_curves", "save_figure", "write_figures", "png_base64",
            "require_matplotlib", "MissingExtraError"]
 
-MSG_NO_MATPLOTLIB = ("figures need matplotlib, which is not installed: pip install 'fairlandmark[report]' "
-                     "(or leave figures out, e.g. report --no-figures)")
 MSG_FORMAT = "{path}: unknown figure format {suffix!r}; use .png or .svg"
 MSG_FORMATS = "formats: choose among png, svg; got {value!r}"
 MSG_ATTRIBUTE = "attribute {name!r} is not in the audit; its attributes are {known}"
 MSG_KEYPOINT = "keypoint {kp!r} is not in the audit; its keypoints are {known}"
 
-FAMILY_COLOURS = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C",
-                  "#CCB974", "#64B5CD"]
 DP_COLOUR, BASE_COLOUR, SIG_COLOUR = "#4C72B0", "#B0B0B0", "#C0392B"
 BEFORE_COLOUR, AFTER_COLOUR = "#9DB4D6", "#2F5D9E"
 
 
-class MissingExtraError(InputError):
-    """An optional dependency (the ``[report]`` extra) is missing."""
-
-
-def require_matplotlib() -> None:
-    """Import matplotlib with the Agg canvas, or raise one clear line."""
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(MSG_NO_MATPLOTLIB) from None
-
-
 def _new_figure(width: float, height: float) -> Figure:
-    require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    return new_figure(width, height)
 
 
 def _width(n_bars: float, per: float = 0.2, lo: float = 6.5, hi: float = 12.5) -> float:
@@ -346,6 +324,11 @@ def sdr_curves(source: AuditSource, *, attribute: str | None = None, keypoints: 
     """
     doc = load_audit(source)
     attr = _attributes(doc, attribute)[0] if attribute is not None else doc.get("attributes", [None])[0]
+    if len(doc.get("thresholds", [])) <= 1 and (doc.get("curves") or {}).get("records"):
+        # One threshold would draw a row of dots: draw the whole error curves instead.
+        from fairlandmark.render.curves import error_curves_figure
+
+        return error_curves_figure(doc, attribute=attr, keypoints=keypoints, top=top, title=title)
     recs = {str(r.get("keypoint")): r for r in doc["per_keypoint"] if r.get("attribute") == attr}
     if keypoints is None:
         ranked = sorted(recs.values(), key=lambda r: -num(r.get("dp")) if not math.isnan(num(r.get("dp"))) else 1)
@@ -427,8 +410,10 @@ def write_figures(source: AuditSource, folder: str | os.PathLike[str], *, format
                   dpi: float = 150) -> list[str]:
     """Write the standard figures of an audit to ``folder``.
 
-    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` and,
-    with ``baseline``, ``compare``; one file per format.
+    Files: ``mre_by_keypoint``, ``dp_by_keypoint``, ``sdr_<attribute>`` (the
+    whole error curves when the audit has one threshold), ``curves_<attribute>``
+    (error curves, with several thresholds, where a curve gap is significant), ``fairness_map`` (with
+    coordinates) and, with ``baseline``, ``compare``; one file per format.
 
     Returns
     -------
@@ -449,6 +434,21 @@ def write_figures(source: AuditSource, folder: str | os.PathLike[str], *, format
             name = f"{base}_{n}"
         used.add(name)
         figs.append((name, sdr_curves(doc, attribute=a)))
+    if (doc.get("curves") or {}).get("records"):
+        from fairlandmark.render.curves import error_curves_figure, extra_curve_figure
+
+        for a in [a for a in doc.get("attributes", []) if extra_curve_figure(doc, a)]:
+            name = base = f"curves_{_slug(a)}"
+            n = 1
+            while name in used:
+                n += 1
+                name = f"{base}_{n}"
+            used.add(name)
+            figs.append((name, error_curves_figure(doc, attribute=a)))
+    if (doc.get("anatomy") or {}).get("mean_shape"):
+        from fairlandmark.render.fairness_map import fairness_map
+
+        figs.append(("fairness_map", fairness_map(doc)))
     if baseline is not None:
         figs.append(("compare", compare_bars(baseline, doc, labels=labels)))
     paths = []

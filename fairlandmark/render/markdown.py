@@ -156,6 +156,14 @@ def to_markdown(source: AuditSource, *, title: str | None = None, top: int = 5, 
     privacy = privacy_lines(doc)
     if privacy:
         out += ["**Privacy (attribute inference)**", ""] + [f"- {line}" for line in privacy] + [""]
+    from fairlandmark.render.curves import curve_findings
+
+    out += [f"- {md_escape(line)}" for line in curve_findings(doc)] + ([""] if curve_findings(doc) else [])
+    if doc.get("measurements"):
+        from fairlandmark.render.measurements import measurement_findings
+
+        out += ["**Clinical measurements**", ""] + [f"- {md_escape(line)}" for line in measurement_findings(doc)]
+        out += [""]
     if details:
         header, rows = accuracy_rows(doc)
         out += ["<details><summary>Accuracy by family</summary>", "", md_table(header, rows), "", "</details>", ""]

@@ -14,6 +14,14 @@ permutations, bootstraps and the randomized baseline all share this kernel and
 give bit-identical numbers for identical assignments: hit counts are integers,
 exact in floating point, so the SDRs of a permutation equal to the identity
 reproduce the observed SDRs exactly.
+
+Unlabelled ground truth. When some (image, keypoint) has no ground truth
+(COCO ``v = 0``), :func:`build_values` receives a ``labelled`` mask and appends
+one more block, the indicator "labelled", after the hit blocks (so the other
+slices do not move). SDR denominators are then the per-(group, keypoint) sums
+of that block instead of the group's image count, and "present" means labelled
+and predicted: an unlabelled point is neither a hit, a miss nor an MRE term.
+Without unlabelled points the block is absent and every number is unchanged.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ __all__ = [
     "RunKernel",
     "aggregate",
     "sdr_from_sums",
+    "labelled_from_sums",
+    "without_thin_groups",
     "mre_from_sums",
     "parity_gap",
     "parity_gap_value",
@@ -48,11 +58,20 @@ class ValueLayout:
     thresholds: tuple[float, ...]
     has_present: bool = True
     has_error: bool = True
+    has_labelled: bool = False
 
     @property
     def n_columns(self) -> int:
         k = self.n_keypoints
-        return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
+        return k * (int(self.has_present) + int(self.has_error) + len(self.thresholds) + int(self.has_labelled))
+
+    @property
+    def labelled(self) -> slice | None:
+        """Slice of the "labelled" block (last), or None when every point is labelled."""
+        if not self.has_labelled:
+            return None
+        start = self.n_keypoints * (int(self.has_present) + int(self.has_error) + len(self.thresholds))
+        return slice(start, start + self.n_keypoints)
 
     @property
     def present(self) -> slice | None:
@@ -71,6 +90,7 @@ class ValueLayout:
 
 
 def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: bool = True, error: bool = True,
+                 labelled: ArrayLike | None = None,
                  dtype: DTypeLike = np.float64) -> tuple[np.ndarray, ValueLayout]:
     """Value matrix of indicators and errors for the kernel.
 
@@ -82,6 +102,10 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
         SDR thresholds (inclusive: an error equal to the threshold is a hit).
     present, error : bool
         Whether to include the presence indicators and the errors.
+    labelled : ndarray of bool, shape (N, K), optional
+        False where the image has no ground truth for the keypoint (its error
+        must be NaN). When some entry is False a "labelled" block is appended
+        and becomes the SDR denominator; None or all True adds nothing.
     dtype : numpy dtype
         float64 for reported numbers; float32 is exact for hit counts below
         2**24 and halves the cost of resampling.
@@ -100,7 +124,10 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
         blocks.append(np.where(is_present, errors, 0.0))
     for t in thresholds:
         blocks.append(is_present & (errors <= t))  # a missing prediction misses every threshold
-    layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error)
+    has_labelled = labelled is not None and not np.all(labelled)
+    if has_labelled:
+        blocks.append(np.asarray(labelled, dtype=bool))
+    layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
     return np.concatenate(blocks, axis=1).astype(dtype, copy=False), layout
 
 
@@ -204,14 +231,47 @@ def aggregate(sums: np.ndarray, counts: np.ndarray, matrix: np.ndarray) -> tuple
     return group_sums, group_counts
 
 
-def sdr_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout, t: int = 0) -> np.ndarray:
-    """SDR per group and keypoint: hits / images (missing predictions are misses).
+def labelled_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout) -> np.ndarray:
+    """Labelled images per group and keypoint, shape (..., G, K): the SDR denominators.
 
-    Returns an array (..., G, K); NaN where a group has no image.
+    The image count of the group for every keypoint when nothing is unlabelled.
+    """
+    if layout.has_labelled:
+        return sums[..., layout.labelled]
+    return counts[..., None]
+
+
+def without_thin_groups(values: np.ndarray, sums: np.ndarray, layout: ValueLayout,
+                        min_group_size: int) -> np.ndarray:
+    """Per-(group, keypoint) values with NaN where a group has too few labelled images for the keypoint.
+
+    A group can be large enough (``min_group_size`` images) yet have few
+    images with ground truth for one keypoint; such a (group, keypoint) stays
+    out of that keypoint's parity gap. ``values`` is returned unchanged when
+    every point is labelled.
+
+    Parameters
+    ----------
+    values : ndarray, shape (..., G, K)
+        SDR or MRE per group and keypoint.
+    sums : ndarray, shape (..., G, M)
+        The group sums they come from.
+    layout : ValueLayout
+    min_group_size : int
+    """
+    if not layout.has_labelled:
+        return values
+    return np.where(sums[..., layout.labelled] < min_group_size, np.nan, values)
+
+
+def sdr_from_sums(sums: np.ndarray, counts: np.ndarray, layout: ValueLayout, t: int = 0) -> np.ndarray:
+    """SDR per group and keypoint: hits / labelled images (missing predictions are misses).
+
+    Returns an array (..., G, K); NaN where a group has no (labelled) image.
     """
     hits = sums[..., layout.hits(t)]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return hits / counts[..., None]
+        return hits / labelled_from_sums(sums, counts, layout)
 
 
 def mre_from_sums(sums: np.ndarray, layout: ValueLayout) -> np.ndarray:

@@ -92,6 +92,10 @@ MISSING_POLICY = (
     "a missing prediction is replaced by the median error of its keypoint in the training part of the fold, "
     "and a missing-indicator feature is added for each keypoint with a missing prediction there; nothing is dropped"
 )
+MSG_UNLABELLED_PRIVACY = (
+    "{n} point(s) without ground truth are treated like missing predictions here (imputed, with an indicator); "
+    "if labelling differs between groups, that alone can predict the attribute"
+)
 RUNS_POLICY = (
     "one feature row per (run, image); folds are made over unique images (stratified on the target) and every "
     "run-row of an image goes to the same side, so no image is in both training and test"
@@ -547,7 +551,9 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
                         bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
-                        stop_after: int | None = DEFAULT_STOP_AFTER) -> PrivacyResult:
+                        stop_after: int | None = DEFAULT_STOP_AFTER,
+                        spacing_from_dicom: str | os.PathLike[str] | None = None,
+                        dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -579,7 +585,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Parallel workers over folds and permutations (-1: all cores).
     progress : bool or rich.progress.Progress, optional
         Show progress bars (True: on stderr).
-    spacing_mm, wrist_width, bins
+    spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
     permutation_test : {"refit", "fixed-model"}, default "refit"
         "refit": each permutation refits the whole cross-validation, as
@@ -624,11 +630,12 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         study = predictions
     else:
         attributes = [target] + ([within] if within else [])
-        # metadata None without a Study is not caught yet (TypeError in read_table); see the typing report.
+        # metadata None without a Study is an InputError of read_table ("metadata: expected a pandas DataFrame").
         study = prepare_study(predictions, metadata,  # type: ignore[arg-type]
-                              attributes=attributes, spacing_mm=spacing_mm,
+                              attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
-                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
+                              metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
+                              spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)
@@ -672,9 +679,12 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
             f.pop("test_pred", None)
 
     notes = list(study.warnings)
-    n_missing = int(np.isnan(study.errors).sum())
+    n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
+    n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
+    if n_unlabelled:
+        notes.append(MSG_UNLABELLED_PRIVACY.format(n=n_unlabelled))
     for note in notes:
         warnings.warn(note, FairlandmarkWarning, stacklevel=2)
     settings = {

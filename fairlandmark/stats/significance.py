@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +41,8 @@ from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
+                                       sdr_from_sums, without_thin_groups)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +53,7 @@ __all__ = [
     "SignificanceOptions",
     "SignificanceResult",
     "run_significance",
+    "permutation_batches",
     "westfall_young_minp",
     "benjamini_hochberg",
     "holm",
@@ -75,6 +77,9 @@ BATCH_BYTES = 256 * 2**20
 _TIE_TOLERANCE = 1e-9
 
 MSG_OPTION = "{name}: {rule}, got {value!r}"
+
+
+MSG_UNKNOWN_OPTION = "«significance» has no option {key!r}; the options are: {known}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,10 @@ class SignificanceOptions:
                 raise InputError(MSG_OPTION.format(name=name, rule="must be an integer >= 0", value=value))
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, (int, np.integer)) or self.batch_size < 1:
             raise InputError(MSG_OPTION.format(name="batch_size", rule="must be an integer >= 1", value=self.batch_size))
+        for name in ("ci", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise InputError(MSG_OPTION.format(name=name, rule="must be a number between 0 and 1", value=value))
         if not 0 < self.ci < 1:
             raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1, e.g. 0.95", value=self.ci))
         if not 0 < self.alpha < 1:
@@ -146,6 +155,10 @@ class SignificanceOptions:
         if value is True:
             return cls()
         if isinstance(value, dict):
+            known = [f.name for f in fields(cls)]
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                raise InputError(MSG_UNKNOWN_OPTION.format(key=unknown[0], known=", ".join(known)))
             return cls(**value)
         raise InputError(MSG_OPTION.format(name="significance", rule="must be SignificanceOptions, a dict or True",
                                            value=value))
@@ -304,7 +317,9 @@ class _Context:
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
         self.any_missing = bool(np.isnan(study.errors).any())
-        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing, dtype=np.float32)
+        # Unlabelled points are NaN too, so they turn presence on; their mask gives per-keypoint SDR denominators.
+        values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing,
+                                           labelled=getattr(study, "labelled", None), dtype=np.float32)
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
@@ -325,7 +340,10 @@ class _Context:
             valid = gcounts >= self.min_group_size
         sdr = sdr_from_sums(gsums, gcounts, self.layout, 0)
         mre = self.mre(gsums, gcounts)
-        return _run_mean(parity_gap_value(sdr, valid)), _run_mean(parity_gap_value(mre, valid)), sdr, mre
+        # A group with too few labelled images of a keypoint stays out of its gaps, in every resample as observed.
+        sdr_dp = without_thin_groups(sdr, gsums, self.layout, self.min_group_size)
+        mre_dp = without_thin_groups(mre, gsums, self.layout, self.min_group_size)
+        return _run_mean(parity_gap_value(sdr_dp, valid)), _run_mean(parity_gap_value(mre_dp, valid)), sdr, mre
 
     def mre(self, gsums: np.ndarray, gcounts: np.ndarray) -> np.ndarray:
         if self.any_missing:
@@ -381,6 +399,37 @@ def _batch_size(ctx: _Context, options: SignificanceOptions, bytes_per_row: int)
     return int(max(1, min(options.batch_size, BATCH_BYTES // per_resample)))
 
 
+def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
+                        batch_size: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+    """The label permutations of the DP test, batch by batch.
+
+    Labels are permuted within each run, one random stream per run (task 1
+    of ``seed``), so the permutations do not depend on ``batch_size``. Other
+    tests that must use the very same permutations (measurements, error
+    curves) draw them here.
+
+    Parameters
+    ----------
+    cells_by_run : list of ndarray of int, each (n_r,)
+        Cell of each row of run r, in kernel order (:meth:`RunKernel.labels_by_run`).
+    n_permutations : int
+    seed : int
+    batch_size : int
+
+    Yields
+    ------
+    start : int
+        Index of the batch's first permutation.
+    n : int
+        Permutations in the batch.
+    labels : list of ndarray, each (n, n_r)
+        Permuted cells per run.
+    """
+    rngs = _streams(seed, 1, len(cells_by_run))
+    for start, n in _batches(n_permutations, batch_size):
+        yield start, n, [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, cells_by_run)]
+
+
 def _permutations(ctx: _Context, options: SignificanceOptions,
                   bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
@@ -389,21 +438,21 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     null_dp = {a: np.empty((B, K)) for a in attrs}
     null_gap = {a: np.empty((B, K)) for a in attrs}
     normal = ctx.method == "normal"
+    batches: Iterator[tuple[int, int, list[np.ndarray] | None]]
     if normal:
         from fairlandmark.stats.asymptotic import normal_sums_model
 
         models = [normal_sums_model(v, c, ctx.coding.n_cells) for v, c in zip(ctx.kernel.values, ctx.cells_by_run)]
         rngs = _streams(options.seed, 5, ctx.study.n_runs)
-        batch = options.batch_size
+        batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
     else:
-        rngs = _streams(options.seed, 1, ctx.study.n_runs)
-        batch = _batch_size(ctx, options, bytes_per_row=16)  # random key, index, label
+        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed,
+                                      batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
-    for start, n in _batches(B, batch):
-        if normal:
+    for start, n, labels in batches:
+        if normal or labels is None:
             sums = np.stack([model.draw(rng, n) for model, rng in zip(models, rngs)], axis=1)  # (n, R, L, M)
         else:
-            labels = [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, ctx.cells_by_run)]
             sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
@@ -500,11 +549,29 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
             # observed DP and the permutations) and its randomized size is still large enough.
             valid = (gcounts >= ctx.min_group_size) & ctx.observed[a].valid
-            sdr = sdr_from_sums(gsums, gcounts, ctx.layout, 0)
+            sdr = without_thin_groups(sdr_from_sums(gsums, gcounts, ctx.layout, 0), gsums, ctx.layout,
+                                      ctx.min_group_size)
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
     return out
+
+
+def _batch_size_that_fits(study: Study, options: SignificanceOptions) -> int:
+    """``options.batch_size``, lowered until the working arrays fit in memory (InputError when nothing fits)."""
+    from fairlandmark.stats.memory import estimate, fit_batch_size
+
+    coding = study.coding
+    n_kp = len(study.keypoints)
+    rows_per_run = np.bincount(np.asarray(study.row_run), minlength=study.n_runs)
+    groups = [len(coding.groups[a]) for a in coding.attributes]
+    memory = estimate(n_rows=len(study.row_run), max_rows_per_run=int(rows_per_run.max(initial=0)), n_runs=study.n_runs,
+                      n_cells=coding.n_cells, n_columns=3 * n_kp, n_keypoints=n_kp, groups=groups,
+                      permutations=options.permutations, bootstrap=options.bootstrap,
+                      baseline_repeats=options.baseline_repeats)
+    return fit_batch_size(memory, options.batch_size, n_keypoints=n_kp, n_attributes=len(groups),
+                          permutations=options.permutations, bootstrap=options.bootstrap,
+                          baseline_repeats=options.baseline_repeats)
 
 
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
@@ -517,6 +584,7 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     SignificanceResult
     """
     options = SignificanceOptions.coerce(options)
+    options = replace(options, batch_size=_batch_size_that_fits(study, options))
     ctx = _Context(study, list(thresholds), min_group_size, observed)
     in_dp = [obs.n_images[obs.valid] for obs in observed.values()]
     min_group = int(min((x.min() for x in in_dp if x.size), default=0))

@@ -1,0 +1,159 @@
+"""Procrustes alignment and the fairness map (figure, HTML, demo report)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import fairlandmark
+from fairlandmark.exceptions import InputError
+from fairlandmark.stats.procrustes import generalized_procrustes, optimal_rotation
+
+
+def _rotation(theta):
+    c, s = np.cos(theta), np.sin(theta)
+    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+
+
+def _procrustes_distance(a, b):
+    """Residual of the best similarity fit of b onto a, both centred and unit size (written with scipy)."""
+    from scipy.linalg import orthogonal_procrustes
+
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    r, _ = orthogonal_procrustes(b, a)
+    return float(np.linalg.norm(b @ r - a))
+
+
+def test_generalized_procrustes_recovers_the_template():
+    rng = np.random.default_rng(0)
+    template = rng.normal(size=(12, 2)) * 20
+    n = 200
+    shapes = (template[None] + rng.normal(0, 0.5, (n, 12, 2))) @ _rotation(rng.uniform(0, 2 * np.pi, n))
+    shapes = shapes * rng.uniform(0.5, 2.0, (n, 1, 1)) + rng.uniform(-100, 100, (n, 1, 2))
+    res = generalized_procrustes(shapes)
+    assert res.converged
+    assert _procrustes_distance(template, res.mean_shape) < 0.01
+    # Each aligned shape is at its Procrustes optimum against the mean (no better rotation exists).
+    unit_mean = res.mean_shape / np.linalg.norm(res.mean_shape)
+    for i in range(0, n, 37):
+        assert abs(np.linalg.norm(res.aligned[i] - unit_mean) - _procrustes_distance(unit_mean, shapes[i])) < 1e-9
+    # Centred, unit centroid size.
+    np.testing.assert_allclose(res.aligned.mean(axis=1), 0, atol=1e-12)
+    np.testing.assert_allclose(np.sqrt((res.aligned ** 2).sum(axis=(1, 2))), 1, atol=1e-12)
+
+
+def test_mean_shape_keeps_the_first_image_orientation_and_scale():
+    rng = np.random.default_rng(1)
+    template = rng.normal(size=(8, 2)) * 10
+    shapes = np.stack([template + rng.normal(0, 0.2, template.shape) for _ in range(30)])
+    res = generalized_procrustes(shapes @ _rotation(0.0) + 5.0)
+    centred = template - template.mean(0)
+    np.testing.assert_allclose(res.mean_shape, centred, atol=0.5)  # same frame, same size (no rotation)
+
+
+def test_optimal_rotation_never_reflects():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(50, 6, 2))
+    b = a * np.array([1.0, -1.0])  # mirror images: the best orthogonal map is a reflection
+    r = optimal_rotation(a, b)
+    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-12)
+
+
+def test_degenerate_input_is_refused():
+    with pytest.raises(InputError, match="all its landmarks at one point"):
+        generalized_procrustes(np.zeros((2, 3, 2)))
+    with pytest.raises(InputError, match=r"expected configurations of shape \(n, K, 2\)"):
+        generalized_procrustes(np.zeros((2, 3)))
+
+
+def _result(k, *, names=False, seed=0, n=80, significance=None):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0, 100, (n, k, 2))
+    pred = true + rng.normal(0, 1, true.shape)
+    pred[1::2, 0] += rng.normal(0, 3, (n // 2, 2))  # keypoint 1 worse for group M
+    kps = [f"landmark-{i}" for i in range(k)] if names else None
+    return fairlandmark.audit_arrays(pred, true, {"sex": ["F", "M"] * (n // 2), "site": rng.choice(["a", "b"], n)},
+                                     spacing_mm=1.0, keypoints=kps, significance=significance, curves=False)
+
+
+def test_anatomy_in_json_matches_procrustes_of_unique_images():
+    res = _result(10)
+    doc = res.to_dict()
+    block = doc["anatomy"]
+    assert block["keypoints"] == list(range(1, 11)) and block["n_images"] == 80 and block["unit"] == "mm"
+    expected = generalized_procrustes(res.study.true_xy).mean_shape
+    np.testing.assert_allclose(block["mean_shape"], expected)
+
+
+@pytest.mark.parametrize("k, names", [(10, False), (50, False), (19, True)])
+def test_map_renders_for_10_to_50_keypoints_and_names(k, names):
+    pytest.importorskip("matplotlib")
+    from fairlandmark.render.fairness_map import fairness_map
+
+    res = _result(k, names=names)
+    fig = fairness_map(res)
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    assert len(panels) == 3  # sex, site, sex&site
+    labels = {t.get_text() for t in panels[0].texts}
+    assert labels == {str(x) for x in res.keypoints}
+
+
+def test_map_colours_dp_above_chance_and_marks_significance():
+    pytest.importorskip("matplotlib")
+    from fairlandmark.render.fairness_map import fairness_map, map_values
+
+    res = _result(10, significance=dict(permutations=999, bootstrap=0, baseline_repeats=100))
+    doc = res.to_dict()
+    values, significant, survives, label = map_values(doc, "sex")
+    pk = res.per_keypoint[res.per_keypoint["attribute"] == "sex"]
+    np.testing.assert_allclose(values, pk["dp"] - pk["baseline_mean"])
+    assert label.startswith("DP above chance") and survives is None
+    np.testing.assert_array_equal(significant, pk["significant"].to_numpy())
+    assert significant[0]  # the planted keypoint
+    values, _, _, label = map_values(doc, "sex", color_by="dp")
+    np.testing.assert_allclose(values, pk["dp"])
+    # "Survives adjustment" is drawn when the per-keypoint records carry adjusted.significant.
+    for rec in doc["per_keypoint"]:
+        rec["adjusted"] = {"significant": rec["keypoint"] == 1 and rec["attribute"] == "sex"}
+    _, _, survives, _ = map_values(doc, "sex")
+    assert survives.tolist() == [True] + [False] * 9
+    fig = fairness_map(doc, attribute="sex")
+    assert "survives adjustment" in [t.get_text() for t in fig.legends[0].get_texts()]
+    with pytest.raises(InputError, match="color_by"):
+        map_values(doc, "sex", color_by="rainbow")
+
+
+def test_no_coordinates_no_map_with_a_note():
+    pytest.importorskip("matplotlib")
+    from fairlandmark.render.fairness_map import fairness_map
+    from fairlandmark.render.html import to_html
+
+    frame = pd.DataFrame({"image_id": np.repeat(["a", "b", "c", "d"], 2), "keypoint": np.tile([1, 2], 4),
+                          "error_mm": [1.0, 2.0, 3.0, 1.0, 2.0, 2.0, 1.0, 3.0]})
+    meta = pd.DataFrame({"image_id": ["a", "b", "c", "d"], "sex": ["F", "F", "M", "M"]})
+    res = fairlandmark.audit(frame, meta, min_group_size=1)
+    doc = res.to_dict()
+    assert doc["anatomy"] is None
+    with pytest.raises(InputError, match="needs landmark coordinates"):
+        fairness_map(doc)
+    html = to_html(doc)
+    assert "The fairness map needs landmark coordinates" in html
+
+
+def test_demo_report_has_the_fairness_map(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fairlandmark.cli import main
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--images", "120", "--runs", "2", "--permutations", "50",
+                 "--bootstrap", "20", "--quiet"])
+    assert code == 0
+    html = (out / "report.html").read_text()
+    assert "Fairness map: each keypoint at its mean position after Procrustes alignment" in html
+    import json
+
+    doc = json.loads((out / "audit.json").read_text())
+    assert len(doc["anatomy"]["mean_shape"]) == 37 and doc["curves"]["records"]
