@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,12 +88,28 @@ def test_ids_are_stripped_merged_and_keep_leading_zeros(tmp_path):
         check_predictions(path)
 
 
-@pytest.mark.parametrize("cell", ["NA", "null", " "])
-def test_na_spellings_of_an_id_are_empty_as_with_pandas(tmp_path, cell):
+@pytest.mark.parametrize("cell", ["", " "])
+def test_an_empty_id_is_empty_with_either_reader(tmp_path, cell):
     path = tmp_path / "p.csv"
     path.write_text(f"image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,0,0,0,0\n{cell},1,0,0,0,0\n")
     with pytest.raises(InputError, match=r"row 3, column 'image_id' is empty"):
         check_predictions(path)
+    with pytest.raises(InputError, match=r"row 3, column 'image_id' is empty"):
+        check_predictions(pd.read_csv(path, dtype=str, keep_default_na=False))
+
+
+@pytest.mark.parametrize("cell", ["NA", "null", "None", "n/a"])
+def test_na_spellings_are_ids_and_missing_numbers_as_in_the_pandas_reader(tmp_path, cell):
+    # Only an empty cell is a missing id ('NA' is North America); in number columns pandas' NA spellings are missing.
+    path = tmp_path / "p.csv"
+    path.write_text(f"image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,{cell},0,0,0\n{cell},1,0,0,0,0\n")
+    fast = check_predictions(path)
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    slow = check_predictions(gz)  # .gz: the pandas reader
+    assert fast.row_image.tolist() == slow.row_image.tolist() == ["a", cell]
+    np.testing.assert_array_equal(fast.pred, slow.pred)
+    assert np.isnan(fast.pred[0, 0]).all()
 
 
 def test_messages_with_many_runs_name_the_first_offending_line(tmp_path):
@@ -152,3 +170,49 @@ def test_frame_columns_factorize_like_astype_str():
     ids, kps = cols.encode("image_id"), cols.encode("kp")
     assert ids.labels.tolist() == ["1", "2"] and ids.codes.tolist() == [0, 1, 0]
     assert kps.labels.tolist() == ["1.0", "2.0"] and kps.codes.tolist() == [0, 1, -1]
+
+
+def _both_readers(tmp_path, text):
+    """check_predictions of the same CSV through the pyarrow path and (as .csv.gz) the pandas path."""
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    return check_predictions(path), check_predictions(gz)
+
+
+def test_unlabelled_mask_and_axis_spacing_match_the_pandas_reader(tmp_path):
+    text = ("image_id,keypoint,pred_x,pred_y,true_x,true_y\n"
+            "a,1,1,2,3,4\na,2,1,2,,\nb,1,5,6,7,8\nb,2,1,1,2,2\n")
+    fast, slow = _both_readers(tmp_path, text)
+    assert fast.labelled.tolist() == slow.labelled.tolist() == [[True, False], [True, True]]
+    np.testing.assert_array_equal(fast.true, slow.true)
+    text = ("image_id,keypoint,pred_x,pred_y,true_x,true_y,spacing_x_mm,spacing_y_mm\n"
+            "a,1,1,2,3,4,0.1,0.2\na,2,1,2,3,4,0.1,0.2\n")
+    fast, slow = _both_readers(tmp_path, text)
+    assert fast.labelled is None and slow.labelled is None
+    np.testing.assert_array_equal(fast.spacing_xy, slow.spacing_xy)
+    assert fast.spacing_xy[0, 0].tolist() == [0.1, 0.2]
+    frame = pd.read_csv(tmp_path / "p.csv")
+    frame.to_parquet(tmp_path / "p.parquet")
+    np.testing.assert_array_equal(check_predictions(tmp_path / "p.parquet").spacing_xy, fast.spacing_xy)
+
+
+def test_trailing_commas_ragged_lines_and_booleans_as_in_the_pandas_reader(tmp_path):
+    fast, slow = _both_readers(tmp_path, "image_id,keypoint,pred_x,pred_y,true_x,true_y,\na,1,1,2,3,4,\n")
+    np.testing.assert_array_equal(fast.pred, slow.pred)
+    fast, slow = _both_readers(tmp_path, "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,1,2,3,4,\n")
+    np.testing.assert_array_equal(fast.true, slow.true)
+    for path in (tmp_path / "p.csv", tmp_path / "p.csv.gz"):
+        text = "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,1,2,3,4\nb,1,1,2,3,4,5,6\n"
+        path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
+        with pytest.raises(InputError, match=r"line 3 has 8 fields where the header has 6"):
+            check_predictions(path)
+        text = "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,True,2,3,4\n"
+        path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
+        with pytest.raises(InputError, match=r"column 'pred_x' holds True/False values"):
+            check_predictions(path)
+    pd.DataFrame({"image_id": ["a"], "keypoint": [1], "pred_x": [True], "pred_y": [1.0], "true_x": [1.0],
+                  "true_y": [1.0]}).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match=r"column 'pred_x' holds True/False values"):
+        check_predictions(tmp_path / "b.parquet")
