@@ -586,7 +586,10 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     options = SignificanceOptions.coerce(options)
     options = replace(options, batch_size=_batch_size_that_fits(study, options))
     ctx = _Context(study, list(thresholds), min_group_size, observed)
-    in_dp = [obs.n_images[obs.valid] for obs in observed.values()]
+    # Observed results without group sizes (measurements pass only validity): "auto" stays with permutations.
+    in_dp = [obs.n_images[obs.valid] if hasattr(obs, "n_images") else np.zeros(0, dtype=int) for obs in observed.values()]
+    if not all(hasattr(obs, "n_images") for obs in observed.values()):
+        in_dp = [np.zeros(1, dtype=int)]
     min_group = int(min((x.min() for x in in_dp if x.size), default=0))
     ctx.method = resolve_method(options.method, len(study.row_run), min_group)
     with progress_bar(options.progress) as bar:
