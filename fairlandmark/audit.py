@@ -110,10 +110,14 @@ class Observed:
 
 
 def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
-            min_group_size: int) -> Observed:
-    """Observed metrics of one attribute from the kernel (one assignment)."""
-    labels = kernel.labels_by_run(coding.cell)
-    sums, counts = kernel.sums(labels, coding.n_cells)
+            min_group_size: int, cell_sums: tuple | None = None) -> Observed:
+    """Observed metrics of one attribute from the kernel (one assignment).
+
+    ``cell_sums``: the kernel's ``(sums, counts)`` of the cells, when already computed (they are the same for
+    every attribute).
+    """
+    sums, counts = cell_sums if cell_sums is not None else kernel.sums(kernel.labels_by_run(coding.cell),
+                                                                       coding.n_cells)
     gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
     sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
     mre = mre_from_sums(gsums, layout)
@@ -184,7 +188,9 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     thresholds = _check_options(thresholds_mm, min_group_size)
     values, layout = build_values(study.errors, thresholds, labelled=study.labelled)
     kernel = RunKernel(values, study.row_run, study.n_runs)
-    observed = {a: observe(kernel, layout, study.coding, a, min_group_size) for a in study.coding.attributes}
+    cell_sums = kernel.sums(kernel.labels_by_run(study.coding.cell), study.coding.n_cells)  # once for all attributes
+    observed = {a: observe(kernel, layout, study.coding, a, min_group_size, cell_sums)
+                for a in study.coding.attributes}
 
     notes = list(study.warnings) + small_group_notes(study, observed, min_group_size)
     for a, obs in observed.items():
@@ -724,7 +730,7 @@ class AuditResult:
             "min_group_size": self.min_group_size,
             "n_runs": self.n_runs,
             "runs": [str(r) for r in self.study.runs],
-            "n_images": int(len(np.unique(self.study.row_image))),
+            "n_images": int(len(pd.unique(self.study.row_image))),
             "keypoints": self.keypoints,
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fairlandmark.audit import prepare_study
-from fairlandmark.stats.significance import CORRECTIONS, SignificanceOptions
+from fairlandmark.stats.significance import (CORRECTIONS, LARGE_SAMPLE_MIN_GROUP, LARGE_SAMPLE_ROWS, METHODS,
+                                               SignificanceOptions)
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.families import parse_family
 from fairlandmark.inputs.groups import parse_bin
@@ -158,6 +159,10 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
                        help="multiple-testing adjustment over attributes x keypoints (default bh)")
     group.add_argument("--baseline-repeats", type=positive_int, default=1000, metavar="B",
                        help="repeats of the randomized-attribute baseline (default 1000; 0 = off)")
+    group.add_argument("--significance-method", choices=METHODS, default="auto",
+                       help="null of the p-values: exact permutations, or the large-sample normal null whose cost "
+                            f"does not grow with the images (default auto: normal above {LARGE_SAMPLE_ROWS:,} "
+                            f"(run, image) rows when every group has {LARGE_SAMPLE_MIN_GROUP:,}+ images)")
     group.add_argument("--no-significance", action="store_true", help="skip all of the above")
     if not any(a.dest == "seed" for a in parser._actions):  # privacy adds --seed too
         group.add_argument("--seed", type=positive_int, default=0,
@@ -170,4 +175,5 @@ def significance_from_args(args: argparse.Namespace) -> SignificanceOptions | No
         return None
     return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
                                correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
-                               progress=not getattr(args, "quiet", False))
+                               progress=not getattr(args, "quiet", False),
+                               method=getattr(args, "significance_method", "auto"))

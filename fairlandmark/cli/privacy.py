@@ -6,7 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy
-from fairlandmark.stats.privacy import DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, attribute_inference, default_estimator
+from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
+                                        attribute_inference, default_estimator)
 from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
         estimator=default_estimator(n_estimators=args.trees, seed=args.seed), n_splits=args.folds,
         n_permutations=args.permutations, n_repeats=args.repeats, seed=args.seed, n_jobs=args.n_jobs,
         progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
+        permutation_test=args.permutation_test,
         encoding=args.encoding, spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
     )
     if args.quiet:
@@ -55,6 +57,10 @@ def add_inference_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
                         help=f"trees of the random forest (default {DEFAULT_TREES})")
     parser.add_argument(f"--{prefix}repeats", type=number_arg(int, low=1), default=DEFAULT_REPEATS, metavar="N",
                         help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
+    parser.add_argument(f"--{prefix}permutation-test", choices=PERMUTATION_TESTS, default="refit",
+                        help="refit (default): refit the cross-validation for every permutation, stopping once 10 "
+                             "permuted scores reach the observed one (Besag-Clifford); fixed-model: permute held-out "
+                             "labels with the fitted forests fixed (seconds, but mildly anti-conservative)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,4 +109,5 @@ def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[Priv
         estimator=default_estimator(n_estimators=args.privacy_trees, seed=seed), n_splits=args.privacy_folds,
         n_permutations=args.privacy_permutations, n_repeats=args.privacy_repeats, seed=seed,
         n_jobs=getattr(args, "n_jobs", None), progress=not getattr(args, "quiet", False),
+        permutation_test=args.privacy_permutation_test,
     )

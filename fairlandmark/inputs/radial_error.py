@@ -151,8 +151,9 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
         raise InputError(MSG_TWO_SCALES.format(src=src, found=" and ".join(scales)))
 
     assert preds.pred is not None and preds.true is not None  # no error_mm column: coordinates were checked
-    delta = preds.pred - preds.true
-    distance = np.hypot(delta[..., 0], delta[..., 1])  # NaN where the prediction is missing
+    # x and y apart: two (N, K) temporaries instead of one (N, K, 2); the same numbers.
+    distance = np.hypot(preds.pred[..., 0] - preds.true[..., 0],
+                        preds.pred[..., 1] - preds.true[..., 1])  # NaN where the prediction is missing
     if spacing_mm is not None:
         if not (np.isfinite(spacing_mm) and spacing_mm > 0):
             raise InputError(MSG_BAD_SPACING.format(value=spacing_mm))
@@ -162,7 +163,9 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
     if preds.spacing_xy is not None:
         sx, sy = preds.spacing_xy[..., 0], preds.spacing_xy[..., 1]
         # Square pixels take the same path as spacing_mm, so both give the same numbers bit for bit.
-        return np.where(sx == sy, distance * sx, np.hypot(delta[..., 0] * sx, delta[..., 1] * sy)), "mm"
+        dx = preds.pred[..., 0] - preds.true[..., 0]
+        dy = preds.pred[..., 1] - preds.true[..., 1]
+        return np.where(sx == sy, distance * sx, np.hypot(dx * sx, dy * sy)), "mm"
     if wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, src)
         ib = _keypoint_index(preds.keypoints, wrist_width.b, src)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, read_columns
 
 __all__ = [
     "COORD_COLUMNS",
@@ -354,20 +355,23 @@ def refuse_booleans(raw: pd.Series, col: str, src: str) -> None:
             raise InputError(MSG_BOOLEAN.format(src=src, col=col))
 
 
-def _numeric(frame: pd.DataFrame, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
-    raw = frame[col]
-    refuse_booleans(raw, col, src)
-    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
-        values = raw.to_numpy(dtype=float, na_value=np.nan)  # already parsed: skip string checks
+def _numeric(cols: ColumnTable, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
+    """Column ``col`` as float64 (NaN = empty); InputError on text, infinity or a forbidden empty cell."""
+    values = cols.numbers(col)
+    if values is not None:  # stored as numbers: no text to check
         blank = np.isnan(values)
         bad = np.isinf(values)
+        shown = (lambda i: str(values[i]))
     else:
+        raw = cols.series(col)
+        refuse_booleans(raw, col, src)
         values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
         blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
         bad = (np.isnan(values) & ~blank) | np.isinf(values)
+        shown = (lambda i: str(raw.iloc[i]).strip())
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=str(raw.iloc[i]).strip()))
+        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=shown(i)))
     if not allow_empty and blank.any():
         i = int(np.flatnonzero(blank)[0])
         raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=what))
@@ -385,10 +389,264 @@ def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
 
 def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
-    as_num = pd.to_numeric(pd.Series(values), errors="coerce")
+    as_num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
     if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
         return as_num.to_numpy().astype(np.int64)
     return np.asarray(values, dtype=object)
+
+
+# -- check_predictions, step by step ------------------------------------------------------------
+# Ids become integer codes once (dictionary encoding); duplicates, completeness and the pivot then work
+# on integer keys, so no Python object is made per row.
+
+@dataclass(frozen=True)
+class _Ids:
+    run: EncodedColumn
+    image: EncodedColumn
+    keypoint: EncodedColumn
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One row per (run, image) pair, numbered in order of first appearance."""
+
+    row_key: np.ndarray  # (n,) row of each input line
+    first_line: np.ndarray  # (n_rows,) first input line of each row
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.first_line)
+
+
+def _predictions_columns(data: pd.DataFrame | str | os.PathLike[str], src: str,
+                         encoding: str | None = None) -> ColumnTable:
+    """Step 1: the table as a ColumnTable (pyarrow for files, pandas when pyarrow cannot type it).
+
+    The pyarrow reader takes plain UTF-8 CSV (and Parquet); a compressed file, another encoding (or a BOM), a
+    ragged line or a trailing comma go to :func:`read_table`, whose guarantees the fast reader matches.
+    """
+    if isinstance(data, pd.DataFrame):
+        if len(data) == 0:
+            raise InputError(MSG_EMPTY.format(src=src))
+        _stripped_columns(data.columns, src)
+        return frame_columns(data.reset_index(drop=True))
+    if not isinstance(data, (str, os.PathLike)):
+        read_table(data, kind="predictions")  # raises: not a table
+    path = os.fspath(data)
+    if not os.path.exists(path):
+        raise InputError(MSG_NO_FILE.format(src=path))
+    if os.path.getsize(path) == 0:
+        raise InputError(MSG_EMPTY.format(src=path))
+    ext = os.path.splitext(path)[1].lower()
+    fast = ext in (".parquet", ".pq") or (ext != ".gz" and detect_encoding(path, encoding) == "utf-8")
+    cols = (read_columns(path, id_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
+                         numeric_columns=NUMERIC_COLUMNS + (SPACING_X_COLUMN, SPACING_Y_COLUMN))
+            if fast else None)
+    if cols is None:
+        frame = read_table(path, kind="predictions", encoding=encoding)
+        if len(frame) == 0:
+            raise InputError(MSG_EMPTY.format(src=src))
+        return frame_columns(frame.reset_index(drop=True))
+    if cols.n_rows == 0:
+        raise InputError(MSG_EMPTY.format(src=path))
+    return cols
+
+
+def _check_columns(cols: ColumnTable, src: str) -> tuple[bool, bool]:
+    """Step 2: required columns; returns (has_error, has_coords)."""
+    for col in (ID_COLUMN, KEYPOINT_COLUMN):
+        if col not in cols.names:
+            raise InputError(MSG_MISSING_COLUMN.format(src=src, col=col, hint=_hint(col, cols.names),
+                                                       found=", ".join(cols.names)))
+    has_error = ERROR_COLUMN in cols.names
+    has_coords = all(c in cols.names for c in COORD_COLUMNS)
+    if not has_error and not has_coords:
+        missing = [c for c in COORD_COLUMNS if c not in cols.names]
+        hint = _hint(missing[0], cols.names) or _hint(ERROR_COLUMN, cols.names)
+        raise InputError(MSG_NEED_COORDS_OR_ERROR.format(src=src, hint=hint, found=", ".join(cols.names)))
+    return has_error, has_coords
+
+
+def _encode_ids(cols: ColumnTable, src: str) -> _Ids:
+    """Step 3: run, image and keypoint as integer codes; InputError on an empty id."""
+    encoded = {}
+    for col in (ID_COLUMN, KEYPOINT_COLUMN, RUN_COLUMN):
+        if col == RUN_COLUMN and col not in cols.names:
+            enc = EncodedColumn(np.zeros(cols.n_rows, dtype=np.int32), np.asarray([DEFAULT_RUN], dtype=object))
+        else:
+            enc = cols.encode(col)
+            cols.release(col)
+        blank = enc.first_blank()
+        if blank is not None:
+            raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(blank), col=col, what=f"a {col}"))
+        encoded[col] = enc
+    return _Ids(run=encoded[RUN_COLUMN], image=encoded[ID_COLUMN], keypoint=encoded[KEYPOINT_COLUMN])
+
+
+def _row_index(ids: _Ids) -> _Rows:
+    """Step 4: (run, image) pairs as rows in order of first appearance."""
+    pair = ids.run.codes.astype(np.int64) * len(ids.image.labels) + ids.image.codes
+    row_key, first_line = first_appearance_codes(pair, len(ids.run.labels) * len(ids.image.labels))
+    del pair
+    return _Rows(row_key=row_key, first_line=first_line)
+
+
+def _check_duplicates(ids: _Ids, rows: _Rows, src: str) -> None:
+    """Step 5: one line per (run, image, keypoint), checked on one combined integer key."""
+    n_kp = len(ids.keypoint.labels)
+    key = rows.row_key.astype(np.int64) * n_kp + ids.keypoint.codes
+    n = len(key)
+    space = rows.n_rows * n_kp
+    if space <= 4 * n + 1024:
+        index_type = np.int32 if n < 2**31 - 1 else np.int64
+        first = np.full(space, n, dtype=index_type)
+        first[key[::-1]] = np.arange(n - 1, -1, -1, dtype=index_type)  # the last write, the first line, wins
+        first_of_line = first[key]
+    else:
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        first_of_line = first[inverse.ravel()]
+    repeat = first_of_line != np.arange(n, dtype=first_of_line.dtype)
+    if repeat.any():
+        i = int(np.flatnonzero(repeat)[0])
+        raise InputError(MSG_DUPLICATE.format(
+            src=src, row=_file_row(i), run=ids.run.labels[ids.run.codes[i]], image=ids.image.labels[ids.image.codes[i]],
+            kp=ids.keypoint.labels[ids.keypoint.codes[i]], first=_file_row(first_of_line[i])))
+
+
+def _keypoint_order(ids: _Ids, src: str) -> tuple[np.ndarray, np.ndarray]:
+    """Step 6: keypoint labels (int when all are integers, sorted) and each line's keypoint column."""
+    kp_uniques = ids.keypoint.labels
+    kp_labels = _keypoint_labels(kp_uniques)
+    _, first_of_label, label_count = np.unique(kp_labels.astype(str), return_index=True, return_counts=True)
+    if (label_count > 1).any():
+        # e.g. "1" and "1.0": one keypoint written two ways would become two columns.
+        j = int(first_of_label[np.flatnonzero(label_count > 1)[0]])
+        twin = next(u for i, u in enumerate(kp_uniques) if i != j and str(kp_labels[i]) == str(kp_labels[j]))
+        raise InputError(MSG_KP_SPELLING.format(src=src, a=kp_uniques[j], b=twin))
+    order = np.argsort(kp_labels, kind="stable") if kp_labels.dtype != object else np.arange(len(kp_labels))
+    kp_rank = np.empty(len(order), dtype=np.int32)
+    kp_rank[order] = np.arange(len(order))
+    return kp_labels[order], kp_rank[ids.keypoint.codes]
+
+
+def _check_complete(ids: _Ids, rows: _Rows, kp_index: np.ndarray, keypoints: np.ndarray, src: str) -> None:
+    """Step 7: every (run, image) row has every keypoint (counted with bincount)."""
+    n_kp = len(keypoints)
+    counts = np.bincount(rows.row_key, minlength=rows.n_rows)
+    if (counts != n_kp).any():
+        bad_row = int(np.flatnonzero(counts != n_kp)[0])
+        first = int(rows.first_line[bad_row])
+        have = set(kp_index[rows.row_key == bad_row].tolist())
+        missing_kp = keypoints[min(set(range(n_kp)) - have)]
+        raise InputError(MSG_INCOMPLETE.format(
+            src=src, image=ids.image.labels[ids.image.codes[first]], run=ids.run.labels[ids.run.codes[first]],
+            n_have=len(have), n_all=n_kp, kp=missing_kp))
+
+
+def _in_row_order(ids: _Ids, rows: _Rows, block: int = 1 << 20) -> bool:
+    """Whether line i holds row ``i // K`` and keypoint code ``i % K`` (K keypoints), as most writers order them.
+
+    Then every (row, keypoint) appears exactly once: no duplicate, no image short of a keypoint, and the
+    pivot is a reshape. Checked block by block, with no full-size temporary.
+    """
+    n_kp = len(ids.keypoint.labels)
+    n = len(rows.row_key)
+    if n != rows.n_rows * n_kp:
+        return False
+    for start in range(0, n, block):
+        line = np.arange(start, min(n, start + block))
+        if not (np.array_equal(rows.row_key[line[0]:line[-1] + 1], line // n_kp)
+                and np.array_equal(ids.keypoint.codes[line[0]:line[-1] + 1], line % n_kp)):
+            return False
+    return True
+
+
+class _Pivot:
+    """Step 8: scatter per-line values into a dense (rows, keypoints) array."""
+
+    def __init__(self, rows: _Rows, kp_index: np.ndarray, n_kp: int, in_row_order: bool) -> None:
+        self.shape = (rows.n_rows, n_kp)
+        self.position: np.ndarray | None = None
+        self.columns: np.ndarray | None = None
+        if in_row_order:  # a reshape, then keypoints in label order (a view when already sorted)
+            columns = np.argsort(kp_index[:n_kp], kind="stable")
+            self.columns = None if np.array_equal(columns, np.arange(n_kp)) else columns
+        else:
+            self.position = rows.row_key.astype(np.int64) * n_kp + kp_index
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        if self.position is None:
+            dense = values.reshape(self.shape)
+            if self.columns is not None:
+                return dense[:, self.columns]
+            # A view of an array made here, else a copy (never alias the caller's data).
+            return dense if values.flags.writeable and values.flags.owndata else dense.copy()
+        out = np.full(self.shape[0] * self.shape[1], np.nan)
+        out[self.position] = values
+        return out.reshape(self.shape)
+
+
+@dataclass
+class _Values:
+    pred: np.ndarray | None = None
+    true: np.ndarray | None = None
+    spacing: np.ndarray | None = None
+    error: np.ndarray | None = None
+    labelled: np.ndarray | None = None
+    spacing_xy: np.ndarray | None = None
+
+
+def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool, src: str) -> _Values:
+    """Step 9: coordinates, errors, spacings and the labelled mask as dense arrays, checked.
+
+    Each column is pivoted as soon as it is read and then freed, so the peak
+    memory holds one long column (two for the ground truth) beside the dense arrays.
+    """
+    pred = true = spacing = error = labelled = spacing_xy = None
+    any_pred = False
+    if has_coords:
+        pred = np.empty(pivot.shape + (2,))
+        for axis, col in enumerate(("pred_x", "pred_y")):
+            pred[..., axis] = pivot(_numeric(cols, col, src, allow_empty=True))
+            cols.release(col)
+        missing = np.isnan(pred).any(axis=-1)  # a prediction needs both coordinates
+        if missing.any():
+            pred[missing] = np.nan
+        any_pred = not missing.all()
+        del missing
+        tx = _numeric(cols, "true_x", src, allow_empty=True)
+        cols.release("true_x")
+        ty = _numeric(cols, "true_y", src, allow_empty=True)
+        cols.release("true_y")
+        line_labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
+        true = np.empty(pivot.shape + (2,))
+        true[..., 0] = pivot(tx)
+        del tx
+        true[..., 1] = pivot(ty)
+        del ty
+        if not line_labelled.all():
+            labelled = pivot(line_labelled.astype(float)).astype(bool)
+        del line_labelled
+    if has_error:
+        if has_coords and any_pred:
+            warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=3)
+        err = _numeric(cols, ERROR_COLUMN, src, allow_empty=True)
+        neg = err < 0
+        if neg.any():
+            i = int(np.flatnonzero(neg)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=ERROR_COLUMN, value=err[i], rule=">= 0"))
+        error = pivot(err)
+    if SPACING_COLUMN in cols.names:
+        sp = _numeric(cols, SPACING_COLUMN, src, allow_empty=False, what="a pixel spacing in mm")
+        bad = ~(sp > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
+        spacing = pivot(sp)
+    axis_spacing = check_axis_spacing(cols, src)
+    if axis_spacing is not None:
+        spacing_xy = np.stack([pivot(a) for a in axis_spacing], axis=-1)
+    return _Values(pred=pred, true=true, spacing=spacing, error=error, labelled=labelled, spacing_xy=spacing_xy)
 
 
 def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None,
@@ -398,7 +656,8 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     Parameters
     ----------
     data : pandas.DataFrame or path
-        Long-format predictions (see README, "Input schema").
+        Long-format predictions (see README, "Input schema"). Files are read
+        with pyarrow (CSV multi-threaded, or Parquet).
     source : str, optional
         Name used in messages; defaults to the path or "predictions".
     encoding : str, optional
@@ -413,120 +672,42 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     InputError
         On a missing/misspelt column, a non-number, a duplicate row or an
         image that lacks a keypoint.
+
+    Notes
+    -----
+    Ids are turned into integer codes once; every later check works on
+    integer keys (duplicates by one combined key, completeness by
+    ``bincount``), so a million images x 37 keypoints validate in seconds.
     """
     src = source or _source_name(data, "predictions")
-    frame = read_table(data, kind="predictions", encoding=encoding) if not isinstance(data, pd.DataFrame) else data
-    if len(frame) == 0:
-        raise InputError(MSG_EMPTY.format(src=src))
-    frame = frame.reset_index(drop=True)
-    frame.columns = _stripped_columns(frame.columns, src)
-    _require(frame, ID_COLUMN, src)
-    _require(frame, KEYPOINT_COLUMN, src)
-
-    has_error = ERROR_COLUMN in frame.columns
-    has_coords = all(c in frame.columns for c in COORD_COLUMNS)
-    if not has_error and not has_coords:
-        missing = [c for c in COORD_COLUMNS if c not in frame.columns]
-        hint = _hint(missing[0], frame.columns) or _hint(ERROR_COLUMN, frame.columns)
-        raise InputError(
-            MSG_NEED_COORDS_OR_ERROR.format(src=src, hint=hint, found=", ".join(map(str, frame.columns)))
-        )
-
-    image = _id_column(frame, ID_COLUMN, src)
-    kp_raw = _id_column(frame, KEYPOINT_COLUMN, src)
-    run = _id_column(frame, RUN_COLUMN, src) if RUN_COLUMN in frame.columns else np.full(len(frame), DEFAULT_RUN, dtype=object)
-
-    # Duplicates of (run, image, keypoint).
-    key = pd.DataFrame({"r": run, "i": image, "k": kp_raw})
-    dup = key.duplicated(keep="first").to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        first = int(np.flatnonzero((key["r"] == run[i]) & (key["i"] == image[i]) & (key["k"] == kp_raw[i]))[0])
-        raise InputError(
-            MSG_DUPLICATE.format(src=src, row=_file_row(i), run=run[i], image=image[i], kp=kp_raw[i], first=_file_row(first))
-        )
-
-    kp_codes, kp_uniques = pd.factorize(kp_raw)
-    kp_labels = _keypoint_labels(kp_uniques)
-    _, first_of_label, label_count = np.unique(kp_labels.astype(str), return_index=True, return_counts=True)
-    if (label_count > 1).any():
-        # e.g. "1" and "1.0": one keypoint written two ways would become two columns.
-        j = int(first_of_label[np.flatnonzero(label_count > 1)[0]])
-        twin = next(u for i, u in enumerate(kp_uniques) if i != j and str(kp_labels[i]) == str(kp_labels[j]))
-        raise InputError(MSG_KP_SPELLING.format(src=src, a=kp_uniques[j], b=twin))
-    order = np.argsort(kp_labels, kind="stable") if kp_labels.dtype != object else np.arange(len(kp_labels))
-    kp_rank = np.empty_like(order)
-    kp_rank[order] = np.arange(len(order))
-    kp_index = kp_rank[kp_codes]
-    keypoints = kp_labels[order]
-    n_kp = len(keypoints)
-
-    run_codes, runs = pd.factorize(run)
-    row_key = pd.factorize(pd.MultiIndex.from_arrays([run_codes, image]))[0]
-    n_rows = int(row_key.max()) + 1
-    counts = np.bincount(row_key, minlength=n_rows)
-    if (counts != n_kp).any():
-        bad_row = int(np.flatnonzero(counts != n_kp)[0])
-        first = int(np.flatnonzero(row_key == bad_row)[0])
-        have = set(kp_index[row_key == bad_row].tolist())
-        missing_kp = keypoints[min(set(range(n_kp)) - have)]
-        raise InputError(
-            MSG_INCOMPLETE.format(
-                src=src, image=image[first], run=run[first], n_have=len(have), n_all=n_kp, kp=missing_kp
-            )
-        )
-    first_of_row = np.zeros(n_rows, dtype=np.int64)
-    first_of_row[row_key[::-1]] = np.arange(len(row_key))[::-1]
-    row_run = run_codes[first_of_row].astype(np.int64)
-    row_image = image[first_of_row]
-
-    def dense(values: np.ndarray) -> np.ndarray:
-        out = np.full((n_rows, n_kp), np.nan)
-        out[row_key, kp_index] = values
-        return out
-
-    pred = true = spacing = error = labelled = None
-    if has_coords:
-        px = _numeric(frame, "pred_x", src, allow_empty=True)
-        py = _numeric(frame, "pred_y", src, allow_empty=True)
-        tx = _numeric(frame, "true_x", src, allow_empty=True)
-        ty = _numeric(frame, "true_y", src, allow_empty=True)
-        labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
-        missing = np.isnan(px) | np.isnan(py)
-        px, py = np.where(missing, np.nan, px), np.where(missing, np.nan, py)
-        pred = np.stack([dense(px), dense(py)], axis=-1)
-        true = np.stack([dense(tx), dense(ty)], axis=-1)
-    if has_error:
-        if has_coords and frame["pred_x"].notna().any():
-            warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=2)
-        err = _numeric(frame, ERROR_COLUMN, src, allow_empty=True)
-        neg = err < 0
-        if neg.any():
-            i = int(np.flatnonzero(neg)[0])
-            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=ERROR_COLUMN, value=err[i], rule=">= 0"))
-        error = dense(err)
-    if SPACING_COLUMN in frame.columns:
-        sp = _numeric(frame, SPACING_COLUMN, src, allow_empty=False, what="a pixel spacing in mm")
-        bad = ~(sp > 0)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InputError(MSG_NEGATIVE.format(src=src, row=_file_row(i), col=SPACING_COLUMN, value=sp[i], rule="> 0"))
-        spacing = dense(sp)
-    axis_spacing = check_axis_spacing(frame, src)
-    spacing_xy = None if axis_spacing is None else np.stack([dense(a) for a in axis_spacing], axis=-1)
-
+    cols = _predictions_columns(data, src, encoding)
+    has_error, has_coords = _check_columns(cols, src)
+    ids = _encode_ids(cols, src)
+    rows = _row_index(ids)
+    in_row_order = _in_row_order(ids, rows)  # implies no duplicate and no missing keypoint
+    if not in_row_order:
+        _check_duplicates(ids, rows, src)
+    keypoints, kp_index = _keypoint_order(ids, src)
+    if not in_row_order:
+        _check_complete(ids, rows, kp_index, keypoints, src)
+    pivot = _Pivot(rows, kp_index, len(keypoints), in_row_order)
+    runs, first = ids.run.labels, rows.first_line
+    row_run = ids.run.codes[first].astype(np.int64)
+    row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
+    del ids, rows, kp_index  # per-line codes: not needed any more
+    values = _values(cols, pivot, has_coords, has_error, src)
     return Predictions(
         runs=np.asarray(runs, dtype=object),
         keypoints=keypoints,
         row_run=row_run,
-        row_image=np.asarray(row_image, dtype=object),
-        pred=pred,
-        true=true,
-        spacing=spacing,
-        error=error,
+        row_image=row_image,
+        pred=values.pred,
+        true=values.true,
+        spacing=values.spacing,
+        error=values.error,
         source=src,
-        labelled=None if labelled is None or labelled.all() else dense(labelled).astype(bool),
-        spacing_xy=spacing_xy,
+        labelled=values.labelled,
+        spacing_xy=values.spacing_xy,
     )
 
 
@@ -647,13 +828,13 @@ def check_unlabelled(true_x: np.ndarray, true_y: np.ndarray, src: str, *, allow_
     return ~empty_x
 
 
-def check_axis_spacing(frame: pd.DataFrame, src: str) -> tuple[np.ndarray, np.ndarray] | None:
+def check_axis_spacing(frame: pd.DataFrame | ColumnTable, src: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-axis mm per pixel from ``spacing_x_mm``/``spacing_y_mm``, or None.
 
     Parameters
     ----------
-    frame : pandas.DataFrame
-        The predictions table.
+    frame : pandas.DataFrame or ColumnTable
+        The predictions table (column names stripped).
     src : str
         File name for messages.
 
@@ -662,17 +843,19 @@ def check_axis_spacing(frame: pd.DataFrame, src: str) -> tuple[np.ndarray, np.nd
     (ndarray, ndarray) or None
         x and y spacing per row, each > 0.
     """
-    have = [c for c in (SPACING_X_COLUMN, SPACING_Y_COLUMN) if c in frame.columns]
+    cols = frame_columns(frame) if isinstance(frame, pd.DataFrame) else frame
+    have = [c for c in (SPACING_X_COLUMN, SPACING_Y_COLUMN) if c in cols.names]
     if not have:
         return None
     if len(have) == 1:
         missing = SPACING_Y_COLUMN if have[0] == SPACING_X_COLUMN else SPACING_X_COLUMN
         raise InputError(MSG_AXIS_PAIR.format(src=src, have=have[0], missing=missing))
-    if SPACING_COLUMN in frame.columns:
+    if SPACING_COLUMN in cols.names:
         raise InputError(MSG_AXIS_AND_ISO.format(src=src))
     out = []
     for col in (SPACING_X_COLUMN, SPACING_Y_COLUMN):
-        sp = _numeric(frame, col, src, allow_empty=False, what="a pixel spacing in mm")
+        sp = _numeric(cols, col, src, allow_empty=False, what="a pixel spacing in mm")
+        cols.release(col)
         bad = ~(sp > 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])

@@ -257,7 +257,8 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
     """Print the scores table, the importance ranking and the risk lines."""
     s = result.settings
     title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {plain(result.target)}; "
-             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations, seed {s['seed']}")
+             f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
+             f"({s.get('permutation_test', 'refit')}), seed {s['seed']}")
     table = Table(title=title, header_style="bold")
     for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
                 "ROC AUC", "null", "p"):

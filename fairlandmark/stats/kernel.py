@@ -153,7 +153,10 @@ class RunKernel:
         self.order = np.argsort(row_run, kind="stable")
         bounds = np.searchsorted(row_run[self.order], np.arange(self.n_runs + 1))
         self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
+        if np.array_equal(self.order, np.arange(len(row_run))):  # rows already grouped by run: views, no copy
+            self.values = [np.ascontiguousarray(values[s]) for s in self.slices]
+        else:
+            self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
         self.n_columns = values.shape[1]
 
     @overload

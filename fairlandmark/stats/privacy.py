@@ -74,6 +74,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "MISSING_POLICY",
     "RUNS_POLICY",
+    "PERMUTATION_TESTS",
+    "fixed_model_null",
+    "besag_clifford_pvalue",
+    "DEFAULT_STOP_AFTER",
+    "balanced_accuracy_by_image",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -122,6 +127,26 @@ MSG_TOO_FEW_FOR_TWO = (
     "merge small classes{drop}"
 )
 MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
+MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r}"
+MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
+
+# "refit" (default): every permutation refits the whole cross-validation (the test of scikit-learn's
+# permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
+# stay fixed and the held-out labels are permuted between the test images of each fold: no refit, but mildly
+# anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
+PERMUTATION_TESTS = ("refit", "fixed-model")
+PERMUTATION_TEST_TEXT = {
+    "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
+                    "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
+    "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
+              "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
+}
+# Scores of a permuted labelling equal to the observed one count as ">=" (ties up to rounding).
+_TIE = 1e-12
+# Besag-Clifford: the refit test of an analysis stops once this many permuted scores reached the observed one.
+DEFAULT_STOP_AFTER = 10
+# Refit permutations run in rounds of this many per analysis between stopping checks.
+_REFIT_ROUND = 20
 
 
 # -- inputs ---------------------------------------------------------------------
@@ -132,9 +157,11 @@ def _is_int(value: object) -> bool:
 
 
 def _check_options(target: object, within: object, n_splits: Any, n_permutations: Any, n_repeats: Any, seed: Any,
-                   n_jobs: Any, estimator: Any) -> None:
+                   n_jobs: Any, estimator: Any, permutation_test: object = "refit") -> None:
     from sklearn.base import is_classifier
 
+    if permutation_test not in PERMUTATION_TESTS:
+        raise InputError(MSG_PERMUTATION_TEST.format(choices=", ".join(PERMUTATION_TESTS), value=permutation_test))
     if not isinstance(target, str) or not target.strip():
         raise InputError(MSG_TARGET.format(value=target))
     if within is not None:
@@ -267,6 +294,7 @@ def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarra
             "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
             "roc_auc": _auc(model, X[test], y[test], n_classes),
             "importance": imp.importances_mean.astype(float),
+            "test_pred": np.asarray(pred),
         }
 
 
@@ -281,6 +309,160 @@ def _null_score(pipeline: Any, X: np.ndarray, y: np.ndarray, folds: Sequence[tup
             model = clone(pipeline).fit(X[train], y[train])
             scores.append(balanced_accuracy_score(y[test], model.predict(X[test])))
         return float(np.mean(scores))
+
+
+def balanced_accuracy_by_image(labels: np.ndarray, image_hits: np.ndarray, image_rows: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of fixed predictions under many labellings of the images.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (B, I)
+        Class of each image, per labelling.
+    image_hits : ndarray, shape (I, C)
+        Rows of each image predicted as each class.
+    image_rows : ndarray, shape (I,)
+        Rows of each image.
+
+    Returns
+    -------
+    ndarray, shape (B,)
+        Mean over the classes present of the share of their rows predicted
+        right (scikit-learn's ``balanced_accuracy_score`` over rows).
+
+    Examples
+    --------
+    Two images of one row each, both predicted class 0:
+
+    >>> balanced_accuracy_by_image(np.array([[0, 1], [1, 0]]), np.array([[1, 0], [1, 0]]), np.array([1, 1]))
+    array([0.5, 0.5])
+    """
+    n_classes = image_hits.shape[1]
+    onehot = (labels[..., None] == np.arange(n_classes)).astype(np.float64)  # (B, I, C)
+    hits = np.einsum("bic,ic->bc", onehot, image_hits.astype(np.float64))
+    rows = onehot.transpose(0, 2, 1) @ image_rows.astype(np.float64)  # (B, C)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = hits / rows
+    present = rows > 0
+    return np.where(present, recall, 0.0).sum(axis=1) / present.sum(axis=1)
+
+
+def fixed_model_null(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predictions: Sequence[np.ndarray],
+                     y: np.ndarray, image_of_row: np.ndarray, n_permutations: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Null of the mean balanced accuracy with the fitted models fixed.
+
+    In each fold the held-out images' labels are permuted among themselves
+    (all rows of an image move together, class counts stay), the held-out
+    predictions stay as fitted on the true training labels; the statistic is
+    the mean over folds, as observed.
+
+    Parameters
+    ----------
+    folds : list of (ndarray, ndarray)
+        ``(train, test)`` row indices.
+    test_predictions : list of ndarray
+        Predicted class (index into the classes) of each test row, per fold.
+    y : ndarray of int, shape (N,)
+        True class of each row.
+    image_of_row : ndarray of int, shape (N,)
+        Image of each row.
+    n_permutations : int
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    null : ndarray, shape (n_permutations,)
+    observed : float
+        The statistic for the true labels, computed the same way (for exact
+        comparison with the null).
+    """
+    n_classes = int(max(y.max(), max((p.max() for p in test_predictions if len(p)), default=0))) + 1
+    null = np.zeros(n_permutations)
+    observed = 0.0
+    for (_, test), pred in zip(folds, test_predictions):
+        images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
+        image_rows = np.bincount(inverse, minlength=len(images))
+        image_hits = np.zeros((len(images), n_classes))
+        np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
+        image_y = y[test][first]
+        observed += balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
+        labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
+        null += balanced_accuracy_by_image(labels, image_hits, image_rows)
+    return null / len(folds), observed / len(folds)
+
+
+def besag_clifford_pvalue(null: ArrayLike, observed: float, n_permutations: int,
+                          stop_after: int | None) -> tuple[float, int, bool]:
+    """Sequential Monte-Carlo p-value (Besag & Clifford, 1991) of ``observed`` against ``null`` in draw order.
+
+    If the ``stop_after``-th null score ``>= observed`` comes at draw ``L``, the
+    p-value is ``stop_after / L`` (the draws after ``L`` are not needed);
+    otherwise, after all ``n_permutations`` draws with ``k`` such scores, it is
+    the usual ``(1 + k) / (1 + n_permutations)``. Both are valid p-values.
+
+    Returns
+    -------
+    p : float
+    n_used : int
+        Draws the p-value rests on.
+    stopped : bool
+        Whether it stopped early.
+
+    Examples
+    --------
+    >>> besag_clifford_pvalue(np.array([0.9, 0.1, 0.8, 0.7]), 0.6, 4, stop_after=2)
+    (0.6666666666666666, 3, True)
+    >>> besag_clifford_pvalue(np.array([0.1, 0.2, 0.3]), 0.6, 3, stop_after=2)
+    (0.25, 3, False)
+    """
+    null = np.asarray(null, dtype=float)
+    hits = np.flatnonzero(null >= observed - _TIE)
+    if stop_after is not None and len(hits) >= stop_after:
+        n_used = int(hits[stop_after - 1]) + 1
+        return stop_after / n_used, n_used, True
+    return (1.0 + len(hits)) / (1.0 + n_permutations), len(null), False
+
+
+def _refit_null(levels: list[_Level], pipeline: Any, seed: int, n_permutations: int, stop_after: int | None,
+                n_jobs: int | None, bar: Any, names: dict[tuple[int, str], Any]) -> None:
+    """Refit permutations in rounds; an analysis stops once its p-value is clearly above alpha (Besag-Clifford).
+
+    Permutation p of analysis li is always the p-th draw of ``default_rng([seed, li])``, and the rounds do not
+    depend on ``n_jobs``, so the result is the same for any number of workers.
+    """
+    streams = {li: np.random.default_rng([seed, li]) for li in range(len(levels))}
+    observed = {li: float(np.mean([f["balanced_accuracy"] for f in lev.fold_scores])) for li, lev in enumerate(levels)}
+    drawn = {li: 0 for li in range(len(levels))}
+    active = set(drawn)
+    while active:
+        tasks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        owners: list[tuple[int, int]] = []
+        for li in sorted(active):
+            lev = levels[li]
+            for p in range(drawn[li], min(n_permutations, drawn[li] + _REFIT_ROUND)):
+                y_perm = streams[li].permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
+                tasks.append((_null_score, (pipeline, lev.X, y_perm, lev.folds)))
+                owners.append((li, p))
+
+        def done(i: int, result: Any) -> None:
+            li, p = owners[i]
+            levels[li].null[p] = result
+            bar.advance(names[li, "null"])
+
+        _run_tasks(tasks, n_jobs, done)
+        for li in sorted(active):
+            lev = levels[li]
+            drawn[li] = min(n_permutations, drawn[li] + _REFIT_ROUND)
+            p_value, n_used, stopped = besag_clifford_pvalue(lev.null[:drawn[li]], observed[li], n_permutations,
+                                                             stop_after)
+            if stopped or drawn[li] >= n_permutations:
+                lev.null = lev.null[:n_used]
+                lev.p_value = p_value
+                bar.advance(names[li, "null"], n_permutations - drawn[li])
+                active.discard(li)
+
+
+# -- progress -------------------------------------------------------------------
 
 
 def _run_tasks(tasks: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], n_jobs: int | None,
@@ -318,6 +500,9 @@ class _Level:
     folds: list = field(default_factory=list)  # (train, test) indices into rows
     fold_scores: list = field(default_factory=list)
     null: np.ndarray = field(default_factory=lambda: np.empty(0))  # set by attribute_inference
+    X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # features of the rows
+    p_value: float | None = None  # set by the sequential refit test
+    observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
 
 
 def _levels(study: Study, target: str, within: str | None, n_splits: int) -> list[_Level]:
@@ -365,7 +550,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
                         n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
-                        bins: Mapping[str, Sequence[float]] | None = None,
+                        bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
+                        stop_after: int | None = DEFAULT_STOP_AFTER,
                         spacing_from_dicom: str | os.PathLike[str] | None = None,
                         dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
@@ -401,6 +587,17 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
+    permutation_test : {"refit", "fixed-model"}, default "refit"
+        "refit": each permutation refits the whole cross-validation, as
+        scikit-learn's ``permutation_test_score``. "fixed-model": the fitted
+        models stay fixed and the held-out labels are permuted between the
+        test images of each fold (no refit: seconds), a fast screen that is
+        mildly anti-conservative (docs/privacy.md), so not the default.
+    stop_after : int or None, default 10
+        Refit test only: stop an analysis once this many permuted scores
+        reached the observed one (Besag-Clifford; its p-value is then
+        ``stop_after / draws``, clearly above alpha). None runs all
+        permutations.
 
     Returns
     -------
@@ -423,7 +620,9 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
     >>> int(res.importance["keypoint"].iloc[0])
     1
     """
-    _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator)
+    _check_options(target, within, n_splits, n_permutations, n_repeats, seed, n_jobs, estimator, permutation_test)
+    if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
+        raise InputError(MSG_STOP_AFTER.format(value=stop_after))
 
     if isinstance(predictions, Study):
         if metadata is not None:
@@ -448,32 +647,36 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         lev.folds = row_folds(lev.images[lev.image_of_row], lev.y, n_splits=n_splits, seed=seed)
         lev.fold_scores = [None] * n_splits
         lev.null = np.full(n_permutations, np.nan)
+        lev.X = X
         for f, (train, test) in enumerate(lev.folds):
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
-        rng = np.random.default_rng([seed, li])
-        for p in range(n_permutations):
-            y_perm = rng.permutation(lev.image_y)[lev.image_of_row]  # shuffle between images
-            tasks.append((_null_score, (pipeline, X, y_perm, lev.folds)))
-            owners.append((li, "null", p))
 
     with progress_bar(progress) as bar:
-        names = {}
+        names: dict[tuple[int, str], Any] = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
             names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
-            if n_permutations:
+            if n_permutations and permutation_test == "refit":
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
         def done(i: int, result: Any) -> None:
             li, kind, j = owners[i]
-            if kind == "fold":
-                levels[li].fold_scores[j] = result
-            else:
-                levels[li].null[j] = result
+            levels[li].fold_scores[j] = result
             bar.advance(names[li, kind])
 
         _run_tasks(tasks, n_jobs, done)
+        if permutation_test == "refit" and n_permutations:
+            _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names)
+
+    if permutation_test == "fixed-model" and n_permutations:
+        for li, lev in enumerate(levels):
+            preds = [f.pop("test_pred") for f in lev.fold_scores]
+            lev.null, lev.observed_null_scale = fixed_model_null(lev.folds, preds, lev.y, lev.image_of_row,
+                                                                 n_permutations, np.random.default_rng([seed, li]))
+    for lev in levels:
+        for f in lev.fold_scores:
+            f.pop("test_pred", None)
 
     notes = list(study.warnings)
     n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
@@ -487,6 +690,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
     settings = {
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
+        "permutation_test": permutation_test, "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test],
+        "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
     return PrivacyResult(study=study, levels=levels, settings=settings, warnings=notes)
@@ -561,7 +766,11 @@ class PrivacyResult:
             image_counts = np.bincount(lev.image_y, minlength=len(lev.classes))
             observed = float(np.mean([f["balanced_accuracy"] for f in fs]))
             n_perm = len(lev.null)
-            p = (1 + np.sum(lev.null >= observed)) / (1 + n_perm) if n_perm else np.nan
+            # Compare like with like: the fixed-model null recomputes the observed score with its own arithmetic.
+            reference = observed if lev.observed_null_scale is None else lev.observed_null_scale
+            p = (1 + np.sum(lev.null >= reference - _TIE)) / (1 + n_perm) if n_perm else np.nan
+            if lev.p_value is not None:  # the refit test's Besag-Clifford p-value
+                p = lev.p_value
             null_mean, null_std = _scalar_mean_std(lev.null) if n_perm else (np.nan, np.nan)
             row = {"target": self.target, "within": self.within,
                    "level": lev.level, "analysis": self._name(lev),

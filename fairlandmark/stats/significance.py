@@ -60,9 +60,19 @@ __all__ = [
     "holm",
     "permutation_pvalue",
     "CORRECTIONS",
+    "METHODS",
+    "resolve_method",
 ]
 
 CORRECTIONS = ("bh", "holm", "westfall-young")
+METHODS = ("auto", "permutation", "normal")
+# "auto" draws exact permutations up to this many (run, image) rows, and the large-sample normal null above it
+# when every group in DP has at least LARGE_SAMPLE_MIN_GROUP images in every run (docs/scale.md).
+LARGE_SAMPLE_ROWS = 50_000
+LARGE_SAMPLE_MIN_GROUP = 1_000
+# Memory of one batch of resamples is kept under this many bytes whatever batch_size says (same numbers:
+# the random streams do not depend on the batch size).
+BATCH_BYTES = 256 * 2**20
 # Statistics of a permutation equal to the observed one must count as ">=":
 # exact for SDR gaps (integer hit counts), a relative tolerance for MRE gaps.
 _TIE_TOLERANCE = 1e-9
@@ -96,6 +106,14 @@ class SignificanceOptions:
     batch_size : int, default 500
         Resamples per kernel call; bounds memory, does not change results.
     progress : bool or rich.progress.Progress, default False
+    method : {"auto", "permutation", "normal"}, default "auto"
+        Null distribution of the p-values. "permutation": exact label
+        permutations. "normal": the large-sample normal null of the per-cell
+        sums (:mod:`fairlandmark.stats.asymptotic`), drawn ``permutations``
+        times; its cost does not grow with the number of images. "auto":
+        permutations up to ``LARGE_SAMPLE_ROWS`` (run, image) rows, the normal
+        null above when every group in DP has ``LARGE_SAMPLE_MIN_GROUP``
+        images or more in every run.
     """
 
     permutations: int = 10000
@@ -107,6 +125,7 @@ class SignificanceOptions:
     seed: int = 0
     batch_size: int = 500
     progress: object = False
+    method: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
@@ -123,6 +142,9 @@ class SignificanceOptions:
             raise InputError(MSG_OPTION.format(name="ci", rule="must be between 0 and 1, e.g. 0.95", value=self.ci))
         if not 0 < self.alpha < 1:
             raise InputError(MSG_OPTION.format(name="alpha", rule="must be between 0 and 1, e.g. 0.05", value=self.alpha))
+        if self.method not in METHODS:
+            raise InputError(MSG_OPTION.format(name="method", rule=f"must be one of {', '.join(METHODS)}",
+                                               value=self.method))
         if self.correction not in CORRECTIONS:
             raise InputError(MSG_OPTION.format(name="correction", rule=f"must be one of {', '.join(CORRECTIONS)}",
                                                value=self.correction))
@@ -291,6 +313,7 @@ class _Context:
         self.study = study
         self.coding = study.coding
         self.min_group_size = min_group_size
+        self.method = "permutation"  # resolved by run_significance
         self.observed = observed
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
@@ -349,6 +372,34 @@ def _batches(total: int, size: int) -> Iterator[tuple[int, int]]:
         start += size
 
 
+def resolve_method(method: str, n_rows: int, min_group: int) -> str:
+    """The null actually used: "permutation" or "normal" (see :class:`SignificanceOptions`).
+
+    Parameters
+    ----------
+    method : {"auto", "permutation", "normal"}
+    n_rows : int
+        (run, image) rows of the study.
+    min_group : int
+        Smallest group in DP, over attributes and runs.
+
+    Examples
+    --------
+    >>> resolve_method("auto", 3000, 150), resolve_method("auto", 10**6, 2000), resolve_method("auto", 10**6, 50)
+    ('permutation', 'normal', 'permutation')
+    """
+    if method != "auto":
+        return method
+    return "normal" if n_rows > LARGE_SAMPLE_ROWS and min_group >= LARGE_SAMPLE_MIN_GROUP else "permutation"
+
+
+def _batch_size(ctx: _Context, options: SignificanceOptions, bytes_per_row: int) -> int:
+    """Resamples per batch: ``batch_size``, or fewer so that one batch stays under BATCH_BYTES."""
+    largest_run = max((s.stop - s.start for s in ctx.kernel.slices), default=1)
+    per_resample = max(1, largest_run) * (bytes_per_row + 4 * ctx.coding.n_cells)  # + float32 assignment rows
+    return int(max(1, min(options.batch_size, BATCH_BYTES // per_resample)))
+
+
 def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
                         batch_size: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
     """The label permutations of the DP test, batch by batch.
@@ -387,9 +438,23 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     B = options.permutations
     null_dp = {a: np.empty((B, K)) for a in attrs}
     null_gap = {a: np.empty((B, K)) for a in attrs}
-    task = bar.add_task("permutations", total=B) if bar else None
-    for start, n, labels in permutation_batches(ctx.cells_by_run, B, seed=options.seed, batch_size=options.batch_size):
-        sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
+    normal = ctx.method == "normal"
+    batches: Iterator[tuple[int, int, list[np.ndarray] | None]]
+    if normal:
+        from fairlandmark.stats.asymptotic import normal_sums_model
+
+        models = [normal_sums_model(v, c, ctx.coding.n_cells) for v, c in zip(ctx.kernel.values, ctx.cells_by_run)]
+        rngs = _streams(options.seed, 5, ctx.study.n_runs)
+        batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
+    else:
+        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed,
+                                      batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
+    task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
+    for start, n, labels in batches:
+        if normal or labels is None:
+            sums = np.stack([model.draw(rng, n) for model, rng in zip(models, rngs)], axis=1)  # (n, R, L, M)
+        else:
+            sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
             # Permutations keep group sizes, so the observed validity applies.
@@ -417,7 +482,7 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
         plans.append((order, starts[cells[order]], sizes[cells[order]]))
     rngs = _streams(options.seed, 2, ctx.study.n_runs)
     task = bar.add_task("bootstrap", total=B) if bar else None
-    for start, n in _batches(B, options.batch_size):
+    for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
         weights = []
         for rng, (order, start_of, size_of) in zip(rngs, plans):
             m = len(order)
@@ -468,7 +533,7 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
     flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
     levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
     task = bar.add_task("randomized baseline", total=B) if bar else None
-    for start, n in _batches(B, options.batch_size):
+    for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
         labels = []
         for r in range(ctx.study.n_runs):
             full: np.ndarray | int = 0
@@ -522,11 +587,25 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     options = SignificanceOptions.coerce(options)
     options = replace(options, batch_size=_batch_size_that_fits(study, options))
     ctx = _Context(study, list(thresholds), min_group_size, observed)
+    # Observed results without group sizes (measurements pass only validity): "auto" stays with permutations.
+    in_dp = [obs.n_images[obs.valid] if hasattr(obs, "n_images") else np.zeros(0, dtype=int) for obs in observed.values()]
+    if not all(hasattr(obs, "n_images") for obs in observed.values()):
+        in_dp = [np.zeros(1, dtype=int)]
+    min_group = int(min((x.min() for x in in_dp if x.size), default=0))
+    ctx.method = resolve_method(options.method, len(study.row_run), min_group)
     with progress_bar(options.progress) as bar:
         perm = _permutations(ctx, options, bar) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
     return SignificanceResult(ctx, options, perm, boot, base)
+
+
+STATISTIC = "mean over runs of per-run DP; labels permuted within each run"
+METHOD_TEXT = {
+    "permutation": "exact label permutations within each run",
+    "normal": ("large-sample normal null of the per-cell sums under permutation within each run "
+               "(exact permutation mean and covariance), drawn jointly for every test"),
+}
 
 
 class SignificanceResult:
@@ -536,6 +615,7 @@ class SignificanceResult:
                  perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None,
                  boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
+        self.method = ctx.method
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
         self.groups = {a: list(coding.groups[a]) for a in self.attributes}
@@ -592,7 +672,10 @@ class SignificanceResult:
         d = asdict(self.options)
         d.pop("progress")
         d.pop("batch_size")
-        d["statistic"] = "mean over runs of per-run DP; labels permuted within each run"
+        d["method_requested"] = d.pop("method")
+        d["method"] = self.method if self.options.permutations else None
+        d["method_description"] = METHOD_TEXT[self.method] if self.options.permutations else None
+        d["statistic"] = STATISTIC
         return d
 
     def join(self, table: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,199 @@
+"""Scale: the audit of a whole archive (up to a million images) on one machine.
+
+For each size: a synthetic study of N images x 37 keypoints in one run (sex,
+a numeric age binned at 50, and their intersection) is written once as Parquet
+and as CSV into a temporary folder (nothing is committed); then, each in its
+own process so that peak memory is its own:
+
+* ``audit-parquet``: ``fairlandmark.audit`` from the Parquet file, point
+  estimates only (no significance), and the JSON document built;
+* ``audit-csv``: the same from the CSV file;
+* ``pandas``: a hand-written pandas groupby of per-(keypoint, group) SDR at
+  2 mm and MRE for sex and the binned age, from the same Parquet file (no
+  validation, no intersection, no DP).
+
+Reported: wall seconds (after a warm-up audit of 50 images in the same
+process, so imports and thread pools are not counted), peak resident memory
+(ru_maxrss) and microseconds per input row. Targets (issue 20): at 1 M images the Parquet audit is faster than
+the pandas groupby and peaks at <= 4 GB; CSV takes at most 2x Parquet; the
+cost per row is flat within 30 % from 10 k to 1 M images.
+
+Run: ``python benchmarks/scale.py --images 10000 100000 1000000``
+(``--significance`` adds, on one prepared study, the seconds of the point
+estimates, of the large-sample null with 10,000 draws, and of the bootstrap
+and the randomized baseline per resample; ``--only parquet`` etc. selects runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+K = 37
+
+
+def write_study(folder: str, n_images: int, seed: int = 0) -> dict:
+    """Write predictions (Parquet and CSV) and metadata for ``n_images`` images; return the paths."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    sex = rng.integers(0, 2, n_images)
+    age = rng.uniform(20, 80, n_images).round(1)
+    n = n_images * K
+    true = rng.uniform(0, 2000, size=(2, n))
+    noise = rng.normal(0, 1, size=(2, n)) * np.repeat(12.0 + 1.5 * sex, K)  # a planted sex effect
+    ids = pa.array([f"img{i:07d}" for i in range(n_images)])
+    image = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(n_images, dtype=np.int32), K)), ids)
+    table = pa.table({
+        "image_id": image.cast(pa.string()),
+        "keypoint": pa.array(np.tile(np.arange(1, K + 1, dtype=np.int64), n_images)),
+        "pred_x": true[0] + noise[0], "pred_y": true[1] + noise[1],
+        "true_x": true[0], "true_y": true[1],
+    })
+    paths = {"parquet": os.path.join(folder, "preds.parquet"), "csv": os.path.join(folder, "preds.csv"),
+             "meta": os.path.join(folder, "meta.csv")}
+    pq.write_table(table, paths["parquet"], row_group_size=1 << 20, store_schema=False)
+    pcsv.write_csv(table, paths["csv"])
+    del table
+    meta = pa.table({"image_id": ids, "sex": pa.array(np.where(sex == 1, "M", "F")), "age": age})
+    pcsv.write_csv(meta, paths["meta"])
+    return paths
+
+
+def warm_up(kind: str) -> None:
+    """Audit a 50-image study first, so one-time costs (imports, thread pools) stay out of the timing."""
+    import fairlandmark
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tiny study has small groups
+        small = write_study(tmp, 50, seed=1)
+        fairlandmark.audit(small["csv" if kind == "csv" else "parquet"], small["meta"], attributes=["sex", "age"],
+                           bins={"age": [50]}, spacing_mm=0.1, significance=False).to_dict()
+
+
+def child_audit(path: str, meta: str) -> dict:
+    import fairlandmark
+
+    warm_up("csv" if path.endswith(".csv") else "parquet")
+    start = time.perf_counter()
+    res = fairlandmark.audit(path, meta, attributes=["sex", "age"], bins={"age": [50]}, spacing_mm=0.1,
+                             significance=False)  # point estimates only
+    computed = time.perf_counter() - start
+    doc = res.to_dict()
+    return {"seconds": time.perf_counter() - start, "audit_seconds": computed, "n_records": len(doc["per_keypoint"])}
+
+
+def child_pandas(path: str, meta: str) -> dict:
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory() as tmp:  # the same warm-up as the audit: pandas' reader imported and used
+        small = write_study(tmp, 50, seed=1)
+        pd.read_parquet(small["parquet"])
+    start = time.perf_counter()
+    preds = pd.read_parquet(path)
+    m = pd.read_csv(meta, dtype={"image_id": str})
+    m["age_group"] = np.where(m["age"] < 50, "age<50", "age>=50")
+    frame = preds.merge(m, on="image_id", how="left")
+    frame["error"] = np.hypot(frame["pred_x"] - frame["true_x"], frame["pred_y"] - frame["true_y"]) * 0.1
+    frame["hit"] = frame["error"] <= 2.0
+    tables = [frame.groupby(["keypoint", col])[["hit", "error"]].mean() for col in ("sex", "age_group")]
+    return {"seconds": time.perf_counter() - start, "n_records": int(sum(len(t) for t in tables))}
+
+
+def child_significance(path: str, meta: str) -> dict:
+    """Seconds per statistic on one prepared study: point estimates, then each resampling step alone."""
+    from fairlandmark.audit import prepare_study, run_audit
+    from fairlandmark.stats.significance import SignificanceOptions
+
+    study = prepare_study(path, meta, attributes=["sex", "age"], bins={"age": [50]}, spacing_mm=0.1)
+    n_rows = len(study.row_run)
+    b_resample = max(5, min(200, int(2e7 // n_rows)))  # bootstrap / baseline repeats timed (cost is linear in B)
+
+    def timed(**options):
+        start = time.perf_counter()
+        res = run_audit(study, significance=SignificanceOptions(seed=0, **options) if options else None)
+        return time.perf_counter() - start, res
+
+    point, _ = timed()
+    normal, res = timed(permutations=10000, bootstrap=0, baseline_repeats=0, method="normal")
+    boot, _ = timed(permutations=0, bootstrap=b_resample, baseline_repeats=0)
+    base, _ = timed(permutations=0, bootstrap=0, baseline_repeats=b_resample)
+    return {"seconds": normal, "method": res.significance.method, "point": point, "normal": normal - point,
+            "b_resample": b_resample, "bootstrap": boot - point, "baseline": base - point}
+
+
+CHILDREN = {"audit": child_audit, "pandas": child_pandas, "significance": child_significance}
+
+
+def run_child(kind: str, path: str, meta: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, path, meta], check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument("--significance", action="store_true", help="also time permutations=10000 (large-sample)")
+    parser.add_argument("--only", nargs="+", choices=["parquet", "csv", "pandas"], default=["parquet", "csv", "pandas"],
+                        help="which runs (default all three)")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "PATH", "META"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, path, meta = args.child
+        cpu_start = resource.getrusage(resource.RUSAGE_SELF)
+        result = CHILDREN[kind](path, meta)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        result["peak_gb"] = usage.ru_maxrss / 2**20  # KiB on Linux
+        # CPU seconds of the whole child (warm-up included, 50 images): less sensitive than wall time to other
+        # jobs on a shared machine.
+        result["cpu"] = usage.ru_utime + usage.ru_stime - cpu_start.ru_utime - cpu_start.ru_stime
+        print(json.dumps(result))
+        return
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}")
+    print("| images | rows | what | wall s | of which audit() s | peak GB | us per row (wall) | us per row (audit()) "
+          "| CPU s | us CPU per row |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for n_images in args.images:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_study(tmp, n_images)
+            rows = n_images * K
+            runs = [(label, kind, path) for key, label, kind, path in (
+                ("parquet", "audit-parquet", "audit", paths["parquet"]), ("csv", "audit-csv", "audit", paths["csv"]),
+                ("pandas", "pandas groupby", "pandas", paths["parquet"])) if key in args.only]
+            if args.significance:
+                runs.append(("significance", "significance", paths["parquet"]))
+            for label, kind, path in runs:
+                r = run_child(kind, path, paths["meta"])
+                if kind == "significance":
+                    b = r["b_resample"]
+                    print(f"| {n_images:,} | {rows:,} | per statistic: point estimates {r['point']:.2f} s; "
+                          f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
+                          f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
+                          f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
+                          f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
+                          f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
+                          f"{r['peak_gb']:.2f} | | |", flush=True)
+                    continue
+                extra = f" ({r['method']})" if "method" in r else ""
+                core = r.get("audit_seconds")
+                print(f"| {n_images:,} | {rows:,} | {label}{extra} | {r['seconds']:.2f} | "
+                      f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
+                      f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
+                      f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

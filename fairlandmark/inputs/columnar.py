@@ -1,0 +1,364 @@
+"""Columnar access to a predictions table: ids as integer codes, numbers as float64 arrays.
+
+A predictions file of a whole archive has tens of millions of rows. Holding
+each id cell as a Python string and hashing tuples of them costs minutes and
+tens of GB, so ids are dictionary-encoded once: a column becomes an integer
+code per row plus its distinct labels (in order of first appearance), and
+every check afterwards works on integers. Files are read with pyarrow
+(Parquet; CSV in 64 MB slices, each parsed by the multi-threaded ``read_csv``,
+only the needed columns); a CSV whose number columns pyarrow cannot parse as
+numbers (a stray word, a date, True/False), a ragged line, a trailing comma,
+an invalid UTF-8 byte or per-axis spacing columns is read again with pandas
+(:func:`fairlandmark.inputs.schema.read_table`) so that the messages about the
+offending cell and its guarantees stay those of the pandas reader. As there,
+only an empty cell is missing in an id column ('NA', 'None', 'NULL' are ids);
+number columns take pandas' NA spellings as missing.
+
+The same :class:`ColumnTable` wraps a pandas DataFrame, so the validators in
+:mod:`fairlandmark.inputs.schema` have one code path for files and frames.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["ColumnTable", "EncodedColumn", "read_columns", "frame_columns", "first_appearance_codes", "NA_STRINGS"]
+
+# Strings read as missing in number columns (schema.NUMERIC_NA_STRINGS, pandas' defaults); in id columns only an
+# empty cell is missing.
+NA_STRINGS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
+# Columns the pandas reader reads as text, not numbers (so 'NA' there is not a number): CSVs with them go to pandas.
+_PANDAS_ONLY_COLUMNS = frozenset({"spacing_x_mm", "spacing_y_mm"})
+# Bytes of CSV parsed per read_csv call (one slice of the file in flight).
+CSV_BLOCK_BYTES = 64 << 20
+# Key spaces up to this many times the number of rows are counted with dense arrays; larger ones are sorted.
+_DENSE_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class EncodedColumn:
+    """An id column as integer codes.
+
+    Attributes
+    ----------
+    codes : ndarray of int32, shape (n,)
+        Index into ``labels`` for each row; -1 for an empty cell.
+    labels : ndarray of object (str), shape (U,)
+        Distinct labels, stripped of surrounding spaces, in order of first
+        appearance. Two raw spellings that strip alike share one label.
+    """
+
+    codes: np.ndarray
+    labels: np.ndarray
+
+    def first_blank(self) -> int | None:
+        """Row index of the first empty cell, or None."""
+        blank = np.flatnonzero(self.codes < 0)
+        return int(blank[0]) if len(blank) else None
+
+
+@dataclass
+class ColumnTable:
+    """Column names, row count and per-column accessors of a table.
+
+    Attributes
+    ----------
+    names : list of str
+        Column names, stripped of surrounding spaces.
+    n_rows : int
+    encode : callable
+        ``encode(name) -> EncodedColumn``.
+    numbers : callable
+        ``numbers(name) -> ndarray of float64 or None``: the column as numbers
+        when its storage is numeric (NaN for an empty cell), else None.
+    series : callable
+        ``series(name) -> pandas.Series``: the raw column, for checks of text
+        cells and for messages.
+    release : callable
+        ``release(name)``: the caller is done with a column; a file's column
+        is freed at once, which keeps the peak memory down.
+    """
+
+    names: list
+    n_rows: int
+    encode: Callable[[str], EncodedColumn]
+    numbers: Callable[[str], "np.ndarray | None"]
+    series: Callable[[str], pd.Series]
+    release: Callable[[str], None] = lambda name: None
+
+
+def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber integer keys by order of first appearance.
+
+    Parameters
+    ----------
+    keys : ndarray of int, shape (n,)
+        Values in ``[0, space)``.
+    space : int
+        Upper bound of the keys.
+
+    Returns
+    -------
+    codes : ndarray of int32 (int64 beyond 2**31 rows), shape (n,)
+        ``codes[i]`` is the rank of ``keys[i]`` among the distinct keys
+        ordered by their first row.
+    first_row : ndarray of int64, shape (U,)
+        First row of each code.
+
+    Examples
+    --------
+    >>> codes, first = first_appearance_codes(np.array([7, 3, 7, 5]), 8)
+    >>> codes.tolist(), first.tolist()
+    ([0, 1, 0, 2], [0, 1, 3])
+    """
+    keys = np.asarray(keys)
+    n = len(keys)
+    index = np.int32 if max(n, space) < 2**31 - 1 else np.int64  # half the memory for up to 2e9 lines
+    if space <= _DENSE_FACTOR * n + 1024:
+        first: np.ndarray = np.full(space, n, dtype=index)
+        first[keys[::-1]] = np.arange(n - 1, -1, -1, dtype=index)  # the last write, the first row, wins
+        used = np.flatnonzero(first < n)
+        order = np.argsort(first[used], kind="stable")
+        rank = np.zeros(space, dtype=index)
+        rank[used[order]] = np.arange(len(used), dtype=index)
+        return rank[keys], first[used[order]].astype(np.int64)
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(distinct), dtype=index)
+    rank[order] = np.arange(len(distinct), dtype=index)
+    return rank[inverse.ravel()], first[order].astype(np.int64)
+
+
+def _merge_labels(codes: np.ndarray, raw_labels: Iterable[object],
+                  na_strings: frozenset[str] = frozenset()) -> EncodedColumn:
+    """Strip labels, merge those that strip alike, and code empty ones (or NA spellings) as -1.
+
+    The raw labels are in order of first appearance, so the merged labels,
+    numbered in order of their first raw label, are too.
+    """
+    stripped = ["" if v is None else str(v).strip() for v in raw_labels]
+    keep = [None if s == "" or s in na_strings else s for s in stripped]
+    merged, labels = pd.factorize(np.asarray(keep, dtype=object), use_na_sentinel=True)
+    lookup = np.append(merged.astype(np.int32), np.int32(-1))  # code -1 (an empty cell) looks up the last entry
+    out = lookup[np.asarray(codes)]
+    return EncodedColumn(codes=out.astype(np.int32, copy=False), labels=np.asarray(labels, dtype=object))
+
+
+def _arrow_labels(dictionary: Any) -> np.ndarray:
+    """Labels of an arrow dictionary as a numpy object array (strings stripped by arrow, no Python loop)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        dictionary = pc.utf8_trim_whitespace(dictionary)
+    return dictionary.to_numpy(zero_copy_only=False)
+
+
+def _merge_arrow_labels(codes: np.ndarray, dictionary: Any, na_strings: frozenset[str]) -> EncodedColumn:
+    """:func:`_merge_labels` for an arrow dictionary, skipping the Python pass when no label needs merging."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    labels = _arrow_labels(dictionary)
+    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
+        trimmed = pa.array(labels, type=pa.string())
+        clash = (pc.count_distinct(trimmed).as_py() != len(trimmed) or trimmed.null_count
+                 or pc.any(pc.is_in(trimmed, value_set=pa.array(sorted(na_strings | {""}), pa.string()))).as_py())
+        if not clash:
+            return EncodedColumn(codes=np.asarray(codes, dtype=np.int32), labels=labels.astype(object))
+    return _merge_labels(codes, labels, na_strings)
+
+
+def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not column.num_chunks:
+        return EncodedColumn(np.zeros(0, np.int32), np.zeros(0, object))
+    if not pa.types.is_dictionary(column.type):
+        chunks = pc.dictionary_encode(column).chunks
+        # The hash table of dictionary_encode persists across chunks: each chunk's dictionary extends the one
+        # before, so the last is the dictionary of every chunk, in order of first appearance.
+        indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
+        codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
+        return _merge_arrow_labels(codes, chunks[-1].dictionary, na_strings)
+    # Already dictionary-encoded (Parquet read with read_dictionary): one dictionary per chunk. Map each
+    # chunk's dictionary into one global numbering, then renumber by first appearance.
+    chunks = column.chunks
+    combined = pc.dictionary_encode(pa.concat_arrays([c.dictionary for c in chunks]))
+    global_codes = pc.fill_null(combined.indices, -1).to_numpy()
+    uniques = combined.dictionary
+    parts, offset = [], 0
+    for c in chunks:
+        lookup = np.append(global_codes[offset:offset + len(c.dictionary)], -1).astype(np.int32)
+        offset += len(c.dictionary)
+        parts.append(lookup[pc.fill_null(c.indices, -1).to_numpy()])
+    codes = np.concatenate(parts)
+    del parts
+    codes[codes < 0] = len(uniques)  # a temporary code for empty cells
+    ranked, first = first_appearance_codes(codes, len(uniques) + 1)
+    in_order = codes[first]
+    if (in_order == len(uniques)).any():  # empty cells: back to -1, through the generic path
+        labels = np.append(_arrow_labels(uniques).astype(object), np.array([None], dtype=object))[in_order]
+        return _merge_labels(ranked.astype(np.int32), list(labels), na_strings)
+    return _merge_arrow_labels(ranked.astype(np.int32), uniques.take(pa.array(in_order)), na_strings)
+
+
+def _arrow_numbers(column: Any) -> np.ndarray | None:
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_null(kind):
+        return np.full(len(column), np.nan)
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+        return None
+    return column.to_numpy().astype(np.float64, copy=False)
+
+
+def _table_columns(table: Any, na_strings: frozenset[str]) -> ColumnTable:
+    names = [str(n).strip() for n in table.column_names]
+    columns = dict(zip(names, table.columns))
+    n_rows = table.num_rows
+    del table
+
+    return ColumnTable(
+        names=names,
+        n_rows=n_rows,
+        encode=lambda name: _encode_arrow(columns[name], na_strings),
+        numbers=lambda name: _arrow_numbers(columns[name]),
+        series=lambda name: columns[name].to_pandas(),
+        release=lambda name: columns.pop(name, None) and None,
+    )
+
+
+def frame_columns(frame: pd.DataFrame) -> ColumnTable:
+    """Wrap a DataFrame as a :class:`ColumnTable` (ids via ``pandas.factorize``).
+
+    The caller has checked that the stripped column names are distinct.
+
+    Examples
+    --------
+    >>> cols = frame_columns(pd.DataFrame({"image_id": ["a", " a", "b", None]}))
+    >>> enc = cols.encode("image_id")
+    >>> enc.codes.tolist(), enc.labels.tolist()
+    ([0, 0, 1, -1], ['a', 'b'])
+    """
+    names = [str(c).strip() for c in frame.columns]
+
+    def encode(name: str) -> EncodedColumn:
+        raw = frame.iloc[:, names.index(name)]
+        codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        return _merge_labels(codes, list(uniques))
+
+    def numbers(name: str) -> np.ndarray | None:
+        raw = frame.iloc[:, names.index(name)]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            return raw.to_numpy(dtype=float, na_value=np.nan)
+        return None
+
+    return ColumnTable(names=names, n_rows=len(frame), encode=encode, numbers=numbers,
+                       series=lambda name: frame.iloc[:, names.index(name)])
+
+
+def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tuple[str, ...],
+              numeric_columns: tuple[str, ...]) -> Any:
+    """The CSV's id and number columns, read in slices of CSV_BLOCK_BYTES, each parsed by read_csv's threads.
+
+    One slice in flight keeps the peak near the size of the table (reading the whole file at once costs
+    about four times that); every slice is parsed multi-threaded (the streaming reader is single-threaded).
+    Ids come out as dictionaries, never null (an empty cell is an empty label, coded -1 later; 'NA' is an id),
+    numbers as float64 from the first line on, with pandas' NA spellings as missing: text in a number column,
+    a ragged line or invalid UTF-8 raises here, and pandas reads the file instead.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    wanted = [h for h, s in zip(header, stripped) if s in id_columns or s in numeric_columns]
+    types = {h: (pa.dictionary(pa.int32(), pa.string()) if s in id_columns else pa.float64())
+             for h, s in zip(header, stripped) if h in wanted}
+    read_options = pcsv.ReadOptions(column_names=header, use_threads=True)
+    parse_options = pcsv.ParseOptions(newlines_in_values=False)
+    convert_options = pcsv.ConvertOptions(column_types=types, include_columns=wanted,
+                                          null_values=sorted(NA_STRINGS), strings_can_be_null=False,
+                                          quoted_strings_can_be_null=False)
+    tables = []
+    with open(src, "rb") as handle:
+        handle.readline()  # the header, already read
+        while True:
+            data = handle.read(CSV_BLOCK_BYTES)
+            if not data:
+                break
+            data += handle.readline()  # up to the end of the slice's last line
+            tables.append(pcsv.read_csv(pa.py_buffer(data), read_options=read_options,
+                                        parse_options=parse_options, convert_options=convert_options))
+    if not tables:
+        return pa.table({h: pa.array([], type=types[h]) for h in wanted})
+    return pa.concat_tables(tables)
+
+
+def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
+                 numeric_columns: tuple[str, ...]) -> ColumnTable | None:
+    """Read a CSV or Parquet file with pyarrow; None when pandas must read it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        An existing, non-empty file.
+    id_columns : tuple of str
+        Columns read as text (ids such as ``"001"`` keep their zeros).
+    numeric_columns : tuple of str
+        Columns that must come out numeric; if pyarrow types one of them
+        otherwise, or cannot parse the file at all, the caller reads it with
+        pandas, whose messages name the offending cell.
+
+    Returns
+    -------
+    ColumnTable or None
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a core dependency
+        return None
+    src = os.fspath(path)
+    ext = os.path.splitext(src)[1].lower()
+    if ext == ".gz":
+        return None  # compressed: pandas decompresses
+    try:
+        if ext in (".parquet", ".pq"):
+            schema = pq.read_schema(src)
+            text_ids = [name for name, kind in zip(schema.names, schema.types)
+                        if name.strip() in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
+            # Ids read as dictionaries: no Python string per row, and far less memory.
+            table = pq.read_table(src, read_dictionary=text_ids)
+            na_strings: frozenset = frozenset()
+        else:
+            with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:
+                header = head.schema.names
+            stripped = [h.strip() for h in header]
+            if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
+                return None  # a repeated column: pandas' reader names it in the message
+            if "" in stripped or _PANDAS_ONLY_COLUMNS.intersection(stripped):
+                return None  # a trailing comma on the header, or columns pandas reads as text
+            table = _read_csv(src, header, stripped, id_columns, numeric_columns)
+            na_strings = frozenset()  # only an empty cell is a missing id (it strips to "", coded -1)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    names = [str(n).strip() for n in table.column_names]
+    if len(set(names)) != len(names):
+        return None
+    for name, col in zip(names, table.columns):
+        if name in numeric_columns and _arrow_numbers(col.slice(0, 0)) is None:
+            return None
+    cols = _table_columns(table, na_strings)
+    if ext not in (".parquet", ".pq"):
+        cols.names = stripped  # every column of the file, for messages; only the needed ones were parsed
+    return cols

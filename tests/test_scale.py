@@ -1,0 +1,218 @@
+"""Columnar reading and validation on integer codes: same Predictions from every reader and row order."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fairlandmark import InputError
+from fairlandmark.inputs.columnar import first_appearance_codes, frame_columns
+from fairlandmark.inputs.schema import check_predictions
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def _study(seed=0, n_images=40, n_kp=5, runs=("h1", "h2", "h3")):
+    """Long predictions: every image in every run, keypoints 1..n_kp, some missing predictions."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run in runs:
+        for i in rng.permutation(n_images):
+            for k in rng.permutation(n_kp) + 1:
+                miss = rng.random() < 0.05
+                rows.append({"run": run, "image_id": f"{i:03d}", "keypoint": int(k),
+                             "pred_x": np.nan if miss else rng.normal(100, 5), "pred_y": np.nan if miss else rng.normal(50, 5),
+                             "true_x": rng.normal(100, 1), "true_y": rng.normal(50, 1)})
+    return pd.DataFrame(rows)
+
+
+def _plain_pivot(frame):
+    """Independent reference: a dict per (run, image) built by a Python loop, rows by first appearance."""
+    order, cells = [], {}
+    for rec in frame.to_dict("records"):
+        key = (str(rec["run"]).strip(), str(rec["image_id"]).strip())
+        if key not in cells:
+            order.append(key)
+            cells[key] = {}
+        cells[key][int(rec["keypoint"])] = (rec["pred_x"], rec["pred_y"], rec["true_x"], rec["true_y"])
+    kps = sorted({k for c in cells.values() for k in c})
+    values = np.array([[cells[key][k] for k in kps] for key in order], dtype=float)  # (rows, K, 4)
+    runs = list(dict.fromkeys(r for r, _ in order))
+    return order, runs, kps, values
+
+
+def _assert_matches(preds, frame):
+    order, runs, kps, values = _plain_pivot(frame)
+    assert preds.runs.tolist() == runs and preds.keypoints.tolist() == kps
+    assert [(preds.runs[r], i) for r, i in zip(preds.row_run, preds.row_image)] == order
+    missing = np.isnan(values[..., 0]) | np.isnan(values[..., 1])
+    expect_pred = np.where(missing[..., None], np.nan, values[..., :2])
+    np.testing.assert_array_equal(preds.pred, expect_pred)
+    np.testing.assert_array_equal(preds.true, values[..., 2:])
+
+
+@pytest.mark.parametrize("order", ["shuffled", "sorted", "keypoints_reversed"])
+def test_every_reader_gives_the_plain_loop_pivot(tmp_path, order):
+    frame = _study()
+    if order == "shuffled":  # lines in any order: the scatter path; in row order: a reshape
+        frame = frame.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    else:
+        frame = frame.sort_values(["run", "image_id", "keypoint"], ascending=[True, True, order == "sorted"],
+                                  kind="stable").reset_index(drop=True)
+    csv, parquet, dict_parquet = tmp_path / "p.csv", tmp_path / "p.parquet", tmp_path / "d.parquet"
+    frame.to_csv(csv, index=False)
+    frame.to_parquet(parquet)
+    # Dictionary-encoded ids in several row groups, each with its own dictionary.
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.set_column(1, "image_id", table.column("image_id").dictionary_encode())
+    pq.write_table(table, dict_parquet, row_group_size=97)
+    for source in (frame, csv, parquet, dict_parquet):
+        _assert_matches(check_predictions(source), frame)
+
+
+def test_ids_are_stripped_merged_and_keep_leading_zeros(tmp_path):
+    text = ("run,image_id,keypoint,pred_x,pred_y,true_x,true_y\n"
+            "h1, 007,1,1,1,0,0\nh1,007 ,2,2,2,0,0\nh1,08,1,3,3,0,0\nh1,08, 2,4,4,0,0\n")
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    preds = check_predictions(path)
+    assert preds.row_image.tolist() == ["007", "08"] and preds.keypoints.tolist() == [1, 2]
+    assert preds.pred[:, :, 0].tolist() == [[1, 2], [3, 4]]
+    dup = text + "h1,007,1,9,9,0,0\n"
+    path.write_text(dup)
+    with pytest.raises(InputError, match=r"row 6 repeats \(run=h1, image_id=007, keypoint=1\) first seen on row 2"):
+        check_predictions(path)
+
+
+@pytest.mark.parametrize("cell", ["", " "])
+def test_an_empty_id_is_empty_with_either_reader(tmp_path, cell):
+    path = tmp_path / "p.csv"
+    path.write_text(f"image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,0,0,0,0\n{cell},1,0,0,0,0\n")
+    with pytest.raises(InputError, match=r"row 3, column 'image_id' is empty"):
+        check_predictions(path)
+    with pytest.raises(InputError, match=r"row 3, column 'image_id' is empty"):
+        check_predictions(pd.read_csv(path, dtype=str, keep_default_na=False))
+
+
+@pytest.mark.parametrize("cell", ["NA", "null", "None", "n/a"])
+def test_na_spellings_are_ids_and_missing_numbers_as_in_the_pandas_reader(tmp_path, cell):
+    # Only an empty cell is a missing id ('NA' is North America); in number columns pandas' NA spellings are missing.
+    path = tmp_path / "p.csv"
+    path.write_text(f"image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,{cell},0,0,0\n{cell},1,0,0,0,0\n")
+    fast = check_predictions(path)
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    slow = check_predictions(gz)  # .gz: the pandas reader
+    assert fast.row_image.tolist() == slow.row_image.tolist() == ["a", cell]
+    np.testing.assert_array_equal(fast.pred, slow.pred)
+    assert np.isnan(fast.pred[0, 0]).all()
+
+
+def test_messages_with_many_runs_name_the_first_offending_line(tmp_path):
+    frame = _study(n_images=30, n_kp=4)
+    frame = frame.sort_values(["run", "image_id", "keypoint"], kind="stable").reset_index(drop=True)
+    dropped = frame.drop(index=[57]).reset_index(drop=True)  # run h1, image 014, keypoint 2
+    path = tmp_path / "p.csv"
+    dropped.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"image '014' \(run h1\) has 3 of 4 keypoints, keypoint 2 is missing"):
+        check_predictions(path)
+    repeated = pd.concat([frame, frame.iloc[[200]]], ignore_index=True)
+    repeated.to_parquet(tmp_path / "r.parquet")
+    with pytest.raises(InputError, match=rf"row {len(frame) + 2} repeats \(run=h2, image_id=020, keypoint=1\) "
+                                         r"first seen on row 202"):
+        check_predictions(tmp_path / "r.parquet")
+
+
+def test_text_in_a_number_column_falls_back_to_the_pandas_message(tmp_path):
+    frame = _study(n_images=5, n_kp=2, runs=("0",)).drop(columns="run")
+    frame["pred_y"] = frame["pred_y"].astype(object)
+    frame.loc[7, "pred_y"] = "oops"
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"row 9, column 'pred_y': 'oops' is not a number"):
+        check_predictions(path)
+
+
+def test_text_in_a_later_csv_block_still_gets_the_pandas_message(tmp_path, monkeypatch):
+    import fairlandmark.inputs.columnar as columnar
+
+    monkeypatch.setattr(columnar, "CSV_BLOCK_BYTES", 1 << 10)  # types inferred from the first kilobyte only
+    frame = _study(n_images=40, n_kp=2, runs=("0",)).drop(columns="run")
+    frame["true_x"] = frame["true_x"].astype(object)
+    frame.loc[70, "true_x"] = "n/a?"
+    path = tmp_path / "p.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"row 72, column 'true_x': 'n/a\?' is not a number"):
+        check_predictions(path)
+    frame.loc[70, "true_x"] = 1.5
+    frame.to_csv(path, index=False)
+    _assert_matches(check_predictions(path), frame.astype({"true_x": float}).assign(run="0"))
+
+
+@pytest.mark.parametrize("space_factor", [1, 100])
+def test_first_appearance_codes_match_a_dict(space_factor):
+    rng = np.random.default_rng(3)
+    keys = rng.integers(0, 50, 400) * space_factor * 100  # small space: dense path; large: sorting path
+    codes, first = first_appearance_codes(keys, int(keys.max()) + 1)
+    seen = {}
+    expect = [seen.setdefault(k, len(seen)) for k in keys.tolist()]
+    assert codes.tolist() == expect
+    assert first.tolist() == [keys.tolist().index(k) for k in seen]
+
+
+def test_frame_columns_factorize_like_astype_str():
+    frame = pd.DataFrame({"image_id": [1, 2, 1], "kp": [1.0, 2.0, np.nan]})
+    cols = frame_columns(frame)
+    ids, kps = cols.encode("image_id"), cols.encode("kp")
+    assert ids.labels.tolist() == ["1", "2"] and ids.codes.tolist() == [0, 1, 0]
+    assert kps.labels.tolist() == ["1.0", "2.0"] and kps.codes.tolist() == [0, 1, -1]
+
+
+def _both_readers(tmp_path, text):
+    """check_predictions of the same CSV through the pyarrow path and (as .csv.gz) the pandas path."""
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    gz = tmp_path / "p.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    return check_predictions(path), check_predictions(gz)
+
+
+def test_unlabelled_mask_and_axis_spacing_match_the_pandas_reader(tmp_path):
+    text = ("image_id,keypoint,pred_x,pred_y,true_x,true_y\n"
+            "a,1,1,2,3,4\na,2,1,2,,\nb,1,5,6,7,8\nb,2,1,1,2,2\n")
+    fast, slow = _both_readers(tmp_path, text)
+    assert fast.labelled.tolist() == slow.labelled.tolist() == [[True, False], [True, True]]
+    np.testing.assert_array_equal(fast.true, slow.true)
+    text = ("image_id,keypoint,pred_x,pred_y,true_x,true_y,spacing_x_mm,spacing_y_mm\n"
+            "a,1,1,2,3,4,0.1,0.2\na,2,1,2,3,4,0.1,0.2\n")
+    fast, slow = _both_readers(tmp_path, text)
+    assert fast.labelled is None and slow.labelled is None
+    np.testing.assert_array_equal(fast.spacing_xy, slow.spacing_xy)
+    assert fast.spacing_xy[0, 0].tolist() == [0.1, 0.2]
+    frame = pd.read_csv(tmp_path / "p.csv")
+    frame.to_parquet(tmp_path / "p.parquet")
+    np.testing.assert_array_equal(check_predictions(tmp_path / "p.parquet").spacing_xy, fast.spacing_xy)
+
+
+def test_trailing_commas_ragged_lines_and_booleans_as_in_the_pandas_reader(tmp_path):
+    fast, slow = _both_readers(tmp_path, "image_id,keypoint,pred_x,pred_y,true_x,true_y,\na,1,1,2,3,4,\n")
+    np.testing.assert_array_equal(fast.pred, slow.pred)
+    fast, slow = _both_readers(tmp_path, "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,1,2,3,4,\n")
+    np.testing.assert_array_equal(fast.true, slow.true)
+    for path in (tmp_path / "p.csv", tmp_path / "p.csv.gz"):
+        text = "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,1,2,3,4\nb,1,1,2,3,4,5,6\n"
+        path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
+        with pytest.raises(InputError, match=r"line 3 has 8 fields where the header has 6"):
+            check_predictions(path)
+        text = "image_id,keypoint,pred_x,pred_y,true_x,true_y\na,1,True,2,3,4\n"
+        path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
+        with pytest.raises(InputError, match=r"column 'pred_x' holds True/False values"):
+            check_predictions(path)
+    pd.DataFrame({"image_id": ["a"], "keypoint": [1], "pred_x": [True], "pred_y": [1.0], "true_x": [1.0],
+                  "true_y": [1.0]}).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(InputError, match=r"column 'pred_x' holds True/False values"):
+        check_predictions(tmp_path / "b.parquet")
