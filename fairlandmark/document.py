@@ -91,7 +91,7 @@ def _json_type(value: object) -> str:
 
 
 _TEXT_FIELDS = frozenset({"attribute", "family", "group", "group_high", "group_low", "direction", "analysis",
-                          "target"})
+                          "target", "measurement", "kind", "unit", "description", "dp_of"})
 _LABEL_FIELDS = frozenset({"keypoint", "max_dp_keypoint"})
 
 
@@ -104,9 +104,9 @@ def _record_value_problem(field: str, value: object) -> str | None:
     if field in _LABEL_FIELDS:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
     if isinstance(value, list):  # a pair of groups, an interval
-        return None if field == "pair" or field.endswith("_ci") else "a number"
+        return None if field in ("pair", "classes") or field.endswith("_ci") else "a number"
     if isinstance(value, dict):  # per-group and per-threshold maps; the covariate-adjusted gaps (--adjust)
-        return None if "_by_" in field or field == "adjusted" else "a number"
+        return None if "_by_" in field or field == "adjusted" or field.endswith("_test") else "a number"
     if isinstance(value, bool):
         return None if field in _BOOL_FIELDS or field.endswith("significant") else "a number"
     if isinstance(value, (int, float)):

@@ -657,9 +657,14 @@ class SignificanceResult:
                     m_lo, m_hi = np.nanquantile(boot[a]["mre"], [lo_q, hi_q], axis=0)
                     self.group_ci[a] = (s_lo, s_hi, m_lo, m_hi)  # each (G, K)
                     # The interval shown: signed gap of the reported pair (contains its estimate; see intervals.py).
+                    # Callers that pass only group validity (the measurement audit) get no gap interval.
                     obs = ctx.observed[a]
-                    self.columns[a].update(reported_gap_interval(obs.sdr[0] if obs.sdr_dp is None else obs.sdr_dp,
-                                                                 obs.valid, boot[a]["sdr"], options.ci))
+                    observed_sdr = getattr(obs, "sdr_dp", None)
+                    if observed_sdr is None and getattr(obs, "sdr", None) is not None:
+                        observed_sdr = obs.sdr[0]
+                    if observed_sdr is not None:
+                        self.columns[a].update(reported_gap_interval(observed_sdr, obs.valid, boot[a]["sdr"],
+                                                                     options.ci))
         if base is not None:
             for a in self.attributes:
                 with warnings.catch_warnings():
