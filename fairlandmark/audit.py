@@ -21,7 +21,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from fairlandmark.version import __version__
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import FairlandmarkWarning, InputError, spell_options
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
 from fairlandmark.stats.kernel import (RunKernel, mean_std_over_runs, aggregate, build_values, labelled_from_sums,
@@ -57,11 +57,11 @@ MSG_SPACING_SHAPE = ("spacing_mm: expected a number, shape (N,) or shape (N, 2) 
                      "got shape {shape} for N = {n}")
 MSG_GROUP_LENGTH = "groups[{name!r}]: {n} values for {n_images} images; give one value per image"
 MSG_SMALL_GROUP = (
-    "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below min_group_size={min}; "
+    "attribute '{attribute}': group '{group}' has {n} image(s) in run {run}, below «min_group_size»={min}; "
     "it is reported but left out of DP"
 )
 MSG_SMALL_GROUPS = (
-    "attribute '{attribute}': {k} group(s) fall below min_group_size={min} in {cases} (group, run) case(s), "
+    "attribute '{attribute}': {k} group(s) fall below «min_group_size»={min} in {cases} (group, run) case(s), "
     "e.g. group '{group}' has {n} image(s) in run {run}; they are reported but left out of DP where small"
 )
 MSG_BIN_HINT = (
@@ -70,7 +70,7 @@ MSG_BIN_HINT = (
 )
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 MSG_THIN_KEYPOINT = (
-    "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than min_group_size={min} images with ground "
+    "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than «min_group_size»={min} images with ground "
     "truth (e.g. group '{group}', keypoint {kp}: {n_lab} in run {run}); they are reported but left out of that "
     "keypoint's DP"
 )
@@ -170,7 +170,8 @@ def small_group_notes(study: Study, observed: dict[str, Observed], min_group_siz
 def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
               significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
               privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None,
-              measurements: Any = None, curves: bool | Mapping[str, Any] = True) -> AuditResult:
+              measurements: Any = None, curves: bool | Mapping[str, Any] = True,
+              emit_warnings: bool = True) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`.
 
     ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
@@ -180,6 +181,10 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     :mod:`fairlandmark.inputs.measurements`) adds the clinical-measurement
     audit; ``curves`` (True, False or a dict with ``phi``) the error curves
     and, with significance, their curve-gap test.
+    The notes for the user (the study's input notes and the audit's own) are
+    ``AuditResult.warnings``; with ``emit_warnings`` (default) each is also
+    issued once as a :class:`fairlandmark.exceptions.FairlandmarkWarning`. The
+    command line turns that off and prints them itself.
     """
     if measurements is not None:
         from fairlandmark.inputs.measurements import load_measurements
@@ -192,7 +197,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     observed = {a: observe(kernel, layout, study.coding, a, min_group_size, cell_sums)
                 for a in study.coding.attributes}
 
-    notes = list(study.warnings) + small_group_notes(study, observed, min_group_size)
+    notes = list(study.notes) + small_group_notes(study, observed, min_group_size)
     for a, obs in observed.items():
         thin = obs.valid[..., None] & (obs.n_labelled < min_group_size)
         if thin.any():
@@ -213,12 +218,13 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                                options=significance)
-    for note in notes:
-        warnings.warn(note, FairlandmarkWarning, stacklevel=3)
+    if emit_warnings:
+        for text in notes:
+            warnings.warn(FairlandmarkWarning(text), stacklevel=2)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
-                         significance=sig, warnings=notes)
+                         significance=sig, notes=notes)
     if adjust is not None:
-        _add_adjusted(result, adjust, significance)
+        _add_adjusted(result, adjust, significance, emit_warnings)
     if curves:
         from fairlandmark.stats.curves import error_curves
 
@@ -234,12 +240,13 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
-        result.privacy = audit_privacy(study, **({} if privacy is True else dict(privacy)))
+        # The study's notes were given above; the privacy section adds none of its own.
+        result.privacy = audit_privacy(study, emit_warnings=False, **({} if privacy is True else dict(privacy)))
     return result
 
 
 def _add_adjusted(result: AuditResult, covariates: Covariates,
-                  significance: SignificanceOptions | Mapping[str, Any] | bool | None) -> None:
+                  significance: SignificanceOptions | Mapping[str, Any] | bool | None, emit_warnings: bool) -> None:
     """Fit the covariate-adjusted models; same alpha and correction as the permutation tests."""
     from fairlandmark.stats.adjusted import adjusted_disparities
     from fairlandmark.stats.significance import SignificanceOptions
@@ -254,9 +261,10 @@ def _add_adjusted(result: AuditResult, covariates: Covariates,
     valid = {a: result.observed[a].valid for a in result.attributes}
     result.adjusted = adjusted_disparities(result.study, covariates, threshold=result.thresholds[0], alpha=alpha,
                                            correction=correction, ci=ci, valid=valid, pairs=pairs)
-    for note in result.adjusted.warnings:
-        warnings.warn(note, FairlandmarkWarning, stacklevel=4)
-    result.warnings.extend(result.adjusted.warnings)
+    if emit_warnings:
+        for text in result.adjusted.warnings:
+            warnings.warn(FairlandmarkWarning(text), stacklevel=3)
+    result.notes.extend(result.adjusted.warnings)
 
 
 def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
@@ -270,7 +278,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
           privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None,
           measurements: Any = None, curves: bool | Mapping[str, Any] = True,
           spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
-          encoding: str | None = None) -> AuditResult:
+          encoding: str | None = None, emit_warnings: bool = True) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -335,6 +343,10 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
     encoding : str, optional
         Text encoding of CSV inputs; default UTF-8, or UTF-16 when the file starts with a byte-order mark
         (e.g. ``"latin-1"`` for a file saved by an old spreadsheet).
+    emit_warnings : bool, default True
+        Issue each note of ``AuditResult.warnings`` (unused metadata rows, small
+        groups, ...) once as a :class:`fairlandmark.exceptions.FairlandmarkWarning`;
+        False leaves them in the result only.
 
     Returns
     -------
@@ -365,7 +377,8 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                                       attributes=[a for a in study.coding.attributes if a in study.coding.base_codes],
                                       source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy, adjust=covariates, measurements=measurements, curves=curves)
+                     privacy=privacy, adjust=covariates, measurements=measurements, curves=curves,
+                     emit_warnings=emit_warnings)
 
 
 def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
@@ -493,21 +506,28 @@ class AuditResult:
     groups : pandas.DataFrame
         One row per (attribute, group): images in total and per run.
     warnings : list of str
+        Notes for the user (unused metadata rows, small groups, ...); ``notes``
+        holds the same with options still marked, for other spellings.
     """
 
     def __init__(self, *, study: Study, thresholds: Iterable[float], min_group_size: int,
                  observed: dict[str, Observed], significance: SignificanceResult | None,
-                 warnings: Iterable[str]) -> None:
+                 notes: Iterable[str]) -> None:
         self.study = study
         self.thresholds = list(thresholds)
         self.min_group_size = min_group_size
         self.observed = observed
         self.significance = significance
-        self.warnings = list(warnings)
+        self.notes = list(notes)  # options still marked; `warnings` spells them by API name
         self.privacy: list[PrivacyResult] = []  # PrivacyResult list from the opt-in privacy section (fairlandmark.stats.privacy)
         self.adjusted: AdjustedResult | None = None  # from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
         self.measurements: MeasurementAudit | None = None  # opt-in clinical measurements (stats/measurements.py)
         self.curves: CurveResult | None = None  # error curves and the curve-gap test (stats/curves.py)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The notes for the user, options named as a Python caller types them."""
+        return [spell_options(text) for text in self.notes]
 
     @cached_property
     def anatomy(self) -> dict[str, Any] | None:

@@ -21,9 +21,10 @@ Examples
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 
-__all__ = ["InputError", "FairlandmarkWarning", "option", "spell_options", "OPTION_NAMES"]
+__all__ = ["InputError", "FairlandmarkWarning", "option", "spell_options", "OPTION_NAMES", "note"]
 
 # Options that messages may name; only these marks are spelled, so user text that happens to contain
 # guillemets is left as it is.
@@ -72,3 +73,25 @@ class FairlandmarkWarning(UserWarning):
     def spelled(self, spellings: Mapping[str, str]) -> str:
         """The message with options spelled as in ``spellings`` (e.g. command-line flags)."""
         return spell_options(super().__str__(), spellings)
+
+
+def note(message: str, notes: list[str] | None, *, stacklevel: int = 2) -> None:
+    """Tell the user something that does not stop the work, once.
+
+    A check called inside a larger job (``prepare_study``) appends the message,
+    options still marked, to that job's ``notes``; the job's result carries it
+    and the facade or the command line shows it once, spelled for its reader.
+    Called on its own (``notes=None``), the check warns with
+    :class:`FairlandmarkWarning` instead.
+
+    Examples
+    --------
+    >>> collected: list[str] = []
+    >>> note("«spacing_mm» ignored", collected)
+    >>> collected
+    ['«spacing_mm» ignored']
+    """
+    if notes is None:
+        warnings.warn(FairlandmarkWarning(message), stacklevel=stacklevel + 1)
+    else:
+        notes.append(message)

@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["OutputSet", "current_outputs", "missing_folders", "is_special_output", "STDOUT", "atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
+__all__ = ["OutputSet", "current_outputs", "when_written", "missing_folders", "is_special_output", "STDOUT", "atomic_write_text", "atomic_write_bytes", "write_text_output", "json_safe", "dump_json", "check_outputs",
            "read_toml", "MSG_TOML", "MSG_NO_TOMLLIB"]
 
 MSG_OUTPUT_IS_INPUT = "{option} {path}: that is the {role} this command reads; write the result to another path"
@@ -45,6 +45,19 @@ _ACTIVE: ContextVar[OutputSet | None] = ContextVar("fairlandmark_outputs", defau
 def current_outputs() -> OutputSet | None:
     """The active :class:`OutputSet`, or None when writes go straight to their files."""
     return _ACTIVE.get()
+
+
+def when_written(callback: Callable[[], None]) -> None:
+    """Run ``callback`` (say, print "wrote PATH") once the outputs are in place.
+
+    Inside an :class:`OutputSet` that is after its commit, and never if it is
+    rolled back; outside one, at once (files are then written directly).
+    """
+    active = _ACTIVE.get()
+    if active is None:
+        callback()
+    else:
+        active.after_commit(callback)
 
 
 def is_special_output(path: str | os.PathLike[str]) -> bool:
@@ -153,6 +166,7 @@ class OutputSet:
         self._staged: list[tuple[str, str]] = []  # (temporary file, file to replace)
         self._in_place: list[tuple[str, bytes]] = []
         self.created_folders: list[str] = []  # made for the outputs; removed again on rollback
+        self._after_commit: list[Callable[[], None]] = []
         self._token: Token[OutputSet | None] | None = None
 
     def stage(self, path: str | os.PathLike[str], data: bytes) -> None:
@@ -176,6 +190,13 @@ class OutputSet:
         in_place, self._in_place = self._in_place, []
         for path, data in in_place:
             _write_in_place(path, data)
+        after, self._after_commit = self._after_commit, []
+        for callback in after:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the files staged so far are in place (dropped on rollback)."""
+        self._after_commit.append(callback)
 
     def rollback(self) -> None:
         """Delete every staged file; nothing is written."""
@@ -186,7 +207,7 @@ class OutputSet:
                 os.rmdir(folder)  # only when still empty
             except OSError:
                 pass
-        self._staged, self._in_place, self.created_folders = [], [], []
+        self._staged, self._in_place, self.created_folders, self._after_commit = [], [], [], []
 
     def __enter__(self) -> OutputSet:
         self._token = _ACTIVE.set(self)

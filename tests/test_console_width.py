@@ -199,3 +199,30 @@ def test_unbinned_numeric_attribute_gives_one_line_and_a_bin_hint():
     assert small.startswith("attribute 'age': 10 group(s) fall below min_group_size=10 in 40 (group, run) case(s)")
     assert "--bin age=" in hint and "bins={'age': [" in hint
     assert collapse_warnings(["x", "y", "x", "x"]) == ["x (x3)", "y"]
+
+
+def test_findings_wrap_under_their_item_and_keep_numbers_with_labels():
+    """Issue 15: a finding about an intersection group no longer breaks 'adjusted p' from its number at 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from fairlandmark.findings import Finding
+    from fairlandmark.render.console import render_findings, wrap_finding
+
+    long = "  sex&age, keypoint 3: DP 0.469 (F&age<14 vs F&age>=14), chance 0.197, adjusted p 0.0111"
+    short = "  sex, keypoint 12: DP 0.197 (F vs M), chance 0.078, adjusted p 0.0111"
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=False, color_system=None)
+    render_findings([Finding(kind="significant", text=long), Finding(kind="significant", text=short)], console)
+    lines = out.getvalue().splitlines()
+    assert lines == ["Findings",
+                     "  sex&age, keypoint 3: DP 0.469 (F&age<14 vs F&age>=14), chance 0.197,",
+                     "      adjusted p 0.0111",
+                     short]
+    # Whatever the width, no word is lost or split, and every continuation is indented under its item.
+    for width in range(30, 100):
+        wrapped = wrap_finding(long, width)
+        assert " ".join(line.strip() for line in wrapped) == long.strip()
+        assert all(line.startswith("      ") for line in wrapped[1:])
+        assert all(len(line) <= width for line in wrapped)

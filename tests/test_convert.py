@@ -196,3 +196,34 @@ def test_isbi2015_files_convert(shared_data):
     assert table.ids[0] == "001" and table.ids[-1] == "400"
     raw = pd.read_csv(truth, header=None).to_numpy()[:, 1:]
     np.testing.assert_array_equal(table.coords.reshape(400, -1), raw)
+
+
+def test_convert_reads_a_latin1_file_with_encoding_and_names_it_without(tmp_path, capsys):
+    """--encoding on convert: a Latin-1 id is read as text; without it, one line says which encoding to try."""
+    from fairlandmark.cli.main import main
+
+    truth, pred = tmp_path / "truth.csv", tmp_path / "pred.csv"
+    truth.write_bytes("id,x1,y1\nJosé,1,2\nZoë,3,4\n".encode("latin-1"))
+    pred.write_bytes("id,x1,y1\nJosé,1.5,2\nZoë,3,4.5\n".encode("latin-1"))
+    out = tmp_path / "long.csv"
+    code = main(["convert", "--truth", str(truth), "--pred", str(pred), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    assert err.count("\n") == 1 and "latin-1" in err and "--encoding" in err and str(truth) in err
+    code = main(["convert", "--truth", str(truth), "--pred", str(pred), "--out", str(out), "--encoding", "latin-1"])
+    assert code == 0
+    frame = pd.read_csv(out)
+    assert list(frame["image_id"]) == ["José", "Zoë"]
+    assert frame["pred_x"].tolist() == [1.5, 3.0] and frame["true_y"].tolist() == [2.0, 4.0]
+
+
+def test_convert_refuses_encoding_for_coco(tmp_path, capsys):
+    from fairlandmark.cli.main import main
+
+    truth, pred = tmp_path / "gt.json", tmp_path / "res.json"
+    truth.write_text("{}")
+    pred.write_text("[]")
+    code = main(["convert", "--truth", str(truth), "--pred", str(pred), "--out", str(tmp_path / "o.csv"),
+                 "--encoding", "latin-1"])
+    assert code == 2
+    assert capsys.readouterr().err == "error: --encoding: COCO JSON files are always UTF-8; drop --encoding (it applies to wide CSV files)\n"

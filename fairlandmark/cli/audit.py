@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
-from fairlandmark.cli._common import (finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
+from fairlandmark.cli._common import (FLAG_SPELLINGS, finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import STDOUT, check_outputs
@@ -68,7 +68,7 @@ def audit_from_args(args: argparse.Namespace) -> AuditResult:
         measurements = load_measurements(args.measurements)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
                        significance=significance, adjust=covariates, measurements=measurements,
-                       curves=not getattr(args, "no_curves", False))
+                       curves=not getattr(args, "no_curves", False), emit_warnings=False)
     result.privacy = privacy_from_audit_args(study, args)
     return result
 
@@ -121,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     console = make_console(stderr=STDOUT in _output_paths(args))  # stdout stays free for '-' outputs
     result = audit_from_args(args)
     if not args.quiet:
-        render_audit(result, console)
+        render_audit(result, console, spellings=FLAG_SPELLINGS)
         from fairlandmark.render.adjusted_power import print_adjustment_and_power
 
         print_adjustment_and_power(result.to_dict(), console)
@@ -135,11 +135,11 @@ def _run(args: argparse.Namespace) -> int:
 
             render_measurements(result, console)
         for privacy in result.privacy:
-            render_privacy(privacy, console)
+            render_privacy(privacy, console, spellings=FLAG_SPELLINGS)
     else:
         # Only the findings (they include any privacy leak); warnings still reach stderr, once each.
         render_findings(findings(result), console)
-        render_warnings(result.warnings, make_console(stderr=True))
+        render_warnings(result.notes, make_console(stderr=True), spellings=FLAG_SPELLINGS)
     if args.json:
         result.to_json(args.json)
         _say_wrote(console, args.json)

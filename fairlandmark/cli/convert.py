@@ -15,7 +15,7 @@ from fairlandmark.inputs.convert import (WideTable, MSG_TEMPLATE_EXISTS, check_t
                        write_long)
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
 from fairlandmark.cli._common import FLAG_SPELLINGS, finite_float
-from fairlandmark.files import check_outputs
+from fairlandmark.files import check_outputs, when_written
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 MSG_COCO_ONLY = "{option}: applies to COCO files; give a .json --truth (COCO keypoints) or drop {option}"
 MSG_COCO_MIX = "--pred {path}: a COCO --truth (.json) needs COCO results (.json) for every --pred"
 MSG_DICOM_AND_SPACING = "--spacing-from-dicom and --spacing-mm: give only one pixel-to-mm scale"
+MSG_COCO_ENCODING = "--encoding: COCO JSON files are always UTF-8; drop --encoding (it applies to wide CSV files)"
 
 __all__ = ["register"]
 
@@ -80,6 +81,8 @@ def _check_coco_options(args: argparse.Namespace) -> bool:
         for path in args.pred:
             if not _is_coco(path):
                 raise InputError(MSG_COCO_MIX.format(path=path))
+        if args.encoding:
+            raise InputError(MSG_COCO_ENCODING)
     if args.spacing_from_dicom and args.spacing_mm is not None:
         raise InputError(MSG_DICOM_AND_SPACING)
     return coco
@@ -123,8 +126,8 @@ def _run(args: argparse.Namespace) -> int:
             truth = WideTable(source=coco_truth.source, ids=coco_truth.image_ids, coords=coco_truth.true,
                               rows=np.arange(1, len(coco_truth.image_ids) + 1), has_header=False)
         else:
-            truth = read_wide(args.truth, truth=True)
-            frame = convert(args.pred, truth, runs=args.run, spacing_mm=args.spacing_mm,
+            truth = read_wide(args.truth, truth=True, encoding=args.encoding)
+            frame = convert(args.pred, truth, runs=args.run, spacing_mm=args.spacing_mm, encoding=args.encoding,
                             predicted_only=args.predicted_only)
         if args.spacing_from_dicom:
             frame = _with_dicom_spacing(frame, args)
@@ -135,16 +138,17 @@ def _run(args: argparse.Namespace) -> int:
         if issubclass(w.category, FairlandmarkWarning):
             text = w.message.spelled(FLAG_SPELLINGS) if isinstance(w.message, FairlandmarkWarning) else w.message
             sys.stderr.write(f"warning: {text}\n")
-    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the table itself
-    print(f"wrote {args.out}: {conversion_summary(frame, truth.n_keypoints)}", file=say)
+    lines = [f"wrote {args.out}: {conversion_summary(frame, truth.n_keypoints)}"]
     if coco_truth is not None and coco_truth.n_unlabelled:
-        print(f"{coco_truth.n_unlabelled} ground-truth point(s) have v=0 (no ground truth): written with empty "
-              f"true_x/true_y, left out of their keypoint's numbers", file=say)
+        lines.append(f"{coco_truth.n_unlabelled} ground-truth point(s) have v=0 (no ground truth): written with "
+                     f"empty true_x/true_y, left out of their keypoint's numbers")
     if meta is not None:
-        print(f"wrote {args.metadata_from_coco}: {len(meta)} images, columns {', '.join(meta.columns[1:])}", file=say)
+        lines.append(f"wrote {args.metadata_from_coco}: {len(meta)} images, columns {', '.join(meta.columns[1:])}")
     if args.metadata_template:
         n = metadata_template(truth, args.metadata_template, columns=args.template_columns.split(","))
-        print(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}", file=say)
+        lines.append(f"wrote {args.metadata_template}: {n} images, fill in {args.template_columns}")
+    say = sys.stderr if args.out == "-" else sys.stdout  # stdout carries the table itself
+    when_written(lambda: print("\n".join(lines), file=say))  # only once every file is in place
     return 0
 
 
@@ -162,6 +166,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--run", action="append", metavar="NAME",
                         help="run label of each --pred, in the same order (needed with several --pred)")
     parser.add_argument("--spacing-mm", type=finite_float, metavar="MM", help="add a spacing_mm column (mm per pixel)")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="text encoding of the wide CSV files, e.g. latin-1 (default: UTF-8, or UTF-16 with a "
+                             "BOM); COCO JSON is always UTF-8")
     parser.add_argument("--predicted-only", action="store_true",
                         help="write only images that have a prediction (hold-outs predicting their own test images)")
     parser.add_argument("--metadata-template", metavar="PATH",

@@ -16,7 +16,7 @@ from fairlandmark.inputs.demo_data import PLANTED_BIAS, make_demo_study
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import atomic_write_text, check_outputs, current_outputs
 from fairlandmark.stats.significance import SignificanceOptions
-from fairlandmark.cli._common import number_arg, positive_int, seed_arg
+from fairlandmark.cli._common import FLAG_SPELLINGS, number_arg, positive_int, seed_arg
 
 __all__ = ["register"]
 
@@ -52,9 +52,9 @@ def _run(args: argparse.Namespace) -> int:
                    thresholds_mm=[2.0, 4.0, 10.0], families={"wrist": range(1, 19), "fingers": range(19, 38)})
     result = audit(preds_path, meta_path, **options,
                    significance=SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap,
-                                                    seed=args.seed, progress=True))
+                                                    seed=args.seed, progress=True), emit_warnings=False)
     if not args.quiet:
-        render_audit(result, console, closing_findings=False)
+        render_audit(result, console, closing_findings=False, spellings=FLAG_SPELLINGS)
         if result.curves is not None and result.curves.tests:
             from fairlandmark.render.curves import curve_findings
 
@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     except InputError as exc:  # matplotlib (the [report] extra) missing
         print_plain(console, f"no HTML report: {exc}", style="yellow")
     print_wrote(console, ", ".join(written))
+    if outputs is not None:
+        outputs.commit()  # the reports are in place: say so before the command that repeats them
     console.print("Same audit from the command line:")
     # soft_wrap: never break the command across lines; markup off: paths are shown as they are.
     console.print(demo_command(preds_path, meta_path, written, args), soft_wrap=True, markup=False,

@@ -17,11 +17,11 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from fairlandmark.version import __version__
 from fairlandmark.cli._common import FLAG_SPELLINGS
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import FairlandmarkWarning, InputError, spell_options
 from fairlandmark.files import OutputSet
 
 __all__ = ["main", "build_parser"]
@@ -73,6 +73,17 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    if isinstance(message, FairlandmarkWarning):
+        text = message.spelled(FLAG_SPELLINGS)
+    elif issubclass(category, FairlandmarkWarning):
+        text = spell_options(str(message), FLAG_SPELLINGS)
+    else:
+        text = f"{category.__name__}: {message}"
+    sys.stderr.write(f"warning: {text}\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code (0 ok, 1 gate failed, 2 bad input, 130 Ctrl-C).
 
@@ -89,7 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         with warnings.catch_warnings(), _terminate_as_exception():
-            warnings.simplefilter("ignore", FairlandmarkWarning)  # commands print warnings themselves
+            # Commands print the notes of their results themselves; a FairlandmarkWarning that reaches here
+            # anyway is shown as one plain "warning:" line, options spelled as flags.
+            warnings.simplefilter("default", FairlandmarkWarning)
+            warnings.showwarning = _show_warning
             try:
                 with OutputSet() as outputs:
                     code = int(args.handler(args) or 0)

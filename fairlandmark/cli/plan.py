@@ -6,6 +6,7 @@ from fairlandmark.cli._common import checked, number_arg, positive_int
 from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs, dump_json
 from fairlandmark.formatting import fmt
+from fairlandmark.render.console import print_wrote
 
 __all__ = ["register", "parse_group_sizes", "parse_sdr_list"]
 
@@ -151,7 +152,7 @@ def _run(args):
             console.print(f"warning: {note}", markup=False)
     if args.json:
         dump_json(plan.to_dict(), args.json)
-        console.print(f"wrote {args.json}", markup=False)
+        print_wrote(console, args.json)
     if args.figure:
         from fairlandmark.render.figures import save_figure
         from fairlandmark.render.plan_figures import detectable_dp_figure
@@ -159,7 +160,7 @@ def _run(args):
 
         curve = detectable_curve(plan, n_sim=min(args.simulations, 1000), seed=args.seed)
         save_figure(detectable_dp_figure(curve, plan, target_dp=args.target_dp), args.figure)
-        console.print(f"wrote {args.figure}", markup=False)
+        print_wrote(console, args.figure)
     return 0
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy
+from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy, render_warnings
 from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
                                         attribute_inference, default_estimator)
-from fairlandmark.cli._common import add_input_arguments, bins_from_args, number_arg, positive_int, seed_arg
+from fairlandmark.cli._common import (FLAG_SPELLINGS, add_input_arguments, bins_from_args, number_arg, positive_int,
+                                      seed_arg)
 
 if TYPE_CHECKING:
     from fairlandmark.inputs.study import Study
@@ -34,12 +35,14 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet, spacing_mm=args.spacing_mm, wrist_width=args.wrist_width, bins=bins_from_args(args.bin),
         permutation_test=args.permutation_test,
         encoding=args.encoding, spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
+        emit_warnings=False,
     )
     if args.quiet:
         for line in result.risk_lines:
             print_plain(console, line)
+        render_warnings(result.notes, make_console(stderr=True), spellings=FLAG_SPELLINGS)
     else:
-        render_privacy(result, console)
+        render_privacy(result, console, spellings=FLAG_SPELLINGS)
     if args.json:
         result.to_json(args.json)
         if args.json != "-":
@@ -109,5 +112,5 @@ def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[Priv
         estimator=default_estimator(n_estimators=args.privacy_trees, seed=seed), n_splits=args.privacy_folds,
         n_permutations=args.privacy_permutations, n_repeats=args.privacy_repeats, seed=seed,
         n_jobs=getattr(args, "n_jobs", None), progress=not getattr(args, "quiet", False),
-        permutation_test=args.privacy_permutation_test,
+        permutation_test=args.privacy_permutation_test, emit_warnings=False,
     )

@@ -122,7 +122,7 @@ def _column_name(j: int) -> str:
     return f"{'xy'[j % 2]}{j // 2 + 1}"
 
 
-def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
+def _read_cells(src: str, encoding: str | None = None) -> tuple[list[Any], list[int], bool | None]:
     """Rows of stripped string cells with their line numbers; header not yet detected."""
     ext = os.path.splitext(src)[1].lower()
     if ext in PARQUET_EXTENSIONS:
@@ -136,7 +136,7 @@ def _read_cells(src: str) -> tuple[list[Any], list[int], bool | None]:
         body = frame.astype("string").fillna("").to_numpy(dtype=object)
         lines = [header] + [[str(v).strip() for v in row] for row in body]
         return lines, list(range(1, len(lines) + 1)), True
-    encoding = detect_encoding(src)
+    encoding = detect_encoding(src, encoding)
     try:
         with open(src, newline="", encoding="utf-8-sig" if encoding == "utf-8" else encoding) as handle:
             reader = csv.reader(handle)
@@ -168,7 +168,7 @@ def _is_number(text: str) -> bool:
     return not np.isnan(pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0])
 
 
-def read_wide(path: str | os.PathLike[str], *, truth: bool = False) -> WideTable:
+def read_wide(path: str | os.PathLike[str], *, truth: bool = False, encoding: str | None = None) -> WideTable:
     """Read a wide landmark file, ``id,x1,y1,...,xK,yK``, header optional.
 
     The first line is a header when none of its coordinate cells is a number
@@ -181,6 +181,9 @@ def read_wide(path: str | os.PathLike[str], *, truth: bool = False) -> WideTable
     truth : bool, default False
         Ground truth: every coordinate must be present. In a prediction file
         an empty cell (or ``nan``) is a missing prediction.
+    encoding : str, optional
+        Text encoding of a CSV file; default UTF-8, or UTF-16 when the file
+        starts with its byte-order mark (e.g. ``"latin-1"``).
 
     Returns
     -------
@@ -207,7 +210,7 @@ def read_wide(path: str | os.PathLike[str], *, truth: bool = False) -> WideTable
         raise InputError(MSG_NO_FILE.format(src=src))
     if os.path.getsize(src) == 0:
         raise InputError(MSG_EMPTY.format(src=src))
-    lines, numbers, has_header = _read_cells(src)
+    lines, numbers, has_header = _read_cells(src, encoding)
     if not lines:
         raise InputError(MSG_EMPTY.format(src=src))
     width = len(lines[0])
@@ -372,7 +375,7 @@ def _run_labels(n_pred: int, runs: Sequence[str] | None) -> Sequence[str | None]
 def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str | os.PathLike[str]],
             truth: WideTable | str | os.PathLike[str], *,
             runs: Sequence[str] | None = None, spacing_mm: float | None = None,
-            predicted_only: bool = False) -> pd.DataFrame:
+            predicted_only: bool = False, encoding: str | None = None) -> pd.DataFrame:
     """Wide prediction file(s) plus wide ground truth to one long table.
 
     Parameters
@@ -391,6 +394,8 @@ def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str 
         Skip ground-truth images a run did not predict (hold-out runs that
         each predict their own test images). By default they are written as
         missing predictions, with a :class:`FairlandmarkWarning` giving the count.
+    encoding : str, optional
+        Text encoding of CSV inputs (see :func:`read_wide`).
 
     Returns
     -------
@@ -416,10 +421,10 @@ def convert(pred: WideTable | str | os.PathLike[str] | Sequence[WideTable | str 
         raise InputError(MSG_NO_PRED)
     labels = _run_labels(len(paths), runs)
     spacing_mm = _check_spacing(spacing_mm)
-    truth = truth if isinstance(truth, WideTable) else read_wide(truth, truth=True)
+    truth = truth if isinstance(truth, WideTable) else read_wide(truth, truth=True, encoding=encoding)
     frames = []
     for path, label in zip(paths, labels):
-        table = path if isinstance(path, WideTable) else read_wide(path)
+        table = path if isinstance(path, WideTable) else read_wide(path, encoding=encoding)
         frame, n_unpredicted = wide_to_long(table, truth, run=label, spacing_mm=spacing_mm,
                                             predicted_only=predicted_only)
         if n_unpredicted and not predicted_only:

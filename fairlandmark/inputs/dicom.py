@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import InputError, note
 
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
@@ -89,7 +88,7 @@ def _candidates(folder: str, match: str, wanted: set[str] | None) -> list[str]:
 
 
 def read_dicom_spacing(folder: str | os.PathLike, *, match: str = "stem",
-                       image_ids: Iterable[str] | None = None) -> pd.DataFrame:
+                       image_ids: Iterable[str] | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """mm per pixel along x and y of each DICOM file in a folder (searched recursively).
 
     Parameters
@@ -101,6 +100,9 @@ def read_dicom_spacing(folder: str | os.PathLike, *, match: str = "stem",
     image_ids : iterable of str, optional
         Ids that must be found (an error lists those that are not). With
         ``match="stem"`` only their files are read.
+    notes : list of str, optional
+        Where to append notes for the user (spacing taken from
+        ImagerPixelSpacing); without it they are warnings.
 
     Returns
     -------
@@ -180,8 +182,7 @@ def read_dicom_spacing(folder: str | os.PathLike, *, match: str = "stem",
                                                   examples=", ".join(map(repr, absent[:3]))))
     if imager:
         tail = MSG_IMAGER_CORRECTED.format(m=corrected) if corrected else MSG_IMAGER_UNCORRECTED
-        warnings.warn(MSG_IMAGER.format(n=len(imager), path=imager[0], corrected=tail), FairlandmarkWarning,
-                      stacklevel=2)
+        note(MSG_IMAGER.format(n=len(imager), path=imager[0], corrected=tail), notes)
     return pd.DataFrame(rows, columns=["image_id", "spacing_x_mm", "spacing_y_mm", "attribute", "path"])
 
 
@@ -202,7 +203,7 @@ def spacing_columns(image_ids: Iterable[str], table: pd.DataFrame) -> dict[str, 
 
 
 def with_dicom_spacing(preds: Predictions, folder: str | os.PathLike, *, match: str = "stem",
-                       other_scales: Sequence[str] = ()) -> Predictions:
+                       other_scales: Sequence[str] = (), notes: list[str] | None = None) -> Predictions:
     """Validated predictions with per-row x/y spacing from DICOM headers.
 
     Parameters
@@ -214,6 +215,8 @@ def with_dicom_spacing(preds: Predictions, folder: str | os.PathLike, *, match: 
     other_scales : sequence of str
         Names of other scales the caller was given (``--spacing-mm``, ...);
         any, or a spacing column in the predictions, is an error.
+    notes : list of str, optional
+        See :func:`read_dicom_spacing`.
 
     Returns
     -------
@@ -230,7 +233,7 @@ def with_dicom_spacing(preds: Predictions, folder: str | os.PathLike, *, match: 
     if found:
         raise InputError(MSG_OTHER_SCALE.format(src=preds.source, found=" and ".join(found)))
     images = pd.unique(np.asarray(preds.row_image, dtype=object))
-    table = read_dicom_spacing(folder, match=match, image_ids=images)
+    table = read_dicom_spacing(folder, match=match, image_ids=images, notes=notes)
     index = pd.Index(table["image_id"])
     where = index.get_indexer(pd.Index(np.asarray(preds.row_image, dtype=object).astype(str)))
     xy = table[["spacing_x_mm", "spacing_y_mm"]].to_numpy(dtype=float)[where]  # (N, 2)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import InputError, note
 from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, read_columns
 
 __all__ = [
@@ -596,7 +595,8 @@ class _Values:
     spacing_xy: np.ndarray | None = None
 
 
-def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool, src: str) -> _Values:
+def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool, src: str,
+            notes: list[str] | None) -> _Values:
     """Step 9: coordinates, errors, spacings and the labelled mask as dense arrays, checked.
 
     Each column is pivoted as soon as it is read and then freed, so the peak
@@ -629,7 +629,7 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
         del line_labelled
     if has_error:
         if has_coords and any_pred:
-            warnings.warn(MSG_ERROR_OVERRIDES.format(src=src), FairlandmarkWarning, stacklevel=3)
+            note(MSG_ERROR_OVERRIDES.format(src=src), notes, stacklevel=3)
         err = _numeric(cols, ERROR_COLUMN, src, allow_empty=True)
         neg = err < 0
         if neg.any():
@@ -650,7 +650,7 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
 
 
 def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None,
-                      encoding: str | None = None) -> Predictions:
+                      encoding: str | None = None, notes: list[str] | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -662,6 +662,9 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
         Name used in messages; defaults to the path or "predictions".
     encoding : str, optional
         Text encoding of a CSV file (default: UTF-8, or UTF-16 with a byte-order mark).
+    notes : list of str, optional
+        Where to append notes for the user (an ``error_mm`` column beside
+        coordinates); without it they are warnings.
 
     Returns
     -------
@@ -695,7 +698,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     row_run = ids.run.codes[first].astype(np.int64)
     row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
     del ids, rows, kp_index  # per-line codes: not needed any more
-    values = _values(cols, pivot, has_coords, has_error, src)
+    values = _values(cols, pivot, has_coords, has_error, src, notes)
     return Predictions(
         runs=np.asarray(runs, dtype=object),
         keypoints=keypoints,
@@ -713,7 +716,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
 
 def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: Iterable[str],
                    attributes: Sequence[str] | None = None, source: str | None = None,
-                   encoding: str | None = None) -> pd.DataFrame:
+                   encoding: str | None = None, notes: list[str] | None = None) -> pd.DataFrame:
     """Validate metadata and align it to the predictions' images.
 
     Parameters
@@ -773,7 +776,7 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
     unused = meta.index.difference(wanted)
     if len(unused):
         examples = ", ".join(map(repr, list(unused[:3])))
-        warnings.warn(MSG_META_UNUSED.format(src=src, n=len(unused), examples=examples), FairlandmarkWarning, stacklevel=2)
+        note(MSG_META_UNUSED.format(src=src, n=len(unused), examples=examples), notes)
     return meta.loc[meta.index.intersection(wanted, sort=False)]
 
 

@@ -8,7 +8,6 @@ encoded; everything downstream (the audit, significance, privacy) takes the
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import GroupCoding, encode_groups
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
@@ -68,7 +67,7 @@ class Study:
     row_image: np.ndarray
     coding: GroupCoding
     families: dict[str, list[int]]
-    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the user, options still marked («name»)
     pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
     true_xy: np.ndarray | None = None
     labelled: np.ndarray | None = None
@@ -90,24 +89,24 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                   encoding: str | None = None) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
     names = attribute_list(attributes)
-    # Input warnings (error_mm beside coordinates, unused metadata rows) become the result's warnings.
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always", FairlandmarkWarning)
-        preds = predictions if isinstance(predictions, Predictions) else check_predictions(predictions, encoding=encoding)
-        if spacing_from_dicom is not None:
-            from fairlandmark.inputs.dicom import with_dicom_spacing
+    # Notes of the input checks (error_mm beside coordinates, unused metadata rows) travel as data in the
+    # Study; the facade or the command line shows each once, spelled for its reader.
+    notes: list[str] = []
+    preds = (predictions if isinstance(predictions, Predictions)
+             else check_predictions(predictions, encoding=encoding, notes=notes))
+    if spacing_from_dicom is not None:
+        from fairlandmark.inputs.dicom import with_dicom_spacing
 
-            others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
-            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others)
-        if isinstance(wrist_width, str):
-            wrist_width = parse_wrist_width(wrist_width)
-        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
-            wrist_width = WristWidth(*wrist_width)
-        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
-                              encoding=encoding)
-    caught = [str(w.message) for w in record if issubclass(w.category, FairlandmarkWarning)]
+        others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
+        preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others, notes=notes)
+    if isinstance(wrist_width, str):
+        wrist_width = parse_wrist_width(wrist_width)
+    elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
+        wrist_width = WristWidth(*wrist_width)
+    errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+    pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+    meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
+                          encoding=encoding, notes=notes)
     chosen = list(meta.columns) if names is None else names
     if not chosen:
         raise InputError(MSG_NO_ATTRIBUTES)
@@ -116,5 +115,5 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)
     return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, warnings=caught, pred_xy=pred_xy,
+                 row_image=preds.row_image, coding=coding, families=fam, notes=notes, pred_xy=pred_xy,
                  true_xy=true_xy, labelled=preds.labelled)

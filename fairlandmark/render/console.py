@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import textwrap
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.padding import Padding
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -18,6 +19,8 @@ from fairlandmark.compare import CHANGE_TOLERANCE, Comparison
 from fairlandmark.gate import GateResult
 from fairlandmark.stats.privacy import PrivacyResult
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
+from fairlandmark.exceptions import spell_options
+from fairlandmark.files import when_written
 from fairlandmark.render.markdown import comparison_rows
 from fairlandmark.render.tables import TextColumn, fit_tables
 from fairlandmark.findings import Finding, findings
@@ -70,18 +73,45 @@ def print_note(console: Console, label: str, text: object, *, style: str = "yell
 
 
 def print_wrote(console: Console, path: object, detail: str = "") -> None:
-    """Print ``wrote PATH`` (the path literal, even with brackets in it)."""
-    console.print(Text(f"wrote {path}{detail}"), soft_wrap=True)
+    """Print ``wrote PATH`` (the path literal, even with brackets in it) once the file is in place.
+
+    Inside an :class:`fairlandmark.files.OutputSet` the line waits for its commit, so a run that fails later
+    never claims to have written anything.
+    """
+    line = Text(f"wrote {path}{detail}")
+    when_written(lambda: console.print(line, soft_wrap=True))
+
+
+# A label and its number stay on one line when a finding wraps ("adjusted p 0.0111", "DP 0.469").
+_KEEP_TOGETHER = re.compile(r"\b(keypoint|DP|chance|adjusted p|p|gap|MRE|SDR) (?=[-+0-9<>=.])")
+_NBSP = "\u00a0"
+
+
+def wrap_finding(text: str, width: int) -> list[str]:
+    """Lines of one finding at ``width`` columns: words never split, a label kept with its number,
+    continuation lines indented four columns deeper than the first so each item reads as one.
+
+    Examples
+    --------
+    >>> wrap_finding("  age, keypoint 3: DP 0.195 (young vs old), chance 0.076, adjusted p 0.0111", 60)
+    ['  age, keypoint 3: DP 0.195 (young vs old), chance 0.076,', '      adjusted p 0.0111']
+    """
+    body = text.lstrip(" ")
+    indent = len(text) - len(body)
+    glued = _KEEP_TOGETHER.sub(lambda m: m.group(1).replace(" ", _NBSP) + _NBSP, body)
+    lines = textwrap.wrap(glued, width=max(width, 20), initial_indent=" " * indent,
+                          subsequent_indent=" " * (indent + 4), break_long_words=False, break_on_hyphens=False)
+    return [line.replace(_NBSP, " ") for line in lines] or [text]
 
 
 def render_findings(items: Sequence[Finding], console: Console, *, title: str = "Findings") -> None:
-    """Print the findings in words: a bold title, then one sentence a line (alarms in red)."""
+    """Print the findings in words: a bold title, then one sentence an item (alarms in red), wrapped to the
+    console's width with continuation lines indented under their item."""
     console.print(Text(title, style="bold underline"))
     for f in items:
-        text = Text(f.text.lstrip(), style="bold red" if f.alarm else "")
-        indent = len(f.text) - len(f.text.lstrip())
-        # Listed items keep their indent on wrapped lines too.
-        console.print(Padding(text, (0, 0, 0, indent)) if indent else text)
+        for line in wrap_finding(f.text, console.width):
+            # soft_wrap: the lines are already fitted; rich must not wrap them again.
+            console.print(Text(line, style="bold red" if f.alarm else ""), soft_wrap=True)
 
 
 def collapse_warnings(notes: Sequence[str]) -> list[str]:
@@ -96,9 +126,9 @@ def collapse_warnings(notes: Sequence[str]) -> list[str]:
     return [n if counts[n] == 1 else f"{n} (x{counts[n]})" for n in dict.fromkeys(notes)]
 
 
-def render_warnings(notes: Sequence[str], console: Console) -> None:
-    """One line per distinct warning, user text shown as text."""
-    for note in collapse_warnings(notes):
+def render_warnings(notes: Sequence[str], console: Console, *, spellings: Mapping[str, str] | None = None) -> None:
+    """One line per distinct warning, user text shown as text, options spelled as in ``spellings``."""
+    for note in collapse_warnings([spell_options(n, spellings) for n in notes]):
         console.print(Text.assemble(("warning: ", "yellow"), note))
 
 
@@ -143,7 +173,8 @@ def _keypoint_columns(result: AuditResult, a: str, has_sig: bool) -> tuple[list[
     return key, cols
 
 
-def render_audit(result: AuditResult, console: Console, *, closing_findings: bool = True) -> None:
+def render_audit(result: AuditResult, console: Console, *, closing_findings: bool = True,
+                 spellings: Mapping[str, str] | None = None) -> None:
     """Print the findings, one keypoint table per attribute (split to fit), the summary, then the findings again.
 
     Every table fits ``console.width``: columns that do not fit go to a
@@ -202,7 +233,7 @@ def render_audit(result: AuditResult, console: Console, *, closing_findings: boo
                            f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples "
                            f"({interval}); chance DP = DP with the attribute randomized; seed {s.options.seed}.",
                            style="dim"))
-    render_warnings(result.warnings, console)
+    render_warnings(result.notes, console, spellings=spellings)
     if closing_findings:
         console.print()
         render_findings(items, console, title="Findings (as above)")
@@ -253,7 +284,8 @@ def _colour(value: object, strong: bool = False) -> str:
     return f"[bold {colour}]{text}[/]" if strong else f"[{colour}]{text}[/]"
 
 
-def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVACY_TOP_ROWS) -> None:
+def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVACY_TOP_ROWS,
+                   spellings: Mapping[str, str] | None = None) -> None:
     """Print the scores table, the importance ranking and the risk lines."""
     s = result.settings
     title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {plain(result.target)}; "
@@ -294,8 +326,8 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
     console.print(ranking)
     for line, leak in zip(result.risk_lines, result.scores["leak"]):
         console.print(line, style="bold red" if leak else "green", markup=False)
-    for note in result.warnings:
-        print_note(console, "warning", note)
+    for note in result.notes:
+        print_note(console, "warning", spell_options(note, spellings))
 
 
 def render_gate(result: GateResult, console: Console, *, max_failures: int = 20) -> None:

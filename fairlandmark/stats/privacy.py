@@ -56,7 +56,7 @@ from numpy.typing import ArrayLike
 # scikit-learn is imported where it is used: it would double the start-up of every CLI command.
 
 from fairlandmark.version import __version__
-from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.exceptions import FairlandmarkWarning, InputError, spell_options
 from fairlandmark.inputs.radial_error import WristWidth
 from fairlandmark.inputs.study import Study, prepare_study
 from fairlandmark.progress import progress_bar
@@ -553,7 +553,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
                         stop_after: int | None = DEFAULT_STOP_AFTER,
                         spacing_from_dicom: str | os.PathLike[str] | None = None,
-                        dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
+                        dicom_match: str = "stem", encoding: str | None = None,
+                        emit_warnings: bool = True) -> PrivacyResult:
     """Predict a sensitive attribute from each image's per-keypoint errors.
 
     Parameters
@@ -598,6 +599,11 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         reached the observed one (Besag-Clifford; its p-value is then
         ``stop_after / draws``, clearly above alpha). None runs all
         permutations.
+    encoding : str, optional
+        Text encoding of CSV inputs.
+    emit_warnings : bool, default True
+        Also issue the notes of ``PrivacyResult.warnings`` as
+        :class:`fairlandmark.exceptions.FairlandmarkWarning`.
 
     Returns
     -------
@@ -678,15 +684,16 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         for f in lev.fold_scores:
             f.pop("test_pred", None)
 
-    notes = list(study.warnings)
+    notes = list(study.notes)
     n_unlabelled = 0 if study.labelled is None else int((~study.labelled).sum())
     n_missing = int(np.isnan(study.errors).sum()) - n_unlabelled
     if n_missing:
         notes.append(f"{n_missing} missing prediction(s): {MISSING_POLICY}")
     if n_unlabelled:
         notes.append(MSG_UNLABELLED_PRIVACY.format(n=n_unlabelled))
-    for note in notes:
-        warnings.warn(note, FairlandmarkWarning, stacklevel=2)
+    if emit_warnings:  # the notes are PrivacyResult.warnings; the command line prints them itself
+        for text in notes:
+            warnings.warn(FairlandmarkWarning(text), stacklevel=2)
     settings = {
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
@@ -694,7 +701,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
-    return PrivacyResult(study=study, levels=levels, settings=settings, warnings=notes)
+    return PrivacyResult(study=study, levels=levels, settings=settings, notes=notes)
 
 
 # -- result -----------------------------------------------------------------------
@@ -734,16 +741,22 @@ class PrivacyResult:
     risk_lines : list of str
         One plain-words line per analysis; ``risk_line`` joins them.
     warnings : list of str
+        Notes for the user; ``notes`` holds them with options still marked.
     """
 
     def __init__(self, *, study: Study, levels: list[_Level], settings: Mapping[str, Any],
-                 warnings: Iterable[str]) -> None:
+                 notes: Iterable[str]) -> None:
         self.study = study
         self._levels = levels
         self.settings = dict(settings)
         self.target = settings["target"]
         self.within = settings["within"]
-        self.warnings = list(warnings)
+        self.notes = list(notes)  # options still marked; `warnings` spells them by API name
+
+    @property
+    def warnings(self) -> list[str]:
+        """The notes for the user, options named as a Python caller types them."""
+        return [spell_options(text) for text in self.notes]
 
     @property
     def unit(self) -> str:
