@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fairlandmark.audit import run_audit
-from fairlandmark.render.console import make_console, print_plain, print_wrote, render_audit
+from fairlandmark.render.console import make_console, print_wrote, render_audit
 from fairlandmark.cli._common import (FLAG_SPELLINGS, finite_float, add_output_arguments, add_significance_arguments, add_study_arguments,
                                      significance_from_args, study_from_args)
 from fairlandmark.exceptions import InputError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from fairlandmark.render.console import make_console, print_wrote
-from fairlandmark.exceptions import InputError
 from fairlandmark.files import check_outputs
 from fairlandmark.cli._common import number_arg
 from fairlandmark.cli.report import labels_arg

@@ -18,8 +18,6 @@ from fairlandmark.cli._common import FLAG_SPELLINGS, finite_float
 from fairlandmark.files import check_outputs, when_written
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from fairlandmark.inputs.coco import CocoTruth
 
 MSG_COCO_ONLY = "{option}: applies to COCO files; give a .json --truth (COCO keypoints) or drop {option}"

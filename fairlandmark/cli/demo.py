@@ -7,7 +7,6 @@ import os
 import shlex
 from typing import Any
 
-from rich.text import Text
 
 from fairlandmark.audit import audit
 from fairlandmark.findings import findings

@@ -7,14 +7,19 @@ matplotlib is imported only when a figure is made.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 from fairlandmark.exceptions import InputError
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["MissingExtraError", "require_matplotlib", "new_figure", "FAMILY_COLOURS", "MSG_NO_MATPLOTLIB"]
+__all__ = ["MissingExtraError", "require_matplotlib", "new_figure", "figure_legend", "open_axes", "FAMILY_COLOURS",
+           "MSG_NO_MATPLOTLIB", "LegendPlace"]
+
+LegendPlace = Literal["outside right upper", "outside lower center"]
 
 MSG_NO_MATPLOTLIB = ("figures need matplotlib, which is not installed: pip install 'fairlandmark[report]' "
                      "(or leave figures out, e.g. report --no-figures)")
@@ -45,3 +50,24 @@ def new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None,
+                  loc: LegendPlace = "outside right upper", ncols: int | None = 1) -> None:
+    """One legend for the whole figure, outside the axes (on the right by default), each label once;
+    ``ncols=None`` puts every entry in one row."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc=loc, frameon=False, title=title, title_fontsize=8,
+                   ncols=len(handles) if ncols is None else ncols)
+
+
+def open_axes(ax: Axes) -> None:
+    """The house style of a panel: no top or right spine."""
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)

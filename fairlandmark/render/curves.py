@@ -28,7 +28,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.formatting import num
-from fairlandmark.render.canvas import FAMILY_COLOURS, new_figure
+from fairlandmark.render.canvas import FAMILY_COLOURS, figure_legend, new_figure, open_axes
 from fairlandmark.document import load_audit
 
 if TYPE_CHECKING:
@@ -180,18 +180,9 @@ def error_curves_figure(source: object, *, attribute: str | None = None, keypoin
         ax.set_ylim(-0.02, 1.02)
         ax.tick_params(labelsize=8)
         ax.grid(color="#e6e6e6", linewidth=0.8)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        open_axes(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("SDR(φ)")
-    handles, names = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in names:
-                handles.append(h)
-                names.append(lab)
-    if handles:
-        fig.legend(handles, names, fontsize=8, loc="outside right upper", frameon=False, title=str(attr),
-                   title_fontsize=8)
+    figure_legend(fig, axes.ravel(), title=str(attr))
     fig.suptitle(title or f"Error curves by {attr}: SDR over thresholds (dotted: primary threshold)", fontsize=11)
     return fig

@@ -32,7 +32,7 @@ import numpy as np
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.formatting import num
-from fairlandmark.render.canvas import new_figure
+from fairlandmark.render.canvas import figure_legend, new_figure
 from fairlandmark.document import load_audit
 
 if TYPE_CHECKING:
@@ -188,14 +188,7 @@ def fairness_map(source: object, *, attribute: str | Sequence[str] | None = None
         bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
         bar.set_label(label, fontsize=8)
         bar.ax.tick_params(labelsize=7)
-    handles, names = [], []
-    for ax in axes.ravel():
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in names:
-                handles.append(h)
-                names.append(lab)
-    if handles:
-        fig.legend(handles, names, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
+    figure_legend(fig, axes.ravel(), loc="outside lower center", ncols=None)  # one row below the panels
     unit = doc["anatomy"].get("unit", "")
     fig.suptitle(title or f"Where the gaps sit: keypoints at their mean aligned position "
                           f"({doc['anatomy'].get('n_images', '?')} images, {unit})", fontsize=10)

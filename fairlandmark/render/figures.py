@@ -38,7 +38,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import Literal, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,8 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.document import (AuditDocument, AuditSource, has_significance, keypoint_frame, keypoint_mre,
                                    load_audit, overall_row)
 from fairlandmark.formatting import num, threshold_key
-from fairlandmark.render.canvas import FAMILY_COLOURS, MSG_NO_MATPLOTLIB, MissingExtraError, new_figure, require_matplotlib
+from fairlandmark.render.canvas import (FAMILY_COLOURS, MissingExtraError, figure_legend, new_figure,
+                                         open_axes, require_matplotlib)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,8 +84,7 @@ def _style_axis(ax: Axes, labels: Sequence[object], *, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
     ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    open_axes(ax)
 
 
 def _family_colours(families: Iterable[str]) -> dict[str, str]:
@@ -104,20 +104,6 @@ def _attributes(doc: AuditDocument, attribute: str | Iterable[str] | None) -> li
         if a not in known:
             raise InputError(MSG_ATTRIBUTE.format(name=a, known=", ".join(map(str, known))))
     return chosen
-
-
-def _figure_legend(fig: Figure, axes: Iterable[Axes], *, title: str | None = None,
-                   loc: Literal["outside right upper", "outside lower center"] = "outside right upper",
-                   ncols: int = 1) -> None:
-    """One legend for the whole figure, outside the axes (on the right by default), each label once."""
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, fontsize=8, loc=loc, frameon=False, title=title, title_fontsize=8, ncols=ncols)
 
 
 # -- MRE -----------------------------------------------------------------------------------------------------
@@ -249,7 +235,7 @@ def dp_bars(source: AuditSource, *, attribute: str | Iterable[str] | None = None
         ax.set_ylim(0, ymax * 1.15)
         _style_axis(ax, list(sub["keypoint"]), ylabel=f"DP (SDR@{thr})")
         ax.set_title(f"{a}", fontsize=10, loc="left")
-    _figure_legend(fig, axes)
+    figure_legend(fig, axes)
     axes[-1].set_xlabel("keypoint")
     fig.suptitle(title or "Demographic parity per keypoint", fontsize=11)
     return fig
@@ -307,7 +293,7 @@ def compare_bars(before: AuditSource, after: AuditSource, *, labels: Sequence[st
         vals = dict(zip(m["keypoint"].astype(str), m["mre"]))
         ax.bar(x + (j - 0.5) * w, [num(vals.get(str(p))) for p in kps], width=w, color=col, label=lab)
     _style_axis(ax, kps, ylabel=f"MRE ({a.get('unit', '')})")
-    _figure_legend(fig, axes, loc="outside lower center", ncols=2)  # below, clear of the title
+    figure_legend(fig, axes, loc="outside lower center", ncols=2)  # below, clear of the title
     ax.set_xlabel("keypoint")
     fig.suptitle(title or f"{labels[0]} vs {labels[1]}", fontsize=11)
     return fig
@@ -378,11 +364,10 @@ def sdr_curves(source: AuditSource, *, attribute: str | None = None, keypoints: 
             ax.set_xticks(thresholds)
             ax.set_xticklabels([threshold_key(t) for t in thresholds], fontsize=8)
         ax.grid(color="#e6e6e6", linewidth=0.8)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
+        open_axes(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("SDR")
-    _figure_legend(fig, axes.ravel(), title=str(attr))
+    figure_legend(fig, axes.ravel(), title=str(attr))
     fig.suptitle(title or f"SDR over thresholds by {attr}", fontsize=11)
     return fig
 
