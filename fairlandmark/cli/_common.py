@@ -16,9 +16,11 @@ from fairlandmark.inputs.groups import parse_bin
 from fairlandmark.inputs.radial_error import parse_wrist_width
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from fairlandmark.inputs.study import Study
 
-__all__ = ["bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
+__all__ = ["write_text_outputs", "bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
            "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
 
 
@@ -177,3 +179,19 @@ def significance_from_args(args: argparse.Namespace) -> SignificanceOptions | No
                                correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
                                progress=not getattr(args, "quiet", False),
                                method=getattr(args, "significance_method", "auto"))
+
+
+def write_text_outputs(console: Console, outputs: Iterable[tuple[str | None, Callable[[], str]]]) -> None:
+    """Write each requested text output (``-`` = standard output) and say "wrote PATH" for the files.
+
+    ``outputs`` pairs a path (None or empty: not requested) with a function making the text, so nothing is
+    rendered that was not asked for.
+    """
+    from fairlandmark.files import STDOUT, write_text_output
+    from fairlandmark.render.console import print_wrote
+
+    for path, make_text in outputs:
+        if path:
+            write_text_output(path, make_text())
+            if path != STDOUT:
+                print_wrote(console, path)

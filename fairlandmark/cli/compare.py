@@ -6,7 +6,7 @@ import argparse
 
 from fairlandmark.render.console import make_console, print_wrote
 from fairlandmark.files import check_outputs
-from fairlandmark.cli._common import number_arg
+from fairlandmark.cli._common import number_arg, write_text_outputs
 from fairlandmark.cli.report import labels_arg
 
 __all__ = ["register"]
@@ -24,20 +24,15 @@ def _run(args: argparse.Namespace) -> int:
     cmp = compare(args.before, args.after, labels=labels_arg(args.labels), attribute=args.attributes)
     if not args.quiet and not to_stdout:
         render_comparison(cmp, console, top=None if args.all else args.top)
-    if args.json:
-        cmp.to_json(args.json)
-    if args.markdown:
-        from fairlandmark.files import write_text_output
-        from fairlandmark.render.markdown import comparison_markdown
+    from fairlandmark.render.markdown import comparison_markdown
 
-        write_text_output(args.markdown, comparison_markdown(cmp, top=args.top))
+    write_text_outputs(console, [(args.json, lambda: cmp.to_json() + "\n"),
+                                 (args.markdown, lambda: comparison_markdown(cmp, top=args.top))])
     if args.figure:
         from fairlandmark.render.figures import compare_bars, save_figure
 
         save_figure(compare_bars(args.before, args.after, labels=cmp.labels, attribute=args.attributes), args.figure)
-    for path in (args.json, args.markdown, args.figure):
-        if path and path != "-":
-            print_wrote(console, path)
+        print_wrote(console, args.figure)
     return 0
 
 

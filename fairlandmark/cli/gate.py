@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from fairlandmark.render.console import make_console, print_wrote, render_gate
-from fairlandmark.cli._common import number_arg
+from fairlandmark.render.console import make_console, render_gate
+from fairlandmark.cli._common import number_arg, write_text_outputs
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,24 +120,11 @@ def run_gate_from_args(audit: AuditSource, args: argparse.Namespace, console: Co
     result = run_gate(audit, rules if rules is not None else rules_from_args(args))
     if not getattr(args, "quiet", False):
         render_gate(result, console)
-    from fairlandmark.files import atomic_write_text
-    from fairlandmark.files import write_text_output
     from fairlandmark.render.markdown import gate_markdown
 
-    if args.junit:
-        atomic_write_text(args.junit, result.to_junit())
-        if args.junit != "-":
-            print_wrote(console, args.junit)
-    if args.gate_markdown:
-        write_text_output(args.gate_markdown, gate_markdown(result))
-        if args.gate_markdown != "-":
-            print_wrote(console, args.gate_markdown)
-    if args.gate_json:
-        import json
-
-        write_text_output(args.gate_json, json.dumps(result.to_dict(), indent=2) + "\n")
-        if args.gate_json != "-":
-            print_wrote(console, args.gate_json)
+    write_text_outputs(console, [(args.junit, result.to_junit),
+                                 (args.gate_markdown, lambda: gate_markdown(result)),
+                                 (args.gate_json, lambda: json.dumps(result.to_dict(), indent=2) + "\n")])
     return result.exit_code
 
 
