@@ -12,8 +12,8 @@ with the groups that take part in DP in each run (as for DP). At a grid of one
 threshold it is the keypoint's DP.
 
 Its p-value comes from the very label permutations of the keypoint DP test
-(:func:`fairlandmark.stats.significance.permutation_null`, same seed and
-streams): each permutation gives every group curve at once, through the
+(:func:`fairlandmark.stats.significance.permutation_batches`, same seed,
+streams and strata of images): each permutation gives every group curve at once, through the
 metrics kernel, so one permutation gives one curve gap per keypoint. The
 adjusted p-values use the audit's correction (BH, Holm or Westfall-Young)
 over attributes x keypoints, as a family of their own.
@@ -245,7 +245,8 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray], cell_counts: 
 
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    from fairlandmark.stats.significance import permutation_batches, permutation_pvalue, westfall_young_minp
+    from fairlandmark.stats.significance import (image_strata, permutation_batches, permutation_pvalue,
+                                                 westfall_young_minp)
 
     errors, coding = study.errors, study.coding
     K, T, B = errors.shape[1], len(grid), options.permutations
@@ -255,6 +256,7 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     kernel = RunKernel(hits, study.row_run, study.n_runs)
     small = np.int8 if coding.n_cells < 128 else np.int32
     cells_by_run = kernel.labels_by_run(coding.cell.astype(small))
+    strata = image_strata(kernel.labels_by_run(study.row_image))
     _, counts = kernel.sums(cells_by_run, coding.n_cells)
     attrs = list(coding.attributes)
     aggregations = {a: coding.aggregation(a) for a in attrs}
@@ -262,7 +264,7 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
     with progress_bar(options.progress) as bar:
         task = bar.add_task("error-curve permutations", total=B)
-        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed,
+        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
                                                     batch_size=options.batch_size):
             _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
             bar.advance(task, n)

@@ -10,7 +10,8 @@ The audit's test, as modelled here
 ----------------------------------
 * statistic: the mean over runs of the per-run DP, the range (largest minus
   smallest) of the group SDRs of the groups that take part in DP;
-* null: labels permuted within each run, independently per run;
+* null: image labels permuted within each run (disjoint runs), or once for
+  all runs when the runs share their images (docs/significance.md);
 * multiple testing: ``m`` tests (attributes x keypoints) at level ``alpha``. A
   planted gap at one keypoint is flagged when its p-value passes the per-test
   level ``alpha / m``: exact for Holm's first step and for Benjamini-Hochberg
