@@ -30,7 +30,8 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums,
+                                       single_threaded_blas)
 
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
@@ -152,7 +153,7 @@ class CurveResult:
 
 def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | np.ndarray | None = None,
                  min_group_size: int = 10, valid: Mapping[str, np.ndarray] | None = None,
-                 significance: Any = None) -> CurveResult:
+                 significance: Any = None, shared_permutations: np.ndarray | None = None) -> CurveResult:
     """Error curves per group and keypoint, and the curve-gap permutation test.
 
     Parameters
@@ -169,6 +170,10 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     significance : SignificanceOptions, dict or True, optional
         With permutations, the curve-gap test from the keypoint test's
         permutations; its ``correction`` and ``alpha`` apply.
+    shared_permutations : ndarray, optional
+        The keypoint test's permutations already drawn
+        (``SignificanceResult.shared_permutations`` of the same study and
+        options): used instead of drawing them again (same numbers).
 
     Returns
     -------
@@ -218,7 +223,7 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
         options = SignificanceOptions.coerce(significance)
         if options.permutations:
-            tests = _curve_test(study, grid, valid, min_group_size, options, gap)
+            tests = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations)
             settings.update({"permutations": options.permutations, "correction": options.correction,
                              "alpha": options.alpha, "seed": options.seed,
                              "family": "attributes x keypoints, corrected apart from the DP tests"})
@@ -296,7 +301,8 @@ def _curve_null_batch_fast(kernel: RunKernel, totals: list[np.ndarray], labels: 
 
 
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
-                options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+                options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
+                shared_permutations: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
     from fairlandmark.stats.significance import (image_strata, permutation_batches, permutation_pvalue,
                                                  westfall_young_minp)
 
@@ -319,10 +325,10 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
                          for a in attrs)
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
-    with progress_bar(options.progress) as bar:
+    with progress_bar(options.progress) as bar, single_threaded_blas():
         task = bar.add_task("error-curve permutations", total=B)
         for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
-                                                    batch_size=options.batch_size):
+                                                    batch_size=options.batch_size, drawn=shared_permutations):
             if fast:
                 _curve_null_batch_fast(kernel, totals, labels, counts[0], attrs, members, nulls, start, n, T, K)
             else:

@@ -48,7 +48,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
-                                       sdr_from_sums, without_thin_groups)
+                                       sdr_from_sums, single_threaded_blas, without_thin_groups)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,6 +69,7 @@ __all__ = [
     "resolve_method",
     "ImageStrata",
     "image_strata",
+    "draw_permutations",
 ]
 
 CORRECTIONS = ("bh", "holm", "westfall-young")
@@ -80,6 +81,9 @@ LARGE_SAMPLE_MIN_GROUP = 1_000
 # Memory of one batch of resamples is kept under this many bytes whatever batch_size says (same numbers:
 # the random streams do not depend on the batch size).
 BATCH_BYTES = 256 * 2**20
+# The permuted image labels of the DP test are kept for the curve test (the very same permutations, drawn once)
+# when they take at most this many bytes.
+SHARED_PERMUTATION_BYTES = 64 * 2**20
 # Statistics of a permutation equal to the observed one must count as ">=":
 # exact for SDR gaps (integer hit counts), a relative tolerance for MRE gaps.
 _TIE_TOLERANCE = 1e-9
@@ -549,7 +553,8 @@ def _batch_size(ctx: _Context, options: SignificanceOptions, bytes_per_row: int)
 
 
 def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
-                        batch_size: int, strata: ImageStrata | None = None) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+                        batch_size: int, strata: ImageStrata | None = None,
+                        drawn: np.ndarray | None = None) -> Iterator[tuple[int, int, list[np.ndarray]]]:
     """The label permutations of the DP test, batch by batch.
 
     The labels of *images* are permuted within each stratum of
@@ -570,6 +575,9 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
     batch_size : int
     strata : ImageStrata, optional
         The images of the rows; default every row its own image (disjoint runs).
+    drawn : ndarray, shape (n_permutations, n_images), optional
+        These permutations already drawn (:func:`draw_permutations` with the same cells, strata and seed,
+        e.g. ``SignificanceResult.shared_permutations``): sliced instead of drawn again.
 
     Yields
     ------
@@ -582,6 +590,10 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
     """
     if strata is None:
         strata = _runs_as_strata([len(c) for c in cells_by_run])
+    if drawn is not None and drawn.shape == (n_permutations, strata.n_images):
+        for start, n in _batches(n_permutations, batch_size):
+            yield start, n, strata.to_runs(drawn[start:start + n])
+        return
     image_cells = strata.image_values(cells_by_run)
     rngs = _streams(seed, 1, strata.n_strata)
     for start, n in _batches(n_permutations, batch_size):
@@ -592,8 +604,25 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
         yield start, n, strata.to_runs(permuted)
 
 
-def _permutations(ctx: _Context, options: SignificanceOptions,
-                  bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
+                      strata: ImageStrata | None = None) -> np.ndarray:
+    """All permutations of :func:`permutation_batches` at once, on the image axis, shape (n_permutations, n_images).
+
+    The random streams do not depend on the batch size, so these are the very permutations that
+    :func:`permutation_batches` yields batch by batch.
+    """
+    if strata is None:
+        strata = _runs_as_strata([len(c) for c in cells_by_run])
+    image_cells = strata.image_values(cells_by_run)
+    out = np.empty((n_permutations, strata.n_images), dtype=image_cells.dtype)
+    for s, rng in enumerate(_streams(seed, 1, strata.n_strata)):
+        cells = image_cells[strata.stratum(s)]
+        out[:, strata.stratum(s)] = cells[_random_permutations(rng, n_permutations, len(cells))]
+    return out
+
+
+def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
+                  drawn: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -608,7 +637,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
         rngs = _streams(options.seed, 5, ctx.strata.n_strata)
         batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
     else:
-        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata,
+        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata, drawn=drawn,
                                       batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
     fast = None if normal else _fast_plan(ctx)
@@ -850,11 +879,17 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         in_dp = [np.zeros(1, dtype=int)]
     min_group = int(min((x.min() for x in in_dp if x.size), default=0))
     ctx.method = resolve_method(options.method, len(study.row_run), min_group)
-    with progress_bar(options.progress) as bar:
-        perm = _permutations(ctx, options, bar) if options.permutations else None
+    with progress_bar(options.progress) as bar, single_threaded_blas():
+        drawn = None
+        if (options.permutations and ctx.method == "permutation"
+                and options.permutations * ctx.strata.n_images * ctx.image_cells.itemsize <= SHARED_PERMUTATION_BYTES):
+            drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata)
+        perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
-    return SignificanceResult(ctx, options, perm, boot, base)
+    result = SignificanceResult(ctx, options, perm, boot, base)
+    result.shared_permutations = drawn
+    return result
 
 
 STATISTIC = ("mean over runs of per-run DP; image labels permuted among images evaluated in the same runs "
@@ -874,6 +909,10 @@ class SignificanceResult:
                  boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         self.method = ctx.method
+        # The permuted cells of the DP test on the image axis (permutations x images), kept for the curve test
+        # (``error_curves(..., shared_permutations=...)``); None when not drawn or larger than
+        # SHARED_PERMUTATION_BYTES.
+        self.shared_permutations: np.ndarray | None = None
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
         self.groups = {a: list(coding.groups[a]) for a in self.attributes}
