@@ -300,6 +300,13 @@ def _curve_null_batch_fast(kernel: RunKernel, totals: list[np.ndarray], labels: 
             nulls[a][start + lo:start + hi] = (total[a] / n_runs).reshape(hi - lo, T, K).max(axis=1)
 
 
+def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[str, np.ndarray],
+               group_counts: Mapping[str, np.ndarray]) -> bool:
+    """Whether :func:`_curve_null_batch_fast` applies: every group in DP in every run, none empty, 2+ groups."""
+    return T > 0 and all(valid[a].all() and aggregations[a].shape[1] >= 2 and (group_counts[a] > 0).all()
+                         for a in aggregations)
+
+
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
                 shared_permutations: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -321,8 +328,7 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     nulls = {a: np.empty((B, K)) for a in attrs}
     members = {a: [np.flatnonzero(aggregations[a][:, g]) for g in range(aggregations[a].shape[1])] for a in attrs}
     group_counts = {a: counts[0] @ aggregations[a] for a in attrs}
-    fast = T > 0 and all(valid[a].all() and aggregations[a].shape[1] >= 2 and (group_counts[a] > 0).all()
-                         for a in attrs)
+    fast = _fast_case(T, valid, aggregations, group_counts)
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
     with progress_bar(options.progress) as bar, single_threaded_blas():
