@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "DEFAULT_CURVE_POINTS"]
 
 DEFAULT_CURVE_POINTS = 12
+# Permutations per step of the curve-gap null: its float64 work arrays (chunk x keypoints x grid) stay in cache.
+CHUNK = 64
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
@@ -267,7 +269,7 @@ def _cell_hits(kernel: RunKernel, totals: list[np.ndarray], r: int, labels: np.n
 def _curve_null_batch_fast(kernel: RunKernel, totals: list[np.ndarray], labels: list[np.ndarray],
                            cell_counts: np.ndarray, attrs: list[str], members: Mapping[str, list[np.ndarray]],
                            nulls: dict[str, np.ndarray], start: int, n: int, T: int, K: int,
-                           chunk: int = 128) -> None:
+                           chunk: int = CHUNK) -> None:
     """:func:`_curve_null_batch` when every group is in DP in every run and no group is empty.
 
     Per run and group the SDR as ``hits / images`` in float64, the gap as max - min, run gaps added in run
@@ -285,13 +287,19 @@ def _curve_null_batch_fast(kernel: RunKernel, totals: list[np.ndarray], labels: 
             for a in attrs:
                 sdr = []
                 for idx, size in zip(members[a], sizes[a][r]):
-                    group = hits[idx[0]] if len(idx) == 1 else np.add.reduce([hits[c] for c in idx])
+                    group = hits[idx[0]]
+                    for c in idx[1:]:
+                        group = group + hits[c]  # exact: integer counts
                     sdr.append(np.divide(group, size, dtype=np.float64))
                 if len(sdr) == 2:
                     gap = np.subtract(sdr[0], sdr[1], out=sdr[0])
                     np.abs(gap, out=gap)  # = max - min, bit for bit
                 else:
-                    gap = np.maximum.reduce(sdr) - np.minimum.reduce(sdr)
+                    high, low = np.maximum(sdr[0], sdr[1]), np.minimum(sdr[0], sdr[1])
+                    for values in sdr[2:]:
+                        np.maximum(high, values, out=high)
+                        np.minimum(low, values, out=low)
+                    gap = np.subtract(high, low, out=high)
                 if r == 0:
                     total[a] = gap
                 else:

@@ -307,6 +307,11 @@ def _random_permutations(rng: np.random.Generator, n: int, m: int) -> np.ndarray
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
+def _quantiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.nanquantile(x, q, axis=0)``; without NaN the same numbers from the much faster ``np.quantile``."""
+    return np.nanquantile(x, q, axis=0) if np.isnan(x).any() else np.quantile(x, q, axis=0)
+
+
 def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
@@ -948,10 +953,10 @@ class SignificanceResult:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 for a in self.attributes:
-                    lo, hi = np.nanquantile(boot[a]["dp"], [lo_q, hi_q], axis=0)
+                    lo, hi = _quantiles(boot[a]["dp"], [lo_q, hi_q])
                     self.columns[a].update({"dp_ci_low": lo, "dp_ci_high": hi})
-                    s_lo, s_hi = np.nanquantile(boot[a]["sdr"], [lo_q, hi_q], axis=0)
-                    m_lo, m_hi = np.nanquantile(boot[a]["mre"], [lo_q, hi_q], axis=0)
+                    s_lo, s_hi = _quantiles(boot[a]["sdr"], [lo_q, hi_q])
+                    m_lo, m_hi = _quantiles(boot[a]["mre"], [lo_q, hi_q])
                     self.group_ci[a] = (s_lo, s_hi, m_lo, m_hi)  # each (G, K)
                     # The interval shown: signed gap of the reported pair (contains its estimate; see intervals.py).
                     # Callers that pass only group validity (the measurement audit) get no gap interval.
