@@ -113,3 +113,11 @@ def test_the_audit_shares_its_permutations_with_the_curve_test():
     result = _audit(_study(seed=5))
     drawn = result.significance.shared_permutations
     assert drawn is not None and drawn.shape == (150, 120)
+
+
+def test_drawing_in_small_batches_gives_the_same_permutations(monkeypatch):
+    rng = np.random.default_rng(1)
+    cells = [rng.integers(0, 3, 31).astype(np.int8)]
+    whole = draw_permutations(cells, 40, seed=2)
+    monkeypatch.setattr(significance_module, "BATCH_BYTES", 12 * 31 * 3)  # 3 permutations per batch
+    np.testing.assert_array_equal(draw_permutations(cells, 40, seed=2), whole)

@@ -622,7 +622,10 @@ def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, se
     out = np.empty((n_permutations, strata.n_images), dtype=image_cells.dtype)
     for s, rng in enumerate(_streams(seed, 1, strata.n_strata)):
         cells = image_cells[strata.stratum(s)]
-        out[:, strata.stratum(s)] = cells[_random_permutations(rng, n_permutations, len(cells))]
+        # In batches (random keys and sort indices take 12 bytes per label): the same draws, bounded memory.
+        batch = max(1, BATCH_BYTES // (12 * max(1, len(cells))))
+        for start, n in _batches(n_permutations, batch):
+            out[start:start + n, strata.stratum(s)] = cells[_random_permutations(rng, n, len(cells))]
     return out
 
 
