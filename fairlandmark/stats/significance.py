@@ -730,6 +730,8 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
 def _stratum_values(ctx: _Context) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per stratum, the value rows of its images side by side over its runs (images x (runs * M)), and their cells."""
     strata, values = ctx.strata, []
+    if strata.by_run:  # disjoint runs: each stratum is a run's rows in kernel order, no copy
+        return list(ctx.kernel.values), list(ctx.cells_by_run)
     for s in range(strata.n_strata):
         lo = strata.starts[s]
         blocks = []
