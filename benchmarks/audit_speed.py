@@ -190,8 +190,8 @@ def main():
                                                       cpu=cpu)
         print(f"paired median: audit {ours_med:.2f} s, plain numpy {plain_med:.2f} s, ratio {ratio:.2f}")
         cpu_ratio, cpu_ours, cpu_plain = (float(np.median([c[i] for c in cpu])) for i in range(3))
-        print(f"CPU seconds, paired median: audit {cpu_ours:.2f} s, plain numpy {cpu_plain:.2f} s, ratio {cpu_ratio:.2f}"
-              f"; load average {os.getloadavg()[0]:.1f}")
+        print(f"CPU seconds, paired median: audit {cpu_ours:.2f} s, plain numpy {cpu_plain:.2f} s, "
+              f"ratio {cpu_ratio:.2f}; load average {os.getloadavg()[0]:.1f}")
         return
     with tempfile.TemporaryDirectory() as tmp:
         preds_path, meta_path = os.path.join(tmp, "preds.csv"), os.path.join(tmp, "meta.csv")
