@@ -231,6 +231,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
                                      valid={a: o.valid for a, o in observed.items()},
                                      significance=sig.options if sig is not None else None,
+                                     shared_permutations=sig.shared_permutations if sig is not None else None,
                                      **({} if curves is True else dict(curves)))
     if measurements is not None:
         from fairlandmark.stats.measurements import audit_measurements

@@ -19,7 +19,10 @@ of these sums. Drawing the sums from this multivariate normal and pushing them
 through the very code that evaluates permutations gives the large-sample null
 of every statistic jointly: p-values per test and, from the same joint draws,
 the Westfall-Young step-down adjustment (its normal-theory analogue). Runs are
-permuted independently, so their sums are drawn independently.
+permuted independently, so their sums are drawn independently. (Runs that share
+their images are permuted together: :mod:`fairlandmark.stats.significance` then
+builds one model per stratum of images over the value rows of all its runs side by
+side, so their sums are drawn jointly.)
 
 Cost per draw: O(L * M**2) per run (L cells, M value columns), independent of
 the number of images; the one pass over the data is the covariance ``C``.

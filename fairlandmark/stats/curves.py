@@ -12,8 +12,8 @@ with the groups that take part in DP in each run (as for DP). At a grid of one
 threshold it is the keypoint's DP.
 
 Its p-value comes from the very label permutations of the keypoint DP test
-(:func:`fairlandmark.stats.significance.permutation_null`, same seed and
-streams): each permutation gives every group curve at once, through the
+(:func:`fairlandmark.stats.significance.permutation_batches`, same seed,
+streams and strata of images): each permutation gives every group curve at once, through the
 metrics kernel, so one permutation gives one curve gap per keypoint. The
 adjusted p-values use the audit's correction (BH, Holm or Westfall-Young)
 over attributes x keypoints, as a family of their own.
@@ -30,7 +30,8 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums,
+                                       single_threaded_blas)
 
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "DEFAULT_CURVE_POINTS"]
 
 DEFAULT_CURVE_POINTS = 12
+# Permutations per step of the curve-gap null: its float64 work arrays (chunk x keypoints x grid) stay in cache.
+CHUNK = 64
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
@@ -152,7 +155,7 @@ class CurveResult:
 
 def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | np.ndarray | None = None,
                  min_group_size: int = 10, valid: Mapping[str, np.ndarray] | None = None,
-                 significance: Any = None) -> CurveResult:
+                 significance: Any = None, shared_permutations: np.ndarray | None = None) -> CurveResult:
     """Error curves per group and keypoint, and the curve-gap permutation test.
 
     Parameters
@@ -169,6 +172,10 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     significance : SignificanceOptions, dict or True, optional
         With permutations, the curve-gap test from the keypoint test's
         permutations; its ``correction`` and ``alpha`` apply.
+    shared_permutations : ndarray, optional
+        The keypoint test's permutations already drawn
+        (``SignificanceResult.shared_permutations`` of the same study and
+        options): used instead of drawing them again (same numbers).
 
     Returns
     -------
@@ -218,7 +225,7 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
         options = SignificanceOptions.coerce(significance)
         if options.permutations:
-            tests = _curve_test(study, grid, valid, min_group_size, options, gap)
+            tests = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations)
             settings.update({"permutations": options.permutations, "correction": options.correction,
                              "alpha": options.alpha, "seed": options.seed,
                              "family": "attributes x keypoints, corrected apart from the DP tests"})
@@ -243,9 +250,76 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray], cell_counts: 
             nulls[a][start:start + n] = np.nanmax(gap.reshape(n, T, K), axis=1)
 
 
+def _cell_hits(kernel: RunKernel, totals: list[np.ndarray], r: int, labels: np.ndarray,
+               n_cells: int) -> list[np.ndarray]:
+    """Hit counts of each cell, (n, columns) float32 (exact integers), of run ``r`` for label rows (n, n_r).
+
+    One product for all cells but the last, whose counts are the run's totals minus the others'.
+    """
+    n = labels.shape[0]
+    if n_cells == 1:
+        return [np.broadcast_to(totals[r], (n, kernel.n_columns))]
+    ids = np.arange(n_cells - 1, dtype=labels.dtype)[None, :, None]
+    assign = (labels[:, None, :] == ids).astype(np.float32).reshape(n * (n_cells - 1), -1)
+    hits = (assign @ kernel.values[r]).reshape(n, n_cells - 1, -1)
+    cells = [hits[:, c] for c in range(n_cells - 1)]
+    return cells + [totals[r] - hits.sum(axis=1)]
+
+
+def _curve_null_batch_fast(kernel: RunKernel, totals: list[np.ndarray], labels: list[np.ndarray],
+                           cell_counts: np.ndarray, attrs: list[str], members: Mapping[str, list[np.ndarray]],
+                           nulls: dict[str, np.ndarray], start: int, n: int, T: int, K: int,
+                           chunk: int = CHUNK) -> None:
+    """:func:`_curve_null_batch` when every group is in DP in every run and no group is empty.
+
+    Per run and group the SDR as ``hits / images`` in float64, the gap as max - min, run gaps added in run
+    order and divided by the number of runs, the max over the grid: the same float64 operations as the
+    general path (hit counts are exact integers in float32), so the same numbers; in chunks of permutations
+    that stay in cache, without the (permutations, runs, cells, columns) arrays of the general path.
+    """
+    n_runs, n_cells = cell_counts.shape
+    sizes = {a: [[float(cell_counts[r, idx].sum()) for idx in members[a]] for r in range(n_runs)] for a in attrs}
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        total: dict[str, np.ndarray] = {}
+        for r in range(n_runs):
+            hits = _cell_hits(kernel, totals, r, labels[r][lo:hi], n_cells)
+            for a in attrs:
+                sdr = []
+                for idx, size in zip(members[a], sizes[a][r]):
+                    group = hits[idx[0]]
+                    for c in idx[1:]:
+                        group = group + hits[c]  # exact: integer counts
+                    sdr.append(np.divide(group, size, dtype=np.float64))
+                if len(sdr) == 2:
+                    gap = np.subtract(sdr[0], sdr[1], out=sdr[0])
+                    np.abs(gap, out=gap)  # = max - min, bit for bit
+                else:
+                    high, low = np.maximum(sdr[0], sdr[1]), np.minimum(sdr[0], sdr[1])
+                    for values in sdr[2:]:
+                        np.maximum(high, values, out=high)
+                        np.minimum(low, values, out=low)
+                    gap = np.subtract(high, low, out=high)
+                if r == 0:
+                    total[a] = gap
+                else:
+                    total[a] += gap
+        for a in attrs:
+            nulls[a][start + lo:start + hi] = (total[a] / n_runs).reshape(hi - lo, T, K).max(axis=1)
+
+
+def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[str, np.ndarray],
+               group_counts: Mapping[str, np.ndarray]) -> bool:
+    """Whether :func:`_curve_null_batch_fast` applies: every group in DP in every run, none empty, 2+ groups."""
+    return T > 0 and all(valid[a].all() and aggregations[a].shape[1] >= 2 and (group_counts[a] > 0).all()
+                         for a in aggregations)
+
+
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
-                options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    from fairlandmark.stats.significance import permutation_batches, permutation_pvalue, westfall_young_minp
+                options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
+                shared_permutations: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+    from fairlandmark.stats.significance import (image_strata, permutation_batches, permutation_pvalue,
+                                                 westfall_young_minp)
 
     errors, coding = study.errors, study.coding
     K, T, B = errors.shape[1], len(grid), options.permutations
@@ -255,16 +329,24 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     kernel = RunKernel(hits, study.row_run, study.n_runs)
     small = np.int8 if coding.n_cells < 128 else np.int32
     cells_by_run = kernel.labels_by_run(coding.cell.astype(small))
+    strata = image_strata(kernel.labels_by_run(study.row_image))
     _, counts = kernel.sums(cells_by_run, coding.n_cells)
     attrs = list(coding.attributes)
     aggregations = {a: coding.aggregation(a) for a in attrs}
     nulls = {a: np.empty((B, K)) for a in attrs}
+    members = {a: [np.flatnonzero(aggregations[a][:, g]) for g in range(aggregations[a].shape[1])] for a in attrs}
+    group_counts = {a: counts[0] @ aggregations[a] for a in attrs}
+    fast = _fast_case(T, valid, aggregations, group_counts)
+    totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
-    with progress_bar(options.progress) as bar:
+    with progress_bar(options.progress) as bar, single_threaded_blas():
         task = bar.add_task("error-curve permutations", total=B)
-        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed,
-                                                    batch_size=options.batch_size):
-            _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
+        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
+                                                    batch_size=options.batch_size, drawn=shared_permutations):
+            if fast:
+                _curve_null_batch_fast(kernel, totals, labels, counts[0], attrs, members, nulls, start, n, T, K)
+            else:
+                _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
             bar.advance(task, n)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])

@@ -103,7 +103,9 @@ def percentile_interval(samples: np.ndarray, ci: float) -> tuple[np.ndarray, np.
     tail = (1 - ci) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN keypoints give NaN
-        lo, hi = np.nanquantile(samples, [tail, 1 - tail], axis=0)
+        # Without NaN, np.quantile gives the same numbers much faster.
+        quantile = np.nanquantile if np.isnan(samples).any() else np.quantile
+        lo, hi = quantile(samples, [tail, 1 - tail], axis=0)
     return lo, hi
 
 

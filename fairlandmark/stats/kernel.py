@@ -26,7 +26,8 @@ Without unlabelled points the block is absent and every number is unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, overload
 
@@ -47,7 +48,33 @@ __all__ = [
     "mre_from_sums",
     "parity_gap",
     "parity_gap_value",
+    "single_threaded_blas",
 ]
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the enclosed resampling loops with one BLAS thread.
+
+    Their products are many and small (one batch of resamples x one run): BLAS threads cost more in
+    synchronisation than they gain, and on a shared machine their spinning doubles or triples the CPU time
+    of the whole audit (measured on the 2-core CI VM, docs in BENCHMARKS.md). One thread splits no
+    product differently, and the resampled sums are exact counts or float32 sums accumulated over images
+    in order. Without threadpoolctl (a scikit-learn dependency) nothing changes.
+
+    Examples
+    --------
+    >>> with single_threaded_blas():
+    ...     float((np.ones((2, 3)) @ np.ones(3))[0])
+    3.0
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ The audit's test, as modelled here
 ----------------------------------
 * statistic: the mean over runs of the per-run DP, the range (largest minus
   smallest) of the group SDRs of the groups that take part in DP;
-* null: labels permuted within each run, independently per run;
+* null: image labels permuted within each run (disjoint runs), or once for
+  all runs when the runs share their images (docs/significance.md);
 * multiple testing: ``m`` tests (attributes x keypoints) at level ``alpha``. A
   planted gap at one keypoint is flagged when its p-value passes the per-test
   level ``alpha / m``: exact for Holm's first step and for Benjamini-Hochberg
@@ -40,7 +41,9 @@ groups would be missed with probability above ``1 - power``.
 Runs: when the runs evaluate disjoint images (cross-validation folds), their
 SDRs are independent; when they evaluate the same images, the planted
 difference is modelled as repeating identically in every run (the
-conservative end: averaging runs then does not average away image noise).
+conservative end: averaging runs then does not average away image noise),
+and the audit permutes each image's label once for all its runs, so such a
+design is planned as its single run (:meth:`PlanDesign.as_tested`).
 """
 
 from __future__ import annotations
@@ -161,6 +164,22 @@ class PlanDesign:
         """The two smallest groups (by images over runs): where the gap is planted."""
         order = np.argsort(self.sizes.sum(axis=0), kind="stable")
         return int(order[0]), int(order[1])
+
+    def as_tested(self) -> "PlanDesign":
+        """The design as the audit's test sees it: runs of the same images are one run.
+
+        The audit permutes an image's label once for all its runs (docs/significance.md), and the plan
+        repeats a study's hits identically in every shared run, so the mean over runs is one run's
+        statistic, with one run's null.
+
+        Examples
+        --------
+        >>> PlanDesign([[80, 80]] * 3, shared_images=True).as_tested().sizes.tolist()
+        [[80.0, 80.0]]
+        """
+        if self.shared_images and self.n_runs > 1:
+            return PlanDesign(self.sizes[:1], False)
+        return self
 
     @classmethod
     def equal(cls, n_per_group: float, n_groups: int, n_runs: int = 1, shared_images: bool = False) -> "PlanDesign":
@@ -414,6 +433,7 @@ def power_at_gap(sdr: Any, gap: Any, design: PlanDesign, *, alpha: float = 0.05,
     True
     """
     sdr = _check_sdr(sdr)
+    design = design.as_tested()
     gap = np.broadcast_to(np.asarray(gap, dtype=float), sdr.shape).copy()
     level = per_test_level(alpha, n_tests, correction)
     return _engine(sdr, design, level=level, n_sim=n_sim, seed=seed, method=method, permutations=permutations)(gap)
@@ -439,6 +459,7 @@ def detectable_dp(sdr: Any, design: PlanDesign, *, power: float = 0.8, alpha: fl
     0.19
     """
     sdr = _check_sdr(sdr)
+    design = design.as_tested()
     power = _check_fraction("power", power)
     level = per_test_level(alpha, n_tests, correction)
     unique = np.unique(sdr)
@@ -475,6 +496,8 @@ def images_for_gap(sdr: Any, gap: float, *, n_groups: int = 2, n_runs: int = 1, 
     True
     """
     sdr = _check_sdr(sdr)
+    if shared_images:  # the same images in every run: one run for the test (PlanDesign.as_tested)
+        n_runs, shared_images = 1, False
     power = _check_fraction("power", power)
     gap_value = float(gap)
     if not 0 < gap_value <= 1:

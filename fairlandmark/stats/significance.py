@@ -5,19 +5,23 @@ Four questions per (attribute, keypoint), all answered with the metrics kernel
 per keypoint or per resample:
 
 1. *Is the DP larger than chance?* A label-permutation test. The labels of the
-   images are permuted within each run, all keypoints of an image moving
-   together (so the correlation between keypoints is kept), and one
-   permutation of the finest cells permutes every attribute at once. With
-   several runs the statistic is the mean DP over runs, each run permuted
-   independently: a valid test of "no group effect in any run", one p-value
-   per keypoint. ``p = (1 + #{T_perm >= T_obs}) / (1 + B)``.
+   *images* are permuted, all keypoints of an image moving together (so the
+   correlation between keypoints is kept), and one permutation of the finest
+   cells permutes every attribute at once. An image evaluated in several
+   runs keeps one label: it is permuted once, and its rows in every run
+   follow it. Labels are exchanged between images that appear in the same
+   runs (:func:`image_strata`): within each run for disjoint hold-outs,
+   across all images for repeated runs of the same test set. The statistic
+   is the mean DP over runs: a valid test of "no group effect in any run",
+   one p-value per keypoint. ``p = (1 + #{T_perm >= T_obs}) / (1 + B)``.
 2. *What does the paper's randomized-attribute baseline give?* Each image's
    attribute is exchanged with probability 0.5 (to a uniformly drawn other
    level), the intersection follows from the randomized base attributes; mean
    and std of the resulting DP over repeats.
 3. *How uncertain are DP, SDR and MRE?* A stratified bootstrap: images are
-   resampled with replacement within each (run, finest cell), so no group of
-   any attribute vanishes; percentile intervals.
+   resampled with replacement within each (stratum of images, finest cell),
+   an image's rows in every run together, so no group of any attribute
+   vanishes; percentile intervals.
 4. *Which gaps survive multiple testing?* Benjamini-Hochberg and Holm
    (statsmodels) and the Westfall-Young step-down minP adjustment computed
    from the same permutations, over all attributes x keypoints.
@@ -25,8 +29,9 @@ per keypoint or per resample:
 A threshold-free test runs on the same permutations: the largest pairwise MRE
 gap, so a bias just past the SDR threshold is not missed.
 
-Random streams: one :class:`numpy.random.SeedSequence` per task and run, so a
-``seed`` gives the same numbers bit for bit whatever the batch size.
+Random streams: one :class:`numpy.random.SeedSequence` per task and stratum of
+images (per run for disjoint runs), so a ``seed`` gives the same numbers bit
+for bit whatever the batch size.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
-                                       sdr_from_sums, without_thin_groups)
+                                       sdr_from_sums, single_threaded_blas, without_thin_groups)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +67,9 @@ __all__ = [
     "CORRECTIONS",
     "METHODS",
     "resolve_method",
+    "ImageStrata",
+    "image_strata",
+    "draw_permutations",
 ]
 
 CORRECTIONS = ("bh", "holm", "westfall-young")
@@ -73,6 +81,9 @@ LARGE_SAMPLE_MIN_GROUP = 1_000
 # Memory of one batch of resamples is kept under this many bytes whatever batch_size says (same numbers:
 # the random streams do not depend on the batch size).
 BATCH_BYTES = 256 * 2**20
+# The permuted image labels of the DP test are kept for the curve test (the very same permutations, drawn once)
+# when they take at most this many bytes.
+SHARED_PERMUTATION_BYTES = 64 * 2**20
 # Statistics of a permutation equal to the observed one must count as ">=":
 # exact for SDR gaps (integer hit counts), a relative tolerance for MRE gaps.
 _TIE_TOLERANCE = 1e-9
@@ -81,6 +92,8 @@ MSG_OPTION = "{name}: {rule}, got {value!r}"
 
 
 MSG_UNKNOWN_OPTION = "«significance» has no option {key!r}; the options are: {known}"
+MSG_IMAGE_TWICE = ("an image appears twice in one run: each (run, image) pair must be unique; "
+                   "give repeated evaluations of an image different run names")
 
 
 @dataclass(frozen=True)
@@ -294,6 +307,11 @@ def _random_permutations(rng: np.random.Generator, n: int, m: int) -> np.ndarray
     return np.argsort(rng.integers(0, 2**32, size=(n, m), dtype=np.uint32), axis=1)
 
 
+def _quantiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.nanquantile(x, q, axis=0)``; without NaN the same numbers from the much faster ``np.quantile``."""
+    return np.nanquantile(x, q, axis=0) if np.isnan(x).any() else np.quantile(x, q, axis=0)
+
+
 def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
     if not np.isnan(x).any():
@@ -301,6 +319,142 @@ def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(x, axis=axis)
+
+
+# -- exchangeable strata of images -----------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageStrata:
+    """Images grouped into strata whose labels are exchangeable under "no group effect".
+
+    An image may appear in several runs (repeated runs, cross-validation
+    repeats that share test images); its rows in every run belong to one
+    image and must keep one label. Under the null an image's label is
+    exchangeable with that of any image that appears in the *same set of
+    runs*: these images form a stratum. Permuting (or resampling) image
+    labels within each stratum, every row following its image, keeps every
+    run's group sizes. With disjoint runs (hold-outs) a stratum is a run's
+    images, so this is the classical within-run permutation; with identical
+    runs there is a single stratum and each image is permuted once for all
+    runs.
+
+    Attributes
+    ----------
+    starts, sizes : ndarray of int, shape (S,)
+        Position of each stratum on the image axis (strata one after the
+        other, in order of first appearance; images within a stratum in order
+        of first appearance).
+    rows_by_run : list of ndarray of int
+        Image-axis position of each row of run r (kernel order).
+    runs_by_stratum : list of ndarray of int
+        The runs the images of each stratum appear in.
+    by_run : bool
+        True when each stratum is exactly one run's rows in kernel order
+        (disjoint runs): row labels are then slices of the image axis.
+    """
+
+    starts: np.ndarray
+    sizes: np.ndarray
+    rows_by_run: list[np.ndarray]
+    runs_by_stratum: list[np.ndarray]
+    by_run: bool
+
+    @property
+    def n_images(self) -> int:
+        return int(self.sizes.sum())
+
+    @property
+    def n_strata(self) -> int:
+        return len(self.sizes)
+
+    def stratum(self, s: int) -> slice:
+        """Image-axis slice of stratum ``s``."""
+        return slice(int(self.starts[s]), int(self.starts[s] + self.sizes[s]))
+
+    def image_values(self, values_by_run: Sequence[np.ndarray]) -> np.ndarray:
+        """One value per image (shape (n_images,)) from per-row values that agree across an image's rows."""
+        first = next((v for v in values_by_run if len(v)), np.zeros(0))
+        out = np.zeros(self.n_images, dtype=first.dtype)
+        for rows, values in zip(self.rows_by_run, values_by_run):
+            out[rows] = values
+        return out
+
+    def to_runs(self, per_image: np.ndarray) -> list[np.ndarray]:
+        """Per-run row blocks (kernel order) of an (..., n_images) array: each row takes its image's value."""
+        if self.by_run:
+            return [per_image[..., self.stratum(r)] for r in range(len(self.rows_by_run))]
+        return [per_image[..., rows] for rows in self.rows_by_run]
+
+
+def image_strata(images_by_run: Sequence[ArrayLike]) -> ImageStrata:
+    """The exchangeable strata of images (see :class:`ImageStrata`).
+
+    Parameters
+    ----------
+    images_by_run : list of array-like, one per run
+        Image id of each row of run r, in kernel order
+        (:meth:`fairlandmark.stats.kernel.RunKernel.labels_by_run` of the
+        study's ``row_image``). An image appears at most once per run.
+
+    Returns
+    -------
+    ImageStrata
+
+    Examples
+    --------
+    Two disjoint runs give one stratum per run; two runs of the same images one stratum:
+
+    >>> image_strata([np.array(["a", "b"]), np.array(["c", "d"])]).sizes.tolist()
+    [2, 2]
+    >>> s = image_strata([np.array(["a", "b"]), np.array(["b", "a"])])
+    >>> s.sizes.tolist(), [r.tolist() for r in s.rows_by_run]
+    ([2], [[0, 1], [1, 0]])
+    """
+    import pandas as pd
+
+    blocks = [np.asarray(x) for x in images_by_run]
+    lengths = np.array([len(x) for x in blocks], dtype=np.int64)
+    n_runs = len(blocks)
+    flat = np.concatenate(blocks) if blocks else np.zeros(0)
+    codes, uniques = pd.factorize(flat, sort=False)  # codes in order of first appearance
+    codes = np.asarray(codes, dtype=np.int64)
+    n_images = len(uniques)
+    row_run = np.repeat(np.arange(n_runs), lengths)
+    if np.bincount(codes * max(n_runs, 1) + row_run, minlength=n_images * max(n_runs, 1)).max(initial=0) > 1:
+        raise InputError(MSG_IMAGE_TWICE)
+    if n_images == 0:
+        return ImageStrata(np.zeros(0, np.int64), np.zeros(0, np.int64), [np.zeros(0, np.int64) for _ in blocks], [],
+                           n_runs == 0)
+    member = np.zeros((n_images, n_runs), dtype=bool)
+    member[codes, row_run] = True
+    _, pattern = np.unique(np.packbits(member, axis=1), axis=0, return_inverse=True)
+    pattern = np.asarray(pattern).ravel()
+    n_patterns = int(pattern.max(initial=-1)) + 1
+    # Strata in order of their first image (images are numbered in order of first appearance).
+    first_image = np.full(n_patterns, n_images, dtype=np.int64)
+    np.minimum.at(first_image, pattern, np.arange(n_images))
+    rank = np.empty(n_patterns, dtype=np.int64)
+    rank[np.argsort(first_image, kind="stable")] = np.arange(n_patterns)
+    stratum_of_image = rank[pattern]
+    order = np.argsort(stratum_of_image, kind="stable")  # image axis: stratum-major, first appearance within
+    position = np.empty(n_images, dtype=np.int64)
+    position[order] = np.arange(n_images)
+    sizes = np.bincount(stratum_of_image, minlength=n_patterns).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    rows_by_run = [position[codes[bounds[r]:bounds[r + 1]]] for r in range(n_runs)]
+    runs_by_stratum = [np.flatnonzero(member[order[starts[s]]]) for s in range(n_patterns)]
+    by_run = n_patterns == n_runs and all(
+        np.array_equal(rows_by_run[r], np.arange(starts[r], starts[r] + sizes[r])) for r in range(n_runs))
+    return ImageStrata(starts, sizes, rows_by_run, runs_by_stratum, bool(by_run))
+
+
+def _runs_as_strata(lengths: Sequence[int]) -> ImageStrata:
+    """Every row its own image, each run one stratum (disjoint runs)."""
+    sizes = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    rows = [np.arange(a, a + m) for a, m in zip(starts, sizes)]
+    return ImageStrata(starts, sizes, rows, [np.array([r]) for r in range(len(sizes))], True)
 
 
 # -- the computation -----------------------------------------------------------------
@@ -324,6 +478,9 @@ class _Context:
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
+        # Labels belong to images: resampling works on the image axis of these strata (one label per image).
+        self.strata = image_strata(self.kernel.labels_by_run(study.row_image))
+        self.image_cells = self.strata.image_values(self.cells_by_run)
         self.aggregations = {a: self.coding.aggregation(a) for a in self.coding.attributes}
         # The observed assignment through this kernel, once: its sums give the observed statistics for exact
         # comparison, its counts the cell sizes that permutations and the stratified bootstrap keep.
@@ -401,13 +558,18 @@ def _batch_size(ctx: _Context, options: SignificanceOptions, bytes_per_row: int)
 
 
 def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
-                        batch_size: int) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+                        batch_size: int, strata: ImageStrata | None = None,
+                        drawn: np.ndarray | None = None) -> Iterator[tuple[int, int, list[np.ndarray]]]:
     """The label permutations of the DP test, batch by batch.
 
-    Labels are permuted within each run, one random stream per run (task 1
-    of ``seed``), so the permutations do not depend on ``batch_size``. Other
-    tests that must use the very same permutations (measurements, error
-    curves) draw them here.
+    The labels of *images* are permuted within each stratum of
+    :func:`image_strata` (images that appear in the same runs), once per
+    permutation, and every row of an image, in every run, takes its image's
+    permuted label. One random stream per stratum (task 1 of ``seed``), so
+    the permutations do not depend on ``batch_size``. With disjoint runs a
+    stratum is a run: labels permuted within each run, one stream per run.
+    Other tests that must use the very same permutations (measurements,
+    error curves) draw them here.
 
     Parameters
     ----------
@@ -416,6 +578,11 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
     n_permutations : int
     seed : int
     batch_size : int
+    strata : ImageStrata, optional
+        The images of the rows; default every row its own image (disjoint runs).
+    drawn : ndarray, shape (n_permutations, n_images), optional
+        These permutations already drawn (:func:`draw_permutations` with the same cells, strata and seed,
+        e.g. ``SignificanceResult.shared_permutations``): sliced instead of drawn again.
 
     Yields
     ------
@@ -426,13 +593,44 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
     labels : list of ndarray, each (n, n_r)
         Permuted cells per run.
     """
-    rngs = _streams(seed, 1, len(cells_by_run))
+    if strata is None:
+        strata = _runs_as_strata([len(c) for c in cells_by_run])
+    if drawn is not None and drawn.shape == (n_permutations, strata.n_images):
+        for start, n in _batches(n_permutations, batch_size):
+            yield start, n, strata.to_runs(drawn[start:start + n])
+        return
+    image_cells = strata.image_values(cells_by_run)
+    rngs = _streams(seed, 1, strata.n_strata)
     for start, n in _batches(n_permutations, batch_size):
-        yield start, n, [cells[_random_permutations(rng, n, len(cells))] for rng, cells in zip(rngs, cells_by_run)]
+        permuted = np.empty((n, strata.n_images), dtype=image_cells.dtype)
+        for s, rng in enumerate(rngs):
+            cells = image_cells[strata.stratum(s)]
+            permuted[:, strata.stratum(s)] = cells[_random_permutations(rng, n, len(cells))]
+        yield start, n, strata.to_runs(permuted)
 
 
-def _permutations(ctx: _Context, options: SignificanceOptions,
-                  bar: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
+                      strata: ImageStrata | None = None) -> np.ndarray:
+    """All permutations of :func:`permutation_batches` at once, on the image axis, shape (n_permutations, n_images).
+
+    The random streams do not depend on the batch size, so these are the very permutations that
+    :func:`permutation_batches` yields batch by batch.
+    """
+    if strata is None:
+        strata = _runs_as_strata([len(c) for c in cells_by_run])
+    image_cells = strata.image_values(cells_by_run)
+    out = np.empty((n_permutations, strata.n_images), dtype=image_cells.dtype)
+    for s, rng in enumerate(_streams(seed, 1, strata.n_strata)):
+        cells = image_cells[strata.stratum(s)]
+        # In batches (random keys and sort indices take 12 bytes per label): the same draws, bounded memory.
+        batch = max(1, BATCH_BYTES // (12 * max(1, len(cells))))
+        for start, n in _batches(n_permutations, batch):
+            out[start:start + n, strata.stratum(s)] = cells[_random_permutations(rng, n, len(cells))]
+    return out
+
+
+def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
+                  drawn: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -443,16 +641,24 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     if normal:
         from fairlandmark.stats.asymptotic import normal_sums_model
 
-        models = [normal_sums_model(v, c, ctx.coding.n_cells) for v, c in zip(ctx.kernel.values, ctx.cells_by_run)]
-        rngs = _streams(options.seed, 5, ctx.study.n_runs)
+        models = [normal_sums_model(v, c, ctx.coding.n_cells) for v, c in zip(*_stratum_values(ctx))]
+        rngs = _streams(options.seed, 5, ctx.strata.n_strata)
         batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
     else:
-        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed,
+        batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata, drawn=drawn,
                                       batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
+    fast = None if normal else _fast_plan(ctx)
     for start, n, labels in batches:
+        if fast is not None and labels is not None:
+            for a, (dp, gap) in _fast_null(ctx, fast, labels, n).items():
+                null_dp[a][start:start + n] = dp
+                null_gap[a][start:start + n] = gap
+            if bar:
+                bar.advance(task, n)
+            continue
         if normal or labels is None:
-            sums = np.stack([model.draw(rng, n) for model, rng in zip(models, rngs)], axis=1)  # (n, R, L, M)
+            sums = _normal_draws(ctx, models, rngs, n)  # (n, R, L, M)
         else:
             sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
         counts = ctx.fixed_counts(n)
@@ -466,6 +672,90 @@ def _permutations(ctx: _Context, options: SignificanceOptions,
     return null_dp, null_gap
 
 
+def _fast_plan(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
+    """Per attribute, the cells of each group and the group sizes per run (R, G), when the common case holds:
+    no missing prediction or unlabelled point, every group in DP in every run and none empty, two or more
+    groups. None otherwise (the general path)."""
+    if ctx.any_missing or ctx.layout.has_labelled or ctx.layout.present is not None:
+        return None
+    plan = {}
+    for a in ctx.coding.attributes:
+        matrix = ctx.aggregations[a]
+        sizes = ctx.cell_counts @ matrix
+        valid = np.asarray(ctx.observed[a].valid)
+        if matrix.shape[1] < 2 or not valid.all() or valid.shape != sizes.shape or not (sizes > 0).all():
+            return None
+        plan[a] = ([np.flatnonzero(matrix[:, g]) for g in range(matrix.shape[1])], sizes)
+    return plan
+
+
+def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndarray]], labels: list[np.ndarray],
+               n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """DP and MRE-gap nulls of a batch in the common case (:func:`_fast_plan`), per run without the
+    (permutations, runs, cells, columns) array of the general path.
+
+    The same product per run as :meth:`RunKernel.sums` (same operands, so the same float32 sums), then the
+    same float64 operations in the same order: group sums of cells, SDR and MRE as sums / images, the gap
+    as max - min, run gaps added in run order and divided by the number of runs. The same numbers.
+    """
+    n_cells = ctx.coding.n_cells
+    hits, error = ctx.layout.hits(0), ctx.layout.error
+    total: dict[str, list[np.ndarray]] = {}
+    for r in range(ctx.study.n_runs):
+        run_labels = np.atleast_2d(labels[r])
+        ids = np.arange(n_cells, dtype=run_labels.dtype)[None, :, None]
+        assign = (run_labels[:, None, :] == ids).astype(ctx.kernel.values[r].dtype)
+        sums = (assign.reshape(n * n_cells, -1) @ ctx.kernel.values[r]).astype(np.float64).reshape(n, n_cells, -1)
+        for a, (members, sizes) in plan.items():
+            sdr, mre = [], []
+            for idx, size in zip(members, sizes[r]):
+                group = sums[:, idx[0]] if len(idx) == 1 else np.add.reduce([sums[:, c] for c in idx])
+                sdr.append(group[:, hits] / size)
+                mre.append(group[:, error] / size)
+            gaps = []
+            for values in (sdr, mre):
+                if len(values) == 2:
+                    gaps.append(np.abs(values[0] - values[1]))  # = max - min, bit for bit
+                else:
+                    gaps.append(np.maximum.reduce(values) - np.minimum.reduce(values))
+            if r == 0:
+                total[a] = gaps
+            else:
+                total[a][0] += gaps[0]
+                total[a][1] += gaps[1]
+    R = ctx.study.n_runs
+    return {a: (dp / R, gap / R) for a, (dp, gap) in total.items()}
+
+
+def _stratum_values(ctx: _Context) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per stratum, the value rows of its images side by side over its runs (images x (runs * M)), and their cells."""
+    strata, values = ctx.strata, []
+    if strata.by_run:  # disjoint runs: each stratum is a run's rows in kernel order, no copy
+        return list(ctx.kernel.values), list(ctx.cells_by_run)
+    for s in range(strata.n_strata):
+        lo = strata.starts[s]
+        blocks = []
+        for r in strata.runs_by_stratum[s]:
+            pos = strata.rows_by_run[r] - lo
+            inside = np.flatnonzero((pos >= 0) & (pos < strata.sizes[s]))
+            blocks.append(ctx.kernel.values[r][inside[np.argsort(pos[inside])]])
+        values.append(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1))
+    return values, [ctx.image_cells[strata.stratum(s)] for s in range(strata.n_strata)]
+
+
+def _normal_draws(ctx: _Context, models: list[Any], rngs: list[np.random.Generator], n: int) -> np.ndarray:
+    """Sums (n, R, L, M) drawn from the normal null of each stratum (its runs drawn jointly)."""
+    if ctx.strata.by_run:
+        return np.stack([model.draw(rng, n) for model, rng in zip(models, rngs)], axis=1)
+    M = ctx.kernel.n_columns
+    sums = np.zeros((n, ctx.study.n_runs, ctx.coding.n_cells, M))
+    for s, (model, rng) in enumerate(zip(models, rngs)):
+        draw = model.draw(rng, n)  # (n, L, runs * M)
+        for j, r in enumerate(ctx.strata.runs_by_stratum[s]):
+            sums[:, r] += draw[..., j * M:(j + 1) * M]
+    return sums
+
+
 def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
@@ -473,22 +763,26 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
     out = {a: {"dp": np.empty((B, K)),
                "sdr": np.empty((B, len(ctx.coding.groups[a]), K)),
                "mre": np.empty((B, len(ctx.coding.groups[a]), K))} for a in attrs}
-    # Within each run, rows sorted by cell: a row's replacement is drawn from its own cell.
+    # Images are resampled, every row of an image (in every run) with it: within each stratum of images
+    # (a run's images when runs are disjoint), images sorted by cell, a replacement drawn from its own cell.
+    strata = ctx.strata
     plans = []
-    for cells in ctx.cells_by_run:
+    for s in range(strata.n_strata):
+        cells = ctx.image_cells[strata.stratum(s)]
         order = np.argsort(cells, kind="stable")
         sizes = np.bincount(cells, minlength=ctx.coding.n_cells)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         plans.append((order, starts[cells[order]], sizes[cells[order]]))
-    rngs = _streams(options.seed, 2, ctx.study.n_runs)
+    rngs = _streams(options.seed, 2, strata.n_strata)
     task = bar.add_task("bootstrap", total=B) if bar else None
     for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
-        weights = []
-        for rng, (order, start_of, size_of) in zip(rngs, plans):
+        image_weights = np.empty((n, strata.n_images))
+        for s, (rng, (order, start_of, size_of)) in enumerate(zip(rngs, plans)):
             m = len(order)
             pick = start_of + np.floor(rng.random((n, m)) * size_of).astype(np.int64)  # positions in sorted order
             flat = np.bincount((np.arange(n)[:, None] * m + order[pick]).ravel(), minlength=n * m)
-            weights.append(flat.reshape(n, m).astype(float))
+            image_weights[:, strata.stratum(s)] = flat.reshape(n, m)
+        weights = strata.to_runs(image_weights)
         sums, _ = ctx.kernel.sums(ctx.cells_by_run, ctx.coding.n_cells, weights_by_run=weights, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
@@ -525,26 +819,28 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
         m = np.zeros((n_full, coding.n_cells))
         m[full_of_cell, np.arange(coding.n_cells)] = 1.0  # combinations absent from the data stay out
         agg[inter[0]] = m
-    codes_by_run = {a: ctx.kernel.labels_by_run(coding.base_codes[a]) for a in base}
+    # The randomized attribute belongs to the image: drawn once per image (per stratum's stream), for all its rows.
+    strata = ctx.strata
+    image_codes = {a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])) for a in base}
     K = len(ctx.study.keypoints)
     B = options.baseline_repeats
     out = {a: np.empty((B, K)) for a in coding.attributes}
     # Separate streams for the coin flips and the new levels, so neither depends on the batch size.
-    flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
-    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), ctx.study.n_runs) for i, a in enumerate(base)}
+    flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
+    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
     task = bar.add_task("randomized baseline", total=B) if bar else None
     for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
-        labels = []
-        for r in range(ctx.study.n_runs):
+        image_labels = np.zeros((n, strata.n_images), dtype=np.int64)
+        for s in range(strata.n_strata):
             full: np.ndarray | int = 0
             for a, size in zip(base, sizes):
-                code = codes_by_run[a][r]
-                flip = flips[a][r].random((n, len(code))) < 0.5
-                shift = (levels[a][r].integers(1, size, size=(n, len(code))) if size > 2
+                code = image_codes[a][strata.stratum(s)]
+                flip = flips[a][s].random((n, len(code))) < 0.5
+                shift = (levels[a][s].integers(1, size, size=(n, len(code))) if size > 2
                          else np.ones((n, len(code)), np.int64))
                 full = full * size + np.where(flip, (code + shift) % size, code)
-            labels.append(np.broadcast_to(full, (n, len(codes_by_run[base[0]][r]))))
-        sums, counts = ctx.kernel.sums(labels, n_full)
+            image_labels[:, strata.stratum(s)] = full
+        sums, counts = ctx.kernel.sums(strata.to_runs(image_labels), n_full)
         for a in coding.attributes:
             gsums, gcounts = aggregate(sums, counts, agg[a])
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
@@ -593,18 +889,25 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         in_dp = [np.zeros(1, dtype=int)]
     min_group = int(min((x.min() for x in in_dp if x.size), default=0))
     ctx.method = resolve_method(options.method, len(study.row_run), min_group)
-    with progress_bar(options.progress) as bar:
-        perm = _permutations(ctx, options, bar) if options.permutations else None
+    with progress_bar(options.progress) as bar, single_threaded_blas():
+        drawn = None
+        if (options.permutations and ctx.method == "permutation"
+                and options.permutations * ctx.strata.n_images * ctx.image_cells.itemsize <= SHARED_PERMUTATION_BYTES):
+            drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata)
+        perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
-    return SignificanceResult(ctx, options, perm, boot, base)
+    result = SignificanceResult(ctx, options, perm, boot, base)
+    result.shared_permutations = drawn
+    return result
 
 
-STATISTIC = "mean over runs of per-run DP; labels permuted within each run"
+STATISTIC = ("mean over runs of per-run DP; image labels permuted among images evaluated in the same runs "
+             "(within each run for disjoint runs), an image's rows in every run together")
 METHOD_TEXT = {
-    "permutation": "exact label permutations within each run",
-    "normal": ("large-sample normal null of the per-cell sums under permutation within each run "
-               "(exact permutation mean and covariance), drawn jointly for every test"),
+    "permutation": "exact permutations of image labels among images evaluated in the same runs",
+    "normal": ("large-sample normal null of the per-cell sums under permutation of image labels among images "
+               "evaluated in the same runs (exact permutation mean and covariance), drawn jointly for every test"),
 }
 
 
@@ -616,6 +919,10 @@ class SignificanceResult:
                  boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         self.method = ctx.method
+        # The permuted cells of the DP test on the image axis (permutations x images), kept for the curve test
+        # (``error_curves(..., shared_permutations=...)``); None when not drawn or larger than
+        # SHARED_PERMUTATION_BYTES.
+        self.shared_permutations: np.ndarray | None = None
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
         self.groups = {a: list(coding.groups[a]) for a in self.attributes}
@@ -651,10 +958,10 @@ class SignificanceResult:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 for a in self.attributes:
-                    lo, hi = np.nanquantile(boot[a]["dp"], [lo_q, hi_q], axis=0)
+                    lo, hi = _quantiles(boot[a]["dp"], [lo_q, hi_q])
                     self.columns[a].update({"dp_ci_low": lo, "dp_ci_high": hi})
-                    s_lo, s_hi = np.nanquantile(boot[a]["sdr"], [lo_q, hi_q], axis=0)
-                    m_lo, m_hi = np.nanquantile(boot[a]["mre"], [lo_q, hi_q], axis=0)
+                    s_lo, s_hi = _quantiles(boot[a]["sdr"], [lo_q, hi_q])
+                    m_lo, m_hi = _quantiles(boot[a]["mre"], [lo_q, hi_q])
                     self.group_ci[a] = (s_lo, s_hi, m_lo, m_hi)  # each (G, K)
                     # The interval shown: signed gap of the reported pair (contains its estimate; see intervals.py).
                     # Callers that pass only group validity (the measurement audit) get no gap interval.

@@ -1,0 +1,123 @@
+"""The fast paths of the permutation nulls give the very numbers of the general paths, bit for bit.
+
+The common case (no missing prediction, every group in DP in every run) skips the general
+(permutations, runs, cells, columns) arrays; the permutations are drawn once and shared with the curve
+test; the resampling loops run on one BLAS thread. None of this may change a number: each is compared
+with the general path on the same data by the whole JSON document.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fairlandmark import audit_arrays
+from fairlandmark.stats import curves as curves_module
+from fairlandmark.stats import significance as significance_module
+from fairlandmark.stats.significance import SignificanceOptions, draw_permutations, image_strata, permutation_batches
+
+
+def _study(seed=0, n=120, k=4, runs=3, shared=False):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0, 100, size=(n, k, 2))
+    pred = true + rng.normal(0, 1.3, size=(n, k, 2))
+    groups = {"sex": rng.choice(["F", "M"], n), "site": np.resize(["A", "B", "C"], n)}
+    if shared:  # the same n // runs images in every run
+        per_run = n // runs
+        ids = np.tile(np.arange(per_run), runs).astype(str)
+        for key in groups:
+            groups[key] = np.tile(groups[key][:per_run], runs)
+        return pred, true, groups, np.repeat(np.arange(runs), per_run), ids
+    return pred, true, groups, np.arange(n) % runs, np.arange(n).astype(str)
+
+
+def _nulls(monkeypatch, study, **options):
+    """The whole JSON and every null distribution handed to ``permutation_pvalue`` (DP, MRE gap, curve gap)."""
+    seen = []
+    original = significance_module.permutation_pvalue
+
+    def spy(null, observed):
+        seen.append(np.array(null, copy=True))
+        return original(null, observed)
+
+    monkeypatch.setattr(significance_module, "permutation_pvalue", spy)
+    doc = _audit(study, **options).to_json()
+    monkeypatch.setattr(significance_module, "permutation_pvalue", original)
+    assert len(seen) == 6  # DP, MRE gap, curve gap: raw p-values and inside Westfall-Young
+    return doc, seen
+
+
+def _general(monkeypatch):
+    monkeypatch.setattr(significance_module, "_fast_plan", lambda ctx: None)
+    monkeypatch.setattr(curves_module, "_fast_case", lambda *args: False)
+    monkeypatch.setattr(significance_module, "SHARED_PERMUTATION_BYTES", 0)  # each test draws its own
+
+
+def _assert_same(a, b):
+    assert a[0] == b[0]  # the whole JSON document
+    for x, y in zip(a[1], b[1]):
+        np.testing.assert_array_equal(x, y)  # the null distributions, bit for bit
+
+
+def _audit(study, **options):
+    pred, true, groups, runs, ids = study
+    sig = SignificanceOptions(permutations=150, bootstrap=40, baseline_repeats=20, seed=3, **options)
+    return audit_arrays(pred, true, groups, runs=runs, image_ids=ids, spacing_mm=1.0, min_group_size=3,
+                        significance=sig, curves={"phi": [0.5, 1.0, 2.0, 3.0, 5.0]})
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_fast_paths_give_the_numbers_of_the_general_paths(monkeypatch, shared):
+    study = _study(seed=1, shared=shared)
+    fast = _nulls(monkeypatch, study)
+    _general(monkeypatch)
+    _assert_same(fast, _nulls(monkeypatch, study))
+
+
+def test_fast_paths_with_small_batches_and_many_cells(monkeypatch):
+    # Three attributes: the intersection has up to 12 cells, marginal groups sum 2-6 cells each.
+    pred, true, groups, runs, ids = _study(seed=2, n=240)
+    groups["age"] = np.resize(["young", "mid", "old"], len(pred))[::-1].copy()
+    study = (pred, true, groups, runs, ids)
+    fast = _nulls(monkeypatch, study, batch_size=32)
+    _general(monkeypatch)
+    _assert_same(fast, _nulls(monkeypatch, study, batch_size=32))
+
+
+def test_missing_predictions_take_the_general_path_and_agree(monkeypatch):
+    pred, true, groups, runs, ids = _study(seed=4)
+    pred[5, 1] = np.nan
+    calls = []
+    original = significance_module._fast_plan
+    monkeypatch.setattr(significance_module, "_fast_plan", lambda ctx: calls.append(original(ctx)) or calls[-1])
+    _audit((pred, true, groups, runs, ids))
+    assert calls == [None]  # presence columns: not the common case
+
+
+def test_drawn_permutations_are_those_yielded_batch_by_batch():
+    rng = np.random.default_rng(0)
+    cells = [rng.integers(0, 4, 31).astype(np.int8), rng.integers(0, 4, 31).astype(np.int8)]
+    strata = image_strata([np.arange(31).astype(str), np.arange(31).astype(str)[::-1]])
+    drawn = draw_permutations(cells, 57, seed=9, strata=strata)
+    for start, n, labels in permutation_batches(cells, 57, seed=9, batch_size=10, strata=strata):
+        np.testing.assert_array_equal(labels[0], drawn[start:start + n][:, strata.rows_by_run[0]])
+        np.testing.assert_array_equal(labels[1], drawn[start:start + n][:, strata.rows_by_run[1]])
+    again = [x for _, _, x in permutation_batches(cells, 57, seed=9, batch_size=25, strata=strata, drawn=drawn)]
+    fresh = [x for _, _, x in permutation_batches(cells, 57, seed=9, batch_size=25, strata=strata)]
+    for a, b in zip(again, fresh):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_the_audit_shares_its_permutations_with_the_curve_test():
+    result = _audit(_study(seed=5))
+    drawn = result.significance.shared_permutations
+    assert drawn is not None and drawn.shape == (150, 120)
+
+
+def test_drawing_in_small_batches_gives_the_same_permutations(monkeypatch):
+    rng = np.random.default_rng(1)
+    cells = [rng.integers(0, 3, 31).astype(np.int8)]
+    whole = draw_permutations(cells, 40, seed=2)
+    monkeypatch.setattr(significance_module, "BATCH_BYTES", 12 * 31 * 3)  # 3 permutations per batch
+    np.testing.assert_array_equal(draw_permutations(cells, 40, seed=2), whole)
