@@ -76,6 +76,9 @@ __all__ = [
     "RUNS_POLICY",
     "PERMUTATION_TESTS",
     "fixed_model_null",
+    "fold_permutation_pvalues",
+    "merge_pvalues",
+    "MERGE_RULES",
     "besag_clifford_pvalue",
     "DEFAULT_STOP_AFTER",
     "balanced_accuracy_by_image",
@@ -129,12 +132,14 @@ MSG_TOO_FEW_FOR_TWO = (
 MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
 MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r}"
 MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
+MSG_MERGE_RULE = "merge rule: must be one of {choices}, got {value!r}"
 
 # "refit" (default): every permutation refits the whole cross-validation (the test of scikit-learn's
 # permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
 # stay fixed and the held-out labels are permuted between the test images of each fold: no refit, but mildly
 # anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
 PERMUTATION_TESTS = ("refit", "fixed-model")
+MERGE_RULES = ("twice-mean", "bonferroni", "geometric", "harmonic", "max")
 PERMUTATION_TEST_TEXT = {
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
@@ -389,6 +394,110 @@ def fixed_model_null(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predic
         labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
         null += balanced_accuracy_by_image(labels, image_hits, image_rows)
     return null / len(folds), observed / len(folds)
+
+
+def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predictions: Sequence[np.ndarray],
+                             y: np.ndarray, image_of_row: np.ndarray, n_permutations: int,
+                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One exact permutation test per fold, the fitted model of the fold fixed.
+
+    Fold ``k``'s model was fitted on the other folds only, so given the
+    features and the labels outside fold ``k`` its held-out predictions are
+    fixed; under the null (errors carry no information on the target) the
+    held-out labels are then a uniformly random arrangement of their multiset
+    over the held-out images. Permuting them between the held-out images (all
+    rows of an image together) therefore gives an exact p-value per fold:
+    ``p_k = (1 + #{null_k >= observed_k}) / (1 + n_permutations)``. The ``K``
+    p-values are dependent (a fold's labels trained the other folds' models);
+    :func:`merge_pvalues` combines them with a rule valid under any dependence.
+
+    Parameters
+    ----------
+    folds : list of (ndarray, ndarray)
+        ``(train, test)`` row indices.
+    test_predictions : list of ndarray
+        Predicted class (index into the classes) of each test row, per fold.
+    y : ndarray of int, shape (N,)
+        True class of each row.
+    image_of_row : ndarray of int, shape (N,)
+        Image of each row.
+    n_permutations : int
+    rng : numpy.random.Generator
+        Drawn fold by fold exactly as :func:`fixed_model_null` draws, so that
+        ``null.mean(axis=1)`` is its null.
+
+    Returns
+    -------
+    p : ndarray, shape (K,)
+        The p-value of each fold.
+    observed : ndarray, shape (K,)
+        The balanced accuracy of each fold for the true labels.
+    null : ndarray, shape (n_permutations, K)
+        The permuted balanced accuracies of each fold.
+
+    Examples
+    --------
+    One fold of four single-row images, predicted perfectly: 1 of the 6
+    distinct arrangements of the labels scores as well.
+
+    >>> p, obs, null = fold_permutation_pvalues([(np.array([], int), np.arange(4))], [np.array([0, 0, 1, 1])],
+    ...                                         np.array([0, 0, 1, 1]), np.arange(4), 2000,
+    ...                                         np.random.default_rng(0))
+    >>> float(obs[0]), round(float(np.mean(null[:, 0] >= 1.0)), 1)
+    (1.0, 0.2)
+    """
+    n_classes = int(max(y.max(), max((p.max() for p in test_predictions if len(p)), default=0))) + 1
+    null = np.zeros((n_permutations, len(folds)))
+    observed = np.zeros(len(folds))
+    for k, ((_, test), pred) in enumerate(zip(folds, test_predictions)):
+        images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
+        image_rows = np.bincount(inverse, minlength=len(images))
+        image_hits = np.zeros((len(images), n_classes))
+        np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
+        image_y = y[test][first]
+        observed[k] = balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
+        labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
+        null[:, k] = balanced_accuracy_by_image(labels, image_hits, image_rows)
+    p = (1.0 + np.sum(null >= observed - _TIE, axis=0)) / (1.0 + n_permutations)
+    return p, observed, null
+
+
+def merge_pvalues(p: ArrayLike, rule: str = "twice-mean") -> float:
+    """Combine p-values that are each valid but arbitrarily dependent into one valid p-value.
+
+    Rules (each valid under any dependence between the p-values; capped at 1):
+
+    * ``"twice-mean"``: ``2 x mean`` (Rüschendorf 1982; Vovk & Wang 2020);
+    * ``"bonferroni"``: ``K x min``;
+    * ``"geometric"``: ``e x geometric mean`` (Vovk & Wang 2020);
+    * ``"harmonic"``: ``e log K x harmonic mean`` for ``K >= 3`` (Vovk & Wang
+      2020; ``2 x harmonic mean`` for ``K = 2``);
+    * ``"max"``: the largest (every p-value must be small).
+
+    Examples
+    --------
+    >>> merge_pvalues([0.01, 0.02, 0.03])
+    0.04
+    >>> merge_pvalues([0.01, 0.02, 0.03], "bonferroni")
+    0.03
+    >>> merge_pvalues([0.4, 0.9], "twice-mean")
+    1.0
+    """
+    p = np.asarray(p, dtype=float)
+    k = len(p)
+    if rule == "twice-mean":
+        value = 2.0 * p.mean()
+    elif rule == "bonferroni":
+        value = k * p.min()
+    elif rule == "geometric":
+        value = np.e * np.exp(np.mean(np.log(p)))
+    elif rule == "harmonic":
+        value = (np.e * np.log(k) if k >= 3 else 2.0) * k / np.sum(1.0 / p)
+    elif rule == "max":
+        value = p.max()
+    else:
+        raise InputError(MSG_MERGE_RULE.format(choices=", ".join(MERGE_RULES), value=rule))
+    return float(min(1.0, value))
 
 
 def besag_clifford_pvalue(null: ArrayLike, observed: float, n_permutations: int,
