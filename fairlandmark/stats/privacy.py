@@ -82,6 +82,7 @@ __all__ = [
     "besag_clifford_pvalue",
     "DEFAULT_STOP_AFTER",
     "balanced_accuracy_by_image",
+    "permutation_importance_batched",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -134,18 +135,29 @@ MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r
 MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
 MSG_MERGE_RULE = "merge rule: must be one of {choices}, got {value!r}"
 
-# "refit" (default): every permutation refits the whole cross-validation (the test of scikit-learn's
+# "per-fold" (default): one exact permutation test per fold (the fold's forest fixed, its held-out labels permuted
+# between its images), the fold p-values merged by a rule valid under any dependence (DEFAULT_MERGE): no refit.
+# "refit": every permutation refits the whole cross-validation (the test of scikit-learn's
 # permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
-# stay fixed and the held-out labels are permuted between the test images of each fold: no refit, but mildly
+# stay fixed and the mean over folds is compared with the mean of the within-fold nulls: no refit, but mildly
 # anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
-PERMUTATION_TESTS = ("refit", "fixed-model")
+PERMUTATION_TESTS = ("per-fold", "refit", "fixed-model")
+DEFAULT_PERMUTATION_TEST = "per-fold"
 MERGE_RULES = ("twice-mean", "bonferroni", "geometric", "harmonic", "max")
 PERMUTATION_TEST_TEXT = {
+    "per-fold": ("an exact permutation test in each fold (the fold's fitted model fixed, its held-out labels "
+                 "permuted between its test images), the fold p-values merged by {merge} (valid under any "
+                 "dependence between folds; Vovk & Wang 2020)"),
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
     "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
               "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
+# How the per-fold test merges its fold p-values (chosen by simulated power; docs/privacy.md).
+DEFAULT_MERGE = "twice-mean"
+MERGE_TEXT = {"twice-mean": "twice their mean", "bonferroni": "the number of folds times their minimum",
+              "geometric": "e times their geometric mean", "harmonic": "e log K times their harmonic mean",
+              "max": "their maximum"}
 # Scores of a permuted labelling equal to the observed one count as ">=" (ties up to rounding).
 _TIE = 1e-12
 # Besag-Clifford: the refit test of an analysis stops once this many permuted scores reached the observed one.
@@ -162,7 +174,7 @@ def _is_int(value: object) -> bool:
 
 
 def _check_options(target: object, within: object, n_splits: Any, n_permutations: Any, n_repeats: Any, seed: Any,
-                   n_jobs: Any, estimator: Any, permutation_test: object = "refit") -> None:
+                   n_jobs: Any, estimator: Any, permutation_test: object = DEFAULT_PERMUTATION_TEST) -> None:
     from sklearn.base import is_classifier
 
     if permutation_test not in PERMUTATION_TESTS:
@@ -282,23 +294,91 @@ def _auc(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=classes))
 
 
+def permutation_importance_batched(model: Any, X: np.ndarray, y: np.ndarray, *, n_repeats: int, seed: int,
+                                   max_cells: int = 1 << 22) -> np.ndarray:
+    """Mean permutation importance (drop in balanced accuracy), batched into few ``predict`` calls.
+
+    The same numbers as :func:`sklearn.inspection.permutation_importance`
+    with ``scoring="balanced_accuracy"``, ``random_state=seed`` (the same
+    shuffles: one ``RandomState`` stream per column, each repeat shuffling the
+    already shuffled column), but every shuffled copy of ``X`` is stacked and
+    predicted in a handful of calls instead of one per (column, repeat): a
+    forest's per-call overhead is paid once per block. Rows are predicted
+    independently, so the predictions are the same.
+
+    Parameters
+    ----------
+    model : fitted scikit-learn classifier (or pipeline)
+    X : ndarray, shape (n, F)
+    y : ndarray, shape (n,)
+    n_repeats : int
+    seed : int
+    max_cells : int, default 2**22
+        Upper bound on the cells of one stacked block (memory).
+
+    Returns
+    -------
+    ndarray, shape (F,)
+        ``importances_mean`` of scikit-learn's result.
+
+    Examples
+    --------
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> X = np.array([[0.0, 5.0], [1.0, 5.0], [0.0, 6.0], [1.0, 6.0]] * 5)
+    >>> y = X[:, 0].astype(int)
+    >>> imp = permutation_importance_batched(DecisionTreeClassifier().fit(X, y), X, y, n_repeats=3, seed=0)
+    >>> bool(imp[0] > 0), float(imp[1])
+    (True, 0.0)
+    """
+    n, n_features = X.shape
+    stream = np.random.RandomState(np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1))
+    step = np.arange(n)
+    order = np.arange(n)
+    orders = []  # row order of a column after each repeat's shuffle (cumulative, as scikit-learn shuffles)
+    for _ in range(n_repeats):
+        stream.shuffle(step)
+        order = order[step]
+        orders.append(order)
+    shuffled = X[np.array(orders, dtype=np.int64).reshape(n_repeats, n)]  # (repeats, n, F)
+    classes = np.asarray(model.classes_)
+    y_index = np.searchsorted(classes, y)
+    support = np.bincount(y_index, minlength=len(classes)).astype(np.float64)
+    present = support > 0
+
+    def score(pred: np.ndarray) -> np.ndarray:  # (B, n) predictions -> balanced accuracy per block row
+        hit = pred == classes[y_index][None, :]
+        hits = np.stack([hit[:, y_index == c].sum(axis=1) for c in np.flatnonzero(present)], axis=1)
+        return np.mean(hits / support[present][None, :], axis=1)
+
+    with _quiet():
+        baseline = score(np.asarray(model.predict(X))[None, :])[0]
+        per_block = max(1, max_cells // max(1, n * n_features * n_repeats))
+        permuted = np.empty((n_features, n_repeats))
+        for start in range(0, n_features, per_block):
+            cols = np.arange(start, min(n_features, start + per_block))
+            stacked = np.broadcast_to(X, (len(cols), n_repeats, n, n_features)).copy()  # (cols, repeats, n, F)
+            # column j of block (j, r) in the row order of repeat r
+            stacked[np.arange(len(cols))[:, None], :, :, cols[:, None]] = shuffled[:, :, cols].transpose(2, 0, 1)[:, None]
+            pred = np.asarray(model.predict(stacked.reshape(-1, n_features))).reshape(len(cols) * n_repeats, n)
+            permuted[start:start + len(cols)] = score(pred).reshape(len(cols), n_repeats)
+    return np.mean(baseline - permuted, axis=1)
+
+
 def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                    n_classes: int, n_repeats: int, seed: int) -> dict[str, Any]:
     """Fit one fold with the true labels: every score plus permutation importance."""
     from sklearn.base import clone
-    from sklearn.inspection import permutation_importance
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     with _quiet():
         model = clone(pipeline).fit(X[train], y[train])
         pred = model.predict(X[test])
-        imp = permutation_importance(model, X[test], y[test], scoring="balanced_accuracy", n_repeats=n_repeats,
-                                     random_state=seed, n_jobs=1)
+        importance = permutation_importance_batched(model, X[test], y[test], n_repeats=n_repeats, seed=seed)
         return {
             "accuracy": float(accuracy_score(y[test], pred)),
             "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
             "roc_auc": _auc(model, X[test], y[test], n_classes),
-            "importance": imp.importances_mean.astype(float),
+            "importance": importance.astype(float),
             "test_pred": np.asarray(pred),
         }
 
@@ -612,6 +692,8 @@ class _Level:
     X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # features of the rows
     p_value: float | None = None  # set by the sequential refit test
     observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
+    fold_p: np.ndarray | None = None  # per-fold exact p-values of the per-fold test
+    min_p: float | None = None  # the smallest p-value the test can give, where not 1 / (1 + n_permutations)
 
 
 def _levels(study: Study, target: str, within: str | None, n_splits: int) -> list[_Level]:
@@ -659,7 +741,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
                         n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
-                        bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
+                        bins: Mapping[str, Sequence[float]] | None = None,
+                        permutation_test: str = DEFAULT_PERMUTATION_TEST,
                         stop_after: int | None = DEFAULT_STOP_AFTER,
                         spacing_from_dicom: str | os.PathLike[str] | None = None,
                         dicom_match: str = "stem", encoding: str | None = None) -> PrivacyResult:
@@ -696,12 +779,16 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
-    permutation_test : {"refit", "fixed-model"}, default "refit"
+    permutation_test : {"per-fold", "refit", "fixed-model"}, default "per-fold"
+        "per-fold": in each fold, the fitted model stays fixed and the
+        held-out labels are permuted between the fold's test images, an exact
+        test per fold; the fold p-values are merged by twice their mean,
+        valid under any dependence between folds (no refit: seconds;
+        :func:`fold_permutation_pvalues`, :func:`merge_pvalues`).
         "refit": each permutation refits the whole cross-validation, as
-        scikit-learn's ``permutation_test_score``. "fixed-model": the fitted
-        models stay fixed and the held-out labels are permuted between the
-        test images of each fold (no refit: seconds), a fast screen that is
-        mildly anti-conservative (docs/privacy.md), so not the default.
+        scikit-learn's ``permutation_test_score``. "fixed-model": the mean
+        over folds against the mean of the within-fold nulls, a fast screen
+        that is mildly anti-conservative (docs/privacy.md).
     stop_after : int or None, default 10
         Refit test only: stop an analysis once this many permuted scores
         reached the observed one (Besag-Clifford; its p-value is then
@@ -778,6 +865,15 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         if permutation_test == "refit" and n_permutations:
             _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names)
 
+    if permutation_test == "per-fold" and n_permutations:
+        for li, lev in enumerate(levels):
+            preds = [f["test_pred"] for f in lev.fold_scores]
+            fold_p, fold_observed, fold_null = fold_permutation_pvalues(
+                lev.folds, preds, lev.y, lev.image_of_row, n_permutations, np.random.default_rng([seed, li]))
+            lev.fold_p = fold_p
+            lev.p_value = merge_pvalues(fold_p, DEFAULT_MERGE)
+            lev.min_p = merge_pvalues(np.full(len(lev.folds), 1.0 / (1 + n_permutations)), DEFAULT_MERGE)
+            lev.null, lev.observed_null_scale = fold_null.mean(axis=1), float(fold_observed.mean())
     if permutation_test == "fixed-model" and n_permutations:
         for li, lev in enumerate(levels):
             preds = [f.pop("test_pred") for f in lev.fold_scores]
@@ -799,7 +895,9 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
     settings = {
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
-        "permutation_test": permutation_test, "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test],
+        "permutation_test": permutation_test,
+        "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test].format(merge=MERGE_TEXT[DEFAULT_MERGE]),
+        "merge_rule": DEFAULT_MERGE if permutation_test == "per-fold" else None,
         "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
@@ -891,8 +989,9 @@ class PrivacyResult:
             for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
                 row[metric], row[f"{metric}_std"] = _scalar_mean_std([f[metric] for f in fs])
             row["balanced_accuracy"] = observed  # the exact statistic the test compares
+            min_p = (lev.min_p if lev.min_p is not None else 1.0 / (1 + n_perm)) if n_perm else np.nan
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
-                        "n_permutations": n_perm, "leak": bool(n_perm and p <= ALPHA)})
+                        "n_permutations": n_perm, "min_p_value": float(min_p), "leak": bool(n_perm and p <= ALPHA)})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -906,7 +1005,8 @@ class PrivacyResult:
                              "n_test_images": len(np.unique(lev.image_of_row[test])),
                              "n_train_rows": len(train), "n_test_rows": len(test),
                              "accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"],
-                             "roc_auc": s["roc_auc"]})
+                             "roc_auc": s["roc_auc"],
+                             "p_value": float(lev.fold_p[f]) if lev.fold_p is not None else None})
         return pd.DataFrame(rows)
 
     @cached_property
@@ -944,7 +1044,7 @@ class PrivacyResult:
             top_text = f"most informative keypoints: {', '.join(map(str, top))}" if top else MSG_NOTHING_INFORMATIVE
             p = row["p_value"]
             p_text = _fmt_p(p)
-            powerless = np.isfinite(p) and 1.0 / (1 + row["n_permutations"]) > ALPHA
+            powerless = np.isfinite(p) and row["min_p_value"] > ALPHA
             if powerless:
                 p_text += f"; {row['n_permutations']} permutations cannot reach p <= {ALPHA:g}"
             numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {p_text})"
