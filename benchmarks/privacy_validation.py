@@ -132,6 +132,9 @@ def merge_methods(preds, meta, trees, seed, n_refit, n_fold_perm=199):
         pf.append(pk[0])
     pf = np.array(pf)
     out["chain-stouffer"] = float(norm.sf(np.sum(norm.isf(pf)) / np.sqrt(len(pf))))
+    from scipy.stats import chi2
+
+    out["chain-fisher"] = float(chi2.sf(-2 * np.sum(np.log(pf)), 2 * len(pf)))
     if n_refit:
         observed = np.mean([balanced_accuracy_score(y[te], pr) for (_, te), pr in zip(folds, preds_k)])
         hits = 0
@@ -157,6 +160,8 @@ def merge_study(args):
         for s in range(args.power):
             r = merge_methods(*dataset(rng, args.images, args.runs, delta), args.trees, s, args.refit_perm)
             rows.append({"delta": delta, **r})
+            if args.out:
+                pd.DataFrame(rows).to_csv(args.out, index=False)
         print(f"  shift {delta} done, {time.perf_counter() - start:.0f} s", flush=True)
     frame = pd.DataFrame(rows)
     if args.out:

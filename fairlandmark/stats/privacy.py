@@ -78,6 +78,8 @@ __all__ = [
     "fixed_model_null",
     "fold_permutation_pvalues",
     "merge_pvalues",
+    "chain_folds",
+    "fisher_sequential_pvalue",
     "MERGE_RULES",
     "besag_clifford_pvalue",
     "DEFAULT_STOP_AFTER",
@@ -141,7 +143,7 @@ MSG_MERGE_RULE = "merge rule: must be one of {choices}, got {value!r}"
 # permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
 # stay fixed and the mean over folds is compared with the mean of the within-fold nulls: no refit, but mildly
 # anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
-PERMUTATION_TESTS = ("per-fold", "refit", "fixed-model")
+PERMUTATION_TESTS = ("per-fold", "chained", "refit", "fixed-model")
 DEFAULT_PERMUTATION_TEST = "per-fold"
 MERGE_RULES = ("twice-mean", "bonferroni", "geometric", "harmonic", "max")
 PERMUTATION_TEST_TEXT = {
@@ -150,6 +152,9 @@ PERMUTATION_TEST_TEXT = {
                  "dependence between folds; Vovk & Wang 2020)"),
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
+    "chained": ("folds chained: fold k is predicted by a model fitted on folds 1..k-1 only and tested by an exact "
+                "permutation of its held-out labels; the K-1 sequentially valid p-values are combined by Fisher's "
+                "method"),
     "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
               "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
@@ -381,6 +386,48 @@ def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarra
             "importance": importance.astype(float),
             "test_pred": np.asarray(pred),
         }
+
+
+def _chain_predict(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Held-out predictions of one link of the chained test (a model fitted on the earlier folds only)."""
+    from sklearn.base import clone
+
+    with _quiet():
+        return np.asarray(clone(pipeline).fit(X[train], y[train]).predict(X[test]))
+
+
+def chain_folds(folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The links of the chained test: ``(test rows of folds 0..k-1, test rows of fold k)`` for k = 1..K-1.
+
+    Examples
+    --------
+    >>> f = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3])),
+    ...      (np.array([0, 1, 2, 3]), np.array([4]))]
+    >>> [(a.tolist(), b.tolist()) for a, b in chain_folds(f)]
+    [([0, 1], [2, 3]), ([0, 1, 2, 3], [4])]
+    """
+    return [(np.concatenate([folds[j][1] for j in range(k)]), folds[k][1]) for k in range(1, len(folds))]
+
+
+def fisher_sequential_pvalue(p: ArrayLike) -> float:
+    """Fisher's combination of sequentially valid p-values.
+
+    Valid when each p-value is super-uniform given the earlier ones (as in the
+    chained test, where link ``k`` depends only on the labels of folds
+    ``0..k``): ``P(chi2(2K) >= -2 sum log p)``. Not valid under arbitrary
+    dependence (use :func:`merge_pvalues` there).
+
+    Examples
+    --------
+    >>> round(fisher_sequential_pvalue([0.05]), 6)
+    0.05
+    >>> fisher_sequential_pvalue([1.0, 1.0])
+    1.0
+    """
+    from scipy.stats import chi2
+
+    p = np.asarray(p, dtype=float)
+    return float(min(1.0, chi2.sf(-2.0 * np.sum(np.log(p)), 2 * len(p))))
 
 
 def _null_score(pipeline: Any, X: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -692,7 +739,8 @@ class _Level:
     X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # features of the rows
     p_value: float | None = None  # set by the sequential refit test
     observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
-    fold_p: np.ndarray | None = None  # per-fold exact p-values of the per-fold test
+    fold_p: np.ndarray | None = None  # per-fold exact p-values of the per-fold and chained tests
+    chain_preds: list = field(default_factory=list)  # held-out predictions of the chained test's links
     min_p: float | None = None  # the smallest p-value the test can give, where not 1 / (1 + n_permutations)
 
 
@@ -847,18 +895,25 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         for f, (train, test) in enumerate(lev.folds):
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
+        if permutation_test == "chained" and n_permutations:
+            lev.chain_preds = [None] * (n_splits - 1)
+            for f, (train, test) in enumerate(chain_folds(lev.folds)):
+                tasks.append((_chain_predict, (pipeline, X, lev.y, train, test)))
+                owners.append((li, "chain", f))
 
     with progress_bar(progress) as bar:
         names: dict[tuple[int, str], Any] = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
             names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
+            if n_permutations and permutation_test == "chained":
+                names[li, "chain"] = bar.add_task(f"chained folds{where}", total=n_splits - 1)
             if n_permutations and permutation_test == "refit":
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
         def done(i: int, result: Any) -> None:
             li, kind, j = owners[i]
-            levels[li].fold_scores[j] = result
+            (levels[li].fold_scores if kind == "fold" else levels[li].chain_preds)[j] = result
             bar.advance(names[li, kind])
 
         _run_tasks(tasks, n_jobs, done)
@@ -874,6 +929,16 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
             lev.p_value = merge_pvalues(fold_p, DEFAULT_MERGE)
             lev.min_p = merge_pvalues(np.full(len(lev.folds), 1.0 / (1 + n_permutations)), DEFAULT_MERGE)
             lev.null, lev.observed_null_scale = fold_null.mean(axis=1), float(fold_observed.mean())
+    if permutation_test == "chained" and n_permutations:
+        for li, lev in enumerate(levels):
+            links = chain_folds(lev.folds)
+            link_p, link_observed, link_null = fold_permutation_pvalues(
+                links, lev.chain_preds, lev.y, lev.image_of_row, n_permutations, np.random.default_rng([seed, li]))
+            lev.fold_p = np.concatenate([[np.nan], link_p])
+            lev.p_value = fisher_sequential_pvalue(link_p)
+            lev.min_p = fisher_sequential_pvalue(np.full(len(links), 1.0 / (1 + n_permutations)))
+            lev.null, lev.observed_null_scale = link_null.mean(axis=1), float(link_observed.mean())
+            lev.chain_preds = []
     if permutation_test == "fixed-model" and n_permutations:
         for li, lev in enumerate(levels):
             preds = [f.pop("test_pred") for f in lev.fold_scores]
@@ -1006,7 +1071,8 @@ class PrivacyResult:
                              "n_train_rows": len(train), "n_test_rows": len(test),
                              "accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"],
                              "roc_auc": s["roc_auc"],
-                             "p_value": float(lev.fold_p[f]) if lev.fold_p is not None else None})
+                             "p_value": (float(lev.fold_p[f]) if lev.fold_p is not None and np.isfinite(lev.fold_p[f])
+                                         else None)})
         return pd.DataFrame(rows)
 
     @cached_property
