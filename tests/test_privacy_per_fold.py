@@ -1,4 +1,7 @@
-"""The per-fold privacy test (default): exact per fold, merged validly, and it finds planted leaks.
+"""The chained (default) and per-fold privacy tests: exact per fold or link, combined validly, leaks found.
+
+* the chained p-value equals an independent computation (scikit-learn fits on the earlier folds, a plain
+  permutation loop, scipy's Fisher combination); a planted leak is found by the default test;
 
 * each fold's p-value equals a plain loop over the same permutations, and the exact enumeration of all label
   arrangements of a tiny fold;
@@ -22,7 +25,9 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.stats.privacy import (
     MERGE_RULES,
     attribute_inference,
+    chain_folds,
     default_estimator,
+    fisher_sequential_pvalue,
     fold_permutation_pvalues,
     merge_pvalues,
     permutation_importance_batched,
@@ -127,9 +132,9 @@ def test_fold_p_values_are_uniform_when_predictions_ignore_the_labels():
     assert np.mean(np.asarray(merged) <= 0.05) <= 0.05
 
 
-def test_planted_leak_is_found_by_the_default_test_and_named_in_the_json():
+def test_planted_leak_is_found_by_the_per_fold_test_and_named_in_the_json():
     preds, meta = _synthetic(effect=2.0, seed=1)
-    res = attribute_inference(preds, meta, target="age_group", seed=1, **FAST)  # default test, 200 permutations
+    res = attribute_inference(preds, meta, target="age_group", seed=1, permutation_test="per-fold", **FAST)
     row = res.scores.iloc[0]
     assert res.settings["permutation_test"] == "per-fold"
     assert row["balanced_accuracy"] > 0.85
@@ -149,12 +154,13 @@ def test_null_data_are_not_called_leaks_and_few_permutations_are_flagged():
     calls = []
     for s in range(6):
         preds, meta = _synthetic(n_images=60, effect=0.0, seed=10 + s)
-        res = attribute_inference(preds, meta, target="age_group", seed=s, **FAST)
+        res = attribute_inference(preds, meta, target="age_group", seed=s, permutation_test="per-fold", **FAST)
         calls.append(res.scores["p_value"].iloc[0])
         assert len(res.null_scores["all"]) == 200
     assert all(0 < p <= 1 for p in calls)
     assert sum(p <= 0.05 for p in calls) <= 1
-    res = attribute_inference(*_synthetic(n_images=40, effect=2.0), target="age_group", n_permutations=19, **FAST)
+    res = attribute_inference(*_synthetic(n_images=40, effect=2.0), target="age_group", n_permutations=19,
+                              permutation_test="per-fold", **FAST)
     assert res.scores["min_p_value"].iloc[0] == pytest.approx(0.1)
     assert "19 permutations cannot reach p <= 0.05" in res.risk_line
 
@@ -176,3 +182,87 @@ def test_batched_importance_is_sklearns_bit_for_bit():
                                       random_state=seed).importances_mean
         got = permutation_importance_batched(model, X[160:], y[160:], n_repeats=4, seed=seed, max_cells=max_cells)
         np.testing.assert_array_equal(got, want)
+
+
+# -- the chained test (default) ------------------------------------------------------------------------------------
+
+
+def test_chained_p_value_is_the_independent_computation():
+    from scipy.stats import combine_pvalues
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    from fairlandmark.stats.privacy import row_folds
+
+    preds, meta = _synthetic(n_images=60, effect=0.6, seed=3)
+    res = attribute_inference(preds, meta, target="age_group", seed=2, n_permutations=30, **FAST)
+    assert res.settings["permutation_test"] == "chained"
+    # independently: the study's feature rows, the same folds, forests fitted on the earlier folds' rows, a plain
+    # permutation loop per link
+    X = np.asarray(res.study.errors, dtype=float)
+    images, image_of_row = np.unique(np.asarray(res.study.row_image).astype(str), return_inverse=True)
+    y = np.asarray(res.study.coding.base_codes["age_group"])
+    folds = row_folds(images[image_of_row], y, n_splits=5, seed=2)
+    stream = np.random.default_rng([2, 0])
+    link_p = []
+    for k in range(1, 5):
+        train = np.concatenate([folds[j][1] for j in range(k)])
+        test = folds[k][1]
+        model = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                          ("classifier", RandomForestClassifier(n_estimators=15, random_state=0, n_jobs=1))])
+        pred = model.fit(X[train], y[train]).predict(X[test])
+        observed = balanced_accuracy_score(y[test], pred)
+        test_images, first = np.unique(image_of_row[test], return_index=True)
+        where = np.searchsorted(test_images, image_of_row[test])
+        perms = stream.permuted(np.tile(y[test][first], (30, 1)), axis=1)
+        hits = sum(balanced_accuracy_score(perm[where], pred) >= observed - 1e-12 for perm in perms)
+        link_p.append((1 + hits) / 31)
+    assert res.folds["p_value"].iloc[0] is None or np.isnan(res.folds["p_value"].iloc[0])
+    np.testing.assert_allclose(res.folds["p_value"].iloc[1:].to_numpy(float), link_p, rtol=0, atol=1e-14)
+    want = combine_pvalues(link_p, method="fisher").pvalue
+    assert res.scores["p_value"].iloc[0] == pytest.approx(want, rel=1e-10)
+    assert res.to_dict()["analyses"][0]["folds"][0]["p_value"] is None
+
+
+def test_chain_links_use_only_earlier_folds():
+    folds = [(np.array([2, 3, 4]), np.array([0, 1])), (np.array([0, 1, 4]), np.array([2, 3])),
+             (np.array([0, 1, 2, 3]), np.array([4]))]
+    links = chain_folds(folds)
+    assert [t.tolist() for _, t in links] == [[2, 3], [4]]
+    assert [tr.tolist() for tr, _ in links] == [[0, 1], [0, 1, 2, 3]]
+    assert fisher_sequential_pvalue([0.5]) == pytest.approx(0.5)
+    assert fisher_sequential_pvalue([1.0, 1.0, 1.0]) == 1.0
+
+
+def test_fisher_is_valid_for_sequentially_valid_discrete_p_values():
+    # Link k's p-value is super-uniform given the earlier ones (here: conservative discrete p-values whose
+    # resolution depends on the earlier ones): Fisher's combination stays at or below its level.
+    rng = np.random.default_rng(8)
+    n = 20000
+    p = np.empty((n, 4))
+    grid = 10
+    for k in range(4):
+        u = rng.random(n)
+        p[:, k] = np.ceil(u * grid) / grid  # P(p <= t) <= t
+        grid = np.where(p[:, k] < 0.5, 5, 20)
+    merged = np.array([fisher_sequential_pvalue(row) for row in p])
+    for level in (0.05, 0.1):
+        assert np.mean(merged <= level) <= level + 3 * np.sqrt(level * (1 - level) / n)
+
+
+def test_planted_leak_is_found_by_the_default_chained_test_and_null_data_are_not():
+    preds, meta = _synthetic(effect=2.0, seed=1)
+    res = attribute_inference(preds, meta, target="age_group", seed=1, **FAST)
+    row = res.scores.iloc[0]
+    assert row["p_value"] < 0.001 and row["leak"]
+    assert set(res.importance["keypoint"].head(2)) == {2, 5}
+    doc = res.to_dict()
+    assert doc["permutation_test"] == "chained" and "Fisher" in doc["permutation_test_description"]
+    assert doc["merge_rule"] is None
+    calls = []
+    for s in range(6):
+        res = attribute_inference(*_synthetic(n_images=60, effect=0.0, seed=20 + s), target="age_group", seed=s,
+                                  **FAST)
+        calls.append(res.scores["p_value"].iloc[0])
+    assert all(0 < p <= 1 for p in calls) and sum(p <= 0.05 for p in calls) <= 1

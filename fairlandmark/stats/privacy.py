@@ -137,14 +137,18 @@ MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r
 MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
 MSG_MERGE_RULE = "merge rule: must be one of {choices}, got {value!r}"
 
-# "per-fold" (default): one exact permutation test per fold (the fold's forest fixed, its held-out labels permuted
-# between its images), the fold p-values merged by a rule valid under any dependence (DEFAULT_MERGE): no refit.
+# "chained" (default): fold k is predicted by a model fitted on folds 0..k-1 only, and tested by permuting its
+# held-out labels between its images; each link's p-value is exact given the earlier folds' labels, so Fisher's
+# combination of the K-1 links is valid: K-1 extra fits, no refit per permutation (docs/privacy.md).
+# "per-fold": one exact permutation test per fold (the fold's forest fixed, its held-out labels permuted
+# between its images), the fold p-values merged by a rule valid under any dependence (DEFAULT_MERGE): no refit,
+# but much less power (the merging pays for the unknown dependence between folds).
 # "refit": every permutation refits the whole cross-validation (the test of scikit-learn's
 # permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
 # stay fixed and the mean over folds is compared with the mean of the within-fold nulls: no refit, but mildly
 # anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
-PERMUTATION_TESTS = ("per-fold", "chained", "refit", "fixed-model")
-DEFAULT_PERMUTATION_TEST = "per-fold"
+PERMUTATION_TESTS = ("chained", "per-fold", "refit", "fixed-model")
+DEFAULT_PERMUTATION_TEST = "chained"
 MERGE_RULES = ("twice-mean", "bonferroni", "geometric", "harmonic", "max")
 PERMUTATION_TEST_TEXT = {
     "per-fold": ("an exact permutation test in each fold (the fold's fitted model fixed, its held-out labels "
@@ -827,7 +831,14 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
-    permutation_test : {"per-fold", "refit", "fixed-model"}, default "per-fold"
+    permutation_test : {"chained", "per-fold", "refit", "fixed-model"}, default "chained"
+        "chained": fold ``k`` (k >= 2) is predicted by a model fitted on folds
+        ``1..k-1`` only and tested by permuting its held-out labels between
+        its images; the ``K - 1`` p-values are each exact given the earlier
+        folds' labels, and combined by Fisher's method
+        (:func:`chain_folds`, :func:`fisher_sequential_pvalue`): ``K - 1``
+        extra fits, no refit per permutation. The reported scores stay those
+        of the usual cross-validation.
         "per-fold": in each fold, the fitted model stays fixed and the
         held-out labels are permuted between the fold's test images, an exact
         test per fold; the fold p-values are merged by twice their mean,
