@@ -138,16 +138,16 @@ def test_planted_leak_is_found_by_the_per_fold_test_and_named_in_the_json():
     row = res.scores.iloc[0]
     assert res.settings["permutation_test"] == "per-fold"
     assert row["balanced_accuracy"] > 0.85
-    # every fold: no permuted labelling reached its score, so each fold's p is 1/201, merged 2/201
+    # every fold: no permuted labelling reached its score, so each fold's p is 1/201, merged (Bonferroni) 5/201
     assert list(res.folds["p_value"]) == pytest.approx([1 / 201] * 5)
-    assert row["p_value"] == pytest.approx(2 / 201) and row["leak"]
-    assert row["min_p_value"] == pytest.approx(2 / 201)
+    assert row["p_value"] == pytest.approx(5 / 201) and row["leak"]
+    assert row["min_p_value"] == pytest.approx(5 / 201)
     assert set(res.importance["keypoint"].head(2)) == {2, 5}
     doc = res.to_dict()
-    assert doc["permutation_test"] == "per-fold" and doc["merge_rule"] == "twice-mean"
-    assert "twice their mean" in doc["permutation_test_description"]
+    assert doc["permutation_test"] == "per-fold" and doc["merge_rule"] == "bonferroni"
+    assert "the number of folds times their minimum" in doc["permutation_test_description"]
     assert doc["analyses"][0]["folds"][0]["p_value"] == pytest.approx(1 / 201)
-    assert "p = 0.01)" in res.risk_line
+    assert "p = 0.025)" in res.risk_line
 
 
 def test_null_data_are_not_called_leaks_and_few_permutations_are_flagged():
@@ -161,7 +161,7 @@ def test_null_data_are_not_called_leaks_and_few_permutations_are_flagged():
     assert sum(p <= 0.05 for p in calls) <= 1
     res = attribute_inference(*_synthetic(n_images=40, effect=2.0), target="age_group", n_permutations=19,
                               permutation_test="per-fold", **FAST)
-    assert res.scores["min_p_value"].iloc[0] == pytest.approx(0.1)
+    assert res.scores["min_p_value"].iloc[0] == pytest.approx(0.25)
     assert "19 permutations cannot reach p <= 0.05" in res.risk_line
 
 

@@ -61,7 +61,7 @@ def add_inference_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
                         help="chained (default): fold k predicted by a forest fitted on folds 1..k-1 only, its "
                              "held-out labels permuted (exact given the earlier folds), the links combined by Fisher "
                              "(seconds); per-fold: an exact permutation test in each fold with its fitted forest "
-                             "fixed, the fold p-values merged by twice their mean (valid under any dependence, less "
+                             "fixed, the fold p-values merged by Bonferroni (valid under any dependence, less "
                              "power); refit: refit the cross-validation for every permutation, stopping "
                              "once 10 permuted scores reach the observed one (Besag-Clifford); fixed-model: the fold "
                              "mean against the mean within-fold null (seconds, but mildly anti-conservative)")

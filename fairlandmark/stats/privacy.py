@@ -23,14 +23,18 @@ the controls a reader needs to trust the number:
   ROC AUC (binary; one-vs-rest macro average for three or more classes), the
   majority-class rate (chance for accuracy) and ``1 / n_classes`` (chance for
   balanced accuracy);
-* **label-permutation test** of the mean balanced accuracy: the target is
-  shuffled *between images* (all runs of an image keep one label, as in the
-  data), the whole cross-validation is repeated on the same folds, and
-  ``p = (1 + #{null >= observed}) / (1 + n_permutations)``. scikit-learn's
-  ``permutation_test_score(groups=...)`` shuffles *within* groups, which is not
-  the null wanted here, so the loop is our own; with one run it is the same test;
-* **which keypoints leak**: :func:`sklearn.inspection.permutation_importance`
-  on each held-out fold (balanced accuracy drop), averaged over folds, ranked;
+* **label-permutation test**, by default *chained* (no refit per
+  permutation): fold ``k`` (k >= 2) is predicted by a model fitted on folds
+  ``1..k-1`` only and tested by permuting its held-out labels *between
+  images* (all runs of an image keep one label); each link's p-value is exact
+  given the earlier folds' labels, so Fisher's combination of the ``K - 1``
+  links is valid. Options: "per-fold" (each fold's own model fixed, the fold
+  p-values merged by Bonferroni), "refit" (the whole cross-validation
+  refitted per permutation, as scikit-learn's ``permutation_test_score``, but
+  shuffling between images, not within groups), "fixed-model" (a screen);
+* **which keypoints leak**: permutation importance (the numbers of
+  :func:`sklearn.inspection.permutation_importance`, batched:
+  :func:`permutation_importance_batched`) on each held-out fold (balanced accuracy drop), averaged over folds, ranked;
 * ``within``: the whole analysis is repeated inside each level of another
   attribute (the paper's filtered attribute: age within male and within
   female), so the attributes don't mix.
@@ -163,7 +167,7 @@ PERMUTATION_TEST_TEXT = {
               "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
 # How the per-fold test merges its fold p-values (chosen by simulated power; docs/privacy.md).
-DEFAULT_MERGE = "twice-mean"
+DEFAULT_MERGE = "bonferroni"
 MERGE_TEXT = {"twice-mean": "twice their mean", "bonferroni": "the number of folds times their minimum",
               "geometric": "e times their geometric mean", "harmonic": "e log K times their harmonic mean",
               "max": "their maximum"}
@@ -841,8 +845,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         of the usual cross-validation.
         "per-fold": in each fold, the fitted model stays fixed and the
         held-out labels are permuted between the fold's test images, an exact
-        test per fold; the fold p-values are merged by twice their mean,
-        valid under any dependence between folds (no refit: seconds;
+        test per fold; the fold p-values are merged by Bonferroni (K x the
+        smallest), valid under any dependence between folds (no refit: seconds;
         :func:`fold_permutation_pvalues`, :func:`merge_pvalues`).
         "refit": each permutation refits the whole cross-validation, as
         scikit-learn's ``permutation_test_score``. "fixed-model": the mean
