@@ -20,7 +20,17 @@ affordable; the argument does not depend on the forest).
   mean variance of the fixed-model null (a ratio above 1 means the null is too
   narrow: the test is anti-conservative).
 
-Run: ``python benchmarks/privacy_validation.py`` (about 20 minutes on a busy 2-core machine).
+* ``--merge``: every candidate test on the same datasets (``--null`` null
+  datasets, ``--power`` per shift in ``--deltas``): the per-fold exact tests
+  merged by each rule of ``merge_pvalues`` (valid under any dependence), the
+  fixed-model screen, the chained test (Fisher, and Stouffer for comparison)
+  and, on the shifted datasets, the refit test with ``--refit-perm``
+  permutations; share of p <= 0.05 (and 0.10 under the null). ``--out`` keeps
+  every p-value as CSV.
+
+Run: ``python benchmarks/privacy_validation.py`` (about 20 minutes on a busy 2-core machine);
+``python benchmarks/privacy_validation.py --merge --null 300 --power 0`` and
+``... --merge --null 0 --power 15 --deltas 0.7 0.5 --refit-perm 39`` for the figures in docs/privacy.md.
 """
 
 from __future__ import annotations
