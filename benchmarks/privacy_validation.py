@@ -112,8 +112,7 @@ def merge_methods(preds, meta, trees, seed, n_refit, n_fold_perm=199):
     from sklearn.base import clone
     from sklearn.metrics import balanced_accuracy_score
 
-    from fairlandmark.stats.privacy import (fixed_model_null, fold_permutation_pvalues, merge_pvalues, row_folds,
-                                            MERGE_RULES)
+    from fairlandmark.stats.privacy import MERGE_RULES, fold_permutation_pvalues, merge_pvalues, row_folds
 
     wide = preds.pivot_table(index=["run", "image_id"], columns="keypoint", values="error_mm").reset_index()
     X = wide.drop(columns=["run", "image_id"]).to_numpy(float)

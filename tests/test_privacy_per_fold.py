@@ -33,7 +33,7 @@ from fairlandmark.stats.privacy import (
     permutation_importance_batched,
 )
 
-FAST = dict(estimator=default_estimator(n_estimators=15), n_repeats=2)
+FAST = {"estimator": default_estimator(n_estimators=15), "n_repeats": 2}
 
 
 def _synthetic(n_images=80, k=6, runs=2, effect=0.0, effect_kps=(2, 5), seed=0):

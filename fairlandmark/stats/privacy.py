@@ -371,7 +371,8 @@ def permutation_importance_batched(model: Any, X: np.ndarray, y: np.ndarray, *, 
             cols = np.arange(start, min(n_features, start + per_block))
             stacked = np.broadcast_to(X, (len(cols), n_repeats, n, n_features)).copy()  # (cols, repeats, n, F)
             # column j of block (j, r) in the row order of repeat r
-            stacked[np.arange(len(cols))[:, None], :, :, cols[:, None]] = shuffled[:, :, cols].transpose(2, 0, 1)[:, None]
+            block = np.arange(len(cols))[:, None]
+            stacked[block, :, :, cols[:, None]] = shuffled[:, :, cols].transpose(2, 0, 1)[:, None]
             pred = np.asarray(model.predict(stacked.reshape(-1, n_features))).reshape(len(cols) * n_repeats, n)
             permuted[start:start + len(cols)] = score(pred).reshape(len(cols), n_repeats)
     return np.mean(baseline - permuted, axis=1)
