@@ -108,7 +108,7 @@ def _pipe(trees, seed):
 
 def merge_methods(preds, meta, trees, seed, n_refit, n_fold_perm=199):
     """p-values of every candidate test on one dataset: merged per-fold tests, fixed-model, forward chaining, refit."""
-    from scipy.stats import norm
+    from scipy.stats import chi2, norm
     from sklearn.base import clone
     from sklearn.metrics import balanced_accuracy_score
 
@@ -132,17 +132,21 @@ def merge_methods(preds, meta, trees, seed, n_refit, n_fold_perm=199):
     # the old fixed-model test: the mean over folds against the mean of the within-fold nulls
     out["fixed-model"] = float((1 + np.sum(null.mean(axis=1) >= obs.mean() - 1e-12)) / (1 + n_fold_perm))
     # forward chaining: fold k tested with a model fitted on folds < k only -> sequentially valid p-values
-    pf = []
+    pf, pp = [], []
     for k in range(1, len(folds)):
         train = np.concatenate([folds[j][1] for j in range(k)])
         test = folds[k][1]
-        pred = clone(pipe).fit(X[train], y[train]).predict(X[test])
+        model = clone(pipe).fit(X[train], y[train])
+        pred = model.predict(X[test])
+        proba = np.zeros((len(test), 2))
+        proba[:, model.classes_] = model.predict_proba(X[test])
         pk, _, _ = fold_permutation_pvalues([(train, test)], [pred], y, image_of_row, n_fold_perm, rng)
         pf.append(pk[0])
+        pk, _, _ = fold_permutation_pvalues([(train, test)], [proba], y, image_of_row, n_fold_perm, rng)
+        pp.append(pk[0])
     pf = np.array(pf)
+    out["chain-proba-fisher"] = float(chi2.sf(-2 * np.sum(np.log(pp)), 2 * len(pp)))
     out["chain-stouffer"] = float(norm.sf(np.sum(norm.isf(pf)) / np.sqrt(len(pf))))
-    from scipy.stats import chi2
-
     out["chain-fisher"] = float(chi2.sf(-2 * np.sum(np.log(pf)), 2 * len(pf)))
     if n_refit:
         observed = np.mean([balanced_accuracy_score(y[te], pr) for (_, te), pr in zip(folds, preds_k)])

@@ -211,12 +211,19 @@ def test_chained_p_value_is_the_independent_computation():
         test = folds[k][1]
         model = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
                           ("classifier", RandomForestClassifier(n_estimators=15, random_state=0, n_jobs=1))])
-        pred = model.fit(X[train], y[train]).predict(X[test])
-        observed = balanced_accuracy_score(y[test], pred)
+        proba = model.fit(X[train], y[train]).predict_proba(X[test])
+
+        def statistic(labels, proba=proba):  # balanced mean probability of the true class, by plain loops
+            means = []
+            for c in sorted(set(labels)):
+                means.append(np.mean([proba[i, c] for i in range(len(labels)) if labels[i] == c]))
+            return np.mean(means)
+
+        observed = statistic(y[test])
         test_images, first = np.unique(image_of_row[test], return_index=True)
         where = np.searchsorted(test_images, image_of_row[test])
         perms = stream.permuted(np.tile(y[test][first], (30, 1)), axis=1)
-        hits = sum(balanced_accuracy_score(perm[where], pred) >= observed - 1e-12 for perm in perms)
+        hits = sum(statistic(perm[where]) >= observed - 1e-12 for perm in perms)
         link_p.append((1 + hits) / 31)
     assert res.folds["p_value"].iloc[0] is None or np.isnan(res.folds["p_value"].iloc[0])
     np.testing.assert_allclose(res.folds["p_value"].iloc[1:].to_numpy(float), link_p, rtol=0, atol=1e-14)
@@ -259,6 +266,7 @@ def test_planted_leak_is_found_by_the_default_chained_test_and_null_data_are_not
     assert set(res.importance["keypoint"].head(2)) == {2, 5}
     doc = res.to_dict()
     assert doc["permutation_test"] == "chained" and "Fisher" in doc["permutation_test_description"]
+    assert "probability of the true class" in doc["permutation_test_description"]
     assert doc["merge_rule"] is None
     calls = []
     for s in range(6):

@@ -161,11 +161,16 @@ PERMUTATION_TEST_TEXT = {
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
     "chained": ("folds chained: fold k is predicted by a model fitted on folds 1..k-1 only and tested by an exact "
-                "permutation of its held-out labels; the K-1 sequentially valid p-values are combined by Fisher's "
-                "method"),
+                "permutation of its held-out labels between its images (statistic: {chain}); the K-1 sequentially "
+                "valid p-values are combined by Fisher's method"),
     "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
               "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
+# The chained test's statistic per link: "probability" (balanced mean predicted probability of the true class; uses
+# the forest's graded output) or "balanced_accuracy" (chosen by simulated power; docs/privacy.md).
+CHAIN_STATISTIC = "probability"
+CHAIN_TEXT = {"probability": "the balanced mean predicted probability of the true class",
+              "balanced_accuracy": "balanced accuracy"}
 # How the per-fold test merges its fold p-values (chosen by simulated power; docs/privacy.md).
 DEFAULT_MERGE = "bonferroni"
 MERGE_TEXT = {"twice-mean": "twice their mean", "bonferroni": "the number of folds times their minimum",
@@ -397,12 +402,22 @@ def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarra
         }
 
 
-def _chain_predict(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Held-out predictions of one link of the chained test (a model fitted on the earlier folds only)."""
+def _chain_predict(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   n_classes: int) -> np.ndarray:
+    """Held-out predictions of one link of the chained test (a model fitted on the earlier folds only).
+
+    Class probabilities, one column per class of the analysis (CHAIN_STATISTIC "probability", when the classifier
+    has ``predict_proba``), else the predicted class index.
+    """
     from sklearn.base import clone
 
     with _quiet():
-        return np.asarray(clone(pipeline).fit(X[train], y[train]).predict(X[test]))
+        model = clone(pipeline).fit(X[train], y[train])
+        if CHAIN_STATISTIC == "probability" and hasattr(model, "predict_proba"):
+            out = np.zeros((len(test), n_classes))
+            out[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(X[test])
+            return out
+        return np.asarray(model.predict(X[test]))
 
 
 def chain_folds(folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -552,7 +567,12 @@ def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], tes
     folds : list of (ndarray, ndarray)
         ``(train, test)`` row indices.
     test_predictions : list of ndarray
-        Predicted class (index into the classes) of each test row, per fold.
+        Predicted class (index into the classes) of each test row, per fold;
+        or, shape (rows, classes), the predicted class probabilities: the
+        statistic is then the balanced mean probability of the true class
+        (per class, the mean over its rows of the probability given to it;
+        then the mean over the classes present), which uses the forest's
+        graded output and ties less often than balanced accuracy.
     y : ndarray of int, shape (N,)
         True class of each row.
     image_of_row : ndarray of int, shape (N,)
@@ -582,14 +602,18 @@ def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], tes
     >>> float(obs[0]), round(float(np.mean(null[:, 0] >= 1.0)), 1)
     (1.0, 0.2)
     """
-    n_classes = int(max(y.max(), max((p.max() for p in test_predictions if len(p)), default=0))) + 1
+    n_classes = int(max(y.max(), max((p.shape[1] - 1 if p.ndim == 2 else p.max() for p in test_predictions
+                                      if len(p)), default=0))) + 1
     null = np.zeros((n_permutations, len(folds)))
     observed = np.zeros(len(folds))
     for k, ((_, test), pred) in enumerate(zip(folds, test_predictions)):
         images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
         image_rows = np.bincount(inverse, minlength=len(images))
         image_hits = np.zeros((len(images), n_classes))
-        np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
+        if np.ndim(pred) == 2:  # class probabilities: summed per image and class
+            np.add.at(image_hits, inverse, np.asarray(pred, dtype=np.float64))
+        else:
+            np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
         image_y = y[test][first]
         observed[k] = balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
         labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
@@ -914,7 +938,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         if permutation_test == "chained" and n_permutations:
             lev.chain_preds = [None] * (n_splits - 1)
             for f, (train, test) in enumerate(chain_folds(lev.folds)):
-                tasks.append((_chain_predict, (pipeline, X, lev.y, train, test)))
+                tasks.append((_chain_predict, (pipeline, X, lev.y, train, test, len(lev.classes))))
                 owners.append((li, "chain", f))
 
     with progress_bar(progress) as bar:
@@ -977,7 +1001,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
         "permutation_test": permutation_test,
-        "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test].format(merge=MERGE_TEXT[DEFAULT_MERGE]),
+        "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test].format(
+            merge=MERGE_TEXT[DEFAULT_MERGE], chain=CHAIN_TEXT[CHAIN_STATISTIC]),
         "merge_rule": DEFAULT_MERGE if permutation_test == "per-fold" else None,
         "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
