@@ -26,7 +26,8 @@ the controls a reader needs to trust the number:
 * **label-permutation test**, by default *chained* (no refit per
   permutation): fold ``k`` (k >= 2) is predicted by a model fitted on folds
   ``1..k-1`` only and tested by permuting its held-out labels *between
-  images* (all runs of an image keep one label); each link's p-value is exact
+  images* (all runs of an image keep one label; statistic: the balanced mean
+  predicted probability of the true class); each link's p-value is exact
   given the earlier folds' labels, so Fisher's combination of the ``K - 1``
   links is valid. Options: "per-fold" (each fold's own model fixed, the fold
   p-values merged by Bonferroni), "refit" (the whole cross-validation
