@@ -77,7 +77,7 @@ def test_option_is_checked_and_named_in_the_settings():
     preds = pd.DataFrame({"image_id": np.repeat(ids, 2), "keypoint": np.tile([1, 2], 40),
                           "error_mm": rng.gamma(2.0, 1.0, 80)})
     meta = pd.DataFrame({"image_id": ids, "g": np.where(np.arange(40) % 2, "a", "b")})
-    with pytest.raises(InputError, match="permutation_test: must be one of per-fold, refit, fixed-model"):
+    with pytest.raises(InputError, match="permutation_test: must be one of chained, per-fold, refit, fixed-model"):
         attribute_inference(preds, meta, target="g", permutation_test="exact")
     from fairlandmark.stats.privacy import default_estimator
 
