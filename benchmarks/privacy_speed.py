@@ -42,7 +42,8 @@ def main():
         start = time.perf_counter()
         res = attribute_inference(study, target="age", within="sex", seed=0)
         ours = time.perf_counter() - start
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d')}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"ours (defaults: {res.settings['permutation_test']} test, {DEFAULT_PERMUTATIONS} permutations): "
           f"{ours:.1f} s; p-values {res.scores['p_value'].round(4).tolist()}")
 
@@ -66,6 +67,7 @@ def main():
         total += (time.perf_counter() - start) * (DEFAULT_PERMUTATIONS + 1) / (k + 1)
     print(f"sklearn permutation_test_score, {DEFAULT_PERMUTATIONS} permutations, both analyses (timed {k}, "
           f"extrapolated): {total:.1f} s")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print(f"ratio ours / sklearn: {ours / total:.3f}  target <= 0.1: {'PASS' if ours <= 0.1 * total else 'FAIL'}")
 
 

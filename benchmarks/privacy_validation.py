@@ -20,7 +20,17 @@ affordable; the argument does not depend on the forest).
   mean variance of the fixed-model null (a ratio above 1 means the null is too
   narrow: the test is anti-conservative).
 
-Run: ``python benchmarks/privacy_validation.py`` (about 20 minutes on a busy 2-core machine).
+* ``--merge``: every candidate test on the same datasets (``--null`` null
+  datasets, ``--power`` per shift in ``--deltas``): the per-fold exact tests
+  merged by each rule of ``merge_pvalues`` (valid under any dependence), the
+  fixed-model screen, the chained test (Fisher, and Stouffer for comparison)
+  and, on the shifted datasets, the refit test with ``--refit-perm``
+  permutations; share of p <= 0.05 (and 0.10 under the null). ``--out`` keeps
+  every p-value as CSV.
+
+Run: ``python benchmarks/privacy_validation.py`` (about 20 minutes on a busy 2-core machine);
+``python benchmarks/privacy_validation.py --merge --null 300 --power 0`` and
+``... --merge --null 0 --power 15 --deltas 0.7 0.5 --refit-perm 39`` for the figures in docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -85,6 +95,100 @@ def variance_check(n, images, runs, trees, seed=99):
           f"p <= 0.10 in {np.mean(p <= 0.10):.3f}")
 
 
+# -- per-fold exact tests merged under arbitrary dependence (issue 20, target 5) ------------------------------------
+
+
+def _pipe(trees, seed):
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
+                     ("classifier", default_estimator(n_estimators=trees, seed=seed))])
+
+
+def merge_methods(preds, meta, trees, seed, n_refit, n_fold_perm=199):
+    """p-values of every candidate test on one dataset: merged per-fold tests, fixed-model, forward chaining, refit."""
+    from scipy.stats import chi2, norm
+    from sklearn.base import clone
+    from sklearn.metrics import balanced_accuracy_score
+
+    from fairlandmark.stats.privacy import MERGE_RULES, fold_permutation_pvalues, merge_pvalues, row_folds
+
+    wide = preds.pivot_table(index=["run", "image_id"], columns="keypoint", values="error_mm").reset_index()
+    X = wide.drop(columns=["run", "image_id"]).to_numpy(float)
+    row_image = wide["image_id"].to_numpy(str)
+    images, image_of_row = np.unique(row_image, return_inverse=True)
+    label = meta.set_index("image_id").loc[images, "group"].to_numpy()
+    image_y = (label == "b").astype(int)
+    y = image_y[image_of_row]
+    folds = row_folds(row_image, y, n_splits=5, seed=seed)
+    pipe = _pipe(trees, seed)
+    preds_k = [clone(pipe).fit(X[tr], y[tr]).predict(X[te]) for tr, te in folds]
+    out = {}
+    rng = np.random.default_rng([seed, 1])
+    p, obs, null = fold_permutation_pvalues(folds, preds_k, y, image_of_row, n_fold_perm, rng)
+    for rule in MERGE_RULES:
+        out[rule] = merge_pvalues(p, rule)
+    # the old fixed-model test: the mean over folds against the mean of the within-fold nulls
+    out["fixed-model"] = float((1 + np.sum(null.mean(axis=1) >= obs.mean() - 1e-12)) / (1 + n_fold_perm))
+    # forward chaining: fold k tested with a model fitted on folds < k only -> sequentially valid p-values
+    pf, pp = [], []
+    for k in range(1, len(folds)):
+        train = np.concatenate([folds[j][1] for j in range(k)])
+        test = folds[k][1]
+        model = clone(pipe).fit(X[train], y[train])
+        pred = model.predict(X[test])
+        proba = np.zeros((len(test), 2))
+        proba[:, model.classes_] = model.predict_proba(X[test])
+        pk, _, _ = fold_permutation_pvalues([(train, test)], [pred], y, image_of_row, n_fold_perm, rng)
+        pf.append(pk[0])
+        pk, _, _ = fold_permutation_pvalues([(train, test)], [proba], y, image_of_row, n_fold_perm, rng)
+        pp.append(pk[0])
+    pf = np.array(pf)
+    out["chain-proba-fisher"] = float(chi2.sf(-2 * np.sum(np.log(pp)), 2 * len(pp)))
+    out["chain-stouffer"] = float(norm.sf(np.sum(norm.isf(pf)) / np.sqrt(len(pf))))
+    out["chain-fisher"] = float(chi2.sf(-2 * np.sum(np.log(pf)), 2 * len(pf)))
+    if n_refit:
+        observed = np.mean([balanced_accuracy_score(y[te], pr) for (_, te), pr in zip(folds, preds_k)])
+        hits = 0
+        for _ in range(n_refit):
+            yp = rng.permutation(image_y)[image_of_row]
+            s = np.mean([balanced_accuracy_score(yp[te], clone(pipe).fit(X[tr], yp[tr]).predict(X[te]))
+                         for tr, te in folds])
+            hits += s >= observed - 1e-12
+        out["refit"] = (1 + hits) / (1 + n_refit)
+    return out
+
+
+def merge_study(args):
+    rng = np.random.default_rng(args.sim_seed)
+    start = time.perf_counter()
+    print(f"{args.images} images x {args.runs} runs, 6 keypoints, forest of {args.trees} trees, 5 folds; "
+          f"per-fold tests 199 permutations, refit {args.refit_perm}", flush=True)
+    rows = []
+    for s in range(args.null):
+        r = merge_methods(*dataset(rng, args.images, args.runs, 0.0), args.trees, s, 0)
+        rows.append({"delta": 0.0, **r})
+    for delta in args.deltas:
+        for s in range(args.power):
+            r = merge_methods(*dataset(rng, args.images, args.runs, delta), args.trees, s, args.refit_perm)
+            rows.append({"delta": delta, **r})
+            if args.out:
+                pd.DataFrame(rows).to_csv(args.out, index=False)
+        print(f"  shift {delta} done, {time.perf_counter() - start:.0f} s", flush=True)
+    frame = pd.DataFrame(rows)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    for delta, part in frame.groupby("delta"):
+        what = "type-I" if delta == 0 else f"power at shift {delta}"
+        print(f"{what} ({len(part)} datasets), share p <= 0.05:")
+        for col in part.columns.drop("delta"):
+            ps = part[col].dropna()
+            if len(ps):
+                print(f"  {col:15s} {rate(ps, 0.05)}" + (f"; at 0.10: {rate(ps, 0.10)}" if delta == 0 else ""))
+    print(f"{time.perf_counter() - start:.0f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
@@ -95,7 +199,16 @@ def main():
     parser.add_argument("--power", type=int, default=25)
     parser.add_argument("--deltas", type=float, nargs="+", default=[0.4, 0.7])
     parser.add_argument("--variance", type=int, default=0, metavar="N", help="only the variance check, N datasets")
+    parser.add_argument("--merge", action="store_true",
+                        help="compare the merged per-fold tests with the refit test (--null null datasets, --power "
+                             "per shift, refit with --refit-perm permutations)")
+    parser.add_argument("--refit-perm", type=int, default=99)
+    parser.add_argument("--sim-seed", type=int, default=20261130)
+    parser.add_argument("--out", default=None, help="CSV of every p-value (--merge)")
     args = parser.parse_args()
+    if args.merge:
+        merge_study(args)
+        return
     if args.variance:
         variance_check(args.variance, args.images, args.runs, args.trees)
         return

@@ -64,7 +64,8 @@ def _wide(path):
 def test_planted_effect_is_found_with_small_p_and_right_keypoints():
     preds, meta = _synthetic(n_images=80, runs=2, effect=2.0, missing=0.03)
     with pytest.warns(FairlandmarkWarning, match="missing prediction"):
-        res = attribute_inference(preds, meta, target="age_group", n_permutations=19, seed=1, **FAST)
+        res = attribute_inference(preds, meta, target="age_group", n_permutations=19, seed=1,
+                                  permutation_test="refit", **FAST)
     row = res.scores.iloc[0]
     assert row["balanced_accuracy"] > 0.85
     assert row["p_value"] == pytest.approx(1 / 20)  # no permuted labelling reached the observed score
@@ -186,7 +187,8 @@ def test_missingness_itself_is_a_feature_and_nothing_is_dropped():
 
 def test_within_repeats_inside_each_level():
     preds, meta = _synthetic(n_images=100, effect=2.0, seed=9)
-    res = attribute_inference(preds, meta, target="age_group", within="sex", n_permutations=9, **FAST)
+    res = attribute_inference(preds, meta, target="age_group", within="sex", n_permutations=9,
+                              permutation_test="refit", **FAST)
     sc = res.scores
     assert list(sc["analysis"]) == ["sex=F", "sex=M"] and list(sc["level"]) == ["F", "M"]
     for row in sc.to_dict("records"):

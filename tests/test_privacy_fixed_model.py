@@ -77,7 +77,7 @@ def test_option_is_checked_and_named_in_the_settings():
     preds = pd.DataFrame({"image_id": np.repeat(ids, 2), "keypoint": np.tile([1, 2], 40),
                           "error_mm": rng.gamma(2.0, 1.0, 80)})
     meta = pd.DataFrame({"image_id": ids, "g": np.where(np.arange(40) % 2, "a", "b")})
-    with pytest.raises(InputError, match="permutation_test: must be one of refit, fixed-model"):
+    with pytest.raises(InputError, match="permutation_test: must be one of chained, per-fold, refit, fixed-model"):
         attribute_inference(preds, meta, target="g", permutation_test="exact")
     from fairlandmark.stats.privacy import default_estimator
 
@@ -100,7 +100,8 @@ def test_refit_stops_early_on_null_data_with_the_besag_clifford_p_value():
     preds = pd.DataFrame({"image_id": np.repeat(ids, 2), "keypoint": np.tile([1, 2], 40),
                           "error_mm": rng.gamma(2.0, 1.0, 80)})
     meta = pd.DataFrame({"image_id": ids, "g": np.where(np.arange(40) % 2, "a", "b")})
-    kwargs = dict(target="g", n_permutations=60, n_repeats=1, estimator=default_estimator(n_estimators=5), seed=1)
+    kwargs = dict(target="g", n_permutations=60, n_repeats=1, estimator=default_estimator(n_estimators=5), seed=1,
+                  permutation_test="refit")
     full = attribute_inference(preds, meta, stop_after=None, **kwargs)
     seq = attribute_inference(preds, meta, stop_after=3, **kwargs)
     null_full, null_seq = full.null_scores["all"], seq.null_scores["all"]

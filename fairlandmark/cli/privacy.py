@@ -6,8 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy, render_warnings
-from fairlandmark.stats.privacy import (DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES, PERMUTATION_TESTS,
-                                        attribute_inference, default_estimator)
+from fairlandmark.stats.privacy import (DEFAULT_PERMUTATION_TEST, DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES,
+                                        PERMUTATION_TESTS, attribute_inference, default_estimator)
 from fairlandmark.cli._common import (FLAG_SPELLINGS, add_input_arguments, bins_from_args, number_arg, positive_int,
                                       seed_arg)
 
@@ -60,10 +60,14 @@ def add_inference_options(parser: argparse.ArgumentParser | argparse._ArgumentGr
                         help=f"trees of the random forest (default {DEFAULT_TREES})")
     parser.add_argument(f"--{prefix}repeats", type=number_arg(int, low=1), default=DEFAULT_REPEATS, metavar="N",
                         help=f"shuffles per keypoint and fold for the importance (default {DEFAULT_REPEATS})")
-    parser.add_argument(f"--{prefix}permutation-test", choices=PERMUTATION_TESTS, default="refit",
-                        help="refit (default): refit the cross-validation for every permutation, stopping once 10 "
-                             "permuted scores reach the observed one (Besag-Clifford); fixed-model: permute held-out "
-                             "labels with the fitted forests fixed (seconds, but mildly anti-conservative)")
+    parser.add_argument(f"--{prefix}permutation-test", choices=PERMUTATION_TESTS, default=DEFAULT_PERMUTATION_TEST,
+                        help="chained (default): fold k predicted by a forest fitted on folds 1..k-1 only, its "
+                             "held-out labels permuted (exact given the earlier folds), the links combined by Fisher "
+                             "(seconds); per-fold: an exact permutation test in each fold with its fitted forest "
+                             "fixed, the fold p-values merged by Bonferroni (valid under any dependence, less "
+                             "power); refit: refit the cross-validation for every permutation, stopping "
+                             "once 10 permuted scores reach the observed one (Besag-Clifford); fixed-model: the fold "
+                             "mean against the mean within-fold null (seconds, but mildly anti-conservative)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

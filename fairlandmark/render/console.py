@@ -290,7 +290,7 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
     s = result.settings
     title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {plain(result.target)}; "
              f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
-             f"({s.get('permutation_test', 'refit')}), seed {s['seed']}")
+             f"({s.get('permutation_test', 'refit')} test), seed {s['seed']}")
     table = Table(title=title, header_style="bold")
     for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
                 "ROC AUC", "null", "p"):

@@ -23,14 +23,19 @@ the controls a reader needs to trust the number:
   ROC AUC (binary; one-vs-rest macro average for three or more classes), the
   majority-class rate (chance for accuracy) and ``1 / n_classes`` (chance for
   balanced accuracy);
-* **label-permutation test** of the mean balanced accuracy: the target is
-  shuffled *between images* (all runs of an image keep one label, as in the
-  data), the whole cross-validation is repeated on the same folds, and
-  ``p = (1 + #{null >= observed}) / (1 + n_permutations)``. scikit-learn's
-  ``permutation_test_score(groups=...)`` shuffles *within* groups, which is not
-  the null wanted here, so the loop is our own; with one run it is the same test;
-* **which keypoints leak**: :func:`sklearn.inspection.permutation_importance`
-  on each held-out fold (balanced accuracy drop), averaged over folds, ranked;
+* **label-permutation test**, by default *chained* (no refit per
+  permutation): fold ``k`` (k >= 2) is predicted by a model fitted on folds
+  ``1..k-1`` only and tested by permuting its held-out labels *between
+  images* (all runs of an image keep one label; statistic: the balanced mean
+  predicted probability of the true class); each link's p-value is exact
+  given the earlier folds' labels, so Fisher's combination of the ``K - 1``
+  links is valid. Options: "per-fold" (each fold's own model fixed, the fold
+  p-values merged by Bonferroni), "refit" (the whole cross-validation
+  refitted per permutation, as scikit-learn's ``permutation_test_score``, but
+  shuffling between images, not within groups), "fixed-model" (a screen);
+* **which keypoints leak**: permutation importance (the numbers of
+  :func:`sklearn.inspection.permutation_importance`, batched:
+  :func:`permutation_importance_batched`) on each held-out fold (balanced accuracy drop), averaged over folds, ranked;
 * ``within``: the whole analysis is repeated inside each level of another
   attribute (the paper's filtered attribute: age within male and within
   female), so the attributes don't mix.
@@ -76,9 +81,15 @@ __all__ = [
     "RUNS_POLICY",
     "PERMUTATION_TESTS",
     "fixed_model_null",
+    "fold_permutation_pvalues",
+    "merge_pvalues",
+    "chain_folds",
+    "fisher_sequential_pvalue",
+    "MERGE_RULES",
     "besag_clifford_pvalue",
     "DEFAULT_STOP_AFTER",
     "balanced_accuracy_by_image",
+    "permutation_importance_batched",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -129,18 +140,43 @@ MSG_TOO_FEW_FOR_TWO = (
 MSG_NOTHING_INFORMATIVE = "no keypoint is informative"
 MSG_PERMUTATION_TEST = "permutation_test: must be one of {choices}, got {value!r}"
 MSG_STOP_AFTER = "stop_after: must be None or an integer >= 1, got {value!r}"
+MSG_MERGE_RULE = "merge rule: must be one of {choices}, got {value!r}"
 
-# "refit" (default): every permutation refits the whole cross-validation (the test of scikit-learn's
+# "chained" (default): fold k is predicted by a model fitted on folds 0..k-1 only, and tested by permuting its
+# held-out labels between its images; each link's p-value is exact given the earlier folds' labels, so Fisher's
+# combination of the K-1 links is valid: K-1 extra fits, no refit per permutation (docs/privacy.md).
+# "per-fold": one exact permutation test per fold (the fold's forest fixed, its held-out labels permuted
+# between its images), the fold p-values merged by a rule valid under any dependence (DEFAULT_MERGE): no refit,
+# but much less power (the merging pays for the unknown dependence between folds).
+# "refit": every permutation refits the whole cross-validation (the test of scikit-learn's
 # permutation_test_score), stopped early by Besag-Clifford. "fixed-model": the forests fitted on the true labels
-# stay fixed and the held-out labels are permuted between the test images of each fold: no refit, but mildly
+# stay fixed and the mean over folds is compared with the mean of the within-fold nulls: no refit, but mildly
 # anti-conservative (a fold's labels also trained the other folds' forests; docs/privacy.md).
-PERMUTATION_TESTS = ("refit", "fixed-model")
+PERMUTATION_TESTS = ("chained", "per-fold", "refit", "fixed-model")
+DEFAULT_PERMUTATION_TEST = "chained"
+MERGE_RULES = ("twice-mean", "bonferroni", "geometric", "harmonic", "max")
 PERMUTATION_TEST_TEXT = {
+    "per-fold": ("an exact permutation test in each fold (the fold's fitted model fixed, its held-out labels "
+                 "permuted between its test images), the fold p-values merged by {merge} (valid under any "
+                 "dependence between folds; Vovk & Wang 2020)"),
     "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
                     "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
+    "chained": ("folds chained: fold k is predicted by a model fitted on folds 1..k-1 only and tested by an exact "
+                "permutation of its held-out labels between its images (statistic: {chain}); the K-1 sequentially "
+                "valid p-values are combined by Fisher's method"),
     "refit": ("labels permuted between images and the whole cross-validation refitted for each permutation; "
               "an analysis stops once stop_after permuted scores reached the observed one (Besag-Clifford)"),
 }
+# The chained test's statistic per link: "probability" (balanced mean predicted probability of the true class; uses
+# the forest's graded output) or "balanced_accuracy" (chosen by simulated power; docs/privacy.md).
+CHAIN_STATISTIC = "probability"
+CHAIN_TEXT = {"probability": "the balanced mean predicted probability of the true class",
+              "balanced_accuracy": "balanced accuracy"}
+# How the per-fold test merges its fold p-values (chosen by simulated power; docs/privacy.md).
+DEFAULT_MERGE = "bonferroni"
+MERGE_TEXT = {"twice-mean": "twice their mean", "bonferroni": "the number of folds times their minimum",
+              "geometric": "e times their geometric mean", "harmonic": "e log K times their harmonic mean",
+              "max": "their maximum"}
 # Scores of a permuted labelling equal to the observed one count as ">=" (ties up to rounding).
 _TIE = 1e-12
 # Besag-Clifford: the refit test of an analysis stops once this many permuted scores reached the observed one.
@@ -157,7 +193,7 @@ def _is_int(value: object) -> bool:
 
 
 def _check_options(target: object, within: object, n_splits: Any, n_permutations: Any, n_repeats: Any, seed: Any,
-                   n_jobs: Any, estimator: Any, permutation_test: object = "refit") -> None:
+                   n_jobs: Any, estimator: Any, permutation_test: object = DEFAULT_PERMUTATION_TEST) -> None:
     from sklearn.base import is_classifier
 
     if permutation_test not in PERMUTATION_TESTS:
@@ -277,25 +313,146 @@ def _auc(model: Any, X: np.ndarray, y: np.ndarray, n_classes: int) -> float:
     return float(roc_auc_score(y, score, multi_class="ovr", average="macro", labels=classes))
 
 
+def permutation_importance_batched(model: Any, X: np.ndarray, y: np.ndarray, *, n_repeats: int, seed: int,
+                                   max_cells: int = 1 << 22) -> np.ndarray:
+    """Mean permutation importance (drop in balanced accuracy), batched into few ``predict`` calls.
+
+    The same numbers as :func:`sklearn.inspection.permutation_importance`
+    with ``scoring="balanced_accuracy"``, ``random_state=seed`` (the same
+    shuffles: one ``RandomState`` stream per column, each repeat shuffling the
+    already shuffled column), but every shuffled copy of ``X`` is stacked and
+    predicted in a handful of calls instead of one per (column, repeat): a
+    forest's per-call overhead is paid once per block. Rows are predicted
+    independently, so the predictions are the same.
+
+    Parameters
+    ----------
+    model : fitted scikit-learn classifier (or pipeline)
+    X : ndarray, shape (n, F)
+    y : ndarray, shape (n,)
+    n_repeats : int
+    seed : int
+    max_cells : int, default 2**22
+        Upper bound on the cells of one stacked block (memory).
+
+    Returns
+    -------
+    ndarray, shape (F,)
+        ``importances_mean`` of scikit-learn's result.
+
+    Examples
+    --------
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> X = np.array([[0.0, 5.0], [1.0, 5.0], [0.0, 6.0], [1.0, 6.0]] * 5)
+    >>> y = X[:, 0].astype(int)
+    >>> imp = permutation_importance_batched(DecisionTreeClassifier().fit(X, y), X, y, n_repeats=3, seed=0)
+    >>> bool(imp[0] > 0), float(imp[1])
+    (True, 0.0)
+    """
+    n, n_features = X.shape
+    stream = np.random.RandomState(np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1))
+    step = np.arange(n)
+    order = np.arange(n)
+    orders = []  # row order of a column after each repeat's shuffle (cumulative, as scikit-learn shuffles)
+    for _ in range(n_repeats):
+        stream.shuffle(step)
+        order = order[step]
+        orders.append(order)
+    shuffled = X[np.array(orders, dtype=np.int64).reshape(n_repeats, n)]  # (repeats, n, F)
+    classes = np.asarray(model.classes_)
+    y_index = np.searchsorted(classes, y)
+    support = np.bincount(y_index, minlength=len(classes)).astype(np.float64)
+    present = support > 0
+
+    def score(pred: np.ndarray) -> np.ndarray:  # (B, n) predictions -> balanced accuracy per block row
+        hit = pred == classes[y_index][None, :]
+        hits = np.stack([hit[:, y_index == c].sum(axis=1) for c in np.flatnonzero(present)], axis=1)
+        return np.mean(hits / support[present][None, :], axis=1)
+
+    with _quiet():
+        baseline = score(np.asarray(model.predict(X))[None, :])[0]
+        per_block = max(1, max_cells // max(1, n * n_features * n_repeats))
+        permuted = np.empty((n_features, n_repeats))
+        for start in range(0, n_features, per_block):
+            cols = np.arange(start, min(n_features, start + per_block))
+            stacked = np.broadcast_to(X, (len(cols), n_repeats, n, n_features)).copy()  # (cols, repeats, n, F)
+            # column j of block (j, r) in the row order of repeat r
+            block = np.arange(len(cols))[:, None]
+            stacked[block, :, :, cols[:, None]] = shuffled[:, :, cols].transpose(2, 0, 1)[:, None]
+            pred = np.asarray(model.predict(stacked.reshape(-1, n_features))).reshape(len(cols) * n_repeats, n)
+            permuted[start:start + len(cols)] = score(pred).reshape(len(cols), n_repeats)
+    return np.mean(baseline - permuted, axis=1)
+
+
 def _observed_fold(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
                    n_classes: int, n_repeats: int, seed: int) -> dict[str, Any]:
     """Fit one fold with the true labels: every score plus permutation importance."""
     from sklearn.base import clone
-    from sklearn.inspection import permutation_importance
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
     with _quiet():
         model = clone(pipeline).fit(X[train], y[train])
         pred = model.predict(X[test])
-        imp = permutation_importance(model, X[test], y[test], scoring="balanced_accuracy", n_repeats=n_repeats,
-                                     random_state=seed, n_jobs=1)
+        importance = permutation_importance_batched(model, X[test], y[test], n_repeats=n_repeats, seed=seed)
         return {
             "accuracy": float(accuracy_score(y[test], pred)),
             "balanced_accuracy": float(balanced_accuracy_score(y[test], pred)),
             "roc_auc": _auc(model, X[test], y[test], n_classes),
-            "importance": imp.importances_mean.astype(float),
+            "importance": importance.astype(float),
             "test_pred": np.asarray(pred),
         }
+
+
+def _chain_predict(pipeline: Any, X: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray,
+                   n_classes: int) -> np.ndarray:
+    """Held-out predictions of one link of the chained test (a model fitted on the earlier folds only).
+
+    Class probabilities, one column per class of the analysis (CHAIN_STATISTIC "probability", when the classifier
+    has ``predict_proba``), else the predicted class index.
+    """
+    from sklearn.base import clone
+
+    with _quiet():
+        model = clone(pipeline).fit(X[train], y[train])
+        if CHAIN_STATISTIC == "probability" and hasattr(model, "predict_proba"):
+            out = np.zeros((len(test), n_classes))
+            out[:, np.asarray(model.classes_, dtype=np.int64)] = model.predict_proba(X[test])
+            return out
+        return np.asarray(model.predict(X[test]))
+
+
+def chain_folds(folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The links of the chained test: ``(test rows of folds 0..k-1, test rows of fold k)`` for k = 1..K-1.
+
+    Examples
+    --------
+    >>> f = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3])),
+    ...      (np.array([0, 1, 2, 3]), np.array([4]))]
+    >>> [(a.tolist(), b.tolist()) for a, b in chain_folds(f)]
+    [([0, 1], [2, 3]), ([0, 1, 2, 3], [4])]
+    """
+    return [(np.concatenate([folds[j][1] for j in range(k)]), folds[k][1]) for k in range(1, len(folds))]
+
+
+def fisher_sequential_pvalue(p: ArrayLike) -> float:
+    """Fisher's combination of sequentially valid p-values.
+
+    Valid when each p-value is super-uniform given the earlier ones (as in the
+    chained test, where link ``k`` depends only on the labels of folds
+    ``0..k``): ``P(chi2(2K) >= -2 sum log p)``. Not valid under arbitrary
+    dependence (use :func:`merge_pvalues` there).
+
+    Examples
+    --------
+    >>> round(fisher_sequential_pvalue([0.05]), 6)
+    0.05
+    >>> fisher_sequential_pvalue([1.0, 1.0])
+    1.0
+    """
+    from scipy.stats import chi2
+
+    p = np.asarray(p, dtype=float)
+    return float(min(1.0, chi2.sf(-2.0 * np.sum(np.log(p)), 2 * len(p))))
 
 
 def _null_score(pipeline: Any, X: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
@@ -389,6 +546,119 @@ def fixed_model_null(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predic
         labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
         null += balanced_accuracy_by_image(labels, image_hits, image_rows)
     return null / len(folds), observed / len(folds)
+
+
+def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predictions: Sequence[np.ndarray],
+                             y: np.ndarray, image_of_row: np.ndarray, n_permutations: int,
+                             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One exact permutation test per fold, the fitted model of the fold fixed.
+
+    Fold ``k``'s model was fitted on the other folds only, so given the
+    features and the labels outside fold ``k`` its held-out predictions are
+    fixed; under the null (errors carry no information on the target) the
+    held-out labels are then a uniformly random arrangement of their multiset
+    over the held-out images. Permuting them between the held-out images (all
+    rows of an image together) therefore gives an exact p-value per fold:
+    ``p_k = (1 + #{null_k >= observed_k}) / (1 + n_permutations)``. The ``K``
+    p-values are dependent (a fold's labels trained the other folds' models);
+    :func:`merge_pvalues` combines them with a rule valid under any dependence.
+
+    Parameters
+    ----------
+    folds : list of (ndarray, ndarray)
+        ``(train, test)`` row indices.
+    test_predictions : list of ndarray
+        Predicted class (index into the classes) of each test row, per fold;
+        or, shape (rows, classes), the predicted class probabilities: the
+        statistic is then the balanced mean probability of the true class
+        (per class, the mean over its rows of the probability given to it;
+        then the mean over the classes present), which uses the forest's
+        graded output and ties less often than balanced accuracy.
+    y : ndarray of int, shape (N,)
+        True class of each row.
+    image_of_row : ndarray of int, shape (N,)
+        Image of each row.
+    n_permutations : int
+    rng : numpy.random.Generator
+        Drawn fold by fold exactly as :func:`fixed_model_null` draws, so that
+        ``null.mean(axis=1)`` is its null.
+
+    Returns
+    -------
+    p : ndarray, shape (K,)
+        The p-value of each fold.
+    observed : ndarray, shape (K,)
+        The balanced accuracy of each fold for the true labels.
+    null : ndarray, shape (n_permutations, K)
+        The permuted balanced accuracies of each fold.
+
+    Examples
+    --------
+    One fold of four single-row images, predicted perfectly: 1 of the 6
+    distinct arrangements of the labels scores as well.
+
+    >>> p, obs, null = fold_permutation_pvalues([(np.array([], int), np.arange(4))], [np.array([0, 0, 1, 1])],
+    ...                                         np.array([0, 0, 1, 1]), np.arange(4), 2000,
+    ...                                         np.random.default_rng(0))
+    >>> float(obs[0]), round(float(np.mean(null[:, 0] >= 1.0)), 1)
+    (1.0, 0.2)
+    """
+    n_classes = int(max(y.max(), max((p.shape[1] - 1 if p.ndim == 2 else p.max() for p in test_predictions
+                                      if len(p)), default=0))) + 1
+    null = np.zeros((n_permutations, len(folds)))
+    observed = np.zeros(len(folds))
+    for k, ((_, test), pred) in enumerate(zip(folds, test_predictions)):
+        images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
+        image_rows = np.bincount(inverse, minlength=len(images))
+        image_hits = np.zeros((len(images), n_classes))
+        if np.ndim(pred) == 2:  # class probabilities: summed per image and class
+            np.add.at(image_hits, inverse, np.asarray(pred, dtype=np.float64))
+        else:
+            np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
+        image_y = y[test][first]
+        observed[k] = balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
+        labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
+        null[:, k] = balanced_accuracy_by_image(labels, image_hits, image_rows)
+    p = (1.0 + np.sum(null >= observed - _TIE, axis=0)) / (1.0 + n_permutations)
+    return p, observed, null
+
+
+def merge_pvalues(p: ArrayLike, rule: str = "twice-mean") -> float:
+    """Combine p-values that are each valid but arbitrarily dependent into one valid p-value.
+
+    Rules (each valid under any dependence between the p-values; capped at 1):
+
+    * ``"twice-mean"``: ``2 x mean`` (Rüschendorf 1982; Vovk & Wang 2020);
+    * ``"bonferroni"``: ``K x min``;
+    * ``"geometric"``: ``e x geometric mean`` (Vovk & Wang 2020);
+    * ``"harmonic"``: ``e log K x harmonic mean`` for ``K >= 3`` (Vovk & Wang
+      2020; ``2 x harmonic mean`` for ``K = 2``);
+    * ``"max"``: the largest (every p-value must be small).
+
+    Examples
+    --------
+    >>> merge_pvalues([0.01, 0.02, 0.03])
+    0.04
+    >>> merge_pvalues([0.01, 0.02, 0.03], "bonferroni")
+    0.03
+    >>> merge_pvalues([0.4, 0.9], "twice-mean")
+    1.0
+    """
+    p = np.asarray(p, dtype=float)
+    k = len(p)
+    if rule == "twice-mean":
+        value = 2.0 * p.mean()
+    elif rule == "bonferroni":
+        value = k * p.min()
+    elif rule == "geometric":
+        value = np.e * np.exp(np.mean(np.log(p)))
+    elif rule == "harmonic":
+        value = (np.e * np.log(k) if k >= 3 else 2.0) * k / np.sum(1.0 / p)
+    elif rule == "max":
+        value = p.max()
+    else:
+        raise InputError(MSG_MERGE_RULE.format(choices=", ".join(MERGE_RULES), value=rule))
+    return float(min(1.0, value))
 
 
 def besag_clifford_pvalue(null: ArrayLike, observed: float, n_permutations: int,
@@ -503,6 +773,9 @@ class _Level:
     X: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))  # features of the rows
     p_value: float | None = None  # set by the sequential refit test
     observed_null_scale: float | None = None  # the observed statistic as the fixed-model null computes it
+    fold_p: np.ndarray | None = None  # per-fold exact p-values of the per-fold and chained tests
+    chain_preds: list = field(default_factory=list)  # held-out predictions of the chained test's links
+    min_p: float | None = None  # the smallest p-value the test can give, where not 1 / (1 + n_permutations)
 
 
 def _levels(study: Study, target: str, within: str | None, n_splits: int) -> list[_Level]:
@@ -550,7 +823,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                         n_permutations: int = DEFAULT_PERMUTATIONS, n_repeats: int = DEFAULT_REPEATS, seed: int = 0,
                         n_jobs: int | None = None, progress: object = None, spacing_mm: float | None = None,
                         wrist_width: WristWidth | str | tuple[object, object, float] | None = None,
-                        bins: Mapping[str, Sequence[float]] | None = None, permutation_test: str = "refit",
+                        bins: Mapping[str, Sequence[float]] | None = None,
+                        permutation_test: str = DEFAULT_PERMUTATION_TEST,
                         stop_after: int | None = DEFAULT_STOP_AFTER,
                         spacing_from_dicom: str | os.PathLike[str] | None = None,
                         dicom_match: str = "stem", encoding: str | None = None,
@@ -588,12 +862,23 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         Show progress bars (True: on stderr).
     spacing_mm, wrist_width, bins, spacing_from_dicom, dicom_match
         As in :func:`fairlandmark.audit`.
-    permutation_test : {"refit", "fixed-model"}, default "refit"
+    permutation_test : {"chained", "per-fold", "refit", "fixed-model"}, default "chained"
+        "chained": fold ``k`` (k >= 2) is predicted by a model fitted on folds
+        ``1..k-1`` only and tested by permuting its held-out labels between
+        its images; the ``K - 1`` p-values are each exact given the earlier
+        folds' labels, and combined by Fisher's method
+        (:func:`chain_folds`, :func:`fisher_sequential_pvalue`): ``K - 1``
+        extra fits, no refit per permutation. The reported scores stay those
+        of the usual cross-validation.
+        "per-fold": in each fold, the fitted model stays fixed and the
+        held-out labels are permuted between the fold's test images, an exact
+        test per fold; the fold p-values are merged by Bonferroni (K x the
+        smallest), valid under any dependence between folds (no refit: seconds;
+        :func:`fold_permutation_pvalues`, :func:`merge_pvalues`).
         "refit": each permutation refits the whole cross-validation, as
-        scikit-learn's ``permutation_test_score``. "fixed-model": the fitted
-        models stay fixed and the held-out labels are permuted between the
-        test images of each fold (no refit: seconds), a fast screen that is
-        mildly anti-conservative (docs/privacy.md), so not the default.
+        scikit-learn's ``permutation_test_score``. "fixed-model": the mean
+        over folds against the mean of the within-fold nulls, a fast screen
+        that is mildly anti-conservative (docs/privacy.md).
     stop_after : int or None, default 10
         Refit test only: stop an analysis once this many permuted scores
         reached the observed one (Besag-Clifford; its p-value is then
@@ -657,24 +942,50 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         for f, (train, test) in enumerate(lev.folds):
             tasks.append((_observed_fold, (pipeline, X, lev.y, train, test, len(lev.classes), n_repeats, seed)))
             owners.append((li, "fold", f))
+        if permutation_test == "chained" and n_permutations:
+            lev.chain_preds = [None] * (n_splits - 1)
+            for f, (train, test) in enumerate(chain_folds(lev.folds)):
+                tasks.append((_chain_predict, (pipeline, X, lev.y, train, test, len(lev.classes))))
+                owners.append((li, "chain", f))
 
     with progress_bar(progress) as bar:
         names: dict[tuple[int, str], Any] = {}
         for li, lev in enumerate(levels):
             where = f" ({lev.label})" if lev.label else ""
             names[li, "fold"] = bar.add_task(f"cross-validation + importance{where}", total=n_splits)
+            if n_permutations and permutation_test == "chained":
+                names[li, "chain"] = bar.add_task(f"chained folds{where}", total=n_splits - 1)
             if n_permutations and permutation_test == "refit":
                 names[li, "null"] = bar.add_task(f"permutation test{where}", total=n_permutations)
 
         def done(i: int, result: Any) -> None:
             li, kind, j = owners[i]
-            levels[li].fold_scores[j] = result
+            (levels[li].fold_scores if kind == "fold" else levels[li].chain_preds)[j] = result
             bar.advance(names[li, kind])
 
         _run_tasks(tasks, n_jobs, done)
         if permutation_test == "refit" and n_permutations:
             _refit_null(levels, pipeline, seed, n_permutations, stop_after, n_jobs, bar, names)
 
+    if permutation_test == "per-fold" and n_permutations:
+        for li, lev in enumerate(levels):
+            preds = [f["test_pred"] for f in lev.fold_scores]
+            fold_p, fold_observed, fold_null = fold_permutation_pvalues(
+                lev.folds, preds, lev.y, lev.image_of_row, n_permutations, np.random.default_rng([seed, li]))
+            lev.fold_p = fold_p
+            lev.p_value = merge_pvalues(fold_p, DEFAULT_MERGE)
+            lev.min_p = merge_pvalues(np.full(len(lev.folds), 1.0 / (1 + n_permutations)), DEFAULT_MERGE)
+            lev.null, lev.observed_null_scale = fold_null.mean(axis=1), float(fold_observed.mean())
+    if permutation_test == "chained" and n_permutations:
+        for li, lev in enumerate(levels):
+            links = chain_folds(lev.folds)
+            link_p, link_observed, link_null = fold_permutation_pvalues(
+                links, lev.chain_preds, lev.y, lev.image_of_row, n_permutations, np.random.default_rng([seed, li]))
+            lev.fold_p = np.concatenate([[np.nan], link_p])
+            lev.p_value = fisher_sequential_pvalue(link_p)
+            lev.min_p = fisher_sequential_pvalue(np.full(len(links), 1.0 / (1 + n_permutations)))
+            lev.null, lev.observed_null_scale = link_null.mean(axis=1), float(link_observed.mean())
+            lev.chain_preds = []
     if permutation_test == "fixed-model" and n_permutations:
         for li, lev in enumerate(levels):
             preds = [f.pop("test_pred") for f in lev.fold_scores]
@@ -697,7 +1008,10 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
     settings = {
         "target": target, "within": within, "estimator": repr(estimator), "n_splits": n_splits,
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
-        "permutation_test": permutation_test, "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test],
+        "permutation_test": permutation_test,
+        "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test].format(
+            merge=MERGE_TEXT[DEFAULT_MERGE], chain=CHAIN_TEXT[CHAIN_STATISTIC]),
+        "merge_rule": DEFAULT_MERGE if permutation_test == "per-fold" else None,
         "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
     }
@@ -795,8 +1109,9 @@ class PrivacyResult:
             for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
                 row[metric], row[f"{metric}_std"] = _scalar_mean_std([f[metric] for f in fs])
             row["balanced_accuracy"] = observed  # the exact statistic the test compares
+            min_p = (lev.min_p if lev.min_p is not None else 1.0 / (1 + n_perm)) if n_perm else np.nan
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
-                        "n_permutations": n_perm, "leak": bool(n_perm and p <= ALPHA)})
+                        "n_permutations": n_perm, "min_p_value": float(min_p), "leak": bool(n_perm and p <= ALPHA)})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -810,7 +1125,9 @@ class PrivacyResult:
                              "n_test_images": len(np.unique(lev.image_of_row[test])),
                              "n_train_rows": len(train), "n_test_rows": len(test),
                              "accuracy": s["accuracy"], "balanced_accuracy": s["balanced_accuracy"],
-                             "roc_auc": s["roc_auc"]})
+                             "roc_auc": s["roc_auc"],
+                             "p_value": (float(lev.fold_p[f]) if lev.fold_p is not None and np.isfinite(lev.fold_p[f])
+                                         else None)})
         return pd.DataFrame(rows)
 
     @cached_property
@@ -848,7 +1165,7 @@ class PrivacyResult:
             top_text = f"most informative keypoints: {', '.join(map(str, top))}" if top else MSG_NOTHING_INFORMATIVE
             p = row["p_value"]
             p_text = _fmt_p(p)
-            powerless = np.isfinite(p) and 1.0 / (1 + row["n_permutations"]) > ALPHA
+            powerless = np.isfinite(p) and row["min_p_value"] > ALPHA
             if powerless:
                 p_text += f"; {row['n_permutations']} permutations cannot reach p <= {ALPHA:g}"
             numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {p_text})"
