@@ -83,7 +83,8 @@ def print_wrote(console: Console, path: object, detail: str = "") -> None:
 
 
 # A label and its number stay on one line when a finding wraps ("adjusted p 0.0111", "DP 0.469").
-_KEEP_TOGETHER = re.compile(r"\b(keypoint|DP|chance|adjusted p|p|gap|MRE|SDR) (?=[-+0-9<>=.])")
+_KEEP_TOGETHER = re.compile(r"\b((?:keypoint|DP|chance|adjusted p|p|gap|MRE|SDR|balanced accuracy)(?: [=<>]=?)?) "
+                            r"(?=[-+0-9.])")
 _NBSP = "\u00a0"
 
 
@@ -288,44 +289,46 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
                    spellings: Mapping[str, str] | None = None) -> None:
     """Print the scores table, the importance ranking and the risk lines."""
     s = result.settings
-    title = (f"[b]Attribute inference[/]: per-keypoint errors ({result.unit}) -> {plain(result.target)}; "
+    title = (f"Attribute inference: per-keypoint errors ({result.unit}) -> {result.target}; "
              f"{s['n_splits']}-fold CV over images, {s['n_permutations']} permutations "
              f"({s.get('permutation_test', 'refit')} test), seed {s['seed']}")
-    table = Table(title=title, header_style="bold")
-    for col in ("analysis", "images", "classes (images)", "majority", "chance", "accuracy", "balanced acc.",
-                "ROC AUC", "null", "p"):
-        table.add_column(col, justify="left" if col in ("analysis", "classes (images)") else "right")
-    for row in result.scores.to_dict("records"):
-        leak = row["leak"]
-        bacc = fmt_pm(row["balanced_accuracy"], row["balanced_accuracy_std"])
-        table.add_row(plain(row["analysis"]), str(row["n_images"]),
-                      plain(", ".join(f"{c} ({n})" for c, n in row["images_by_class"].items())),
-                      fmt(row["majority_rate"]), fmt(row["chance"]),
-                      fmt_pm(row["accuracy"], row["accuracy_std"]),
-                      f"[bold red]{bacc}[/]" if leak else bacc,
-                      fmt_pm(row["roc_auc"], row["roc_auc_std"]), fmt_pm(row["null_mean"], row["null_std"]),
-                      fmt_p(row["p_value"]))
-    console.print(table)
+    rows = result.scores.to_dict("records")
+    leak_style = ["bold red" if r["leak"] else "" for r in rows]
+    key = [TextColumn("analysis", [Text(str(r["analysis"])) for r in rows], justify="left")]
+    columns = [
+        TextColumn("images", [str(r["n_images"]) for r in rows]),
+        TextColumn("classes (images)", [Text(", ".join(f"{c} ({n})" for c, n in r["images_by_class"].items()))
+                                        for r in rows], justify="left"),
+        TextColumn("majority", [fmt(r["majority_rate"]) for r in rows]),
+        TextColumn("chance", [fmt(r["chance"]) for r in rows]),
+        TextColumn("accuracy", [fmt_pm(r["accuracy"], r["accuracy_std"]) for r in rows]),
+        TextColumn("balanced acc.", [fmt_pm(r["balanced_accuracy"], r["balanced_accuracy_std"]) for r in rows],
+                   styles=leak_style),
+        TextColumn("ROC AUC", [fmt_pm(r["roc_auc"], r["roc_auc_std"]) for r in rows]),
+        TextColumn("null", [fmt_pm(r["null_mean"], r["null_std"]) for r in rows], optional=True),
+        TextColumn("p", [fmt_p(r["p_value"]) for r in rows], styles=leak_style),
+    ]
+    caption = ("null: mean ± std of the test statistic over the permutations "
+               f"({s.get('permutation_test', 'refit')} test: {s.get('permutation_test_description', '')})")
+    for table in fit_tables(title, key, columns, width=console.width, caption=caption):
+        console.print(table)
 
     imp = result.importance
     analyses = list(result.scores["analysis"])
     n = min(top, len(result.keypoints))
-    ranking = Table(title=f"Most informative keypoints (permutation importance: drop in balanced accuracy, "
-                          f"mean ± std over folds; top {n} of {len(result.keypoints)})", header_style="bold")
-    ranking.add_column("rank", justify="right")
+    by = {a: imp[imp["analysis"] == a].to_dict("records")[:n] for a in analyses}
+    ranked = [TextColumn("rank", [str(r + 1) for r in range(n)])]
     for a in analyses:
-        ranking.add_column("keypoint" if a == "all" else f"{plain(a)}: keypoint", justify="right")
-        ranking.add_column("importance", justify="right")
-    by = {a: imp[imp["analysis"] == a].to_dict("records") for a in analyses}
-    for r in range(n):
-        cells = [str(r + 1)]
-        for a in analyses:
-            rec = by[a][r]
-            cells += [plain(rec["keypoint"]), fmt_pm(rec["importance"], rec["importance_std"])]
-        ranking.add_row(*cells)
-    console.print(ranking)
-    for line, leak in zip(result.risk_lines, result.scores["leak"]):
-        console.print(line, style="bold red" if leak else "green", markup=False)
+        ranked.append(TextColumn("keypoint" if a == "all" else f"{a}: keypoint",
+                                 [Text(str(rec["keypoint"])) for rec in by[a]]))
+        ranked.append(TextColumn("importance", [fmt_pm(rec["importance"], rec["importance_std"]) for rec in by[a]]))
+    for table in fit_tables(f"Most informative keypoints (permutation importance: drop in balanced accuracy, "
+                            f"mean ± std over folds; top {n} of {len(result.keypoints)})", ranked[:1], ranked[1:],
+                            width=console.width):
+        console.print(table)
+    for risk, leak in zip(result.risk_lines, result.scores["leak"]):
+        for line in wrap_finding(risk, console.width):
+            console.print(Text(line, style="bold red" if leak else "green"), soft_wrap=True)
     for note in result.notes:
         print_note(console, "warning", spell_options(note, spellings))
 

@@ -159,8 +159,9 @@ PERMUTATION_TEST_TEXT = {
     "per-fold": ("an exact permutation test in each fold (the fold's fitted model fixed, its held-out labels "
                  "permuted between its test images), the fold p-values merged by {merge} (valid under any "
                  "dependence between folds; Vovk & Wang 2020)"),
-    "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed "
-                    "(valid: under the null the held-out predictions do not depend on the held-out labels)"),
+    "fixed-model": ("held-out labels permuted between the test images of each fold, fitted models fixed; a fast "
+                    "screen, mildly anti-conservative because a fold's labels also trained the other folds' models "
+                    "(docs/privacy.md)"),
     "chained": ("folds chained: fold k is predicted by a model fitted on folds 1..k-1 only and tested by an exact "
                 "permutation of its held-out labels between its images (statistic: {chain}); the K-1 sequentially "
                 "valid p-values are combined by Fisher's method"),
