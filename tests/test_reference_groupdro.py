@@ -173,9 +173,9 @@ def test_finetuning_lowers_the_planted_keypoints_dp_in_the_audit(tmp_path):
     if not (dp_before >= 0.2 and dp_before > 4 * max(others_before, 0.025)):
         # Not a code regression (bisected 2026-11-30): de65b95, where this passed, and this tree train bit-identical
         # weights and audit identically on this machine. The torch build and CPU changed (torch 2.15.0 on AMD EPYC
-        # -> 2.14.1, capped by the machine's pip constraints, on an Intel Xeon); with 20 F test images (10 per hold-out) the
-        # SDR gap moves in steps of 0.05, so 0.25 -> 0.15 is two F images crossing 0.5 mm. Expected failure until
-        # the planted effect is made robust to the torch build (not by loosening the bound).
+        # -> 2.14.1, capped by the machine's pip constraints, on an Intel Xeon); with 20 F test images (10 per
+        # hold-out) the SDR gap moves in steps of 0.05, so 0.25 -> 0.15 is two F images crossing 0.5 mm. Expected
+        # failure until the planted effect is made robust to the torch build (not by loosening the bound).
         pytest.xfail(f"planted keypoint DP {dp_before:.3f} below 0.2 under torch {torch.__version__} "
                      "(a torch-build sensitivity, not a code change)")
     assert dp_after < dp_before - 0.05
