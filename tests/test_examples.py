@@ -77,7 +77,9 @@ def test_full_study_example_quick(tmp_path):
     sex = [r for r in vanilla["per_keypoint"] if r["attribute"] == "sex"]
     largest = max(sex, key=lambda r: r["mre_gap"])["keypoint"]
     if largest != 3:
-        # Known regression, found at the end of the 2026-11-30 session: the quick study's trained model now puts
-        # the largest sex MRE gap at another keypoint (the audit reads the predictions identically from CSV and
-        # from a DataFrame). Kept visible as an expected failure until the training path is bisected.
+        # Not a code regression (bisected 2026-11-30): de65b95, where this passed, and this tree train bit-identical
+        # weights (plain, GroupDRO, balanced sampling, best reload) and audit identically on this machine. What
+        # changed is the torch build and CPU (torch 2.15.0 on AMD EPYC -> 2.14.1, capped by the machine's pip
+        # constraints, on an Intel Xeon), and the quick preset's short-trained model puts this ranking on a knife
+        # edge. Expected failure until the planted effect is made robust to the torch build (not by loosening).
         pytest.xfail(f"planted keypoint 3 no longer has the largest MRE gap for sex (keypoint {largest} has)")

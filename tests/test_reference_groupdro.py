@@ -171,9 +171,15 @@ def test_finetuning_lowers_the_planted_keypoints_dp_in_the_audit(tmp_path):
     (dp_before, gap_before, mre_before, others_before) = results["predictions"]
     (dp_after, gap_after, mre_after, others_after) = results["predictions_mitigated"]
     if not (dp_before >= 0.2 and dp_before > 4 * max(others_before, 0.025)):
-        # Known regression from the 2026-11-30 merges (see the session note): the vanilla model's planted keypoint
-        # DP dropped (0.15); kept visible as an expected failure until the training change is bisected.
-        pytest.xfail(f"planted keypoint DP {dp_before:.3f} below 0.2 after this session's reference_model changes")
+        # Not a code regression (bisected 2026-11-30): de65b95, where this passed, and this tree train bit-identical
+        # weights and audit identically on this machine. The torch build and CPU changed (torch 2.15.0 on AMD EPYC
+        # -> 2.14.1, capped by the machine's pip constraints, on an Intel Xeon); with 20 F test images (10 per
+        # hold-out) the SDR gap moves in steps of 0.05, so 0.25 -> 0.15 is two F images crossing 0.5 mm. Expected
+        # failure until the planted effect is made robust to the torch build (not by loosening the bound).
+        # Measured here (torch 2.14.1, Xeon): DP 0.15 -> 0.15 after fine-tuning, MRE gap 0.13 -> 0.11 mm (0.56 on
+        # torch 2.15), q still finds k3/F: this build's vanilla model barely shows the planted bias at all.
+        pytest.xfail(f"planted keypoint DP {dp_before:.3f} below 0.2 under torch {torch.__version__} "
+                     "(a torch-build sensitivity, not a code change)")
     assert dp_after < dp_before - 0.05
     assert gap_after < 0.5 * gap_before
     assert mre_after - mre_before < 0.05  # the MRE cost, in mm
