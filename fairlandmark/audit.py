@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from fairlandmark.stats.privacy import PrivacyResult
     from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
 
-__all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit"]
+__all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit", "emit_notes"]
 # Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
 
 SCHEMA_VERSION = "1.0"
@@ -218,13 +218,10 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                                options=significance)
-    if emit_warnings:
-        for text in notes:
-            warnings.warn(FairlandmarkWarning(text), stacklevel=2)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, notes=notes)
     if adjust is not None:
-        _add_adjusted(result, adjust, significance, emit_warnings)
+        _add_adjusted(result, adjust, significance)
     if curves:
         from fairlandmark.stats.curves import error_curves
 
@@ -241,13 +238,20 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     if privacy:
         from fairlandmark.stats.privacy import audit_privacy
 
-        # The study's notes were given above; the privacy section adds none of its own.
-        result.privacy = audit_privacy(study, emit_warnings=False, **({} if privacy is True else dict(privacy)))
+        result.add_privacy(audit_privacy(study, emit_warnings=False, **({} if privacy is True else dict(privacy))))
+    if emit_warnings:
+        emit_notes(result.notes, stacklevel=3)  # at run_audit's caller
     return result
 
 
+def emit_notes(notes: Iterable[str], *, stacklevel: int = 2) -> None:
+    """Issue each note once as a :class:`FairlandmarkWarning`, ``stacklevel`` counted from the caller."""
+    for text in notes:
+        warnings.warn(FairlandmarkWarning(text), stacklevel=stacklevel + 1)
+
+
 def _add_adjusted(result: AuditResult, covariates: Covariates,
-                  significance: SignificanceOptions | Mapping[str, Any] | bool | None, emit_warnings: bool) -> None:
+                  significance: SignificanceOptions | Mapping[str, Any] | bool | None) -> None:
     """Fit the covariate-adjusted models; same alpha and correction as the permutation tests."""
     from fairlandmark.stats.adjusted import adjusted_disparities
     from fairlandmark.stats.significance import SignificanceOptions
@@ -262,9 +266,6 @@ def _add_adjusted(result: AuditResult, covariates: Covariates,
     valid = {a: result.observed[a].valid for a in result.attributes}
     result.adjusted = adjusted_disparities(result.study, covariates, threshold=result.thresholds[0], alpha=alpha,
                                            correction=correction, ci=ci, valid=valid, pairs=pairs)
-    if emit_warnings:
-        for text in result.adjusted.warnings:
-            warnings.warn(FairlandmarkWarning(text), stacklevel=3)
     result.notes.extend(result.adjusted.warnings)
 
 
@@ -377,9 +378,12 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         covariates = check_covariates(metadata, list(adjust), image_ids=study.row_image,
                                       attributes=[a for a in study.coding.attributes if a in study.coding.base_codes],
                                       source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
-    return run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
-                     privacy=privacy, adjust=covariates, measurements=measurements, curves=curves,
-                     emit_warnings=emit_warnings)
+    result = run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
+                       privacy=privacy, adjust=covariates, measurements=measurements, curves=curves,
+                       emit_warnings=False)
+    if emit_warnings:
+        emit_notes(result.notes, stacklevel=2)  # at the user's call
+    return result
 
 
 def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLike], *,
@@ -478,7 +482,11 @@ def audit_arrays(pred: ArrayLike, true: ArrayLike, groups: Mapping[str, ArrayLik
     meta = pd.DataFrame({"image_id": image_ids, **meta_rows}).drop_duplicates("image_id")
     options.setdefault("attributes", list(groups))
     # What is left is a scalar (or a 0-d array, which works as one).
-    return audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), **options)
+    emit = options.pop("emit_warnings", True)
+    result = audit(frame, meta, spacing_mm=cast("float | None", spacing_mm), emit_warnings=False, **options)
+    if emit:
+        emit_notes(result.notes, stacklevel=2)  # at the user's call
+    return result
 
 
 def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
@@ -524,6 +532,18 @@ class AuditResult:
         self.adjusted: AdjustedResult | None = None  # from the opt-in covariate adjustment (fairlandmark.stats.adjusted)
         self.measurements: MeasurementAudit | None = None  # opt-in clinical measurements (stats/measurements.py)
         self.curves: CurveResult | None = None  # error curves and the curve-gap test (stats/curves.py)
+
+    def add_privacy(self, results: Iterable[PrivacyResult]) -> list[str]:
+        """Attach the privacy section; its notes that the audit does not already carry join the audit's notes.
+
+        Returns the notes added (say, how missing predictions are imputed for the classifier).
+        """
+        self.privacy = list(results)
+        added: list[str] = []
+        for res in self.privacy:
+            added += [text for text in res.notes if text not in self.notes and text not in added]
+        self.notes.extend(added)
+        return added
 
     @property
     def warnings(self) -> list[str]:

@@ -126,3 +126,44 @@ def _parser_with(handler):
         return parser
 
     return build
+
+
+def test_warnings_point_at_the_callers_line_and_privacy_notes_join_once():
+    from fairlandmark import audit_arrays
+
+    preds, meta = _inputs(n=40, extra_meta=0)
+    preds.loc[0, ["pred_x", "pred_y"]] = np.nan  # a missing prediction: the audit's note and privacy's own note
+    meta["site"] = ["A", "B"] * 20
+    privacy = {"n_permutations": 0, "n_repeats": 1, "n_splits": 2}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FairlandmarkWarning)
+        res = audit(preds, meta, attributes=["site"], spacing_mm=1.0, significance=False, curves=False,
+                    privacy=privacy)
+    shown = [w for w in caught if issubclass(w.category, FairlandmarkWarning)]
+    assert [str(w.message) for w in shown] == res.warnings
+    assert all(w.filename == __file__ for w in shown)  # the user's line, not the library's
+    assert sum("missing prediction" in t for t in res.warnings) == 2  # the audit's policy and the classifier's
+    assert len(set(res.warnings)) == len(res.warnings)
+    pred = np.zeros((20, 2, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", FairlandmarkWarning)
+        audit_arrays(pred, pred, {"g": ["a"] * 19 + ["b"]}, spacing_mm=1.0, significance=False, curves=False)
+    assert caught and all(w.filename == __file__ for w in caught)
+
+
+def test_cli_audit_with_privacy_prints_each_note_once(tmp_path, capsys):
+    preds, meta = _inputs(n=40, extra_meta=1)
+    preds.loc[0, ["pred_x", "pred_y"]] = np.nan
+    meta["site"] = ["A", "B"] * 20 + ["A"]
+    p, m = tmp_path / "p.csv", tmp_path / "m.csv"
+    preds.to_csv(p, index=False)
+    meta.to_csv(m, index=False)
+    for quiet in ([], ["-q"]):
+        code = main(["audit", str(p), str(m), "-a", "site", "--spacing-mm", "1", "--permutations", "0",
+                     "--bootstrap", "0", "--no-curves", "--privacy", "--privacy-permutations", "0",
+                     "--privacy-folds", "2", *quiet])
+        assert code == 0
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert text.count("1 metadata row(s) have no predictions") == 1, quiet
+        assert text.count("replaced by the median error") == 1, quiet  # the privacy section's own note

@@ -299,9 +299,9 @@ def _files(tmp_path, **kwargs):
 
 
 def test_cli_end_to_end(tmp_path, capsys):
-    p, m = _files(tmp_path, n_images=40, runs=2, effect=2.0, seed=3)
+    p, m = _files(tmp_path, n_images=80, runs=2, effect=2.0, seed=3)
     out = tmp_path / "privacy.json"
-    args = ["privacy", p, m, "--target", "age_group", "--within", "sex", "--folds", "3", "--permutations", "5",
+    args = ["privacy", p, m, "--target", "age_group", "--within", "sex", "--folds", "3", "--permutations", "19",
             "--trees", "10", "--repeats", "2", "--seed", "2", "--json", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
@@ -350,7 +350,7 @@ def test_audit_privacy_arguments_run_the_section(capsys):
     preds, meta = _synthetic(n_images=40, effect=2.0, seed=4)
     study = prepare_study(preds, meta, attributes=["age_group", "sex"])
     assert privacy_from_audit_args(study, parser.parse_args([])) == []  # opt-in
-    args = parser.parse_args(["--privacy", "--privacy-permutations", "4", "--privacy-trees", "5",
+    args = parser.parse_args(["--privacy", "--privacy-permutations", "19", "--privacy-trees", "5",
                               "--privacy-folds", "3", "--privacy-repeats", "1", "--seed", "3"])
     results = privacy_from_audit_args(study, args)
     assert [r.target for r in results] == ["age_group", "sex"] and results[0].settings["seed"] == 3

@@ -163,6 +163,7 @@ def test_null_data_are_not_called_leaks_and_few_permutations_are_flagged():
                               permutation_test="per-fold", **FAST)
     assert res.scores["min_p_value"].iloc[0] == pytest.approx(0.25)
     assert "19 permutations cannot reach p <= 0.05" in res.risk_line
+    assert "no conclusion" in res.risk_line and "errors predict" not in res.risk_line
 
 
 def test_batched_importance_is_sklearns_bit_for_bit():

@@ -69,7 +69,7 @@ def audit_from_args(args: argparse.Namespace) -> AuditResult:
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
                        significance=significance, adjust=covariates, measurements=measurements,
                        curves=not getattr(args, "no_curves", False), emit_warnings=False)
-    result.privacy = privacy_from_audit_args(study, args)
+    result.add_privacy(privacy_from_audit_args(study, args))
     return result
 
 
@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
 
             render_measurements(result, console)
         for privacy in result.privacy:
-            render_privacy(privacy, console, spellings=FLAG_SPELLINGS)
+            render_privacy(privacy, console, spellings=FLAG_SPELLINGS, show_notes=False)  # in the audit's notes
     else:
         # Only the findings (they include any privacy leak); warnings still reach stderr, once each.
         render_findings(findings(result), console)

@@ -286,7 +286,7 @@ def _colour(value: object, strong: bool = False) -> str:
 
 
 def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVACY_TOP_ROWS,
-                   spellings: Mapping[str, str] | None = None) -> None:
+                   spellings: Mapping[str, str] | None = None, show_notes: bool = True) -> None:
     """Print the scores table, the importance ranking and the risk lines."""
     s = result.settings
     title = (f"Attribute inference: per-keypoint errors ({result.unit}) -> {result.target}; "
@@ -305,10 +305,11 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
         TextColumn("balanced acc.", [fmt_pm(r["balanced_accuracy"], r["balanced_accuracy_std"]) for r in rows],
                    styles=leak_style),
         TextColumn("ROC AUC", [fmt_pm(r["roc_auc"], r["roc_auc_std"]) for r in rows]),
-        TextColumn("null", [fmt_pm(r["null_mean"], r["null_std"]) for r in rows], optional=True),
+        TextColumn("test stat.", [fmt(r.get("test_statistic")) for r in rows]),
+        TextColumn("null", [fmt_pm(r["null_mean"], r["null_std"]) for r in rows]),
         TextColumn("p", [fmt_p(r["p_value"]) for r in rows], styles=leak_style),
     ]
-    caption = ("null: mean ± std of the test statistic over the permutations "
+    caption = ("test stat.: what the p-value compares; null: its mean ± std over the permutations "
                f"({s.get('permutation_test', 'refit')} test: {s.get('permutation_test_description', '')})")
     for table in fit_tables(title, key, columns, width=console.width, caption=caption):
         console.print(table)
@@ -329,8 +330,8 @@ def render_privacy(result: PrivacyResult, console: Console, *, top: int = PRIVAC
     for risk, leak in zip(result.risk_lines, result.scores["leak"]):
         for line in wrap_finding(risk, console.width):
             console.print(Text(line, style="bold red" if leak else "green"), soft_wrap=True)
-    for note in result.notes:
-        print_note(console, "warning", spell_options(note, spellings))
+    if show_notes:
+        render_warnings(result.notes, console, spellings=spellings)
 
 
 def render_gate(result: GateResult, console: Console, *, max_failures: int = 20) -> None:

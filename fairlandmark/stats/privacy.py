@@ -1011,7 +1011,8 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
         "n_permutations": n_permutations, "n_repeats": n_repeats, "seed": seed,
         "permutation_test": permutation_test,
         "permutation_test_description": PERMUTATION_TEST_TEXT[permutation_test].format(
-            merge=MERGE_TEXT[DEFAULT_MERGE], chain=CHAIN_TEXT[CHAIN_STATISTIC]),
+            merge=MERGE_TEXT[DEFAULT_MERGE],
+            chain=CHAIN_TEXT[CHAIN_STATISTIC if hasattr(estimator, "predict_proba") else "balanced_accuracy"]),
         "merge_rule": DEFAULT_MERGE if permutation_test == "per-fold" else None,
         "stop_after": stop_after if permutation_test == "refit" else None,
         "score": "balanced_accuracy", "missing_policy": MISSING_POLICY, "runs_policy": RUNS_POLICY,
@@ -1109,7 +1110,9 @@ class PrivacyResult:
                    "majority_rate": float(counts.max() / counts.sum()), "chance": 1.0 / len(lev.classes)}
             for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
                 row[metric], row[f"{metric}_std"] = _scalar_mean_std([f[metric] for f in fs])
-            row["balanced_accuracy"] = observed  # the exact statistic the test compares
+            # What the p-value compares against the null: the cross-validated balanced accuracy for the refit test;
+            # the test's own statistic for the others (the chained links' mean probability, the folds' mean).
+            row["test_statistic"] = float(reference)
             min_p = (lev.min_p if lev.min_p is not None else 1.0 / (1 + n_perm)) if n_perm else np.nan
             row.update({"null_mean": null_mean, "null_std": null_std, "p_value": float(p),
                         "n_permutations": n_perm, "min_p_value": float(min_p), "leak": bool(n_perm and p <= ALPHA)})
@@ -1167,10 +1170,11 @@ class PrivacyResult:
             p = row["p_value"]
             p_text = _fmt_p(p)
             powerless = np.isfinite(p) and row["min_p_value"] > ALPHA
-            if powerless:
-                p_text += f"; {row['n_permutations']} permutations cannot reach p <= {ALPHA:g}"
             numbers = f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f}, {p_text})"
-            if np.isfinite(p) and p > ALPHA and not powerless:
+            if powerless:
+                head = (f"{where}no conclusion: {row['n_permutations']} permutations cannot reach p <= {ALPHA:g} "
+                        f"(use more); {numbers}")
+            elif np.isfinite(p) and p > ALPHA:
                 head = f"{where}errors do not predict {self.target} better than chance: {numbers}"
             else:
                 head = f"{where}errors predict {self.target} with {numbers}"
