@@ -68,6 +68,13 @@ MSG_BIN_HINT = (
     "attribute '{attribute}' looks numeric ({n} values, {k} of them in small groups): bin it into a few ranges, "
     "e.g. bins={{'{attribute}': [{cut}]}} in Python or --bin {attribute}={cut} on the command line"
 )
+MSG_SMALL_STRATA = (
+    "runs share images in overlapping sets (e.g. cross-validation repeats): labels are permuted and resampled "
+    "only between images seen in the same runs, {s} such strata with a median of {m:g} image(s), so the "
+    "significance tests have little room to move and little power; audit runs with disjoint test images "
+    "(hold-outs), or fewer repeats"
+)
+SMALL_STRATUM = 10  # median images per stratum below which the permutation test is noted as weak
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 MSG_THIN_KEYPOINT = (
     "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than «min_group_size»={min} images with ground "
@@ -167,6 +174,26 @@ def small_group_notes(study: Study, observed: dict[str, Observed], min_group_siz
     return notes
 
 
+def small_strata_notes(images_by_run: Sequence[np.ndarray]) -> list[str]:
+    """A note when runs share images so unevenly that the strata of exchangeable images are small.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> small_strata_notes([np.array(["a", "b"]), np.array(["c", "d"])])  # disjoint hold-outs
+    []
+    >>> len(small_strata_notes([np.array(["a", "b", "c"]), np.array(["b", "c", "d"])]))
+    1
+    """
+    from fairlandmark.stats.significance import image_strata
+
+    strata = image_strata(images_by_run)
+    if strata.by_run or len(strata.sizes) < 2:
+        return []
+    median = float(np.median(strata.sizes))
+    return [MSG_SMALL_STRATA.format(s=len(strata.sizes), m=median)] if median < SMALL_STRATUM else []
+
+
 def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), min_group_size: int = 10,
               significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
               privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None,
@@ -218,6 +245,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                                options=significance)
+        notes += small_strata_notes(kernel.labels_by_run(study.row_image))
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, notes=notes)
     if adjust is not None:

@@ -167,3 +167,23 @@ def test_cli_audit_with_privacy_prints_each_note_once(tmp_path, capsys):
         text = out.out + out.err
         assert text.count("1 metadata row(s) have no predictions") == 1, quiet
         assert text.count("replaced by the median error") == 1, quiet  # the privacy section's own note
+
+
+def test_overlapping_runs_get_a_note_on_small_strata_and_hold_outs_do_not():
+    rng = np.random.default_rng(5)
+    ids = [f"im{i:03d}" for i in range(60)]
+    meta = pd.DataFrame({"image_id": ids, "sex": ["F", "M"] * 30})
+
+    def study(runs):
+        rows = [{"run": r, "image_id": i, "keypoint": 1, "pred_x": rng.normal(0, 2), "pred_y": 0.0,
+                 "true_x": 0.0, "true_y": 0.0} for r, members in enumerate(runs) for i in members]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FairlandmarkWarning)
+            return audit(pd.DataFrame(rows), meta, attributes=["sex"], spacing_mm=1.0, min_group_size=3,
+                         significance={"permutations": 20, "bootstrap": 0, "baseline_repeats": 0}, curves=False)
+
+    # Three cross-validation-like repeats of 30 random test images each: many strata of one or two images.
+    repeats = [list(rng.choice(ids, 30, replace=False)) for _ in range(3)]
+    assert any("little power" in t for t in study(repeats).warnings)
+    assert not any("little power" in t for t in study([ids[:30], ids[30:]]).warnings)  # hold-outs
+    assert not any("little power" in t for t in study([ids, ids]).warnings)  # identical runs: one stratum
