@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from fairlandmark.stats.curves import CurveResult
     from fairlandmark.stats.measurements import MeasurementAudit
     from fairlandmark.stats.privacy import PrivacyResult
-    from fairlandmark.stats.significance import SignificanceOptions, SignificanceResult
+    from fairlandmark.stats.significance import ImageStrata, SignificanceOptions, SignificanceResult
 
 __all__ = ["audit", "audit_arrays", "AuditResult", "Study", "SCHEMA_VERSION", "prepare_study", "run_audit", "emit_notes"]
 # Study and prepare_study live in fairlandmark.inputs.study; re-exported here as part of the facade.
@@ -174,20 +174,18 @@ def small_group_notes(study: Study, observed: dict[str, Observed], min_group_siz
     return notes
 
 
-def small_strata_notes(images_by_run: Sequence[np.ndarray]) -> list[str]:
+def small_strata_notes(strata: ImageStrata) -> list[str]:
     """A note when runs share images so unevenly that the strata of exchangeable images are small.
 
     Examples
     --------
     >>> import numpy as np
-    >>> small_strata_notes([np.array(["a", "b"]), np.array(["c", "d"])])  # disjoint hold-outs
+    >>> from fairlandmark.stats.significance import image_strata
+    >>> small_strata_notes(image_strata([np.array(["a", "b"]), np.array(["c", "d"])]))  # disjoint hold-outs
     []
-    >>> len(small_strata_notes([np.array(["a", "b", "c"]), np.array(["b", "c", "d"])]))
+    >>> len(small_strata_notes(image_strata([np.array(["a", "b", "c"]), np.array(["b", "c", "d"])])))
     1
     """
-    from fairlandmark.stats.significance import image_strata
-
-    strata = image_strata(images_by_run)
     if strata.by_run or len(strata.sizes) < 2:
         return []
     median = float(np.median(strata.sizes))
@@ -245,7 +243,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                                options=significance)
-        notes += small_strata_notes(kernel.labels_by_run(study.row_image))
+        notes += small_strata_notes(sig.strata)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, notes=notes)
     if adjust is not None:

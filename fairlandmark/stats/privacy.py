@@ -534,19 +534,10 @@ def fixed_model_null(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predic
         The statistic for the true labels, computed the same way (for exact
         comparison with the null).
     """
-    n_classes = int(max(y.max(), max((p.max() for p in test_predictions if len(p)), default=0))) + 1
-    null = np.zeros(n_permutations)
-    observed = 0.0
-    for (_, test), pred in zip(folds, test_predictions):
-        images, first, inverse = np.unique(image_of_row[test], return_index=True, return_inverse=True)
-        image_rows = np.bincount(inverse, minlength=len(images))
-        image_hits = np.zeros((len(images), n_classes))
-        np.add.at(image_hits, (inverse, np.asarray(pred, dtype=np.int64)), 1.0)
-        image_y = y[test][first]
-        observed += balanced_accuracy_by_image(image_y[None, :], image_hits, image_rows)[0]
-        labels = rng.permuted(np.broadcast_to(image_y, (n_permutations, len(image_y))), axis=1)
-        null += balanced_accuracy_by_image(labels, image_hits, image_rows)
-    return null / len(folds), observed / len(folds)
+    # The per-fold tests draw fold by fold in this order; their mean over folds is this null. cumsum adds the folds
+    # one after the other (mean() may sum pairwise), so the figures do not depend on the number of folds' rounding.
+    _, observed, null = fold_permutation_pvalues(folds, test_predictions, y, image_of_row, n_permutations, rng)
+    return null.cumsum(axis=1)[:, -1] / len(folds), float(observed.cumsum()[-1] / len(folds))
 
 
 def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], test_predictions: Sequence[np.ndarray],
@@ -581,8 +572,8 @@ def fold_permutation_pvalues(folds: Sequence[tuple[np.ndarray, np.ndarray]], tes
         Image of each row.
     n_permutations : int
     rng : numpy.random.Generator
-        Drawn fold by fold exactly as :func:`fixed_model_null` draws, so that
-        ``null.mean(axis=1)`` is its null.
+        Drawn fold by fold; ``null.mean(axis=1)`` is :func:`fixed_model_null`'s
+        null (it is computed that way).
 
     Returns
     -------

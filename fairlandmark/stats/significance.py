@@ -923,6 +923,7 @@ class SignificanceResult:
         # (``error_curves(..., shared_permutations=...)``); None when not drawn or larger than
         # SHARED_PERMUTATION_BYTES.
         self.shared_permutations: np.ndarray | None = None
+        self.strata = ctx.strata  # the strata of exchangeable images the resampling used
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
         self.groups = {a: list(coding.groups[a]) for a in self.attributes}
