@@ -32,6 +32,7 @@ from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums,
                                        single_threaded_blas)
+from fairlandmark.stats.workers import batch_pool, resolve_workers
 
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
@@ -339,15 +340,20 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     fast = _fast_case(T, valid, aggregations, group_counts)
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
-    with progress_bar(options.progress) as bar, single_threaded_blas():
+    with progress_bar(options.progress) as bar, single_threaded_blas(), \
+            batch_pool(resolve_workers(options.n_jobs)) as pool:
         task = bar.add_task("error-curve permutations", total=B)
-        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
-                                                    batch_size=options.batch_size, drawn=shared_permutations):
+
+        def compute(start: int, n: int, labels: list[np.ndarray]) -> None:
             if fast:
                 _curve_null_batch_fast(kernel, totals, labels, counts[0], attrs, members, nulls, start, n, T, K)
             else:
                 _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
             bar.advance(task, n)
+
+        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
+                                                    batch_size=options.batch_size, drawn=shared_permutations):
+            pool.submit(compute, start, n, labels)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
     p = permutation_pvalue(null, obs)

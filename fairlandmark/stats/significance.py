@@ -49,6 +49,7 @@ from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
                                        sdr_from_sums, single_threaded_blas, without_thin_groups)
+from fairlandmark.stats.workers import batch_pool, check_n_jobs, resolve_workers, run_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,6 +128,10 @@ class SignificanceOptions:
         permutations up to ``LARGE_SAMPLE_ROWS`` (run, image) rows, the normal
         null above when every group in DP has ``LARGE_SAMPLE_MIN_GROUP``
         images or more in every run.
+    n_jobs : int, default -1
+        Worker threads for the resampling loops (-1 = all cores, 1 = none).
+        The random draws stay in order on one thread, so the numbers are the
+        same for any value.
     """
 
     permutations: int = 10000
@@ -139,6 +144,7 @@ class SignificanceOptions:
     batch_size: int = 500
     progress: object = False
     method: str = "auto"
+    n_jobs: int = -1
 
     def __post_init__(self) -> None:
         for name in ("permutations", "bootstrap", "baseline_repeats", "seed"):
@@ -158,6 +164,7 @@ class SignificanceOptions:
         if self.method not in METHODS:
             raise InputError(MSG_OPTION.format(name="method", rule=f"must be one of {', '.join(METHODS)}",
                                                value=self.method))
+        check_n_jobs(self.n_jobs)
         if self.correction not in CORRECTIONS:
             raise InputError(MSG_OPTION.format(name="correction", rule=f"must be one of {', '.join(CORRECTIONS)}",
                                                value=self.correction))
@@ -468,6 +475,7 @@ class _Context:
         self.coding = study.coding
         self.min_group_size = min_group_size
         self.method = "permutation"  # resolved by run_significance
+        self.workers = 1  # worker threads of the resampling loops, set by run_significance
         self.observed = observed
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
@@ -610,22 +618,27 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
 
 
 def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, seed: int,
-                      strata: ImageStrata | None = None) -> np.ndarray:
+                      strata: ImageStrata | None = None, workers: int = 1) -> np.ndarray:
     """All permutations of :func:`permutation_batches` at once, on the image axis, shape (n_permutations, n_images).
 
     The random streams do not depend on the batch size, so these are the very permutations that
-    :func:`permutation_batches` yields batch by batch.
+    :func:`permutation_batches` yields batch by batch. Strata (one stream each) are drawn on up to
+    ``workers`` threads; the numbers do not depend on it.
     """
     if strata is None:
         strata = _runs_as_strata([len(c) for c in cells_by_run])
     image_cells = strata.image_values(cells_by_run)
     out = np.empty((n_permutations, strata.n_images), dtype=image_cells.dtype)
-    for s, rng in enumerate(_streams(seed, 1, strata.n_strata)):
+    rngs = _streams(seed, 1, strata.n_strata)
+
+    def draw(s: int) -> None:
         cells = image_cells[strata.stratum(s)]
         # In batches (random keys and sort indices take 12 bytes per label): the same draws, bounded memory.
         batch = max(1, BATCH_BYTES // (12 * max(1, len(cells))))
         for start, n in _batches(n_permutations, batch):
-            out[start:start + n, strata.stratum(s)] = cells[_random_permutations(rng, n, len(cells))]
+            out[start:start + n, strata.stratum(s)] = cells[_random_permutations(rngs[s], n, len(cells))]
+
+    run_parts(draw, range(strata.n_strata), workers)
     return out
 
 
@@ -649,26 +662,29 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
                                       batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
     fast = None if normal else _fast_plan(ctx)
-    for start, n, labels in batches:
+
+    def compute(start: int, n: int, labels: list[np.ndarray] | None, sums: np.ndarray | None) -> None:
         if fast is not None and labels is not None:
             for a, (dp, gap) in _fast_null(ctx, fast, labels, n).items():
                 null_dp[a][start:start + n] = dp
                 null_gap[a][start:start + n] = gap
-            if bar:
-                bar.advance(task, n)
-            continue
-        if normal or labels is None:
-            sums = _normal_draws(ctx, models, rngs, n)  # (n, R, L, M)
         else:
-            sums, _ = ctx.kernel.sums(labels, ctx.coding.n_cells, with_counts=False)
-        counts = ctx.fixed_counts(n)
-        for a in attrs:
-            # Permutations keep group sizes, so the observed validity applies.
-            dp, gap, _, _ = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
-            null_dp[a][start:start + n] = dp
-            null_gap[a][start:start + n] = gap
+            if sums is None:
+                sums, _ = ctx.kernel.sums(labels or [], ctx.coding.n_cells, with_counts=False)
+            counts = ctx.fixed_counts(n)
+            for a in attrs:
+                # Permutations keep group sizes, so the observed validity applies.
+                dp, gap, _, _ = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
+                null_dp[a][start:start + n] = dp
+                null_gap[a][start:start + n] = gap
         if bar:
             bar.advance(task, n)
+
+    with batch_pool(ctx.workers) as pool:
+        for start, n, labels in batches:
+            # The normal draws come from sequential streams: drawn here, in order, whatever the workers.
+            sums = _normal_draws(ctx, models, rngs, n) if normal or labels is None else None  # (n, R, L, M)
+            pool.submit(compute, start, n, labels, sums)
     return null_dp, null_gap
 
 
@@ -775,14 +791,8 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
         plans.append((order, starts[cells[order]], sizes[cells[order]]))
     rngs = _streams(options.seed, 2, strata.n_strata)
     task = bar.add_task("bootstrap", total=B) if bar else None
-    for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
-        image_weights = np.empty((n, strata.n_images))
-        for s, (rng, (order, start_of, size_of)) in enumerate(zip(rngs, plans)):
-            m = len(order)
-            pick = start_of + np.floor(rng.random((n, m)) * size_of).astype(np.int64)  # positions in sorted order
-            flat = np.bincount((np.arange(n)[:, None] * m + order[pick]).ravel(), minlength=n * m)
-            image_weights[:, strata.stratum(s)] = flat.reshape(n, m)
-        weights = strata.to_runs(image_weights)
+
+    def compute(start: int, n: int, weights: list[np.ndarray]) -> None:
         sums, _ = ctx.kernel.sums(ctx.cells_by_run, ctx.coding.n_cells, weights_by_run=weights, with_counts=False)
         counts = ctx.fixed_counts(n)
         for a in attrs:
@@ -792,6 +802,17 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
             out[a]["mre"][start:start + n] = _run_mean(mre, axis=1)
         if bar:
             bar.advance(task, n)
+
+    # The draws stay on this thread, in batch order; the sums of each batch go to a worker.
+    with batch_pool(ctx.workers) as pool:
+        for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
+            image_weights = np.empty((n, strata.n_images))
+            for s, (rng, (order, start_of, size_of)) in enumerate(zip(rngs, plans)):
+                m = len(order)
+                pick = start_of + np.floor(rng.random((n, m)) * size_of).astype(np.int64)  # positions in sorted order
+                flat = np.bincount((np.arange(n)[:, None] * m + order[pick]).ravel(), minlength=n * m)
+                image_weights[:, strata.stratum(s)] = flat.reshape(n, m)
+            pool.submit(compute, start, n, strata.to_runs(image_weights))
     return out
 
 
@@ -829,18 +850,9 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
     flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
     levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
     task = bar.add_task("randomized baseline", total=B) if bar else None
-    for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
-        image_labels = np.zeros((n, strata.n_images), dtype=np.int64)
-        for s in range(strata.n_strata):
-            full: np.ndarray | int = 0
-            for a, size in zip(base, sizes):
-                code = image_codes[a][strata.stratum(s)]
-                flip = flips[a][s].random((n, len(code))) < 0.5
-                shift = (levels[a][s].integers(1, size, size=(n, len(code))) if size > 2
-                         else np.ones((n, len(code)), np.int64))
-                full = full * size + np.where(flip, (code + shift) % size, code)
-            image_labels[:, strata.stratum(s)] = full
-        sums, counts = ctx.kernel.sums(strata.to_runs(image_labels), n_full)
+
+    def compute(start: int, n: int, labels: list[np.ndarray]) -> None:
+        sums, counts = ctx.kernel.sums(labels, n_full)
         for a in coding.attributes:
             gsums, gcounts = aggregate(sums, counts, agg[a])
             # A group takes part in a run's DP where it does in the observed data (per run, as for the
@@ -851,12 +863,27 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
             out[a][start:start + n] = _run_mean(parity_gap_value(sdr, valid))
         if bar:
             bar.advance(task, n)
+
+    with batch_pool(ctx.workers) as pool:
+        for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
+            image_labels = np.zeros((n, strata.n_images), dtype=np.int64)
+            for s in range(strata.n_strata):
+                full: np.ndarray | int = 0
+                for a, size in zip(base, sizes):
+                    code = image_codes[a][strata.stratum(s)]
+                    flip = flips[a][s].random((n, len(code))) < 0.5
+                    shift = (levels[a][s].integers(1, size, size=(n, len(code))) if size > 2
+                             else np.ones((n, len(code)), np.int64))
+                    full = full * size + np.where(flip, (code + shift) % size, code)
+                image_labels[:, strata.stratum(s)] = full
+            pool.submit(compute, start, n, strata.to_runs(image_labels))
     return out
 
 
-def _batch_size_that_fits(study: Study, options: SignificanceOptions) -> int:
-    """``options.batch_size``, lowered until the working arrays fit in memory (InputError when nothing fits)."""
-    from fairlandmark.stats.memory import estimate, fit_batch_size
+def _batch_size_that_fits(study: Study, options: SignificanceOptions, slots: int = 1) -> int:
+    """``options.batch_size``, lowered until ``slots`` batches of working arrays fit in memory (InputError when
+    not even one resample per slot fits)."""
+    from fairlandmark.stats.memory import SignificanceMemory, estimate, fit_batch_size
 
     coding = study.coding
     n_kp = len(study.keypoints)
@@ -866,9 +893,22 @@ def _batch_size_that_fits(study: Study, options: SignificanceOptions) -> int:
                       n_cells=coding.n_cells, n_columns=3 * n_kp, n_keypoints=n_kp, groups=groups,
                       permutations=options.permutations, bootstrap=options.bootstrap,
                       baseline_repeats=options.baseline_repeats)
+    memory = SignificanceMemory(fixed=memory.fixed, per_resample=memory.per_resample * slots)
     return fit_batch_size(memory, options.batch_size, n_keypoints=n_kp, n_attributes=len(groups),
                           permutations=options.permutations, bootstrap=options.bootstrap,
                           baseline_repeats=options.baseline_repeats)
+
+
+def _workers_and_batch(study: Study, options: SignificanceOptions) -> tuple[int, int]:
+    """Worker threads and batch size: each worker's batch and the one being drawn must fit in memory together;
+    where they do not, fewer workers (one at least, whose batch must fit)."""
+    workers = resolve_workers(options.n_jobs)
+    while workers > 1:
+        try:
+            return workers, _batch_size_that_fits(study, options, slots=workers + 1)
+        except InputError:
+            workers //= 2
+    return 1, _batch_size_that_fits(study, options)
 
 
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
@@ -881,8 +921,10 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     SignificanceResult
     """
     options = SignificanceOptions.coerce(options)
-    options = replace(options, batch_size=_batch_size_that_fits(study, options))
+    workers, batch_size = _workers_and_batch(study, options)
+    options = replace(options, batch_size=batch_size)
     ctx = _Context(study, list(thresholds), min_group_size, observed)
+    ctx.workers = workers
     # Observed results without group sizes (measurements pass only validity): "auto" stays with permutations.
     in_dp = [obs.n_images[obs.valid] if hasattr(obs, "n_images") else np.zeros(0, dtype=int) for obs in observed.values()]
     if not all(hasattr(obs, "n_images") for obs in observed.values()):
@@ -893,7 +935,8 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         drawn = None
         if (options.permutations and ctx.method == "permutation"
                 and options.permutations * ctx.strata.n_images * ctx.image_cells.itemsize <= SHARED_PERMUTATION_BYTES):
-            drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata)
+            drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata,
+                                      workers=workers)
         perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
         boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
         base = _baseline(ctx, options, bar) if options.baseline_repeats else None
@@ -985,6 +1028,7 @@ class SignificanceResult:
         d = asdict(self.options)
         d.pop("progress")
         d.pop("batch_size")
+        d.pop("n_jobs")  # changes the speed, never the numbers
         d["method_requested"] = d.pop("method")
         d["method"] = self.method if self.options.permutations else None
         d["method_description"] = METHOD_TEXT[self.method] if self.options.permutations else None

@@ -1,0 +1,116 @@
+"""Worker threads for the resampling loops: batches of resamples computed on several cores, the same numbers.
+
+The permutation, bootstrap, baseline and curve loops spend their time in BLAS
+products and numpy ufuncs, which release the GIL, so plain threads share the
+work without copying the study into other processes. The random draws stay on
+the calling thread, in batch order, and each batch writes its own rows of the
+result: the numbers do not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from fairlandmark.exceptions import InputError
+
+__all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_pool", "run_parts"]
+
+MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
+
+
+def check_n_jobs(n_jobs: object) -> int:
+    """Return ``n_jobs`` if it is a non-zero integer (negative counts from the number of cores, as in joblib)."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise InputError(MSG_N_JOBS.format(value=n_jobs))
+    return n_jobs
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(n_jobs: int) -> int:
+    """Threads for ``n_jobs``: itself when positive, ``cores + 1 + n_jobs`` when negative (-1 = all cores).
+
+    Examples
+    --------
+    >>> resolve_workers(1)
+    1
+    >>> resolve_workers(-1) >= 1
+    True
+    """
+    n_jobs = check_n_jobs(n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, _available_cores() + 1 + n_jobs)
+
+
+class BatchPool:
+    """Run batch computations on worker threads, at most ``workers`` of them pending at a time.
+
+    With one worker each batch runs at once on the calling thread. The first exception of a batch is raised
+    again by :meth:`submit` or when the pool closes; batches not yet started are cancelled.
+
+    Examples
+    --------
+    >>> out = [0] * 4
+    >>> with batch_pool(2) as pool:
+    ...     for i in range(4):
+    ...         pool.submit(out.__setitem__, i, i * i)
+    >>> out
+    [0, 1, 4, 9]
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+        self._executor = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        self._pending: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._executor is None:
+            fn(*args)
+            return
+        # Bounded: the caller draws the next batch while the workers compute, without piling batches up.
+        while len(self._pending) >= self.workers:
+            self._pending.pop(0).result()
+        self._pending.append(self._executor.submit(fn, *args))
+
+    def close(self) -> None:
+        """Wait for every batch; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.pop(0).result()
+        finally:
+            for future in self._pending:
+                future.cancel()
+            self._pending = []
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+
+
+@contextmanager
+def batch_pool(workers: int) -> Iterator[BatchPool]:
+    """A :class:`BatchPool` that waits for its batches (and raises their first error) on leaving the block."""
+    pool = BatchPool(workers)
+    try:
+        yield pool
+    except BaseException:
+        for future in pool._pending:
+            future.cancel()
+        pool._pending = []
+        if pool._executor is not None:
+            pool._executor.shutdown(wait=True)
+        raise
+    pool.close()
+
+
+def run_parts(work: Callable[[int], Any], parts: Sequence[int], workers: int) -> None:
+    """Call ``work(part)`` for every part, on up to ``workers`` threads (parts write disjoint results)."""
+    with batch_pool(min(workers, max(1, len(parts)))) as pool:
+        for part in parts:
+            pool.submit(work, part)
