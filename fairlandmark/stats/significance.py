@@ -232,23 +232,31 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(observed)
     if not ok.any():
         return out
-    null, obs = null[:, ok], observed[ok]
-    n_perm = null.shape[0]
-    raw = permutation_pvalue(null, obs)
-    # p-value of every permuted statistic within its own test: count of values >= it
-    # among the B permutations plus the observed one.
-    tol = _TIE_TOLERANCE * np.maximum(1.0, np.abs(null))
-    sorted_null = np.sort(null, axis=0)
-    p_perm = np.empty_like(null)
-    for j in range(null.shape[1]):  # one searchsorted per test, vectorised over permutations
-        below = np.searchsorted(sorted_null[:, j], null[:, j] - tol[:, j], side="left")
-        p_perm[:, j] = (n_perm - below + (obs[j] >= null[:, j] - tol[:, j])) / (n_perm + 1.0)
-    order = np.argsort(raw, kind="stable")
-    successive_min = np.minimum.accumulate(p_perm[:, order[::-1]], axis=1)[:, ::-1]
-    adjusted = (1.0 + np.sum(successive_min <= raw[order][None, :] * (1 + 1e-12), axis=0)) / (n_perm + 1.0)
+    tests = np.ascontiguousarray(null[:, ok].T)  # (m, B): one contiguous row per test
+    obs = observed[ok]
+    m, n_perm = tests.shape
+    order = np.argsort(tests, axis=1)
+    ascending = np.take_along_axis(tests, order, axis=1)
+    # p-value of every permuted statistic within its own test: count of values >= it (with the tie
+    # tolerance) among the B permutations plus the observed one. ``value - tol(value)`` increases with the
+    # value, so the queries are sorted too and each search starts where the last one ended.
+    low = ascending - _TIE_TOLERANCE * np.maximum(1.0, np.abs(ascending))
+    first = np.empty(ascending.shape, dtype=np.int64)
+    raw_first = np.empty(m, dtype=np.int64)
+    obs_low = obs - _TIE_TOLERANCE * np.maximum(1.0, np.abs(obs))
+    for j in range(m):
+        first[j] = np.searchsorted(ascending[j], low[j], side="left")
+        raw_first[j] = np.searchsorted(ascending[j], obs_low[j], side="left")
+    raw = (1.0 + (n_perm - raw_first)) / (1.0 + n_perm)  # = permutation_pvalue(null, obs)
+    p_sorted = (n_perm - first + (obs[:, None] >= low)) / (n_perm + 1.0)
+    p_perm = np.empty_like(p_sorted)
+    np.put_along_axis(p_perm, order, p_sorted, axis=1)  # back to permutation order
+    by_raw = np.argsort(raw, kind="stable")
+    successive_min = np.minimum.accumulate(p_perm[by_raw[::-1]], axis=0)[::-1]
+    adjusted = (1.0 + np.sum(successive_min <= raw[by_raw][:, None] * (1 + 1e-12), axis=1)) / (n_perm + 1.0)
     adjusted = np.maximum.accumulate(adjusted)
     result = np.empty_like(adjusted)
-    result[order] = np.minimum(adjusted, 1.0)
+    result[by_raw] = np.minimum(adjusted, 1.0)
     out[ok] = result
     return out
 
