@@ -328,8 +328,11 @@ class _CurvePlan:
         cell's counts are the run's totals minus the others'.
         """
         n = labels.shape[0]
-        packed = (self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
-                  @ self.values[r]).reshape(n, len(self.packs), -1)
+        if len(self.packs) == 1:  # the common case: one product row per permutation, no transpose
+            rows = self.weights[0][labels]
+        else:
+            rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
+        packed = (rows @ self.values[r]).reshape(n, len(self.packs), -1)
         hits: list[np.ndarray] = [np.empty(0, np.float32)] * self.n_cells
         rest = None
         for p, pack in enumerate(self.packs):

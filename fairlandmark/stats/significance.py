@@ -49,7 +49,7 @@ from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
                                        sdr_from_sums, single_threaded_blas, without_thin_groups)
-from fairlandmark.stats.workers import batch_pool, check_n_jobs, resolve_workers, run_parts
+from fairlandmark.stats.workers import batch_pool, check_n_jobs, resolve_workers, run_all, run_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -989,10 +989,10 @@ class SignificanceResult:
             gap_all = np.concatenate([obs_gap[a] for a in self.attributes])
             p = permutation_pvalue(null_dp, dp_all)
             p_gap = permutation_pvalue(null_gap, gap_all)
-            adjusted = {"bh": _adjust(p, "bh"), "holm": _adjust(p, "holm"),
-                        "westfall-young": westfall_young_minp(null_dp, dp_all)}
-            adjusted_gap = {"bh": _adjust(p_gap, "bh"), "holm": _adjust(p_gap, "holm"),
-                            "westfall-young": westfall_young_minp(null_gap, gap_all)}
+            wy_dp, wy_gap = run_all([lambda: westfall_young_minp(null_dp, dp_all),
+                                     lambda: westfall_young_minp(null_gap, gap_all)], ctx.workers)
+            adjusted = {"bh": _adjust(p, "bh"), "holm": _adjust(p, "holm"), "westfall-young": wy_dp}
+            adjusted_gap = {"bh": _adjust(p_gap, "bh"), "holm": _adjust(p_gap, "holm"), "westfall-young": wy_gap}
             chosen, chosen_gap = adjusted[options.correction], adjusted_gap[options.correction]
             for i, a in enumerate(self.attributes):
                 s = slice(i * K, (i + 1) * K)

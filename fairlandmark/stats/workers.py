@@ -13,11 +13,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_pool", "run_parts"]
+__all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_pool", "run_parts", "run_all"]
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
@@ -80,10 +82,10 @@ class BatchPool:
             self._pending.pop(0).result()
         self._pending.append(self._executor.submit(fn, *args))
 
-    def close(self) -> None:
-        """Wait for every batch; raise the first error."""
+    def close(self, *, cancel: bool = False) -> None:
+        """Wait for every batch and raise the first error; with ``cancel``, drop the batches not yet started."""
         try:
-            while self._pending:
+            while self._pending and not cancel:
                 self._pending.pop(0).result()
         finally:
             for future in self._pending:
@@ -100,17 +102,30 @@ def batch_pool(workers: int) -> Iterator[BatchPool]:
     try:
         yield pool
     except BaseException:
-        for future in pool._pending:
-            future.cancel()
-        pool._pending = []
-        if pool._executor is not None:
-            pool._executor.shutdown(wait=True)
+        pool.close(cancel=True)
         raise
     pool.close()
 
 
-def run_parts(work: Callable[[int], Any], parts: Sequence[int], workers: int) -> None:
+def run_parts(work: Callable[[int], Any], parts: Sequence[int] | range, workers: int) -> None:
     """Call ``work(part)`` for every part, on up to ``workers`` threads (parts write disjoint results)."""
     with batch_pool(min(workers, max(1, len(parts)))) as pool:
         for part in parts:
             pool.submit(work, part)
+
+
+def run_all(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
+    """The results of independent tasks, in order, computed on up to ``workers`` threads.
+
+    Examples
+    --------
+    >>> run_all([lambda: 1, lambda: 2], workers=2)
+    [1, 2]
+    """
+    results: list[Any] = [None] * len(tasks)
+
+    def work(i: int) -> None:
+        results[i] = tasks[i]()
+
+    run_parts(work, range(len(tasks)), workers)
+    return results
