@@ -733,7 +733,12 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
         for a, (members, sizes) in plan.items():
             sdr, mre = [], []
             for idx, size in zip(members, sizes[r]):
-                group = sums[:, idx[0]] if len(idx) == 1 else np.add.reduce([sums[:, c] for c in idx])
+                if len(idx) == 1:
+                    group = sums[:, idx[0]]
+                elif len(idx) == 2:
+                    group = np.add(sums[:, idx[0]], sums[:, idx[1]])  # = add.reduce of the two, without stacking
+                else:
+                    group = np.add.reduce([sums[:, c] for c in idx])
                 sdr.append(group[:, hits] / size)
                 mre.append(group[:, error] / size)
             gaps = []
@@ -741,7 +746,11 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
                 if len(values) == 2:
                     gaps.append(np.abs(values[0] - values[1]))  # = max - min, bit for bit
                 else:
-                    gaps.append(np.maximum.reduce(values) - np.minimum.reduce(values))
+                    high, low = np.maximum(values[0], values[1]), np.minimum(values[0], values[1])
+                    for more in values[2:]:  # max and min are exact: the same numbers as the reductions
+                        np.maximum(high, more, out=high)
+                        np.minimum(low, more, out=low)
+                    gaps.append(np.subtract(high, low, out=high))
             if r == 0:
                 total[a] = gaps
             else:
