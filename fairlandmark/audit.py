@@ -241,20 +241,30 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     if significance is not None and significance is not False:
         from fairlandmark.stats.significance import run_significance
 
+        curve_test = None
+        if curves:
+            from fairlandmark.stats.curves import error_curves
+
+            def curve_test(options: Any, drawn: np.ndarray | None) -> Any:
+                # The error-curve test on the DP test's permutations, computed alongside the bootstrap.
+                return error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
+                                    valid={a: o.valid for a, o in observed.items()}, significance=options,
+                                    shared_permutations=drawn, **({} if curves is True else dict(curves)))
+
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
-                               options=significance)
+                               options=significance, alongside=curve_test)
         notes += small_strata_notes(sig.strata)
     result = AuditResult(study=study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,
                          significance=sig, notes=notes)
     if adjust is not None:
         _add_adjusted(result, adjust, significance)
-    if curves:
+    if curves and sig is not None:
+        result.curves = sig.alongside
+    elif curves:
         from fairlandmark.stats.curves import error_curves
 
         result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
                                      valid={a: o.valid for a, o in observed.items()},
-                                     significance=sig.options if sig is not None else None,
-                                     shared_permutations=sig.shared_permutations if sig is not None else None,
                                      **({} if curves is True else dict(curves)))
     if measurements is not None:
         from fairlandmark.stats.measurements import audit_measurements

@@ -178,7 +178,8 @@ def significance_from_args(args: argparse.Namespace) -> SignificanceOptions | No
     return SignificanceOptions(permutations=args.permutations, bootstrap=args.bootstrap, ci=args.ci, alpha=args.alpha,
                                correction=args.correction, baseline_repeats=args.baseline_repeats, seed=args.seed,
                                progress=not getattr(args, "quiet", False),
-                               method=getattr(args, "significance_method", "auto"))
+                               method=getattr(args, "significance_method", "auto"),
+                               n_jobs=getattr(args, "n_jobs", None) or -1)  # default: every core
 
 
 def write_text_outputs(console: Console, outputs: Iterable[tuple[str | None, Callable[[], str]]]) -> None:

@@ -101,7 +101,8 @@ def add_audit_privacy_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_options(group, prefix="privacy-")
     if not any(a.dest == "n_jobs" for a in parser._actions):
         group.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
-                           help="parallel workers for the privacy section (-1: all cores); results do not depend on it")
+                           help="parallel workers (-1: all cores); default all cores for the significance tests, "
+                                "one for the privacy section; results do not depend on it")
 
 
 def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[PrivacyResult]:

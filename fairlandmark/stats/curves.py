@@ -21,7 +21,6 @@ over attributes x keypoints, as a family of their own.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, parity_gap_value, sdr_from_sums,
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
                                        single_threaded_blas)
 from fairlandmark.stats.workers import batch_pool, resolve_workers
 
@@ -81,11 +80,7 @@ def curve_grid(primary: float, *, low: float | None = None, high: float | None =
 
 
 def _run_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    if not np.isnan(x).any():
-        return x.mean(axis=axis)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=axis)
+    return nan_mean(x, axis=axis)  # no warnings: the curve test may run on a worker thread
 
 
 def _nan_adjust(p: np.ndarray, method: str) -> np.ndarray:
@@ -212,11 +207,9 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
         ok = np.broadcast_to(valid[a][:, None, :], curves.shape[:3])
         per_run = parity_gap_value(curves, ok)  # (R, T, K)
         mean_gap = _run_mean(per_run)  # (T, K)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            gap[a] = np.nanmax(mean_gap, axis=0) if T else np.full(K, np.nan)
-            in_dp = np.where(valid[a][:, None, :, None], curves, np.nan)
-            sdr[a] = np.moveaxis(_run_mean(in_dp), 0, -1)  # (G, K, T)
+        gap[a] = np.fmax.reduce(mean_gap, axis=0) if T else np.full(K, np.nan)  # = nanmax, without its warning
+        in_dp = np.where(valid[a][:, None, :, None], curves, np.nan)
+        sdr[a] = np.moveaxis(_run_mean(in_dp), 0, -1)  # (G, K, T)
         filled = np.where(np.isnan(mean_gap), -np.inf, mean_gap)
         gap_phi[a] = np.where(np.isnan(gap[a]), np.nan, grid[np.argmax(filled, axis=0)])
     tests: dict[str, dict[str, np.ndarray]] = {}
@@ -246,9 +239,7 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray], cell_counts: 
         with np.errstate(invalid="ignore", divide="ignore"):
             sdr = gsums / gcounts[..., None]  # (n, R, G, T*K)
         gap = _run_mean(parity_gap_value(sdr, np.broadcast_to(valid[a], gcounts.shape)), axis=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            nulls[a][start:start + n] = np.nanmax(gap.reshape(n, T, K), axis=1)
+        nulls[a][start:start + n] = np.fmax.reduce(gap.reshape(n, T, K), axis=1)  # = nanmax, without its warning
 
 
 def _cell_packs(sizes: np.ndarray, bits: int = 24) -> list[list[tuple[int, int]]]:

@@ -37,7 +37,7 @@ for bit whatever the batch size.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,9 +47,9 @@ from numpy.typing import ArrayLike
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
-from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, parity_gap_value,
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, nan_mean, parity_gap_value,
                                        sdr_from_sums, single_threaded_blas, without_thin_groups)
-from fairlandmark.stats.workers import batch_pool, check_n_jobs, resolve_workers, run_all, run_parts
+from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, resolve_workers, run_all, run_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -328,12 +328,8 @@ def _quantiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
 
 
 def _run_mean(x: np.ndarray, axis: int = -2) -> np.ndarray:
-    """Mean over the run axis, ignoring NaN (a run where a group is out of DP)."""
-    if not np.isnan(x).any():
-        return x.mean(axis=axis)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(x, axis=axis)
+    """Mean over the run axis, ignoring NaN (a run where a group is out of DP); no warnings (worker threads)."""
+    return nan_mean(x, axis=axis)
 
 
 # -- exchangeable strata of images -----------------------------------------------------
@@ -930,8 +926,18 @@ def _workers_and_batch(study: Study, options: SignificanceOptions) -> tuple[int,
 
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
                      observed: Mapping[str, Any],
-                     options: SignificanceOptions | Mapping[str, Any] | bool) -> SignificanceResult:
+                     options: SignificanceOptions | Mapping[str, Any] | bool,
+                     alongside: Callable[[SignificanceOptions, np.ndarray | None], Any] | None = None
+                     ) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
+
+    Parameters
+    ----------
+    alongside : callable, optional
+        Another test on the same permutations (the error-curve test), called as
+        ``alongside(options, shared_permutations)``; with worker threads and shared permutations it runs
+        on its own thread while the bootstrap, baseline and adjustments are computed, otherwise after them.
+        Its return value is ``SignificanceResult.alongside``. ``options`` carry this run's progress bar.
 
     Returns
     -------
@@ -954,11 +960,21 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                 and options.permutations * ctx.strata.n_images * ctx.image_cells.itemsize <= SHARED_PERMUTATION_BYTES):
             drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata,
                                       workers=workers)
-        perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
-        boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
-        base = _baseline(ctx, options, bar) if options.baseline_repeats else None
-    result = SignificanceResult(ctx, options, perm, boot, base)
-    result.shared_permutations = drawn
+        concurrent = alongside is not None and workers > 1 and drawn is not None
+        # Side by side on one thread of its own (more threads than cores only thrash the caches).
+        beside = (Background(alongside, replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs),
+                             drawn, concurrent=concurrent) if alongside is not None else None)
+        try:
+            perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
+            boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
+            base = _baseline(ctx, options, bar) if options.baseline_repeats else None
+            result = SignificanceResult(ctx, options, perm, boot, base)
+        except BaseException:
+            if beside is not None:
+                beside.close()
+            raise
+        result.shared_permutations = drawn
+        result.alongside = beside.result() if beside is not None else None
     return result
 
 
@@ -983,6 +999,7 @@ class SignificanceResult:
         # (``error_curves(..., shared_permutations=...)``); None when not drawn or larger than
         # SHARED_PERMUTATION_BYTES.
         self.shared_permutations: np.ndarray | None = None
+        self.alongside: Any = None  # what run_significance's ``alongside`` task returned
         self.strata = ctx.strata  # the strata of exchangeable images the resampling used
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)

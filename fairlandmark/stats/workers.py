@@ -13,13 +13,14 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 from fairlandmark.exceptions import InputError
 
-__all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_pool", "run_parts", "run_all"]
+__all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_pool", "run_parts", "run_all",
+           "Background"]
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
@@ -129,3 +130,34 @@ def run_all(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
 
     run_parts(work, range(len(tasks)), workers)
     return results
+
+
+class Background(Generic[T]):
+    """A task started on its own thread now (``concurrent``) or run later by :meth:`result`, in order.
+
+    Examples
+    --------
+    >>> task = Background(sum, [1, 2], concurrent=True)
+    >>> task.result()
+    3
+    """
+
+    def __init__(self, fn: Callable[..., T], *args: Any, concurrent: bool) -> None:
+        self._call = (fn, args)
+        self._executor = ThreadPoolExecutor(1) if concurrent else None
+        self._future = self._executor.submit(fn, *args) if self._executor is not None else None
+
+    def result(self) -> T:
+        """The task's return value (its exception raised here); waits for it, or runs it now."""
+        if self._future is None:
+            fn, args = self._call
+            return fn(*args)
+        try:
+            return self._future.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for a started task without asking for its result (after an error elsewhere)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)

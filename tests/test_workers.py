@@ -1,0 +1,189 @@
+"""Worker threads change the speed of the resampling loops, never their numbers.
+
+Draws stay in order on the calling thread and each batch writes its own rows, so the JSON document of an
+audit is the same for any ``n_jobs``: fast and general paths, shared images, missing predictions, the
+large-sample null, and the error-curve test that runs alongside the bootstrap.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fairlandmark import audit_arrays
+from fairlandmark.audit import prepare_study
+from fairlandmark.exceptions import InputError
+from fairlandmark.stats import significance as significance_module
+from fairlandmark.stats.significance import SignificanceOptions, run_significance
+from fairlandmark.stats.workers import Background, BatchPool, batch_pool, resolve_workers, run_all
+
+# A warning silenced with ``warnings.catch_warnings`` on one worker thread can leak from another: the
+# resampling code must not need it (numpy's "Mean of empty slice" once escaped this way).
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+
+def _study(seed=0, n=150, k=5, runs=3, shared=False, missing=False):
+    rng = np.random.default_rng(seed)
+    true = rng.uniform(0, 100, size=(n, k, 2))
+    pred = true + rng.normal(0, 1.4, size=(n, k, 2))
+    if missing:
+        pred[rng.random((n, k)) < 0.03] = np.nan
+    groups = {"sex": rng.choice(["F", "M"], n), "site": np.resize(["A", "B", "C"], n)}
+    if shared:  # the same images in every run
+        per_run = n // runs
+        ids = np.tile(np.arange(per_run), runs).astype(str)
+        groups = {key: np.tile(value[:per_run], runs) for key, value in groups.items()}
+        return pred, true, groups, np.repeat(np.arange(runs), per_run), ids
+    return pred, true, groups, np.arange(n) % runs, np.arange(n).astype(str)
+
+
+def _document(study, n_jobs, **options):
+    pred, true, groups, runs, ids = study
+    sig = SignificanceOptions(permutations=300, bootstrap=60, baseline_repeats=40, seed=11, n_jobs=n_jobs,
+                              batch_size=70, **options)
+    return audit_arrays(pred, true, groups, runs=runs, image_ids=ids, spacing_mm=1.0, min_group_size=3,
+                        significance=sig, curves={"phi": [0.5, 1.0, 2.0, 3.0]}).to_json()
+
+
+@pytest.mark.parametrize("case", [
+    {}, {"shared": True}, {"missing": True}, {"shared": True, "missing": True},
+])
+def test_the_numbers_do_not_depend_on_the_workers(case):
+    study = _study(seed=3, **case)
+    one = _document(study, 1)
+    assert _document(study, 2) == one
+    assert _document(study, 3) == one
+    assert _document(study, -1) == one
+
+
+def test_the_large_sample_null_does_not_depend_on_the_workers():
+    study = _study(seed=4)
+    assert _document(study, 1, method="normal") == _document(study, 2, method="normal")
+
+
+def test_the_settings_do_not_mention_the_workers():
+    doc = _document(_study(seed=5), 2)
+    assert "n_jobs" not in doc
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, True, "2", None])
+def test_bad_n_jobs_is_one_clear_error(bad):
+    with pytest.raises(InputError, match="n_jobs: must be a non-zero integer"):
+        SignificanceOptions(n_jobs=bad)
+
+
+def test_resolve_workers_counts_from_the_cores(monkeypatch):
+    from fairlandmark.stats import workers
+
+    monkeypatch.setattr(workers, "_available_cores", lambda: 8)
+    assert [resolve_workers(n) for n in (1, 3, -1, -2, -8, -20)] == [1, 3, 8, 7, 1, 1]
+
+
+def test_a_failing_batch_raises_and_cancels_the_rest():
+    done = []
+
+    def work(i):
+        if i == 2:
+            raise ValueError("batch 2 broke")
+        done.append(i)
+
+    with pytest.raises(ValueError, match="batch 2 broke"):
+        with batch_pool(2) as pool:
+            for i in range(50):
+                pool.submit(work, i)
+    assert len(done) < 49  # the pool stopped taking batches once one had failed
+
+
+def test_pool_with_one_worker_runs_inline():
+    pool = BatchPool(1)
+    seen = []
+    pool.submit(lambda: seen.append(threading.current_thread().name))
+    pool.close()
+    assert seen == [threading.current_thread().name]
+
+
+def test_run_all_keeps_the_order_and_background_returns_or_raises():
+    assert run_all([lambda i=i: i * i for i in range(7)], workers=3) == [0, 1, 4, 9, 16, 25, 36]
+    assert Background(sorted, [3, 1, 2], concurrent=True).result() == [1, 2, 3]
+    assert Background(sorted, [3, 1, 2], concurrent=False).result() == [1, 2, 3]
+    with pytest.raises(ZeroDivisionError):
+        Background(lambda: 1 / 0, concurrent=True).result()
+
+
+def _prepared(seed=6):
+    pred, true, groups, runs, ids = _study(seed=seed)
+    import pandas as pd
+
+    n, k = pred.shape[:2]
+    rows = pd.DataFrame({
+        "run": np.repeat(runs, k), "image_id": np.repeat(ids, k), "keypoint": np.tile(np.arange(1, k + 1), n),
+        "pred_x": pred[..., 0].ravel(), "pred_y": pred[..., 1].ravel(),
+        "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel()})
+    meta = pd.DataFrame({"image_id": ids, **groups})
+    return prepare_study(rows, meta, attributes=["sex", "site"], spacing_mm=1.0)
+
+
+def _observed(study):
+    from fairlandmark.audit import run_audit
+
+    return run_audit(study, thresholds_mm=[2.0], min_group_size=3, significance=None, curves=False,
+                     emit_warnings=False).observed
+
+
+def test_alongside_gets_the_shared_permutations_and_its_result_is_kept():
+    study = _prepared()
+    calls = []
+
+    def other(options, drawn):
+        calls.append((options.n_jobs, None if drawn is None else drawn.shape))
+        return "curves"
+
+    for n_jobs in (1, 2):
+        sig = run_significance(study, thresholds=[2.0], min_group_size=3, observed=_observed(study),
+                               options=SignificanceOptions(permutations=50, bootstrap=10, baseline_repeats=5,
+                                                           n_jobs=n_jobs),
+                               alongside=other)
+        assert sig.alongside == "curves"
+    n_images = len(np.unique(study.row_image))
+    assert calls == [(1, (50, n_images)), (1, (50, n_images))]  # side by side: one thread of its own
+
+
+def test_an_error_beside_or_in_the_significance_run_surfaces(monkeypatch):
+    study = _prepared()
+    observed = _observed(study)
+    options = SignificanceOptions(permutations=50, bootstrap=10, baseline_repeats=5, n_jobs=2)
+
+    def broken(options, drawn):
+        raise RuntimeError("the other test broke")
+
+    with pytest.raises(RuntimeError, match="the other test broke"):
+        run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed, options=options,
+                         alongside=broken)
+    finished = []
+
+    def slow(options, drawn):
+        finished.append(True)
+        return 1
+
+    monkeypatch.setattr(significance_module, "_bootstrap", lambda *a: (_ for _ in ()).throw(MemoryError("boot")))
+    with pytest.raises(MemoryError, match="boot"):
+        run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed, options=options,
+                         alongside=slow)
+    assert finished == [True]  # waited for, not left running
+
+
+def test_fewer_workers_when_their_batches_do_not_fit(monkeypatch):
+    study = _prepared()
+    original = significance_module._batch_size_that_fits
+
+    def fits(study, options, slots=1):
+        if slots > 2:
+            raise InputError("too big")
+        return original(study, options, slots)
+
+    monkeypatch.setattr(significance_module, "resolve_workers", lambda n_jobs: 4)
+    monkeypatch.setattr(significance_module, "_batch_size_that_fits", fits)
+    workers, _ = significance_module._workers_and_batch(study, SignificanceOptions())
+    assert workers == 1  # 4 -> 2 workers (3 slots) does not fit either -> 1
