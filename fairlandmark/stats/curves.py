@@ -291,7 +291,7 @@ class _CurvePlan:
         self.n_cells = cell_counts.shape[1]
         pick = slice(None) if self.keep is None else self.keep
         self.values = [np.ascontiguousarray(v[:, pick]) for v in kernel.values]
-        self.totals = [t[pick] for t in totals]
+        self.totals = [t[pick].astype(np.int32) for t in totals]
         self.members = dict(members)
         self.packs = _cell_packs(cell_counts.max(axis=0))
         # Per pack, each label's weight in the product: 2**shift for the pack's cells, 0 for the others.
@@ -313,29 +313,27 @@ class _CurvePlan:
             self.scale[a] = per_run
 
     def cell_hits(self, r: int, labels: np.ndarray) -> list[np.ndarray]:
-        """Hit counts of every cell of run ``r``, (chunk, columns) float32 exact integers, for label rows (chunk, rows).
+        """Hit counts of every cell of run ``r``, (chunk, columns) int32, for label rows (chunk, rows).
 
-        One product for all packs (:func:`_cell_packs`), unpacked by exact power-of-two scaling; the last
-        cell's counts are the run's totals minus the others'.
+        One float32 product for all packs (:func:`_cell_packs`; exact integers), unpacked with integer
+        shifts and masks; the last cell's counts are the run's totals minus the others'.
         """
         n = labels.shape[0]
         if len(self.packs) == 1:  # the common case: one product row per permutation, no transpose
-            rows = self.weights[0][labels]
+            rows = self.weights[0].take(labels)
         else:
             rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
-        packed = (rows @ self.values[r]).reshape(n, len(self.packs), -1)
-        hits: list[np.ndarray] = [np.empty(0, np.float32)] * self.n_cells
+        packed = (rows @ self.values[r]).reshape(n, len(self.packs), -1).astype(np.int32)
+        hits: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
         rest = None
         for p, pack in enumerate(self.packs):
             value = packed[:, p]
-            for cell, shift in reversed(pack):  # highest field first
-                if shift:
-                    high = np.floor(value * np.float32(2.0 ** -shift))
-                    value = value - high * np.float32(2.0 ** shift)
-                    hits[cell] = high
-                else:
-                    hits[cell] = value
-                rest = hits[cell] if rest is None else rest + hits[cell]
+            for i, (cell, shift) in enumerate(pack):
+                field = value >> shift if shift else value
+                if i + 1 < len(pack):  # below the next field: mask it off
+                    field = field & ((1 << (pack[i + 1][1] - shift)) - 1)
+                hits[cell] = field
+                rest = field if rest is None else rest + field
         hits[-1] = self.totals[r] - rest
         return hits
 
