@@ -325,7 +325,7 @@ class _CurvePlan:
             rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
         packed = (rows @ self.values[r]).reshape(n, len(self.packs), -1).astype(np.int32)
         hits: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
-        rest = None
+        rest = np.zeros(packed.shape[::2], dtype=np.int32)
         for p, pack in enumerate(self.packs):
             value = packed[:, p]
             for i, (cell, shift) in enumerate(pack):
@@ -333,7 +333,7 @@ class _CurvePlan:
                 if i + 1 < len(pack):  # below the next field: mask it off
                     field = field & ((1 << (pack[i + 1][1] - shift)) - 1)
                 hits[cell] = field
-                rest = field if rest is None else rest + field
+                rest += field
         hits[-1] = self.totals[r] - rest
         return hits
 
