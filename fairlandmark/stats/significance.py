@@ -60,6 +60,7 @@ __all__ = [
     "SignificanceOptions",
     "SignificanceResult",
     "run_significance",
+    "NormalNull",
     "permutation_batches",
     "westfall_young_minp",
     "benjamini_hochberg",
@@ -656,10 +657,8 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
     normal = ctx.method == "normal"
     batches: Iterator[tuple[int, int, list[np.ndarray] | None]]
     if normal:
-        from fairlandmark.stats.asymptotic import normal_sums_model
-
-        models = [normal_sums_model(v, c, ctx.coding.n_cells) for v, c in zip(*_stratum_values(ctx))]
-        rngs = _streams(options.seed, 5, ctx.strata.n_strata)
+        large_sample = NormalNull(ctx.kernel, ctx.cells_by_run, ctx.strata, ctx.coding.n_cells, seed=options.seed,
+                                  task=5)
         batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
     else:
         batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata, drawn=drawn,
@@ -687,7 +686,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
     with batch_pool(ctx.workers) as pool:
         for start, n, labels in batches:
             # The normal draws come from sequential streams: drawn here, in order, whatever the workers.
-            sums = _normal_draws(ctx, models, rngs, n) if normal or labels is None else None  # (n, R, L, M)
+            sums = large_sample.draw(n) if normal or labels is None else None  # (n, R, L, M)
             pool.submit(compute, start, n, labels, sums)
     return null_dp, null_gap
 
@@ -756,33 +755,58 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
     return {a: (dp / R, gap / R) for a, (dp, gap) in total.items()}
 
 
-def _stratum_values(ctx: _Context) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per stratum, the value rows of its images side by side over its runs (images x (runs * M)), and their cells."""
-    strata, values = ctx.strata, []
-    if strata.by_run:  # disjoint runs: each stratum is a run's rows in kernel order, no copy
-        return list(ctx.kernel.values), list(ctx.cells_by_run)
-    for s in range(strata.n_strata):
-        lo = strata.starts[s]
-        blocks = []
-        for r in strata.runs_by_stratum[s]:
-            pos = strata.rows_by_run[r] - lo
-            inside = np.flatnonzero((pos >= 0) & (pos < strata.sizes[s]))
-            blocks.append(ctx.kernel.values[r][inside[np.argsort(pos[inside])]])
-        values.append(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1))
-    return values, [ctx.image_cells[strata.stratum(s)] for s in range(strata.n_strata)]
+class NormalNull:
+    """Draws of every run's per-cell sums from the large-sample normal null of image-label permutations.
 
+    One :func:`fairlandmark.stats.asymptotic.normal_sums_model` per stratum of images, over the value rows
+    of all its runs side by side, so runs that share images are drawn jointly; one random stream per
+    stratum (``task`` of ``seed``), so the draws do not depend on batch sizes. The DP test draws with task 5,
+    the error-curve test with task 6.
 
-def _normal_draws(ctx: _Context, models: list[Any], rngs: list[np.random.Generator], n: int) -> np.ndarray:
-    """Sums (n, R, L, M) drawn from the normal null of each stratum (its runs drawn jointly)."""
-    if ctx.strata.by_run:
-        return np.stack([model.draw(rng, n) for model, rng in zip(models, rngs)], axis=1)
-    M = ctx.kernel.n_columns
-    sums = np.zeros((n, ctx.study.n_runs, ctx.coding.n_cells, M))
-    for s, (model, rng) in enumerate(zip(models, rngs)):
-        draw = model.draw(rng, n)  # (n, L, runs * M)
-        for j, r in enumerate(ctx.strata.runs_by_stratum[s]):
-            sums[:, r] += draw[..., j * M:(j + 1) * M]
-    return sums
+    Parameters
+    ----------
+    kernel : RunKernel
+        The value columns (hits, errors, ...) per run.
+    cells_by_run : list of ndarray of int
+        Cell of each row of run r, in kernel order.
+    strata : ImageStrata
+    n_cells : int
+    seed, task : int
+    """
+
+    def __init__(self, kernel: RunKernel, cells_by_run: list[np.ndarray], strata: ImageStrata, n_cells: int, *,
+                 seed: int, task: int) -> None:
+        from fairlandmark.stats.asymptotic import normal_sums_model
+
+        self.strata, self.n_runs, self.n_cells, self.n_columns = strata, kernel.n_runs, n_cells, kernel.n_columns
+        if strata.by_run:  # disjoint runs: each stratum is a run's rows in kernel order, no copy
+            values, cells = list(kernel.values), list(cells_by_run)
+        else:
+            image_cells = strata.image_values(cells_by_run)
+            values, cells = [], []
+            for s in range(strata.n_strata):
+                lo = strata.starts[s]
+                blocks = []
+                for r in strata.runs_by_stratum[s]:
+                    pos = strata.rows_by_run[r] - lo
+                    inside = np.flatnonzero((pos >= 0) & (pos < strata.sizes[s]))
+                    blocks.append(kernel.values[r][inside[np.argsort(pos[inside])]])
+                values.append(blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1))
+                cells.append(image_cells[strata.stratum(s)])
+        self.models = [normal_sums_model(v, c, n_cells) for v, c in zip(values, cells)]
+        self.rngs = _streams(seed, task, strata.n_strata)
+
+    def draw(self, n: int) -> np.ndarray:
+        """The next ``n`` draws of the sums, shape (n, runs, cells, columns), float64."""
+        if self.strata.by_run:
+            return np.stack([model.draw(rng, n) for model, rng in zip(self.models, self.rngs)], axis=1)
+        M = self.n_columns
+        sums = np.zeros((n, self.n_runs, self.n_cells, M))
+        for s, (model, rng) in enumerate(zip(self.models, self.rngs)):
+            draw = model.draw(rng, n)  # (n, L, runs * M)
+            for j, r in enumerate(self.strata.runs_by_stratum[s]):
+                sums[:, r] += draw[..., j * M:(j + 1) * M]
+        return sums
 
 
 def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
