@@ -67,18 +67,27 @@ def test_normal_null_agrees_with_the_permutation_test():
     np.testing.assert_allclose(a["p_westfall_young"], b["p_westfall_young"], atol=0.08)
     assert (a["p_value"] < 0.05).sum() >= 3 and (b["p_value"] < 0.05).sum() >= 3  # the planted bias is found
     np.testing.assert_array_equal(a["dp"], b["dp"])  # the observed numbers do not depend on the null
+    # The error-curve test follows the DP test's null: the normal null of the hit counts at every threshold.
+    assert perm.curves.settings["method"] == "permutation" and norm.curves.settings["method"] == "normal"
+    for attribute in perm.curves.attributes:
+        x, y = perm.curves.tests[attribute], norm.curves.tests[attribute]
+        np.testing.assert_allclose(x["p_value"], y["p_value"], atol=0.04)
+        np.testing.assert_allclose(x["p_westfall_young"], y["p_westfall_young"], atol=0.08)
+        np.testing.assert_array_equal(perm.curves.gap[attribute], norm.curves.gap[attribute])
+    assert (norm.curves.tests["sex"]["p_value"] < 0.05).sum() >= 2  # the planted bias, on the whole curve
 
 
 def test_normal_null_type_one_error_at_most_alpha():
     rng = np.random.default_rng(11)
-    rejections = []
+    rejections, curve_rejections = [], []
     for rep in range(60):
         pred, true, groups, runs = _study(rng, 400, 4, effect=0.0)
         res = _pvalues(pred, true, groups, runs, "normal", b=400, seed=rep)
         rejections.append(res.per_keypoint["p_value"].to_numpy() <= 0.05)
-    rate = np.mean(rejections)
+        curve_rejections.append(np.concatenate([t["p_value"] for t in res.curves.tests.values()]) <= 0.05)
     # 720 tests (60 studies x 3 attributes x 4 keypoints); alpha + 3 standard errors.
-    assert rate <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 720)
+    assert np.mean(rejections) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 720)
+    assert np.mean(curve_rejections) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 720)  # the curve test's normal null too
 
 
 def test_auto_switches_by_size_and_the_option_is_checked():
@@ -99,3 +108,21 @@ def test_normal_null_is_reproducible_and_independent_of_batch_size():
         b = audit_arrays(pred, true, groups, spacing_mm=1.0, runs=runs, min_group_size=5, significance=opts)
     np.testing.assert_array_equal(a.per_keypoint["p_value"], b.per_keypoint["p_value"])
     np.testing.assert_array_equal(a.per_keypoint["p_westfall_young"], b.per_keypoint["p_westfall_young"])
+
+
+def test_auto_takes_the_large_sample_null_for_the_curve_test_too(monkeypatch):
+    from fairlandmark.stats import significance
+
+    monkeypatch.setattr(significance, "LARGE_SAMPLE_ROWS", 100)
+    monkeypatch.setattr(significance, "LARGE_SAMPLE_MIN_GROUP", 20)
+    rng = np.random.default_rng(5)
+    pred, true, groups, runs = _study(rng, 300, 3, effect=0.0)
+    res = _pvalues(pred, true, groups, runs, "auto", b=200)
+    assert res.significance.method == "normal" and res.curves.settings["method"] == "normal"
+    # Reproducible, and the same with one worker thread or several.
+    options = SignificanceOptions(permutations=200, bootstrap=0, baseline_repeats=0, seed=0, n_jobs=1, batch_size=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = audit_arrays(pred, true, groups, spacing_mm=1.0, runs=runs, min_group_size=5, significance=options)
+    for attribute in res.curves.attributes:
+        np.testing.assert_array_equal(res.curves.tests[attribute]["p_value"], again.curves.tests[attribute]["p_value"])

@@ -105,14 +105,16 @@ def normal_sums_model(values: np.ndarray, cells: np.ndarray, n_cells: int) -> No
     counts = np.bincount(np.asarray(cells), minlength=n_cells).astype(np.float64)
     if n_rows < 2:
         return NormalSums(np.zeros((n_cells, n_cols)), np.zeros((n_cells, n_cells)), np.zeros((n_cols, n_cols)))
-    # Mean and covariance in float64 in blocks of rows: exact enough and no (N, M) float64 copy.
+    # Mean and covariance in float64 in blocks of rows: exact enough and no (N, M) float64 copy; blocks of at
+    # most 2**18 rows and about 256 MB (the error-curve test has hundreds of columns).
+    rows = min(1 << 18, max(1024, (1 << 25) // max(n_cols, 1)))
     total = np.zeros(n_cols)
-    for start in range(0, n_rows, 1 << 18):
-        total += values[start:start + (1 << 18)].sum(axis=0, dtype=np.float64)
+    for start in range(0, n_rows, rows):
+        total += values[start:start + rows].sum(axis=0, dtype=np.float64)
     mu = total / n_rows
     scatter = np.zeros((n_cols, n_cols))
-    for start in range(0, n_rows, 1 << 18):
-        block = values[start:start + (1 << 18)].astype(np.float64) - mu
+    for start in range(0, n_rows, rows):
+        block = values[start:start + rows].astype(np.float64) - mu
         scatter += block.T @ block
     cov = scatter / (n_rows - 1)
     eigval, eigvec = np.linalg.eigh(cov)

@@ -219,20 +219,23 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
         options = SignificanceOptions.coerce(significance)
         if options.permutations:
-            tests = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations)
-            settings.update({"permutations": options.permutations, "correction": options.correction,
-                             "alpha": options.alpha, "seed": options.seed,
+            tests, method = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations)
+            settings.update({"permutations": options.permutations, "method": method,
+                             "correction": options.correction, "alpha": options.alpha, "seed": options.seed,
                              "family": "attributes x keypoints, corrected apart from the DP tests"})
     groups = {a: list(coding.groups[a]) for a in coding.attributes}
     return CurveResult(grid, study.unit, list(study.keypoints), list(coding.attributes), groups, sdr, gap, gap_phi,
                        tests, settings)
 
 
-def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray], cell_counts: np.ndarray, attrs: list[str],
+def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_counts: np.ndarray, attrs: list[str],
                       aggregations: Mapping[str, np.ndarray], valid: Mapping[str, np.ndarray],
-                      nulls: dict[str, np.ndarray], start: int, n: int, T: int, K: int) -> None:
-    """Curve gaps of one batch of permutations, written into ``nulls[a][start:start + n]``."""
-    sums, _ = kernel.sums(labels, cell_counts.shape[-1], with_counts=False)
+                      nulls: dict[str, np.ndarray], start: int, n: int, T: int, K: int,
+                      sums: np.ndarray | None = None) -> None:
+    """Curve gaps of one batch, written into ``nulls[a][start:start + n]``: from permuted ``labels``, or from
+    per-cell ``sums`` (n, runs, cells, T*K) drawn from the large-sample null."""
+    if sums is None:
+        sums, _ = kernel.sums(labels or [], cell_counts.shape[-1], with_counts=False)
     fixed = np.broadcast_to(cell_counts, (n,) + cell_counts.shape)
     for a in attrs:
         gsums, gcounts = aggregate(sums, fixed, aggregations[a])
@@ -404,9 +407,9 @@ def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[st
 
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
-                shared_permutations: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
-    from fairlandmark.stats.significance import (image_strata, permutation_batches, permutation_pvalue,
-                                                 westfall_young_minp)
+                shared_permutations: np.ndarray | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+    from fairlandmark.stats.significance import (NormalNull, image_strata, permutation_batches, permutation_pvalue,
+                                                 resolve_method, westfall_young_minp)
 
     errors, coding = study.errors, study.coding
     K, T, B = errors.shape[1], len(grid), options.permutations
@@ -423,24 +426,41 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     nulls = {a: np.empty((B, K)) for a in attrs}
     members = {a: [np.flatnonzero(aggregations[a][:, g]) for g in range(aggregations[a].shape[1])] for a in attrs}
     group_counts = {a: counts[0] @ aggregations[a] for a in attrs}
-    fast = _fast_case(T, valid, aggregations, group_counts)
+    # The null the keypoint DP test uses: exact permutations, or above LARGE_SAMPLE_ROWS the large-sample
+    # normal null of the per-cell hit counts at every threshold (the same theory; its cost does not grow
+    # with the images, where 10,000 permutations of a million labels would take hours).
+    method = options.method
+    if method == "auto":
+        in_dp = [group_counts[a][np.asarray(valid[a], dtype=bool)] for a in attrs]
+        method = resolve_method("auto", len(study.row_run), int(min((x.min() for x in in_dp if x.size), default=0)))
+    fast = method == "permutation" and _fast_case(T, valid, aggregations, group_counts)
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     plan = _CurvePlan(kernel, totals, counts[0], members, T, K) if fast else None
-    # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
     with progress_bar(options.progress) as bar, single_threaded_blas(), \
             batch_pool(resolve_workers(options.n_jobs)) as pool:
-        task = bar.add_task("error-curve permutations", total=B)
+        task = bar.add_task("error-curve permutations" if method == "permutation" else "error-curve large-sample null",
+                            total=B)
 
-        def compute(start: int, n: int, labels: list[np.ndarray]) -> None:
-            if plan is not None:
+        def compute(start: int, n: int, labels: list[np.ndarray] | None, sums: np.ndarray | None = None) -> None:
+            if plan is not None and labels is not None:
                 _curve_null_batch_fast(plan, labels, nulls, start, n)
             else:
-                _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K)
+                _curve_null_batch(kernel, labels, counts[0], attrs, aggregations, valid, nulls, start, n, T, K,
+                                  sums=sums)
             bar.advance(task, n)
 
-        for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
-                                                    batch_size=options.batch_size, drawn=shared_permutations):
-            pool.submit(compute, start, n, labels)
+        if method == "normal":
+            large_sample = NormalNull(kernel, cells_by_run, strata, coding.n_cells, seed=options.seed, task=6)
+            per_draw = 8 * study.n_runs * coding.n_cells * T * K * 3  # the sums, group sums and SDRs of one draw
+            size = max(1, min(options.batch_size, (64 << 20) // max(per_draw, 1)))
+            for start in range(0, B, size):
+                n = min(size, B - start)
+                pool.submit(compute, start, n, None, large_sample.draw(n))  # drawn here, in order
+        else:
+            # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
+            for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
+                                                        batch_size=options.batch_size, drawn=shared_permutations):
+                pool.submit(compute, start, n, labels)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
     p = permutation_pvalue(null, obs)
@@ -454,4 +474,4 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
                   "significant": np.where(np.isnan(chosen[s]), False, chosen[s] < options.alpha),
                   "p_bh": adjusted["bh"][s], "p_holm": adjusted["holm"][s],
                   "p_westfall_young": adjusted["westfall-young"][s]}
-    return out
+    return out, method

@@ -986,8 +986,9 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                                       workers=workers)
         concurrent = alongside is not None and workers > 1 and drawn is not None
         # Side by side on one thread of its own (more threads than cores only thrash the caches).
-        beside = (Background(alongside, replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs),
-                             drawn, concurrent=concurrent) if alongside is not None else None)
+        # The other test gets this run's resolved null ("permutation" or "normal") and progress bar.
+        beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
+        beside = Background(alongside, beside_options, drawn, concurrent=concurrent) if alongside is not None else None
         try:
             perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
             boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
