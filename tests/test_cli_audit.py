@@ -299,3 +299,19 @@ def test_atomic_write_errors_name_the_requested_path_and_leave_no_temporary(tmp_
         atomic_write_text(folder, "x")
     assert info.value.filename == str(folder)
     assert [f.name for f in tmp_path.iterdir()] == ["taken"]
+
+
+def test_n_jobs_changes_nothing_but_the_speed_and_zero_is_refused(study, tmp_path, capsys):
+    p, m, _, _ = study
+    sig = ["--permutations", "200", "--bootstrap", "30", "--baseline-repeats", "20", "--seed", "4"]
+    docs = []
+    for n_jobs in ("1", "2"):
+        out = tmp_path / f"audit{n_jobs}.json"
+        args = [a for a in audit_args(p, m) if a not in NO_SIG] + sig + ["--n-jobs", n_jobs, "--json", str(out), "-q"]
+        assert main(args) == 0
+        docs.append(out.read_text())
+    assert docs[0] == docs[1]
+    capsys.readouterr()
+    assert main(audit_args(p, m, "--n-jobs", "0")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--n-jobs" in err[0] and "Traceback" not in err[0]
