@@ -4,11 +4,12 @@
    keypoints, sex x age group and their intersection, a planted sex effect on
    8 keypoints), p-values of the DP and of the MRE gap and Westfall-Young
    adjusted p-values from 2000 permutations and from 2000 normal draws:
-   largest and mean absolute difference.
+   largest and mean absolute difference; the same for the error-curve test
+   (which follows the DP test's null).
 2. Type-I error of the normal null: ``--null`` studies of 2000 images
    (1 run, 10 keypoints) with no effect; share of raw p <= 0.05 over all
    tests, and the family-wise error (share of studies where any
-   Westfall-Young adjusted p <= 0.05).
+   Westfall-Young adjusted p <= 0.05); the same for the curve test.
 
 Run: ``python benchmarks/asymptotic_validation.py``.
 """
@@ -43,7 +44,12 @@ def run(data, method, b, seed=0):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return audit_arrays(pred, true, groups, spacing_mm=1.0, runs=runs, min_group_size=5,
-                            significance=options).per_keypoint
+                            significance=options)
+
+
+def curve_column(result, name):
+    """One curve-test column over attributes x keypoints."""
+    return np.concatenate([result.curves.tests[a][name] for a in result.curves.attributes])
 
 
 def main():
@@ -62,20 +68,28 @@ def main():
         t_norm = time.perf_counter() - start
         parts = []
         for col in ("p_value", "mre_gap_p", "p_westfall_young"):
-            d = np.abs(perm[col].to_numpy() - norm[col].to_numpy())
+            d = np.abs(perm.per_keypoint[col].to_numpy() - norm.per_keypoint[col].to_numpy())
             parts.append(f"{col}: max |diff| {np.nanmax(d):.3f}, mean {np.nanmean(d):.4f}")
+        for col in ("p_value", "p_westfall_young"):
+            d = np.abs(curve_column(perm, col) - curve_column(norm, col))
+            parts.append(f"curve {col}: max |diff| {np.nanmax(d):.3f}, mean {np.nanmean(d):.4f}")
         print(f"{n} images x 2 runs x 37 keypoints (111 tests): {'; '.join(parts)}; "
               f"time permutation {t_perm:.1f} s, normal {t_norm:.1f} s", flush=True)
-    raw, fwer = [], []
+    raw, fwer, curve_raw, curve_fwer = [], [], [], []
     for rep in range(args.null):
-        pk = run(study(rng, 2000, 10, 1, effect=0.0), "normal", 500, seed=rep)
+        res = run(study(rng, 2000, 10, 1, effect=0.0), "normal", 500, seed=rep)
+        pk = res.per_keypoint
         raw.append(pk["p_value"].to_numpy() <= 0.05)
         fwer.append(bool((pk["p_westfall_young"] <= 0.05).any()))
-    raw = np.concatenate(raw)
+        curve_raw.append(curve_column(res, "p_value") <= 0.05)
+        curve_fwer.append(bool((curve_column(res, "p_westfall_young") <= 0.05).any()))
+    raw, curve_raw = np.concatenate(raw), np.concatenate(curve_raw)
     print(f"type-I, normal null, {args.null} null studies of 2000 images x 10 keypoints x 3 attributes: "
           f"raw p <= 0.05 in {raw.mean():.4f} of {raw.size} tests (alpha 0.05, 2 s.e. {2 * np.sqrt(0.0475 / raw.size):.4f}); "
           f"family-wise (any Westfall-Young p <= 0.05) {np.mean(fwer):.3f} of {len(fwer)} studies "
           f"(2 s.e. {2 * np.sqrt(0.0475 / len(fwer)):.3f})")
+    print(f"type-I, curve test on the normal null, same studies: raw p <= 0.05 in {curve_raw.mean():.4f} of "
+          f"{curve_raw.size} tests; family-wise {np.mean(curve_fwer):.3f} of {len(curve_fwer)} studies")
 
 
 if __name__ == "__main__":

@@ -157,3 +157,28 @@ def test_demo_report_has_the_fairness_map(tmp_path):
 
     doc = json.loads((out / "audit.json").read_text())
     assert len(doc["anatomy"]["mean_shape"]) == 37 and doc["curves"]["records"]
+
+
+def test_anatomy_of_a_large_archive_comes_from_an_evenly_spaced_sample(monkeypatch):
+    from fairlandmark.stats import procrustes
+
+    res = _result(10)
+    full = res.to_dict()["anatomy"]
+    monkeypatch.setattr(procrustes, "MAX_SHAPE_IMAGES", 20)
+    block = procrustes.mean_shape_of_study(res.study)
+    assert block["n_images"] == 20 and "evenly spaced sample of 20 of the 80 images" in block["method"]
+    picked = np.linspace(0, 79, 20).round().astype(int)  # the study's images are one row block each, in order
+    np.testing.assert_allclose(block["mean_shape"], generalized_procrustes(res.study.true_xy[picked]).mean_shape)
+    assert full["n_images"] == 80
+    # With a real anatomy (a template, rotated, scaled and jittered per image), a sample of a quarter of the
+    # images already gives nearly the same mean shape as all of them.
+    rng = np.random.default_rng(3)
+    template = rng.uniform(0, 100, (10, 2))
+    angles = rng.normal(0, 0.2, 80)
+    true = (template @ _rotation(angles)) * rng.uniform(0.9, 1.1, (80, 1, 1)) + rng.normal(0, 1.5, (80, 10, 2))
+    study = fairlandmark.audit_arrays(true + rng.normal(0, 1, true.shape), true, {"sex": ["F", "M"] * 40},
+                                      spacing_mm=1.0, significance=None, curves=False).study
+    sampled = procrustes.mean_shape_of_study(study)["mean_shape"]
+    monkeypatch.setattr(procrustes, "MAX_SHAPE_IMAGES", 10_000)
+    everything = procrustes.mean_shape_of_study(study)["mean_shape"]
+    assert _procrustes_distance(np.array(sampled), np.array(everything)) < 0.02

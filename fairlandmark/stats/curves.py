@@ -196,9 +196,16 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     coding = study.coding
     if valid is None:
         valid = group_validity(study, min_group_size)
-    values, layout = build_values(study.errors, grid, present=False, error=False)
-    kernel = RunKernel(values, study.row_run, study.n_runs)
-    sums, counts = kernel.sums(kernel.labels_by_run(coding.cell), coding.n_cells)
+    # One threshold at a time: an (images x keypoints x grid) value matrix would take 3.5 GB at a million
+    # images; the sums of 0/1 columns are the same exact counts either way.
+    _, layout = build_values(study.errors[:0], grid, present=False, error=False)
+    blocks = []
+    for t in grid:
+        values, _ = build_values(study.errors, [t], present=False, error=False)
+        kernel = RunKernel(values, study.row_run, study.n_runs)
+        block, counts = kernel.sums(kernel.labels_by_run(coding.cell), coding.n_cells)
+        blocks.append(block)
+    sums = np.concatenate(blocks, axis=-1)
     K, T = study.errors.shape[1], len(grid)
     sdr, gap, gap_phi = {}, {}, {}
     for a in coding.attributes:
