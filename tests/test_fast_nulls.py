@@ -50,6 +50,7 @@ def _nulls(monkeypatch, study, **options):
     doc = _audit(study, **options).to_json()
     monkeypatch.setattr(significance_module, "permutation_pvalue", original)
     assert len(seen) == 3  # DP, MRE gap, curve gap
+    assert sum(is_curve for is_curve, _ in seen) == 1  # told apart by the caller's name: a rename fails here
     return doc, [null for _, null in sorted(seen, key=lambda item: item[0])]  # stable: DP, MRE gap, then curve
 
 

@@ -8,6 +8,7 @@ large-sample null, and the error-curve test that runs alongside the bootstrap.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -74,6 +75,10 @@ def test_bad_n_jobs_is_one_clear_error(bad):
         SignificanceOptions(n_jobs=bad)
 
 
+def test_numpy_integers_are_fine_for_n_jobs():
+    assert SignificanceOptions(n_jobs=np.int64(2)).n_jobs == 2
+
+
 def test_resolve_workers_counts_from_the_cores(monkeypatch):
     from fairlandmark.stats import workers
 
@@ -106,10 +111,13 @@ def test_pool_with_one_worker_runs_inline():
 
 def test_run_all_keeps_the_order_and_background_returns_or_raises():
     assert run_all([lambda i=i: i * i for i in range(7)], workers=3) == [0, 1, 4, 9, 16, 25, 36]
-    assert Background(sorted, [3, 1, 2], concurrent=True).result() == [1, 2, 3]
-    assert Background(sorted, [3, 1, 2], concurrent=False).result() == [1, 2, 3]
+    assert Background(lambda x, stop: sorted(x), [3, 1, 2], concurrent=True).result() == [1, 2, 3]
+    assert Background(lambda x, stop: sorted(x), [3, 1, 2], concurrent=False).result() == [1, 2, 3]
+    broken = Background(lambda stop: 1 / 0, concurrent=True)
     with pytest.raises(ZeroDivisionError):
-        Background(lambda: 1 / 0, concurrent=True).result()
+        broken.result()
+    with pytest.raises(ZeroDivisionError):
+        broken.check()  # a failed task stops its caller at the next check
 
 
 def _prepared(seed=6):
@@ -136,7 +144,7 @@ def test_alongside_gets_the_shared_permutations_and_its_result_is_kept():
     study = _prepared()
     calls = []
 
-    def other(options, drawn):
+    def other(options, drawn, stop):
         calls.append((options.n_jobs, None if drawn is None else drawn.shape))
         return "curves"
 
@@ -155,23 +163,41 @@ def test_an_error_beside_or_in_the_significance_run_surfaces(monkeypatch):
     observed = _observed(study)
     options = SignificanceOptions(permutations=50, bootstrap=10, baseline_repeats=5, n_jobs=2)
 
-    def broken(options, drawn):
+    def broken(options, drawn, stop):
         raise RuntimeError("the other test broke")
 
     with pytest.raises(RuntimeError, match="the other test broke"):
         run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed, options=options,
                          alongside=broken)
-    finished = []
+    # An error in this run does not wait for the other test: it is told to stop, and gives up.
+    gave_up = threading.Event()
 
-    def slow(options, drawn):
-        finished.append(True)
+    def slow(options, drawn, stop):
+        for _ in range(600):  # 60 s unless told to stop
+            if stop.wait(0.1):
+                gave_up.set()
+                return None
         return 1
 
     monkeypatch.setattr(significance_module, "_bootstrap", lambda *a: (_ for _ in ()).throw(MemoryError("boot")))
+    started = time.perf_counter()
     with pytest.raises(MemoryError, match="boot"):
         run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed, options=options,
                          alongside=slow)
-    assert finished == [True]  # waited for, not left running
+    assert time.perf_counter() - started < 20
+    assert gave_up.wait(5)
+
+
+def test_the_curve_test_gives_up_when_told_to_stop():
+    from concurrent.futures import CancelledError
+
+    from fairlandmark.stats.curves import error_curves
+
+    study = _prepared()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        error_curves(study, significance=SignificanceOptions(permutations=50, n_jobs=1), stop=stop)
 
 
 def test_fewer_workers_when_their_batches_do_not_fit(monkeypatch):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from fairlandmark.inputs.study import Study
 
 __all__ = ["write_text_outputs", "bins_from_args", "add_input_arguments", "add_study_arguments", "study_from_args", "add_output_arguments", "number_arg", "positive_int", "finite_float",
-           "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args"]
+           "seed_arg", "checked", "FLAG_SPELLINGS", "add_significance_arguments", "significance_from_args", "n_jobs_arg"]
 
 
 # How the command line spells the options that core messages name by their API names.
@@ -78,6 +78,9 @@ def number_arg(kind: Callable[[str], Any] = int, *, low: float | None = None, hi
 
     parse.__name__ = noun if low is None else f"{noun} >= {low}"
     return parse
+
+
+n_jobs_arg = number_arg(int, forbid={0: "0 workers: give 1 or more, or -1 for all cores"})
 
 
 positive_int = number_arg(int, low=0)
@@ -165,6 +168,10 @@ def add_significance_arguments(parser: argparse.ArgumentParser) -> None:
                        help="null of the p-values: exact permutations, or the large-sample normal null whose cost "
                             f"does not grow with the images (default auto: normal above {LARGE_SAMPLE_ROWS:,} "
                             f"(run, image) rows when every group has {LARGE_SAMPLE_MIN_GROUP:,}+ images)")
+    if not any(a.dest == "n_jobs" for a in parser._actions):
+        group.add_argument("--n-jobs", type=n_jobs_arg, default=None, metavar="N",
+                           help="worker threads (-1: all cores); default all cores for these tests, one process for "
+                                "the privacy section; the numbers do not depend on it")
     group.add_argument("--no-significance", action="store_true", help="skip all of the above")
     if not any(a.dest == "seed" for a in parser._actions):  # privacy adds --seed too
         group.add_argument("--seed", type=positive_int, default=0,

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from fairlandmark.render.console import make_console, print_plain, print_wrote, render_privacy, render_warnings
 from fairlandmark.stats.privacy import (DEFAULT_PERMUTATION_TEST, DEFAULT_PERMUTATIONS, DEFAULT_REPEATS, DEFAULT_TREES,
                                         PERMUTATION_TESTS, attribute_inference, default_estimator)
-from fairlandmark.cli._common import (FLAG_SPELLINGS, add_input_arguments, bins_from_args, number_arg, positive_int,
-                                      seed_arg)
+from fairlandmark.cli._common import (FLAG_SPELLINGS, add_input_arguments, bins_from_args, n_jobs_arg, number_arg,
+                                      positive_int, seed_arg)
 
 if TYPE_CHECKING:
     from fairlandmark.inputs.study import Study
@@ -19,7 +19,6 @@ __all__ = ["register", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
 
 
-_n_jobs = number_arg(int, forbid={0: "0 workers: give 1 or more, or -1 for all cores"})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -81,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="repeat inside each level of this attribute (e.g. age within each sex)")
     add_inference_options(parser)
     seed_arg(parser)
-    parser.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
+    parser.add_argument("--n-jobs", type=n_jobs_arg, default=None, metavar="N",
                         help="parallel workers (-1: all cores); results do not depend on it")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (docs/privacy.md)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the risk line(s)")
@@ -100,9 +99,8 @@ def add_audit_privacy_arguments(parser: argparse.ArgumentParser) -> None:
                        help="infer each other attribute within each level of this one")
     add_inference_options(group, prefix="privacy-")
     if not any(a.dest == "n_jobs" for a in parser._actions):
-        group.add_argument("--n-jobs", type=_n_jobs, default=None, metavar="N",
-                           help="parallel workers (-1: all cores); default all cores for the significance tests, "
-                                "one for the privacy section; results do not depend on it")
+        group.add_argument("--n-jobs", type=n_jobs_arg, default=None, metavar="N",
+                           help="parallel workers for the privacy section (-1: all cores); results do not depend on it")
 
 
 def privacy_from_audit_args(study: Study, args: argparse.Namespace) -> list[PrivacyResult]:

@@ -21,7 +21,9 @@ over attributes x keypoints, as a family of their own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,7 +153,8 @@ class CurveResult:
 
 def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | np.ndarray | None = None,
                  min_group_size: int = 10, valid: Mapping[str, np.ndarray] | None = None,
-                 significance: Any = None, shared_permutations: np.ndarray | None = None) -> CurveResult:
+                 significance: Any = None, shared_permutations: np.ndarray | None = None,
+                 stop: threading.Event | None = None) -> CurveResult:
     """Error curves per group and keypoint, and the curve-gap permutation test.
 
     Parameters
@@ -172,6 +175,9 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
         The keypoint test's permutations already drawn
         (``SignificanceResult.shared_permutations`` of the same study and
         options): used instead of drawing them again (same numbers).
+    stop : threading.Event, optional
+        Set by another thread to abandon the test (it then raises
+        ``concurrent.futures.CancelledError`` at its next batch).
 
     Returns
     -------
@@ -226,7 +232,7 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
         options = SignificanceOptions.coerce(significance)
         if options.permutations:
-            tests, method = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations)
+            tests, method = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations, stop)
             settings.update({"permutations": options.permutations, "method": method,
                              "correction": options.correction, "alpha": options.alpha, "seed": options.seed,
                              "family": "attributes x keypoints, corrected apart from the DP tests"})
@@ -349,6 +355,7 @@ class _CurvePlan:
 
     @property
     def n_columns(self) -> int:
+        """Hit columns kept (those that vary in some run)."""
         return self.values[0].shape[1] if self.values else 0
 
     def add_gaps(self, a: str, r: int, hits: list[np.ndarray], total: np.ndarray) -> None:
@@ -414,7 +421,8 @@ def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[st
 
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
-                shared_permutations: np.ndarray | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+                shared_permutations: np.ndarray | None = None,
+                stop: threading.Event | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     from fairlandmark.stats.significance import (NormalNull, image_strata, permutation_batches, permutation_pvalue,
                                                  resolve_method, westfall_young_minp)
 
@@ -449,6 +457,8 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
                             total=B)
 
         def compute(start: int, n: int, labels: list[np.ndarray] | None, sums: np.ndarray | None = None) -> None:
+            if stop is not None and stop.is_set():
+                raise CancelledError("the error-curve test was abandoned")
             if plan is not None and labels is not None:
                 _curve_null_batch_fast(plan, labels, nulls, start, n)
             else:

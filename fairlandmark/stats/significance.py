@@ -36,6 +36,7 @@ for bit whatever the batch size.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
@@ -132,7 +133,8 @@ class SignificanceOptions:
     n_jobs : int, default -1
         Worker threads for the resampling loops (-1 = all cores, 1 = none).
         The random draws stay in order on one thread, so the numbers are the
-        same for any value.
+        same for any value. Give 1 when audits already run in parallel
+        processes (one per core), or the threads compete for the cores.
     """
 
     permutations: int = 10000
@@ -220,7 +222,8 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     null : ndarray, shape (B, m)
-        Permutation statistics (larger = more extreme), one column per test.
+        Permutation statistics (larger = more extreme), one column per test;
+        NaN (no statistic for that permutation) counts as never extreme.
     observed : ndarray, shape (m,)
 
     Returns
@@ -234,6 +237,9 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     if not ok.any():
         return out
     tests = np.ascontiguousarray(null[:, ok].T)  # (m, B): one contiguous row per test
+    # A permutation whose statistic is NaN (a permuted group too small for a keypoint) is never as extreme
+    # as the observed one, as in permutation_pvalue; -inf sorts it first and gives it p = 1.
+    tests[np.isnan(tests)] = -np.inf
     obs = observed[ok]
     m, n_perm = tests.shape
     order = np.argsort(tests, axis=1)
@@ -944,24 +950,32 @@ def _workers_and_batch(study: Study, options: SignificanceOptions) -> tuple[int,
         try:
             return workers, _batch_size_that_fits(study, options, slots=workers + 1)
         except InputError:
-            workers //= 2
+            workers -= 1
     return 1, _batch_size_that_fits(study, options)
 
 
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
                      observed: Mapping[str, Any],
                      options: SignificanceOptions | Mapping[str, Any] | bool,
-                     alongside: Callable[[SignificanceOptions, np.ndarray | None], Any] | None = None
+                     alongside: Callable[[SignificanceOptions, np.ndarray | None, threading.Event], Any] | None = None
                      ) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
 
     Parameters
     ----------
+    study : Study
+    thresholds : sequence of float
+        SDR thresholds; the first is the DP's.
+    min_group_size : int
+    observed : dict of str -> observed statistics
+        Per attribute, what the audit measured (group validity per run, group sizes).
+    options : SignificanceOptions, dict or True
     alongside : callable, optional
         Another test on the same permutations (the error-curve test), called as
-        ``alongside(options, shared_permutations)``; with worker threads and shared permutations it runs
-        on its own thread while the bootstrap, baseline and adjustments are computed, otherwise after them.
-        Its return value is ``SignificanceResult.alongside``. ``options`` carry this run's progress bar.
+        ``alongside(options, shared_permutations, stop)``; with worker threads and shared permutations it
+        runs on its own thread while the bootstrap, baseline and adjustments are computed, otherwise after
+        them. Its return value is ``SignificanceResult.alongside``. ``options`` carry this run's progress
+        bar and resolved ``method``; ``stop`` is set when this run fails, and the test should then give up.
 
     Returns
     -------
@@ -989,14 +1003,18 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         # The other test gets this run's resolved null ("permutation" or "normal") and progress bar.
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
         beside = Background(alongside, beside_options, drawn, concurrent=concurrent) if alongside is not None else None
+        check = beside.check if beside is not None else (lambda: None)  # a failed curve test stops us early
         try:
             perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
+            check()
             boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
+            check()
             base = _baseline(ctx, options, bar) if options.baseline_repeats else None
+            check()
             result = SignificanceResult(ctx, options, perm, boot, base)
         except BaseException:
             if beside is not None:
-                beside.close()
+                beside.cancel()  # it gives up at its next batch; an error or Ctrl-C here does not wait for it
             raise
         result.shared_permutations = drawn
         result.alongside = beside.result() if beside is not None else None

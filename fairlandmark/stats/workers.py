@@ -10,12 +10,13 @@ result: the numbers do not depend on the number of workers.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
-T = TypeVar("T")
+import numpy as np
 
 from fairlandmark.exceptions import InputError
 
@@ -24,12 +25,14 @@ __all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "BatchPool", "batch_
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
+T = TypeVar("T")
+
 
 def check_n_jobs(n_jobs: object) -> int:
     """Return ``n_jobs`` if it is a non-zero integer (negative counts from the number of cores, as in joblib)."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0:
         raise InputError(MSG_N_JOBS.format(value=n_jobs))
-    return n_jobs
+    return int(n_jobs)
 
 
 def _available_cores() -> int:
@@ -75,6 +78,7 @@ class BatchPool:
         self._pending: list[Future[Any]] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on a worker (at once with one worker); waits while ``workers`` batches are pending."""
         if self._executor is None:
             fn(*args)
             return
@@ -109,7 +113,15 @@ def batch_pool(workers: int) -> Iterator[BatchPool]:
 
 
 def run_parts(work: Callable[[int], Any], parts: Sequence[int] | range, workers: int) -> None:
-    """Call ``work(part)`` for every part, on up to ``workers`` threads (parts write disjoint results)."""
+    """Call ``work(part)`` for every part, on up to ``workers`` threads (parts write disjoint results).
+
+    Examples
+    --------
+    >>> out = [0, 0, 0]
+    >>> run_parts(lambda i: out.__setitem__(i, i + 1), range(3), workers=2)
+    >>> out
+    [1, 2, 3]
+    """
     with batch_pool(min(workers, max(1, len(parts)))) as pool:
         for part in parts:
             pool.submit(work, part)
@@ -133,31 +145,53 @@ def run_all(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
 
 
 class Background(Generic[T]):
-    """A task started on its own thread now (``concurrent``) or run later by :meth:`result`, in order.
+    """A task started on its own (daemon) thread now (``concurrent``), or run later by :meth:`result`, in order.
+
+    The task receives a :class:`threading.Event` as its last argument: :meth:`cancel` sets it, and a long task
+    checks it between batches and gives up (an error or Ctrl-C on the calling thread does not wait for it).
 
     Examples
     --------
-    >>> task = Background(sum, [1, 2], concurrent=True)
+    >>> task = Background(lambda a, b, stop: a + b, 1, 2, concurrent=True)
     >>> task.result()
     3
     """
 
     def __init__(self, fn: Callable[..., T], *args: Any, concurrent: bool) -> None:
+        self.stop = threading.Event()
         self._call = (fn, args)
-        self._executor = ThreadPoolExecutor(1) if concurrent else None
-        self._future = self._executor.submit(fn, *args) if self._executor is not None else None
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if concurrent:
+            self._thread = threading.Thread(target=self._run, name="fairlandmark-beside", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        fn, args = self._call
+        try:
+            self._value = fn(*args, self.stop)
+        except BaseException as error:  # handed to the caller by result() / check()
+            self._error = error
+        finally:
+            self._done.set()
+
+    def check(self) -> None:
+        """Raise the task's error now if it has already failed (so a broken task stops the caller early)."""
+        if self._done.is_set() and self._error is not None:
+            raise self._error
 
     def result(self) -> T:
         """The task's return value (its exception raised here); waits for it, or runs it now."""
-        if self._future is None:
+        if self._thread is None:
             fn, args = self._call
-            return fn(*args)
-        try:
-            return self._future.result()
-        finally:
-            self.close()
+            return fn(*args, self.stop)
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
 
-    def close(self) -> None:
-        """Wait for a started task without asking for its result (after an error elsewhere)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+    def cancel(self) -> None:
+        """Ask the task to give up; does not wait for it."""
+        self.stop.set()
