@@ -407,7 +407,8 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
     study = prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
-                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, encoding=encoding)
+                          spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, encoding=encoding,
+                          keep_pred_xy=measurements is not None)  # only the measurement audit reads them
     covariates = None
     if adjust:
         from fairlandmark.stats.adjusted import check_covariates

@@ -182,3 +182,18 @@ def test_anatomy_of_a_large_archive_comes_from_an_evenly_spaced_sample(monkeypat
     monkeypatch.setattr(procrustes, "MAX_SHAPE_IMAGES", 10_000)
     everything = procrustes.mean_shape_of_study(study)["mean_shape"]
     assert _procrustes_distance(np.array(sampled), np.array(everything)) < 0.02
+
+
+def test_the_facade_keeps_predicted_coordinates_only_for_measurements():
+    rng = np.random.default_rng(4)
+    true = rng.uniform(0, 100, (40, 5, 2))
+    preds = pd.DataFrame({"image_id": np.repeat(np.arange(40).astype(str), 5), "keypoint": np.tile(np.arange(1, 6), 40),
+                          "pred_x": (true[..., 0] + 1).ravel(), "pred_y": true[..., 1].ravel(),
+                          "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel()})
+    meta = pd.DataFrame({"image_id": np.arange(40).astype(str), "sex": ["F", "M"] * 20})
+    plain = fairlandmark.audit(preds, meta, spacing_mm=1.0, significance=False, curves=False)
+    assert plain.study.pred_xy is None and plain.study.true_xy is not None  # the anatomy still has its shapes
+    assert plain.to_dict()["anatomy"]["n_images"] == 40
+    from fairlandmark.audit import prepare_study
+
+    np.testing.assert_array_equal(prepare_study(preds, meta, spacing_mm=1.0).pred_xy[..., 0], true[..., 0] + 1)

@@ -193,13 +193,17 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
 
 
 def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
-                       wrist_width: WristWidth | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+                       wrist_width: WristWidth | None = None,
+                       predicted: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Predicted and true coordinates in the unit of :func:`radial_errors`.
 
     Call after :func:`radial_errors` has validated the scale options. The
     coordinates are multiplied by the same mm-per-pixel scale as the errors
     (per image and keypoint), so distances between keypoints are in mm when
     a scale is known, else in pixels.
+
+    With ``predicted=False`` only the true coordinates are scaled (pred is
+    None): all that the anatomy of an audit without measurements needs.
 
     Returns
     -------
@@ -218,5 +222,5 @@ def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
         span = preds.true[:, ia, :] - preds.true[:, ib, :]
         scale = np.broadcast_to((wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None], preds.pred.shape[:2])
     else:
-        return preds.pred.copy(), preds.true.copy()
-    return preds.pred * scale[..., None], preds.true * scale[..., None]
+        return preds.pred.copy() if predicted else None, preds.true.copy()
+    return preds.pred * scale[..., None] if predicted else None, preds.true * scale[..., None]

@@ -86,8 +86,12 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
                   intersection: bool = True, metadata_source: str | None = None,
                   spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
-                  encoding: str | None = None) -> Study:
-    """Validate inputs and build a :class:`Study` (see :func:`audit`)."""
+                  encoding: str | None = None, keep_pred_xy: bool = True) -> Study:
+    """Validate inputs and build a :class:`Study` (see :func:`audit`).
+
+    ``keep_pred_xy=False`` leaves out the predicted coordinates (``Study.pred_xy`` is None): only the
+    clinical-measurement audit reads them, and at a million images x 37 keypoints they take 0.6 GB.
+    """
     names = attribute_list(attributes)
     # Notes of the input checks (error_mm beside coordinates, unused metadata rows) travel as data in the
     # Study; the facade or the command line shows each once, spelled for its reader.
@@ -104,7 +108,8 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
     elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
         wrist_width = WristWidth(*wrist_width)
     errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-    pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+    pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width,
+                                          predicted=keep_pred_xy)
     meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
                           encoding=encoding, notes=notes)
     chosen = list(meta.columns) if names is None else names

@@ -205,9 +205,11 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     # One threshold at a time: an (images x keypoints x grid) value matrix would take 3.5 GB at a million
     # images; the sums of 0/1 columns are the same exact counts either way.
     _, layout = build_values(study.errors[:0], grid, present=False, error=False)
+    largest_run = int(np.bincount(np.asarray(study.row_run), minlength=1).max(initial=0))
+    exact = np.float32 if largest_run < 2**24 else np.float64  # counts of 0/1 values: exact in float32 below 2**24
     blocks = []
     for t in grid:
-        values, _ = build_values(study.errors, [t], present=False, error=False)
+        values, _ = build_values(study.errors, [t], present=False, error=False, dtype=exact)
         kernel = RunKernel(values, study.row_run, study.n_runs)
         block, counts = kernel.sums(kernel.labels_by_run(coding.cell), coding.n_cells)
         blocks.append(block)
