@@ -52,7 +52,10 @@ def write_study(folder: str, n_images: int, seed: int = 0) -> dict:
     sex = rng.integers(0, 2, n_images)
     age = rng.uniform(20, 80, n_images).round(1)
     n = n_images * K
-    true = rng.uniform(0, 2000, size=(2, n))
+    # Ground truth: one anatomy (a template of K landmarks) jittered per image, as real landmarks are; the
+    # errors below do not depend on it, the anatomy's Procrustes alignment does (random points never converge).
+    template = rng.uniform(0, 2000, size=(2, K))
+    true = np.tile(template, n_images) + rng.normal(0, 20, size=(2, n))
     noise = rng.normal(0, 1, size=(2, n)) * np.repeat(12.0 + 1.5 * sex, K)  # a planted sex effect
     ids = pa.array([f"img{i:07d}" for i in range(n_images)])
     image = pa.DictionaryArray.from_arrays(pa.array(np.repeat(np.arange(n_images, dtype=np.int32), K)), ids)
