@@ -430,9 +430,11 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
 
     errors, coding = study.errors, study.coding
     K, T, B = errors.shape[1], len(grid), options.permutations
-    # Column t*K + k: keypoint k hits at grid[t] (a missing prediction never hits). float32 keeps counts exact.
+    # Column t*K + k: keypoint k hits at grid[t] (a missing prediction never hits). float32 keeps counts exact
+    # below 2**24 rows per run (the packed fast path needs it); float64 beyond.
+    exact = np.float32 if int(np.bincount(np.asarray(study.row_run)).max(initial=0)) < 2**24 else np.float64
     with np.errstate(invalid="ignore"):
-        hits = (errors[:, None, :] <= grid[None, :, None]).reshape(len(errors), T * K).astype(np.float32)
+        hits = (errors[:, None, :] <= grid[None, :, None]).reshape(len(errors), T * K).astype(exact)
     kernel = RunKernel(hits, study.row_run, study.n_runs)
     small = np.int8 if coding.n_cells < 128 else np.int32
     cells_by_run = kernel.labels_by_run(coding.cell.astype(small))
@@ -450,7 +452,7 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     if method == "auto":
         in_dp = [group_counts[a][np.asarray(valid[a], dtype=bool)] for a in attrs]
         method = resolve_method("auto", len(study.row_run), int(min((x.min() for x in in_dp if x.size), default=0)))
-    fast = method == "permutation" and _fast_case(T, valid, aggregations, group_counts)
+    fast = method == "permutation" and exact is np.float32 and _fast_case(T, valid, aggregations, group_counts)
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     plan = _CurvePlan(kernel, totals, counts[0], members, T, K) if fast else None
     with progress_bar(options.progress) as bar, single_threaded_blas(), \
