@@ -113,10 +113,21 @@ def test_westfall_young_matches_slow_definition_with_near_ties(seed, n_perm, n_t
         # The definition, with a NaN permutation never as extreme as anything (as permutation_pvalue counts it).
         slow = _westfall_young_slow(np.where(np.isnan(null[:, keep]), -np.inf, null[:, keep]), observed[keep])
         np.testing.assert_allclose(got[keep], slow, rtol=1e-12)
-        raw = permutation_pvalue(null[:, keep], observed[keep])
-        assert np.all(got[keep] >= raw - 1e-12)  # never below the raw p-value
-        if keep.sum() == 1:
-            np.testing.assert_allclose(got[keep], raw, rtol=1e-12)  # one test: nothing to adjust
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_perm=st.integers(1, 40), n_tests=st.integers(1, 6))
+def test_westfall_young_with_missing_permutation_statistics(seed, n_perm, n_tests):
+    # A NaN permutation statistic (a permuted group too small for a keypoint) is never as extreme as the
+    # observed one: the adjusted p-value is then never below the raw one, and a single test keeps its raw p.
+    rng = np.random.default_rng(seed)
+    null = rng.integers(0, 5, size=(n_perm, n_tests)) * 0.25
+    null[rng.random(null.shape) < 0.2] = np.nan
+    observed = rng.integers(0, 5, n_tests) * 0.25
+    got = westfall_young_minp(null, observed)
+    raw = permutation_pvalue(null, observed)
+    assert np.all(got >= raw - 1e-12)
+    np.testing.assert_allclose(westfall_young_minp(null[:, :1], observed[:1]), raw[:1], rtol=1e-12)
 
 
 def test_westfall_young_is_between_raw_and_bonferroni():

@@ -25,6 +25,14 @@ from fairlandmark.stats.workers import Background, BatchPool, batch_pool, resolv
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
+@pytest.fixture(autouse=True)
+def threads_even_for_small_studies(monkeypatch):
+    """These studies are small; without this they would run on the calling thread alone (MIN_THREADED_WORK)."""
+    from fairlandmark.stats import workers
+
+    monkeypatch.setattr(workers, "MIN_THREADED_WORK", 0)
+
+
 def _study(seed=0, n=150, k=5, runs=3, shared=False, missing=False):
     rng = np.random.default_rng(seed)
     true = rng.uniform(0, 100, size=(n, k, 2))
@@ -73,6 +81,15 @@ def test_the_settings_do_not_mention_the_workers():
 def test_bad_n_jobs_is_one_clear_error(bad):
     with pytest.raises(InputError, match="n_jobs: must be a non-zero integer"):
         SignificanceOptions(n_jobs=bad)
+
+
+def test_small_jobs_stay_on_the_calling_thread(monkeypatch):
+    from fairlandmark.stats import workers
+
+    monkeypatch.setattr(workers, "MIN_THREADED_WORK", 1000)
+    monkeypatch.setattr(workers, "_available_cores", lambda: 4)
+    assert workers.workers_for(-1, 999) == 1 and workers.workers_for(-1, 1000) == 4
+    assert workers.workers_for(2, 10**9) == 2
 
 
 def test_numpy_integers_are_fine_for_n_jobs():
@@ -209,7 +226,7 @@ def test_fewer_workers_when_their_batches_do_not_fit(monkeypatch):
             raise InputError("too big")
         return original(study, options, slots)
 
-    monkeypatch.setattr(significance_module, "resolve_workers", lambda n_jobs: 4)
+    monkeypatch.setattr(significance_module, "workers_for", lambda n_jobs, work: 4)
     monkeypatch.setattr(significance_module, "_batch_size_that_fits", fits)
     workers, _ = significance_module._workers_and_batch(study, SignificanceOptions())
     assert workers == 1  # 4 -> 2 workers (3 slots) does not fit either -> 1

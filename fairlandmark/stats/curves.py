@@ -33,7 +33,7 @@ from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
                                        single_threaded_blas)
-from fairlandmark.stats.workers import batch_pool, resolve_workers
+from fairlandmark.stats.workers import batch_pool, workers_for
 
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
@@ -456,7 +456,7 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     totals = [v.sum(axis=0, dtype=np.float64).astype(np.float32) for v in kernel.values]
     plan = _CurvePlan(kernel, totals, counts[0], members, T, K) if fast else None
     with progress_bar(options.progress) as bar, single_threaded_blas(), \
-            batch_pool(resolve_workers(options.n_jobs)) as pool:
+            batch_pool(workers_for(options.n_jobs, float(len(study.row_run)) * T * K * B)) as pool:
         task = bar.add_task("error-curve permutations" if method == "permutation" else "error-curve large-sample null",
                             total=B)
 

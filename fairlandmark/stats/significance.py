@@ -50,7 +50,7 @@ from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, nan_mean, parity_gap_value,
                                        sdr_from_sums, single_threaded_blas, without_thin_groups)
-from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, resolve_workers, run_all, run_parts
+from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, run_all, run_parts, workers_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -945,7 +945,8 @@ def _batch_size_that_fits(study: Study, options: SignificanceOptions, slots: int
 def _workers_and_batch(study: Study, options: SignificanceOptions) -> tuple[int, int]:
     """Worker threads and batch size: each worker's batch and the one being drawn must fit in memory together;
     where they do not, fewer workers (one at least, whose batch must fit)."""
-    workers = resolve_workers(options.n_jobs)
+    resamples = options.permutations + options.bootstrap + options.baseline_repeats
+    workers = workers_for(options.n_jobs, float(len(study.row_run)) * len(study.keypoints) * resamples)
     while workers > 1:
         try:
             return workers, _batch_size_that_fits(study, options, slots=workers + 1)
