@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("segmentation_models_pytorch")
 
-from reference_model.config import TrainConfig  # noqa: E402
+from _reference_config import TINY_GROUPDRO  # noqa: E402
 from reference_model.finetune import finetune_groupdro, worst_subgroup_mre  # noqa: E402
 from reference_model.groupdro import demographic_codes  # noqa: E402
 from reference_model.predict import mean_radial_error_mm, predict_coords  # noqa: E402
@@ -24,9 +24,7 @@ from reference_model.train import train_model  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-TINY = TrainConfig(encoder="tu-mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8), image_size=64,
-                   batch_size=8, grad_accumulation=1, epochs=3, lr=1e-2, lr_gamma=0.95, bn_momentum=0.5,
-                   patience=100, device="cpu", seed=0, finetune_epochs=3, finetune_lr=2e-3, dro_step_size=0.05)
+TINY = TINY_GROUPDRO.replace(epochs=3, finetune_epochs=3)
 
 
 @pytest.fixture(scope="module")

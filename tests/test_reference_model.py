@@ -14,7 +14,7 @@ pytest.importorskip("segmentation_models_pytorch")
 
 from reference_model import InputError  # noqa: E402
 from reference_model.augment import augment_batch  # noqa: E402
-from reference_model.config import TrainConfig  # noqa: E402
+from _reference_config import TINY  # noqa: E402
 from reference_model.errors import TrainingDivergedError  # noqa: E402
 from reference_model.heatmap import decode, one_hot_heatmaps, spatial_softmax_ce, target_indices  # noqa: E402
 from reference_model.model import build_unet, load_encoder_weights  # noqa: E402
@@ -25,10 +25,6 @@ from reference_model.train import MeanObjective, load_model, train_model  # noqa
 
 pytestmark = pytest.mark.torch
 
-# A 0.4M-parameter U-Net: a whole training run takes seconds on two CPU cores.
-TINY = TrainConfig(encoder="tu-mobilenetv3_small_050", decoder_channels=(32, 16, 16, 8, 8), image_size=64,
-                   batch_size=8, grad_accumulation=1, epochs=4, lr=1e-2, lr_gamma=0.95, bn_momentum=0.5,
-                   patience=100, device="cpu", seed=0)
 
 
 @pytest.fixture(scope="module")
