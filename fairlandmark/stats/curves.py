@@ -32,7 +32,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
-                                       single_threaded_blas)
+                                       single_threaded_blas, spread)
 from fairlandmark.stats.workers import batch_pool, workers_for
 
 if TYPE_CHECKING:
@@ -79,10 +79,6 @@ def curve_grid(primary: float, *, low: float | None = None, high: float | None =
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2 or not 0 < lo < hi:
         raise InputError(MSG_GRID.format(lo=low, hi=high, n=points))
     return np.linspace(lo, hi, int(points))
-
-
-def _run_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
-    return nan_mean(x, axis=axis)  # no warnings: the curve test may run on a worker thread
 
 
 def _nan_adjust(p: np.ndarray, method: str) -> np.ndarray:
@@ -221,10 +217,10 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
         curves = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(T)], axis=1)  # (R, T, G, K)
         ok = np.broadcast_to(valid[a][:, None, :], curves.shape[:3])
         per_run = parity_gap_value(curves, ok)  # (R, T, K)
-        mean_gap = _run_mean(per_run)  # (T, K)
+        mean_gap = nan_mean(per_run)  # (T, K)
         gap[a] = np.fmax.reduce(mean_gap, axis=0) if T else np.full(K, np.nan)  # = nanmax, without its warning
         in_dp = np.where(valid[a][:, None, :, None], curves, np.nan)
-        sdr[a] = np.moveaxis(_run_mean(in_dp), 0, -1)  # (G, K, T)
+        sdr[a] = np.moveaxis(nan_mean(in_dp), 0, -1)  # (G, K, T)
         filled = np.where(np.isnan(mean_gap), -np.inf, mean_gap)
         gap_phi[a] = np.where(np.isnan(gap[a]), np.nan, grid[np.argmax(filled, axis=0)])
     tests: dict[str, dict[str, np.ndarray]] = {}
@@ -256,7 +252,7 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_c
         gsums, gcounts = aggregate(sums, fixed, aggregations[a])
         with np.errstate(invalid="ignore", divide="ignore"):
             sdr = gsums / gcounts[..., None]  # (n, R, G, T*K)
-        gap = _run_mean(parity_gap_value(sdr, np.broadcast_to(valid[a], gcounts.shape)), axis=1)
+        gap = nan_mean(parity_gap_value(sdr, np.broadcast_to(valid[a], gcounts.shape)), axis=1)  # no warning: worker threads
         nulls[a][start:start + n] = np.fmax.reduce(gap.reshape(n, T, K), axis=1)  # = nanmax, without its warning
 
 
@@ -376,12 +372,7 @@ class _CurvePlan:
             np.subtract(gap, other, out=gap)
             np.abs(gap, out=gap)
         else:
-            sdr = [np.multiply(h, inv, dtype=np.float64) for h, inv in zip(group_hits, scale)]
-            gap, low = np.maximum(sdr[0], sdr[1]), np.minimum(sdr[0], sdr[1])
-            for values in sdr[2:]:
-                np.maximum(gap, values, out=gap)
-                np.minimum(low, values, out=low)
-            np.subtract(gap, low, out=gap)
+            gap = spread([np.multiply(h, inv, dtype=np.float64) for h, inv in zip(group_hits, scale)])
         total += gap
 
     def max_over_grid(self, mean_gap: np.ndarray) -> np.ndarray:

@@ -50,6 +50,7 @@ __all__ = [
     "parity_gap_value",
     "single_threaded_blas",
     "nan_mean",
+    "spread",
 ]
 
 
@@ -72,6 +73,23 @@ def nan_mean(x: np.ndarray, axis: int = 0) -> np.ndarray:
     total = np.sum(np.where(present, x, 0.0), axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.true_divide(total, count)
+
+
+def spread(values: Sequence[np.ndarray]) -> np.ndarray:
+    """Elementwise largest minus smallest of two or more equal-shape arrays (a new array).
+
+    Max and min are exact, so this is ``np.max(stack) - np.min(stack)`` bit for bit, without stacking copies.
+
+    Examples
+    --------
+    >>> spread([np.array([0.2, 0.5]), np.array([0.4, 0.1]), np.array([0.3, 0.3])])
+    array([0.2, 0.4])
+    """
+    high, low = np.maximum(values[0], values[1]), np.minimum(values[0], values[1])
+    for more in values[2:]:
+        np.maximum(high, more, out=high)
+        np.minimum(low, more, out=low)
+    return np.subtract(high, low, out=high)
 
 
 @contextmanager

@@ -49,7 +49,7 @@ from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, nan_mean, parity_gap_value,
-                                       sdr_from_sums, single_threaded_blas, without_thin_groups)
+                                       sdr_from_sums, single_threaded_blas, spread, without_thin_groups)
 from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, run_all, run_parts, workers_for
 
 if TYPE_CHECKING:
@@ -747,11 +747,7 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
                 if len(values) == 2:
                     gaps.append(np.abs(values[0] - values[1]))  # = max - min, bit for bit
                 else:
-                    high, low = np.maximum(values[0], values[1]), np.minimum(values[0], values[1])
-                    for more in values[2:]:  # max and min are exact: the same numbers as the reductions
-                        np.maximum(high, more, out=high)
-                        np.minimum(low, more, out=low)
-                    gaps.append(np.subtract(high, low, out=high))
+                    gaps.append(spread(values))
             if r == 0:
                 total[a] = gaps
             else:
