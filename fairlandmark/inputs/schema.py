@@ -389,7 +389,9 @@ def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
 def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-    if as_num.notna().all() and np.all(np.mod(as_num.to_numpy(), 1) == 0):
+    numbers = as_num.to_numpy()
+    # "inf" is a number to pandas but no integer label (and np.mod would warn on it): strings then.
+    if as_num.notna().all() and np.isfinite(numbers).all() and np.all(np.mod(numbers, 1) == 0):
         return as_num.to_numpy().astype(np.int64)
     return np.asarray(values, dtype=object)
 
