@@ -131,3 +131,36 @@ def test_drawing_in_small_batches_gives_the_same_permutations(monkeypatch):
     whole = draw_permutations(cells, 40, seed=2)
     monkeypatch.setattr(significance_module, "BATCH_BYTES", 12 * 31 * 3)  # 3 permutations per batch
     np.testing.assert_array_equal(draw_permutations(cells, 40, seed=2), whole)
+
+
+class _FixedKeys:
+    """A stand-in random generator whose ``integers`` returns the given keys (to force ties)."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def integers(self, *args, **kwargs):
+        return self.keys.copy()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("m, n_labels, dtype", [(300, 4, np.int8), (7, 2, np.int8), (1000, 100, np.int8),
+                                                 (50, 1, np.int8), (2, 3, np.int32), (3000, 6, np.int32),
+                                                 (40, 70000, np.int32), (1, 1, np.int8)])
+def test_permuted_labels_are_the_argsort_draws(seed, m, n_labels, dtype):
+    labels = np.random.default_rng(seed + 10).integers(0, n_labels, m).astype(dtype)
+    fast = significance_module.permuted_labels(np.random.default_rng(seed), labels, 257)
+    plain = labels[significance_module._random_permutations(np.random.default_rng(seed), 257, m)]
+    assert fast.dtype == plain.dtype
+    np.testing.assert_array_equal(fast, plain)
+
+
+def test_permuted_labels_with_tied_keys_are_the_argsort_draws():
+    # Rows with exactly equal keys, and keys equal above the label bits: sorted again by the full keys.
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 2**32, size=(400, 300), dtype=np.uint32)
+    keys[::3] = rng.integers(0, 50, size=(134, 300)).astype(np.uint32) * np.uint32(2**20)
+    keys[1::3, 5] = keys[1::3, 0] ^ np.uint32(1)  # equal above the two label bits, not equal
+    labels = rng.integers(0, 4, 300).astype(np.int8)
+    fast = significance_module.permuted_labels(_FixedKeys(keys), labels, 400)
+    np.testing.assert_array_equal(fast, labels[np.argsort(keys, axis=1)])
