@@ -94,6 +94,25 @@ def test_fast_paths_with_small_batches_and_many_cells(monkeypatch):
     _assert_same(fast, _nulls(monkeypatch, study, batch_size=32))
 
 
+@pytest.mark.parametrize("limit, forms", [(0, ["float", "float2"]), (1000, ["float2", "int"]), (5000, ["int", "int2"])])
+def test_curve_null_float_forms_agree_with_the_general_path(monkeypatch, limit, forms):
+    # Runs too large for int32 gap numerators use the float64 forms; forced here by lowering the limit.
+    study = _study(seed=1, shared=True)
+    monkeypatch.setattr(curves_module, "EXACT_NUMERATOR_LIMIT", limit)
+    used = []
+    original = curves_module._CurvePlan.__init__
+
+    def spy(plan, *args, **kwargs):
+        original(plan, *args, **kwargs)
+        used.append(sorted({form for per_run in plan.scale.values() for form, *_ in per_run}))
+
+    monkeypatch.setattr(curves_module._CurvePlan, "__init__", spy)
+    fast = _nulls(monkeypatch, study)
+    assert used == [forms]  # the fast curve null ran, with these forms
+    _general(monkeypatch)
+    _assert_same(fast, _nulls(monkeypatch, study))
+
+
 def test_missing_predictions_take_the_general_path_and_agree(monkeypatch):
     pred, true, groups, runs, ids = _study(seed=4)
     pred[5, 1] = np.nan
