@@ -183,3 +183,20 @@ def test_permuted_labels_with_tied_keys_are_the_argsort_draws():
     labels = rng.integers(0, 4, 300).astype(np.int8)
     fast = significance_module.permuted_labels(_FixedKeys(keys), labels, 400)
     np.testing.assert_array_equal(fast, labels[np.argsort(keys, axis=1)])
+
+
+@pytest.mark.parametrize("n_cells, rows", [(1, 20), (2, 50), (4, 300), (7, 5000), (12, 40000)])
+def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows):
+    # Several packs once the fields pass 24 bits (7 cells of ~700 rows, 12 of ~3300).
+    from fairlandmark.stats.kernel import PackedCellCounts
+
+    rng = np.random.default_rng(n_cells)
+    base = np.arange(rows) % n_cells
+    values = (rng.random((rows, 5)) < 0.6).astype(np.float32)
+    labels = np.stack([rng.permutation(base) for _ in range(6)]).astype(np.int8)
+    counter = PackedCellCounts(np.bincount(base, minlength=n_cells))
+    got = counter.counts(labels, values, values.sum(axis=0).astype(np.int32))
+    for cell in range(n_cells):
+        expected = np.stack([values[row == cell].sum(axis=0) for row in labels]).astype(np.int64)
+        np.testing.assert_array_equal(got[cell], expected)
+    assert (len(counter.packs) > 1) == (n_cells >= 7)

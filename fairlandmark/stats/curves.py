@@ -32,7 +32,7 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
+from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
                                        single_threaded_blas, spread)
 from fairlandmark.stats.workers import batch_pool, workers_for
 
@@ -259,33 +259,6 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_c
         nulls[a][start:start + n] = np.fmax.reduce(gap.reshape(n, T, K), axis=1)  # = nanmax, without its warning
 
 
-def _cell_packs(sizes: np.ndarray, bits: int = 24) -> list[list[tuple[int, int]]]:
-    """Cells (all but the last) packed into bit fields of one float32 product, as (cell, shift) per pack.
-
-    A cell's hit count in a run is at most its size, so it fits ``ceil(log2(size + 1))`` bits; a pack's fields
-    together stay within the 24 bits that float32 holds exactly, so the product of the weights ``2**shift``
-    with the 0/1 hits sums exact integers in any order and unpacks exactly. Three cells of 75 images
-    share one product where one-hot rows took three.
-
-    Examples
-    --------
-    >>> _cell_packs(np.array([75, 80, 70, 75]))
-    [[(0, 0), (1, 7), (2, 14)]]
-    >>> _cell_packs(np.array([3000, 4000, 5000, 100]))
-    [[(0, 0), (1, 12)], [(2, 0)]]
-    """
-    packs: list[list[tuple[int, int]]] = []
-    used = bits
-    for cell, size in enumerate(sizes[:-1]):
-        width = max(1, int(size).bit_length())  # = ceil(log2(size + 1))
-        if used + width > bits:
-            packs.append([])
-            used = 0
-        packs[-1].append((cell, used))
-        used += width
-    return packs
-
-
 class _CurvePlan:
     """What the fast curve-gap null needs, prepared once: the hit columns that vary in some run, with their
     per-run values and totals, and per (attribute, run) the factors that turn hit counts into SDR gaps.
@@ -310,12 +283,7 @@ class _CurvePlan:
         self.values = [np.ascontiguousarray(v[:, pick]) for v in kernel.values]
         self.totals = [t[pick].astype(np.int32) for t in totals]
         self.members = dict(members)
-        self.packs = _cell_packs(cell_counts.max(axis=0))
-        # Per pack, each label's weight in the product: 2**shift for the pack's cells, 0 for the others.
-        self.weights = np.zeros((len(self.packs), self.n_cells), dtype=np.float32)
-        for p, pack in enumerate(self.packs):
-            for cell, shift in pack:
-                self.weights[p, cell] = 2.0 ** shift
+        self.counter = PackedCellCounts(cell_counts.max(axis=0))
         # Gaps as exact integer numerators over one denominator per (attribute, run), in int32 (half the bytes
         # of float64, and one float product per run instead of one per group):
         # two groups A, B: |h_A / n_A - (total - h_A) / n_B| = |h_A * (n_A + n_B) - total * n_A| / (n_A * n_B);
@@ -341,29 +309,8 @@ class _CurvePlan:
             self.scale[a] = per_run
 
     def cell_hits(self, r: int, labels: np.ndarray) -> list[np.ndarray]:
-        """Hit counts of every cell of run ``r``, (chunk, columns) int32, for label rows (chunk, rows).
-
-        One float32 product for all packs (:func:`_cell_packs`; exact integers), unpacked with integer
-        shifts and masks; the last cell's counts are the run's totals minus the others'.
-        """
-        n = labels.shape[0]
-        if len(self.packs) == 1:  # the common case: one product row per permutation, no transpose
-            rows = self.weights[0].take(labels)
-        else:
-            rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
-        packed = (rows @ self.values[r]).reshape(n, len(self.packs), -1).astype(np.int32)
-        hits: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
-        rest = np.zeros(packed.shape[::2], dtype=np.int32)
-        for p, pack in enumerate(self.packs):
-            value = packed[:, p]
-            for i, (cell, shift) in enumerate(pack):
-                field = value >> shift if shift else value
-                if i + 1 < len(pack):  # below the next field: mask it off
-                    field = field & ((1 << (pack[i + 1][1] - shift)) - 1)
-                hits[cell] = field
-                rest += field
-        hits[-1] = self.totals[r] - rest
-        return hits
+        """Hit counts of every cell of run ``r``, (chunk, columns) int32, for label rows (chunk, rows)."""
+        return self.counter.counts(labels, self.values[r], self.totals[r])
 
     @property
     def n_columns(self) -> int:

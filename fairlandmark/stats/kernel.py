@@ -51,6 +51,8 @@ __all__ = [
     "single_threaded_blas",
     "nan_mean",
     "spread",
+    "cell_packs",
+    "PackedCellCounts",
 ]
 
 
@@ -90,6 +92,89 @@ def spread(values: Sequence[np.ndarray]) -> np.ndarray:
         np.maximum(high, more, out=high)
         np.minimum(low, more, out=low)
     return np.subtract(high, low, out=high)
+
+
+def cell_packs(sizes: np.ndarray, bits: int = 24) -> list[list[tuple[int, int]]]:
+    """Cells (all but the last) packed into bit fields of one float32 product, as (cell, shift) per pack.
+
+    A cell's hit count in a run is at most its size, so it fits ``ceil(log2(size + 1))`` bits; a pack's fields
+    together stay within the 24 bits that float32 holds exactly, so the product of the weights ``2**shift``
+    with the 0/1 hits sums exact integers in any order and unpacks exactly. Three cells of 75 images
+    share one product where one-hot rows took three.
+
+    Examples
+    --------
+    >>> cell_packs(np.array([75, 80, 70, 75]))
+    [[(0, 0), (1, 7), (2, 14)]]
+    >>> cell_packs(np.array([3000, 4000, 5000, 100]))
+    [[(0, 0), (1, 12)], [(2, 0)]]
+    """
+    packs: list[list[tuple[int, int]]] = []
+    used = bits
+    for cell, size in enumerate(sizes[:-1]):
+        width = max(1, int(size).bit_length())  # = ceil(log2(size + 1))
+        if used + width > bits:
+            packs.append([])
+            used = 0
+        packs[-1].append((cell, used))
+        used += width
+    return packs
+
+
+class PackedCellCounts:
+    """Per-cell counts of 0/1 columns under many label assignments, from packed float32 products.
+
+    One product row per label row (per pack, :func:`cell_packs`) instead of one one-hot row per cell: each
+    label weighs ``2**shift`` of its cell's bit field, the float32 product sums exact integers, integer
+    shifts and masks unpack them, and the last cell's counts are the column totals minus the others'.
+    The counts are exactly those of the one-hot product.
+
+    Parameters
+    ----------
+    max_cell_sizes : ndarray of int, shape (cells,)
+        The largest size of each cell in any run (every field must hold it).
+
+    Examples
+    --------
+    >>> counter = PackedCellCounts(np.array([2, 2, 1]))
+    >>> values = np.array([[1, 0], [1, 1], [0, 1], [1, 1], [1, 0]], dtype=np.float32)
+    >>> labels = np.array([[0, 1, 0, 2, 1]], dtype=np.int8)
+    >>> [c.tolist() for c in counter.counts(labels, values, np.array([4, 3], dtype=np.int32))]
+    [[[1, 1]], [[2, 1]], [[1, 1]]]
+    """
+
+    def __init__(self, max_cell_sizes: np.ndarray) -> None:
+        self.n_cells = len(max_cell_sizes)
+        self.packs = cell_packs(np.asarray(max_cell_sizes))
+        # Per pack, each label's weight in the product: 2**shift for the pack's cells, 0 for the others.
+        self.weights = np.zeros((len(self.packs), self.n_cells), dtype=np.float32)
+        for p, pack in enumerate(self.packs):
+            for cell, shift in pack:
+                self.weights[p, cell] = 2.0 ** shift
+
+    def counts(self, labels: np.ndarray, values: np.ndarray, totals: np.ndarray) -> list[np.ndarray]:
+        """Counts of every cell, each (n, columns) int32, for label rows (n, rows) of the 0/1 float32 ``values``
+        (rows, columns) whose column sums are ``totals`` (int32)."""
+        n = labels.shape[0]
+        if not self.packs:  # one cell: it holds every row
+            return [np.broadcast_to(totals, (n, len(totals))).copy()]
+        if len(self.packs) == 1:  # the common case: one product row per label row, no transpose
+            rows = self.weights[0].take(labels)
+        else:
+            rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
+        packed = (rows @ values).reshape(n, len(self.packs), -1).astype(np.int32)
+        out: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
+        rest = np.zeros(packed.shape[::2], dtype=np.int32)
+        for p, pack in enumerate(self.packs):
+            value = packed[:, p]
+            for i, (cell, shift) in enumerate(pack):
+                field = value >> shift if shift else value
+                if i + 1 < len(pack):  # below the next field: mask it off
+                    field = field & ((1 << (pack[i + 1][1] - shift)) - 1)
+                out[cell] = field
+                rest += field
+        out[-1] = totals - rest
+        return out
 
 
 @contextmanager

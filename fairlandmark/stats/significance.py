@@ -73,6 +73,7 @@ __all__ = [
     "ImageStrata",
     "image_strata",
     "draw_permutations",
+    "permuted_labels",
 ]
 
 CORRECTIONS = ("bh", "holm", "westfall-young")
