@@ -276,12 +276,17 @@ class _CurvePlan:
         varying = np.zeros(T * K, dtype=bool)
         for total, n in zip(totals, n_rows):
             varying |= (total > 0) & (total < n)
-        self.keep = None if varying.all() else np.flatnonzero(varying)
+        # Kept columns keypoint by keypoint (column t * K + k: keypoint k at grid[t]), so that each keypoint's
+        # thresholds are adjacent and its maximum over the grid is one reduceat.
+        kept = np.flatnonzero(varying)
+        self.keep = kept[np.argsort(kept % K, kind="stable")]
+        keypoint_of = self.keep % K
+        self.first_column = np.flatnonzero(np.r_[True, keypoint_of[1:] != keypoint_of[:-1]]) if kept.size else kept
+        self.keypoints_kept = keypoint_of[self.first_column]
         self.T, self.K, self.n_runs = T, K, len(totals)
         self.n_cells = cell_counts.shape[1]
-        pick = slice(None) if self.keep is None else self.keep
-        self.values = [np.ascontiguousarray(v[:, pick]) for v in kernel.values]
-        self.totals = [t[pick].astype(np.int32) for t in totals]
+        self.values = [np.ascontiguousarray(v[:, self.keep]) for v in kernel.values]
+        self.totals = [t[self.keep].astype(np.int32) for t in totals]
         self.members = dict(members)
         self.counter = PackedCellCounts(cell_counts.max(axis=0))
         # Gaps as exact integer numerators over one denominator per (attribute, run), in int32 (half the bytes
@@ -345,13 +350,17 @@ class _CurvePlan:
         else:
             total += spread([np.multiply(h, inv, dtype=np.float64) for h, inv in zip(group_hits, scale[0])])
 
-    def max_over_grid(self, mean_gap: np.ndarray) -> np.ndarray:
-        """Per keypoint, the largest run-mean gap over the grid, (chunk, K), from the kept columns."""
-        if self.keep is not None:
-            full = np.zeros((len(mean_gap), self.T * self.K))
-            full[:, self.keep] = mean_gap
-            mean_gap = full
-        return mean_gap.reshape(len(mean_gap), self.T, self.K).max(axis=1)
+    def max_over_grid(self, total: np.ndarray) -> np.ndarray:
+        """Per keypoint, the largest run-mean gap over the grid, (chunk, K), from the run sums of the kept columns.
+
+        A left-out column's gap is 0 and kept gaps are >= 0, so a keypoint without kept columns gets 0. Dividing
+        by the number of runs after the maximum gives the same bits (rounding is monotone).
+        """
+        out = np.zeros((len(total), self.K))
+        if self.keep.size:
+            out[:, self.keypoints_kept] = np.maximum.reduceat(total, self.first_column, axis=1)
+        out /= self.n_runs
+        return out
 
 
 def _curve_null_batch_fast(plan: _CurvePlan, labels: list[np.ndarray], nulls: dict[str, np.ndarray], start: int,
@@ -372,7 +381,7 @@ def _curve_null_batch_fast(plan: _CurvePlan, labels: list[np.ndarray], nulls: di
                 for a in plan.members:
                     plan.add_gaps(a, r, hits, total[a])
         for a in plan.members:
-            nulls[a][start + lo:start + hi] = plan.max_over_grid(total[a] / plan.n_runs)
+            nulls[a][start + lo:start + hi] = plan.max_over_grid(total[a])
 
 
 def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[str, np.ndarray],

@@ -1073,6 +1073,8 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
             drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata,
                                       workers=workers)
         concurrent = alongside is not None and workers > 1 and drawn is not None
+        if concurrent:  # the other test takes one core: more threads than cores only thrash the caches
+            ctx.workers = workers - 1
         # Side by side on one thread of its own (more threads than cores only thrash the caches).
         # The other test gets this run's resolved null ("permutation" or "normal") and progress bar.
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
