@@ -1073,13 +1073,18 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
             drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata,
                                       workers=workers)
         concurrent = alongside is not None and workers > 1 and drawn is not None
-        if concurrent:  # the other test takes one core: more threads than cores only thrash the caches
-            ctx.workers = workers - 1
         # Side by side on one thread of its own (more threads than cores only thrash the caches).
         # The other test gets this run's resolved null ("permutation" or "normal") and progress bar.
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
         beside = Background(alongside, beside_options, drawn, concurrent=concurrent) if alongside is not None else None
-        check = beside.check if beside is not None else (lambda: None)  # a failed curve test stops us early
+
+        def check() -> None:
+            if beside is not None:
+                beside.check()  # a failed curve test stops us early
+                # While it runs it takes a core: one worker fewer here (more threads than cores thrash the caches).
+                ctx.workers = workers - 1 if beside.running else workers
+
+        check()
         try:
             perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
             check()

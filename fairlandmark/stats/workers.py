@@ -192,6 +192,11 @@ class Background(Generic[T]):
         finally:
             self._done.set()
 
+    @property
+    def running(self) -> bool:
+        """Whether the task is still running on its own thread."""
+        return self._thread is not None and not self._done.is_set()
+
     def check(self) -> None:
         """Raise the task's error now if it has already failed (so a broken task stops the caller early)."""
         if self._done.is_set() and self._error is not None:
