@@ -164,16 +164,18 @@ class PackedCellCounts:
             rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
         packed = (rows @ values).reshape(n, len(self.packs), -1).astype(np.int32)
         out: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
-        rest = np.zeros(packed.shape[::2], dtype=np.int32)
+        rest: np.ndarray | None = None
         for p, pack in enumerate(self.packs):
             value = packed[:, p]
             for i, (cell, shift) in enumerate(pack):
-                field = value >> shift if shift else value
+                field = np.right_shift(value, shift) if shift else value
                 if i + 1 < len(pack):  # below the next field: mask it off
-                    field = field & ((1 << (pack[i + 1][1] - shift)) - 1)
+                    mask = (1 << (pack[i + 1][1] - shift)) - 1
+                    field = np.bitwise_and(field, mask, out=field if shift else None)
                 out[cell] = field
-                rest += field
-        out[-1] = totals - rest
+                rest = field.copy() if rest is None else np.add(rest, field, out=rest)
+        assert rest is not None
+        out[-1] = np.subtract(totals, rest, out=rest)
         return out
 
 
