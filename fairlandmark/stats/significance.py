@@ -878,6 +878,23 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
     return out
 
 
+def _group_sums(sums: np.ndarray, members: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-group sums of cell sums (resamples, cells, columns) -> (resamples, groups, columns), each group's
+    cells added in order as :func:`fairlandmark.stats.kernel.aggregate` adds them; the array itself when the
+    groups are its cells in order (an intersection)."""
+    if len(members) == sums.shape[1] and all(len(idx) == 1 and idx[0] == g for g, idx in enumerate(members)):
+        return sums
+    out = np.empty((sums.shape[0], len(members), sums.shape[2]))
+    for g, idx in enumerate(members):
+        if len(idx) == 1:
+            out[:, g] = sums[:, idx[0]]
+        elif len(idx) == 2:
+            np.add(sums[:, idx[0]], sums[:, idx[1]], out=out[:, g])  # = add.reduce of the two, without stacking
+        else:
+            out[:, g] = np.add.reduce([sums[:, c] for c in idx])
+    return out
+
+
 def _fast_bootstrap_plan(ctx: _Context) -> tuple[dict[str, tuple[list[np.ndarray], np.ndarray]],
                                                  list[np.ndarray]] | None:
     """The groups of :func:`_common_case_groups` and each run's cells one-hot, shape (cells, n_r) float32,
@@ -912,15 +929,9 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
         assign = onehot * np.atleast_2d(weights[r])[:, None, :]  # (n, cells, n_r): the kernel's operand
         sums = (assign.reshape(n * len(onehot), -1) @ values).astype(np.float64).reshape(n, len(onehot), -1)
         for a, (members, sizes) in groups.items():
-            ratio = np.empty((n, len(members), values.shape[1]))
-            for g, idx in enumerate(members):
-                if len(idx) == 1:
-                    ratio[:, g] = sums[:, idx[0]]
-                elif len(idx) == 2:
-                    np.add(sums[:, idx[0]], sums[:, idx[1]], out=ratio[:, g])  # = add.reduce of the two
-                else:
-                    ratio[:, g] = np.add.reduce([sums[:, c] for c in idx])
-            ratio /= sizes[r][:, None]  # group sums / images, all columns at once
+            group = _group_sums(sums, members)
+            # Sums / images, all columns at once (in place unless the groups are the cells themselves).
+            ratio = np.divide(group, sizes[r][:, None], out=None if group is sums else group)
             sdr = [ratio[:, g, hits] for g in range(len(members))]
             gap = np.abs(sdr[0] - sdr[1]) if len(sdr) == 2 else spread(sdr)  # = max - min, bit for bit
             if r == 0:
@@ -959,14 +970,16 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
     strata = ctx.strata
     # Labels of the full space in the smallest integer type that holds them (cheaper to draw and compare).
     label_dtype = np.int8 if n_full <= np.iinfo(np.int8).max + 1 else np.int64
-    image_codes = {a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])).astype(label_dtype)
+    image_codes: dict[str, np.ndarray] = {a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])).astype(label_dtype)
                    for a in base}
     K = len(ctx.study.keypoints)
     B = options.baseline_repeats
     out = {a: np.empty((B, K)) for a in coding.attributes}
     # Separate streams for the coin flips and the new levels, so neither depends on the batch size.
     flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
-    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
+    # (Attributes of two levels draw no new level: their streams are never made, which changes no other stream.)
+    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)
+              if sizes[i] > 2}
     task = bar.add_task("randomized baseline", total=B) if bar else None
 
     fast = _fast_baseline_plan(ctx)
@@ -1040,7 +1053,7 @@ def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[st
         assign = (run_labels[:, None, :] == ids).astype(columns[r].dtype)
         sums = (assign.reshape(n * n_labels, run_labels.shape[1]) @ columns[r]).astype(np.float64).reshape(n, n_labels, -1)
         for a, cells in members.items():
-            group = np.stack([sums[:, idx].sum(axis=1) for idx in cells], axis=1)  # (n, G, K + 1), exact
+            group = _group_sums(sums, cells)  # (n, G, K + 1), exact
             images = group[..., -1]
             with np.errstate(invalid="ignore", divide="ignore"):
                 sdr = group[..., :-1] / images[..., None]
