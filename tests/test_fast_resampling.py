@@ -74,11 +74,12 @@ def _resample_patched(monkeypatch, study, *, fast, min_group_size, **options):
 
 
 def _assert_identical(fast, general):
-    boot, base = fast[0] or {}, general[0] or {}
-    assert boot.keys() == base.keys()
-    for attribute in boot:
+    fast_boot, general_boot = fast[0] or {}, general[0] or {}  # None when the bootstrap is off
+    assert fast_boot.keys() == general_boot.keys()
+    for attribute in fast_boot:
         for name in ("dp", "sdr", "mre"):
-            assert np.array_equal(boot[attribute][name], base[attribute][name], equal_nan=True), (attribute, name)
+            assert np.array_equal(fast_boot[attribute][name], general_boot[attribute][name], equal_nan=True), \
+                (attribute, name)
     assert fast[1].keys() == general[1].keys()
     for attribute in fast[1]:
         assert np.array_equal(fast[1][attribute], general[1][attribute], equal_nan=True), attribute
@@ -256,7 +257,8 @@ def test_baseline_draws_the_labels_it_drew_before(monkeypatch):
             for a, size in zip(base, sizes):
                 code = codes[a][strata.stratum(s)]
                 flip = flips[a][s].random((n, len(code))) < 0.5
-                shift = levels[a][s].integers(1, size, size=(n, len(code))) if size > 2 else np.ones((n, len(code)), int)
+                shift = (levels[a][s].integers(1, size, size=(n, len(code))) if size > 2
+                         else np.ones((n, len(code)), int))
                 full = full * size + np.where(flip, (code + shift) % size, code)
             labels[:, strata.stratum(s)] = full
         for r, run_labels in enumerate(now):

@@ -832,9 +832,9 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
     plans = []
     for s in range(strata.n_strata):
         cells = ctx.image_cells[strata.stratum(s)]
-        order = np.argsort(cells, kind="stable").astype(np.intp)
+        order = np.argsort(cells, kind="stable")
         sizes = np.bincount(cells, minlength=ctx.coding.n_cells)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         # Cell sizes as float64: the very product the draws took with the integers, without a cast per batch.
         plans.append((order, starts[cells[order]], sizes[cells[order]].astype(np.float64)))
     rngs = _streams(options.seed, 2, strata.n_strata)
@@ -970,8 +970,8 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
     strata = ctx.strata
     # Labels of the full space in the smallest integer type that holds them (cheaper to draw and compare).
     label_dtype = np.int8 if n_full <= np.iinfo(np.int8).max + 1 else np.int64
-    image_codes: dict[str, np.ndarray] = {a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])).astype(label_dtype)
-                   for a in base}
+    image_codes: dict[str, np.ndarray] = {
+        a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])).astype(label_dtype) for a in base}
     K = len(ctx.study.keypoints)
     B = options.baseline_repeats
     out = {a: np.empty((B, K)) for a in coding.attributes}
@@ -1051,7 +1051,8 @@ def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[st
         run_labels = np.atleast_2d(labels[r])
         ids = np.arange(n_labels, dtype=run_labels.dtype)[None, :, None]
         assign = (run_labels[:, None, :] == ids).astype(columns[r].dtype)
-        sums = (assign.reshape(n * n_labels, run_labels.shape[1]) @ columns[r]).astype(np.float64).reshape(n, n_labels, -1)
+        product = assign.reshape(n * n_labels, run_labels.shape[1]) @ columns[r]
+        sums = product.astype(np.float64).reshape(n, n_labels, -1)
         for a, cells in members.items():
             group = _group_sums(sums, cells)  # (n, G, K + 1), exact
             images = group[..., -1]
