@@ -775,10 +775,18 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
 
 
 def _fast_plan(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
+    """The permutation null's plan: :func:`_common_case_groups`."""
+    return _common_case_groups(ctx)
+
+
+def _common_case_groups(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
     """Per attribute, the cells of each group and the group sizes per run (R, G), when the common case holds:
     no missing prediction or unlabelled point, every group in DP in every run and none empty, two or more
-    groups. None otherwise (the general path)."""
+    groups, finite float32 values. None otherwise (the general path)."""
     if ctx.any_missing or ctx.layout.has_labelled or ctx.layout.present is not None:
+        return None
+    # A float32 overflow (inf) times a zero weight is NaN in the general path's products, which it masks.
+    if not all(np.isfinite(values).all() for values in ctx.kernel.values):
         return None
     plan = {}
     for a in ctx.coding.attributes:
@@ -904,32 +912,111 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
         order = np.argsort(cells, kind="stable")
         sizes = np.bincount(cells, minlength=ctx.coding.n_cells)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        plans.append((order, starts[cells[order]], sizes[cells[order]]))
+        # Cell sizes as float64: the very product the draws took with the integers, without a cast per batch.
+        plans.append((order, starts[cells[order]], sizes[cells[order]].astype(np.float64)))
     rngs = _streams(options.seed, 2, strata.n_strata)
     task = bar.add_task("bootstrap", total=B) if bar else None
+    fast = _fast_bootstrap_plan(ctx)
 
     def compute(start: int, n: int, weights: list[np.ndarray]) -> None:
-        sums, _ = ctx.kernel.sums(ctx.cells_by_run, ctx.coding.n_cells, weights_by_run=weights, with_counts=False)
-        counts = ctx.fixed_counts(n)
-        for a in attrs:
-            dp, _, sdr, mre = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
-            out[a]["dp"][start:start + n] = dp
-            out[a]["sdr"][start:start + n] = _run_mean(sdr, axis=1)
-            out[a]["mre"][start:start + n] = _run_mean(mre, axis=1)
+        if fast is not None:
+            for a, (dp, sdr, mre) in _fast_bootstrap(ctx, fast, weights, n).items():
+                out[a]["dp"][start:start + n] = dp
+                out[a]["sdr"][start:start + n] = sdr
+                out[a]["mre"][start:start + n] = mre
+        else:
+            sums, _ = ctx.kernel.sums(ctx.cells_by_run, ctx.coding.n_cells, weights_by_run=weights,
+                                      with_counts=False)
+            counts = ctx.fixed_counts(n)
+            for a in attrs:
+                dp, _, sdr, mre = ctx.stats(sums, counts, a, valid=ctx.observed[a].valid)
+                out[a]["dp"][start:start + n] = dp
+                out[a]["sdr"][start:start + n] = _run_mean(sdr, axis=1)
+                out[a]["mre"][start:start + n] = _run_mean(mre, axis=1)
         if bar:
             bar.advance(task, n)
 
     # The draws stay on this thread, in batch order; the sums of each batch go to a worker.
     with batch_pool(ctx.workers) as pool:
         for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
-            image_weights = np.empty((n, strata.n_images))
+            # Multiplicities are small integers, exact in float32, the kernel's dtype.
+            image_weights = np.empty((n, strata.n_images), dtype=np.float32)
             for s, (rng, (order, start_of, size_of)) in enumerate(zip(rngs, plans)):
                 m = len(order)
-                pick = start_of + np.floor(rng.random((n, m)) * size_of).astype(np.int64)  # positions in sorted order
-                flat = np.bincount((np.arange(n)[:, None] * m + order[pick]).ravel(), minlength=n * m)
-                image_weights[:, strata.stratum(s)] = flat.reshape(n, m)
+                # Position in sorted order: start of the cell + floor(u * cell size) (truncation: u * size >= 0).
+                scaled = rng.random((n, m))
+                scaled *= size_of
+                pick = scaled.astype(np.intp)
+                pick += start_of
+                image = order[pick]
+                image += (np.arange(n, dtype=np.intp) * m)[:, None]
+                image_weights[:, strata.stratum(s)] = np.bincount(image.ravel(), minlength=n * m).reshape(n, m)
             pool.submit(compute, start, n, strata.to_runs(image_weights))
     return out
+
+
+def _group_sums(sums: np.ndarray, members: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-group sums of cell sums (resamples, cells, columns) -> (resamples, groups, columns), each group's
+    cells added in order as :func:`fairlandmark.stats.kernel.aggregate` adds them; the array itself when the
+    groups are its cells in order (an intersection)."""
+    if len(members) == sums.shape[1] and all(len(idx) == 1 and idx[0] == g for g, idx in enumerate(members)):
+        return sums
+    out = np.empty((sums.shape[0], len(members), sums.shape[2]))
+    for g, idx in enumerate(members):
+        if len(idx) == 1:
+            out[:, g] = sums[:, idx[0]]
+        elif len(idx) == 2:
+            np.add(sums[:, idx[0]], sums[:, idx[1]], out=out[:, g])  # = add.reduce of the two, without stacking
+        else:
+            out[:, g] = np.add.reduce([sums[:, c] for c in idx])
+    return out
+
+
+def _fast_bootstrap_plan(ctx: _Context) -> tuple[dict[str, tuple[list[np.ndarray], np.ndarray]],
+                                                 list[np.ndarray]] | None:
+    """The groups of :func:`_common_case_groups` and each run's cells one-hot, shape (cells, n_r) float32,
+    when the common case holds; None otherwise (the general path)."""
+    groups = _common_case_groups(ctx)
+    if groups is None:
+        return None
+    ids = np.arange(ctx.coding.n_cells)[:, None]
+    dtype = ctx.kernel.values[0].dtype
+    return groups, [(cells[None, :] == ids).astype(dtype) for cells in ctx.cells_by_run]
+
+
+def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarray], np.ndarray]], list[np.ndarray]],
+                    weights: list[np.ndarray], n: int) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Bootstrap DP and run-mean SDR and MRE per group of a batch in the common case
+    (:func:`_fast_bootstrap_plan`), per run without the (resamples, runs, cells, columns) array.
+
+    The same product per run as :meth:`RunKernel.sums` (one-hot cells times multiplicities, both float32, then
+    the same matrix product, so the same float32 sums), then the same float64 operations in the same order:
+    group sums of cells, SDR and MRE as sums / images, DP as max - min, run values added in run order and
+    divided by the number of runs. The MRE gap, which the bootstrap does not report, is not computed.
+    """
+    groups, onehots = plan
+    hits, error = ctx.layout.hits(0), ctx.layout.error
+    R = ctx.study.n_runs
+    # Per attribute: DP and every group's sums / images (all columns), added over runs.
+    dp_total: dict[str, np.ndarray] = {}
+    ratio_total: dict[str, np.ndarray] = {}
+    for r in range(R):
+        values = ctx.kernel.values[r]
+        onehot = onehots[r]
+        assign = onehot * np.atleast_2d(weights[r])[:, None, :]  # (n, cells, n_r): the kernel's operand
+        sums = (assign.reshape(n * len(onehot), -1) @ values).astype(np.float64).reshape(n, len(onehot), -1)
+        for a, (members, sizes) in groups.items():
+            group = _group_sums(sums, members)
+            # Sums / images, all columns at once (in place unless the groups are the cells themselves).
+            ratio = np.divide(group, sizes[r][:, None], out=None if group is sums else group)
+            sdr = [ratio[:, g, hits] for g in range(len(members))]
+            gap = np.abs(sdr[0] - sdr[1]) if len(sdr) == 2 else spread(sdr)  # = max - min, bit for bit
+            if r == 0:
+                dp_total[a], ratio_total[a] = gap, ratio
+            else:
+                dp_total[a] += gap
+                ratio_total[a] += ratio
+    return {a: (dp_total[a] / R, ratio_total[a][..., hits] / R, ratio_total[a][..., error] / R) for a in groups}
 
 
 def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
@@ -958,16 +1045,30 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
         agg[inter[0]] = m
     # The randomized attribute belongs to the image: drawn once per image (per stratum's stream), for all its rows.
     strata = ctx.strata
-    image_codes = {a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])) for a in base}
+    # Labels of the full space in the smallest integer type that holds them (cheaper to draw and compare).
+    label_dtype = np.int8 if n_full <= np.iinfo(np.int8).max + 1 else np.int64
+    image_codes: dict[str, np.ndarray] = {
+        a: strata.image_values(ctx.kernel.labels_by_run(coding.base_codes[a])).astype(label_dtype) for a in base}
     K = len(ctx.study.keypoints)
     B = options.baseline_repeats
     out = {a: np.empty((B, K)) for a in coding.attributes}
     # Separate streams for the coin flips and the new levels, so neither depends on the batch size.
     flips = {a: _streams(options.seed, 3 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
-    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)}
+    # (Attributes of two levels draw no new level: their streams are never made, which changes no other stream.)
+    levels = {a: _streams(options.seed, 4 + 1000 * (i + 1), strata.n_strata) for i, a in enumerate(base)
+              if sizes[i] > 2}
     task = bar.add_task("randomized baseline", total=B) if bar else None
 
+    fast = _fast_baseline_plan(ctx)
+    members = {a: [np.flatnonzero(agg[a][:, g]) for g in range(agg[a].shape[1])] for a in coding.attributes}
+
     def compute(start: int, n: int, labels: list[np.ndarray]) -> None:
+        if fast is not None:
+            for a, dp in _fast_baseline(ctx, fast, members, labels, n, n_full).items():
+                out[a][start:start + n] = dp
+            if bar:
+                bar.advance(task, n)
+            return
         sums, counts = ctx.kernel.sums(labels, n_full)
         for a in coding.attributes:
             gsums, gcounts = aggregate(sums, counts, agg[a])
@@ -982,18 +1083,68 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
 
     with batch_pool(ctx.workers) as pool:
         for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
-            image_labels = np.zeros((n, strata.n_images), dtype=np.int64)
+            image_labels = np.empty((n, strata.n_images), dtype=label_dtype)
             for s in range(strata.n_strata):
-                full: np.ndarray | int = 0
+                full: np.ndarray | None = None
                 for a, size in zip(base, sizes):
                     code = image_codes[a][strata.stratum(s)]
                     flip = flips[a][s].random((n, len(code))) < 0.5
-                    shift = (levels[a][s].integers(1, size, size=(n, len(code))) if size > 2
-                             else np.ones((n, len(code)), np.int64))
-                    full = full * size + np.where(flip, (code + shift) % size, code)
+                    if size > 2:  # a uniformly drawn other level
+                        other = (code + levels[a][s].integers(1, size, size=(n, len(code)))) % size
+                        label = np.where(flip, other, code).astype(label_dtype)
+                    elif size == 2:  # (code + 1) % 2: the other level, 1 - code
+                        label = code ^ flip
+                    else:
+                        label = np.broadcast_to(code, flip.shape)
+                    full = label if full is None else full * size + label
                 image_labels[:, strata.stratum(s)] = full
             pool.submit(compute, start, n, strata.to_runs(image_labels))
     return out
+
+
+def _fast_baseline_plan(ctx: _Context) -> list[np.ndarray] | None:
+    """Each run's hit columns and a column of ones, shape (n_r, K + 1) float32, whose sums per label are the
+    kernel's hit sums and image counts exactly (integers below 2**24, exact in float32 in any order); None when
+    some point is unlabelled (its SDR denominators differ) or a run is too large for exact float32 counts."""
+    if ctx.layout.has_labelled or max((len(v) for v in ctx.kernel.values), default=0) >= 2**24:
+        return None
+    hits = ctx.layout.hits(0)
+    return [np.concatenate([v[:, hits], np.ones((len(v), 1), v.dtype)], axis=1) for v in ctx.kernel.values]
+
+
+def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[str, list[np.ndarray]],
+                   labels: list[np.ndarray], n: int, n_labels: int) -> dict[str, np.ndarray]:
+    """Randomized-baseline DP of a batch per run (:func:`_fast_baseline_plan`), without the (repeats, runs,
+    labels, columns) array and without the error columns, which the baseline does not use.
+
+    Hit sums and image counts are integers, the same whatever the order of the additions; from them the
+    same float64 operations as the general path: SDR as hits / images, a group in DP where it is large
+    enough and in the observed DP of the run, :func:`parity_gap_value` (elementwise over runs), and the mean
+    over runs of the values present, added in run order. The same numbers.
+    """
+    total: dict[str, np.ndarray] = {}
+    present: dict[str, np.ndarray] = {}
+    for r in range(ctx.study.n_runs):
+        run_labels = np.atleast_2d(labels[r])
+        ids = np.arange(n_labels, dtype=run_labels.dtype)[None, :, None]
+        assign = (run_labels[:, None, :] == ids).astype(columns[r].dtype)
+        product = assign.reshape(n * n_labels, run_labels.shape[1]) @ columns[r]
+        sums = product.astype(np.float64).reshape(n, n_labels, -1)
+        for a, cells in members.items():
+            group = _group_sums(sums, cells)  # (n, G, K + 1), exact
+            images = group[..., -1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sdr = group[..., :-1] / images[..., None]
+            valid = (images >= ctx.min_group_size) & np.asarray(ctx.observed[a].valid)[r]
+            gap = parity_gap_value(sdr, valid)
+            has_value = ~np.isnan(gap)
+            if r == 0:
+                total[a], present[a] = np.where(has_value, gap, 0.0), has_value.astype(np.intp)
+            else:
+                total[a] += np.where(has_value, gap, 0.0)
+                present[a] += has_value
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {a: np.true_divide(total[a], present[a]) for a in members}
 
 
 def _batch_size_that_fits(study: Study, options: SignificanceOptions, slots: int = 1) -> int:
