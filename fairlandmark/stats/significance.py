@@ -1243,6 +1243,7 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
             check()
             base = _baseline(ctx, options, bar) if options.baseline_repeats else None
             check()
+            ctx.workers = workers  # the two adjustments: short, the other test's last batches overlap them
             result = SignificanceResult(ctx, options, perm, boot, base)
         except BaseException:
             if beside is not None:
