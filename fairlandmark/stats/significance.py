@@ -392,14 +392,14 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.
     if m < 2 or bits > 16 or (m and int(labels.min()) < 0):
         return labels[_random_permutations(rng, n, m)]
     keys = _random_keys(rng, n, m)
-    shift = np.uint32(max(bits, 1))
-    packed = keys >> shift
-    packed <<= shift
+    low = (1 << max(bits, 1)) - 1
+    packed = np.bitwise_and(keys, np.uint32(~low & 0xFFFFFFFF))
     packed |= labels.astype(np.uint32)
     packed.sort(axis=1)
-    out = (packed & np.uint32((1 << int(shift)) - 1)).astype(labels.dtype)
-    packed >>= shift
-    tied = (packed[:, 1:] == packed[:, :-1]).any(axis=1)  # equal above the label bits: key order unknown
+    out = (packed & np.uint32(low)).astype(labels.dtype)
+    # Neighbours equal above the label bits (key order unknown) differ by less than 2**bits; so do a few others
+    # (sorted again too, for nothing).
+    tied = np.subtract(packed[:, 1:], packed[:, :-1]).min(axis=1, initial=np.uint32(0xFFFFFFFF)) <= low
     if tied.any():
         rows = np.flatnonzero(tied)
         out[rows] = labels[np.argsort(keys[rows], axis=1)]
