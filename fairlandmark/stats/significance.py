@@ -285,22 +285,27 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 def _first_at_least(ascending: np.ndarray, low: np.ndarray) -> np.ndarray:
     """Per row of sorted ``ascending``, the first index whose value is >= ``low`` (``searchsorted`` left), where
-    ``low`` is each element's value less its tie tolerance.
+    ``low`` is each element's value less its tie tolerance (so ``low`` increases along each row too).
 
-    Usually that is where the run of values equal to the element starts (the value before the run is below
-    the tolerance band): found for all rows at once; rows where it is not (near-ties) are searched.
+    Values come in clusters of near-equal statistics (equal up to rounding): a cluster starts where the value
+    before is below the element's band, and the answer is the start of the element's cluster whenever the
+    cluster's first value is inside the element's band. Found for all elements at once; the few elements of
+    wider clusters (chains of near-ties) are searched.
     """
     m, n = ascending.shape
     starts = np.zeros((m, n), dtype=np.int32)
     if n < 2:
         return starts
-    change = ascending[:, 1:] != ascending[:, :-1]
-    starts[:, 1:] = np.where(change, np.arange(1, n, dtype=np.int32), 0)
+    new_cluster = ascending[:, :-1] < low[:, 1:]
+    np.multiply(new_cluster, np.arange(1, n, dtype=np.int32), out=starts[:, 1:])
     np.maximum.accumulate(starts, axis=1, out=starts)
-    # A run start is the answer when the value before it is below the band; a NaN band (+inf) is searched.
-    wrong = (change & ~(ascending[:, :-1] < low[:, 1:])).any(axis=1) | np.isnan(low[:, -1])
-    for j in np.flatnonzero(wrong):
-        starts[j] = np.searchsorted(ascending[j], low[j], side="left")
+    first_value = np.empty_like(ascending)
+    for j in range(m):  # row by row: several times faster than take_along_axis
+        ascending[j].take(starts[j], out=first_value[j])
+    outside = ~(first_value >= low)  # a NaN band (+inf values) is searched too
+    for j in np.flatnonzero(outside.any(axis=1)):
+        where = np.flatnonzero(outside[j])
+        starts[j, where] = np.searchsorted(ascending[j], low[j, where], side="left")
     return starts
 
 
