@@ -303,9 +303,9 @@ def _first_at_least(ascending: np.ndarray, low: np.ndarray) -> np.ndarray:
     for j in range(m):  # row by row: several times faster than take_along_axis
         ascending[j].take(starts[j], out=first_value[j])
     outside = ~(first_value >= low)  # a NaN band (+inf values) is searched too
-    for j in np.flatnonzero(outside.any(axis=1)):
-        where = np.flatnonzero(outside[j])
-        starts[j, where] = np.searchsorted(ascending[j], low[j, where], side="left")
+    for row in np.flatnonzero(outside.any(axis=1)):
+        where = np.flatnonzero(outside[row])
+        starts[row, where] = np.searchsorted(ascending[row], low[row, where], side="left")
     return starts
 
 
