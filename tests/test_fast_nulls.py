@@ -200,3 +200,21 @@ def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows):
         expected = np.stack([values[row == cell].sum(axis=0) for row in labels]).astype(np.int64)
         np.testing.assert_array_equal(got[cell], expected)
     assert (len(counter.packs) > 1) == (n_cells >= 7)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_first_at_least_is_searchsorted(seed):
+    # Clusters of rounding-level near-ties, chains of near-ties wider than the band, infinities.
+    from fairlandmark.stats.significance import _TIE_TOLERANCE
+
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.gamma(2, 0.05, (30, 400)), 3)
+    values += rng.choice([0.0, 1e-16, -2e-16, 4e-10, 7e-10, 1.5e-9], size=values.shape)
+    values[3] = np.cumsum(np.full(400, 3e-10))  # one long chain
+    values[5, :7] = -np.inf
+    values[6, -3:] = np.inf
+    ascending = np.sort(values, axis=1)
+    with np.errstate(invalid="ignore"):
+        low = ascending - _TIE_TOLERANCE * np.maximum(1.0, np.abs(ascending))
+    expected = np.stack([np.searchsorted(a, b, side="left") for a, b in zip(ascending, low)])
+    np.testing.assert_array_equal(significance_module._first_at_least(ascending, low), expected)
