@@ -198,6 +198,7 @@ def test_unlabelled_mask_and_axis_spacing_match_the_pandas_reader(tmp_path):
     np.testing.assert_array_equal(check_predictions(tmp_path / "p.parquet").spacing_xy, fast.spacing_xy)
 
 
+@pytest.mark.filterwarnings("ignore::pandas.errors.ParserWarning")  # the pandas reference reader warns on a ragged line
 def test_trailing_commas_ragged_lines_and_booleans_as_in_the_pandas_reader(tmp_path):
     fast, slow = _both_readers(tmp_path, "image_id,keypoint,pred_x,pred_y,true_x,true_y,\na,1,1,2,3,4,\n")
     np.testing.assert_array_equal(fast.pred, slow.pred)
