@@ -21,6 +21,7 @@ import numpy as np
 
 from fairlandmark import audit_arrays
 from fairlandmark.exceptions import FairlandmarkWarning
+from fairlandmark.inputs.demo_data import make_confounded_errors
 
 QUICK = dict(permutations=999, bootstrap=0, baseline_repeats=0)
 
@@ -32,11 +33,7 @@ def _arrays(errors):
     return pred, true
 
 
-def _study(rng, n, k, *, gap=0.0, site_effect=0.0, imbalance=0.5):
-    sex = rng.choice(np.array(["F", "M"]), n)
-    site = np.where(rng.random(n) < np.where(sex == "F", imbalance, 1 - imbalance), "A", "B")
-    scale = 1.0 + site_effect * (site == "A") + gap * (sex == "F")
-    return sex, site, rng.gamma(2.0, 0.8, (n, k)) * scale[:, None]
+_study = make_confounded_errors  # the same generator as tests/test_adjusted.py
 
 
 def _audit(*args, **kwargs):

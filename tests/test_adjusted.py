@@ -18,6 +18,7 @@ from scipy import stats
 
 from fairlandmark import audit, audit_arrays
 from fairlandmark.exceptions import FairlandmarkWarning, InputError
+from fairlandmark.inputs.demo_data import make_confounded_errors
 from fairlandmark.stats.adjusted import adjusted_disparities, association, check_covariates
 from fairlandmark.stats.significance import benjamini_hochberg, holm
 
@@ -33,14 +34,7 @@ def _arrays(errors):
     return pred, true
 
 
-def _study(rng, n, k, *, gap=0.0, site_effect=0.0, imbalance=0.5):
-    """Images with sex, a site more common among F (``imbalance``), errors raised at site A and/or for F."""
-    sex = rng.choice(np.array(["F", "M"]), n)
-    p_site_a = np.where(sex == "F", imbalance, 1 - imbalance)
-    site = np.where(rng.random(n) < p_site_a, "A", "B")
-    scale = 1.0 + site_effect * (site == "A") + gap * (sex == "F")
-    errors = rng.gamma(2.0, 0.8, (n, k)) * scale[:, None]
-    return sex, site, errors
+_study = make_confounded_errors  # the same generator as the validation benchmark
 
 
 # -- agreement with statsmodels on a small case ------------------------------------------------

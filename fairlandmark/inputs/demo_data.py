@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["make_demo_study", "PLANTED_BIAS", "N_KEYPOINTS", "WRIST_KEYPOINTS"]
+__all__ = ["make_demo_study", "make_confounded_errors", "PLANTED_BIAS", "N_KEYPOINTS", "WRIST_KEYPOINTS"]
 
 N_KEYPOINTS = 37
 WRIST_KEYPOINTS = range(1, 19)
@@ -90,3 +90,43 @@ def make_demo_study(*, n_images: int = 910, n_runs: int = 10, seed: int | None =
     })
     meta = pd.DataFrame({"image_id": ids, "sex": sex, "age": age})
     return preds, meta
+
+
+def make_confounded_errors(rng: np.random.Generator, n: int, k: int, *, gap: float = 0.0, site_effect: float = 0.0,
+                           imbalance: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images with a sex, a site more common among one sex, and errors raised by site and/or sex.
+
+    The study behind the confounder-adjusted gaps' validation: with ``site_effect`` and ``imbalance`` a sex
+    gap appears that only the site explains (it vanishes after adjusting for site); ``gap`` plants a real
+    sex effect that survives it.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n, k : int
+        Images and keypoints.
+    gap : float, default 0.0
+        Errors of sex F scaled by ``1 + gap``.
+    site_effect : float, default 0.0
+        Errors at site A scaled by ``1 + site_effect``.
+    imbalance : float, default 0.5
+        Share of F images at site A (and of M images at site B); 0.5 = no confounding.
+
+    Returns
+    -------
+    sex, site : ndarray of str, shape (n,)
+    errors : ndarray, shape (n, k)
+        Gamma(2, 0.8) errors in mm, times the scale of each image.
+
+    Examples
+    --------
+    >>> sex, site, errors = make_confounded_errors(np.random.default_rng(0), 100, 3, site_effect=0.5, imbalance=0.8)
+    >>> errors.shape
+    (100, 3)
+    """
+    sex = rng.choice(np.array(["F", "M"]), n)
+    p_site_a = np.where(sex == "F", imbalance, 1 - imbalance)
+    site = np.where(rng.random(n) < p_site_a, "A", "B")
+    scale = 1.0 + site_effect * (site == "A") + gap * (sex == "F")
+    errors = rng.gamma(2.0, 0.8, (n, k)) * scale[:, None]
+    return sex, site, errors
