@@ -4,14 +4,15 @@ The common case (no missing prediction, every group in DP in every run) skips th
 (permutations, runs, cells, columns) arrays; the permutations are drawn once and shared with the curve
 test; the resampling loops run on one BLAS thread per worker. None of this may change a reported number:
 each is compared with the general path on the same data by the whole JSON document. The null
-distributions agree bit for bit for DP and MRE gaps; the curve-gap null multiplies by ``1 / images``
-where the general path divides, so it agrees to a few units in the last place (far inside the tie
-tolerance of the p-values).
+distributions agree bit for bit for DP and MRE gaps; the curve-gap null multiplies exact numerators by one
+reciprocal per attribute and run where the general path divides, so it agrees to about 1e-16 (far inside
+the tie tolerance of the p-values).
 """
 
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from fairlandmark import audit_arrays
 from fairlandmark.stats import curves as curves_module
 from fairlandmark.stats import significance as significance_module
+from fairlandmark.stats.kernel import PackedCellCounts
 from fairlandmark.stats.significance import SignificanceOptions, draw_permutations, image_strata, permutation_batches
 
 
@@ -55,7 +57,7 @@ def _nulls(monkeypatch, study, **options):
 
 
 def _general(monkeypatch):
-    monkeypatch.setattr(significance_module, "_fast_plan", lambda ctx: None)
+    monkeypatch.setattr(significance_module, "_fast_null_plan", lambda ctx: None)
     monkeypatch.setattr(curves_module, "_fast_case", lambda *args: False)
     monkeypatch.setattr(significance_module, "SHARED_PERMUTATION_BYTES", 0)  # each test draws its own
 
@@ -94,17 +96,32 @@ def test_fast_paths_with_small_batches_and_many_cells(monkeypatch):
     _assert_same(fast, _nulls(monkeypatch, study, batch_size=32))
 
 
-@pytest.mark.parametrize("limit, forms", [(0, ["float", "float2"]), (1000, ["float2", "int"]), (5000, ["int", "int2"])])
-def test_curve_null_float_forms_agree_with_the_general_path(monkeypatch, limit, forms):
-    # Runs too large for int32 gap numerators use the float64 forms; forced here by lowering the limit.
+def _form_name(form):
+    if isinstance(form, curves_module._TwoGroupGap):
+        return f"two groups, {form.offset.dtype}"
+    dtype = np.asarray(form.factors).dtype
+    return f"spread, {dtype}" if form.inverse != 1.0 else "spread, rounded"
+
+
+@pytest.mark.parametrize("int_limit, float_limit, forms", [
+    (2**31, 2**53, ["spread, int32", "two groups, int32"]),
+    (1000, 2**53, ["spread, int32", "two groups, float64"]),
+    (100, 2**53, ["spread, float64", "spread, int32", "two groups, float64"]),
+    (0, 2**53, ["spread, float64", "two groups, float64"]),
+    (0, 0, ["spread, rounded", "two groups, float64"]),
+])
+def test_curve_null_gap_forms_agree_with_the_general_path(monkeypatch, int_limit, float_limit, forms):
+    # Larger runs take the float64 forms (exact integers, or rounded SDRs for several groups with a huge
+    # least common multiple of sizes); forced here by lowering the limits.
     study = _study(seed=1, shared=True)
-    monkeypatch.setattr(curves_module, "EXACT_NUMERATOR_LIMIT", limit)
+    monkeypatch.setattr(curves_module, "EXACT_NUMERATOR_LIMIT", int_limit)
+    monkeypatch.setattr(curves_module, "EXACT_FLOAT_LIMIT", float_limit)
     used = []
     original = curves_module._CurvePlan.__init__
 
     def spy(plan, *args, **kwargs):
         original(plan, *args, **kwargs)
-        used.append(sorted({form for per_run in plan.scale.values() for form, *_ in per_run}))
+        used.append(sorted({_form_name(form) for per_run in plan.gaps.values() for form in per_run}))
 
     monkeypatch.setattr(curves_module._CurvePlan, "__init__", spy)
     fast = _nulls(monkeypatch, study)
@@ -113,12 +130,36 @@ def test_curve_null_float_forms_agree_with_the_general_path(monkeypatch, limit, 
     _assert_same(fast, _nulls(monkeypatch, study))
 
 
+@pytest.mark.parametrize("limit", [2**31, 0])
+def test_two_group_gaps_are_exact_whatever_the_form(monkeypatch, limit):
+    # Very unequal groups: a float64 form |h (1/n_A + 1/n_B) - total / n_B| would cancel (error ~ 1e-12);
+    # the numerators are exact integers in int32 or float64, so the gap is the exact fraction, rounded once.
+    monkeypatch.setattr(curves_module, "EXACT_NUMERATOR_LIMIT", limit)
+    totals = np.array([1, 20000, 46340], dtype=np.int32)
+    hits = np.array([[1, 19999, 46339]], dtype=np.int32)
+    form = curves_module._gap_form([46339, 1], totals)
+    assert form.offset.dtype == (np.int32 if limit else np.float64)
+    numerator = np.abs(np.multiply(hits, form.size_sum) - form.offset)
+    gap = np.multiply(numerator, form.inverse)[0]
+    exact = [abs(Fraction(int(h), 46339) - Fraction(int(t - h), 1)) for h, t in zip(hits[0], totals)]
+    np.testing.assert_allclose(gap, [float(x) for x in exact], rtol=2e-16, atol=0)
+
+
+def test_one_keypoint_and_ten_runs(monkeypatch):
+    # numpy sums a contiguous run axis pairwise (one keypoint, 8 runs or more): the fast DP/MRE-gap null
+    # averages the per-run gaps with the general path's own mean, not one run at a time.
+    study = _study(seed=1, n=400, k=1, runs=10, shared=True)
+    fast = _nulls(monkeypatch, study)
+    _general(monkeypatch)
+    _assert_same(fast, _nulls(monkeypatch, study))
+
+
 def test_missing_predictions_take_the_general_path_and_agree(monkeypatch):
     pred, true, groups, runs, ids = _study(seed=4)
     pred[5, 1] = np.nan
     calls = []
-    original = significance_module._fast_plan
-    monkeypatch.setattr(significance_module, "_fast_plan", lambda ctx: calls.append(original(ctx)) or calls[-1])
+    original = significance_module._fast_null_plan
+    monkeypatch.setattr(significance_module, "_fast_null_plan", lambda ctx: calls.append(original(ctx)) or calls[-1])
     _audit((pred, true, groups, runs, ids))
     assert calls == [None]  # presence columns: not the common case
 
@@ -188,8 +229,6 @@ def test_permuted_labels_with_tied_keys_are_the_argsort_draws():
 @pytest.mark.parametrize("n_cells, rows", [(1, 20), (2, 50), (4, 300), (7, 5000), (12, 40000)])
 def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows):
     # Several packs once the fields pass 24 bits (7 cells of ~700 rows, 12 of ~3300).
-    from fairlandmark.stats.kernel import PackedCellCounts
-
     rng = np.random.default_rng(n_cells)
     base = np.arange(rows) % n_cells
     values = (rng.random((rows, 5)) < 0.6).astype(np.float32)
@@ -205,8 +244,6 @@ def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows):
 @pytest.mark.parametrize("seed", range(4))
 def test_first_at_least_is_searchsorted(seed):
     # Clusters of rounding-level near-ties, chains of near-ties wider than the band, infinities.
-    from fairlandmark.stats.significance import _TIE_TOLERANCE
-
     rng = np.random.default_rng(seed)
     values = np.round(rng.gamma(2, 0.05, (30, 400)), 3)
     values += rng.choice([0.0, 1e-16, -2e-16, 4e-10, 7e-10, 1.5e-9], size=values.shape)
@@ -215,6 +252,15 @@ def test_first_at_least_is_searchsorted(seed):
     values[6, -3:] = np.inf
     ascending = np.sort(values, axis=1)
     with np.errstate(invalid="ignore"):
-        low = ascending - _TIE_TOLERANCE * np.maximum(1.0, np.abs(ascending))
+        low = ascending - significance_module._TIE_TOLERANCE * np.maximum(1.0, np.abs(ascending))
     expected = np.stack([np.searchsorted(a, b, side="left") for a, b in zip(ascending, low)])
+    np.testing.assert_array_equal(significance_module._first_at_least(ascending, low), expected)
+
+
+@pytest.mark.parametrize("row", [[np.inf], [1.0], [2.0, np.inf], [np.inf, np.inf], [-np.inf, 0.5]])
+def test_first_at_least_one_or_two_permutations(row):
+    ascending = np.array([row])
+    with np.errstate(invalid="ignore"):
+        low = ascending - significance_module._TIE_TOLERANCE * np.maximum(1.0, np.abs(ascending))
+    expected = np.searchsorted(ascending[0], low[0], side="left")[None, :]
     np.testing.assert_array_equal(significance_module._first_at_least(ascending, low), expected)

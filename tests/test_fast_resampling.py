@@ -144,7 +144,7 @@ def test_a_group_too_small_in_one_run():
     # Run 2 keeps only two images of sex "F": that group is out of run 2's DP (min_group_size 3).
     in_run2_f = np.flatnonzero((runs == 2) & (groups["sex"] == "F"))
     groups["sex"][in_run2_f[2:]] = "M"
-    boot, base, plans, _ = _both((pred, true, groups, runs, ids))
+    _, base, plans, _ = _both((pred, true, groups, runs, ids))
     assert plans == {"_fast_bootstrap_plan": False, "_fast_baseline_plan": True}
     assert np.isfinite(base["sex"]).all()  # the DP of runs 0 and 1 still counts
 
@@ -263,3 +263,9 @@ def test_baseline_draws_the_labels_it_drew_before(monkeypatch):
             labels[:, strata.stratum(s)] = full
         for r, run_labels in enumerate(now):
             assert np.array_equal(run_labels, labels[:, strata.rows_by_run[r]])
+
+
+def test_one_keypoint_and_ten_runs():
+    # numpy sums a contiguous run axis pairwise (one keypoint, 8 runs or more): the fast paths average the
+    # per-run values with the general path's own mean, not one run at a time.
+    _both(_study(seed=1, n=400, k=1, runs=10))

@@ -25,15 +25,15 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, nan_mean, parity_gap_value, sdr_from_sums,
-                                       single_threaded_blas, spread)
+from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, nan_mean, parity_gap_value,
+                                       sdr_from_sums, single_threaded_blas, spread)
 from fairlandmark.stats.workers import batch_pool, workers_for
 
 if TYPE_CHECKING:
@@ -44,8 +44,10 @@ __all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "DEFAU
 DEFAULT_CURVE_POINTS = 12
 # Permutations per step of the curve-gap null: its work arrays (chunk x keypoints x grid) stay near the cache.
 CHUNK = 256
-# Integer gap numerators of the fast curve null stay below this (int32); larger runs use the float64 forms.
+# Gap numerators of the fast curve null below this are computed in int32; up to EXACT_FLOAT_LIMIT in float64
+# (integers, exact); beyond, SDRs are products by 1 / images (rounded).
 EXACT_NUMERATOR_LIMIT = 2**31
+EXACT_FLOAT_LIMIT = 2**53
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
@@ -259,15 +261,60 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_c
         nulls[a][start:start + n] = np.fmax.reduce(gap.reshape(n, T, K), axis=1)  # = nanmax, without its warning
 
 
+class _TwoGroupGap(NamedTuple):
+    """Gap of two groups A, B: ``|h_A / n_A - (total - h_A) / n_B| = |h_A * size_sum - offset| * inverse``."""
+
+    size_sum: Any  # n_A + n_B, in the numerators' dtype (int32 or float64)
+    offset: np.ndarray  # total * n_A per column, same dtype
+    inverse: float  # 1 / (n_A * n_B)
+
+
+class _SpreadGap(NamedTuple):
+    """Gap of several groups: ``(max - min over groups of h_g * factors[g]) * inverse``."""
+
+    factors: list[Any]  # L / n_g with L the sizes' least common multiple (exact), or 1 / n_g (rounded)
+    inverse: float  # 1 / L, or 1.0
+
+
+def _gap_form(sizes: list[int], totals: np.ndarray) -> _TwoGroupGap | _SpreadGap:
+    """How one run's group hit counts (groups of ``sizes`` images; ``totals`` hits per column) become gaps.
+
+    Exact integer numerators whenever they fit: in int32 below EXACT_NUMERATOR_LIMIT, in float64 below
+    EXACT_FLOAT_LIMIT (integers up to 2**53 are exact there). Two groups always fit in float64 (the
+    numerators stay below ``N**2``, and runs on this path have fewer than 2**24 rows); several groups fit
+    while the least common multiple ``L`` of their sizes does (the products ``h_g * L / n_g`` stay below
+    ``L``). Beyond, SDRs are ``h_g * (1 / n_g)``, rounded to the last place.
+
+    Examples
+    --------
+    >>> form = _gap_form([150, 150], np.array([100, 300], dtype=np.int32))
+    >>> form.offset, form.inverse == 1 / 22500
+    (array([15000, 45000], dtype=int32), True)
+    >>> _gap_form([3, 4, 6], np.array([5], dtype=np.int32)).factors  # L = 12
+    [np.int32(4), np.int32(3), np.int32(2)]
+    """
+    if len(sizes) == 2:
+        n_a, n_b = sizes
+        dtype: type[np.int32] | type[np.float64] = np.int32 if (n_a + n_b) ** 2 < EXACT_NUMERATOR_LIMIT else np.float64
+        offset = np.multiply(totals.astype(dtype), dtype(n_a))
+        return _TwoGroupGap(dtype(n_a + n_b), offset, 1.0 / (n_a * n_b))
+    lcm = math.lcm(*sizes)
+    if lcm < min(EXACT_NUMERATOR_LIMIT, EXACT_FLOAT_LIMIT):
+        return _SpreadGap([np.int32(lcm // size) for size in sizes], 1.0 / lcm)
+    if lcm < EXACT_FLOAT_LIMIT:
+        return _SpreadGap([np.float64(lcm // size) for size in sizes], 1.0 / lcm)
+    return _SpreadGap([np.float64(1.0 / size) for size in sizes], 1.0)
+
+
 class _CurvePlan:
     """What the fast curve-gap null needs, prepared once: the hit columns that vary in some run, with their
     per-run values and totals, and per (attribute, run) the factors that turn hit counts into SDR gaps.
 
     A column where every image hits (or none does) in every run gives every group an SDR of 1 (or 0) in
     every run, whatever the permutation: its gap is exactly 0, which never raises the maximum over the grid
-    above the other thresholds' gaps (gaps are >= 0), so it is left out. Gaps are computed with products by
-    ``1 / images`` instead of divisions, ten times cheaper; they agree with the observed gaps' divisions to
-    a few units in the last place, far inside the tie tolerance of the p-values.
+    above the other thresholds' gaps (gaps are >= 0), so it is left out. Gaps come from exact numerators
+    times one reciprocal per (attribute, run) (:func:`_gap_form`) instead of divisions, ten times cheaper;
+    they agree with the observed gaps' divisions to about 1e-16, far inside the tie tolerance of the p-values.
     """
 
     def __init__(self, kernel: RunKernel, totals: list[np.ndarray], cell_counts: np.ndarray,
@@ -289,29 +336,11 @@ class _CurvePlan:
         self.totals = [t[self.keep].astype(np.int32) for t in totals]
         self.members = dict(members)
         self.counter = PackedCellCounts(cell_counts.max(axis=0))
-        # Gaps as exact integer numerators over one denominator per (attribute, run), in int32 (half the bytes
-        # of float64, and one float product per run instead of one per group):
-        # two groups A, B: |h_A / n_A - (total - h_A) / n_B| = |h_A * (n_A + n_B) - total * n_A| / (n_A * n_B);
-        # more: with L the least common multiple of the sizes, SDR_g = h_g * (L / n_g) / L, gap = (max - min) / L.
-        # Where a numerator could pass 2**31, the float64 forms: |h_A * (1/n_A + 1/n_B) - total / n_B| and
-        # SDR_g = h_g * (1 / n_g).
-        self.scale: dict[str, list[Any]] = {}
-        for a, groups in self.members.items():
-            per_run: list[Any] = []
-            for r in range(self.n_runs):
-                sizes = [int(cell_counts[r, idx].sum()) for idx in groups]
-                if len(groups) == 2 and sum(sizes) ** 2 < EXACT_NUMERATOR_LIMIT:
-                    per_run.append(("int2", np.int32(sizes[0] + sizes[1]), self.totals[r] * np.int32(sizes[0]),
-                                    1.0 / (sizes[0] * sizes[1])))
-                elif len(groups) == 2:
-                    per_run.append(("float2", 1.0 / sizes[0] + 1.0 / sizes[1],
-                                    self.totals[r].astype(np.float64) / sizes[1]))
-                elif math.lcm(*sizes) < EXACT_NUMERATOR_LIMIT:
-                    lcm = math.lcm(*sizes)
-                    per_run.append(("int", [np.int32(lcm // size) for size in sizes], 1.0 / lcm))
-                else:
-                    per_run.append(("float", [1.0 / size for size in sizes]))
-            self.scale[a] = per_run
+        # Gaps as exact numerators over one denominator per (attribute, run): one float product per run instead
+        # of one division per group, and int32 (half the bytes of float64) where the numerators fit.
+        self.gaps: dict[str, list[_TwoGroupGap | _SpreadGap]] = {
+            a: [_gap_form([int(cell_counts[r, idx].sum()) for idx in groups], self.totals[r])
+                for r in range(self.n_runs)] for a, groups in self.members.items()}
 
     def cell_hits(self, r: int, labels: np.ndarray) -> list[np.ndarray]:
         """Hit counts of every cell of run ``r``, (chunk, columns) int32, for label rows (chunk, rows)."""
@@ -331,24 +360,15 @@ class _CurvePlan:
             for c in idx[1:]:
                 h = h + hits[c]  # exact: integer counts
             group_hits.append(h)
-        form, *scale = self.scale[a][r]
-        if form == "int2":
-            size_sum, offset, denominator = scale
-            numerator = np.multiply(group_hits[0], size_sum)
-            numerator -= offset
+        form = self.gaps[a][r]
+        if isinstance(form, _TwoGroupGap):
+            numerator = np.multiply(group_hits[0], form.size_sum)
+            numerator -= form.offset
             np.abs(numerator, out=numerator)
-            total += np.multiply(numerator, denominator)
-        elif form == "int":
-            factors, denominator = scale
-            total += np.multiply(spread([np.multiply(h, f) for h, f in zip(group_hits, factors)]), denominator)
-        elif form == "float2":
-            both, other = scale
-            gap = np.multiply(group_hits[0], both, dtype=np.float64)
-            np.subtract(gap, other, out=gap)
-            np.abs(gap, out=gap)
-            total += gap
+            total += np.multiply(numerator, form.inverse)
         else:
-            total += spread([np.multiply(h, inv, dtype=np.float64) for h, inv in zip(group_hits, scale[0])])
+            spread_ = spread([np.multiply(h, f) for h, f in zip(group_hits, form.factors)])
+            total += spread_ if form.inverse == 1.0 else np.multiply(spread_, form.inverse)
 
     def max_over_grid(self, total: np.ndarray) -> np.ndarray:
         """Per keypoint, the largest run-mean gap over the grid, (chunk, K), from the run sums of the kept columns.

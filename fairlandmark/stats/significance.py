@@ -284,8 +284,10 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _first_at_least(ascending: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Per row of sorted ``ascending``, the first index whose value is >= ``low`` (``searchsorted`` left), where
-    ``low`` is each element's value less its tie tolerance (so ``low`` increases along each row too).
+    """Per row of sorted ``ascending``, the first index whose value is >= ``low`` (``searchsorted`` left).
+
+    Preconditions: rows of ``ascending`` sorted ascending; ``low`` each element's value less its tie
+    tolerance, so non-decreasing along each row and <= ``ascending`` (NaN for +inf values).
 
     Values come in clusters of near-equal statistics (equal up to rounding): a cluster starts where the value
     before is below the element's band, and the answer is the start of the element's cluster whenever the
@@ -294,7 +296,7 @@ def _first_at_least(ascending: np.ndarray, low: np.ndarray) -> np.ndarray:
     """
     m, n = ascending.shape
     starts = np.zeros((m, n), dtype=np.int32)
-    if n < 2:
+    if n == 0:
         return starts
     new_cluster = ascending[:, :-1] < low[:, 1:]
     np.multiply(new_cluster, np.arange(1, n, dtype=np.int32), out=starts[:, 1:])
@@ -752,7 +754,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
         batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata, drawn=drawn,
                                       batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
-    fast = None if normal else _fast_plan(ctx)
+    fast = None if normal else _fast_null_plan(ctx)
 
     def compute(start: int, n: int, labels: list[np.ndarray] | None, sums: np.ndarray | None) -> None:
         if fast is not None and labels is not None:
@@ -779,8 +781,9 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
     return null_dp, null_gap
 
 
-def _fast_plan(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
-    """The permutation null's plan: :func:`_common_case_groups`."""
+def _fast_null_plan(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
+    """The permutation null's plan, :func:`_common_case_groups` (a function of its own so that tests can force
+    the general path, as with :func:`_fast_bootstrap_plan` and :func:`_fast_baseline_plan`)."""
     return _common_case_groups(ctx)
 
 
@@ -806,17 +809,22 @@ def _common_case_groups(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.n
 
 def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndarray]], labels: list[np.ndarray],
                n: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """DP and MRE-gap nulls of a batch in the common case (:func:`_fast_plan`), per run without the
+    """DP and MRE-gap nulls of a batch in the common case (:func:`_fast_null_plan`), per run without the
     (permutations, runs, cells, columns) array of the general path.
 
     The same product per run as :meth:`RunKernel.sums` (same operands, so the same float32 sums), then the
     same float64 operations in the same order: group sums of cells, SDR and MRE as sums / images, the gap
-    as max - min, run gaps added in run order and divided by the number of runs. The same numbers; the hit
-    and error columns side by side in each operation (elementwise, so the same bits in half the calls).
+    as max - min, and the mean over runs by the general path's own ``_run_mean`` (numpy sums a run axis
+    pairwise when it is the contiguous one, e.g. one keypoint). The same numbers; the hit and error columns
+    side by side in each operation (elementwise, so the same bits in half the calls).
     """
     n_cells = ctx.coding.n_cells
     hits, error = ctx.layout.hits(0), ctx.layout.error
-    total: dict[str, np.ndarray] = {}
+    R, K = ctx.study.n_runs, len(ctx.study.keypoints)
+    # Per-run gaps kept (n, R, K) and averaged as the general path averages them (_run_mean): numpy sums a
+    # contiguous run axis pairwise (K == 1, R >= 8), so adding runs one by one would differ in the last bits.
+    dp_runs = {a: np.empty((n, R, K)) for a in plan}
+    gap_runs = {a: np.empty((n, R, K)) for a in plan}
     for r in range(ctx.study.n_runs):
         run_labels = np.atleast_2d(labels[r])
         ids = np.arange(n_cells, dtype=run_labels.dtype)[None, :, None]
@@ -839,12 +847,9 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
                 np.abs(gap, out=gap)  # = max - min, bit for bit
             else:
                 gap = spread(ratios)
-            if r == 0:
-                total[a] = gap
-            else:
-                total[a] += gap
-    R = ctx.study.n_runs
-    return {a: (both[:, hits] / R, both[:, error] / R) for a, both in total.items()}
+            dp_runs[a][:, r] = gap[:, hits]
+            gap_runs[a][:, r] = gap[:, error]
+    return {a: (_run_mean(dp_runs[a], axis=1), _run_mean(gap_runs[a], axis=1)) for a in plan}
 
 
 class NormalNull:
@@ -996,14 +1001,15 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
 
     The same product per run as :meth:`RunKernel.sums` (one-hot cells times multiplicities, both float32, then
     the same matrix product, so the same float32 sums), then the same float64 operations in the same order:
-    group sums of cells, SDR and MRE as sums / images, DP as max - min, run values added in run order and
-    divided by the number of runs. The MRE gap, which the bootstrap does not report, is not computed.
+    group sums of cells, SDR and MRE as sums / images, DP as max - min averaged over runs by ``_run_mean``
+    (as the general path), SDR and MRE added in run order and divided by the number of runs (numpy's order
+    for those arrays). The MRE gap, which the bootstrap does not report, is not computed.
     """
     groups, onehots = plan
     hits, error = ctx.layout.hits(0), ctx.layout.error
     R = ctx.study.n_runs
     # Per attribute: DP and every group's sums / images (all columns), added over runs.
-    dp_total: dict[str, np.ndarray] = {}
+    dp_runs = {a: np.empty((n, R, len(ctx.study.keypoints))) for a in groups}
     ratio_total: dict[str, np.ndarray] = {}
     for r in range(R):
         values = ctx.kernel.values[r]
@@ -1016,12 +1022,13 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
             ratio = np.divide(group, sizes[r][:, None], out=None if group is sums else group)
             sdr = [ratio[:, g, hits] for g in range(len(members))]
             gap = np.abs(sdr[0] - sdr[1]) if len(sdr) == 2 else spread(sdr)  # = max - min, bit for bit
+            dp_runs[a][:, r] = gap
             if r == 0:
-                dp_total[a], ratio_total[a] = gap, ratio
+                ratio_total[a] = ratio
             else:
-                dp_total[a] += gap
                 ratio_total[a] += ratio
-    return {a: (dp_total[a] / R, ratio_total[a][..., hits] / R, ratio_total[a][..., error] / R) for a in groups}
+    return {a: (_run_mean(dp_runs[a], axis=1), ratio_total[a][..., hits] / R, ratio_total[a][..., error] / R)
+            for a in groups}
 
 
 def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
@@ -1124,12 +1131,12 @@ def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[st
 
     Hit sums and image counts are integers, the same whatever the order of the additions; from them the
     same float64 operations as the general path: SDR as hits / images, a group in DP where it is large
-    enough and in the observed DP of the run, :func:`parity_gap_value` (elementwise over runs), and the mean
-    over runs of the values present, added in run order. The same numbers.
+    enough and in the observed DP of the run, :func:`parity_gap_value`, and the mean over runs of the values
+    present by the general path's ``_run_mean``. The same numbers.
     """
-    total: dict[str, np.ndarray] = {}
-    present: dict[str, np.ndarray] = {}
-    for r in range(ctx.study.n_runs):
+    R, K = ctx.study.n_runs, len(ctx.study.keypoints)
+    per_run = {a: np.empty((n, R, K)) for a in members}
+    for r in range(R):
         run_labels = np.atleast_2d(labels[r])
         ids = np.arange(n_labels, dtype=run_labels.dtype)[None, :, None]
         assign = (run_labels[:, None, :] == ids).astype(columns[r].dtype)
@@ -1141,15 +1148,8 @@ def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[st
             with np.errstate(invalid="ignore", divide="ignore"):
                 sdr = group[..., :-1] / images[..., None]
             valid = (images >= ctx.min_group_size) & np.asarray(ctx.observed[a].valid)[r]
-            gap = parity_gap_value(sdr, valid)
-            has_value = ~np.isnan(gap)
-            if r == 0:
-                total[a], present[a] = np.where(has_value, gap, 0.0), has_value.astype(np.intp)
-            else:
-                total[a] += np.where(has_value, gap, 0.0)
-                present[a] += has_value
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {a: np.true_divide(total[a], present[a]) for a in members}
+            per_run[a][:, r] = parity_gap_value(sdr, valid)
+    return {a: _run_mean(per_run[a], axis=1) for a in members}
 
 
 def _batch_size_that_fits(study: Study, options: SignificanceOptions, slots: int = 1) -> int:
@@ -1234,20 +1234,21 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
         beside = Background(alongside, beside_options, drawn, concurrent=concurrent) if alongside is not None else None
 
-        def check() -> None:
+        def next_phase() -> None:
             if beside is not None:
                 beside.check()  # a failed curve test stops us early
-                # While it runs it takes a core: one worker fewer here (more threads than cores thrash the caches).
+                # While it runs it takes a core: the next phase uses one worker fewer (more threads than cores
+                # only thrash the caches).
                 ctx.workers = workers - 1 if beside.running else workers
 
-        check()
+        next_phase()
         try:
             perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
-            check()
+            next_phase()
             boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
-            check()
+            next_phase()
             base = _baseline(ctx, options, bar) if options.baseline_repeats else None
-            check()
+            next_phase()
             ctx.workers = workers  # the two adjustments: short, the other test's last batches overlap them
             result = SignificanceResult(ctx, options, perm, boot, base)
         except BaseException:
