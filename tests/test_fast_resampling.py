@@ -203,22 +203,27 @@ def _before_bootstrap_weights(image_cells, strata, seed, n_cells, batches):
     return out
 
 
-def test_bootstrap_draws_the_multiplicities_it_drew_before(monkeypatch):
-    study = _study(seed=9, n=120, shared=True)
-    drawn, contexts = [], []
-    original = significance_module._fast_bootstrap
+def _record_draws(monkeypatch, name, position, study, **options):
+    """Run an audit of ``study`` and return the context and the per-run arrays (argument ``position``) that
+    each call of ``significance._<name>`` received."""
+    seen = []
+    original = getattr(significance_module, name)
 
-    def spy(ctx, plan, weights, n):
-        contexts.append(ctx)
-        drawn.append([np.array(w, copy=True) for w in weights])
-        return original(ctx, plan, weights, n)
+    def spy(ctx, *args):
+        seen.append((ctx, [np.array(x, copy=True) for x in args[position - 1]]))
+        return original(ctx, *args)
 
-    monkeypatch.setattr(significance_module, "_fast_bootstrap", spy)
+    monkeypatch.setattr(significance_module, name, spy)
     pred, true, groups, runs, ids = study
     audit_arrays(pred, true, groups, runs=runs, image_ids=ids, spacing_mm=1.0, min_group_size=3, curves=False,
-                 significance=SignificanceOptions(permutations=0, bootstrap=30, baseline_repeats=0, seed=4,
-                                                  batch_size=12, n_jobs=1))
-    ctx = contexts[0]
+                 significance=SignificanceOptions(**{"permutations": 0, "bootstrap": 0, "baseline_repeats": 0,
+                                                     "n_jobs": 1, **options}))
+    return seen[0][0], [arrays for _, arrays in seen]
+
+
+def test_bootstrap_draws_the_multiplicities_it_drew_before(monkeypatch):
+    ctx, drawn = _record_draws(monkeypatch, "_fast_bootstrap", 2, _study(seed=9, n=120, shared=True), bootstrap=30,
+                               seed=4, batch_size=12)
     before = _before_bootstrap_weights(ctx.image_cells, ctx.strata, 4, ctx.coding.n_cells, [12, 12, 6])
     assert len(drawn) == 3
     for now, then in zip(drawn, before):
@@ -228,21 +233,8 @@ def test_bootstrap_draws_the_multiplicities_it_drew_before(monkeypatch):
 
 
 def test_baseline_draws_the_labels_it_drew_before(monkeypatch):
-    study = _study(seed=10, n=90)
-    drawn, contexts = [], []
-    original = significance_module._fast_baseline
-
-    def spy(ctx, columns, members, labels, n, n_labels):
-        contexts.append(ctx)
-        drawn.append([np.array(x, copy=True) for x in labels])
-        return original(ctx, columns, members, labels, n, n_labels)
-
-    monkeypatch.setattr(significance_module, "_fast_baseline", spy)
-    pred, true, groups, runs, ids = study
-    audit_arrays(pred, true, groups, runs=runs, image_ids=ids, spacing_mm=1.0, min_group_size=3, curves=False,
-                 significance=SignificanceOptions(permutations=0, bootstrap=0, baseline_repeats=20, seed=5,
-                                                  batch_size=8, n_jobs=1))
-    ctx = contexts[0]
+    ctx, drawn = _record_draws(monkeypatch, "_fast_baseline", 3, _study(seed=10, n=90), baseline_repeats=20, seed=5,
+                               batch_size=8)
     coding, strata = ctx.coding, ctx.strata
     base = [a for a in coding.attributes if a in coding.base_codes]
     sizes = [len(coding.groups[a]) for a in base]
