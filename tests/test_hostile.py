@@ -258,6 +258,22 @@ class TestNonFinite:
         with pytest.raises(InputError, match="too large to average"):
             fl.audit(preds, meta, attributes=["sex"], min_group_size=1)
 
+    def test_one_huge_error_that_resampling_would_overflow(self):
+        # One error of 1e308: its own sum is finite, but a bootstrap resample counting it twice is not.
+        preds, meta = study_frames()
+        preds.loc[0, "pred_x"] = -1e308
+        with pytest.raises(InputError, match=r"image 'im000' \(run 0\), keypoint 1: error 1e\+308 is too large"):
+            fl.audit(preds, meta, attributes=["sex"], min_group_size=1)
+
+    @pytest.mark.filterwarnings("error::RuntimeWarning")
+    def test_an_error_beyond_float32_is_audited_in_float64(self):
+        preds, meta = study_frames()
+        preds.loc[0, "pred_x"] = 1e39  # finite, but inf in the float32 resampling kernel
+        result = fl.audit(preds, meta, attributes=["sex"], min_group_size=1,
+                          significance={"permutations": 99, "bootstrap": 20, "baseline_repeats": 10})
+        mre = result.overall["mre"].to_numpy(dtype=float)
+        assert np.isfinite(mre).all() and mre.max() > 1e36
+
     def test_scale_that_overflows(self):
         preds, meta = study_frames()
         with pytest.raises(InputError, match="infinite"):

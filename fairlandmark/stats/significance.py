@@ -575,9 +575,11 @@ class _Context:
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
         self.any_missing = bool(np.isnan(study.errors).any())
+        # Errors beyond float32's range (absurd, but finite) would turn into inf there: float64 then.
+        dtype = np.float64 if bool((np.abs(study.errors) > np.finfo(np.float32).max).any()) else np.float32
         # Unlabelled points are NaN too, so they turn presence on; their mask gives per-keypoint SDR denominators.
         values, self.layout = build_values(study.errors, thresholds[:1], present=self.any_missing,
-                                           labelled=getattr(study, "labelled", None), dtype=np.float32)
+                                           labelled=getattr(study, "labelled", None), dtype=dtype)
         self.kernel = RunKernel(values, study.row_run, study.n_runs)
         small = np.int8 if self.coding.n_cells < 128 else np.int32  # cheaper comparisons
         self.cells_by_run = self.kernel.labels_by_run(self.coding.cell.astype(small))
