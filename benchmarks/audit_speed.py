@@ -62,11 +62,12 @@ def time_audit(preds_path, meta_path, repeats=1, curves=True):
     return best
 
 
-def paired_ratio(preds_path, meta_path, errors, runs, sex, age, pairs, cpu=None, curves=True):
+def paired_ratio(preds_path, meta_path, errors, runs, sex, age, pairs, cpu=None, curves=True, each=None):
     """Whole audit against the plain numpy permutation test, alternating, ``pairs`` times; median ratio.
 
     Wall-clock seconds; ``cpu`` (a list) also receives the paired ratios of CPU seconds of this process
-    (user + system, all threads), less sensitive to other jobs sharing the machine.
+    (user + system, all threads), less sensitive to other jobs sharing the machine; ``each`` (a list) the
+    wall-clock ratio of every pair.
     """
     ratios, ours, plain = [], [], []
     for _ in range(pairs):
@@ -78,6 +79,8 @@ def paired_ratio(preds_path, meta_path, errors, runs, sex, age, pairs, cpu=None,
         ratios.append(ours[-1] / plain[-1])
         if cpu is not None:
             cpu.append(((c1 - c0) / (c2 - c1), c1 - c0, c2 - c1))
+    if each is not None:
+        each.extend(ratios)
     return float(np.median(ratios)), float(np.median(ours)), float(np.median(plain))
 
 
@@ -187,10 +190,11 @@ def main():
             preds_path, meta_path = os.path.join(tmp, "preds.csv"), os.path.join(tmp, "meta.csv")
             preds.to_csv(preds_path, index=False)
             meta.to_csv(meta_path, index=False)
-            cpu = []
+            cpu, each = [], []
             ratio, ours_med, plain_med = paired_ratio(preds_path, meta_path, errors, runs, sex, age, pairs=args.pairs,
-                                                      cpu=cpu, curves=not args.no_curves)
-        print(f"paired median: audit {ours_med:.2f} s, plain numpy {plain_med:.2f} s, ratio {ratio:.2f}")
+                                                      cpu=cpu, curves=not args.no_curves, each=each)
+        print(f"paired median: audit {ours_med:.2f} s, plain numpy {plain_med:.2f} s, ratio {ratio:.2f} "
+              f"(pairs: {' '.join(f'{r:.2f}' for r in each)})")
         cpu_ratio, cpu_ours, cpu_plain = (float(np.median([c[i] for c in cpu])) for i in range(3))
         print(f"CPU seconds, paired median: audit {cpu_ours:.2f} s, plain numpy {cpu_plain:.2f} s, "
               f"ratio {cpu_ratio:.2f}; load average {os.getloadavg()[0]:.1f}")

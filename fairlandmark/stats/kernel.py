@@ -100,7 +100,7 @@ def cell_packs(sizes: np.ndarray, bits: int = 24) -> list[list[tuple[int, int]]]
     A cell's hit count in a run is at most its size, so it fits ``ceil(log2(size + 1))`` bits; a pack's fields
     together stay within the 24 bits that float32 holds exactly, so the product of the weights ``2**shift``
     with the 0/1 hits sums exact integers in any order and unpacks exactly. Three cells of 75 images
-    share one product where one-hot rows took three.
+    share one product where one-hot rows took three. (Public as the layout of ``PackedCellCounts.packs``.)
 
     Examples
     --------
