@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["register", "add_audit_privacy_arguments", "privacy_from_audit_args"]
 
 
-
-
-
 def _run(args: argparse.Namespace) -> int:
     from fairlandmark.files import check_outputs
 

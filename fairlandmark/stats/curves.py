@@ -32,8 +32,8 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
-from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, nan_mean, parity_gap_value,
-                                       sdr_from_sums, single_threaded_blas, spread)
+from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, count_dtype, nan_mean,
+                                       parity_gap_value, sdr_from_sums, single_threaded_blas, spread)
 from fairlandmark.stats.workers import batch_pool, workers_for
 
 if TYPE_CHECKING:
@@ -206,8 +206,7 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     # One threshold at a time: an (images x keypoints x grid) value matrix would take 3.5 GB at a million
     # images; the sums of 0/1 columns are the same exact counts either way.
     _, layout = build_values(study.errors[:0], grid, present=False, error=False)
-    largest_run = int(np.bincount(np.asarray(study.row_run), minlength=1).max(initial=0))
-    exact = np.float32 if largest_run < 2**24 else np.float64  # counts of 0/1 values: exact in float32 below 2**24
+    exact = count_dtype(study.row_run)
     blocks = []
     for t in grid:
         values, _ = build_values(study.errors, [t], present=False, error=False, dtype=exact)
@@ -330,7 +329,7 @@ class _CurvePlan:
         keypoint_of = self.keep % K
         self.first_column = np.flatnonzero(np.r_[True, keypoint_of[1:] != keypoint_of[:-1]]) if kept.size else kept
         self.keypoints_kept = keypoint_of[self.first_column]
-        self.T, self.K, self.n_runs = T, K, len(totals)
+        self.K, self.n_runs = K, len(totals)
         self.n_cells = cell_counts.shape[1]
         self.values = [np.ascontiguousarray(v[:, self.keep]) for v in kernel.values]
         self.totals = [t[self.keep].astype(np.int32) for t in totals]
@@ -420,9 +419,9 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
 
     errors, coding = study.errors, study.coding
     K, T, B = errors.shape[1], len(grid), options.permutations
-    # Column t*K + k: keypoint k hits at grid[t] (a missing prediction never hits). float32 keeps counts exact
-    # below 2**24 rows per run (the packed fast path needs it); float64 beyond.
-    exact = np.float32 if int(np.bincount(np.asarray(study.row_run)).max(initial=0)) < 2**24 else np.float64
+    # Column t*K + k: keypoint k hits at grid[t] (a missing prediction never hits), in the dtype whose counts
+    # are exact (float32 is what the packed fast path needs).
+    exact = count_dtype(study.row_run)
     with np.errstate(invalid="ignore"):
         hits = (errors[:, None, :] <= grid[None, :, None]).reshape(len(errors), T * K).astype(exact)
     kernel = RunKernel(hits, study.row_run, study.n_runs)

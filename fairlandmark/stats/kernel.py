@@ -53,6 +53,7 @@ __all__ = [
     "spread",
     "cell_packs",
     "PackedCellCounts",
+    "count_dtype",
 ]
 
 
@@ -283,6 +284,19 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
         blocks.append(np.asarray(labelled, dtype=bool))
     layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
     return np.concatenate(blocks, axis=1).astype(dtype, copy=False), layout
+
+
+def count_dtype(row_run: ArrayLike) -> type[np.float32] | type[np.float64]:
+    """The value dtype whose sums of 0/1 columns over a run's rows are exact: float32 (half the cost) while
+    every run has fewer than 2**24 rows, float64 beyond.
+
+    Examples
+    --------
+    >>> count_dtype(np.array([0, 0, 1]))
+    <class 'numpy.float32'>
+    """
+    largest_run = int(np.bincount(np.asarray(row_run), minlength=1).max(initial=0))
+    return np.float32 if largest_run < 2**24 else np.float64
 
 
 class RunKernel:

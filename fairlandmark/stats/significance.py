@@ -48,8 +48,9 @@ from numpy.typing import ArrayLike
 from fairlandmark.exceptions import InputError
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
-from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, mre_from_sums, nan_mean, parity_gap_value,
-                                       sdr_from_sums, single_threaded_blas, spread, without_thin_groups)
+from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, count_dtype, mre_from_sums, nan_mean,
+                                       parity_gap_value, sdr_from_sums, single_threaded_blas, spread,
+                                       without_thin_groups)
 from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, run_all, run_parts, workers_for
 
 if TYPE_CHECKING:
@@ -396,7 +397,7 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.
     labels = np.asarray(labels)
     m = len(labels)
     bits = int(labels.max(initial=0)).bit_length() if m else 0
-    if m < 2 or bits > 16 or (m and int(labels.min()) < 0):
+    if m < 2 or bits > 16 or int(labels.min()) < 0:
         return labels[_random_permutations(rng, n, m)]
     keys = _random_keys(rng, n, m)
     low = (1 << max(bits, 1)) - 1
@@ -827,31 +828,36 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
     # contiguous run axis pairwise (K == 1, R >= 8), so adding runs one by one would differ in the last bits.
     dp_runs = {a: np.empty((n, R, K)) for a in plan}
     gap_runs = {a: np.empty((n, R, K)) for a in plan}
-    for r in range(ctx.study.n_runs):
-        run_labels = np.atleast_2d(labels[r])
-        ids = np.arange(n_cells, dtype=run_labels.dtype)[None, :, None]
-        assign = (run_labels[:, None, :] == ids).astype(ctx.kernel.values[r].dtype)
-        sums = (assign.reshape(n * n_cells, -1) @ ctx.kernel.values[r]).astype(np.float64).reshape(n, n_cells, -1)
+    for r in range(R):
+        sums = _one_hot_sums(labels[r], n_cells, ctx.kernel.values[r])
         for a, (members, sizes) in plan.items():
-            ratios = []  # per group: SDR in the hit columns, MRE in the error columns
-            for idx, size in zip(members, sizes[r]):
-                if len(idx) == 1:
-                    group = sums[:, idx[0]] / size
-                elif len(idx) == 2:
-                    group = np.add(sums[:, idx[0]], sums[:, idx[1]])  # = add.reduce of the two, without stacking
-                    group /= size
-                else:
-                    group = np.add.reduce([sums[:, c] for c in idx])
-                    group /= size
-                ratios.append(group)
-            if len(ratios) == 2:
-                gap = np.subtract(ratios[0], ratios[1], out=ratios[0])
-                np.abs(gap, out=gap)  # = max - min, bit for bit
-            else:
-                gap = spread(ratios)
+            ratio = _group_ratios(sums, members, sizes[r])  # SDR in the hit columns, MRE in the error columns
+            gap = _largest_gap([ratio[:, g] for g in range(len(members))])
             dp_runs[a][:, r] = gap[:, hits]
             gap_runs[a][:, r] = gap[:, error]
     return {a: (_run_mean(dp_runs[a], axis=1), _run_mean(gap_runs[a], axis=1)) for a in plan}
+
+
+def _one_hot_sums(labels: np.ndarray, n_labels: int, values: np.ndarray) -> np.ndarray:
+    """Sums of one run's ``values`` (rows, columns) per label, for label rows (n, rows): (n, labels, columns)
+    float64, from the same one-hot product in ``values``' dtype as :meth:`RunKernel.sums` (the same bits)."""
+    run_labels = np.atleast_2d(labels)
+    n = run_labels.shape[0]
+    ids = np.arange(n_labels, dtype=run_labels.dtype)[None, :, None]
+    assign = (run_labels[:, None, :] == ids).astype(values.dtype)
+    return (assign.reshape(n * n_labels, -1) @ values).astype(np.float64).reshape(n, n_labels, -1)
+
+
+def _group_ratios(sums: np.ndarray, members: Sequence[np.ndarray], sizes: np.ndarray) -> np.ndarray:
+    """Group sums of cell ``sums`` (n, cells, columns) divided by the groups' images ``sizes`` (G,): SDR in hit
+    columns, MRE in error columns, (n, G, columns); the general path's operations in its order."""
+    group = _group_sums(sums, members)
+    return np.divide(group, sizes[:, None], out=None if group is sums else group)
+
+
+def _largest_gap(values: Sequence[np.ndarray]) -> np.ndarray:
+    """Largest minus smallest of the groups' values; ``|a - b|`` for two, the same bits with one pass fewer."""
+    return np.abs(values[0] - values[1]) if len(values) == 2 else spread(values)
 
 
 class NormalNull:
@@ -1019,12 +1025,8 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
         assign = onehot * np.atleast_2d(weights[r])[:, None, :]  # (n, cells, n_r): the kernel's operand
         sums = (assign.reshape(n * len(onehot), -1) @ values).astype(np.float64).reshape(n, len(onehot), -1)
         for a, (members, sizes) in groups.items():
-            group = _group_sums(sums, members)
-            # Sums / images, all columns at once (in place unless the groups are the cells themselves).
-            ratio = np.divide(group, sizes[r][:, None], out=None if group is sums else group)
-            sdr = [ratio[:, g, hits] for g in range(len(members))]
-            gap = np.abs(sdr[0] - sdr[1]) if len(sdr) == 2 else spread(sdr)  # = max - min, bit for bit
-            dp_runs[a][:, r] = gap
+            ratio = _group_ratios(sums, members, sizes[r])  # all columns at once
+            dp_runs[a][:, r] = _largest_gap([ratio[:, g, hits] for g in range(len(members))])
             if r == 0:
                 ratio_total[a] = ratio
             else:
@@ -1120,7 +1122,7 @@ def _fast_baseline_plan(ctx: _Context) -> list[np.ndarray] | None:
     """Each run's hit columns and a column of ones, shape (n_r, K + 1) float32, whose sums per label are the
     kernel's hit sums and image counts exactly (integers below 2**24, exact in float32 in any order); None when
     some point is unlabelled (its SDR denominators differ) or a run is too large for exact float32 counts."""
-    if ctx.layout.has_labelled or max((len(v) for v in ctx.kernel.values), default=0) >= 2**24:
+    if ctx.layout.has_labelled or count_dtype(ctx.study.row_run) is not np.float32:
         return None
     hits = ctx.layout.hits(0)
     return [np.concatenate([v[:, hits], np.ones((len(v), 1), v.dtype)], axis=1) for v in ctx.kernel.values]
@@ -1139,11 +1141,7 @@ def _fast_baseline(ctx: _Context, columns: list[np.ndarray], members: Mapping[st
     R, K = ctx.study.n_runs, len(ctx.study.keypoints)
     per_run = {a: np.empty((n, R, K)) for a in members}
     for r in range(R):
-        run_labels = np.atleast_2d(labels[r])
-        ids = np.arange(n_labels, dtype=run_labels.dtype)[None, :, None]
-        assign = (run_labels[:, None, :] == ids).astype(columns[r].dtype)
-        product = assign.reshape(n * n_labels, run_labels.shape[1]) @ columns[r]
-        sums = product.astype(np.float64).reshape(n, n_labels, -1)
+        sums = _one_hot_sums(labels[r], n_labels, columns[r])
         for a, cells in members.items():
             group = _group_sums(sums, cells)  # (n, G, K + 1), exact
             images = group[..., -1]
