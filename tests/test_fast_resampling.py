@@ -50,8 +50,8 @@ def _resample_patched(monkeypatch, study, *, fast, min_group_size, **options):
     for name in ("_bootstrap", "_baseline"):
         original = getattr(significance_module, name)
 
-        def spy(*args, _original=original, _name=name):
-            seen[_name] = _original(*args)
+        def spy(*args, _original=original, _name=name, **kwargs):
+            seen[_name] = _original(*args, **kwargs)
             return seen[_name]
 
         monkeypatch.setattr(significance_module, name, spy)

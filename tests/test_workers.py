@@ -18,7 +18,7 @@ from fairlandmark.audit import prepare_study
 from fairlandmark.exceptions import InputError
 from fairlandmark.stats import significance as significance_module
 from fairlandmark.stats.significance import SignificanceOptions, run_significance
-from fairlandmark.stats.workers import Background, BatchPool, batch_pool, resolve_workers, run_all
+from fairlandmark.stats.workers import Background, BatchPool, TaskQueue, batch_pool, resolve_workers, run_all
 
 # A warning silenced with ``warnings.catch_warnings`` on one worker thread can leak from another: the
 # resampling code must not need it (numpy's "Mean of empty slice" once escaped this way).
@@ -137,6 +137,45 @@ def test_run_all_keeps_the_order_and_background_returns_or_raises():
         broken.check()  # a failed task stops its caller at the next check
 
 
+def test_queued_tasks_run_once_each_on_whichever_thread_is_free():
+    queue = TaskQueue()
+    release = threading.Event()
+    threads = []
+
+    def task(i):
+        threads.append((i, threading.current_thread().name))
+        return i * 10
+
+    futures = [queue.put(lambda i=i: task(i)) for i in range(6)]
+    failed = queue.put(lambda: 1 / 0)
+    # The other thread takes queued tasks once its own task ends; this thread takes the rest.
+    beside = Background(lambda stop: release.wait(5) and "own", concurrent=True, then=queue)
+    assert beside.running
+    release.set()
+    queue.work()
+    assert beside.result() == "own"
+    assert [f.result() for f in futures] == [0, 10, 20, 30, 40, 50]
+    assert sorted(i for i, _ in threads) == list(range(6))  # each task once
+    with pytest.raises(ZeroDivisionError):
+        failed.result()  # an error goes to whoever asks for the result
+    beside._thread.join(5)
+    assert not beside.running
+
+
+def test_cancel_drops_the_queued_tasks_not_yet_started():
+    queue = TaskQueue()
+    ran = []
+    started = threading.Event()
+    beside = Background(lambda stop: started.set() or stop.wait(5), concurrent=True, then=queue)
+    futures = [queue.put(lambda i=i: ran.append(i)) for i in range(3)]
+    assert started.wait(5)
+    beside.cancel()  # the task is told to stop, and its queue starts nothing more
+    assert beside.result() is True
+    assert all(f.cancelled() for f in futures)
+    queue.work()
+    assert ran == []
+
+
 def _prepared(seed=6):
     pred, true, groups, runs, ids = _study(seed=seed)
     import pandas as pd
@@ -196,7 +235,7 @@ def test_an_error_beside_or_in_the_significance_run_surfaces(monkeypatch):
                 return None
         return 1
 
-    monkeypatch.setattr(significance_module, "_bootstrap", lambda *a: (_ for _ in ()).throw(MemoryError("boot")))
+    monkeypatch.setattr(significance_module, "_bootstrap", lambda *a, **k: (_ for _ in ()).throw(MemoryError("boot")))
     started = time.perf_counter()
     with pytest.raises(MemoryError, match="boot"):
         run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed, options=options,

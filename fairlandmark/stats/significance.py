@@ -40,7 +40,7 @@ import threading
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -51,7 +51,8 @@ from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, count_dtype, mre_from_sums, nan_mean,
                                        parity_gap_value, sdr_from_sums, single_threaded_blas, spread,
                                        without_thin_groups)
-from fairlandmark.stats.workers import Background, batch_pool, check_n_jobs, run_all, run_parts, workers_for
+from fairlandmark.stats.workers import (Background, TaskQueue, batch_pool, check_n_jobs, run_all, run_parts,
+                                       workers_for)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -571,7 +572,6 @@ class _Context:
         self.coding = study.coding
         self.min_group_size = min_group_size
         self.method = "permutation"  # resolved by run_significance
-        self.workers = 1  # worker threads of the resampling loops, set by run_significance
         self.observed = observed
         # float32 halves the cost and keeps hit counts exact; presence columns
         # are needed only when some prediction is missing.
@@ -740,8 +740,8 @@ def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, se
     return out
 
 
-def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
-                  drawn: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any, drawn: np.ndarray | None = None, *,
+                  workers: int = 1) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
@@ -776,7 +776,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any,
         if bar:
             bar.advance(task, n)
 
-    with batch_pool(ctx.workers) as pool:
+    with batch_pool(workers) as pool:
         for start, n, labels in batches:
             # The normal draws come from sequential streams: drawn here, in order, whatever the workers.
             sums = large_sample.draw(n) if normal or labels is None else None  # (n, R, L, M)
@@ -817,25 +817,49 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
 
     The same product per run as :meth:`RunKernel.sums` (same operands, so the same float32 sums), then the
     same float64 operations in the same order: group sums of cells, SDR and MRE as sums / images, the gap
-    as max - min, and the mean over runs by the general path's own ``_run_mean`` (numpy sums a run axis
-    pairwise when it is the contiguous one, e.g. one keypoint). The same numbers; the hit and error columns
-    side by side in each operation (elementwise, so the same bits in half the calls).
+    as max - min, and the mean over runs in the general path's order (:class:`_RunGaps`). The same numbers;
+    the hit and error columns side by side in each operation (elementwise, so the same bits in half the
+    calls).
     """
     n_cells = ctx.coding.n_cells
     hits, error = ctx.layout.hits(0), ctx.layout.error
     R, K = ctx.study.n_runs, len(ctx.study.keypoints)
-    # Per-run gaps kept (n, R, K) and averaged as the general path averages them (_run_mean): numpy sums a
-    # contiguous run axis pairwise (K == 1, R >= 8), so adding runs one by one would differ in the last bits.
-    dp_runs = {a: np.empty((n, R, K)) for a in plan}
-    gap_runs = {a: np.empty((n, R, K)) for a in plan}
+    run_gaps = _RunGaps(R, K)
+    dp: dict[str, np.ndarray] = {}
     for r in range(R):
         sums = _one_hot_sums(labels[r], n_cells, ctx.kernel.values[r])
         for a, (members, sizes) in plan.items():
             ratio = _group_ratios(sums, members, sizes[r])  # SDR in the hit columns, MRE in the error columns
-            gap = _largest_gap([ratio[:, g] for g in range(len(members))])
-            dp_runs[a][:, r] = gap[:, hits]
-            gap_runs[a][:, r] = gap[:, error]
-    return {a: (_run_mean(dp_runs[a], axis=1), _run_mean(gap_runs[a], axis=1)) for a in plan}
+            dp[a] = run_gaps.add(dp.get(a), _largest_gap([ratio[:, g] for g in range(len(members))]), r)
+    return {a: (run_gaps.mean(dp[a], hits), run_gaps.mean(dp[a], error)) for a in plan}
+
+
+class _RunGaps:
+    """Per-run gaps (resamples, columns) averaged over runs with the bits of the general path's ``_run_mean``
+    of the (resamples, runs, K) array: numpy adds the runs one by one in run order when K > 1, so they are
+    added here as they come (no such array, less memory traffic); with one keypoint it sums the contiguous
+    run axis pairwise, so the gaps are kept and averaged by ``_run_mean`` itself."""
+
+    def __init__(self, n_runs: int, n_keypoints: int) -> None:
+        self.n_runs, self.n_keypoints = n_runs, n_keypoints
+
+    def add(self, total: np.ndarray | None, gap: np.ndarray, r: int) -> np.ndarray:
+        """Run ``r``'s gaps (a new array, which may be kept) added to ``total`` (None for the first run)."""
+        if self.n_keypoints == 1:
+            if total is None:
+                total = np.empty((len(gap), self.n_runs, gap.shape[1]))
+            total[:, r] = gap
+        elif total is None:
+            total = gap
+        else:
+            total += gap
+        return total
+
+    def mean(self, total: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """The mean over runs of ``columns`` (K of them)."""
+        if self.n_keypoints == 1:
+            return _run_mean(total[:, :, columns], axis=1)
+        return total[:, columns] / self.n_runs
 
 
 def _one_hot_sums(labels: np.ndarray, n_labels: int, values: np.ndarray) -> np.ndarray:
@@ -914,7 +938,8 @@ class NormalNull:
         return sums
 
 
-def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, dict[str, np.ndarray]]:
+def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any, *,
+               workers: int = 1) -> dict[str, dict[str, np.ndarray]]:
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.bootstrap
@@ -955,7 +980,7 @@ def _bootstrap(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[st
             bar.advance(task, n)
 
     # The draws stay on this thread, in batch order; the sums of each batch go to a worker.
-    with batch_pool(ctx.workers) as pool:
+    with batch_pool(workers) as pool:
         for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=40)):
             # Multiplicities are small integers, exact in float32, the kernel's dtype.
             image_weights = np.empty((n, strata.n_images), dtype=np.float32)
@@ -1009,15 +1034,16 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
 
     The same product per run as :meth:`RunKernel.sums` (one-hot cells times multiplicities, both float32, then
     the same matrix product, so the same float32 sums), then the same float64 operations in the same order:
-    group sums of cells, SDR and MRE as sums / images, DP as max - min averaged over runs by ``_run_mean``
-    (as the general path), SDR and MRE added in run order and divided by the number of runs (numpy's order
+    group sums of cells, SDR and MRE as sums / images, DP as max - min averaged over runs in the general
+    path's order (:class:`_RunGaps`), SDR and MRE added in run order and divided by the number of runs (numpy's order
     for those arrays). The MRE gap, which the bootstrap does not report, is not computed.
     """
     groups, onehots = plan
     hits, error = ctx.layout.hits(0), ctx.layout.error
     R = ctx.study.n_runs
     # Per attribute: DP and every group's sums / images (all columns), added over runs.
-    dp_runs = {a: np.empty((n, R, len(ctx.study.keypoints))) for a in groups}
+    run_gaps = _RunGaps(R, len(ctx.study.keypoints))
+    dp: dict[str, np.ndarray] = {}
     ratio_total: dict[str, np.ndarray] = {}
     for r in range(R):
         values = ctx.kernel.values[r]
@@ -1026,16 +1052,16 @@ def _fast_bootstrap(ctx: _Context, plan: tuple[Mapping[str, tuple[list[np.ndarra
         sums = (assign.reshape(n * len(onehot), -1) @ values).astype(np.float64).reshape(n, len(onehot), -1)
         for a, (members, sizes) in groups.items():
             ratio = _group_ratios(sums, members, sizes[r])  # all columns at once
-            dp_runs[a][:, r] = _largest_gap([ratio[:, g, hits] for g in range(len(members))])
+            dp[a] = run_gaps.add(dp.get(a), _largest_gap([ratio[:, g, hits] for g in range(len(members))]), r)
             if r == 0:
                 ratio_total[a] = ratio
             else:
                 ratio_total[a] += ratio
-    return {a: (_run_mean(dp_runs[a], axis=1), ratio_total[a][..., hits] / R, ratio_total[a][..., error] / R)
+    return {a: (run_gaps.mean(dp[a]), ratio_total[a][..., hits] / R, ratio_total[a][..., error] / R)
             for a in groups}
 
 
-def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str, np.ndarray]:
+def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any, *, workers: int = 1) -> dict[str, np.ndarray]:
     coding = ctx.coding
     base = [a for a in coding.attributes if a in coding.base_codes]
     sizes = [len(coding.groups[a]) for a in base]
@@ -1097,7 +1123,7 @@ def _baseline(ctx: _Context, options: SignificanceOptions, bar: Any) -> dict[str
         if bar:
             bar.advance(task, n)
 
-    with batch_pool(ctx.workers) as pool:
+    with batch_pool(workers) as pool:
         for start, n in _batches(B, _batch_size(ctx, options, bytes_per_row=32 * len(base))):
             image_labels = np.empty((n, strata.n_images), dtype=label_dtype)
             for s in range(strata.n_strata):
@@ -1215,7 +1241,6 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     workers, batch_size = _workers_and_batch(study, options)
     options = replace(options, batch_size=batch_size)
     ctx = _Context(study, list(thresholds), min_group_size, observed)
-    ctx.workers = workers
     # Observed results without group sizes (measurements pass only validity): "auto" stays with permutations.
     in_dp = [obs.n_images[obs.valid] if hasattr(obs, "n_images") else np.zeros(0, dtype=int) for obs in observed.values()]
     if not all(hasattr(obs, "n_images") for obs in observed.values()):
@@ -1229,35 +1254,72 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
             drawn = draw_permutations(ctx.cells_by_run, options.permutations, seed=options.seed, strata=ctx.strata,
                                       workers=workers)
         concurrent = alongside is not None and workers > 1 and drawn is not None
-        # Side by side on one thread of its own (more threads than cores only thrash the caches).
-        # The other test gets this run's resolved null ("permutation" or "normal") and progress bar.
+        # Side by side on one thread of its own (more threads than cores only thrash the caches); when its own
+        # test ends, that thread takes the short tasks queued here (the adjustments, the baseline), so that
+        # neither core idles at the end. The other test gets this run's resolved null and progress bar.
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
-        beside = Background(alongside, beside_options, drawn, concurrent=concurrent) if alongside is not None else None
+        queue = TaskQueue()
+        beside = (Background(alongside, beside_options, drawn, concurrent=concurrent, then=queue)
+                  if alongside is not None else None)
 
-        def next_phase() -> None:
-            if beside is not None:
-                beside.check()  # a failed curve test stops us early
-                # While it runs it takes a core: the next phase uses one worker fewer (more threads than cores
-                # only thrash the caches).
-                ctx.workers = workers - 1 if beside.running else workers
+        def free_workers() -> int:
+            """Workers for the next phase: one fewer while the other thread is busy."""
+            if beside is None:
+                return workers
+            beside.check()  # a failed curve test stops us early
+            return workers - 1 if beside.running else workers
 
-        next_phase()
         try:
-            perm = _permutations(ctx, options, bar, drawn) if options.permutations else None
-            next_phase()
-            boot = _bootstrap(ctx, options, bar) if options.bootstrap else None
-            next_phase()
-            base = _baseline(ctx, options, bar) if options.baseline_repeats else None
-            next_phase()
-            ctx.workers = workers  # the two adjustments: short, the other test's last batches overlap them
-            result = SignificanceResult(ctx, options, perm, boot, base)
+            perm = _permutations(ctx, options, bar, drawn, workers=free_workers()) if options.permutations else None
+            tests = _PermutationTests.of(ctx, perm) if perm is not None else None
+            adjustments: list[Callable[[], np.ndarray]] = []
+            if tests is not None:
+                adjustments = [lambda: westfall_young_minp(tests.null_dp, tests.observed_dp),
+                               lambda: westfall_young_minp(tests.null_gap, tests.observed_gap)]
+            if concurrent:
+                # Queued for whichever thread is free first: the other test's when it ends, this one after the
+                # bootstrap. The baseline takes the workers free when it starts.
+                adjusted = [queue.put(task) for task in adjustments]
+                base_task = (queue.put(lambda: _baseline(ctx, options, bar, workers=free_workers()))
+                             if options.baseline_repeats else None)
+                boot = _bootstrap(ctx, options, bar, workers=free_workers()) if options.bootstrap else None
+                # The rest of the queue: on this thread, or on all cores if the other thread has ended.
+                drains = free_workers()
+                run_all([queue.work] * drains, drains)
+                base = base_task.result() if base_task is not None else None
+                westfall_young = tuple(task.result() for task in adjusted)
+            else:
+                boot = _bootstrap(ctx, options, bar, workers=workers) if options.bootstrap else None
+                base = _baseline(ctx, options, bar, workers=workers) if options.baseline_repeats else None
+                westfall_young = tuple(run_all(adjustments, workers))
+            result = SignificanceResult(ctx, options, tests, westfall_young, boot, base)
         except BaseException:
             if beside is not None:
                 beside.cancel()  # it gives up at its next batch; an error or Ctrl-C here does not wait for it
+            queue.cancel()
             raise
         result.shared_permutations = drawn
         result.alongside = beside.result() if beside is not None else None
     return result
+
+
+class _PermutationTests(NamedTuple):
+    """The DP and MRE-gap nulls of every (attribute, keypoint) side by side, (permutations, attributes x K), and
+    the observed statistics through the same kernel."""
+
+    null_dp: np.ndarray
+    observed_dp: np.ndarray
+    null_gap: np.ndarray
+    observed_gap: np.ndarray
+
+    @classmethod
+    def of(cls, ctx: _Context, perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _PermutationTests:
+        attributes = ctx.coding.attributes
+        identity = [ctx.identity_stats(a) for a in attributes]
+        return cls(np.concatenate([perm[0][a] for a in attributes], axis=1),
+                   np.concatenate([dp for dp, _ in identity]),
+                   np.concatenate([perm[1][a] for a in attributes], axis=1),
+                   np.concatenate([gap for _, gap in identity]))
 
 
 STATISTIC = ("mean over runs of per-run DP; image labels permuted among images evaluated in the same runs "
@@ -1272,9 +1334,9 @@ METHOD_TEXT = {
 class SignificanceResult:
     """Per (attribute, keypoint) p-values, intervals and baseline; joins onto audit tables."""
 
-    def __init__(self, ctx: _Context, options: SignificanceOptions,
-                 perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None,
-                 boot: dict[str, dict[str, np.ndarray]] | None, base: dict[str, np.ndarray] | None) -> None:
+    def __init__(self, ctx: _Context, options: SignificanceOptions, tests: _PermutationTests | None,
+                 westfall_young: tuple[np.ndarray, ...], boot: dict[str, dict[str, np.ndarray]] | None,
+                 base: dict[str, np.ndarray] | None) -> None:
         self.options = options
         self.method = ctx.method
         # The permuted cells of the DP test on the image axis (permutations x images), kept for the curve test
@@ -1286,19 +1348,11 @@ class SignificanceResult:
         coding, K = ctx.coding, len(ctx.study.keypoints)
         self.attributes = list(coding.attributes)
         self.groups = {a: list(coding.groups[a]) for a in self.attributes}
-        identity = {a: ctx.identity_stats(a) for a in self.attributes}
-        obs_dp = {a: identity[a][0] for a in self.attributes}
-        obs_gap = {a: identity[a][1] for a in self.attributes}
         self.columns: dict[str, dict[str, np.ndarray]] = {a: {} for a in self.attributes}
-        if perm is not None:
-            null_dp = np.concatenate([perm[0][a] for a in self.attributes], axis=1)
-            null_gap = np.concatenate([perm[1][a] for a in self.attributes], axis=1)
-            dp_all = np.concatenate([obs_dp[a] for a in self.attributes])
-            gap_all = np.concatenate([obs_gap[a] for a in self.attributes])
-            p = permutation_pvalue(null_dp, dp_all)
-            p_gap = permutation_pvalue(null_gap, gap_all)
-            wy_dp, wy_gap = run_all([lambda: westfall_young_minp(null_dp, dp_all),
-                                     lambda: westfall_young_minp(null_gap, gap_all)], ctx.workers)
+        if tests is not None:
+            p = permutation_pvalue(tests.null_dp, tests.observed_dp)
+            p_gap = permutation_pvalue(tests.null_gap, tests.observed_gap)
+            wy_dp, wy_gap = westfall_young
             adjusted = {"bh": _adjust(p, "bh"), "holm": _adjust(p, "holm"), "westfall-young": wy_dp}
             adjusted_gap = {"bh": _adjust(p_gap, "bh"), "holm": _adjust(p_gap, "holm"), "westfall-young": wy_gap}
             chosen, chosen_gap = adjusted[options.correction], adjusted_gap[options.correction]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 
 __all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "workers_for", "MIN_THREADED_WORK", "BatchPool",
-           "batch_pool", "run_parts", "run_all", "Background"]
+           "batch_pool", "run_parts", "run_all", "TaskQueue", "Background"]
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
@@ -159,11 +160,60 @@ def run_all(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
     return results
 
 
+class TaskQueue:
+    """Independent tasks, each taken once, in order, by whichever thread is free to call :meth:`work`.
+
+    A :class:`Background` thread given the queue takes tasks when its own task ends; the calling thread takes
+    what is left when it is done with its own work. Which thread computes a task changes no number.
+
+    Examples
+    --------
+    >>> queue = TaskQueue()
+    >>> first, second = queue.put(lambda: 1), queue.put(lambda: 2)
+    >>> queue.work()
+    >>> first.result(), second.result()
+    (1, 2)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+
+    def put(self, fn: Callable[[], T]) -> Future[T]:
+        """Queue ``fn``; its future holds its result or its exception."""
+        future: Future[T] = Future()
+        with self._lock:
+            self._tasks.append((fn, future))
+        return future
+
+    def work(self) -> None:
+        """Run queued tasks on this thread until none is left (another thread may be running the last ones)."""
+        while True:
+            with self._lock:
+                if not self._tasks:
+                    return
+                fn, future = self._tasks.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled
+            try:
+                future.set_result(fn())
+            except BaseException as error:  # handed to whoever asks for the result
+                future.set_exception(error)
+
+    def cancel(self) -> None:
+        """Drop the tasks not yet started."""
+        with self._lock:
+            tasks, self._tasks = list(self._tasks), deque()
+        for _, future in tasks:
+            future.cancel()
+
+
 class Background(Generic[T]):
     """A task started on its own (daemon) thread now (``concurrent``), or run later by :meth:`result`, in order.
 
     The task receives a :class:`threading.Event` as its last argument: :meth:`cancel` sets it, and a long task
     checks it between batches and gives up (an error or Ctrl-C on the calling thread does not wait for it).
+    With ``then``, the thread goes on to take tasks from that :class:`TaskQueue` once its own task ends.
 
     Examples
     --------
@@ -172,9 +222,10 @@ class Background(Generic[T]):
     3
     """
 
-    def __init__(self, fn: Callable[..., T], *args: Any, concurrent: bool) -> None:
+    def __init__(self, fn: Callable[..., T], *args: Any, concurrent: bool, then: TaskQueue | None = None) -> None:
         self.stop = threading.Event()
         self._call = (fn, args)
+        self._then = then
         self._done = threading.Event()
         self._value: Any = None
         self._error: BaseException | None = None
@@ -191,11 +242,13 @@ class Background(Generic[T]):
             self._error = error
         finally:
             self._done.set()
+        if self._then is not None and not self.stop.is_set():
+            self._then.work()
 
     @property
     def running(self) -> bool:
-        """Whether the task is still running on its own thread."""
-        return self._thread is not None and not self._done.is_set()
+        """Whether the thread is still busy: its own task, or tasks taken from its queue."""
+        return self._thread is not None and self._thread.is_alive()
 
     def check(self) -> None:
         """Raise the task's error now if it has already failed (so a broken task stops the caller early)."""
@@ -213,5 +266,7 @@ class Background(Generic[T]):
         return self._value  # type: ignore[no-any-return]
 
     def cancel(self) -> None:
-        """Ask the task to give up; does not wait for it."""
+        """Ask the task to give up, and its queue to start nothing more; does not wait for it."""
         self.stop.set()
+        if self._then is not None:
+            self._then.cancel()
