@@ -823,6 +823,7 @@ def _fast_null(ctx: _Context, plan: Mapping[str, tuple[list[np.ndarray], np.ndar
     """
     n_cells = ctx.coding.n_cells
     hits, error = ctx.layout.hits(0), ctx.layout.error
+    assert error is not None  # the DP context always has its error columns
     R, K = ctx.study.n_runs, len(ctx.study.keypoints)
     run_gaps = _RunGaps(R, K)
     dp: dict[str, np.ndarray] = {}
