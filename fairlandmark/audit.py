@@ -245,11 +245,11 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         if curves:
             from fairlandmark.stats.curves import error_curves
 
-            def curve_test(options: Any, drawn: np.ndarray | None, stop: Any) -> Any:
+            def curve_test(options: Any, drawn: np.ndarray | None, queue: Any, stop: Any) -> Any:
                 # The error-curve test on the DP test's permutations, computed alongside the bootstrap.
                 return error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
                                     valid={a: o.valid for a, o in observed.items()}, significance=options,
-                                    shared_permutations=drawn, stop=stop,
+                                    shared_permutations=drawn, stop=stop, queue=queue,
                                     **({} if curves is True else dict(curves)))
 
         sig = run_significance(study, thresholds=thresholds, min_group_size=min_group_size, observed=observed,

@@ -115,6 +115,32 @@ def test_westfall_young_matches_slow_definition_with_near_ties(seed, n_perm, n_t
         np.testing.assert_allclose(got[keep], slow, rtol=1e-12)
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_perm=st.integers(1, 30), n_tests=st.integers(1, 7),
+       rows=st.integers(1, 3))
+def test_westfall_young_in_blocks_of_tests_counts_what_the_definition_counts(seed, n_perm, n_tests, rows):
+    # Large nulls go through the tests a block at a time (a few rows of the transposed null): force blocks of
+    # ``rows`` tests on small ones, with near-ties and NaN, against the whole-array run and the definition.
+    from fairlandmark.stats import significance as significance_module
+
+    rng = np.random.default_rng(seed)
+    null = rng.integers(0, 4, size=(n_perm, n_tests)) * 0.25
+    null += rng.choice([0.0, 1e-16, -1e-16, 8e-10, 1.1e-9], size=null.shape)
+    null[rng.random(null.shape) < 0.1] = np.nan
+    observed = np.where(rng.random(n_tests) < 0.5, null[0], rng.integers(0, 4, n_tests) * 0.25)
+    observed = np.where(np.isnan(observed), 0.5, observed)
+    whole = westfall_young_minp(null, observed)
+    default = significance_module._WESTFALL_YOUNG_BLOCK_BYTES
+    significance_module._WESTFALL_YOUNG_BLOCK_BYTES = 8 * n_perm * rows
+    try:
+        blocked = westfall_young_minp(null, observed)
+    finally:
+        significance_module._WESTFALL_YOUNG_BLOCK_BYTES = default
+    np.testing.assert_array_equal(blocked, whole)
+    slow = _westfall_young_slow(np.where(np.isnan(null), -np.inf, null), observed)
+    np.testing.assert_allclose(blocked, slow, rtol=1e-12)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n_perm=st.integers(1, 40), n_tests=st.integers(1, 6))
 def test_westfall_young_with_missing_permutation_statistics(seed, n_perm, n_tests):

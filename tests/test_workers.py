@@ -200,7 +200,7 @@ def test_alongside_gets_the_shared_permutations_and_its_result_is_kept():
     study = _prepared()
     calls = []
 
-    def other(options, drawn, stop):
+    def other(options, drawn, queue, stop):
         calls.append((options.n_jobs, None if drawn is None else drawn.shape))
         return "curves"
 
@@ -219,7 +219,7 @@ def test_an_error_beside_or_in_the_significance_run_surfaces(monkeypatch):
     observed = _observed(study)
     options = SignificanceOptions(permutations=50, bootstrap=10, baseline_repeats=5, n_jobs=2)
 
-    def broken(options, drawn, stop):
+    def broken(options, drawn, queue, stop):
         raise RuntimeError("the other test broke")
 
     with pytest.raises(RuntimeError, match="the other test broke"):
@@ -228,7 +228,7 @@ def test_an_error_beside_or_in_the_significance_run_surfaces(monkeypatch):
     # An error in this run does not wait for the other test: it is told to stop, and gives up.
     gave_up = threading.Event()
 
-    def slow(options, drawn, stop):
+    def slow(options, drawn, queue, stop):
         for _ in range(600):  # 60 s unless told to stop
             if stop.wait(0.1):
                 gave_up.set()

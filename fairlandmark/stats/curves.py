@@ -34,7 +34,7 @@ from fairlandmark.inputs.study import Study
 from fairlandmark.progress import progress_bar
 from fairlandmark.stats.kernel import (PackedCellCounts, RunKernel, aggregate, build_values, count_dtype, nan_mean,
                                        parity_gap_value, sdr_from_sums, single_threaded_blas, spread)
-from fairlandmark.stats.workers import batch_pool, workers_for
+from fairlandmark.stats.workers import TaskQueue, batch_pool, share_batches, workers_for
 
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
@@ -155,7 +155,7 @@ class CurveResult:
 def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | np.ndarray | None = None,
                  min_group_size: int = 10, valid: Mapping[str, np.ndarray] | None = None,
                  significance: Any = None, shared_permutations: np.ndarray | None = None,
-                 stop: threading.Event | None = None) -> CurveResult:
+                 stop: threading.Event | None = None, queue: TaskQueue | None = None) -> CurveResult:
     """Error curves per group and keypoint, and the curve-gap permutation test.
 
     Parameters
@@ -179,6 +179,10 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     stop : threading.Event, optional
         Set by another thread to abandon the test (it then raises
         ``concurrent.futures.CancelledError`` at its next batch).
+    queue : TaskQueue, optional
+        With ``shared_permutations``, the batches of the permutation null go
+        to this queue, and another thread that works it (the DP side, once
+        done) shares them; the numbers do not change.
 
     Returns
     -------
@@ -234,7 +238,8 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
         options = SignificanceOptions.coerce(significance)
         if options.permutations:
-            tests, method = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations, stop)
+            tests, method = _curve_test(study, grid, valid, min_group_size, options, gap, shared_permutations, stop,
+                                        queue)
             settings.update({"permutations": options.permutations, "method": method,
                              "correction": options.correction, "alpha": options.alpha, "seed": options.seed,
                              "family": "attributes x keypoints, corrected apart from the DP tests"})
@@ -413,7 +418,8 @@ def _fast_case(T: int, valid: Mapping[str, np.ndarray], aggregations: Mapping[st
 def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray], min_group_size: int,
                 options: SignificanceOptions, observed_gap: Mapping[str, np.ndarray],
                 shared_permutations: np.ndarray | None = None,
-                stop: threading.Event | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
+                stop: threading.Event | None = None,
+                queue: TaskQueue | None = None) -> tuple[dict[str, dict[str, np.ndarray]], str]:
     from fairlandmark.stats.significance import (NormalNull, image_strata, permutation_batches, permutation_pvalue,
                                                  resolve_method, westfall_young_minp)
 
@@ -468,14 +474,26 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
                 pool.submit(compute, start, n, None, large_sample.draw(n))  # drawn here, in order
         else:
             # The very permutations of the keypoint DP test (same seed, same streams, whatever the batch size).
-            for start, n, labels in permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
-                                                        batch_size=options.batch_size, drawn=shared_permutations):
-                pool.submit(compute, start, n, labels)
+            batches = permutation_batches(cells_by_run, B, seed=options.seed, strata=strata,
+                                          batch_size=options.batch_size, drawn=shared_permutations)
+            if queue is not None and shared_permutations is not None:
+                # Each batch writes its own rows: whichever thread computes it, the same numbers.
+                share_batches(queue, batches, compute, count=-(-B // options.batch_size))
+            else:
+                for start, n, labels in batches:
+                    pool.submit(compute, start, n, labels)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
+    # Westfall-Young, the longest step left, queued too when shared: another free thread may take it.
+    minp = queue.put(lambda: westfall_young_minp(null, obs)) if queue is not None else None
     p = permutation_pvalue(null, obs)
-    adjusted = {"bh": _nan_adjust(p, "bh"), "holm": _nan_adjust(p, "holm"),
-                "westfall-young": westfall_young_minp(null, obs)}
+    adjusted = {"bh": _nan_adjust(p, "bh"), "holm": _nan_adjust(p, "holm")}
+    if minp is not None:
+        assert queue is not None
+        queue.work()
+        adjusted["westfall-young"] = minp.result()
+    else:
+        adjusted["westfall-young"] = westfall_young_minp(null, obs)
     chosen = adjusted[options.correction]
     out = {}
     for i, a in enumerate(attrs):

@@ -93,6 +93,8 @@ SHARED_PERMUTATION_BYTES = 64 * 2**20
 # Statistics of a permutation equal to the observed one must count as ">=":
 # exact for SDR gaps (integer hit counts), a relative tolerance for MRE gaps.
 _TIE_TOLERANCE = 1e-9
+# Westfall-Young works through the tests in blocks of about this many bytes per work array.
+_WESTFALL_YOUNG_BLOCK_BYTES = 2**18
 
 MSG_OPTION = "{name}: {rule}, got {value!r}"
 
@@ -246,29 +248,17 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     if not ok.any():
         return out
     tests = np.ascontiguousarray(null[:, ok].T)  # (m, B): one contiguous row per test
-    # A permutation whose statistic is NaN (a permuted group too small for a keypoint) is never as extreme
-    # as the observed one, as in permutation_pvalue; -inf sorts it first and gives it p = 1.
-    tests[np.isnan(tests)] = -np.inf
     obs = observed[ok]
     m, n_perm = tests.shape
-    order = np.argsort(tests, axis=1)
-    ascending = np.empty_like(tests)
-    for j in range(m):  # row by row: several times faster than take_along_axis
-        tests[j].take(order[j], out=ascending[j])
     # Every p-value below is an integer count over n_perm + 1; counts are compared instead (the same order).
-    # Count of each permuted statistic within its own test: values >= it (with the tie tolerance) among the
-    # B permutations plus the observed one.
-    low = np.abs(ascending)  # then ascending - _TIE_TOLERANCE * max(1, |ascending|), in place
-    np.maximum(low, 1.0, out=low)
-    low *= -_TIE_TOLERANCE
-    low += ascending
-    first = _first_at_least(ascending, low)
-    obs_low = obs - _TIE_TOLERANCE * np.maximum(1.0, np.abs(obs))
-    raw_count = 1 + n_perm - np.array([np.searchsorted(ascending[j], obs_low[j], side="left") for j in range(m)])
-    count_sorted = (n_perm - first + (obs[:, None] >= low)).astype(np.int32)
-    count_perm = np.empty_like(count_sorted)
-    for j in range(m):  # back to permutation order
-        count_perm[j][order[j]] = count_sorted[j]
+    raw_count = np.empty(m, dtype=np.int64)
+    count_perm = np.empty((m, n_perm), dtype=np.int32)
+    # A few tests at a time: each test's steps are its own, and a block's work arrays stay in the cache
+    # (and are not allocated afresh at full size), the same numbers.
+    block = max(1, _WESTFALL_YOUNG_BLOCK_BYTES // (8 * max(1, n_perm)))
+    for lo in range(0, m, block):
+        hi = min(m, lo + block)
+        raw_count[lo:hi], count_perm[lo:hi] = _counts_within_tests(tests[lo:hi], obs[lo:hi])
     # Successive minima over the tests from the least significant (largest raw p) up, one row at a time:
     # a minimum.accumulate along the first axis is several times slower.
     by_raw = np.argsort(raw_count, kind="stable")
@@ -283,6 +273,33 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
     result[by_raw] = np.minimum(adjusted, 1.0)
     out[ok] = result
     return out
+
+
+def _counts_within_tests(tests: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For tests (rows of permuted statistics, (m, B)) and their observed statistics: the observed count (1 +
+    permuted statistics >= it, with the tie tolerance) and each permuted statistic's own count (values >= it
+    among the B permutations plus the observed one), in permutation order, (m, B) int32."""
+    # A permutation whose statistic is NaN (a permuted group too small for a keypoint) is never as extreme
+    # as the observed one, as in permutation_pvalue; -inf sorts it first and gives it p = 1.
+    tests[np.isnan(tests)] = -np.inf
+    m, n_perm = tests.shape
+    order = np.argsort(tests, axis=1)
+    ascending = np.empty_like(tests)
+    for j in range(m):  # row by row: several times faster than take_along_axis
+        tests[j].take(order[j], out=ascending[j])
+    low = np.abs(ascending)  # then ascending - _TIE_TOLERANCE * max(1, |ascending|), in place
+    np.maximum(low, 1.0, out=low)
+    low *= -_TIE_TOLERANCE
+    low += ascending
+    first = _first_at_least(ascending, low)
+    obs_low = obs - _TIE_TOLERANCE * np.maximum(1.0, np.abs(obs))
+    raw_count = 1 + n_perm - np.array([np.searchsorted(ascending[j], obs_low[j], side="left") for j in range(m)],
+                                      dtype=np.int64).reshape(m)
+    count_sorted = (n_perm - first + (obs[:, None] >= low)).astype(np.int32)
+    count_perm = np.empty_like(count_sorted)
+    for j in range(m):  # back to permutation order
+        count_perm[j][order[j]] = count_sorted[j]
+    return raw_count, count_perm
 
 
 def _first_at_least(ascending: np.ndarray, low: np.ndarray) -> np.ndarray:
@@ -1214,8 +1231,8 @@ def _workers_and_batch(study: Study, options: SignificanceOptions) -> tuple[int,
 def run_significance(study: Study, *, thresholds: Sequence[float], min_group_size: int,
                      observed: Mapping[str, Any],
                      options: SignificanceOptions | Mapping[str, Any] | bool,
-                     alongside: Callable[[SignificanceOptions, np.ndarray | None, threading.Event], Any] | None = None
-                     ) -> SignificanceResult:
+                     alongside: Callable[[SignificanceOptions, np.ndarray | None, TaskQueue | None, threading.Event],
+                                         Any] | None = None) -> SignificanceResult:
     """Permutation p-values, bootstrap intervals and the randomized baseline.
 
     Parameters
@@ -1229,10 +1246,12 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
     options : SignificanceOptions, dict or True
     alongside : callable, optional
         Another test on the same permutations (the error-curve test), called as
-        ``alongside(options, shared_permutations, stop)``; with worker threads and shared permutations it
-        runs on its own thread while the bootstrap, baseline and adjustments are computed, otherwise after
+        ``alongside(options, shared_permutations, queue, stop)``; with worker threads and shared permutations
+        it runs on its own thread while the bootstrap, baseline and adjustments are computed, otherwise after
         them. Its return value is ``SignificanceResult.alongside``. ``options`` carry this run's progress
-        bar and resolved ``method``; ``stop`` is set when this run fails, and the test should then give up.
+        bar and resolved ``method``; ``stop`` is set when this run fails, and the test should then give up;
+        ``queue`` (a :class:`~fairlandmark.stats.workers.TaskQueue`, None unless on its own thread) takes
+        tasks that either thread may compute: this run works it once its own work is done.
 
     Returns
     -------
@@ -1260,7 +1279,8 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
         # neither core idles at the end. The other test gets this run's resolved null and progress bar.
         beside_options = replace(options, progress=bar, n_jobs=1 if concurrent else options.n_jobs, method=ctx.method)
         queue = TaskQueue()
-        beside = (Background(alongside, beside_options, drawn, concurrent=concurrent, then=queue)
+        beside = (Background(alongside, beside_options, drawn, queue if concurrent else None, concurrent=concurrent,
+                             then=queue)
                   if alongside is not None else None)
 
         def free_workers() -> int:
@@ -1300,7 +1320,7 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
             queue.cancel()
             raise
         result.shared_permutations = drawn
-        result.alongside = beside.result() if beside is not None else None
+        result.alongside = beside.result_helping(queue) if beside is not None else None
     return result
 
 

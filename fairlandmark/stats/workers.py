@@ -22,7 +22,7 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 
 __all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "workers_for", "MIN_THREADED_WORK", "BatchPool",
-           "batch_pool", "run_parts", "run_all", "TaskQueue", "Background"]
+           "batch_pool", "run_parts", "run_all", "TaskQueue", "share_batches", "Background"]
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
@@ -208,6 +208,35 @@ class TaskQueue:
             future.cancel()
 
 
+def share_batches(queue: TaskQueue, batches: Iterator[tuple[Any, ...]], work: Callable[..., Any], count: int) -> None:
+    """``work(*batch)`` for every batch, as tasks of ``queue`` shared with any other thread working it.
+
+    The batches are drawn from the iterator in order, one at a time under a lock, by whichever thread takes a
+    task; ``count`` tasks are queued (at least the number of batches; a task that finds none left does
+    nothing). This thread works the queue, then waits for the tasks that other threads took; the first error
+    of a batch is raised here.
+
+    Examples
+    --------
+    >>> out = []
+    >>> share_batches(TaskQueue(), iter([(1,), (2,), (3,)]), out.append, count=4)
+    >>> out
+    [1, 2, 3]
+    """
+    lock = threading.Lock()
+
+    def task() -> None:
+        with lock:
+            batch = next(batches, None)
+        if batch is not None:
+            work(*batch)
+
+    futures = [queue.put(task) for _ in range(count)]
+    queue.work()
+    for future in futures:
+        future.result()
+
+
 class Background(Generic[T]):
     """A task started on its own (daemon) thread now (``concurrent``), or run later by :meth:`result`, in order.
 
@@ -264,6 +293,13 @@ class Background(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[no-any-return]
+
+    def result_helping(self, queue: TaskQueue) -> T:
+        """:meth:`result`, taking tasks from ``queue`` while waiting (the task may queue some of its own)."""
+        if self._thread is not None:
+            while not self._done.wait(0.002):
+                queue.work()
+        return self.result()
 
     def cancel(self) -> None:
         """Ask the task to give up, and its queue to start nothing more; does not wait for it."""
