@@ -18,7 +18,8 @@ from fairlandmark.audit import prepare_study
 from fairlandmark.exceptions import InputError
 from fairlandmark.stats import significance as significance_module
 from fairlandmark.stats.significance import SignificanceOptions, run_significance
-from fairlandmark.stats.workers import Background, BatchPool, TaskQueue, batch_pool, resolve_workers, run_all
+from fairlandmark.stats.workers import (Background, BatchPool, TaskQueue, batch_pool, resolve_workers, run_all,
+                                       share_batches)
 
 # A warning silenced with ``warnings.catch_warnings`` on one worker thread can leak from another: the
 # resampling code must not need it (numpy's "Mean of empty slice" once escaped this way).
@@ -158,7 +159,9 @@ def test_queued_tasks_run_once_each_on_whichever_thread_is_free():
     assert sorted(i for i, _ in threads) == list(range(6))  # each task once
     with pytest.raises(ZeroDivisionError):
         failed.result()  # an error goes to whoever asks for the result
-    beside._thread.join(5)
+    deadline = time.perf_counter() + 5
+    while beside.running and time.perf_counter() < deadline:
+        time.sleep(0.01)
     assert not beside.running
 
 
@@ -174,6 +177,76 @@ def test_cancel_drops_the_queued_tasks_not_yet_started():
     assert all(f.cancelled() for f in futures)
     queue.work()
     assert ran == []
+
+
+def test_an_interrupt_in_a_queued_task_is_raised_at_once():
+    import _thread
+
+    queue = TaskQueue()
+    ran = []
+
+    def interrupted():
+        _thread.interrupt_main()  # Ctrl-C, delivered to this (the main) thread
+        time.sleep(1)
+
+    first = queue.put(interrupted)
+    second = queue.put(lambda: ran.append(2))
+    with pytest.raises(KeyboardInterrupt):
+        queue.work()
+    assert ran == []  # not held back until the queue is empty
+    assert isinstance(first.exception(), KeyboardInterrupt)
+    assert not second.done()
+
+
+def test_shared_batches_stop_after_a_failure_and_none_is_left_out():
+    done = []
+
+    def work(i):
+        if i == 2:
+            raise ValueError("batch 2 broke")
+        done.append(i)
+
+    with pytest.raises(ValueError, match="batch 2 broke"):
+        share_batches(TaskQueue(), iter([(i,) for i in range(20)]), work, count=20)
+    assert done == [0, 1]  # the tasks left start no other batch
+    # More batches than tasks: the rest are computed too, in order.
+    done.clear()
+    share_batches(TaskQueue(), iter([(i,) for i in range(5) if i != 2]), work, count=2)
+    assert done == [0, 1, 3, 4]
+
+
+def test_the_caller_takes_the_tasks_its_background_waits_for():
+    # The background task queues work and waits for it without working the queue itself: only the caller,
+    # waiting with result_helping, can take it.
+    queue = TaskQueue()
+
+    def own(stop):
+        return queue.put(lambda: threading.current_thread().name).result(timeout=10)
+
+    beside = Background(own, concurrent=True)
+    assert beside.result_helping(queue) == threading.current_thread().name
+
+
+def test_ctrl_c_while_helping_the_other_test_tells_it_to_stop():
+    import _thread
+
+    study = _prepared()
+    observed = _observed(study)
+    told_to_stop = threading.Event()
+
+    def other(options, drawn, queue, stop):
+        # A batch of this test that the DP side takes while it waits, and that is interrupted there.
+        queue.put(lambda: _thread.interrupt_main() or time.sleep(1))
+        if stop.wait(20):
+            told_to_stop.set()
+
+    started = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_significance(study, thresholds=[2.0], min_group_size=3, observed=observed,
+                         options=SignificanceOptions(permutations=50, bootstrap=10, baseline_repeats=5, n_jobs=2),
+                         alongside=other)
+    assert told_to_stop.wait(5)
+    assert time.perf_counter() - started < 15
 
 
 def _prepared(seed=6):

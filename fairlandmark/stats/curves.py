@@ -484,12 +484,11 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
                     pool.submit(compute, start, n, labels)
     null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
-    # Westfall-Young, the longest step left, queued too when shared: another free thread may take it.
-    minp = queue.put(lambda: westfall_young_minp(null, obs)) if queue is not None else None
     p = permutation_pvalue(null, obs)
     adjusted = {"bh": _nan_adjust(p, "bh"), "holm": _nan_adjust(p, "holm")}
-    if minp is not None:
-        assert queue is not None
+    if queue is not None:
+        # Westfall-Young, the longest step left, queued too: another free thread may take it.
+        minp = queue.put(lambda: westfall_young_minp(null, obs))
         queue.work()
         adjusted["westfall-young"] = minp.result()
     else:

@@ -276,9 +276,10 @@ def westfall_young_minp(null: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 
 def _counts_within_tests(tests: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For tests (rows of permuted statistics, (m, B)) and their observed statistics: the observed count (1 +
-    permuted statistics >= it, with the tie tolerance) and each permuted statistic's own count (values >= it
-    among the B permutations plus the observed one), in permutation order, (m, B) int32."""
+    """For tests (rows of permuted statistics, (m, B), NaN replaced in place) and their observed statistics:
+    the observed count, (m,) int64 (1 + permuted statistics >= it, with the tie tolerance), and each permuted
+    statistic's own count (values >= it among the B permutations plus the observed one), in permutation
+    order, (m, B) int32."""
     # A permutation whose statistic is NaN (a permuted group too small for a keypoint) is never as extreme
     # as the observed one, as in permutation_pvalue; -inf sorts it first and gives it p = 1.
     tests[np.isnan(tests)] = -np.inf
@@ -856,7 +857,9 @@ class _RunGaps:
     """Per-run gaps (resamples, columns) averaged over runs with the bits of the general path's ``_run_mean``
     of the (resamples, runs, K) array: numpy adds the runs one by one in run order when K > 1, so they are
     added here as they come (no such array, less memory traffic); with one keypoint it sums the contiguous
-    run axis pairwise, so the gaps are kept and averaged by ``_run_mean`` itself."""
+    run axis pairwise, so the gaps are kept and averaged by ``_run_mean`` itself. For the common case only:
+    the gaps must be free of NaN (every group in DP in every run, finite values), which ``_run_mean`` would
+    leave out and a running total would not."""
 
     def __init__(self, n_runs: int, n_keypoints: int) -> None:
         self.n_runs, self.n_keypoints = n_runs, n_keypoints
@@ -1284,10 +1287,12 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                   if alongside is not None else None)
 
         def free_workers() -> int:
-            """Workers for the next phase: one fewer while the other thread is busy."""
+            """Workers for the next phase: one fewer while the other thread is busy, one on that thread."""
             if beside is None:
                 return workers
             beside.check()  # a failed curve test stops us early
+            if beside.on_its_thread():
+                return 1
             return workers - 1 if beside.running else workers
 
         try:
@@ -1314,13 +1319,13 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                 base = _baseline(ctx, options, bar, workers=workers) if options.baseline_repeats else None
                 westfall_young = tuple(run_all(adjustments, workers))
             result = SignificanceResult(ctx, options, tests, westfall_young, boot, base)
+            result.alongside = beside.result_helping(queue) if beside is not None else None
         except BaseException:
             if beside is not None:
                 beside.cancel()  # it gives up at its next batch; an error or Ctrl-C here does not wait for it
             queue.cancel()
             raise
         result.shared_permutations = drawn
-        result.alongside = beside.result_helping(queue) if beside is not None else None
     return result
 
 

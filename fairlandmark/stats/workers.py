@@ -177,31 +177,63 @@ class TaskQueue:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._tasks: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
 
     def put(self, fn: Callable[[], T]) -> Future[T]:
-        """Queue ``fn``; its future holds its result or its exception."""
+        """Queue a task.
+
+        Parameters
+        ----------
+        fn : callable
+            Called without arguments by the thread that takes the task.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Its result, or its exception, once a thread has run it.
+        """
         future: Future[T] = Future()
         with self._lock:
             self._tasks.append((fn, future))
+            self._changed.notify_all()
         return future
 
     def work(self) -> None:
-        """Run queued tasks on this thread until none is left (another thread may be running the last ones)."""
+        """Run queued tasks on this thread until none is left (another thread may be running the last ones).
+
+        A task's exception goes to its future. An interrupt (``KeyboardInterrupt``, ``SystemExit``) goes there
+        too and is raised again here at once, so that Ctrl-C is never held back until the queue is empty.
+        """
         while True:
-            with self._lock:
-                if not self._tasks:
-                    return
-                fn, future = self._tasks.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue  # cancelled
+            future: Future[Any] | None = None
             try:
-                future.set_result(fn())
+                with self._lock:
+                    if not self._tasks:
+                        return
+                    fn, future = self._tasks.popleft()
+                if future.set_running_or_notify_cancel():  # False: cancelled
+                    future.set_result(fn())
             except BaseException as error:  # handed to whoever asks for the result
-                future.set_exception(error)
+                if future is not None and not future.done():
+                    future.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise
+
+    def wait(self, timeout: float, unless: threading.Event) -> None:
+        """Wait up to ``timeout`` seconds for a task to be queued or :meth:`wake` to be called, unless a task is
+        queued already or ``unless`` is set (checked under the queue's lock, so no wake-up is missed)."""
+        with self._lock:
+            if not self._tasks and not unless.is_set():
+                self._changed.wait(timeout)
+
+    def wake(self) -> None:
+        """Wake the threads in :meth:`wait` (something they wait for has happened)."""
+        with self._lock:
+            self._changed.notify_all()
 
     def cancel(self) -> None:
-        """Drop the tasks not yet started."""
+        """Drop the tasks not yet started (their futures are cancelled)."""
         with self._lock:
             tasks, self._tasks = list(self._tasks), deque()
         for _, future in tasks:
@@ -212,29 +244,48 @@ def share_batches(queue: TaskQueue, batches: Iterator[tuple[Any, ...]], work: Ca
     """``work(*batch)`` for every batch, as tasks of ``queue`` shared with any other thread working it.
 
     The batches are drawn from the iterator in order, one at a time under a lock, by whichever thread takes a
-    task; ``count`` tasks are queued (at least the number of batches; a task that finds none left does
-    nothing). This thread works the queue, then waits for the tasks that other threads took; the first error
-    of a batch is raised here.
+    task. This thread works the queue, then waits for the tasks that other threads took; the first error of a
+    batch is raised here, and once a batch has failed the tasks left start no other batch.
+
+    Parameters
+    ----------
+    queue : TaskQueue
+    batches : iterator of tuple
+        The arguments of each call; each batch must write its own results (the order of the calls varies).
+    work : callable
+    count : int
+        Tasks to queue, about the number of batches: a task that finds none left does nothing, and batches
+        left over after them are computed here.
 
     Examples
     --------
     >>> out = []
-    >>> share_batches(TaskQueue(), iter([(1,), (2,), (3,)]), out.append, count=4)
+    >>> share_batches(TaskQueue(), iter([(1,), (2,), (3,)]), out.append, count=2)
     >>> out
     [1, 2, 3]
     """
     lock = threading.Lock()
+    failed = threading.Event()
 
     def task() -> None:
+        if failed.is_set():
+            return
         with lock:
             batch = next(batches, None)
-        if batch is not None:
+        if batch is None:
+            return
+        try:
             work(*batch)
+        except BaseException:
+            failed.set()
+            raise
 
     futures = [queue.put(task) for _ in range(count)]
     queue.work()
     for future in futures:
         future.result()
+    for batch in batches:  # more batches than tasks: the rest here (no other thread draws any more)
+        work(*batch)
 
 
 class Background(Generic[T]):
@@ -271,8 +322,15 @@ class Background(Generic[T]):
             self._error = error
         finally:
             self._done.set()
-        if self._then is not None and not self.stop.is_set():
+            if self._then is not None:
+                self._then.wake()  # a caller in result_helping
+        # A failed or cancelled task starts nothing more: the caller is about to give up.
+        if self._then is not None and self._error is None and not self.stop.is_set():
             self._then.work()
+
+    def on_its_thread(self) -> bool:
+        """Whether the caller is this task's own thread (taking a queued task)."""
+        return self._thread is not None and threading.current_thread() is self._thread
 
     @property
     def running(self) -> bool:
@@ -295,10 +353,12 @@ class Background(Generic[T]):
         return self._value  # type: ignore[no-any-return]
 
     def result_helping(self, queue: TaskQueue) -> T:
-        """:meth:`result`, taking tasks from ``queue`` while waiting (the task may queue some of its own)."""
+        """:meth:`result`, taking tasks from ``queue`` while waiting (the task may queue some of its own and
+        wait for them)."""
         if self._thread is not None:
-            while not self._done.wait(0.002):
+            while not self._done.is_set():
                 queue.work()
+                queue.wait(0.05, unless=self._done)  # woken by a new task or the end of this one
         return self.result()
 
     def cancel(self) -> None:
