@@ -1286,12 +1286,15 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                              then=queue)
                   if alongside is not None else None)
 
+        caller = threading.current_thread()
+
         def free_workers() -> int:
-            """Workers for the next phase: one fewer while the other thread is busy, one on that thread."""
+            """Workers for the next phase: one fewer while the other thread is busy; one for a task that the other
+            thread, or one of several threads working the queue, has taken (they already fill the cores)."""
             if beside is None:
                 return workers
             beside.check()  # a failed curve test stops us early
-            if beside.on_its_thread():
+            if threading.current_thread() is not caller:
                 return 1
             return workers - 1 if beside.running else workers
 

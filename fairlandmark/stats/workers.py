@@ -328,9 +328,6 @@ class Background(Generic[T]):
         if self._then is not None and self._error is None and not self.stop.is_set():
             self._then.work()
 
-    def on_its_thread(self) -> bool:
-        """Whether the caller is this task's own thread (taking a queued task)."""
-        return self._thread is not None and threading.current_thread() is self._thread
 
     @property
     def running(self) -> bool:
