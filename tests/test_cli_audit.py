@@ -315,3 +315,20 @@ def test_n_jobs_changes_nothing_but_the_speed_and_zero_is_refused(study, tmp_pat
     assert main(audit_args(p, m, "--n-jobs", "0")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--n-jobs" in err[0] and "Traceback" not in err[0]
+
+
+def test_reports_of_the_audit_command_name_options_as_its_flags(study, tmp_path):
+    # The terminal says --min-group-size; so do the HTML and Markdown reports this command writes. The JSON
+    # keeps the Python names, and a report made later from that JSON says what the JSON says.
+    p, m, _, _ = study
+    html, md, doc = tmp_path / "r.html", tmp_path / "s.md", tmp_path / "a.json"
+    assert main(audit_args(p, m, "-q", "--html", str(html), "--markdown", str(md), "--json", str(doc))) == 0
+    for report in (html, md):
+        text = report.read_text()
+        assert "below --min-group-size=5" in text, report
+        assert "below min_group_size=5" not in text, report
+    warnings_in_json = json.loads(doc.read_text())["warnings"]
+    assert any("below min_group_size=5" in w for w in warnings_in_json)
+    later = tmp_path / "later.md"
+    assert main(["report", str(doc), "--markdown", str(later)]) == 0
+    assert "below min_group_size=5" in later.read_text()

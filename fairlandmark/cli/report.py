@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fairlandmark.render.console import make_console, print_wrote
-from fairlandmark.exceptions import InputError
+from fairlandmark.exceptions import InputError, spell_options
 from fairlandmark.files import check_outputs
-from fairlandmark.cli._common import number_arg
+from fairlandmark.cli._common import FLAG_SPELLINGS, number_arg
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,7 +65,12 @@ def write_outputs(doc: AuditSource, args: argparse.Namespace, console: Console, 
     """Write what ``--html``, ``--markdown`` and ``--figures`` ask for; returns the paths."""
     from fairlandmark.render import html as report
 
+    notes = getattr(doc, "notes", None)  # an audit just run here: its notes, not yet spelled
     doc = report.load_audit(doc)  # an AuditResult is converted once
+    if isinstance(notes, list) and len(notes) == len(doc.get("warnings") or []):
+        # The reports of this command name options as its flags (--min-group-size), as the terminal does; the
+        # JSON keeps the Python names.
+        doc = {**doc, "warnings": [spell_options(str(text), FLAG_SPELLINGS) for text in notes]}
     written = []
     formats = formats_arg(args.format)
     if args.html:
