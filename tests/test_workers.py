@@ -104,14 +104,20 @@ def test_resolve_workers_counts_from_the_cores(monkeypatch):
     assert [resolve_workers(n) for n in (1, 3, -1, -2, -8, -20)] == [1, 3, 8, 7, 1, 1]
 
 
-def test_a_failing_batch_raises_and_cancels_the_rest():
-    done = []
+def _failing_at_batch_2(done):
+    """A batch function that records its batch numbers and fails at batch 2."""
 
     def work(i):
         if i == 2:
             raise ValueError("batch 2 broke")
         done.append(i)
 
+    return work
+
+
+def test_a_failing_batch_raises_and_cancels_the_rest():
+    done = []
+    work = _failing_at_batch_2(done)
     with pytest.raises(ValueError, match="batch 2 broke"):
         with batch_pool(2) as pool:
             for i in range(50):
@@ -200,12 +206,7 @@ def test_an_interrupt_in_a_queued_task_is_raised_at_once():
 
 def test_shared_batches_stop_after_a_failure_and_none_is_left_out():
     done = []
-
-    def work(i):
-        if i == 2:
-            raise ValueError("batch 2 broke")
-        done.append(i)
-
+    work = _failing_at_batch_2(done)
     with pytest.raises(ValueError, match="batch 2 broke"):
         share_batches(TaskQueue(), iter([(i,) for i in range(20)]), work, count=20)
     assert done == [0, 1]  # the tasks left start no other batch
@@ -223,8 +224,8 @@ def test_the_caller_takes_the_tasks_its_background_waits_for():
     def own(stop):
         return queue.put(lambda: threading.current_thread().name).result(timeout=10)
 
-    beside = Background(own, concurrent=True)
-    assert beside.result_helping(queue) == threading.current_thread().name
+    beside = Background(own, concurrent=True, then=queue)
+    assert beside.result_helping() == threading.current_thread().name
 
 
 def test_ctrl_c_while_helping_the_other_test_tells_it_to_stop():

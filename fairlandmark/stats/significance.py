@@ -1322,11 +1322,12 @@ def run_significance(study: Study, *, thresholds: Sequence[float], min_group_siz
                 base = _baseline(ctx, options, bar, workers=workers) if options.baseline_repeats else None
                 westfall_young = tuple(run_all(adjustments, workers))
             result = SignificanceResult(ctx, options, tests, westfall_young, boot, base)
-            result.alongside = beside.result_helping(queue) if beside is not None else None
+            result.alongside = beside.result_helping() if beside is not None else None
         except BaseException:
             if beside is not None:
-                beside.cancel()  # it gives up at its next batch; an error or Ctrl-C here does not wait for it
-            queue.cancel()
+                # It gives up at its next batch, and its queue starts nothing more; an error or Ctrl-C here does
+                # not wait for it.
+                beside.cancel()
             raise
         result.shared_permutations = drawn
     return result

@@ -328,7 +328,6 @@ class Background(Generic[T]):
         if self._then is not None and self._error is None and not self.stop.is_set():
             self._then.work()
 
-
     @property
     def running(self) -> bool:
         """Whether the thread is still busy: its own task, or tasks taken from its queue."""
@@ -349,13 +348,13 @@ class Background(Generic[T]):
             raise self._error
         return self._value  # type: ignore[no-any-return]
 
-    def result_helping(self, queue: TaskQueue) -> T:
-        """:meth:`result`, taking tasks from ``queue`` while waiting (the task may queue some of its own and
-        wait for them)."""
-        if self._thread is not None:
+    def result_helping(self) -> T:
+        """:meth:`result`, taking tasks from its ``then`` queue while waiting (the task may queue some of its own
+        and wait for them)."""
+        if self._thread is not None and self._then is not None:
             while not self._done.is_set():
-                queue.work()
-                queue.wait(0.05, unless=self._done)  # woken by a new task or the end of this one
+                self._then.work()
+                self._then.wait(0.05, unless=self._done)  # woken by a new task or the end of this one
         return self.result()
 
     def cancel(self) -> None:
