@@ -194,13 +194,20 @@ def test_drawing_in_small_batches_gives_the_same_permutations(monkeypatch):
 
 
 class _FixedKeys:
-    """A stand-in random generator whose ``integers`` returns the given keys (to force ties)."""
+    """A stand-in random generator whose ``integers`` returns the given keys (to force ties), row after row as
+    a stream would (the draws come in blocks of rows)."""
 
     def __init__(self, keys):
         self.keys = keys
+        self.next_row = 0
 
-    def integers(self, *args, **kwargs):
-        return self.keys.copy()
+    def integers(self, low, high, size, dtype):
+        rows = size[0]
+        assert size[1:] == self.keys.shape[1:] and dtype == self.keys.dtype
+        out = self.keys[self.next_row:self.next_row + rows].copy()
+        assert len(out) == rows, "more keys asked for than given"
+        self.next_row += rows
+        return out
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -222,8 +229,10 @@ def test_permuted_labels_with_tied_keys_are_the_argsort_draws():
     keys[::3] = rng.integers(0, 50, size=(134, 300)).astype(np.uint32) * np.uint32(2**20)
     keys[1::3, 5] = keys[1::3, 0] ^ np.uint32(1)  # equal above the two label bits, not equal
     labels = rng.integers(0, 4, 300).astype(np.int8)
-    fast = significance_module.permuted_labels(_FixedKeys(keys), labels, 400)
+    fixed = _FixedKeys(keys)
+    fast = significance_module.permuted_labels(fixed, labels, 400)
     np.testing.assert_array_equal(fast, labels[np.argsort(keys, axis=1)])
+    assert fixed.next_row == 400  # in blocks (of 218 rows of 300 keys), every key used once, in order
 
 
 @pytest.mark.parametrize("n_cells, rows", [(1, 20), (2, 50), (4, 300), (7, 5000), (12, 40000)])
