@@ -103,17 +103,21 @@ def _form_name(form):
     return f"spread, {dtype}" if form.inverse != 1.0 else "spread, rounded"
 
 
-@pytest.mark.parametrize("int_limit, float_limit, forms", [
-    (2**31, 2**53, ["spread, int32", "two groups, int32"]),
-    (1000, 2**53, ["spread, int32", "two groups, float64"]),
-    (100, 2**53, ["spread, float64", "spread, int32", "two groups, float64"]),
-    (0, 2**53, ["spread, float64", "two groups, float64"]),
-    (0, 0, ["spread, rounded", "two groups, float64"]),
+@pytest.mark.parametrize("narrow_limit, int_limit, float_limit, forms", [
+    (2**15, 2**31, 2**53, ["spread, int32", "two groups, int16"]),
+    (200, 2**31, 2**53, ["spread, int32", "two groups, int32"]),  # int16 counts, n_A * n_B >= 200: int32
+    (0, 2**31, 2**53, ["spread, int32", "two groups, int32"]),
+    (0, 1000, 2**53, ["spread, int32", "two groups, float64"]),
+    (0, 100, 2**53, ["spread, float64", "spread, int32", "two groups, float64"]),
+    (0, 0, 2**53, ["spread, float64", "two groups, float64"]),
+    (0, 0, 0, ["spread, rounded", "two groups, float64"]),
 ])
-def test_curve_null_gap_forms_agree_with_the_general_path(monkeypatch, int_limit, float_limit, forms):
-    # Larger runs take the float64 forms (exact integers, or rounded SDRs for several groups with a huge
-    # least common multiple of sizes); forced here by lowering the limits.
+def test_curve_null_gap_forms_agree_with_the_general_path(monkeypatch, narrow_limit, int_limit, float_limit, forms):
+    # Larger runs take the wider forms (int32, then float64: exact integers, or rounded SDRs for several
+    # groups with a huge least common multiple of sizes); forced here by lowering the limits. With a
+    # narrow limit of 200, counts are int16 (runs of 40 rows) but numerators int32 (n_A * n_B is about 400).
     study = _study(seed=1, shared=True)
+    monkeypatch.setattr(curves_module, "NARROW_LIMIT", narrow_limit)
     monkeypatch.setattr(curves_module, "EXACT_NUMERATOR_LIMIT", int_limit)
     monkeypatch.setattr(curves_module, "EXACT_FLOAT_LIMIT", float_limit)
     used = []
@@ -128,6 +132,25 @@ def test_curve_null_gap_forms_agree_with_the_general_path(monkeypatch, int_limit
     assert used == [forms]  # the fast curve null ran, with these forms
     _general(monkeypatch)
     _assert_same(fast, _nulls(monkeypatch, study))
+
+
+@pytest.mark.parametrize("n_a, n_b", [(181, 181), (1, 32766), (2, 16383), (100, 327), (150, 150), (7, 9)])
+def test_int16_two_group_numerators_wrap_to_the_exact_values(n_a, n_b):
+    # Every (h_A, total) a run of these groups can give: the int16 steps wrap modulo 2**16, the numerator
+    # |h_A * (n_A + n_B) - total * n_A| (at most n_A * n_B < 2**15) comes out exact. (Runs on this path have
+    # fewer than 2**15 rows, so n_A + n_B fits too.)
+    assert n_a * n_b < curves_module.NARROW_LIMIT and n_a + n_b < curves_module.NARROW_LIMIT
+    h_a, total = np.meshgrid(np.arange(n_a + 1), np.arange(n_a + n_b + 1), indexing="ij")
+    possible = (total - h_a >= 0) & (total - h_a <= n_b)
+    h_a, total = h_a[possible], total[possible]
+    form = curves_module._gap_form([n_a, n_b], total.astype(np.int16))
+    assert form.offset.dtype == np.int16
+    numerator = np.multiply(h_a.astype(np.int16), form.size_sum)
+    numerator -= form.offset
+    np.abs(numerator, out=numerator)
+    assert numerator.dtype == np.int16
+    np.testing.assert_array_equal(numerator, np.abs(h_a * (n_a + n_b) - total * n_a))
+    assert numerator.max() == n_a * n_b  # the largest, h_A = total = n_A, is reached
 
 
 @pytest.mark.parametrize("limit", [2**31, 0])
@@ -235,17 +258,20 @@ def test_permuted_labels_with_tied_keys_are_the_argsort_draws():
     assert fixed.next_row == 400  # in blocks (of 218 rows of 300 keys), every key used once, in order
 
 
-@pytest.mark.parametrize("n_cells, rows", [(1, 20), (2, 50), (4, 300), (7, 5000), (12, 40000)])
-def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows):
-    # Several packs once the fields pass 24 bits (7 cells of ~700 rows, 12 of ~3300).
+@pytest.mark.parametrize("dtype", [np.int32, np.int16])
+@pytest.mark.parametrize("n_cells, rows", [(1, 20), (2, 50), (4, 300), (7, 5000), (12, 30000)])
+def test_packed_cell_counts_are_the_one_hot_counts(n_cells, rows, dtype):
+    # Several packs once the fields pass 24 bits (7 cells of ~700 rows, 12 of ~2500); counts in the totals'
+    # dtype (int16 for runs of fewer than 2**15 rows).
     rng = np.random.default_rng(n_cells)
     base = np.arange(rows) % n_cells
     values = (rng.random((rows, 5)) < 0.6).astype(np.float32)
     labels = np.stack([rng.permutation(base) for _ in range(6)]).astype(np.int8)
     counter = PackedCellCounts(np.bincount(base, minlength=n_cells))
-    got = counter.counts(labels, values, values.sum(axis=0).astype(np.int32))
+    got = counter.counts(labels, values, values.sum(axis=0).astype(dtype))
     for cell in range(n_cells):
         expected = np.stack([values[row == cell].sum(axis=0) for row in labels]).astype(np.int64)
+        assert got[cell].dtype == dtype
         np.testing.assert_array_equal(got[cell], expected)
     assert (len(counter.packs) > 1) == (n_cells >= 7)
 

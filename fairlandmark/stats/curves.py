@@ -48,6 +48,8 @@ CHUNK = 256
 # (integers, exact); beyond, SDRs are products by 1 / images (rounded).
 EXACT_NUMERATOR_LIMIT = 2**31
 EXACT_FLOAT_LIMIT = 2**53
+# Hit counts are int16 when runs have fewer rows than this, and so are two-group numerators below it.
+NARROW_LIMIT = 2**15
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
@@ -268,8 +270,8 @@ def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_c
 class _TwoGroupGap(NamedTuple):
     """Gap of two groups A, B: ``|h_A / n_A - (total - h_A) / n_B| = |h_A * size_sum - offset| * inverse``."""
 
-    size_sum: Any  # n_A + n_B, in the numerators' dtype (int32 or float64)
-    offset: np.ndarray  # total * n_A per column, same dtype
+    size_sum: Any  # n_A + n_B, in the numerators' dtype (int16, int32 or float64)
+    offset: np.ndarray  # total * n_A per column, same dtype (modulo 2**16 for int16)
     inverse: float  # 1 / (n_A * n_B)
 
 
@@ -283,7 +285,8 @@ class _SpreadGap(NamedTuple):
 def _gap_form(sizes: list[int], totals: np.ndarray) -> _TwoGroupGap | _SpreadGap:
     """How one run's group hit counts (groups of ``sizes`` images; ``totals`` hits per column) become gaps.
 
-    Exact integer numerators whenever they fit: in int32 below EXACT_NUMERATOR_LIMIT, in float64 below
+    Exact integer numerators whenever they fit: for two groups in int16 when the counts are int16 and
+    ``n_A * n_B`` stays below NARROW_LIMIT; in int32 below EXACT_NUMERATOR_LIMIT, in float64 below
     EXACT_FLOAT_LIMIT (integers up to 2**53 are exact there). Two groups always fit in float64 (the
     numerators stay below ``N**2``, and runs on this path have fewer than 2**24 rows); several groups fit
     while the least common multiple ``L`` of their sizes does (the products ``h_g * L / n_g`` stay below
@@ -294,11 +297,18 @@ def _gap_form(sizes: list[int], totals: np.ndarray) -> _TwoGroupGap | _SpreadGap
     >>> form = _gap_form([150, 150], np.array([100, 300], dtype=np.int32))
     >>> form.offset, form.inverse == 1 / 22500
     (array([15000, 45000], dtype=int32), True)
+    >>> _gap_form([150, 150], np.array([100, 300], dtype=np.int16)).offset  # 45000 - 65536
+    array([ 15000, -20536], dtype=int16)
     >>> _gap_form([3, 4, 6], np.array([5], dtype=np.int32)).factors  # L = 12
     [np.int32(4), np.int32(3), np.int32(2)]
     """
     if len(sizes) == 2:
         n_a, n_b = sizes
+        if totals.dtype == np.int16 and n_a * n_b < NARROW_LIMIT:
+            # int16 numerators, computed modulo 2**16: the steps wrap, the result |h_A n_B - h_B n_A| <= n_A n_B
+            # does not, so it comes out exact (the offset is taken modulo 2**16 too).
+            wrapped = (totals.astype(np.int64) * n_a + NARROW_LIMIT) % (2 * NARROW_LIMIT) - NARROW_LIMIT
+            return _TwoGroupGap(np.int16(n_a + n_b), wrapped.astype(np.int16), 1.0 / (n_a * n_b))
         dtype: type[np.int32] | type[np.float64] = np.int32 if (n_a + n_b) ** 2 < EXACT_NUMERATOR_LIMIT else np.float64
         offset = np.multiply(totals.astype(dtype), dtype(n_a))
         return _TwoGroupGap(dtype(n_a + n_b), offset, 1.0 / (n_a * n_b))
@@ -337,7 +347,9 @@ class _CurvePlan:
         self.K, self.n_runs = K, len(totals)
         self.n_cells = cell_counts.shape[1]
         self.values = [np.ascontiguousarray(v[:, self.keep]) for v in kernel.values]
-        self.totals = [t[self.keep].astype(np.int32) for t in totals]
+        # Counts in int16 where they fit (runs of fewer than 2**15 rows): half the bytes in every step after.
+        narrow = max(n_rows, default=0) < NARROW_LIMIT
+        self.totals = [t[self.keep].astype(np.int16 if narrow else np.int32) for t in totals]
         self.members = dict(members)
         self.counter = PackedCellCounts(cell_counts.max(axis=0))
         # Gaps as exact numerators over one denominator per (attribute, run): one float product per run instead

@@ -154,8 +154,9 @@ class PackedCellCounts:
                 self.weights[p, cell] = 2.0 ** shift
 
     def counts(self, labels: np.ndarray, values: np.ndarray, totals: np.ndarray) -> list[np.ndarray]:
-        """Counts of every cell, each (n, columns) int32, for label rows (n, rows) of the 0/1 float32 ``values``
-        (rows, columns) whose column sums are ``totals`` (int32)."""
+        """Counts of every cell, each (n, columns) in ``totals``' dtype (int32, or int16 where every count fits:
+        half the bytes for the steps after), for label rows (n, rows) of the 0/1 float32 ``values`` (rows,
+        columns) whose column sums are ``totals``."""
         n = labels.shape[0]
         if not self.packs:  # one cell: it holds every row
             return [np.broadcast_to(totals, (n, len(totals))).copy()]
@@ -164,15 +165,22 @@ class PackedCellCounts:
         else:
             rows = self.weights[:, labels].transpose(1, 0, 2).reshape(n * len(self.packs), -1)
         packed = (rows @ values).reshape(n, len(self.packs), -1).astype(np.int32)
-        out: list[np.ndarray] = [np.empty(0, np.int32)] * self.n_cells
+        dtype = totals.dtype
+        out: list[np.ndarray] = [np.empty(0, dtype)] * self.n_cells
         rest: np.ndarray | None = None
         for p, pack in enumerate(self.packs):
             value = packed[:, p]
             for i, (cell, shift) in enumerate(pack):
-                field = np.right_shift(value, shift) if shift else value
+                # Each field fits ``dtype`` (the casts below are exact).
                 if i + 1 < len(pack):  # below the next field: mask it off
+                    field = np.right_shift(value, shift) if shift else value
                     mask = (1 << (pack[i + 1][1] - shift)) - 1
-                    field = np.bitwise_and(field, mask, out=field if shift else None)
+                    narrow = field if shift and dtype == np.int32 else np.empty(field.shape, dtype)
+                    field = np.bitwise_and(field, mask, out=narrow, casting="unsafe")
+                elif dtype == np.int32:
+                    field = np.right_shift(value, shift) if shift else value
+                else:
+                    field = np.right_shift(value, shift, out=np.empty(value.shape, dtype), casting="unsafe")
                 out[cell] = field
                 rest = field.copy() if rest is None else np.add(rest, field, out=rest)
         assert rest is not None
