@@ -449,7 +449,9 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
     _, counts = kernel.sums(cells_by_run, coding.n_cells)
     attrs = list(coding.attributes)
     aggregations = {a: coding.aggregation(a) for a in attrs}
-    nulls = {a: np.empty((B, K)) for a in attrs}
+    # The null of every test, attribute by attribute; each attribute's batches go into its own columns.
+    null = np.empty((B, len(attrs) * K))
+    nulls = {a: null[:, i * K:(i + 1) * K] for i, a in enumerate(attrs)}
     members = {a: [np.flatnonzero(aggregations[a][:, g]) for g in range(aggregations[a].shape[1])] for a in attrs}
     group_counts = {a: counts[0] @ aggregations[a] for a in attrs}
     # The null the keypoint DP test uses: exact permutations, or above LARGE_SAMPLE_ROWS the large-sample
@@ -494,7 +496,6 @@ def _curve_test(study: Study, grid: np.ndarray, valid: Mapping[str, np.ndarray],
             else:
                 for start, n, labels in batches:
                     pool.submit(compute, start, n, labels)
-    null = np.concatenate([nulls[a] for a in attrs], axis=1)
     obs = np.concatenate([observed_gap[a] for a in attrs])
     p = permutation_pvalue(null, obs)
     adjusted = {"bh": _nan_adjust(p, "bh"), "holm": _nan_adjust(p, "holm")}

@@ -399,8 +399,10 @@ def _random_keys(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     return rng.integers(0, 2**32, size=(n, m), dtype=np.uint32)
 
 
-def permuted_labels(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.ndarray:
-    """``n`` random permutations of small non-negative integer ``labels``, shape (n, len(labels)).
+def permuted_labels(rng: np.random.Generator, labels: np.ndarray, n: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """``n`` random permutations of small non-negative integer ``labels``, shape (n, len(labels)) (written into
+    ``out`` when given, an (n, len(labels)) array of ``labels``' dtype).
 
     The very arrays of ``labels[_random_permutations(rng, n, len(labels))]`` (the same random keys, the same
     order), drawn faster: each label rides in the low bits of its key, so one sort of the keys gives the
@@ -419,34 +421,33 @@ def permuted_labels(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.
     labels = np.asarray(labels)
     m = len(labels)
     bits = int(labels.max(initial=0)).bit_length() if m else 0
+    if out is None:
+        out = np.empty((n, m), dtype=labels.dtype)
     if m < 2 or bits > 16 or int(labels.min()) < 0:
-        return labels[_random_permutations(rng, n, m)]
+        out[...] = labels[_random_permutations(rng, n, m)]
+        return out
     low = (1 << max(bits, 1)) - 1
     # In blocks of rows whose keys stay in cache (the stream goes on from block to block: the same keys).
     block = max(1, _DRAW_BLOCK_BYTES // (4 * m))
-    if n <= block:
-        return _permuted_block(rng, labels, n, low)
-    out = np.empty((n, m), dtype=labels.dtype)
     for start in range(0, n, block):
-        stop = min(n, start + block)
-        out[start:stop] = _permuted_block(rng, labels, stop - start, low)
+        _permuted_block(rng, labels, low, out[start:start + block])
     return out
 
 
-def _permuted_block(rng: np.random.Generator, labels: np.ndarray, n: int, low: int) -> np.ndarray:
-    """:func:`permuted_labels` of ``n`` rows, for labels below ``low + 1`` (a power of two)."""
-    keys = _random_keys(rng, n, len(labels))
+def _permuted_block(rng: np.random.Generator, labels: np.ndarray, low: int, out: np.ndarray) -> None:
+    """:func:`permuted_labels` of ``len(out)`` rows, written into ``out``, for labels below ``low + 1`` (a power
+    of two)."""
+    keys = _random_keys(rng, len(out), len(labels))
     packed = np.bitwise_and(keys, np.uint32(~low & 0xFFFFFFFF))
     packed |= labels.astype(np.uint32)
     packed.sort(axis=1)
-    out = (packed & np.uint32(low)).astype(labels.dtype)
     # Neighbours equal above the label bits (key order unknown) differ by less than 2**bits; so do a few others
     # (sorted again too, for nothing).
     tied = np.subtract(packed[:, 1:], packed[:, :-1]).min(axis=1, initial=np.uint32(0xFFFFFFFF)) <= low
+    out[...] = np.bitwise_and(packed, np.uint32(low), out=packed)  # the labels, which fit their dtype
     if tied.any():
         rows = np.flatnonzero(tied)
         out[rows] = labels[np.argsort(keys[rows], axis=1)]
-    return out
 
 
 def _quantiles(x: np.ndarray, q: Sequence[float]) -> np.ndarray:
@@ -745,7 +746,7 @@ def permutation_batches(cells_by_run: list[np.ndarray], n_permutations: int, *, 
         permuted = np.empty((n, strata.n_images), dtype=image_cells.dtype)
         for s, rng in enumerate(rngs):
             cells = image_cells[strata.stratum(s)]
-            permuted[:, strata.stratum(s)] = permuted_labels(rng, cells, n)
+            permuted_labels(rng, cells, n, out=permuted[:, strata.stratum(s)])
         yield start, n, strata.to_runs(permuted)
 
 
@@ -768,19 +769,22 @@ def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, se
         # In batches (random keys and sort indices take 12 bytes per label): the same draws, bounded memory.
         batch = max(1, BATCH_BYTES // (12 * max(1, len(cells))))
         for start, n in _batches(n_permutations, batch):
-            out[start:start + n, strata.stratum(s)] = permuted_labels(rngs[s], cells, n)
+            permuted_labels(rngs[s], cells, n, out=out[start:start + n, strata.stratum(s)])
 
     run_parts(draw, range(strata.n_strata), workers)
     return out
 
 
 def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any, drawn: np.ndarray | None = None, *,
-                  workers: int = 1) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                  workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The DP and MRE-gap nulls, each (permutations, attributes x K), attribute by attribute as the tests are
+    laid out (each attribute's batches written into its own columns: no copy to join them)."""
     attrs = ctx.coding.attributes
     K = len(ctx.study.keypoints)
     B = options.permutations
-    null_dp = {a: np.empty((B, K)) for a in attrs}
-    null_gap = {a: np.empty((B, K)) for a in attrs}
+    whole_dp, whole_gap = np.empty((B, len(attrs) * K)), np.empty((B, len(attrs) * K))
+    null_dp = {a: whole_dp[:, i * K:(i + 1) * K] for i, a in enumerate(attrs)}
+    null_gap = {a: whole_gap[:, i * K:(i + 1) * K] for i, a in enumerate(attrs)}
     normal = ctx.method == "normal"
     batches: Iterator[tuple[int, int, list[np.ndarray] | None]]
     if normal:
@@ -815,7 +819,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any, drawn: 
             # The normal draws come from sequential streams: drawn here, in order, whatever the workers.
             sums = large_sample.draw(n) if normal or labels is None else None  # (n, R, L, M)
             pool.submit(compute, start, n, labels, sums)
-    return null_dp, null_gap
+    return whole_dp, whole_gap
 
 
 def _fast_null_plan(ctx: _Context) -> dict[str, tuple[list[np.ndarray], np.ndarray]] | None:
@@ -1387,13 +1391,10 @@ class _PermutationTests(NamedTuple):
     observed_gap: np.ndarray
 
     @classmethod
-    def of(cls, ctx: _Context, perm: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> _PermutationTests:
-        attributes = ctx.coding.attributes
-        identity = [ctx.identity_stats(a) for a in attributes]
-        return cls(np.concatenate([perm[0][a] for a in attributes], axis=1),
-                   np.concatenate([dp for dp, _ in identity]),
-                   np.concatenate([perm[1][a] for a in attributes], axis=1),
-                   np.concatenate([gap for _, gap in identity]))
+    def of(cls, ctx: _Context, perm: tuple[np.ndarray, np.ndarray]) -> _PermutationTests:
+        identity = [ctx.identity_stats(a) for a in ctx.coding.attributes]
+        return cls(perm[0], np.concatenate([dp for dp, _ in identity]),
+                   perm[1], np.concatenate([gap for _, gap in identity]))
 
 
 STATISTIC = ("mean over runs of per-run DP; image labels permuted among images evaluated in the same runs "
