@@ -134,6 +134,26 @@ def test_curve_null_gap_forms_agree_with_the_general_path(monkeypatch, narrow_li
     _assert_same(fast, _nulls(monkeypatch, study))
 
 
+def test_int16_counts_with_wider_numerators_in_larger_runs(monkeypatch):
+    # Runs of 600 rows: int16 hit counts, but n_A * n_B (about 300 x 300) passes 2**15, so the two-group
+    # numerators are int32, and the spreads of three and six groups multiply int16 counts by wider factors.
+    # Those products must come out in the factors' dtype (numpy 1.x keeps int16 and wraps unless told).
+    study = _study(seed=4, n=1200, k=3, runs=2)
+    seen = []
+    original = curves_module._CurvePlan.__init__
+
+    def spy(plan, *args, **kwargs):
+        original(plan, *args, **kwargs)
+        seen.append(({t.dtype for t in plan.totals},
+                     sorted({_form_name(form) for per_run in plan.gaps.values() for form in per_run})))
+
+    monkeypatch.setattr(curves_module._CurvePlan, "__init__", spy)
+    fast = _nulls(monkeypatch, study)
+    assert seen == [({np.dtype(np.int16)}, ["spread, int32", "two groups, int32"])]
+    _general(monkeypatch)
+    _assert_same(fast, _nulls(monkeypatch, study))
+
+
 @pytest.mark.parametrize("n_a, n_b", [(181, 181), (1, 32766), (2, 16383), (100, 327), (150, 150), (7, 9)])
 def test_int16_two_group_numerators_wrap_to_the_exact_values(n_a, n_b):
     # Every (h_A, total) a run of these groups can give: the int16 steps wrap modulo 2**16, the numerator

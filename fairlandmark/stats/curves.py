@@ -307,7 +307,7 @@ def _gap_form(sizes: list[int], totals: np.ndarray) -> _TwoGroupGap | _SpreadGap
         if totals.dtype == np.int16 and n_a * n_b < NARROW_LIMIT:
             # int16 numerators, computed modulo 2**16: the steps wrap, the result |h_A n_B - h_B n_A| <= n_A n_B
             # does not, so it comes out exact (the offset is taken modulo 2**16 too).
-            wrapped = (totals.astype(np.int64) * n_a + NARROW_LIMIT) % (2 * NARROW_LIMIT) - NARROW_LIMIT
+            wrapped = (totals.astype(np.int64) * n_a + 2**15) % 2**16 - 2**15
             return _TwoGroupGap(np.int16(n_a + n_b), wrapped.astype(np.int16), 1.0 / (n_a * n_b))
         dtype: type[np.int32] | type[np.float64] = np.int32 if (n_a + n_b) ** 2 < EXACT_NUMERATOR_LIMIT else np.float64
         offset = np.multiply(totals.astype(dtype), dtype(n_a))
@@ -353,13 +353,15 @@ class _CurvePlan:
         self.members = dict(members)
         self.counter = PackedCellCounts(cell_counts.max(axis=0))
         # Gaps as exact numerators over one denominator per (attribute, run): one float product per run instead
-        # of one division per group, and int32 (half the bytes of float64) where the numerators fit.
+        # of one division per group, and int16 or int32 (a quarter or half the bytes of float64) where the
+        # numerators fit.
         self.gaps: dict[str, list[_TwoGroupGap | _SpreadGap]] = {
             a: [_gap_form([int(cell_counts[r, idx].sum()) for idx in groups], self.totals[r])
                 for r in range(self.n_runs)] for a, groups in self.members.items()}
 
     def cell_hits(self, r: int, labels: np.ndarray) -> list[np.ndarray]:
-        """Hit counts of every cell of run ``r``, (chunk, columns) int32, for label rows (chunk, rows)."""
+        """Hit counts of every cell of run ``r``, (chunk, columns) int16 or int32 (the totals' dtype), for label
+        rows (chunk, rows)."""
         return self.counter.counts(labels, self.values[r], self.totals[r])
 
     @property
@@ -377,13 +379,15 @@ class _CurvePlan:
                 h = h + hits[c]  # exact: integer counts
             group_hits.append(h)
         form = self.gaps[a][r]
+        # Products in the form's dtype, named: int16 counts times an int32 or float64 scalar must not stay int16
+        # (numpy 1.x keeps an array's dtype when a scalar's value fits it).
         if isinstance(form, _TwoGroupGap):
-            numerator = np.multiply(group_hits[0], form.size_sum)
+            numerator = np.multiply(group_hits[0], form.size_sum, dtype=form.offset.dtype)
             numerator -= form.offset
             np.abs(numerator, out=numerator)
             total += np.multiply(numerator, form.inverse)
         else:
-            spread_ = spread([np.multiply(h, f) for h, f in zip(group_hits, form.factors)])
+            spread_ = spread([np.multiply(h, f, dtype=f.dtype) for h, f in zip(group_hits, form.factors)])
             total += spread_ if form.inverse == 1.0 else np.multiply(spread_, form.inverse)
 
     def max_over_grid(self, total: np.ndarray) -> np.ndarray:

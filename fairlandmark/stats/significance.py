@@ -766,7 +766,8 @@ def draw_permutations(cells_by_run: list[np.ndarray], n_permutations: int, *, se
 
     def draw(s: int) -> None:
         cells = image_cells[strata.stratum(s)]
-        # In batches (random keys and sort indices take 12 bytes per label): the same draws, bounded memory.
+        # In batches (the argsort fallback of permuted_labels takes 12 bytes per label, random keys and sort
+        # indices; the common path works in blocks of _DRAW_BLOCK_BYTES): the same draws, bounded memory.
         batch = max(1, BATCH_BYTES // (12 * max(1, len(cells))))
         for start, n in _batches(n_permutations, batch):
             permuted_labels(rngs[s], cells, n, out=out[start:start + n, strata.stratum(s)])
@@ -793,7 +794,7 @@ def _permutations(ctx: _Context, options: SignificanceOptions, bar: Any, drawn: 
         batches = ((start, n, None) for start, n in _batches(B, options.batch_size))
     else:
         batches = permutation_batches(ctx.cells_by_run, B, seed=options.seed, strata=ctx.strata, drawn=drawn,
-                                      batch_size=_batch_size(ctx, options, bytes_per_row=16))  # random key, index, label
+                                      batch_size=_batch_size(ctx, options, bytes_per_row=16))  # at most key, index, label
     task = bar.add_task("permutations" if not normal else "large-sample null", total=B) if bar else None
     fast = None if normal else _fast_null_plan(ctx)
 
