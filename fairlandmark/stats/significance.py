@@ -1500,8 +1500,9 @@ class SignificanceResult:
             table[name] = np.concatenate([self.group_ci[a][i].ravel() for a in self.attributes])
         return table
 
-    def record(self, row: Mapping[Hashable, Any], group_rows: pd.DataFrame) -> dict[str, Any]:
-        """Significance fields of one JSON ``per_keypoint`` record."""
+    def record(self, row: Mapping[Hashable, Any], group_rows: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        """Significance fields of one JSON ``per_keypoint`` record (``group_rows``: the per-group columns of its
+        groups, by name)."""
         rec = {}
         for name in ("p_value", "p_adjusted", "significant", "p_bh", "p_holm", "p_westfall_young",
                      "mre_gap_p", "mre_gap_p_adjusted", "mre_gap_significant", "baseline_mean", "baseline_std"):
