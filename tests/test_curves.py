@@ -8,7 +8,8 @@ import pytest
 
 from fairlandmark.audit import audit, prepare_study, run_audit
 from fairlandmark.exceptions import InputError
-from fairlandmark.stats.curves import curve_grid, error_curves
+from fairlandmark.stats.curves import curve_grid, error_curves, observed_hit_counts
+from fairlandmark.stats.kernel import RunKernel
 from fairlandmark.stats.significance import benjamini_hochberg, holm
 
 
@@ -194,3 +195,36 @@ def test_cli_prints_curve_findings_and_no_curves_switch(tmp_path, capsys):
     assert "- Error curves: " in to_markdown(doc)
     assert main(args[:-2] + ["--no-curves", "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["curves"] is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_observed_hit_counts_are_the_loops_counts(seed, monkeypatch):
+    # Errors on the thresholds themselves (inclusive), missing predictions, several runs and cells, and blocks
+    # of rows forced small: every count is a plain loop's count of errors <= t per (run, cell, keypoint).
+    import fairlandmark.stats.curves as curves_module
+
+    monkeypatch.setattr(curves_module, "_HIT_COUNT_BLOCK", 7)
+    rng = np.random.default_rng(seed)
+    n, k = 80, 3
+    grid = np.array([0.5, 1.0, 2.0, 3.5])
+    errors = rng.choice(np.r_[grid, rng.gamma(2.0, 1.0, 20), np.nan], (n, k))
+    groups = rng.choice(["a", "b", "c"], n)
+    runs = rng.integers(0, 3, n)
+    study = _study(errors, groups, runs)
+    sums, counts = observed_hit_counts(study, grid)
+    R, L = study.n_runs, study.coding.n_cells
+    assert sums.shape == (1, R, L, len(grid) * k) and counts.shape == (1, R, L)
+    rows_run, cells, errs = np.asarray(study.row_run), np.asarray(study.coding.cell), study.errors
+    for r in range(R):
+        for c in range(L):
+            rows = (rows_run == r) & (cells == c)
+            assert counts[0, r, c] == rows.sum()
+            for t, phi in enumerate(grid):
+                for kp in range(k):
+                    assert sums[0, r, c, t * k + kp] == np.sum(errs[rows, kp] <= phi)  # NaN never hits
+    # The same array as the kernel's one-hot products of each threshold's 0/1 columns.
+    kernel = RunKernel(np.concatenate([(errs <= phi) for phi in grid], axis=1).astype(np.float32),
+                       study.row_run, study.n_runs)
+    expected, expected_counts = kernel.sums(kernel.labels_by_run(study.coding.cell), L)
+    np.testing.assert_array_equal(sums, expected)
+    np.testing.assert_array_equal(counts, expected_counts)

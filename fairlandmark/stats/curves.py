@@ -39,7 +39,7 @@ from fairlandmark.stats.workers import TaskQueue, batch_pool, share_batches, wor
 if TYPE_CHECKING:
     from fairlandmark.stats.significance import SignificanceOptions
 
-__all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "DEFAULT_CURVE_POINTS"]
+__all__ = ["CurveResult", "curve_grid", "error_curves", "group_validity", "observed_hit_counts", "DEFAULT_CURVE_POINTS"]
 
 DEFAULT_CURVE_POINTS = 12
 # Permutations per step of the curve-gap null: its work arrays (chunk x keypoints x grid) stay near the cache.
@@ -50,6 +50,7 @@ EXACT_NUMERATOR_LIMIT = 2**31
 EXACT_FLOAT_LIMIT = 2**53
 # Hit counts are int16 when runs have fewer rows than this, and so are two-group numerators below it.
 NARROW_LIMIT = 2**15
+_HIT_COUNT_BLOCK = 1 << 18  # errors binned at a time by observed_hit_counts
 MSG_GRID = "curve range: give 0 < low < high and at least 2 points, got low={lo!r}, high={hi!r}, points={n!r}"
 
 
@@ -209,17 +210,8 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     coding = study.coding
     if valid is None:
         valid = group_validity(study, min_group_size)
-    # One threshold at a time: an (images x keypoints x grid) value matrix would take 3.5 GB at a million
-    # images; the sums of 0/1 columns are the same exact counts either way.
     _, layout = build_values(study.errors[:0], grid, present=False, error=False)
-    exact = count_dtype(study.row_run)
-    blocks = []
-    for t in grid:
-        values, _ = build_values(study.errors, [t], present=False, error=False, dtype=exact)
-        kernel = RunKernel(values, study.row_run, study.n_runs)
-        block, counts = kernel.sums(kernel.labels_by_run(coding.cell), coding.n_cells)
-        blocks.append(block)
-    sums = np.concatenate(blocks, axis=-1)
+    sums, counts = observed_hit_counts(study, grid)
     K, T = study.errors.shape[1], len(grid)
     sdr, gap, gap_phi = {}, {}, {}
     for a in coding.attributes:
@@ -248,6 +240,41 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
     groups = {a: list(coding.groups[a]) for a in coding.attributes}
     return CurveResult(grid, study.unit, list(study.keypoints), list(coding.attributes), groups, sdr, gap, gap_phi,
                        tests, settings)
+
+
+def observed_hit_counts(study: Study, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hits per (run, cell) at every threshold of ``grid``, shape (1, runs, cells, T * K) float64 (column
+    t * K + k: keypoint k at grid[t]), and rows per (run, cell), shape (1, runs, cells).
+
+    Exact counts, those of the kernel's one-hot products of each threshold's 0/1 columns: each error is binned
+    once (its first threshold at or above it; a missing prediction, NaN, sorts past the last and never hits),
+    the bins are counted per (run, cell, keypoint), and a cumulative sum over the grid gives the hits. Rows go
+    in blocks, so no (rows x keypoints x grid) matrix is made (3.5 GB at a million images).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from fairlandmark.audit import prepare_study
+    >>> preds = pd.DataFrame({"image_id": ["a", "b", "c"], "keypoint": 1, "error_mm": [0.5, 1.5, np.nan]})
+    >>> meta = pd.DataFrame({"image_id": ["a", "b", "c"], "sex": ["F", "F", "M"]})
+    >>> sums, counts = observed_hit_counts(prepare_study(preds, meta, attributes=["sex"]), np.array([1.0, 2.0]))
+    >>> sums[0, 0].tolist(), counts[0, 0].tolist()  # cells F, M; thresholds 1 and 2
+    ([[1.0, 2.0], [0.0, 0.0]], [2.0, 1.0])
+    """
+    errors, coding = study.errors, study.coding
+    n_rows, K = errors.shape
+    R, L, T = study.n_runs, coding.n_cells, len(grid)
+    run_cell = np.asarray(study.row_run, dtype=np.int64) * L + np.asarray(coding.cell, dtype=np.int64)
+    counts = np.bincount(run_cell, minlength=R * L).astype(np.float64).reshape(1, R, L)
+    per_bin = np.zeros(R * L * K * (T + 1), dtype=np.int64)
+    column = np.arange(K, dtype=np.int64) * (T + 1)
+    block = max(1, _HIT_COUNT_BLOCK // max(1, K))
+    for lo in range(0, n_rows, block):
+        bins = np.searchsorted(grid, errors[lo:lo + block])  # side "left": e <= grid[t] exactly when bin <= t
+        bins += run_cell[lo:lo + block, None] * (K * (T + 1)) + column
+        per_bin += np.bincount(bins.ravel(), minlength=len(per_bin))
+    hits = np.cumsum(per_bin.reshape(R, L, K, T + 1)[..., :T], axis=-1)  # (R, L, K, T)
+    return hits.transpose(0, 1, 3, 2).reshape(1, R, L, T * K).astype(np.float64), counts
 
 
 def _curve_null_batch(kernel: RunKernel, labels: list[np.ndarray] | None, cell_counts: np.ndarray, attrs: list[str],
