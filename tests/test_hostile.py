@@ -650,3 +650,27 @@ class TestWideFileEncodings:
         messy = convert([tmp_path / "p2.csv"], read_wide(tmp_path / "t2.csv", truth=True))
         pd.testing.assert_frame_equal(clean, messy)
         assert messy["pred_x"].isna().sum() == 1
+
+
+@pytest.mark.parametrize("block_rows", [1, 2, 4096])
+def test_the_first_infinite_error_is_named_whatever_the_blocks(monkeypatch, block_rows):
+    # The errors are checked in blocks of rows: the message names the first bad entry in row order, and an
+    # overflowing sum is found across blocks.
+    from types import SimpleNamespace
+
+    from fairlandmark.inputs import radial_error
+
+    monkeypatch.setattr(radial_error, "_BLOCK_ROWS", block_rows)
+    preds = SimpleNamespace(source="p.csv", row_image=np.array([f"img{i}" for i in range(12)]),
+                            runs=["0"], row_run=np.zeros(12, int), keypoints=[1, 2, 3])
+    errors = np.ones((12, 3))
+    errors[9, 2] = np.inf
+    errors[10, 0] = np.inf
+    with pytest.raises(InputError, match=r"image 'img9' \(run 0\), keypoint 3: the radial error is infinite"):
+        radial_error.check_finite_errors(errors, preds)
+    errors = np.full((12, 3), 1e306)
+    errors[3, 1] = np.nan
+    with pytest.raises(InputError, match="too large to average"):
+        radial_error.check_finite_errors(errors, preds)
+    errors[:] = 1.0
+    assert radial_error.check_finite_errors(errors, preds) is errors
