@@ -229,9 +229,10 @@ def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
     """
     if preds.pred is None or preds.true is None or preds.error is not None:
         return None, None
-    if spacing_mm is not None:
-        scale = np.full(preds.pred.shape[:2], float(spacing_mm))
-    elif preds.spacing is not None:
+    if spacing_mm is not None:  # one number: the same products as a full array of it, without that array
+        spacing = float(spacing_mm)
+        return preds.pred * spacing if predicted else None, preds.true * spacing
+    if preds.spacing is not None:
         scale = preds.spacing
     elif wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, preds.source)
