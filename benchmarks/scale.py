@@ -13,8 +13,8 @@ own process so that peak memory is its own:
   validation, no intersection, no DP).
 
 Reported: wall seconds (after a warm-up audit of 50 images in the same
-process, so imports and thread pools are not counted; runs under 5 s are
-timed three times and the median run is reported), peak resident memory
+process, so imports and thread pools are not counted; each run is timed
+three times in its process and the median run is reported), peak resident memory
 (ru_maxrss) and microseconds per input row. Targets (issue 20): at 1 M images the Parquet audit is faster than
 the pandas groupby and peaks at <= 4 GB; CSV takes at most 2x Parquet; the
 cost per row is flat within 30 % from 10 k to 1 M images.
@@ -87,23 +87,21 @@ def warm_up(kind: str) -> None:
                            bins={"age": [50]}, spacing_mm=0.1, significance=False).to_dict()
 
 
-# A run shorter than this is timed three times in its process and the median reported: a few tenths of a
-# second swing with the VM by more than the 30 % the flatness target allows.
-REPEAT_BELOW_SECONDS = 5.0
+# Each timed run is repeated in its process and the median run reported: on the shared VM the same audit
+# swings by more than the 30 % the flatness target allows (a million images: 15-21 s in one hour).
+REPEATS = 3
 
 
 def median_of_runs(run):
-    """``run()`` -> dict with "seconds"; once, or three times (the median run) when the first is short. Each
-    result gets "cpu": the process's CPU seconds (all threads) during that run."""
+    """``run()`` -> dict with "seconds", REPEATS times; the median run. Each result gets "cpu": the process's
+    CPU seconds (all threads) during that run."""
     def timed():
         cpu = time.process_time()
         result = run()
         result["cpu"] = time.process_time() - cpu
         return result
 
-    results = [timed()]
-    if results[0]["seconds"] < REPEAT_BELOW_SECONDS:
-        results += [timed(), timed()]
+    results = [timed() for _ in range(REPEATS)]
     return sorted(results, key=lambda r: r["seconds"])[len(results) // 2]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import sys
@@ -270,11 +271,11 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
     if isinstance(value, (float, np.floating)):
         v = float(value)
-        return v if np.isfinite(v) else None
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
     if isinstance(value, np.bool_):
         return bool(value)
     return value
