@@ -197,3 +197,36 @@ def test_the_facade_keeps_predicted_coordinates_only_for_measurements():
     from fairlandmark.audit import prepare_study
 
     np.testing.assert_array_equal(prepare_study(preds, meta, spacing_mm=1.0).pred_xy[..., 0], true[..., 0] + 1)
+
+
+@pytest.mark.parametrize("scale", ["spacing_mm", "spacing column", "wrist_width", "pixels"])
+def test_coordinates_are_scaled_in_place_only_when_the_study_made_the_predictions(scale):
+    # prepare_study scales the coordinates of predictions it validated itself where they lie; predictions
+    # the caller validated (and may use again) are copied. Both give the same coordinates, bit for bit.
+    from fairlandmark.audit import prepare_study
+    from fairlandmark.inputs.schema import check_predictions
+
+    rng = np.random.default_rng(7)
+    n, k = 30, 4
+    true = rng.uniform(0, 500, (n, k, 2))
+    frame = pd.DataFrame({"image_id": np.repeat(np.arange(n).astype(str), k), "keypoint": np.tile(np.arange(1, k + 1), n),
+                          "pred_x": (true[..., 0] + rng.normal(0, 3, (n, k))).ravel(),
+                          "pred_y": (true[..., 1] + rng.normal(0, 3, (n, k))).ravel(),
+                          "true_x": true[..., 0].ravel(), "true_y": true[..., 1].ravel()})
+    options = {"spacing_mm": {"spacing_mm": 0.137}, "wrist_width": {"wrist_width": (1, 3, 50.0)}}.get(scale, {})
+    if scale == "spacing column":
+        frame["spacing_mm"] = np.repeat(rng.uniform(0.05, 0.2, n), k)
+    meta = pd.DataFrame({"image_id": np.arange(n).astype(str), "sex": ["F", "M"] * (n // 2)})
+    validated = check_predictions(frame)
+    before = validated.true.copy(), validated.pred.copy()
+    theirs = prepare_study(validated, meta, attributes=["sex"], **options)
+    np.testing.assert_array_equal(validated.true, before[0])  # the caller's arrays are left as they were
+    np.testing.assert_array_equal(validated.pred, before[1])
+    ours = prepare_study(frame, meta, attributes=["sex"], **options)
+    np.testing.assert_array_equal(ours.true_xy, theirs.true_xy)
+    np.testing.assert_array_equal(ours.pred_xy, theirs.pred_xy)
+    np.testing.assert_array_equal(ours.errors, theirs.errors)
+    if scale == "pixels":
+        np.testing.assert_array_equal(ours.true_xy, before[0])
+    else:
+        assert not np.array_equal(ours.true_xy, before[0])  # scaled

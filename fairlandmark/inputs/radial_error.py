@@ -210,8 +210,8 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
 
 
 def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
-                       wrist_width: WristWidth | None = None,
-                       predicted: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+                       wrist_width: WristWidth | None = None, predicted: bool = True,
+                       in_place: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Predicted and true coordinates in the unit of :func:`radial_errors`.
 
     Call after :func:`radial_errors` has validated the scale options. The
@@ -222,6 +222,11 @@ def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
     With ``predicted=False`` only the true coordinates are scaled (pred is
     None): all that the anatomy of an audit without measurements needs.
 
+    With ``in_place=True`` the predictions' own coordinate arrays are scaled
+    and returned, not copies: for a caller that made ``preds`` itself and
+    reads its coordinates no more (at a million images a fresh copy of the
+    ground truth is 0.6 GB of first-touched memory). The same numbers.
+
     Returns
     -------
     pred, true : ndarray, shape (N, K, 2), or (None, None)
@@ -229,16 +234,22 @@ def scaled_coordinates(preds: Predictions, *, spacing_mm: float | None = None,
     """
     if preds.pred is None or preds.true is None or preds.error is not None:
         return None, None
+    factor: float | np.ndarray
     if spacing_mm is not None:  # one number: the same products as a full array of it, without that array
-        spacing = float(spacing_mm)
-        return preds.pred * spacing if predicted else None, preds.true * spacing
-    if preds.spacing is not None:
-        scale = preds.spacing
+        factor = float(spacing_mm)
+    elif preds.spacing is not None:
+        factor = preds.spacing[..., None]
     elif wrist_width is not None:
         ia = _keypoint_index(preds.keypoints, wrist_width.a, preds.source)
         ib = _keypoint_index(preds.keypoints, wrist_width.b, preds.source)
         span = preds.true[:, ia, :] - preds.true[:, ib, :]
-        scale = np.broadcast_to((wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None], preds.pred.shape[:2])
-    else:
+        factor = (wrist_width.mm / np.hypot(span[:, 0], span[:, 1]))[:, None, None]
+    else:  # pixels: no scale
+        if in_place:
+            return preds.pred if predicted else None, preds.true
         return preds.pred.copy() if predicted else None, preds.true.copy()
-    return preds.pred * scale[..., None] if predicted else None, preds.true * scale[..., None]
+    if in_place:
+        if predicted:
+            np.multiply(preds.pred, factor, out=preds.pred)
+        return preds.pred if predicted else None, np.multiply(preds.true, factor, out=preds.true)
+    return preds.pred * factor if predicted else None, preds.true * factor

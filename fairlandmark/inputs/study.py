@@ -108,8 +108,9 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
     elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
         wrist_width = WristWidth(*wrist_width)
     errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+    # Predictions validated here are this function's own: their coordinates are scaled where they lie.
     pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width,
-                                          predicted=keep_pred_xy)
+                                          predicted=keep_pred_xy, in_place=not isinstance(predictions, Predictions))
     meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
                           encoding=encoding, notes=notes)
     chosen = list(meta.columns) if names is None else names
