@@ -228,3 +228,9 @@ def test_observed_hit_counts_are_the_loops_counts(seed, monkeypatch):
     expected, expected_counts = kernel.sums(kernel.labels_by_run(study.coding.cell), L)
     np.testing.assert_array_equal(sums, expected)
     np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_observed_hit_counts_refuses_a_grid_out_of_order():
+    study = _study(np.array([[0.5], [1.5], [2.5]]), ["a", "b", "a"])
+    with pytest.raises(ValueError, match="strictly increasing"):
+        observed_hit_counts(study, np.array([2.0, 1.0]))

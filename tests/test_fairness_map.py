@@ -230,3 +230,11 @@ def test_coordinates_are_scaled_in_place_only_when_the_study_made_the_prediction
         np.testing.assert_array_equal(ours.true_xy, before[0])
     else:
         assert not np.array_equal(ours.true_xy, before[0])  # scaled
+
+
+def test_optimal_rotation_of_three_dimensional_shapes_is_a_rotation():
+    # The 2 x 2 determinant shortcut is for 2-D landmarks; other shapes take the general determinant.
+    rng = np.random.default_rng(5)
+    source = rng.normal(size=(6, 3))
+    rot = optimal_rotation(source, source @ np.diag([1.0, 1.0, -1.0]))
+    assert np.isclose(np.linalg.det(rot), 1.0)

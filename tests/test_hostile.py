@@ -660,7 +660,7 @@ def test_the_first_infinite_error_is_named_whatever_the_blocks(monkeypatch, bloc
 
     from fairlandmark.inputs import radial_error
 
-    monkeypatch.setattr(radial_error, "_BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(radial_error, "_CHECK_BLOCK_ERRORS", 8 * block_rows)
     preds = SimpleNamespace(source="p.csv", row_image=np.array([f"img{i}" for i in range(12)]),
                             runs=["0"], row_run=np.zeros(12, int), keypoints=[1, 2, 3])
     errors = np.ones((12, 3))

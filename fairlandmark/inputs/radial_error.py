@@ -42,7 +42,8 @@ MSG_WRIST_UNLABELLED = (
     "label both in every image or use another scale"
 )
 MSG_BAD_SPACING = "«spacing_mm» {value}: must be a positive number of mm per pixel"
-_BLOCK_ROWS = 4096  # rows of coordinates per step of the distance computation (temporaries of about 1 MB)
+_BLOCK_ROWS = 4096  # rows of coordinates per distance step (temporaries of about 1 MB at K = 37)
+_CHECK_BLOCK_ERRORS = 8 * _BLOCK_ROWS  # errors per step of check_finite_errors
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ def check_finite_errors(errors: np.ndarray, preds: Predictions) -> np.ndarray:
     is infinite; the audit would then report a null MRE without a word.
     """
     # In blocks of rows (no copy of a million images' errors for the NaN-free sum); the first bad entry in
-    # row order is the first of the first block that has one.
+    # row order is the first of the first block that has one. The block sums round a little differently from
+    # one sum: the same decision except for errors within rounding of the float limit (about 1e303 mm).
     total = 0.0
-    rows_per_block = max(1, _BLOCK_ROWS * 8 // max(1, errors.shape[1]))
+    rows_per_block = max(1, _CHECK_BLOCK_ERRORS // max(1, errors.shape[1]))
     with np.errstate(over="ignore"):
         for lo in range(0, len(errors), rows_per_block):
             block = errors[lo:lo + rows_per_block]

@@ -243,8 +243,9 @@ def error_curves(study: Study, *, primary: float = 2.0, phi: Sequence[float] | n
 
 
 def observed_hit_counts(study: Study, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hits per (run, cell) at every threshold of ``grid``, shape (1, runs, cells, T * K) float64 (column
-    t * K + k: keypoint k at grid[t]), and rows per (run, cell), shape (1, runs, cells).
+    """Hits per (run, cell) at every threshold of ``grid`` (strictly increasing, as :func:`error_curves`
+    checks), shape (1, runs, cells, T * K) float64 (column t * K + k: keypoint k at grid[t]), and rows per
+    (run, cell), shape (1, runs, cells).
 
     Exact counts, those of the kernel's one-hot products of each threshold's 0/1 columns: each error is binned
     once (its first threshold at or above it; a missing prediction, NaN, sorts past the last and never hits),
@@ -261,6 +262,9 @@ def observed_hit_counts(study: Study, grid: np.ndarray) -> tuple[np.ndarray, np.
     >>> sums[0, 0].tolist(), counts[0, 0].tolist()  # cells F, M; thresholds 1 and 2
     ([[1.0, 2.0], [0.0, 0.0]], [2.0, 1.0])
     """
+    grid = np.asarray(grid, dtype=float)
+    if np.any(np.diff(grid) <= 0):
+        raise ValueError(f"observed_hit_counts: the grid must be strictly increasing, got {grid.tolist()}")
     errors, coding = study.errors, study.coding
     n_rows, K = errors.shape
     R, L, T = study.n_runs, coding.n_cells, len(grid)

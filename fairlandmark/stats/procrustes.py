@@ -82,9 +82,12 @@ def optimal_rotation(source: ArrayLike, target: ArrayLike) -> np.ndarray:
     m = np.einsum("...ki,...kj->...ij", np.asarray(source, dtype=float), np.asarray(target, dtype=float))
     u, _, vt = np.linalg.svd(m)
     r = u @ vt
-    # The sign of the 2 x 2 determinant (+-1 for these orthogonal matrices, so the sign of np.linalg.det's),
-    # without a LAPACK factorisation per matrix.
-    d = np.sign(r[..., 0, 0] * r[..., 1, 1] - r[..., 0, 1] * r[..., 1, 0])
+    if r.shape[-2:] == (2, 2):
+        # The sign of the 2 x 2 determinant (+-1 for these orthogonal matrices, so the sign of np.linalg.det's),
+        # without a LAPACK factorisation per matrix.
+        d = np.sign(r[..., 0, 0] * r[..., 1, 1] - r[..., 0, 1] * r[..., 1, 0])
+    else:
+        d = np.sign(np.linalg.det(r))
     d = np.where(d == 0, 1.0, d)
     u = u.copy()
     u[..., :, -1] *= d[..., None]  # a reflection is turned into the closest rotation
