@@ -939,9 +939,21 @@ def _group_ratio_list(cells: np.ndarray, members: Sequence[np.ndarray], sizes: n
         if len(idx) == 1:
             group = np.divide(cells[idx[0]], sizes[g])
         else:
-            group = np.add(cells[idx[0]], cells[idx[1]]) if len(idx) == 2 else np.add.reduce([cells[c] for c in idx])
+            group = _add_cells([cells[c] for c in idx])
             np.divide(group, sizes[g], out=group)
         out.append(group)
+    return out
+
+
+def _add_cells(parts: Sequence[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+    """A group's cell arrays (two or more) added in order, as :func:`fairlandmark.stats.kernel.aggregate` adds
+    them; two without stacking them (the same bits as ``np.add.reduce``)."""
+    if len(parts) == 2:
+        return np.add(parts[0], parts[1], out=out)
+    total = np.add.reduce(list(parts))
+    if out is None:
+        return total
+    out[...] = total
     return out
 
 
@@ -1077,10 +1089,8 @@ def _group_sums(sums: np.ndarray, members: Sequence[np.ndarray]) -> np.ndarray:
     for g, idx in enumerate(members):
         if len(idx) == 1:
             out[:, g] = sums[:, idx[0]]
-        elif len(idx) == 2:
-            np.add(sums[:, idx[0]], sums[:, idx[1]], out=out[:, g])  # = add.reduce of the two, without stacking
         else:
-            out[:, g] = np.add.reduce([sums[:, c] for c in idx])
+            _add_cells([sums[:, c] for c in idx], out=out[:, g])
     return out
 
 
