@@ -24,7 +24,7 @@ from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError, spell_options
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
-from fairlandmark.stats.kernel import (RunKernel, mean_std_over_runs, aggregate, build_values, labelled_from_sums,
+from fairlandmark.stats.kernel import (mean_std_over_runs, aggregate, label_sums, labelled_from_sums,
                                        mre_from_sums, parity_gap, sdr_from_sums, without_thin_groups)
 from fairlandmark.inputs.groups import GroupCoding
 from fairlandmark.inputs.radial_error import WristWidth
@@ -85,6 +85,10 @@ MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground t
                   "they are left out of that keypoint's SDR and MRE, never counted as misses")
 
 
+# Rows per step of the per-keypoint sums (temporaries of a few MB at K = 37).
+_SUM_BLOCK_ROWS = 1 << 14
+
+
 def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:
     try:
         thresholds = [float(t) for t in np.atleast_1d(thresholds_mm)]
@@ -116,15 +120,12 @@ class Observed:
     sdr_dp: np.ndarray | None = None  # (R, G, K) primary SDR with NaN where a group is out of a keypoint's DP
 
 
-def observe(kernel: RunKernel, layout: ValueLayout, coding: GroupCoding, attribute: str,
-            min_group_size: int, cell_sums: tuple | None = None) -> Observed:
-    """Observed metrics of one attribute from the kernel (one assignment).
-
-    ``cell_sums``: the kernel's ``(sums, counts)`` of the cells, when already computed (they are the same for
-    every attribute).
+def observe(layout: ValueLayout, coding: GroupCoding, attribute: str, min_group_size: int,
+            cell_sums: tuple[np.ndarray, np.ndarray]) -> Observed:
+    """Observed metrics of one attribute from the cells' ``(sums, counts)`` (one assignment; see
+    :func:`fairlandmark.stats.kernel.label_sums`), the same for every attribute.
     """
-    sums, counts = cell_sums if cell_sums is not None else kernel.sums(kernel.labels_by_run(coding.cell),
-                                                                       coding.n_cells)
+    sums, counts = cell_sums
     gsums, gcounts = aggregate(sums[0], counts[0], coding.aggregation(attribute))
     sdr = np.stack([sdr_from_sums(gsums, gcounts, layout, t) for t in range(len(layout.thresholds))])
     mre = mre_from_sums(gsums, layout)
@@ -216,10 +217,10 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
 
         measurements = load_measurements(measurements)  # bad definitions fail before any work
     thresholds = _check_options(thresholds_mm, min_group_size)
-    values, layout = build_values(study.errors, thresholds, labelled=study.labelled)
-    kernel = RunKernel(values, study.row_run, study.n_runs)
-    cell_sums = kernel.sums(kernel.labels_by_run(study.coding.cell), study.coding.n_cells)  # once for all attributes
-    observed = {a: observe(kernel, layout, study.coding, a, min_group_size, cell_sums)
+    # The cells' sums, once for all attributes, built in row blocks (no value matrix of the whole study).
+    sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs, study.coding.cell,
+                                      study.coding.n_cells, labelled=study.labelled)
+    observed = {a: observe(layout, study.coding, a, min_group_size, (sums, counts))
                 for a in study.coding.attributes}
 
     notes = list(study.notes) + small_group_notes(study, observed, min_group_size)
@@ -637,17 +638,32 @@ class AuditResult:
         Returns err_sum (R, K), n_present (R, K), hits (T, R, K) and n_labelled (R, K), the images with
         ground truth for each keypoint (every image when nothing is unlabelled).
         """
-        errors, row_run = self.study.errors, self.study.row_run
-        present = ~np.isnan(errors)
-        onehot = np.zeros((self.n_runs, len(row_run)))
-        onehot[row_run, np.arange(len(row_run))] = 1.0
-        filled = np.where(present, errors, np.inf)
-        hits = np.stack([onehot @ (filled <= t) for t in self.thresholds])  # a missing prediction never hits
-        if self.study.labelled is None:
-            n_labelled = np.broadcast_to(onehot.sum(axis=1)[:, None], (self.n_runs, present.shape[1]))
-        else:
-            n_labelled = onehot @ self.study.labelled
-        return onehot @ np.where(present, errors, 0.0), onehot @ present, hits, n_labelled
+        errors, row_run, labelled = self.study.errors, self.study.row_run, self.study.labelled
+        n_rows, n_kp = errors.shape
+        err_sum, n_present = np.zeros((self.n_runs, n_kp)), np.zeros((self.n_runs, n_kp))
+        hits = np.zeros((len(self.thresholds), self.n_runs, n_kp))
+        n_images = np.zeros(self.n_runs)
+        n_labelled = None if labelled is None else np.zeros((self.n_runs, n_kp))
+        # In row blocks, so that no (N, K) temporary is made at a million images; a study of at most
+        # _SUM_BLOCK_ROWS rows is one block, whose sums are one product each, added to zeros (exactly).
+        for lo in range(0, n_rows, _SUM_BLOCK_ROWS):
+            block = slice(lo, lo + _SUM_BLOCK_ROWS)
+            err = errors[block]
+            present = ~np.isnan(err)
+            onehot = np.zeros((self.n_runs, len(err)))
+            onehot[row_run[block], np.arange(len(err))] = 1.0
+            filled = np.where(present, err, np.inf)
+            for t, threshold in enumerate(self.thresholds):
+                hits[t] += onehot @ (filled <= threshold)  # a missing prediction never hits
+            del filled
+            err_sum += onehot @ np.where(present, err, 0.0)
+            n_present += onehot @ present
+            n_images += onehot.sum(axis=1)
+            if n_labelled is not None and labelled is not None:
+                n_labelled += onehot @ labelled[block]
+        if n_labelled is None:
+            n_labelled = np.broadcast_to(n_images[:, None], (self.n_runs, n_kp))
+        return err_sum, n_present, hits, n_labelled
 
     # -- tables --------------------------------------------------------------
     @cached_property

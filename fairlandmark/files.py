@@ -267,6 +267,11 @@ def write_text_output(path: str | os.PathLike[str], text: str) -> None:
 
 def json_safe(value: Any) -> Any:
     """JSON-ready copy: NaN and inf become None, numpy scalars become Python ones."""
+    kind = type(value)  # the common exact types first: an audit's document has tens of thousands of values
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -318,8 +318,21 @@ STUDIES = {
 }
 
 
+@pytest.fixture(params=["one block", "blocks of 7 rows"])
+def sum_blocks(request, monkeypatch):
+    """The observed sums as one block (paper scale) or in many row blocks (how a million images are summed)."""
+    if request.param != "one block":
+        import importlib
+
+        from fairlandmark.stats import kernel
+
+        monkeypatch.setattr(importlib.import_module("fairlandmark.audit"), "_SUM_BLOCK_ROWS", 7)
+        monkeypatch.setattr(kernel, "LABEL_SUM_BLOCK_ROWS", 7)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(STUDIES))
-def test_audit_equals_independent_computation(name):
+def test_audit_equals_independent_computation(name, sum_blocks):
     study_kw, audit_kw, thresholds = STUDIES[name]
     preds, meta = random_study(sum(map(ord, name)), **study_kw)
     families = {"first": [1, 2], "rest": [3, 4, 5]}
@@ -601,7 +614,7 @@ def test_digital_hand_atlas_wrist_width_and_families(shared_data, tmp_path):
         close(pk.loc[("sex&age", k), "dp"], sdr[:, k - 1].max() - sdr[:, k - 1].min(), f"DHA sex&age kp {k}")
 
 
-def test_keypoint_overall_mre_and_sdr_equal_plain_loops():
+def test_keypoint_overall_mre_and_sdr_equal_plain_loops(sum_blocks):
     """per_keypoint's mre/sdr: per run over all images (missing: out of MRE, a miss in SDR), then mean/std."""
     rng = np.random.default_rng(21)
     rows = []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 import fairlandmark
 from fairlandmark.exceptions import InputError
+from fairlandmark.stats import procrustes
 from fairlandmark.stats.procrustes import generalized_procrustes, optimal_rotation
 
 
@@ -238,3 +241,18 @@ def test_optimal_rotation_of_three_dimensional_shapes_is_a_rotation():
     source = rng.normal(size=(6, 3))
     rot = optimal_rotation(source, source @ np.diag([1.0, 1.0, -1.0]))
     assert np.isclose(np.linalg.det(rot), 1.0)
+
+
+def test_images_with_every_landmark_at_one_point_stay_out_of_the_anatomy():
+    # All coordinates 0.1: the mean need not round back to 0.1, so a spread test sees rounding noise, not a shape.
+    res = _result(6, n=40)
+    true = res.study.true_xy.copy()
+    true[3] = 0.1
+    true[7] = np.nan
+    true[9, :, 0], true[9, :, 1] = 1e-300, 2e-300  # one point, tiny numbers
+    true[11] = 0.0
+    true[11, 0, 0] = 1e-170  # distinct landmarks whose squared spread underflows to 0: left out, not a crash
+    block = procrustes.mean_shape_of_study(dataclasses.replace(res.study, true_xy=true))
+    keep = [i for i in range(40) if i not in (3, 7, 9, 11)]
+    assert block["n_images"] == len(keep)
+    np.testing.assert_array_equal(block["mean_shape"], generalized_procrustes(true[keep], align=False).mean_shape)

@@ -13,6 +13,7 @@ from fairlandmark.stats.kernel import (
     RunKernel,
     aggregate,
     build_values,
+    label_sums,
     mre_from_sums,
     parity_gap,
     sdr_from_sums,
@@ -58,6 +59,41 @@ def test_run_kernel_sums_equal_loops_for_batches_and_weights():
     exp_sums, exp_counts = _loop_sums(values, row_run, labels[2], np.ones(n), n_runs, n_labels)
     np.testing.assert_allclose(one[0], exp_sums, rtol=1e-12)
     np.testing.assert_array_equal(one_counts[0], exp_counts)
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+@pytest.mark.parametrize("with_labelled", [False, True])
+def test_label_sums_in_blocks_are_the_kernel_sums(grouped, with_labelled):
+    rng = np.random.default_rng(3)
+    n, k, n_runs, n_labels = 203, 4, 3, 5
+    errors = rng.gamma(2.0, 1.0, size=(n, k))
+    errors[rng.random((n, k)) < 0.1] = np.nan
+    labelled = None
+    if with_labelled:
+        labelled = rng.random((n, k)) > 0.2
+        labelled[:40] = True  # whole blocks labelled in a study that is not
+        errors[~labelled] = np.nan
+    row_run = np.sort(rng.integers(0, n_runs, n)) if grouped else rng.integers(0, n_runs, n)
+    labels = rng.integers(0, n_labels, n)
+    values, layout = build_values(errors, [1.0, 2.5], labelled=labelled)
+    kernel = RunKernel(values, row_run, n_runs)
+    want, want_counts = kernel.sums(kernel.labels_by_run(labels), n_labels)
+    # One block per run: the kernel's own product, bit for bit.
+    sums, counts, got_layout = label_sums(errors, [1.0, 2.5], row_run, n_runs, labels, n_labels, labelled=labelled)
+    assert got_layout == layout
+    np.testing.assert_array_equal(sums, want)
+    np.testing.assert_array_equal(counts, want_counts)
+    # Blocks of 16 rows: counts exact, error sums to rounding, and both equal plain loops.
+    sums, counts, _ = label_sums(errors, [1.0, 2.5], row_run, n_runs, labels, n_labels, labelled=labelled,
+                                 block_rows=16)
+    exact = np.ones(layout.n_columns, bool)
+    exact[layout.error] = False
+    np.testing.assert_array_equal(sums[..., exact], want[..., exact])
+    np.testing.assert_allclose(sums, want, rtol=1e-13)
+    np.testing.assert_array_equal(counts, want_counts)
+    loop, loop_counts = _loop_sums(values, row_run, labels, np.ones(n), n_runs, n_labels)
+    np.testing.assert_allclose(sums[0], loop, rtol=1e-13)
+    np.testing.assert_array_equal(counts[0], loop_counts)
 
 
 def test_aggregate_sdr_mre_from_sums():

@@ -217,3 +217,25 @@ def test_trailing_commas_ragged_lines_and_booleans_as_in_the_pandas_reader(tmp_p
                   "true_y": [1.0]}).to_parquet(tmp_path / "b.parquet")
     with pytest.raises(InputError, match=r"column 'pred_x' holds True/False values"):
         check_predictions(tmp_path / "b.parquet")
+
+
+def test_files_are_read_into_a_pool_of_their_own(tmp_path):
+    """jemalloc (or the system's) for our reads; pyarrow's default pool, which other code may use, untouched."""
+    from fairlandmark.inputs.columnar import reading_pool
+
+    before = pa.default_memory_pool().backend_name
+    frame = _study(n_images=12)
+    frame.to_parquet(tmp_path / "p.parquet")
+    _assert_matches(check_predictions(tmp_path / "p.parquet"), frame)
+    assert pa.default_memory_pool().backend_name == before
+    assert reading_pool().backend_name in ("jemalloc", "system")
+
+
+def test_json_safe_turns_numpy_and_non_finite_values_into_plain_json():
+    from fairlandmark.files import json_safe
+
+    doc = {1: [np.float64(0.5), np.float32(np.nan), float("inf"), -0.0, np.int64(3), np.bool_(True), True, 7, None,
+               "x", (np.float64(-np.inf), 2.5)], "nested": {"k": np.int32(2)}}
+    out = json_safe(doc)
+    assert out == {"1": [0.5, None, None, -0.0, 3, True, True, 7, None, "x", [None, 2.5]], "nested": {"k": 2}}
+    assert [type(v) for v in out["1"][:7]] == [float, type(None), type(None), float, int, bool, bool]

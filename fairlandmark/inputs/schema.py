@@ -586,6 +586,16 @@ class _Pivot:
         out[self.position] = values
         return out.reshape(self.shape)
 
+    def into(self, values: np.ndarray, out: np.ndarray) -> None:
+        """Write the pivot of ``values`` into ``out`` (shape ``self.shape``, any strides), with no full-size
+        temporary when the lines are in row order (at a million images each copy is 0.3 GB of fresh pages)."""
+        if self.position is not None:
+            out[...] = self(values)
+        elif self.columns is not None:
+            np.take(values.reshape(self.shape), self.columns, axis=1, out=out)
+        else:
+            out[...] = values.reshape(self.shape)
+
 
 @dataclass
 class _Values:
@@ -609,7 +619,7 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
     if has_coords:
         pred = np.empty(pivot.shape + (2,))
         for axis, col in enumerate(("pred_x", "pred_y")):
-            pred[..., axis] = pivot(_numeric(cols, col, src, allow_empty=True))
+            pivot.into(_numeric(cols, col, src, allow_empty=True), pred[..., axis])
             cols.release(col)
         missing = np.isnan(pred).any(axis=-1)  # a prediction needs both coordinates
         if missing.any():
@@ -622,9 +632,9 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
         cols.release("true_y")
         line_labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
         true = np.empty(pivot.shape + (2,))
-        true[..., 0] = pivot(tx)
+        pivot.into(tx, true[..., 0])
         del tx
-        true[..., 1] = pivot(ty)
+        pivot.into(ty, true[..., 1])
         del ty
         if not line_labelled.all():
             labelled = pivot(line_labelled.astype(float)).astype(bool)

@@ -41,6 +41,7 @@ __all__ = [
     "ValueLayout",
     "build_values",
     "RunKernel",
+    "label_sums",
     "aggregate",
     "sdr_from_sums",
     "labelled_from_sums",
@@ -390,6 +391,79 @@ class RunKernel:
         """Split row labels, shape (N,) or (B, N), into per-run blocks in kernel order."""
         labels = np.asarray(labels)
         return [labels[..., self.order[s]] for s in self.slices]
+
+
+# Rows per step of label_sums: a value block of about 15 MB at K = 37 and one threshold, small enough that the
+# allocator reuses it from step to step instead of asking the system for fresh pages each time.
+LABEL_SUM_BLOCK_ROWS = 1 << 14
+
+
+def label_sums(errors: ArrayLike, thresholds: Iterable[float], row_run: ArrayLike, n_runs: int,
+               labels: ArrayLike, n_labels: int, *, labelled: ArrayLike | None = None,
+               block_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, ValueLayout]:
+    """Per-run, per-label sums of the value matrix, built block by block.
+
+    The same numbers as ``RunKernel(build_values(errors, thresholds, labelled=labelled)[0], row_run,
+    n_runs).sums(..., labels, n_labels)`` for one assignment, without the (N, M) value matrix: at a
+    million images x 37 keypoints that matrix alone is 0.9 GB. A run of at most ``block_rows`` rows is
+    one product, the kernel's own, so its sums are the kernel's bit for bit; longer runs add their
+    blocks' products in row order (hit counts stay exact; error sums agree to rounding).
+
+    Parameters
+    ----------
+    errors : ndarray, shape (N, K)
+    thresholds : sequence of float
+    row_run : ndarray of int, shape (N,)
+    n_runs : int
+    labels : ndarray of int, shape (N,)
+        Label of each row, in ``[0, n_labels)``.
+    n_labels : int
+    labelled : ndarray of bool, shape (N, K), optional
+        As in :func:`build_values`.
+    block_rows : int, optional
+        Rows per product (default LABEL_SUM_BLOCK_ROWS).
+
+    Returns
+    -------
+    sums : ndarray, shape (1, R, L, M)
+    counts : ndarray, shape (1, R, L)
+    layout : ValueLayout
+
+    Examples
+    --------
+    >>> errors = np.array([[1.0], [3.0], [np.nan], [0.5]])
+    >>> sums, counts, layout = label_sums(errors, [2.0], np.zeros(4, int), 1, np.array([0, 0, 1, 1]), 2)
+    >>> sums[0, 0, :, layout.hits(0)].ravel().tolist(), counts.ravel().tolist()
+    ([1.0, 1.0], [2.0, 2.0])
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    thresholds = [float(t) for t in thresholds]
+    block_rows = LABEL_SUM_BLOCK_ROWS if block_rows is None else int(block_rows)
+    row_run, labels = np.asarray(row_run), np.asarray(labels)
+    has_labelled = labelled is not None and not np.all(labelled)
+    mask = np.asarray(labelled, dtype=bool) if has_labelled else None
+    layout = ValueLayout(errors.shape[1], tuple(thresholds), True, True, has_labelled)
+    order = np.argsort(row_run, kind="stable")
+    grouped = np.array_equal(order, np.arange(len(row_run)))
+    bounds = np.searchsorted(row_run[order], np.arange(n_runs + 1))
+    sums = np.zeros((1, n_runs, n_labels, layout.n_columns), dtype=np.float64)
+    counts = np.zeros((1, n_runs, n_labels), dtype=np.float64)
+    label_ids = np.arange(n_labels, dtype=labels.dtype)[:, None]
+    for r in range(n_runs):
+        for lo in range(int(bounds[r]), int(bounds[r + 1]), block_rows):
+            hi = min(lo + block_rows, int(bounds[r + 1]))
+            rows = slice(lo, hi) if grouped else order[lo:hi]
+            values = build_values(errors[rows], thresholds, labelled=None if mask is None else mask[rows])[0]
+            if values.shape[1] < layout.n_columns:  # a block all labelled in a study that is not: add the block
+                values = np.concatenate([values, np.ones((len(values), layout.n_keypoints))], axis=1)
+            assign = (labels[rows][None, :] == label_ids).astype(np.float64)  # (L, rows)
+            product = assign @ values
+            if lo == bounds[r]:
+                sums[0, r], counts[0, r] = product, assign.sum(axis=1, dtype=np.float64)
+            else:
+                sums[0, r] += product
+                counts[0, r] += assign.sum(axis=1, dtype=np.float64)
+    return sums, counts, layout
 
 
 def aggregate(sums: np.ndarray, counts: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
