@@ -86,7 +86,7 @@ MSG_UNLABELLED = ("{n} (image, keypoint) point(s) ({share:.1%}) have no ground t
 
 
 # Rows per step of the per-keypoint sums (temporaries of a few MB at K = 37).
-_SUM_BLOCK_ROWS = 1 << 14
+_SUM_BLOCK_ROWS = 1 << 12
 
 
 def _check_options(thresholds_mm: float | Sequence[float], min_group_size: int) -> list[float]:

@@ -47,8 +47,9 @@ def reading_pool() -> Any:
 
     pyarrow's default pool (mimalloc in its wheels) spent 4-10 s of system time on first touches of the
     1.7 GB a million-image Parquet file decodes to, on a 2-core VM; jemalloc read it in 1.1 s (system
-    malloc 1.5-2.8 s). Only this package's reads use it; pyarrow's default pool is left as it is, and
-    jemalloc's default decay of 0 ms returns a released column to the system at once.
+    malloc 1.5-2.8 s). Only this package's reads use it: pyarrow's default pool, which other code in the
+    process may use, is left as it is, and so are jemalloc's settings (it returns a released column's pages
+    to the system after its decay time).
     """
     import pyarrow as pa
 

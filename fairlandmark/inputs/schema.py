@@ -544,7 +544,7 @@ def _check_complete(ids: _Ids, rows: _Rows, kp_index: np.ndarray, keypoints: np.
             n_have=len(have), n_all=n_kp, kp=missing_kp))
 
 
-def _in_row_order(ids: _Ids, rows: _Rows, block: int = 1 << 20) -> bool:
+def _in_row_order(ids: _Ids, rows: _Rows, block: int = 1 << 16) -> bool:
     """Whether line i holds row ``i // K`` and keypoint code ``i % K`` (K keypoints), as most writers order them.
 
     Then every (row, keypoint) appears exactly once: no duplicate, no image short of a keypoint, and the

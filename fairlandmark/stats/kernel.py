@@ -395,7 +395,7 @@ class RunKernel:
 
 # Rows per step of label_sums: a value block of about 15 MB at K = 37 and one threshold, small enough that the
 # allocator reuses it from step to step instead of asking the system for fresh pages each time.
-LABEL_SUM_BLOCK_ROWS = 1 << 14
+LABEL_SUM_BLOCK_ROWS = 1 << 12
 
 
 def label_sums(errors: ArrayLike, thresholds: Iterable[float], row_run: ArrayLike, n_runs: int,

@@ -202,11 +202,13 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
         first = first[np.linspace(0, n_total - 1, MAX_SHAPE_IMAGES).round().astype(np.int64)]
         method += f"; an evenly spaced sample of {MAX_SHAPE_IMAGES:,} of the {n_total:,} images"
     shapes = true[first]
-    spread = _with_spread(shapes)
-    if not spread.all():
+    try:
+        res = generalized_procrustes(shapes, align=False)  # only the mean shape is drawn
+    except InputError:  # an image whose distinct landmarks have a spread that squares to 0: left out
+        spread = _with_spread(shapes)
         shapes, first = shapes[spread], first[spread]
         if len(first) == 0:
             return None
-    res = generalized_procrustes(shapes, align=False)  # only the mean shape is drawn
+        res = generalized_procrustes(shapes, align=False)
     return {"keypoints": list(study.keypoints), "mean_shape": res.mean_shape.tolist(), "unit": study.unit,
             "n_images": int(len(first)), "method": method}
