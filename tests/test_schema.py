@@ -148,3 +148,16 @@ def test_attribute_given_twice_or_the_id_column_is_an_error(tmp_path):
         check_metadata(meta, image_ids=["001", "002"], attributes=["sex", "sex"])
     with pytest.raises(InputError, match="attributes image_id: is the image key"):
         check_metadata(meta, image_ids=["001", "002"], attributes=["image_id"])
+
+
+def test_whole_number_keypoints_beyond_float_precision_stay_text():
+    """"1e20" and "2e20" are two keypoints, not one integer that overflowed int64 (which read both as -2**63)."""
+    rows = [dict(image_id=img, keypoint=kp, pred_x=1.0, pred_y=1.0, true_x=0.0, true_y=0.0)
+            for img in ("a", "b") for kp in ("1e20", "2e20", "3")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        preds = check_predictions(pd.DataFrame(rows))
+    assert preds.keypoints.tolist() == ["1e20", "2e20", "3"]
+    rows = [dict(r, keypoint={"1e20": "9007199254740992", "2e20": "12"}.get(r["keypoint"], r["keypoint"]))
+            for r in rows]
+    assert check_predictions(pd.DataFrame(rows)).keypoints.tolist() == [3, 12, 2**53]

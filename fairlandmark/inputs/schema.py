@@ -390,8 +390,10 @@ def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
     numbers = as_num.to_numpy()
-    # "inf" is a number to pandas but no integer label (and np.mod would warn on it): strings then.
-    if as_num.notna().all() and np.isfinite(numbers).all() and np.all(np.mod(numbers, 1) == 0):
+    # "inf" is a number to pandas but no integer label (and np.mod would warn on it): strings then. So are
+    # whole numbers beyond 2**53 ("1e20"), which float64 no longer holds exactly and int64 may not hold at all.
+    if (as_num.notna().all() and np.isfinite(numbers).all() and np.all(np.abs(numbers) <= 2.0**53)
+            and np.all(np.mod(numbers, 1) == 0)):
         return as_num.to_numpy().astype(np.int64)
     return np.asarray(values, dtype=object)
 
