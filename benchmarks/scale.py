@@ -217,43 +217,47 @@ def main() -> None:
     print("| images | rows | what | wall s | of which audit() s | peak GB | us per row (wall) | us per row (audit()) "
           "| CPU s | us CPU per row |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    warm = tempfile.TemporaryDirectory()
-    write_study(warm.name, WARM_UP_IMAGES, seed=1)
-    os.environ[WARM_UP_FOLDER] = warm.name  # inherited by the children
-    for n_images in args.images:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = write_study(tmp, n_images)
-            os.sync()  # the files just written go to disk now, not by the kernel's writeback during a timed run
-            rows = n_images * K
-            runs = [(label, kind, path) for key, label, kind, path in (
-                ("parquet", "audit-parquet", "audit", paths["parquet"]), ("csv", "audit-csv", "audit", paths["csv"]),
-                ("pandas", "pandas groupby", "pandas", paths["parquet"])) if key in args.only]
-            if args.significance:
-                runs.append(("significance", "significance", paths["parquet"]))
-            for label, kind, path in runs:
-                if kind == "significance":
-                    r = run_child(kind, path, paths["meta"])
-                else:
-                    repeats = sorted((run_child(kind, path, paths["meta"]) for _ in range(REPEATS)),
-                                     key=lambda x: x["seconds"])
-                    r = dict(repeats[len(repeats) // 2], peak_gb=max(x["peak_gb"] for x in repeats))
-                if kind == "significance":
-                    b = r["b_resample"]
-                    print(f"| {n_images:,} | {rows:,} | per statistic: point estimates {r['point']:.2f} s; "
-                          f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
-                          f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
-                          f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
-                          f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
-                          f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
-                          f"{r['peak_gb']:.2f} | | |", flush=True)
-                    continue
-                extra = f" ({r['method']})" if "method" in r else ""
-                core = r.get("audit_seconds")
-                print(f"| {n_images:,} | {rows:,} | {label}{extra} | {r['seconds']:.2f} | "
-                      f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
-                      f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
-                      f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
-    warm.cleanup()
+    with tempfile.TemporaryDirectory() as warm:
+        write_study(warm, WARM_UP_IMAGES, seed=1)
+        os.environ[WARM_UP_FOLDER] = warm  # inherited by the children
+        for n_images in args.images:
+            table_rows(args, n_images)
+
+
+def table_rows(args: argparse.Namespace, n_images: int) -> None:
+    """Write the study of ``n_images`` images, time its runs, print their table rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_study(tmp, n_images)
+        os.sync()  # the files just written go to disk now, not by the kernel's writeback during a timed run
+        rows = n_images * K
+        runs = [(label, kind, path) for key, label, kind, path in (
+            ("parquet", "audit-parquet", "audit", paths["parquet"]), ("csv", "audit-csv", "audit", paths["csv"]),
+            ("pandas", "pandas groupby", "pandas", paths["parquet"])) if key in args.only]
+        if args.significance:
+            runs.append(("significance", "significance", paths["parquet"]))
+        for label, kind, path in runs:
+            if kind == "significance":
+                r = run_child(kind, path, paths["meta"])
+            else:
+                repeats = sorted((run_child(kind, path, paths["meta"]) for _ in range(REPEATS)),
+                                 key=lambda x: x["seconds"])
+                r = dict(repeats[len(repeats) // 2], peak_gb=max(x["peak_gb"] for x in repeats))
+            if kind == "significance":
+                b = r["b_resample"]
+                print(f"| {n_images:,} | {rows:,} | per statistic: point estimates {r['point']:.2f} s; "
+                      f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
+                      f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
+                      f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
+                      f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
+                      f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
+                      f"{r['peak_gb']:.2f} | | |", flush=True)
+                continue
+            extra = f" ({r['method']})" if "method" in r else ""
+            core = r.get("audit_seconds")
+            print(f"| {n_images:,} | {rows:,} | {label}{extra} | {r['seconds']:.2f} | "
+                  f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
+                  f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
+                  f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

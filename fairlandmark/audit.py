@@ -1,8 +1,9 @@
 """The audit: from validated inputs to per-keypoint fairness numbers.
 
 :func:`audit` (DataFrames or files) and :func:`audit_arrays` (numpy arrays)
-both prepare a :class:`Study` and hand it to :func:`run_audit`, which calls the
-metrics kernel once for the observed numbers and, optionally, the
+both prepare a :class:`Study` and hand it to :func:`run_audit`, which sums the
+study's values per run and cell once for the observed numbers (in row blocks,
+:func:`fairlandmark.stats.kernel.label_sums`) and, optionally, calls the
 significance layer. :class:`AuditResult` is a thin, cached facade that turns
 the arrays into tidy DataFrames and the versioned JSON document.
 """
@@ -644,8 +645,9 @@ class AuditResult:
         hits = np.zeros((len(self.thresholds), self.n_runs, n_kp))
         n_images = np.zeros(self.n_runs)
         n_labelled = None if labelled is None else np.zeros((self.n_runs, n_kp))
-        # In row blocks, so that no (N, K) temporary is made at a million images; a study of at most
-        # _SUM_BLOCK_ROWS rows is one block, whose sums are one product each, added to zeros (exactly).
+        # In blocks of the study's rows, so that no (N, K) temporary is made at a million images. A study of
+        # at most _SUM_BLOCK_ROWS rows in all is one block, whose sums are one product each, added to zeros
+        # (exactly the old numbers); above that the blocks' products add up to the same within rounding.
         for lo in range(0, n_rows, _SUM_BLOCK_ROWS):
             block = slice(lo, lo + _SUM_BLOCK_ROWS)
             err = errors[block]

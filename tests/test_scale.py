@@ -231,6 +231,13 @@ def test_files_are_read_into_a_pool_of_their_own(tmp_path):
     assert reading_pool().backend_name in ("jemalloc", "system")
 
 
+def test_a_pool_named_in_the_environment_is_respected(monkeypatch):
+    from fairlandmark.inputs.columnar import reading_pool
+
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+    assert reading_pool().backend_name == pa.default_memory_pool().backend_name
+
+
 def test_json_safe_turns_numpy_and_non_finite_values_into_plain_json():
     from fairlandmark.files import json_safe
 

@@ -160,4 +160,9 @@ def test_whole_number_keypoints_beyond_float_precision_stay_text():
     assert preds.keypoints.tolist() == ["1e20", "2e20", "3"]
     rows = [dict(r, keypoint={"1e20": "9007199254740992", "2e20": "12"}.get(r["keypoint"], r["keypoint"]))
             for r in rows]
-    assert check_predictions(pd.DataFrame(rows)).keypoints.tolist() == [3, 12, 2**53]
+    assert check_predictions(pd.DataFrame(rows)).keypoints.tolist() == [3, 12, 2**53]  # integers int64 holds
+    # Beside "2.0" pandas parses floats, which round 2**53 + 1 to 2**53: text, not a rewritten label or a clash.
+    rows = [dict(image_id=img, keypoint=kp, pred_x=1.0, pred_y=1.0, true_x=0.0, true_y=0.0)
+            for img in ("a", "b") for kp in ("9007199254740993", "2.0", "9007199254740992")]
+    assert check_predictions(pd.DataFrame(rows)).keypoints.tolist() == ["9007199254740993", "2.0",
+                                                                        "9007199254740992"]

@@ -49,10 +49,12 @@ def reading_pool() -> Any:
     1.7 GB a million-image Parquet file decodes to, on a 2-core VM; jemalloc read it in 1.1 s (system
     malloc 1.5-2.8 s). Only this package's reads use it: pyarrow's default pool, which other code in the
     process may use, is left as it is, and so are jemalloc's settings (it returns a released column's pages
-    to the system after its decay time).
+    to the system after its decay time). A user who names a pool in ``ARROW_DEFAULT_MEMORY_POOL`` gets that one.
     """
     import pyarrow as pa
 
+    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return pa.default_memory_pool()
     try:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:  # a pyarrow built without jemalloc (e.g. some macOS and Windows wheels)
@@ -344,7 +346,6 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     try:
         import pyarrow as pa
         import pyarrow.csv as pcsv
-        import pyarrow.dataset as pds
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a core dependency
         return None
@@ -359,9 +360,14 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
                         if name.strip() in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
             # Ids read as dictionaries: no Python string per row, and far less memory. (What pq.read_table
             # does, through the dataset API, which takes a memory pool.)
-            options = pds.ParquetReadOptions(dictionary_columns=text_ids)
-            table = pds.dataset(src, format=pds.ParquetFileFormat(read_options=options)).to_table(
-                memory_pool=reading_pool())
+            try:
+                import pyarrow.dataset as pds
+            except ImportError:  # pragma: no cover - a pyarrow built without datasets: its default pool
+                table = pq.read_table(src, read_dictionary=text_ids)
+            else:
+                options = pds.ParquetReadOptions(dictionary_columns=text_ids)
+                table = pds.dataset(src, format=pds.ParquetFileFormat(read_options=options)).to_table(
+                    memory_pool=reading_pool())
             na_strings: frozenset = frozenset()
         else:
             with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:

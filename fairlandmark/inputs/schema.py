@@ -390,11 +390,13 @@ def _keypoint_labels(values: object) -> np.ndarray:
     """Integer labels when every label is an integer, else strings."""
     as_num = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
     numbers = as_num.to_numpy()
-    # "inf" is a number to pandas but no integer label (and np.mod would warn on it): strings then. So are
-    # whole numbers beyond 2**53 ("1e20"), which float64 no longer holds exactly and int64 may not hold at all.
-    if (as_num.notna().all() and np.isfinite(numbers).all() and np.all(np.abs(numbers) <= 2.0**53)
+    if as_num.dtype == np.int64:  # every label an integer that int64 holds: parsed exactly
+        return numbers.astype(np.int64)
+    # Parsed as floats: "inf" is a number to pandas but no integer label (and np.mod would warn on it), and a
+    # whole number from 2**53 on ("1e20", or "9007199254740993" beside "2.0") may have been rounded: strings then.
+    if (as_num.notna().all() and np.isfinite(numbers).all() and np.all(np.abs(numbers) < 2.0**53)
             and np.all(np.mod(numbers, 1) == 0)):
-        return as_num.to_numpy().astype(np.int64)
+        return numbers.astype(np.int64)
     return np.asarray(values, dtype=object)
 
 
@@ -589,8 +591,12 @@ class _Pivot:
         return out.reshape(self.shape)
 
     def into(self, values: np.ndarray, out: np.ndarray) -> None:
-        """Write the pivot of ``values`` into ``out`` (shape ``self.shape``, any strides), with no full-size
-        temporary when the lines are in row order (at a million images each copy is 0.3 GB of fresh pages)."""
+        """Write the pivot of ``values`` into ``out`` (shape ``self.shape``, any strides).
+
+        Lines in row order with keypoints in label order (what most writers produce) make no full-size
+        temporary: at a million images each would be 0.3 GB of fresh pages. Keypoints in another order go
+        through one (``np.take`` into a strided ``out``), lines in any order through the scatter's own array.
+        """
         if self.position is not None:
             out[...] = self(values)
         elif self.columns is not None:

@@ -393,7 +393,7 @@ class RunKernel:
         return [labels[..., self.order[s]] for s in self.slices]
 
 
-# Rows per step of label_sums: a value block of about 15 MB at K = 37 and one threshold, small enough that the
+# Rows per step of label_sums: a value block of about 3.6 MB at K = 37 and one threshold, small enough that the
 # allocator reuses it from step to step instead of asking the system for fresh pages each time.
 LABEL_SUM_BLOCK_ROWS = 1 << 12
 

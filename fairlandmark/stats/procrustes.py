@@ -209,6 +209,8 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
         shapes, first = shapes[spread], first[spread]
         if len(first) == 0:
             return None
+        n_out = int((~spread).sum())
+        method += f"; {n_out:,} image{'s' if n_out > 1 else ''} whose landmarks nearly coincide left out"
         res = generalized_procrustes(shapes, align=False)
     return {"keypoints": list(study.keypoints), "mean_shape": res.mean_shape.tolist(), "unit": study.unit,
             "n_images": int(len(first)), "method": method}
