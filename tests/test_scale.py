@@ -246,3 +246,26 @@ def test_json_safe_turns_numpy_and_non_finite_values_into_plain_json():
     out = json_safe(doc)
     assert out == {"1": [0.5, None, None, -0.0, 3, True, True, 7, None, "x", [None, 2.5]], "nested": {"k": 2}}
     assert [type(v) for v in out["1"][:7]] == [float, type(None), type(None), float, int, bool, bool]
+
+
+def test_ids_of_batches_that_share_a_row_groups_dictionary(tmp_path):
+    """A row group larger than the reader's batch: its batches share one dictionary, encoded once."""
+    import pyarrow.dataset as pds
+
+    from fairlandmark.inputs.columnar import read_columns
+
+    rng = np.random.default_rng(5)
+    n = 150_000 + 40_000  # two row groups, the first split into two batches
+    ids = np.array([f" img{i}" if i % 7 == 0 else f"img{i}" for i in rng.integers(0, 9_000, n)], dtype=object)
+    ids[rng.integers(0, n, 20)] = ""  # empty cells: code -1
+    table = pa.table({"image_id": pa.array(ids), "keypoint": pa.array(rng.integers(1, 4, n))})
+    path = tmp_path / "big.parquet"
+    pq.write_table(table, path, row_group_size=150_000)
+    read = pds.dataset(path, format=pds.ParquetFileFormat(
+        read_options=pds.ParquetReadOptions(dictionary_columns=["image_id"]))).to_table()
+    assert read.column("image_id").num_chunks > pq.ParquetFile(path).num_row_groups  # batches share dictionaries
+    enc = read_columns(path, id_columns=("image_id", "keypoint"), numeric_columns=()).encode("image_id")
+    stripped = pd.Series(ids).str.strip().replace("", None)
+    codes, labels = pd.factorize(stripped, use_na_sentinel=True)
+    np.testing.assert_array_equal(enc.codes, codes)
+    assert enc.labels.tolist() == labels.tolist()

@@ -195,6 +195,13 @@ def _merge_arrow_labels(codes: np.ndarray, dictionary: Any, na_strings: frozense
     return _merge_labels(codes, labels, na_strings)
 
 
+def _dictionary_key(dictionary: Any) -> tuple[int, ...]:
+    """What identifies an arrow array's contents without reading them: its buffers' addresses, offset and
+    length. Slices of one array (the batches of a row group) share it; equal keys mean equal contents."""
+    return tuple(b.address if b is not None else 0 for b in dictionary.buffers()) + (dictionary.offset,
+                                                                                      len(dictionary))
+
+
 def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -209,16 +216,25 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
         codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
         return _merge_arrow_labels(codes, chunks[-1].dictionary, na_strings)
     # Already dictionary-encoded (Parquet read with read_dictionary): one dictionary per chunk. Map each
-    # chunk's dictionary into one global numbering, then renumber by first appearance.
+    # distinct dictionary into one global numbering, then renumber by first appearance. The chunks are the
+    # reader's batches, and the batches of one row group share its whole dictionary (a million-image file:
+    # 283 chunks, 36 dictionaries of 28,000 ids), so each dictionary is hashed once, not once per batch.
     chunks = column.chunks
-    combined = pc.dictionary_encode(pa.concat_arrays([c.dictionary for c in chunks]))
+    position: dict[tuple[int, ...], int] = {}
+    dictionaries: list[Any] = []
+    which: list[int] = []
+    for c in chunks:
+        key = _dictionary_key(c.dictionary)
+        if key not in position:
+            position[key] = len(dictionaries)
+            dictionaries.append(c.dictionary)
+        which.append(position[key])
+    combined = pc.dictionary_encode(pa.concat_arrays(dictionaries))
     global_codes = pc.fill_null(combined.indices, -1).to_numpy()
     uniques = combined.dictionary
-    parts, offset = [], 0
-    for c in chunks:
-        lookup = np.append(global_codes[offset:offset + len(c.dictionary)], -1).astype(np.int32)
-        offset += len(c.dictionary)
-        parts.append(lookup[pc.fill_null(c.indices, -1).to_numpy()])
+    starts = np.cumsum([0] + [len(d) for d in dictionaries])
+    lookups = [np.append(global_codes[starts[i]:starts[i + 1]], -1).astype(np.int32) for i in range(len(dictionaries))]
+    parts = [lookups[i][pc.fill_null(c.indices, -1).to_numpy()] for i, c in zip(which, chunks)]
     codes = np.concatenate(parts)
     del parts
     codes[codes < 0] = len(uniques)  # a temporary code for empty cells
@@ -226,8 +242,8 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
     in_order = codes[first]
     if (in_order == len(uniques)).any():  # empty cells: back to -1, through the generic path
         labels = np.append(_arrow_labels(uniques).astype(object), np.array([None], dtype=object))[in_order]
-        return _merge_labels(ranked.astype(np.int32), list(labels), na_strings)
-    return _merge_arrow_labels(ranked.astype(np.int32), uniques.take(pa.array(in_order)), na_strings)
+        return _merge_labels(ranked.astype(np.int32, copy=False), list(labels), na_strings)
+    return _merge_arrow_labels(ranked.astype(np.int32, copy=False), uniques.take(pa.array(in_order)), na_strings)
 
 
 def _arrow_numbers(column: Any) -> np.ndarray | None:
