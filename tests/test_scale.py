@@ -269,3 +269,24 @@ def test_ids_of_batches_that_share_a_row_groups_dictionary(tmp_path):
     codes, labels = pd.factorize(stripped, use_na_sentinel=True)
     np.testing.assert_array_equal(enc.codes, codes)
     assert enc.labels.tolist() == labels.tolist()
+
+
+@pytest.mark.parametrize("block", [37, 64, 1 << 10])
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "no final newline", "blank lines at the end"])
+def test_csv_slices_of_any_size_read_every_line_once(tmp_path, monkeypatch, block, ending):
+    """Slices cut mid-line carry the rest of the line over; a line longer than the buffer grows it."""
+    import fairlandmark.inputs.columnar as columnar
+
+    monkeypatch.setattr(columnar, "CSV_BLOCK_BYTES", block)
+    frame = _study(n_images=15, n_kp=3, runs=("r1", "r2"))
+    frame["image_id"] = frame["image_id"].replace("003", "an-image-id-longer-than-a-small-slice-" * 3)
+    text = frame.to_csv(index=False, lineterminator="\r\n" if ending == "\r\n" else "\n")
+    if ending == "no final newline":
+        text = text.rstrip("\n")
+    elif ending == "blank lines at the end":
+        text += "\n\n"
+    path = tmp_path / "p.csv"
+    path.write_text(text)
+    assert columnar.read_columns(path, id_columns=("run", "image_id", "keypoint"),
+                                 numeric_columns=("pred_x",)) is not None  # pyarrow read it, in slices
+    _assert_matches(check_predictions(path), frame)
