@@ -334,11 +334,15 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
 
     # One buffer, filled again for every slice: a fresh 64 MB of bytes per slice (and another for joining on
     # the slice's last line) cost a million-image CSV about 10 s of page faults. The unfinished line at the
-    # end of a slice moves to the buffer's start; a line longer than the buffer doubles it.
-    buffer = bytearray(CSV_BLOCK_BYTES)
+    # end of a slice moves to the buffer's start. A small file gets a buffer of its own size (zeroing 64 MB
+    # cost every read 45 ms); a line longer than the buffer (which pyarrow's parser, with blocks of 1 MB,
+    # could not take either) sends the file to pandas.
+    buffer = bytearray(max(1, min(CSV_BLOCK_BYTES, os.path.getsize(src))))
     carried = 0
     with open(src, "rb") as handle:
-        handle.readline()  # the header, already read
+        header_line = handle.readline()  # the header, already parsed
+        if b"\r" in header_line.rstrip(b"\n").removesuffix(b"\r"):
+            raise ValueError("lines that end in a carriage return alone: pandas reads them")
         while True:
             with memoryview(buffer) as view:
                 got = handle.readinto(view[carried:])
@@ -349,9 +353,9 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
             if not got:
                 break
             carried = end - cut
-            buffer[:carried] = buffer[cut:end]  # the same length: moved in place
             if carried == len(buffer):
-                buffer.extend(bytes(len(buffer)))
+                raise ValueError("a line longer than a CSV slice: pandas reads the file")
+            buffer[:carried] = buffer[cut:end]  # the same length: moved in place
     if not tables:
         return pa.table({h: pa.array([], type=types[h]) for h in wanted})
     return pa.concat_tables(tables)
