@@ -27,9 +27,9 @@ def shared_data_dir():
 
 @pytest.fixture(autouse=True)
 def _no_terminal_width_from_the_environment(monkeypatch):
-    """The command line's console takes its width from ``COLUMNS``; under pytest-xdist the workers saw COLUMNS=80, and
-    at 80 columns a note wraps inside the phrase a test looks for. Every test sees the width of a log file
-    (tests/test_console_width.py sets COLUMNS itself, in its subprocesses' environment)."""
+    """The command line's console takes its width from ``COLUMNS``. Under pytest-xdist the workers saw
+    COLUMNS=80, and at 80 columns a note wraps inside the phrase a test looks for. Every test sees the width
+    of a log file (tests/test_console_width.py sets COLUMNS itself, in its subprocesses' environment)."""
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
