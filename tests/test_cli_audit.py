@@ -257,7 +257,7 @@ def test_cli_error_mm_beside_coordinates_warns_that_it_wins(tmp_path, capsys):
     m.write_text(GOOD_META)
     out = tmp_path / "a.json"
     assert main(["audit", str(p), str(m), "--min-group-size", "1", "--json", str(out), "-q", *NO_SIG]) == 0
-    assert "uses error_mm as given and ignores the coordinates" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "uses error_mm as given and ignores the coordinates" in " ".join(capsys.readouterr().err.split())
     assert json.loads(out.read_text())["overall"][0]["mre"] == 7.0
 
 

@@ -310,12 +310,12 @@ def test_cli_errors_exit_2(tmp_path, capsys, coco_files):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert main(["convert", "--truth", str(bad), "--pred", res, "--out", str(tmp_path / "o.csv")]) == 2
-    assert "is not valid JSON" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "is not valid JSON" in " ".join(capsys.readouterr().err.split())
     wide = tmp_path / "t.csv"
     wide.write_text("a,1,2\n")
     assert main(["convert", "--truth", str(wide), "--pred", str(wide), "--out", str(tmp_path / "o.csv"),
                  "--category", "skull"]) == 2
-    assert "--category: applies to COCO files" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "--category: applies to COCO files" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -378,4 +378,4 @@ def test_cli_spells_options_as_flags(tmp_path, capsys):
     gt["annotations"].append(dict(gt["annotations"][0], id=77))
     g, r = write_json(tmp_path / "gt.json", gt), write_json(tmp_path / "res.json", results)
     assert main(["convert", "--truth", g, "--pred", r, "--out", str(tmp_path / "o.csv")]) == 2
-    assert "keep one, or pass --instance largest" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "keep one, or pass --instance largest" in " ".join(capsys.readouterr().err.split())

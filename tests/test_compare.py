@@ -125,7 +125,7 @@ def test_compare_cli(pair, tmp_path, capsys):
     assert main(["compare", str(pb), str(pa), "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["summary"][0]["n_improved"] == 1
     assert main(["compare", str(pb), str(tmp_path / "none.json")]) == 2
-    assert "none.json: file not found" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "none.json: file not found" in " ".join(capsys.readouterr().err.split())
 
 
 def test_compare_cli_figure(tmp_path, make_doc):

@@ -176,7 +176,7 @@ def test_cli_convert_and_audit(tmp_path, capsys):
     assert d1["per_keypoint"] == d2["per_keypoint"]
     assert main(["convert", "--truth", str(truth), "--pred", str(wide), "--out", str(tmp_path / "x.csv"),
                  "--spacing-from-dicom", str(folder), "--spacing-mm", "0.1"]) == 2
-    assert "give only one pixel-to-mm scale" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "give only one pixel-to-mm scale" in " ".join(capsys.readouterr().err.split())
 
 
 def test_spacing_columns_square_and_not():

@@ -168,7 +168,7 @@ def test_bad_config_exit_2_one_line(files, capsys, text, message):
 ])
 def test_input_errors_exit_2(files, capsys, args, message):
     assert main(["gate", *args]) == 2
-    assert message in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert message in " ".join(capsys.readouterr().err.split())
 
 
 def test_usage_errors_exit_2(files, capsys):

@@ -191,7 +191,7 @@ def test_report_cli(tmp_path, capsys, make_doc):
     assert main(["report", str(after), "--markdown", "-"]) == 0
     assert capsys.readouterr().out.startswith("## fairlandmark audit")
     assert main(["report", str(tmp_path / "nope.json")]) == 2
-    assert "nope.json: file not found" in " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "nope.json: file not found" in " ".join(capsys.readouterr().err.split())
     assert main(["report", str(after), "--labels", "onlyone", "--markdown", "-"]) == 2
     assert main(["report", str(after), "--figures", str(out / "f2"), "--format", "jpg"]) == 2
 
