@@ -643,8 +643,7 @@ class AuditResult:
         n_rows, n_kp = errors.shape
         err_sum, n_present = np.zeros((self.n_runs, n_kp)), np.zeros((self.n_runs, n_kp))
         hits = np.zeros((len(self.thresholds), self.n_runs, n_kp))
-        n_images = np.zeros(self.n_runs)
-        n_labelled = None if labelled is None else np.zeros((self.n_runs, n_kp))
+        n_images, labelled_sum = np.zeros(self.n_runs), np.zeros((self.n_runs, n_kp))
         # In blocks of the study's rows, so that no (N, K) temporary is made at a million images. A study of
         # at most _SUM_BLOCK_ROWS rows in all is one block, whose sums are one product each, added to zeros
         # (exactly the old numbers); above that the blocks' products add up to the same within rounding.
@@ -661,10 +660,10 @@ class AuditResult:
             err_sum += onehot @ np.where(present, err, 0.0)
             n_present += onehot @ present
             n_images += onehot.sum(axis=1)
-            if n_labelled is not None and labelled is not None:
-                n_labelled += onehot @ labelled[block]
-        if n_labelled is None:
-            n_labelled = np.broadcast_to(n_images[:, None], (self.n_runs, n_kp))
+            if labelled is not None:
+                labelled_sum += onehot @ labelled[block]
+        n_labelled = (labelled_sum if labelled is not None
+                      else np.broadcast_to(n_images[:, None], (self.n_runs, n_kp)))
         return err_sum, n_present, hits, n_labelled
 
     # -- tables --------------------------------------------------------------

@@ -327,10 +327,9 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
     pool = reading_pool()
 
     def parse(lines: memoryview) -> None:
-        data = pa.py_buffer(lines)  # read_csv copies what it parses: the buffer is free again afterwards
-        tables.append(pcsv.read_csv(data, read_options=read_options, parse_options=parse_options,
+        # read_csv copies what it parses: the buffer is free again afterwards.
+        tables.append(pcsv.read_csv(pa.py_buffer(lines), read_options=read_options, parse_options=parse_options,
                                     convert_options=convert_options, memory_pool=pool))
-        data = None
 
     # One buffer, filled again for every slice: a fresh 64 MB of bytes per slice (and another for joining on
     # the slice's last line) cost a million-image CSV about 10 s of page faults. The unfinished line at the

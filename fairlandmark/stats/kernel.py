@@ -254,7 +254,7 @@ class ValueLayout:
 
 
 def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: bool = True, error: bool = True,
-                 labelled: ArrayLike | None = None,
+                 labelled: ArrayLike | None = None, keep_labelled: bool = False,
                  dtype: DTypeLike = np.float64) -> tuple[np.ndarray, ValueLayout]:
     """Value matrix of indicators and errors for the kernel.
 
@@ -270,6 +270,9 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
         False where the image has no ground truth for the keypoint (its error
         must be NaN). When some entry is False a "labelled" block is appended
         and becomes the SDR denominator; None or all True adds nothing.
+    keep_labelled : bool, default False
+        Append the "labelled" block even when ``labelled`` is all True: for
+        rows of a study that has unlabelled points in other rows.
     dtype : numpy dtype
         float64 for reported numbers; float32 is exact for hit counts below
         2**24 and halves the cost of resampling.
@@ -288,7 +291,7 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
         blocks.append(np.where(is_present, errors, 0.0))
     for t in thresholds:
         blocks.append(is_present & (errors <= t))  # a missing prediction misses every threshold
-    has_labelled = labelled is not None and not np.all(labelled)
+    has_labelled = labelled is not None and (keep_labelled or not np.all(labelled))
     if has_labelled:
         blocks.append(np.asarray(labelled, dtype=bool))
     layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
@@ -308,6 +311,15 @@ def count_dtype(row_run: ArrayLike) -> type[np.float32] | type[np.float64]:
     return np.float32 if largest_run < 2**24 else np.float64
 
 
+def _runs_in_order(row_run: ArrayLike, n_runs: int) -> tuple[np.ndarray, list[slice], bool]:
+    """Rows grouped by run: the stable order, each run's slice of it, and whether the rows already are."""
+    row_run = np.asarray(row_run)
+    order = np.argsort(row_run, kind="stable")
+    bounds = np.searchsorted(row_run[order], np.arange(n_runs + 1))
+    slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return order, slices, bool(np.array_equal(order, np.arange(len(row_run))))
+
+
 class RunKernel:
     """Sums of value rows per label within each run, for many assignments.
 
@@ -325,12 +337,9 @@ class RunKernel:
     """
 
     def __init__(self, values: np.ndarray, row_run: ArrayLike, n_runs: int) -> None:
-        row_run = np.asarray(row_run)
         self.n_runs = int(n_runs)
-        self.order = np.argsort(row_run, kind="stable")
-        bounds = np.searchsorted(row_run[self.order], np.arange(self.n_runs + 1))
-        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-        if np.array_equal(self.order, np.arange(len(row_run))):  # rows already grouped by run: views, no copy
+        self.order, self.slices, grouped = _runs_in_order(row_run, self.n_runs)
+        if grouped:  # rows already grouped by run: views, no copy
             self.values = [np.ascontiguousarray(values[s]) for s in self.slices]
         else:
             self.values = [np.ascontiguousarray(values[self.order[s]]) for s in self.slices]
@@ -439,26 +448,24 @@ def label_sums(errors: ArrayLike, thresholds: Iterable[float], row_run: ArrayLik
     errors = np.asarray(errors, dtype=np.float64)
     thresholds = [float(t) for t in thresholds]
     block_rows = LABEL_SUM_BLOCK_ROWS if block_rows is None else int(block_rows)
-    row_run, labels = np.asarray(row_run), np.asarray(labels)
+    labels = np.asarray(labels)
     has_labelled = labelled is not None and not np.all(labelled)
     mask = np.asarray(labelled, dtype=bool) if has_labelled else None
     layout = ValueLayout(errors.shape[1], tuple(thresholds), True, True, has_labelled)
-    order = np.argsort(row_run, kind="stable")
-    grouped = np.array_equal(order, np.arange(len(row_run)))
-    bounds = np.searchsorted(row_run[order], np.arange(n_runs + 1))
+    order, run_slices, grouped = _runs_in_order(row_run, n_runs)
     sums = np.zeros((1, n_runs, n_labels, layout.n_columns), dtype=np.float64)
     counts = np.zeros((1, n_runs, n_labels), dtype=np.float64)
     label_ids = np.arange(n_labels, dtype=labels.dtype)[:, None]
-    for r in range(n_runs):
-        for lo in range(int(bounds[r]), int(bounds[r + 1]), block_rows):
-            hi = min(lo + block_rows, int(bounds[r + 1]))
+    for r, run in enumerate(run_slices):
+        for lo in range(run.start, run.stop, block_rows):
+            hi = min(lo + block_rows, run.stop)
             rows = slice(lo, hi) if grouped else order[lo:hi]
-            values = build_values(errors[rows], thresholds, labelled=None if mask is None else mask[rows])[0]
-            if values.shape[1] < layout.n_columns:  # a block all labelled in a study that is not: add the block
-                values = np.concatenate([values, np.ones((len(values), layout.n_keypoints))], axis=1)
+            # A block all labelled in a study that is not keeps the "labelled" block: one layout for all.
+            values = build_values(errors[rows], thresholds, labelled=None if mask is None else mask[rows],
+                                  keep_labelled=True)[0]
             assign = (labels[rows][None, :] == label_ids).astype(np.float64)  # (L, rows)
             product = assign @ values
-            if lo == bounds[r]:
+            if lo == run.start:
                 sums[0, r], counts[0, r] = product, assign.sum(axis=1, dtype=np.float64)
             else:
                 sums[0, r] += product
