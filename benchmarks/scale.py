@@ -28,6 +28,7 @@ and the randomized baseline per resample; ``--only parquet`` etc. selects runs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -37,10 +38,17 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
 K = 37
+
+
+def study_paths(folder: str) -> dict:
+    """Where :func:`write_study` puts a study's files in ``folder``."""
+    return {"parquet": os.path.join(folder, "preds.parquet"), "csv": os.path.join(folder, "preds.csv"),
+            "meta": os.path.join(folder, "meta.csv")}
 
 
 def write_study(folder: str, n_images: int, seed: int = 0) -> dict:
@@ -66,8 +74,7 @@ def write_study(folder: str, n_images: int, seed: int = 0) -> dict:
         "pred_x": true[0] + noise[0], "pred_y": true[1] + noise[1],
         "true_x": true[0], "true_y": true[1],
     })
-    paths = {"parquet": os.path.join(folder, "preds.parquet"), "csv": os.path.join(folder, "preds.csv"),
-             "meta": os.path.join(folder, "meta.csv")}
+    paths = study_paths(folder)
     pq.write_table(table, paths["parquet"], row_group_size=1 << 20, store_schema=False)
     pcsv.write_csv(table, paths["csv"])
     del table
@@ -88,24 +95,24 @@ WARM_UP_IMAGES = 5_000
 WARM_UP_FOLDER = "FAIRLANDMARK_SCALE_WARM_UP"
 
 
+@contextlib.contextmanager
+def warm_up_study() -> Iterator[dict]:
+    """The paths of the warm-up study: the parent's, or one written here for a child started by hand."""
+    if os.environ.get(WARM_UP_FOLDER):
+        yield study_paths(os.environ[WARM_UP_FOLDER])
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield write_study(tmp, WARM_UP_IMAGES, seed=1)
+
+
 def warm_up(kind: str) -> None:
     """Audit a WARM_UP_IMAGES study first, so one-time costs stay out of the timing."""
     import fairlandmark
 
-    def audit_small(folder: str) -> None:
-        small = {"parquet": os.path.join(folder, "preds.parquet"), "csv": os.path.join(folder, "preds.csv"),
-                 "meta": os.path.join(folder, "meta.csv")}
+    with warm_up_study() as small, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         fairlandmark.audit(small["csv" if kind == "csv" else "parquet"], small["meta"], attributes=["sex", "age"],
                            bins={"age": [50]}, spacing_mm=0.1, significance=False).to_dict()
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if os.environ.get(WARM_UP_FOLDER):
-            audit_small(os.environ[WARM_UP_FOLDER])
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            write_study(tmp, WARM_UP_IMAGES, seed=1)
-            audit_small(tmp)
 
 
 # Each run is repeated, each time in a fresh process, and the median run reported (its peak memory the largest
@@ -153,13 +160,8 @@ def child_pandas(path: str, meta: str) -> dict:
         tables = [frame.groupby(["keypoint", col])[["hit", "error"]].mean() for col in ("sex", "age_group")]
         return {"seconds": time.perf_counter() - start, "n_records": int(sum(len(t) for t in tables))}
 
-    folder = os.environ.get(WARM_UP_FOLDER)  # the same warm-up as the audit's: the same steps, same study size
-    if folder:
-        run(os.path.join(folder, "preds.parquet"), os.path.join(folder, "meta.csv"))
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            small = write_study(tmp, WARM_UP_IMAGES, seed=1)
-            run(small["parquet"], small["meta"])
+    with warm_up_study() as small:  # the same warm-up as the audit's: the same steps, same study size
+        run(small["parquet"], small["meta"])
     return timed_run(lambda: run(path, meta))
 
 
