@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -537,6 +537,26 @@ def _privacy_block(results: Sequence[PrivacyResult]) -> dict[str, Any] | None:
     return privacy_block(results)
 
 
+def _json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
+    """Each column of ``frame`` as a list of JSON-ready values (NaN and inf as None, Python scalars), a
+    whole column at a time: what :func:`json_safe` gives value by value."""
+    out: dict[str, list[Any]] = {}
+    for name, column in frame.items():
+        kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
+        if kind == "f":
+            values = column.to_numpy()
+            bad = ~np.isfinite(values)
+            if bad.any():
+                values = values.astype(object)
+                values[bad] = None
+            out[str(name)] = values.tolist()
+        elif kind in "iub":
+            out[str(name)] = column.to_numpy().tolist()
+        else:  # text (NaN where missing) and objects
+            out[str(name)] = json_safe(column.tolist())
+    return out
+
+
 class AuditResult:
     """Result of an audit: tidy tables, JSON and CSV, computed once on demand.
 
@@ -595,7 +615,9 @@ class AuditResult:
         """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
         from fairlandmark.stats.procrustes import mean_shape_of_study
 
-        return mean_shape_of_study(self.study)
+        # The threads of the significance options (all cores without them); the numbers do not depend on them.
+        return mean_shape_of_study(self.study,
+                                   n_jobs=self.significance.options.n_jobs if self.significance is not None else -1)
 
     # -- basic facts -------------------------------------------------------
     @property
@@ -790,36 +812,40 @@ class AuditResult:
         """The audit as a JSON-ready dict (schema in docs/json_schema.md)."""
         pk, pg = self.per_keypoint, self.per_group
         primary = f"sdr_{threshold_key(self.thresholds[0])}"
+        keys = [threshold_key(t) for t in self.thresholds]
         records = []
-        # Each (attribute, keypoint)'s group rows as lists of the per-group columns: the values pandas iterates,
-        # taken out once (per-record sub-frames cost a fixed tenth of a second or so per audit).
-        columns = {name: pg[name].tolist() for name in pg.columns}
-        rows_of = pg.groupby(["attribute", "keypoint"], sort=False).indices
-        for row in pk.to_dict("records"):
+        # The largest block of the document, so built from whole columns already JSON-ready (NaN as None),
+        # not walked value by value afterwards; each (attribute, keypoint)'s group rows as lists of the
+        # per-group columns (per-record sub-frames cost a fixed tenth of a second or so per audit).
+        keypoint_columns, columns = _json_columns(pk), _json_columns(pg)
+        rows_of: dict[tuple[Any, Any], list[int]] = {}
+        for i, key in enumerate(zip(columns["attribute"], columns["keypoint"])):
+            rows_of.setdefault(key, []).append(i)
+        for i in range(len(pk)):
+            row: dict[Hashable, Any] = {name: values[i] for name, values in keypoint_columns.items()}
             rows = rows_of[(row["attribute"], row["keypoint"])]
-            g = {name: [values[i] for i in rows] for name, values in columns.items()}
+            g = {name: [values[j] for j in rows] for name, values in columns.items()}
+            groups = [str(label) for label in g["group"]]
             rec = {
                 "attribute": row["attribute"], "keypoint": row["keypoint"], "family": row["family"] or None,
                 "dp": row["dp"], "dp_std": row["dp_std"],
-                # No pair reads back as NaN, not None, from a pandas string column.
                 "pair": [row["group_high"], row["group_low"]] if isinstance(row["pair"], str) else None,
-                "sdr_by_group": dict(zip(g["group"], g[primary])),
-                "sdr_std_by_group": dict(zip(g["group"], g[primary + "_std"])),
-                "mre_by_group": dict(zip(g["group"], g["mre"])),
-                "mre_std_by_group": dict(zip(g["group"], g["mre_std"])),
-                "n_by_group": dict(zip(g["group"], g["n_images"])),
-                "n_missing_by_group": dict(zip(g["group"], g["n_missing"])),
-                **({"n_unlabelled_by_group": dict(zip(g["group"], g["n_unlabelled"]))}
+                "sdr_by_group": dict(zip(groups, g[primary])),
+                "sdr_std_by_group": dict(zip(groups, g[primary + "_std"])),
+                "mre_by_group": dict(zip(groups, g["mre"])),
+                "mre_std_by_group": dict(zip(groups, g["mre_std"])),
+                "n_by_group": dict(zip(groups, g["n_images"])),
+                "n_missing_by_group": dict(zip(groups, g["n_missing"])),
+                **({"n_unlabelled_by_group": dict(zip(groups, g["n_unlabelled"]))}
                    if "n_unlabelled" in g else {}),
-                "sdr_by_threshold": {threshold_key(t): dict(zip(g["group"], g[f"sdr_{threshold_key(t)}"]))
-                                     for t in self.thresholds},
+                "sdr_by_threshold": {key: dict(zip(groups, g[f"sdr_{key}"])) for key in keys},
                 "mre_gap": row["mre_gap"], "mre_gap_std": row["mre_gap_std"],
                 "mre": row["mre"], "mre_std": row["mre_std"], "sdr": row["sdr"], "sdr_std": row["sdr_std"],
             }
             if self.significance is not None:
-                rec.update(self.significance.record(row, g))
+                rec.update(json_safe(self.significance.record(row, g)))
             if self.adjusted is not None:
-                rec["adjusted"] = self.adjusted.record(row["attribute"], row["keypoint"])
+                rec["adjusted"] = json_safe(self.adjusted.record(row["attribute"], row["keypoint"]))
             records.append(rec)
         doc = {
             "schema_version": SCHEMA_VERSION,
@@ -835,7 +861,7 @@ class AuditResult:
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,
             "groups": self.groups.to_dict("records"),
-            "per_keypoint": records,
+            "per_keypoint": None,  # the records, JSON-ready already: set below
             "summary": self.summary.to_dict("records"),
             "overall": self.overall.to_dict("records"),
             "significance": self.significance.settings() if self.significance is not None else None,
@@ -847,7 +873,9 @@ class AuditResult:
             "measurement_settings": self.measurements.block() if self.measurements is not None else None,
             "warnings": self.warnings,
         }
-        return json_safe(doc)
+        doc = json_safe(doc)
+        doc["per_keypoint"] = records
+        return doc
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """JSON text of :meth:`to_dict`; written atomically to ``path`` if given."""

@@ -642,3 +642,45 @@ def test_keypoint_overall_mre_and_sdr_equal_plain_loops(sum_blocks):
         assert math.isclose(row["mre_std"], statistics.stdev(mres), rel_tol=1e-9)
         rec = next(r for r in res.to_dict()["per_keypoint"] if r["keypoint"] == kp)
         assert math.isclose(rec["mre"], row["mre"]) and math.isclose(rec["sdr_std"], statistics.stdev(sdrs))
+
+
+def test_json_columns_are_json_safe_value_by_value():
+    # The document's per-keypoint records are built from whole columns; each value must be what json_safe
+    # gives for it alone: NaN and infinities as None, numpy scalars as Python ones, text and None kept.
+    from fairlandmark.audit import _json_columns
+    from fairlandmark.files import json_safe
+
+    frame = pd.DataFrame({
+        "x": [1.5, np.nan, np.inf, -np.inf, 0.1],
+        "finite": [0.1, 0.2, 0.3, 1e300, -0.0],
+        "n": np.arange(5, dtype=np.int64), "u": np.arange(5, dtype=np.uint8), "b": [True, False, True, True, False],
+        "text": ["F", None, "M", "F vs M", ""], "mixed": pd.Series([1, "a", np.int64(3), np.float32(np.nan), None],
+                                                                     dtype=object)})
+    got = _json_columns(frame)
+    expected = {name: [json_safe(v) for v in frame[name].tolist()] for name in frame.columns}
+    assert got == expected
+    for name in frame.columns:
+        assert [type(v) for v in got[name]] == [type(v) for v in expected[name]], name
+    json.dumps(got, allow_nan=False)
+
+
+def test_the_document_is_json_safe_with_significance_and_adjustment():
+    rng = np.random.default_rng(3)
+    n = 60
+    preds = pd.DataFrame({"image_id": np.repeat([f"i{i}" for i in range(n)], 2), "keypoint": np.tile([1, 2], n),
+                          "error_mm": rng.gamma(2.0, 1.0, 2 * n)})
+    preds.loc[3, "error_mm"] = np.nan  # a missing prediction
+    meta = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "sex": rng.choice(["F", "M"], n),
+                         "age": rng.uniform(20, 80, n)})
+    res = audit(preds, meta, attributes=["sex"], min_group_size=1, adjust=["age"],
+                significance={"permutations": 99, "bootstrap": 49, "baseline_repeats": 9, "seed": 0},
+                emit_warnings=False)
+    doc = res.to_dict()
+    json.dumps(doc, allow_nan=False)
+    assert doc == json.loads(json.dumps(doc))  # only JSON types: no numpy scalar, no tuple
+    assert list(doc)[list(doc).index("per_keypoint") - 1] == "groups"  # the block keeps its place
+    rec = doc["per_keypoint"][0]
+    assert rec["dp_std"] is None and isinstance(rec["p_value"], float) and isinstance(rec["adjusted"], dict)
+    pg = res.per_group[(res.per_group["keypoint"] == rec["keypoint"])].set_index("group")
+    assert rec["n_by_group"] == {g: int(pg.loc[g, "n_images"]) for g in pg.index}
+    assert rec["sdr_by_group"] == {g: float(pg.loc[g, "sdr_2"]) for g in pg.index}
