@@ -615,9 +615,7 @@ class AuditResult:
         """Mean aligned ground-truth shape for the fairness map; None without coordinates."""
         from fairlandmark.stats.procrustes import mean_shape_of_study
 
-        # The threads of the significance options (all cores without them); the numbers do not depend on them.
-        return mean_shape_of_study(self.study,
-                                   n_jobs=self.significance.options.n_jobs if self.significance is not None else -1)
+        return mean_shape_of_study(self.study)
 
     # -- basic facts -------------------------------------------------------
     @property

@@ -72,29 +72,6 @@ def test_degenerate_input_is_refused():
         generalized_procrustes(np.zeros((2, 3)))
 
 
-def test_threads_change_no_number_of_the_alignment(monkeypatch):
-    # Above MIN_THREADED_IMAGES the per-image steps run in slices on two threads; each image is computed
-    # alone, so the mean, the sizes and every aligned image are the single thread's, bit for bit. A
-    # degenerate image in the second slice is still refused, with its own index.
-    rng = np.random.default_rng(5)
-    n = procrustes.MIN_THREADED_IMAGES + 501
-    shapes = (rng.normal(size=(7, 2)) + 0.3 * rng.normal(size=(n, 7, 2))) @ _rotation(rng.uniform(-1, 1, n)) + 4.0
-    one, two = generalized_procrustes(shapes, n_jobs=1), generalized_procrustes(shapes, n_jobs=2)
-    for field in ("mean_shape", "aligned", "centroid_size"):
-        np.testing.assert_array_equal(getattr(one, field), getattr(two, field))
-    assert (one.n_iter, one.converged) == (two.n_iter, two.converged)
-    shapes[n - 3] = 1.5
-    with pytest.raises(InputError, match=f"configuration {n - 3} has all its landmarks at one point"):
-        generalized_procrustes(shapes, n_jobs=2)
-    # mean_shape_of_study passes its threads on, with the same numbers
-    seen = []
-    real = procrustes.generalized_procrustes
-    monkeypatch.setattr(procrustes, "generalized_procrustes", lambda *a, **k: seen.append(k["n_jobs"]) or real(*a, **k))
-    res = _result(10)
-    assert procrustes.mean_shape_of_study(res.study, n_jobs=1) == procrustes.mean_shape_of_study(res.study)
-    assert seen == [1, -1]
-
-
 def _result(k, *, names=False, seed=0, n=80, significance=None):
     rng = np.random.default_rng(seed)
     true = rng.uniform(0, 100, (n, k, 2))

@@ -125,39 +125,6 @@ def test_a_failing_batch_raises_and_cancels_the_rest():
     assert len(done) < 49  # the pool stopped taking batches once one had failed
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 50])
-def test_slice_crew_covers_every_row_once_and_raises_the_first_error(workers):
-    from fairlandmark.stats.workers import SliceCrew
-
-    seen = np.zeros(10, int)
-    threads = set()
-
-    def mark(lo, hi):
-        seen[lo:hi] += 1
-        threads.add(threading.current_thread().name)
-
-    with SliceCrew(10, workers) as crew:
-        crew.run(mark)
-        crew.run(mark)
-        assert len(crew.slices) == min(workers, 10)
-    assert seen.tolist() == [2] * 10
-    assert threading.current_thread().name in threads  # the caller takes a slice itself
-    crew.run(mark)  # closed: every slice on the calling thread
-    assert seen.tolist() == [3] * 10
-
-    def fail_second(lo, hi):
-        if lo > 0:
-            raise ValueError(f"slice at {lo} broke")
-        time.sleep(0.01)
-
-    with SliceCrew(10, workers) as crew:
-        if workers == 1:
-            crew.run(fail_second)  # one slice, starting at 0
-        else:
-            with pytest.raises(ValueError, match="slice at 5 broke" if workers == 2 else "broke"):
-                crew.run(fail_second)
-
-
 def test_pool_with_one_worker_runs_inline():
     pool = BatchPool(1)
     seen = []

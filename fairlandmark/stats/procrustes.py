@@ -15,7 +15,6 @@ of the inputs, so it is in the input unit (mm when a scale is known).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,8 @@ from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
-from fairlandmark.stats.workers import SliceCrew, resolve_workers
 
-__all__ = ["ProcrustesResult", "generalized_procrustes", "optimal_rotation", "mean_shape_of_study", "MAX_SHAPE_IMAGES",
-           "MIN_THREADED_IMAGES"]
+__all__ = ["ProcrustesResult", "generalized_procrustes", "optimal_rotation", "mean_shape_of_study", "MAX_SHAPE_IMAGES"]
 
 # The mean shape only places results on a drawing: above this many images (paper scale: 10 hold-outs of 300)
 # it comes from an evenly spaced sample of them. Each alignment pass costs one 2 x 2 SVD per image: an archive
@@ -35,10 +32,6 @@ __all__ = ["ProcrustesResult", "generalized_procrustes", "optimal_rotation", "me
 # audit (0.05 s for 3,000), a third of a 10,000-image audit. The sample's mean is within about 1/55 of the
 # between-image spread of the whole archive's (a standard error), far below what a drawing shows.
 MAX_SHAPE_IMAGES = 3_000
-# From this many images the per-image alignment steps are split over threads: 3,000 images align in about
-# 16 ms on two cores against 24 ms on one (a fixed cost of every audit above 3,000 images); below about a
-# thousand the threads' start costs as much as they save.
-MIN_THREADED_IMAGES = 1_000
 _CHECK_BLOCK = 8192  # images checked at a time before the alignment
 MSG_SHAPES = "procrustes: expected configurations of shape (n, K, 2) with n >= 1 and K >= 2, got {shape}"
 MSG_DEGENERATE = "procrustes: configuration {i} has all its landmarks at one point; it cannot be aligned"
@@ -103,7 +96,7 @@ def optimal_rotation(source: ArrayLike, target: ArrayLike) -> np.ndarray:
 
 
 def generalized_procrustes(shapes: ArrayLike, *, max_iter: int = 100, tol: float = 1e-10,
-                           align: bool = True, n_jobs: int = 1) -> ProcrustesResult:
+                           align: bool = True) -> ProcrustesResult:
     """Generalised Procrustes analysis with similarity transforms.
 
     Parameters
@@ -116,9 +109,6 @@ def generalized_procrustes(shapes: ArrayLike, *, max_iter: int = 100, tol: float
     align : bool, default True
         Whether to align every configuration onto the final mean (``aligned``); False when only the mean
         shape is wanted (``aligned`` is then None), which saves one alignment pass.
-    n_jobs : int, default 1
-        Threads for the per-image steps (-1: all cores), used from ``MIN_THREADED_IMAGES`` images on. Each
-        image is computed alone, so the result does not depend on it.
 
     Returns
     -------
@@ -139,43 +129,26 @@ def generalized_procrustes(shapes: ArrayLike, *, max_iter: int = 100, tol: float
     x = np.asarray(shapes, dtype=float)
     if x.ndim != 3 or x.shape[0] < 1 or x.shape[1] < 2 or x.shape[2] != 2 or not np.isfinite(x).all():
         raise InputError(MSG_SHAPES.format(shape=x.shape))
-    n = x.shape[0]
-    workers = resolve_workers(n_jobs) if n >= MIN_THREADED_IMAGES else 1
-    unit = np.empty_like(x)  # centred, then scaled to unit size in place
-    size = np.empty(n)
-    aligned = np.empty_like(x)  # one buffer for every pass: no fresh pages per pass
-
-    def centre(lo: int, hi: int) -> None:
-        np.subtract(x[lo:hi], x[lo:hi].mean(axis=1, keepdims=True), out=unit[lo:hi])
-        size[lo:hi] = np.sqrt((unit[lo:hi] ** 2).sum(axis=(1, 2)))
-
-    def rotate_onto(target: np.ndarray, out: np.ndarray) -> Callable[[int, int], None]:
-        def work(lo: int, hi: int) -> None:
-            np.matmul(unit[lo:hi], optimal_rotation(unit[lo:hi], target), out=out[lo:hi])
-        return work
-
-    with SliceCrew(n, workers) as crew:
-        crew.run(centre)
-        if np.any(size == 0):
-            raise InputError(MSG_DEGENERATE.format(i=int(np.flatnonzero(size == 0)[0])))
-        unit /= size[:, None, None]
-        mean = unit[0].copy()
-        converged = False
-        n_iter = 0
-        for n_iter in range(1, max_iter + 1):
-            crew.run(rotate_onto(mean, aligned))
-            new = aligned.mean(axis=0)
-            new = new / np.sqrt((new ** 2).sum())
-            new = new @ optimal_rotation(new, mean)  # keep the orientation: no drift of the frame
-            change = float(np.sqrt(((new - mean) ** 2).sum()))
-            mean = new
-            if change < tol:
-                converged = True
-                break
-        final = None
-        if align:
-            final = np.empty_like(x)
-            crew.run(rotate_onto(mean, final))
+    centred = x - x.mean(axis=1, keepdims=True)
+    size = np.sqrt((centred ** 2).sum(axis=(1, 2)))
+    if np.any(size == 0):
+        raise InputError(MSG_DEGENERATE.format(i=int(np.flatnonzero(size == 0)[0])))
+    unit = centred / size[:, None, None]
+    mean = unit[0]
+    aligned = unit
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        aligned = unit @ optimal_rotation(unit, mean)
+        new = aligned.mean(axis=0)
+        new = new / np.sqrt((new ** 2).sum())
+        new = new @ optimal_rotation(new, mean)  # keep the orientation: no drift of the frame
+        change = float(np.sqrt(((new - mean) ** 2).sum()))
+        mean = new
+        if change < tol:
+            converged = True
+            break
+    final = unit @ optimal_rotation(unit, mean) if align else None
     return ProcrustesResult(mean_shape=mean * size.mean(), aligned=final, centroid_size=size, n_iter=n_iter,
                             converged=converged)
 
@@ -200,12 +173,11 @@ def _with_spread(shapes: np.ndarray) -> np.ndarray:
     return ((shapes - shapes.mean(axis=1, keepdims=True)) ** 2).sum(axis=(1, 2)) > 0
 
 
-def mean_shape_of_study(study: Study, *, n_jobs: int = -1) -> dict[str, Any] | None:
+def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
     """The ``anatomy`` block of an audit: mean aligned ground-truth shape, or None without coordinates.
 
     Each image counts once (an image tested in several runs is aligned once);
-    an image whose true landmarks all lie at one point is left out. ``n_jobs``
-    (-1: all cores) is passed to :func:`generalized_procrustes`.
+    an image whose true landmarks all lie at one point is left out.
 
     Returns
     -------
@@ -231,7 +203,7 @@ def mean_shape_of_study(study: Study, *, n_jobs: int = -1) -> dict[str, Any] | N
         method += f"; an evenly spaced sample of {MAX_SHAPE_IMAGES:,} of the {n_total:,} images"
     shapes = true[first]
     try:
-        res = generalized_procrustes(shapes, align=False, n_jobs=n_jobs)  # only the mean shape is drawn
+        res = generalized_procrustes(shapes, align=False)  # only the mean shape is drawn
     except InputError:  # an image whose distinct landmarks have a spread that squares to 0: left out
         spread = _with_spread(shapes)
         shapes, first = shapes[spread], first[spread]
@@ -239,6 +211,6 @@ def mean_shape_of_study(study: Study, *, n_jobs: int = -1) -> dict[str, Any] | N
             return None
         n_out = int((~spread).sum())
         method += f"; {n_out:,} image{'s' if n_out > 1 else ''} whose landmarks nearly coincide left out"
-        res = generalized_procrustes(shapes, align=False, n_jobs=n_jobs)
+        res = generalized_procrustes(shapes, align=False)
     return {"keypoints": list(study.keypoints), "mean_shape": res.mean_shape.tolist(), "unit": study.unit,
             "n_images": int(len(first)), "method": method}

@@ -13,7 +13,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -22,7 +22,7 @@ import numpy as np
 from fairlandmark.exceptions import InputError
 
 __all__ = ["MSG_N_JOBS", "check_n_jobs", "resolve_workers", "workers_for", "MIN_THREADED_WORK", "BatchPool",
-           "batch_pool", "run_parts", "run_all", "SliceCrew", "TaskQueue", "share_batches", "Background"]
+           "batch_pool", "run_parts", "run_all", "TaskQueue", "share_batches", "Background"]
 
 MSG_N_JOBS = "n_jobs: must be a non-zero integer (-1 = all cores, 1 = no worker threads), got {value!r}"
 
@@ -158,57 +158,6 @@ def run_all(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
 
     run_parts(work, range(len(tasks)), workers)
     return results
-
-
-class SliceCrew:
-    """Run ``work(lo, hi)`` over ``workers`` contiguous slices of ``range(n)``, again and again, on threads
-    kept for the crew's life; the calling thread takes the first slice itself.
-
-    For short steps repeated a few times (an alignment pass over a few thousand images takes milliseconds):
-    a pool started per step, or every slice handed to the pool, would cost what the second core saves. The
-    slices write disjoint rows, so the numbers do not depend on ``workers``.
-
-    Examples
-    --------
-    >>> out = [0] * 5
-    >>> with SliceCrew(5, workers=2) as crew:
-    ...     crew.run(lambda lo, hi: out.__setitem__(slice(lo, hi), range(lo, hi)))
-    >>> out
-    [0, 1, 2, 3, 4]
-    """
-
-    def __init__(self, n: int, workers: int) -> None:
-        workers = max(1, min(int(workers), int(n)))
-        edges = np.linspace(0, n, workers + 1).round().astype(np.int64)
-        self.slices = [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
-        self._executor = ThreadPoolExecutor(workers - 1) if workers > 1 else None
-
-    def run(self, work: Callable[[int, int], Any]) -> None:
-        """``work(lo, hi)`` for every slice; returns when all are done, raising the first error."""
-        if self._executor is None:  # one worker, or closed: every slice on the calling thread
-            for lo, hi in self.slices:
-                work(lo, hi)
-            return
-        others = [self._executor.submit(work, lo, hi) for lo, hi in self.slices[1:]]
-        try:
-            work(*self.slices[0])
-        except BaseException:
-            wait(others)  # no slice still writing once the error reaches the caller
-            raise
-        for future in others:
-            future.result()
-
-    def close(self) -> None:
-        """Stop the crew's threads (later runs use the calling thread alone)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
-    def __enter__(self) -> SliceCrew:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class TaskQueue:
