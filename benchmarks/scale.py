@@ -13,9 +13,9 @@ own process so that peak memory is its own:
   validation, no intersection, no DP).
 
 Reported: wall seconds (after a warm-up audit of 5,000 images in the same
-process, so one-time costs are not counted; each run three times,
-each in a fresh process, the median run reported), peak resident memory
-(ru_maxrss, the largest of the three) and microseconds per input row. Targets (issue 20): at 1 M images the Parquet audit is faster than
+process, so one-time costs are not counted; each run in several fresh
+processes, seven up to 200,000 images and three above, the median run reported), peak resident memory
+(ru_maxrss, the largest of the repeats) and microseconds per input row. Targets (issue 20): at 1 M images the Parquet audit is faster than
 the pandas groupby and peaks at <= 4 GB; CSV takes at most 2x Parquet; the
 cost per row is flat within 30 % from 10 k to 1 M images.
 
@@ -117,8 +117,15 @@ def warm_up(kind: str) -> None:
 
 # Each run is repeated, each time in a fresh process, and the median run reported (its peak memory the largest
 # of the repeats): on the shared VM the same audit swings by more than the 30 % the flatness target allows
-# (a million images: 15-21 s in one hour).
+# (a million images: 15-21 s in one hour). Small studies take a second or two per process and swing the most
+# (a 10,000-image audit: 0.15-0.22 s in fresh processes within minutes), so they are repeated more often.
 REPEATS = 3
+REPEATS_SMALL, SMALL_IMAGES = 7, 200_000
+
+
+def repeats_for(n_images: int) -> int:
+    """Fresh processes per run: REPEATS_SMALL up to SMALL_IMAGES images, REPEATS above."""
+    return REPEATS_SMALL if n_images <= SMALL_IMAGES else REPEATS
 
 
 def timed_run(run):
@@ -241,7 +248,7 @@ def table_rows(args: argparse.Namespace, n_images: int) -> None:
             if kind == "significance":
                 r = run_child(kind, path, paths["meta"])
             else:
-                repeats = sorted((run_child(kind, path, paths["meta"]) for _ in range(REPEATS)),
+                repeats = sorted((run_child(kind, path, paths["meta"]) for _ in range(repeats_for(n_images))),
                                  key=lambda x: x["seconds"])
                 r = dict(repeats[len(repeats) // 2], peak_gb=max(x["peak_gb"] for x in repeats))
             if kind == "significance":

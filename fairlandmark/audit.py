@@ -552,8 +552,9 @@ def _json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
             out[str(name)] = values.tolist()
         elif kind in "iub":
             out[str(name)] = column.to_numpy().tolist()
-        else:  # text (NaN where missing) and objects
-            out[str(name)] = json_safe(column.tolist())
+        else:  # text and objects: NaN, None and pandas' NA where missing
+            as_objects = column.astype(object)
+            out[str(name)] = json_safe(as_objects.where(as_objects.notna(), None).tolist())
     return out
 
 

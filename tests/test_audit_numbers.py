@@ -658,6 +658,10 @@ def test_json_columns_are_json_safe_value_by_value():
                                                                      dtype=object)})
     got = _json_columns(frame)
     expected = {name: [json_safe(v) for v in frame[name].tolist()] for name in frame.columns}
+    # pandas' nullable columns: NA is missing too
+    nullable = pd.DataFrame({"f": pd.array([0.5, None], dtype="Float64"), "i": pd.array([1, None], dtype="Int64"),
+                             "s": pd.array(["a", None], dtype="string")})
+    assert _json_columns(nullable) == {"f": [0.5, None], "i": [1, None], "s": ["a", None]}
     assert got == expected
     for name in frame.columns:
         assert [type(v) for v in got[name]] == [type(v) for v in expected[name]], name
