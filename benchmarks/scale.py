@@ -229,12 +229,38 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as warm:
         write_study(warm, WARM_UP_IMAGES, seed=1)
         os.environ[WARM_UP_FOLDER] = warm  # inherited by the children
+        timings: dict[str, list[tuple[int, float]]] = {}
         for n_images in args.images:
-            table_rows(args, n_images)
+            for label, seconds in table_rows(args, n_images).items():
+                timings.setdefault(label, []).append((n_images * K, seconds))
+    for line in flatness_lines(timings):
+        print(line)
 
 
-def table_rows(args: argparse.Namespace, n_images: int) -> None:
-    """Write the study of ``n_images`` images, time its runs, print their table rows."""
+def flatness_lines(timings: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """Target 2 in words, per run with two sizes or more: the largest over the smallest wall cost per row, and
+    the marginal cost per row between consecutive sizes (what a row adds once the fixed costs are paid).
+
+    >>> flatness_lines({"audit-parquet": [(100_000, 2.0), (1_000_000, 11.0)]})
+    ['audit-parquet: wall per row 20.000 -> 11.000 us, largest / smallest 1.82 (target <= 1.30); marginal per row 10.000 us (100,000 -> 1,000,000 rows)']
+    """
+    lines = []
+    for label, points in timings.items():
+        points = sorted(points)
+        if len(points) < 2:
+            continue
+        per_row = [1e6 * t / n for n, t in points]
+        marginal = "; ".join(f"{1e6 * (t2 - t1) / (n2 - n1):.3f} us ({n1:,} -> {n2:,} rows)"
+                             for (n1, t1), (n2, t2) in zip(points, points[1:]))
+        lines.append(f"{label}: wall per row {' -> '.join(f'{x:.3f}' for x in per_row)} us, largest / smallest "
+                     f"{max(per_row) / min(per_row):.2f} (target <= 1.30); marginal per row {marginal}")
+    return lines
+
+
+def table_rows(args: argparse.Namespace, n_images: int) -> dict[str, float]:
+    """Write the study of ``n_images`` images, time its runs, print their table rows; the median wall seconds
+    of each timed run, by label."""
+    medians: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_study(tmp, n_images)
         os.sync()  # the files just written go to disk now, not by the kernel's writeback during a timed run
@@ -267,6 +293,8 @@ def table_rows(args: argparse.Namespace, n_images: int) -> None:
                   f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
                   f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
                   f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
+            medians[label] = r["seconds"]
+    return medians
 
 
 if __name__ == "__main__":
