@@ -690,29 +690,36 @@ class AuditResult:
     # -- tables --------------------------------------------------------------
     @cached_property
     def per_keypoint(self) -> pd.DataFrame:
-        rows = []
         fam = self._family_of()
         err_sum, n_present, hits, n_labelled = self._keypoint_sums
         with np.errstate(invalid="ignore", divide="ignore"):
             kp_mre, kp_mre_std = mean_std_over_runs(err_sum / n_present)
             kp_sdr, kp_sdr_std = mean_std_over_runs(hits[0] / n_labelled)
-        for a in self.attributes:
-            obs, groups = self.observed[a], self.study.coding.groups[a]
+        n_kp = len(self.keypoints)
+        columns: dict[str, list[Any]] = {name: [] for name in (
+            "attribute", "keypoint", "family", "dp", "dp_std", "group_high", "group_low", "pair", "mre_gap",
+            "mre_gap_std", "mre", "mre_std", "sdr", "sdr_std")}
+        for a in self.attributes:  # one block of rows per attribute, a whole column at a time
+            obs = self.observed[a]
+            names = list(self.study.coding.groups[a])
             dp, dp_std = mean_std_over_runs(obs.dp)
             gap, gap_std = mean_std_over_runs(obs.mre_gap)
             high, low, valid = self._pair(a)
-            for k, kp in enumerate(self.keypoints):
-                pair_ok = valid.sum() >= 2 and not np.isnan(dp[k])
-                rows.append({
-                    "attribute": a, "keypoint": kp, "family": fam[k],
-                    "dp": dp[k], "dp_std": dp_std[k],
-                    "group_high": groups[high[k]] if pair_ok else None,
-                    "group_low": groups[low[k]] if pair_ok else None,
-                    "pair": f"{groups[high[k]]} vs {groups[low[k]]}" if pair_ok else None,
-                    "mre_gap": gap[k], "mre_gap_std": gap_std[k],
-                    "mre": kp_mre[k], "mre_std": kp_mre_std[k], "sdr": kp_sdr[k], "sdr_std": kp_sdr_std[k],
-                })
-        table = pd.DataFrame(rows)
+            pair_ok = (valid.sum() >= 2) & ~np.isnan(dp)
+            # Index len(names) is "no pair": None in every column.
+            high, low = np.where(pair_ok, high, len(names)), np.where(pair_ok, low, len(names))
+            or_none = np.array([*names, None], dtype=object)
+            group_high, group_low = or_none[high], or_none[low]
+            pair_names = np.array([[f"{h} vs {lo}" for lo in names] + [None] for h in names]
+                                  + [[None] * (len(names) + 1)], dtype=object)
+            pair = pair_names[high, low]
+            block = {"attribute": [a] * n_kp, "keypoint": self.keypoints, "family": fam, "dp": dp,
+                     "dp_std": dp_std, "group_high": group_high, "group_low": group_low, "pair": pair,
+                     "mre_gap": gap, "mre_gap_std": gap_std, "mre": kp_mre, "mre_std": kp_mre_std, "sdr": kp_sdr,
+                     "sdr_std": kp_sdr_std}
+            for name, values in block.items():
+                columns[name].extend(values.tolist() if isinstance(values, np.ndarray) else values)
+        table = pd.DataFrame(columns) if self.attributes else pd.DataFrame()
         if self.significance is not None:
             table = self.significance.join(table)
         if self.adjusted is not None:
