@@ -14,7 +14,9 @@ own process so that peak memory is its own:
 
 Reported: wall seconds (after a warm-up audit of 5,000 images in the same
 process, so one-time costs are not counted; each run in several fresh
-processes, seven up to 200,000 images and three above, the median run reported), peak resident memory
+processes, seven up to 200,000 images and three above, the median run reported;
+every study is written first and the runs go in rounds over the sizes, so
+that sizes are compared within the same minutes of a drifting machine), peak resident memory
 (ru_maxrss, the largest of the repeats) and microseconds per input row. Targets (issue 20): at 1 M images the Parquet audit is faster than
 the pandas groupby and peaks at <= 4 GB; CSV takes at most 2x Parquet; the
 cost per row is flat within 30 % from 10 k to 1 M images.
@@ -226,13 +228,21 @@ def main() -> None:
     print("| images | rows | what | wall s | of which audit() s | peak GB | us per row (wall) | us per row (audit()) "
           "| CPU s | us CPU per row |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as warm:
+    with tempfile.TemporaryDirectory() as warm, tempfile.TemporaryDirectory() as tmp:
         write_study(warm, WARM_UP_IMAGES, seed=1)
         os.environ[WARM_UP_FOLDER] = warm  # inherited by the children
-        timings: dict[str, list[tuple[int, float]]] = {}
+        studies = {}
         for n_images in args.images:
-            for label, seconds in table_rows(args, n_images).items():
+            os.mkdir(os.path.join(tmp, str(n_images)))
+            studies[n_images] = write_study(os.path.join(tmp, str(n_images)), n_images)
+        os.sync()  # the files just written go to disk now, not by the kernel's writeback during a timed run
+        results = timed_rounds(args, studies)
+        timings: dict[str, list[tuple[int, float]]] = {}
+        for n_images, paths in studies.items():
+            for label, seconds in table_rows(n_images, results[n_images]).items():
                 timings.setdefault(label, []).append((n_images * K, seconds))
+            if args.significance:
+                significance_row(n_images, run_child("significance", paths["parquet"], paths["meta"]))
     for line in flatness_lines(timings):
         print(line)
 
@@ -257,44 +267,51 @@ def flatness_lines(timings: dict[str, list[tuple[int, float]]]) -> list[str]:
     return lines
 
 
-def table_rows(args: argparse.Namespace, n_images: int) -> dict[str, float]:
-    """Write the study of ``n_images`` images, time its runs, print their table rows; the median wall seconds
-    of each timed run, by label."""
-    medians: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = write_study(tmp, n_images)
-        os.sync()  # the files just written go to disk now, not by the kernel's writeback during a timed run
-        rows = n_images * K
-        runs = [(label, kind, path) for key, label, kind, path in (
-            ("parquet", "audit-parquet", "audit", paths["parquet"]), ("csv", "audit-csv", "audit", paths["csv"]),
-            ("pandas", "pandas groupby", "pandas", paths["parquet"])) if key in args.only]
-        if args.significance:
-            runs.append(("significance", "significance", paths["parquet"]))
-        for label, kind, path in runs:
-            if kind == "significance":
-                r = run_child(kind, path, paths["meta"])
-            else:
-                repeats = sorted((run_child(kind, path, paths["meta"]) for _ in range(repeats_for(n_images))),
-                                 key=lambda x: x["seconds"])
-                r = dict(repeats[len(repeats) // 2], peak_gb=max(x["peak_gb"] for x in repeats))
-            if kind == "significance":
-                b = r["b_resample"]
-                print(f"| {n_images:,} | {rows:,} | per statistic: point estimates {r['point']:.2f} s; "
-                      f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
-                      f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
-                      f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
-                      f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
-                      f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
-                      f"{r['peak_gb']:.2f} | | |", flush=True)
+def timed_rounds(args: argparse.Namespace, studies: dict[int, dict]) -> dict[int, dict[str, list[dict]]]:
+    """Every timed run of every size, in rounds: round r runs each size and kind once (sizes up to
+    SMALL_IMAGES get more rounds). The machine's speed drifts over minutes, so the sizes are compared run
+    against run within the same minutes, not one size after another."""
+    runs = [(label, kind, key) for key, label, kind in (
+        ("parquet", "audit-parquet", "audit"), ("csv", "audit-csv", "audit"), ("pandas", "pandas groupby", "pandas"))
+        if key in args.only]
+    results: dict[int, dict[str, list[dict]]] = {n: {label: [] for label, _, _ in runs} for n in studies}
+    for round_ in range(max(repeats_for(n) for n in studies)):
+        for n_images, paths in studies.items():
+            if round_ >= repeats_for(n_images):
                 continue
-            extra = f" ({r['method']})" if "method" in r else ""
-            core = r.get("audit_seconds")
-            print(f"| {n_images:,} | {rows:,} | {label}{extra} | {r['seconds']:.2f} | "
-                  f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
-                  f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
-                  f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
-            medians[label] = r["seconds"]
+            for label, kind, key in runs:
+                path = paths["csv"] if key == "csv" else paths["parquet"]
+                results[n_images][label].append(run_child(kind, path, paths["meta"]))
+    return results
+
+
+def table_rows(n_images: int, results: dict[str, list[dict]]) -> dict[str, float]:
+    """Print the table rows of one size (each run's median repeat, its peak the largest); return the median
+    wall seconds of each run, by label."""
+    rows = n_images * K
+    medians: dict[str, float] = {}
+    for label, repeats in results.items():
+        repeats = sorted(repeats, key=lambda x: x["seconds"])
+        r = dict(repeats[len(repeats) // 2], peak_gb=max(x["peak_gb"] for x in repeats))
+        core = r.get("audit_seconds")
+        print(f"| {n_images:,} | {rows:,} | {label} | {r['seconds']:.2f} | "
+              f"{'' if core is None else f'{core:.2f}'} | {r['peak_gb']:.2f} | {1e6 * r['seconds'] / rows:.3f} | "
+              f"{'' if core is None else f'{1e6 * core / rows:.3f}'} | {r['cpu']:.1f} | "
+              f"{1e6 * r['cpu'] / rows:.3f} |", flush=True)
+        medians[label] = r["seconds"]
     return medians
+
+
+def significance_row(n_images: int, r: dict) -> None:
+    """Print the per-statistic seconds of one prepared study of ``n_images`` images."""
+    b = r["b_resample"]
+    print(f"| {n_images:,} | {n_images * K:,} | per statistic: point estimates {r['point']:.2f} s; "
+          f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
+          f"bootstrap {r['bootstrap'] / b * 1000:.1f} s per 1000 resamples "
+          f"({1e9 * r['bootstrap'] / b / n_images:.1f} ns per image and resample); "
+          f"baseline {r['baseline'] / b * 1000:.1f} s per 1000 repeats "
+          f"({1e9 * r['baseline'] / b / n_images:.1f} ns per image and repeat); timed with {b} | "
+          f"{r['peak_gb']:.2f} | | |", flush=True)
 
 
 if __name__ == "__main__":
