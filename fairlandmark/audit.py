@@ -862,7 +862,7 @@ class AuditResult:
             "min_group_size": self.min_group_size,
             "n_runs": self.n_runs,
             "runs": [str(r) for r in self.study.runs],
-            "n_images": int(len(pd.unique(self.study.row_image))),
+            "n_images": len(self.study.first_image_rows),
             "keypoints": self.keypoints,
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,

@@ -688,3 +688,25 @@ def test_the_document_is_json_safe_with_significance_and_adjustment():
     pg = res.per_group[(res.per_group["keypoint"] == rec["keypoint"])].set_index("group")
     assert rec["n_by_group"] == {g: int(pg.loc[g, "n_images"]) for g in pg.index}
     assert rec["sdr_by_group"] == {g: float(pg.loc[g, "sdr_2"]) for g in pg.index}
+
+
+def test_each_image_counts_once_across_runs():
+    # An image tested in several runs is one image: the document's count and the anatomy's images both come
+    # from Study.first_image_rows, checked here against a plain loop.
+    rng = np.random.default_rng(4)
+    ids = [f"i{i}" for i in range(30)]
+    runs = {0: ids[:20], 1: ids[10:], 2: ids[5:25]}
+    preds = pd.DataFrame([{"run": r, "image_id": im, "keypoint": k, "pred_x": rng.normal(), "pred_y": 0.0,
+                           "true_x": float(k), "true_y": float(k * k)}
+                          for r, images in runs.items() for im in images for k in (1, 2, 3)])
+    meta = pd.DataFrame({"image_id": ids, "sex": ["F", "M"] * 15})
+    res = audit(preds, meta, attributes=["sex"], spacing_mm=1.0, min_group_size=1, significance=False,
+                emit_warnings=False)
+    seen, expected = set(), []
+    for row, image in enumerate(res.study.row_image):
+        if image not in seen:
+            seen.add(image)
+            expected.append(row)
+    assert res.study.first_image_rows.tolist() == expected
+    doc = res.to_dict()
+    assert doc["n_images"] == 30 and doc["anatomy"]["n_images"] == 30

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
@@ -188,8 +187,7 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
     true = study.true_xy
     if true is None or true.shape[1] < 2:  # no coordinates, or a single keypoint: no anatomy to draw
         return None
-    # Each image's first row, in input order (hashing the ids: no sort of a million strings).
-    first = np.flatnonzero(~pd.Series(np.asarray(study.row_image, dtype=object)).duplicated().to_numpy())
+    first = study.first_image_rows
     # Blocks of images: the checks' temporaries stay small at a million images (the same images kept).
     kept = [_alignable(true[first[lo:lo + _CHECK_BLOCK]]) for lo in range(0, len(first), _CHECK_BLOCK)]
     first = first[np.concatenate(kept)] if kept else first
