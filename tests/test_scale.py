@@ -308,3 +308,28 @@ def test_csv_lines_pyarrow_does_not_slice_go_to_pandas(tmp_path, monkeypatch, ca
     path.write_text(text, newline="")
     assert columnar.read_columns(path, id_columns=("run", "image_id", "keypoint"), numeric_columns=("pred_x",)) is None
     _assert_matches(check_predictions(path), frame)
+
+
+def test_ids_of_chunks_with_shared_repeated_and_null_dictionaries():
+    """Chunks whose dictionaries repeat out of order, hold nulls, unused and whitespace twins: pandas' codes."""
+    from fairlandmark.inputs.columnar import _encode_arrow
+
+    rng = np.random.default_rng(11)
+    pool = [f"id{j}" for j in range(40)] + [" id3", "id4 ", "", "  ", "NA"]
+    for _ in range(300):
+        dictionaries = []
+        for _ in range(rng.integers(1, 5)):
+            values = list(rng.choice(pool, size=rng.integers(1, 20), replace=False))
+            dictionaries.append(pa.array(values + ([None] if rng.random() < 0.3 else []), pa.string()))
+        chunks = []
+        for _ in range(rng.integers(1, 8)):
+            dictionary = dictionaries[rng.integers(0, len(dictionaries))]  # shared, and out of order
+            m = int(rng.integers(0, 30))
+            index = pa.array(rng.integers(0, len(dictionary), m).astype(np.int32), mask=rng.random(m) < 0.05)
+            chunks.append(pa.DictionaryArray.from_arrays(index, dictionary))
+        column = pa.chunked_array(chunks, type=pa.dictionary(pa.int32(), pa.string()))
+        enc = _encode_arrow(column, frozenset())
+        stripped = pd.Series([None if v is None else v.strip() for v in column.to_pylist()], dtype=object)
+        codes, labels = pd.factorize(stripped.replace("", None), use_na_sentinel=True)
+        np.testing.assert_array_equal(enc.codes, codes)
+        assert enc.codes.dtype == np.int32 and enc.labels.tolist() == labels.tolist()

@@ -165,8 +165,12 @@ def _merge_labels(codes: np.ndarray, raw_labels: Iterable[object],
     stripped = ["" if v is None else str(v).strip() for v in raw_labels]
     keep = [None if s == "" or s in na_strings else s for s in stripped]
     merged, labels = pd.factorize(np.asarray(keep, dtype=object), use_na_sentinel=True)
-    lookup = np.append(merged.astype(np.int32), np.int32(-1))  # code -1 (an empty cell) looks up the last entry
-    out = lookup[np.asarray(codes)]
+    codes = np.asarray(codes)
+    if np.array_equal(merged, np.arange(len(merged))) and codes.dtype == np.int32:
+        out = codes  # no label merged or emptied: the codes stand (a million images: no 37 M-line gather)
+    else:
+        lookup = np.append(merged.astype(np.int32), np.int32(-1))  # code -1 (an empty cell) looks up the last entry
+        out = lookup[codes]
     return EncodedColumn(codes=out.astype(np.int32, copy=False), labels=np.asarray(labels, dtype=object))
 
 
@@ -181,18 +185,24 @@ def _arrow_labels(dictionary: Any) -> np.ndarray:
 
 
 def _merge_arrow_labels(codes: np.ndarray, dictionary: Any, na_strings: frozenset[str]) -> EncodedColumn:
-    """:func:`_merge_labels` for an arrow dictionary, skipping the Python pass when no label needs merging."""
+    """:func:`_merge_labels` for an arrow dictionary of distinct values, skipping the Python pass when no label
+    needs merging."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    labels = _arrow_labels(dictionary)
-    if pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type):
-        trimmed = pa.array(labels, type=pa.string())
-        clash = (pc.count_distinct(trimmed).as_py() != len(trimmed) or trimmed.null_count
-                 or pc.any(pc.is_in(trimmed, value_set=pa.array(sorted(na_strings | {""}), pa.string()))).as_py())
-        if not clash:
-            return EncodedColumn(codes=np.asarray(codes, dtype=np.int32), labels=labels.astype(object))
-    return _merge_labels(codes, labels, na_strings)
+    if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
+        return _merge_labels(codes, _arrow_labels(dictionary), na_strings)
+    # Checked on arrow strings, not on Python ones turned back into arrow (a million ids: 0.2 s). Distinct values
+    # that stripping leaves as they are stay distinct: only then is the hashing count (0.25 s) skipped.
+    trimmed = pc.utf8_trim_whitespace(dictionary)
+    labels = trimmed.to_numpy(zero_copy_only=False)
+    clash = (trimmed.null_count
+             or (pc.any(pc.not_equal(trimmed, dictionary)).as_py()
+                 and pc.count_distinct(trimmed).as_py() != len(trimmed))
+             or pc.any(pc.is_in(trimmed, value_set=pa.array(sorted(na_strings | {""}), trimmed.type))).as_py())
+    if clash:
+        return _merge_labels(codes, labels, na_strings)
+    return EncodedColumn(codes=np.asarray(codes, dtype=np.int32), labels=labels.astype(object))
 
 
 def _dictionary_key(dictionary: Any) -> tuple[int, ...]:
@@ -215,8 +225,8 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
         indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
         codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
         return _merge_arrow_labels(codes, chunks[-1].dictionary, na_strings)
-    # Already dictionary-encoded (Parquet read with read_dictionary): one dictionary per chunk. Map each
-    # distinct dictionary into one global numbering, then renumber by first appearance. The chunks are the
+    # Already dictionary-encoded (Parquet read with read_dictionary, CSV slices): one dictionary per chunk. Map
+    # each distinct dictionary into one global numbering, then renumber by first appearance. The chunks are the
     # reader's batches, and the batches of one row group share its whole dictionary (a million-image file:
     # 283 chunks, 36 dictionaries of 28,000 ids), so each dictionary is hashed once, not once per batch.
     chunks = column.chunks
@@ -230,20 +240,44 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
             dictionaries.append(c.dictionary)
         which.append(position[key])
     combined = pc.dictionary_encode(pa.concat_arrays(dictionaries))
-    global_codes = pc.fill_null(combined.indices, -1).to_numpy()
     uniques = combined.dictionary
+    empty = len(uniques)  # the code of an empty cell (a null index, or a null in a dictionary) until the end
+    global_codes = pc.fill_null(combined.indices, -1).to_numpy()
+    global_codes = np.where(global_codes < 0, empty, global_codes)
     starts = np.cumsum([0] + [len(d) for d in dictionaries])
-    lookups = [np.append(global_codes[starts[i]:starts[i + 1]], -1).astype(np.int32) for i in range(len(dictionaries))]
-    parts = [lookups[i][pc.fill_null(c.indices, -1).to_numpy()] for i, c in zip(which, chunks)]
-    codes = np.concatenate(parts)
-    del parts
-    codes[codes < 0] = len(uniques)  # a temporary code for empty cells
-    ranked, first = first_appearance_codes(codes, len(uniques) + 1)
-    in_order = codes[first]
-    if (in_order == len(uniques)).any():  # empty cells: back to -1, through the generic path
+    # Each dictionary's entries as global codes, and one more entry for a null index (-1 looks up the last).
+    lookups = [np.append(global_codes[starts[i]:starts[i + 1]], empty) for i in range(len(dictionaries))]
+    indices = [pc.fill_null(c.indices, -1).to_numpy() for c in chunks]
+    # First appearances on the dictionaries, not on every line: the chunks from the last to the first, each
+    # scattering its (reversed) line numbers into its dictionary's entries, so the last write, the earliest
+    # line, wins; then the earliest over the dictionaries that hold a label. At a million images this keeps
+    # three full-length temporaries (the joined codes, the keys to rank, their ranks) out: fresh pages that
+    # cost more than the arithmetic.
+    n = len(column)
+    first_of_entry = [np.full(len(lookup), n, dtype=np.int64) for lookup in lookups]
+    hi = n
+    for i, x in zip(reversed(which), reversed(indices)):
+        lo = hi - len(x)
+        first_of_entry[i][x[::-1]] = np.arange(hi - 1, lo - 1, -1, dtype=np.int64)
+        hi = lo
+    first = np.full(empty + 1, n, dtype=np.int64)
+    for lookup, entry_first in zip(lookups, first_of_entry):
+        np.minimum.at(first, lookup, entry_first)
+    in_order = np.flatnonzero(first < n)
+    in_order = in_order[np.argsort(first[in_order], kind="stable")]  # global codes by first appearance
+    rank = np.zeros(empty + 1, dtype=np.int32)
+    rank[in_order] = np.arange(len(in_order), dtype=np.int32)
+    codes = np.empty(n, dtype=np.int32)
+    lo = 0
+    ranked_lookups = [rank[lookup] for lookup in lookups]
+    for i, x in zip(which, indices):
+        codes[lo:lo + len(x)] = ranked_lookups[i][x]
+        lo += len(x)
+    del indices
+    if (in_order == empty).any():  # empty cells: back to -1, through the generic path
         labels = np.append(_arrow_labels(uniques).astype(object), np.array([None], dtype=object))[in_order]
-        return _merge_labels(ranked.astype(np.int32, copy=False), list(labels), na_strings)
-    return _merge_arrow_labels(ranked.astype(np.int32, copy=False), uniques.take(pa.array(in_order)), na_strings)
+        return _merge_labels(codes, list(labels), na_strings)
+    return _merge_arrow_labels(codes, uniques.take(pa.array(in_order)), na_strings)
 
 
 def _arrow_numbers(column: Any) -> np.ndarray | None:
