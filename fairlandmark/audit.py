@@ -319,7 +319,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
           privacy: bool | Mapping[str, Any] | None = None, adjust: Sequence[str] | None = None,
           measurements: Any = None, curves: bool | Mapping[str, Any] = True,
           spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
-          encoding: str | None = None, emit_warnings: bool = True) -> AuditResult:
+          encoding: str | None = None, emit_warnings: bool = True, progress: bool = False) -> AuditResult:
     """Audit landmark predictions for per-keypoint demographic parity.
 
     Parameters
@@ -388,6 +388,10 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         Issue each note of ``AuditResult.warnings`` (unused metadata rows, small
         groups, ...) once as a :class:`fairlandmark.exceptions.FairlandmarkWarning`;
         False leaves them in the result only.
+    progress : bool, default False
+        Name each step of reading and checking the inputs on standard error
+        while it runs, in a terminal (a million images take seconds); the
+        significance bars follow ``significance``'s own ``progress``.
 
     Returns
     -------
@@ -410,7 +414,8 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                           wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
                           metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
                           spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, encoding=encoding,
-                          keep_pred_xy=measurements is not None)  # only the measurement audit reads them
+                          keep_pred_xy=measurements is not None,  # only the measurement audit reads them
+                          progress=progress)
     covariates = None
     if adjust:
         from fairlandmark.stats.adjusted import check_covariates

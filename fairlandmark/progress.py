@@ -1,18 +1,21 @@
-"""Progress bars for long computations (permutations, bootstrap, privacy refits).
+"""Progress for long computations: bars (permutations, bootstrap, privacy refits) and steps (reading a study).
 
-The one place that builds a bar, so every long step looks the same. The
-statistics call :func:`progress_bar` with the caller's choice: ``False``/``None``
-(silent), ``True`` (a transient bar on standard error), or a
-``rich.progress.Progress`` to draw into.
+The one place that builds a display, so every long step looks the same. The
+statistics call :func:`progress_bar`, and the input checks :func:`progress_steps`,
+with the caller's choice: ``False``/``None`` (silent), ``True`` (a transient
+display on standard error), or a ``rich.progress.Progress`` to draw into.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["progress_bar", "NoProgress"]
+__all__ = ["progress_bar", "progress_steps", "Step", "NoProgress"]
+
+# Announces the step that starts now ("Reading preds.parquet"); the display shows it until the next one.
+Step = Callable[[str], None]
 
 
 class NoProgress:
@@ -43,11 +46,65 @@ def progress_bar(progress: object) -> Iterator[Any]:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        console = Console(stderr=True)
+        if not console.is_terminal:  # a log file or a pipe: a transient bar leaves only an empty line there
+            yield NoProgress()
+            return
         # markup=False: descriptions may quote user data (a within-level name such as "[/]").
         bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                       TimeRemainingColumn(),
-                       console=Console(stderr=True), transient=True)
+                       TimeRemainingColumn(), console=console, transient=True)
         with bar:
             yield bar
     else:
         yield progress
+
+
+@contextmanager
+def progress_steps(progress: object) -> Iterator[Step]:
+    """Yield ``step(description)``, which names the step that starts now: a transient line on standard error
+    with a spinner, the step and the time since the first one (``True``), the caller's
+    ``rich.progress.Progress``, or nothing (``False``/``None``).
+
+    For work made of a few long steps of unknown length (reading and checking a million-image study): the
+    line says what is being done, where a bar could only guess at how far along it is.
+
+    Examples
+    --------
+    >>> with progress_steps(False) as step:
+    ...     step("Reading preds.csv"); step("Checking ids")
+    """
+    if progress is None or progress is False:
+        yield _no_step
+        return
+    if progress is True:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            yield _no_step
+            return
+        # markup=False: descriptions quote user data (a file name such as "[red]preds.csv").
+        display = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
+                           console=console, transient=True)
+        with display:
+            yield _steps_of(display)
+    else:
+        yield _steps_of(progress)
+
+
+def _no_step(description: str) -> None:
+    pass
+
+
+def _steps_of(display: Any) -> Step:
+    """``step`` drawing into ``display``: one task whose description is the current step."""
+    task: list[Any] = []
+
+    def step(description: str) -> None:
+        if not task:
+            task.append(display.add_task(description, total=None))
+        else:
+            display.update(task[0], description=description)
+
+    return step

@@ -144,6 +144,7 @@ def study_from_args(args: argparse.Namespace) -> Study:
         intersection=not args.no_intersection, metadata_source=args.metadata, encoding=args.encoding,
         spacing_from_dicom=args.spacing_from_dicom, dicom_match=args.dicom_match,
         keep_pred_xy=getattr(args, "measurements", None) is not None,  # only the measurement audit reads them
+        progress=not getattr(args, "quiet", False),
     )
 
 

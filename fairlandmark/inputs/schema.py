@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError, note
+from fairlandmark.progress import Step
 from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, read_columns
 
 __all__ = [
@@ -87,6 +88,10 @@ MSG_NOT_IN_META = (
 MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
 MSG_BAD_ATTRIBUTE = "«attributes» {col}: {why}, not an attribute to audit; give each attribute column once"
 MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
+# The steps of a long check, as the progress line names them.
+MSG_STEP_READ = "Reading {src}"
+MSG_STEP_IDS = "Checking the ids of {n:,} lines (duplicates, missing keypoints)"
+MSG_STEP_VALUES = "Arranging the coordinates of {n_rows:,} images x {n_kp:,} keypoints"
 
 
 @dataclass(frozen=True)
@@ -338,6 +343,10 @@ def _require(frame: pd.DataFrame, col: str, src: str) -> None:
                 src=src, col=col, hint=_hint(col, frame.columns), found=", ".join(map(str, frame.columns))
             )
         )
+
+
+def _no_step(description: str) -> None:
+    pass
 
 
 def _file_row(index: int) -> int:
@@ -670,7 +679,8 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
 
 
 def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: str | None = None,
-                      encoding: str | None = None, notes: list[str] | None = None) -> Predictions:
+                      encoding: str | None = None, notes: list[str] | None = None,
+                      step: Step | None = None) -> Predictions:
     """Validate a predictions table and pivot it to (rows, keypoints).
 
     Parameters
@@ -685,6 +695,9 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     notes : list of str, optional
         Where to append notes for the user (an ``error_mm`` column beside
         coordinates); without it they are warnings.
+    step : callable, optional
+        Called with the name of each step as it starts (reading, checking
+        ids, arranging coordinates): see :func:`fairlandmark.progress.progress_steps`.
 
     Returns
     -------
@@ -703,8 +716,11 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     ``bincount``), so a million images x 37 keypoints validate in seconds.
     """
     src = source or _source_name(data, "predictions")
+    step = step or _no_step
+    step(MSG_STEP_READ.format(src=os.path.basename(src)))  # the line is short: the file, not its folders
     cols = _predictions_columns(data, src, encoding)
     has_error, has_coords = _check_columns(cols, src)
+    step(MSG_STEP_IDS.format(n=cols.n_rows))
     ids = _encode_ids(cols, src)
     rows = _row_index(ids)
     in_row_order = _in_row_order(ids, rows)  # implies no duplicate and no missing keypoint
@@ -718,6 +734,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     row_run = ids.run.codes[first].astype(np.int64)
     row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
     del ids, rows, kp_index  # per-line codes: not needed any more
+    step(MSG_STEP_VALUES.format(n_rows=len(row_run), n_kp=len(keypoints)))
     values = _values(cols, pivot, has_coords, has_error, src, notes)
     return Predictions(
         runs=np.asarray(runs, dtype=object),

@@ -21,11 +21,16 @@ from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import GroupCoding, encode_groups
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
+from fairlandmark.progress import Step, progress_steps
 
 __all__ = ["Study", "prepare_study", "attribute_list", "MSG_NO_ATTRIBUTES"]
 
 MSG_NO_ATTRIBUTES = "attributes: give at least one attribute column of the metadata to audit"
 MSG_ATTRIBUTES_TYPE = "«attributes» {value!r}: give a column name or a list of column names"
+# The steps after the predictions' own (see check_predictions), as the progress line names them.
+MSG_STEP_ERRORS = "Computing the radial errors"
+MSG_STEP_METADATA = "Reading {src} and matching its images"
+MSG_STEP_GROUPS = "Encoding the groups"
 
 
 def attribute_list(attributes: str | Iterable[str] | None) -> list[str] | None:
@@ -96,18 +101,35 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None = None,
                   intersection: bool = True, metadata_source: str | None = None,
                   spacing_from_dicom: str | os.PathLike[str] | None = None, dicom_match: str = "stem",
-                  encoding: str | None = None, keep_pred_xy: bool = True) -> Study:
+                  encoding: str | None = None, keep_pred_xy: bool = True, progress: object = False) -> Study:
     """Validate inputs and build a :class:`Study` (see :func:`audit`).
 
     ``keep_pred_xy=False`` leaves out the predicted coordinates (``Study.pred_xy`` is None): only the
     clinical-measurement audit reads them, and at a million images x 37 keypoints they take 0.6 GB.
+    ``progress=True`` names each step on standard error while it runs (a million images take seconds to
+    read and check); a ``rich.progress.Progress`` is drawn into instead.
     """
+    with progress_steps(progress) as step:
+        return _prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
+                              wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
+                              metadata_source=metadata_source, spacing_from_dicom=spacing_from_dicom,
+                              dicom_match=dicom_match, encoding=encoding, keep_pred_xy=keep_pred_xy, step=step)
+
+
+def _prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
+                   metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: str | Sequence[str] | None,
+                   spacing_mm: float | None, wrist_width: WristWidth | str | tuple[object, object, float] | None,
+                   bins: Mapping[str, Sequence[float]] | None,
+                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None,
+                   intersection: bool, metadata_source: str | None,
+                   spacing_from_dicom: str | os.PathLike[str] | None, dicom_match: str, encoding: str | None,
+                   keep_pred_xy: bool, step: Step) -> Study:
     names = attribute_list(attributes)
     # Notes of the input checks (error_mm beside coordinates, unused metadata rows) travel as data in the
     # Study; the facade or the command line shows each once, spelled for its reader.
     notes: list[str] = []
     preds = (predictions if isinstance(predictions, Predictions)
-             else check_predictions(predictions, encoding=encoding, notes=notes))
+             else check_predictions(predictions, encoding=encoding, notes=notes, step=step))
     if spacing_from_dicom is not None:
         from fairlandmark.inputs.dicom import with_dicom_spacing
 
@@ -117,16 +139,19 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
         wrist_width = parse_wrist_width(wrist_width)
     elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
         wrist_width = WristWidth(*wrist_width)
+    step(MSG_STEP_ERRORS)
     errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
     # Predictions validated here are this function's own: their coordinates are scaled where they lie.
     pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width,
                                           predicted=keep_pred_xy, in_place=not isinstance(predictions, Predictions))
+    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
+    step(MSG_STEP_METADATA.format(src=os.path.basename(src)))
     meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
                           encoding=encoding, notes=notes)
     chosen = list(meta.columns) if names is None else names
     if not chosen:
         raise InputError(MSG_NO_ATTRIBUTES)
-    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
+    step(MSG_STEP_GROUPS)
     coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
                            source=str(src))
     fam = family_index(families or {}, preds.keypoints)

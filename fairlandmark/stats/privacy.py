@@ -918,7 +918,7 @@ def attribute_inference(predictions: Study | pd.DataFrame | str | os.PathLike[st
                               attributes=attributes, spacing_mm=spacing_mm, encoding=encoding,
                               wrist_width=wrist_width, bins=bins, intersection=False,
                               metadata_source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None,
-                              spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match)
+                              spacing_from_dicom=spacing_from_dicom, dicom_match=dicom_match, progress=progress)
     levels = _levels(study, target, within, n_splits)
     estimator = default_estimator(seed=seed) if estimator is None else estimator
     pipeline = _pipeline(estimator, seed)

@@ -1,0 +1,96 @@
+"""The progress line of reading and checking a study: its steps, in order, and nothing where no one looks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_audit_numbers import random_study
+
+from fairlandmark.cli import main
+from fairlandmark.inputs.study import prepare_study
+from fairlandmark.progress import progress_steps
+
+
+class Recorder:
+    """A stand-in for ``rich.progress.Progress`` that keeps every description it is given."""
+
+    def __init__(self):
+        self.descriptions = []
+
+    def add_task(self, description, total=None):
+        self.descriptions.append(description)
+        return 0
+
+    def update(self, task, description=None):
+        self.descriptions.append(description)
+
+
+@pytest.fixture
+def files(tmp_path):
+    preds, meta = random_study(3, runs=["h1", "h2"])
+    p, m = tmp_path / "[red]preds.csv", tmp_path / "meta.csv"  # a file name that reads as rich markup
+    preds.to_csv(p, index=False)
+    meta.to_csv(m, index=False)
+    return p, m, preds
+
+
+def test_the_steps_name_the_files_and_the_sizes_in_order(files):
+    p, m, preds = files
+    recorder = Recorder()
+    study = prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=recorder)
+    n_rows, n_kp = study.errors.shape
+    assert n_rows * n_kp == len(preds)  # every line is one (row, keypoint)
+    assert recorder.descriptions == [
+        f"Reading {p.name}",
+        f"Checking the ids of {len(preds):,} lines (duplicates, missing keypoints)",
+        f"Arranging the coordinates of {n_rows:,} images x {n_kp:,} keypoints",
+        "Computing the radial errors",
+        f"Reading {m.name} and matching its images",
+        "Encoding the groups",
+    ]
+
+
+def test_the_steps_change_no_number(files):
+    p, m, _ = files
+    quiet = prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1)
+    shown = prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=Recorder())
+    np.testing.assert_array_equal(quiet.errors, shown.errors)
+    np.testing.assert_array_equal(quiet.coding.base_codes["sex"], shown.coding.base_codes["sex"])
+
+
+def test_a_terminal_sees_the_step_with_user_text_as_text(files, monkeypatch, capsys):
+    p, m, _ = files
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: standard error counts as a terminal
+    prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=True)
+    err = capsys.readouterr().err
+    assert "Reading [red]preds.csv" in err  # the first step, its file name as typed, not read as a colour
+    assert "Encoding the groups" in err  # the last step; the line is cleared at the end (transient)
+
+
+def test_no_terminal_no_output(files, capsys):
+    p, m, _ = files
+    with progress_steps(True) as step:
+        step("Reading x")
+    prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=True)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_command_line_leaves_no_empty_lines_in_a_log(files, capsys):
+    """Redirected to a file, standard error holds the warnings only: no trace of a transient line or bar."""
+    p, m, _ = files
+    code = main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--permutations", "20",
+                 "--bootstrap", "0", "--baseline-repeats", "0"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "\n\n" not in err and not err.startswith("\n")
+
+
+def test_quiet_and_the_api_default_show_nothing(files, monkeypatch, capsys):
+    p, m, _ = files
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1)
+    assert "Reading" not in capsys.readouterr().err
+    main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--no-significance", "--quiet"])
+    assert "Reading" not in capsys.readouterr().err
+    main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--no-significance"])
+    assert "Encoding the groups" in capsys.readouterr().err
