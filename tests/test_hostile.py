@@ -83,12 +83,13 @@ class TestMarkup:
         assert code == 0, err
         assert "[b]x" in out and "[/]" in out
 
-    def test_progress_descriptions_are_not_markup(self):
+    def test_progress_descriptions_are_not_markup(self, monkeypatch):
         from rich.console import Console
         from rich.progress import Progress
 
         from fairlandmark.progress import progress_bar
 
+        monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal: off one, no bar is drawn at all
         with progress_bar(True) as bar:  # the bar the statistics draw
             columns = bar.columns
         progress = Progress(*columns, console=Console(file=open(os.devnull, "w"), force_terminal=True))

@@ -333,3 +333,34 @@ def test_ids_of_chunks_with_shared_repeated_and_null_dictionaries():
         codes, labels = pd.factorize(stripped.replace("", None), use_na_sentinel=True)
         np.testing.assert_array_equal(enc.codes, codes)
         assert enc.codes.dtype == np.int32 and enc.labels.tolist() == labels.tolist()
+
+
+def _damaged_parquet(path, frame, column):
+    """``frame`` as Snappy Parquet with the first half of ``column``'s chunk overwritten (footer intact)."""
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="snappy")
+    chunk = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(chunk.column(i) for i in range(chunk.num_columns) if chunk.column(i).path_in_schema == column)
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 8:start + chunk.total_compressed_size // 2] = b"\xff" * (chunk.total_compressed_size // 2 - 8)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_parquet_column_is_named_in_one_line(tmp_path):
+    frame = _study(n_images=30)
+    path = tmp_path / "p.parquet"
+    _damaged_parquet(path, frame, "pred_y")
+    with pytest.raises(InputError) as err:
+        check_predictions(path)
+    message = str(err.value)
+    assert "\n" not in message and "'pred_y'" in message and str(path) in message and "write it again" in message
+
+
+def test_parquet_columns_the_audit_does_not_use_are_never_read(tmp_path):
+    """Columns are read one at a time when needed: a damaged column beside them is no obstacle."""
+    frame = _study(n_images=30).assign(notes=np.linspace(0, 1, 30 * 5 * 3))
+    path = tmp_path / "p.parquet"
+    _damaged_parquet(path, frame, "notes")
+    with pytest.raises(Exception):  # the damage is real: the column itself cannot be read
+        pq.read_table(path, columns=["notes"])
+    _assert_matches(check_predictions(path), frame)
