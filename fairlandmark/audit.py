@@ -25,6 +25,7 @@ from fairlandmark.version import __version__
 from fairlandmark.exceptions import FairlandmarkWarning, InputError, spell_options
 from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
+from fairlandmark.progress import progress_steps
 from fairlandmark.stats.kernel import (mean_std_over_runs, aggregate, label_sums, labelled_from_sums,
                                        mre_from_sums, parity_gap, sdr_from_sums, without_thin_groups)
 from fairlandmark.inputs.groups import GroupCoding
@@ -76,6 +77,9 @@ MSG_SMALL_STRATA = (
     "(hold-outs), or fewer repeats"
 )
 SMALL_STRATUM = 10  # median images per stratum below which the permutation test is noted as weak
+# The point estimates' steps, as the progress line names them (reading and checking: inputs.schema, inputs.study).
+MSG_STEP_SUMS = "Summing hits and errors per group: {n_rows:,} (run, image) rows of {n_kp:,} keypoints"
+MSG_STEP_CURVES = "Computing the error curves"
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 MSG_THIN_KEYPOINT = (
     "attribute '{attribute}': {n} (group, keypoint) pair(s) have fewer than «min_group_size»={min} images with ground "
@@ -198,7 +202,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
               significance: SignificanceOptions | Mapping[str, Any] | bool | None = True,
               privacy: bool | Mapping[str, Any] | None = None, adjust: Covariates | None = None,
               measurements: Any = None, curves: bool | Mapping[str, Any] = True,
-              emit_warnings: bool = True) -> AuditResult:
+              emit_warnings: bool = True, progress: object = False) -> AuditResult:
     """Compute an :class:`AuditResult` for a prepared :class:`Study`.
 
     ``adjust`` is a :class:`fairlandmark.stats.adjusted.Covariates` (from
@@ -211,7 +215,8 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     The notes for the user (the study's input notes and the audit's own) are
     ``AuditResult.warnings``; with ``emit_warnings`` (default) each is also
     issued once as a :class:`fairlandmark.exceptions.FairlandmarkWarning`. The
-    command line turns that off and prints them itself.
+    command line turns that off and prints them itself. ``progress=True`` names the steps without a bar of
+    their own (the group sums, the error curves without significance) on standard error while they run.
     """
     if measurements is not None:
         from fairlandmark.inputs.measurements import load_measurements
@@ -219,10 +224,12 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
         measurements = load_measurements(measurements)  # bad definitions fail before any work
     thresholds = _check_options(thresholds_mm, min_group_size)
     # The cells' sums, once for all attributes, built in row blocks (no value matrix of the whole study).
-    sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs, study.coding.cell,
-                                      study.coding.n_cells, labelled=study.labelled)
-    observed = {a: observe(layout, study.coding, a, min_group_size, (sums, counts))
-                for a in study.coding.attributes}
+    with progress_steps(progress) as step:  # closed before the significance bars start: one display at a time
+        step(MSG_STEP_SUMS.format(n_rows=study.errors.shape[0], n_kp=study.errors.shape[1]))
+        sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs, study.coding.cell,
+                                          study.coding.n_cells, labelled=study.labelled)
+        observed = {a: observe(layout, study.coding, a, min_group_size, (sums, counts))
+                    for a in study.coding.attributes}
 
     notes = list(study.notes) + small_group_notes(study, observed, min_group_size)
     for a, obs in observed.items():
@@ -266,9 +273,11 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     elif curves:
         from fairlandmark.stats.curves import error_curves
 
-        result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
-                                     valid={a: o.valid for a, o in observed.items()},
-                                     **({} if curves is True else dict(curves)))
+        with progress_steps(progress) as step:
+            step(MSG_STEP_CURVES)
+            result.curves = error_curves(study, primary=thresholds[0], min_group_size=min_group_size,
+                                         valid={a: o.valid for a, o in observed.items()},
+                                         **({} if curves is True else dict(curves)))
     if measurements is not None:
         from fairlandmark.stats.measurements import audit_measurements
 
@@ -389,9 +398,10 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
         groups, ...) once as a :class:`fairlandmark.exceptions.FairlandmarkWarning`;
         False leaves them in the result only.
     progress : bool, default False
-        Name each step of reading and checking the inputs on standard error
-        while it runs, in a terminal (a million images take seconds); the
-        significance bars follow ``significance``'s own ``progress``.
+        Name each step of reading and checking the inputs, and of the point
+        estimates, on standard error while it runs, in a terminal (a million
+        images take seconds); the significance bars follow
+        ``significance``'s own ``progress``.
 
     Returns
     -------
@@ -425,7 +435,7 @@ def audit(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
                                       source=os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else None)
     result = run_audit(study, thresholds_mm=thresholds_mm, min_group_size=min_group_size, significance=significance,
                        privacy=privacy, adjust=covariates, measurements=measurements, curves=curves,
-                       emit_warnings=False)
+                       emit_warnings=False, progress=progress)
     if emit_warnings:
         emit_notes(result.notes, stacklevel=2)  # at the user's call
     return result

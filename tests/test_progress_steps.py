@@ -43,7 +43,7 @@ def test_the_steps_name_the_files_and_the_sizes_in_order(files):
     assert recorder.descriptions == [
         f"Reading {p.name}",
         f"Checking the ids of {len(preds):,} lines (duplicates, missing keypoints)",
-        f"Arranging the coordinates of {n_rows:,} images x {n_kp:,} keypoints",
+        f"Arranging the coordinates: {n_rows:,} (run, image) rows of {n_kp:,} keypoints",
         "Computing the radial errors",
         f"Reading {m.name} and matching its images",
         "Encoding the groups",
@@ -94,3 +94,18 @@ def test_quiet_and_the_api_default_show_nothing(files, monkeypatch, capsys):
     assert "Reading" not in capsys.readouterr().err
     main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--no-significance"])
     assert "Encoding the groups" in capsys.readouterr().err
+
+
+def test_the_point_estimates_name_their_steps_and_change_no_number(files):
+    from fairlandmark.audit import run_audit
+
+    p, m, _ = files
+    study = prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1)
+    recorder = Recorder()
+    shown = run_audit(study, significance=False, emit_warnings=False, progress=recorder)
+    assert recorder.descriptions == [
+        f"Summing hits and errors per group: {study.errors.shape[0]:,} (run, image) rows of {study.errors.shape[1]:,} keypoints",
+        "Computing the error curves",
+    ]
+    quiet = run_audit(study, significance=False, emit_warnings=False)
+    assert shown.to_json() == quiet.to_json()

@@ -68,7 +68,8 @@ def audit_from_args(args: argparse.Namespace) -> AuditResult:
         measurements = load_measurements(args.measurements)
     result = run_audit(study, thresholds_mm=args.thresholds or [2.0], min_group_size=args.min_group_size,
                        significance=significance, adjust=covariates, measurements=measurements,
-                       curves=not getattr(args, "no_curves", False), emit_warnings=False)
+                       curves=not getattr(args, "no_curves", False), emit_warnings=False,
+                       progress=not getattr(args, "quiet", False))
     result.add_privacy(privacy_from_audit_args(study, args))
     return result
 

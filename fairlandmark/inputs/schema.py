@@ -91,7 +91,7 @@ MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sens
 # The steps of a long check, as the progress line names them.
 MSG_STEP_READ = "Reading {src}"
 MSG_STEP_IDS = "Checking the ids of {n:,} lines (duplicates, missing keypoints)"
-MSG_STEP_VALUES = "Arranging the coordinates of {n_rows:,} images x {n_kp:,} keypoints"
+MSG_STEP_VALUES = "Arranging the coordinates: {n_rows:,} (run, image) rows of {n_kp:,} keypoints"
 
 
 @dataclass(frozen=True)
