@@ -85,26 +85,35 @@ def progress_steps(progress: object) -> Iterator[Step]:
             yield _no_step
             return
         # markup=False: descriptions quote user data (a file name such as "[red]preds.csv").
-        display = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(),
-                           console=console, transient=True)
+        display: Any = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                                TimeElapsedColumn(), console=console, transient=True)
         with display:
-            yield _steps_of(display)
+            yield _StepTask(display).step
     else:
-        yield _steps_of(progress)
+        task = _StepTask(progress)
+        try:
+            yield task.step
+        finally:
+            task.remove()  # the caller's display goes on: the steps' line leaves it when they are done
 
 
 def _no_step(description: str) -> None:
     pass
 
 
-def _steps_of(display: Any) -> Step:
-    """``step`` drawing into ``display``: one task whose description is the current step."""
-    task: list[Any] = []
+class _StepTask:
+    """One task of ``display`` whose description is the current step."""
 
-    def step(description: str) -> None:
-        if not task:
-            task.append(display.add_task(description, total=None))
+    def __init__(self, display: Any) -> None:
+        self.display = display
+        self.task: Any = None
+
+    def step(self, description: str) -> None:
+        if self.task is None:
+            self.task = self.display.add_task(description, total=None)
         else:
-            display.update(task[0], description=description)
+            self.display.update(self.task, description=description)
 
-    return step
+    def remove(self) -> None:
+        if self.task is not None:
+            self.display.remove_task(self.task)

@@ -24,6 +24,9 @@ class Recorder:
     def update(self, task, description=None):
         self.descriptions.append(description)
 
+    def remove_task(self, task):
+        self.descriptions.append("(removed)")
+
 
 @pytest.fixture
 def files(tmp_path):
@@ -47,6 +50,7 @@ def test_the_steps_name_the_files_and_the_sizes_in_order(files):
         "Computing the radial errors",
         f"Reading {m.name} and matching its images",
         "Encoding the groups",
+        "(removed)",  # the caller's display goes on without the steps' line
     ]
 
 
@@ -105,7 +109,23 @@ def test_the_point_estimates_name_their_steps_and_change_no_number(files):
     shown = run_audit(study, significance=False, emit_warnings=False, progress=recorder)
     assert recorder.descriptions == [
         f"Summing hits and errors per group: {study.errors.shape[0]:,} (run, image) rows of {study.errors.shape[1]:,} keypoints",
+        "(removed)",
         "Computing the error curves",
+        "(removed)",
     ]
     quiet = run_audit(study, significance=False, emit_warnings=False)
     assert shown.to_json() == quiet.to_json()
+
+
+def test_a_callers_display_keeps_going_without_the_steps_line(files):
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    p, m, _ = files
+    display = Progress(console=Console(file=io.StringIO(), force_terminal=True))
+    with display:
+        mine = display.add_task("the caller's own work", total=2)
+        prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=display)
+        assert [t.id for t in display.tasks] == [mine]
