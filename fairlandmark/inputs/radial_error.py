@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fairlandmark.exceptions import InputError
+from fairlandmark.inputs.columnar import pooled_empty
 
 if TYPE_CHECKING:
     from fairlandmark.inputs.schema import Predictions
@@ -168,7 +169,7 @@ def _radial_errors(preds: Predictions, *, spacing_mm: float | None = None,
     # x and y apart, in blocks of rows whose temporaries stay in cache (a million images: no 300 MB
     # temporaries); elementwise, so the same numbers. NaN where the prediction is missing.
     pred, true = preds.pred, preds.true
-    distance = np.empty(pred.shape[:2])
+    distance = pooled_empty(pred.shape[:2])  # the study's error matrix: pages the pool already has
     for lo in range(0, len(distance), _BLOCK_ROWS):
         rows = slice(lo, lo + _BLOCK_ROWS)
         np.hypot(pred[rows, :, 0] - true[rows, :, 0], pred[rows, :, 1] - true[rows, :, 1], out=distance[rows])

@@ -19,7 +19,7 @@ import pandas as pd
 
 from fairlandmark.exceptions import InputError, note
 from fairlandmark.progress import Step
-from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, read_columns
+from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, pooled_empty, read_columns
 
 __all__ = [
     "COORD_COLUMNS",
@@ -634,7 +634,7 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
     pred = true = spacing = error = labelled = spacing_xy = None
     any_pred = False
     if has_coords:
-        pred = np.empty(pivot.shape + (2,))
+        pred = pooled_empty(pivot.shape + (2,))
         for axis, col in enumerate(("pred_x", "pred_y")):
             pivot.into(_numeric(cols, col, src, allow_empty=True), pred[..., axis])
             cols.release(col)
@@ -648,7 +648,7 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
         ty = _numeric(cols, "true_y", src, allow_empty=True)
         cols.release("true_y")
         line_labelled = check_unlabelled(tx, ty, src, allow_empty=has_error)
-        true = np.empty(pivot.shape + (2,))
+        true = pooled_empty(pivot.shape + (2,))
         pivot.into(tx, true[..., 0])
         del tx
         pivot.into(ty, true[..., 1])
