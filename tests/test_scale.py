@@ -364,3 +364,46 @@ def test_parquet_columns_the_audit_does_not_use_are_never_read(tmp_path):
     with pytest.raises(Exception):  # the damage is real: the column itself cannot be read
         pq.read_table(path, columns=["notes"])
     _assert_matches(check_predictions(path), frame)
+
+
+@pytest.mark.parametrize("line_block, row_block", [(7, 3), (1, 1), (64, 5)])
+def test_checks_in_blocks_find_what_whole_columns_find(tmp_path, monkeypatch, line_block, row_block):
+    """Infinite values, empty cells and half-missing predictions, found block by block as in one piece."""
+    import fairlandmark.inputs.schema as schema
+
+    frame = _study(n_images=12)
+    frame.loc[frame.index[::17], "pred_y"] = np.nan  # half a prediction: the whole point counts as missing
+    path = tmp_path / "p.parquet"
+    frame.to_parquet(path)
+    whole = check_predictions(path)
+    monkeypatch.setattr(schema, "_LINE_BLOCK", line_block)
+    monkeypatch.setattr(schema, "_ROW_BLOCK", row_block)
+    blocked = check_predictions(path)
+    np.testing.assert_array_equal(blocked.pred, whole.pred)
+    np.testing.assert_array_equal(blocked.true, whole.true)
+    _assert_matches(blocked, frame)
+    for col, value, wanted in (("true_x", np.inf, "is not a number"), ("pred_y", -np.inf, "is not a number")):
+        bad = frame.copy()
+        bad.loc[bad.index[100], col] = value
+        bad.loc[bad.index[150], col] = value  # the first of two is named
+        bad.to_parquet(path)
+        with pytest.raises(InputError, match=rf"row 102, column '{col}'.*{wanted}"):
+            check_predictions(path)
+
+
+def test_error_mm_beside_predictions_is_noted_whichever_block_holds_them(tmp_path, monkeypatch):
+    import fairlandmark.inputs.schema as schema
+
+    frame = _study(n_images=12, runs=("h1",)).assign(error_mm=1.0)
+    frame.loc[frame.index[5:], ["pred_x", "pred_y"]] = np.nan  # predictions in the first rows only
+    path = tmp_path / "p.parquet"
+    frame.to_parquet(path)
+    monkeypatch.setattr(schema, "_ROW_BLOCK", 3)
+    notes = []
+    check_predictions(path, notes=notes)
+    assert any("error_mm as given" in n for n in notes)
+    frame[["pred_x", "pred_y"]] = np.nan  # no prediction at all: nothing to note
+    frame.to_parquet(path)
+    notes = []
+    check_predictions(path, notes=notes)
+    assert notes == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from dataclasses import dataclass
 
@@ -88,6 +88,10 @@ MSG_NOT_IN_META = (
 MSG_META_UNUSED = "{src}: {n} metadata row(s) have no predictions (e.g. {examples}); they are ignored"
 MSG_BAD_ATTRIBUTE = "«attributes» {col}: {why}, not an attribute to audit; give each attribute column once"
 MSG_NO_ATTRIBUTE = "{src}: no attribute column to audit; add one column per sensitive attribute beside image_id"
+# Checks that touch every value go block by block: a full-length mask is fresh pages (a million images: 37 MB
+# per column and check), a block's stays in cache.
+_LINE_BLOCK = 1 << 16  # lines of one column (512 KB of float64)
+_ROW_BLOCK = 1 << 12  # (run, image) rows of the dense (rows, keypoints, 2) arrays
 # The steps of a long check, as the progress line names them.
 MSG_STEP_READ = "Reading {src}"
 MSG_STEP_IDS = "Checking the ids of {n:,} lines (duplicates, missing keypoints)"
@@ -366,24 +370,35 @@ def refuse_booleans(raw: pd.Series, col: str, src: str) -> None:
 def _numeric(cols: ColumnTable, col: str, src: str, *, allow_empty: bool, what: str = "a value") -> np.ndarray:
     """Column ``col`` as float64 (NaN = empty); InputError on text, infinity or a forbidden empty cell."""
     values = cols.numbers(col)
-    if values is not None:  # stored as numbers: no text to check
-        blank = np.isnan(values)
-        bad = np.isinf(values)
-        shown = (lambda i: str(values[i]))
-    else:
-        raw = cols.series(col)
-        refuse_booleans(raw, col, src)
-        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-        blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
-        bad = (np.isnan(values) & ~blank) | np.isinf(values)
-        shown = (lambda i: str(raw.iloc[i]).strip())
+    if values is not None:  # stored as numbers: no text to check, and no full-length masks (fresh pages)
+        i = _first_where(np.isinf, values)
+        if i is not None:
+            raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=str(values[i])))
+        i = None if allow_empty else _first_where(np.isnan, values)
+        if i is not None:
+            raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=what))
+        return values
+    raw = cols.series(col)
+    refuse_booleans(raw, col, src)
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
+    bad = (np.isnan(values) & ~blank) | np.isinf(values)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=shown(i)))
+        raise InputError(MSG_NOT_NUMBER.format(src=src, row=_file_row(i), col=col, value=str(raw.iloc[i]).strip()))
     if not allow_empty and blank.any():
         i = int(np.flatnonzero(blank)[0])
         raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=what))
     return values
+
+
+def _first_where(test: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -> int | None:
+    """First index where ``test(values)`` holds, or None; checked block by block (no full-length mask)."""
+    for lo in range(0, len(values), _LINE_BLOCK):
+        hit = test(values[lo:lo + _LINE_BLOCK])
+        if hit.any():
+            return lo + int(np.flatnonzero(hit)[0])
+    return None
 
 
 def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
@@ -638,11 +653,12 @@ def _values(cols: ColumnTable, pivot: _Pivot, has_coords: bool, has_error: bool,
         for axis, col in enumerate(("pred_x", "pred_y")):
             pivot.into(_numeric(cols, col, src, allow_empty=True), pred[..., axis])
             cols.release(col)
-        missing = np.isnan(pred).any(axis=-1)  # a prediction needs both coordinates
-        if missing.any():
-            pred[missing] = np.nan
-        any_pred = not missing.all()
-        del missing
+        for lo in range(0, len(pred), _ROW_BLOCK):  # blocks of rows: no full-length masks
+            block = pred[lo:lo + _ROW_BLOCK]
+            missing = np.isnan(block).any(axis=-1)  # a prediction needs both coordinates
+            if missing.any():
+                block[missing] = np.nan
+            any_pred = any_pred or not missing.all()
         tx = _numeric(cols, "true_x", src, allow_empty=True)
         cols.release("true_x")
         ty = _numeric(cols, "true_y", src, allow_empty=True)
