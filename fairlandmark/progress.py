@@ -12,10 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["progress_bar", "progress_steps", "Step", "NoProgress"]
+from fairlandmark.exceptions import InputError
+
+__all__ = ["progress_bar", "progress_steps", "check_progress", "no_step", "Step", "NoProgress", "MSG_PROGRESS"]
 
 # Announces the step that starts now ("Reading preds.parquet"); the display shows it until the next one.
 Step = Callable[[str], None]
+MSG_PROGRESS = "progress: give True, False or a rich.progress.Progress to draw into, got {value!r}"
 
 
 class NoProgress:
@@ -40,6 +43,7 @@ def progress_bar(progress: object) -> Iterator[Any]:
     >>> with progress_bar(False) as bar:
     ...     task = bar.add_task("work", total=3); bar.advance(task, 3)
     """
+    check_progress(progress, ("add_task", "advance"))
     if progress is None or progress is False:
         yield NoProgress()
     elif progress is True:
@@ -47,7 +51,7 @@ def progress_bar(progress: object) -> Iterator[Any]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         console = Console(stderr=True)
-        if not console.is_terminal:  # a log file or a pipe: a transient bar leaves only an empty line there
+        if not _shows_live(console):  # a log file or a pipe: a transient bar leaves only an empty line there
             yield NoProgress()
             return
         # markup=False: descriptions may quote user data (a within-level name such as "[/]").
@@ -73,16 +77,17 @@ def progress_steps(progress: object) -> Iterator[Step]:
     >>> with progress_steps(False) as step:
     ...     step("Reading preds.csv"); step("Checking ids")
     """
+    check_progress(progress, ("add_task", "update", "remove_task"))
     if progress is None or progress is False:
-        yield _no_step
+        yield no_step
         return
     if progress is True:
         from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         console = Console(stderr=True)
-        if not console.is_terminal:
-            yield _no_step
+        if not _shows_live(console):
+            yield no_step
             return
         # markup=False: descriptions quote user data (a file name such as "[red]preds.csv").
         display: Any = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
@@ -97,8 +102,30 @@ def progress_steps(progress: object) -> Iterator[Step]:
             task.remove()  # the caller's display goes on: the steps' line leaves it when they are done
 
 
-def _no_step(description: str) -> None:
-    pass
+def no_step(description: str) -> None:
+    """The step of silent work: names nothing."""
+
+
+def _shows_live(console: Any) -> bool:
+    """Whether a live display can be drawn: a terminal, or a notebook (rich draws there too)."""
+    return bool(console.is_terminal or console.is_jupyter)
+
+
+def check_progress(progress: object, methods: tuple[str, ...] = ("add_task", "advance")) -> None:
+    """InputError unless ``progress`` is True, False, None or a display with ``methods`` (a bar's, by default).
+
+    Examples
+    --------
+    >>> check_progress(True)
+    >>> check_progress("yes")
+    Traceback (most recent call last):
+    ...
+    fairlandmark.exceptions.InputError: progress: give True, False or a rich.progress.Progress to draw into, got 'yes'
+    """
+    if progress is None or isinstance(progress, bool):
+        return
+    if not all(callable(getattr(progress, m, None)) for m in methods):
+        raise InputError(MSG_PROGRESS.format(value=progress))
 
 
 class _StepTask:

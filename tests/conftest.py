@@ -31,6 +31,9 @@ def _no_terminal_width_from_the_environment(monkeypatch):
     COLUMNS=80, and at 80 columns a note wraps inside the phrase a test looks for. Every test sees the width
     of a log file (tests/test_console_width.py sets COLUMNS itself, in its subprocesses' environment)."""
     monkeypatch.delenv("COLUMNS", raising=False)
+    # Whether standard error counts as a terminal (progress displays) is the test's to say, not the shell's.
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
 
 
 @pytest.fixture(scope="session")

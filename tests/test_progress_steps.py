@@ -27,6 +27,9 @@ class Recorder:
     def remove_task(self, task):
         self.descriptions.append("(removed)")
 
+    def advance(self, task, advance=1):
+        pass
+
 
 @pytest.fixture
 def files(tmp_path):
@@ -64,7 +67,7 @@ def test_the_steps_change_no_number(files):
 
 def test_a_terminal_sees_the_step_with_user_text_as_text(files, monkeypatch, capsys):
     p, m, _ = files
-    monkeypatch.setenv("FORCE_COLOR", "1")  # rich: standard error counts as a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: standard error counts as a terminal
     prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=True)
     err = capsys.readouterr().err
     assert "Reading [red]preds.csv" in err  # the first step, its file name as typed, not read as a colour
@@ -91,7 +94,7 @@ def test_the_command_line_leaves_no_empty_lines_in_a_log(files, capsys):
 
 def test_quiet_and_the_api_default_show_nothing(files, monkeypatch, capsys):
     p, m, _ = files
-    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
     prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1)
     assert "Reading" not in capsys.readouterr().err
     main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--no-significance", "--quiet"])
@@ -129,3 +132,31 @@ def test_a_callers_display_keeps_going_without_the_steps_line(files):
         mine = display.add_task("the caller's own work", total=2)
         prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=display)
         assert [t.id for t in display.tasks] == [mine]
+
+
+def test_the_facade_and_privacy_pass_progress_on(files):
+    import warnings
+
+    from fairlandmark import audit
+    from fairlandmark.stats.privacy import attribute_inference
+
+    p, m, preds = files
+    recorder = Recorder()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        audit(str(p), str(m), attributes=["sex"], spacing_mm=0.1, significance=False, progress=recorder)
+    assert recorder.descriptions[0] == f"Reading {p.name}" and "Computing the error curves" in recorder.descriptions
+    recorder = Recorder()
+    attribute_inference(str(p), str(m), target="sex", spacing_mm=0.1, n_permutations=0, n_splits=2, progress=recorder)
+    assert recorder.descriptions[:2] == [f"Reading {p.name}", f"Checking the ids of {len(preds):,} lines (duplicates, missing keypoints)"]
+
+
+@pytest.mark.parametrize("value", [1, "yes", object()])
+def test_progress_that_is_not_a_display_is_one_line(files, value):
+    from fairlandmark import InputError, audit
+
+    p, m, _ = files
+    with pytest.raises(InputError, match="progress: give True, False or a rich.progress.Progress"):
+        prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=value)
+    with pytest.raises(InputError, match="progress: give True, False"):
+        audit(str(p), str(m), attributes=["sex"], spacing_mm=0.1, significance={"progress": value, "permutations": 10})

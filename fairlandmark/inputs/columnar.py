@@ -42,6 +42,8 @@ _PANDAS_ONLY_COLUMNS = frozenset({"spacing_x_mm", "spacing_y_mm"})
 # Bytes of CSV parsed per read_csv call (one slice of the file in flight).
 CSV_BLOCK_BYTES = 64 << 20
 MSG_COLUMN_UNREADABLE = "{src}: column '{col}' cannot be read ({detail}); the file is damaged or cut short: write it again"
+MSG_FILE_CHANGED = "{src}: the file changed while it was being read; audit a copy that nothing writes to"
+MSG_NESTED_ID = "{src}: column '{col}' holds nested values ({kind}), not ids; give ids as text or whole numbers"
 # Key spaces up to this many times the number of rows are counted with dense arrays; larger ones are sorted.
 _DENSE_FACTOR = 4
 
@@ -131,8 +133,13 @@ class ColumnTable:
         ``series(name) -> pandas.Series``: the raw column, for checks of text
         cells and for messages.
     release : callable
-        ``release(name)``: the caller is done with a column; a file's column
-        is freed at once, which keeps the peak memory down.
+        ``release(name)``: the caller is done with a column; a CSV's column
+        is freed at once, which keeps the peak memory down (a Parquet file's
+        columns are read one at a time, when asked for: nothing to free).
+
+    A Parquet file's accessors read from the file, so they raise
+    :class:`fairlandmark.exceptions.InputError` for a damaged column or a
+    file written again while it is read.
     """
 
     names: list
@@ -185,15 +192,14 @@ def first_appearance_codes(keys: np.ndarray, space: int) -> tuple[np.ndarray, np
     return rank[inverse.ravel()], first[order].astype(np.int64)
 
 
-def _merge_labels(codes: np.ndarray, raw_labels: Iterable[object],
-                  na_strings: frozenset[str] = frozenset()) -> EncodedColumn:
-    """Strip labels, merge those that strip alike, and code empty ones (or NA spellings) as -1.
+def _merge_labels(codes: np.ndarray, raw_labels: Iterable[object]) -> EncodedColumn:
+    """Strip labels, merge those that strip alike, and code empty ones as -1 (only an empty id is missing).
 
     The raw labels are in order of first appearance, so the merged labels,
     numbered in order of their first raw label, are too.
     """
     stripped = ["" if v is None else str(v).strip() for v in raw_labels]
-    keep = [None if s == "" or s in na_strings else s for s in stripped]
+    keep = [None if s == "" else s for s in stripped]
     merged, labels = pd.factorize(np.asarray(keep, dtype=object), use_na_sentinel=True)
     codes = np.asarray(codes)
     if np.array_equal(merged, np.arange(len(merged))) and codes.dtype == np.int32:
@@ -214,24 +220,23 @@ def _arrow_labels(dictionary: Any) -> np.ndarray:
     return dictionary.to_numpy(zero_copy_only=False)
 
 
-def _merge_arrow_labels(codes: np.ndarray, dictionary: Any, na_strings: frozenset[str]) -> EncodedColumn:
-    """:func:`_merge_labels` for an arrow dictionary of distinct values, skipping the Python pass when no label
-    needs merging."""
+def _merge_arrow_labels(codes: np.ndarray, dictionary: Any) -> EncodedColumn:
+    """:func:`_merge_labels` for the dictionary of ``pc.dictionary_encode`` (distinct values, no null),
+    skipping the Python pass when no label needs merging."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
-        return _merge_labels(codes, _arrow_labels(dictionary), na_strings)
+        return _merge_labels(codes, _arrow_labels(dictionary))
     # Checked on arrow strings, not on Python ones turned back into arrow (a million ids: 0.2 s). Distinct values
     # that stripping leaves as they are stay distinct: only then is the hashing count (0.25 s) skipped.
     trimmed = pc.utf8_trim_whitespace(dictionary)
     labels = trimmed.to_numpy(zero_copy_only=False)
-    clash = (trimmed.null_count
-             or (pc.any(pc.not_equal(trimmed, dictionary)).as_py()
-                 and pc.count_distinct(trimmed).as_py() != len(trimmed))
-             or pc.any(pc.is_in(trimmed, value_set=pa.array(sorted(na_strings | {""}), trimmed.type))).as_py())
+    clash = ((pc.any(pc.not_equal(trimmed, dictionary)).as_py()
+              and pc.count_distinct(trimmed).as_py() != len(trimmed))
+             or pc.any(pc.equal(trimmed, "")).as_py())
     if clash:
-        return _merge_labels(codes, labels, na_strings)
+        return _merge_labels(codes, labels)
     return EncodedColumn(codes=np.asarray(codes, dtype=np.int32), labels=labels.astype(object))
 
 
@@ -242,7 +247,7 @@ def _dictionary_key(dictionary: Any) -> tuple[int, ...]:
                                                                                       len(dictionary))
 
 
-def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
+def _encode_arrow(column: Any) -> EncodedColumn:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -254,7 +259,7 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
         # before, so the last is the dictionary of every chunk, in order of first appearance.
         indices = pa.chunked_array([c.indices for c in chunks], type=chunks[0].indices.type)
         codes = pc.fill_null(indices, -1).to_numpy().astype(np.int32, copy=False)
-        return _merge_arrow_labels(codes, chunks[-1].dictionary, na_strings)
+        return _merge_arrow_labels(codes, chunks[-1].dictionary)
     # Already dictionary-encoded (Parquet read with read_dictionary, CSV slices): one dictionary per chunk. Map
     # each distinct dictionary into one global numbering, then renumber by first appearance. The chunks are the
     # reader's batches, and the batches of one row group share its whole dictionary (a million-image file:
@@ -306,8 +311,8 @@ def _encode_arrow(column: Any, na_strings: frozenset[str]) -> EncodedColumn:
     del indices
     if (in_order == empty).any():  # empty cells: back to -1, through the generic path
         labels = np.append(_arrow_labels(uniques).astype(object), np.array([None], dtype=object))[in_order]
-        return _merge_labels(codes, list(labels), na_strings)
-    return _merge_arrow_labels(codes, uniques.take(pa.array(in_order)), na_strings)
+        return _merge_labels(codes, list(labels))
+    return _merge_arrow_labels(codes, uniques.take(pa.array(in_order)))
 
 
 def _arrow_numbers(column: Any) -> np.ndarray | None:
@@ -325,7 +330,7 @@ def _arrow_numbers(column: Any) -> np.ndarray | None:
     return column.to_numpy().astype(np.float64, copy=False)
 
 
-def _table_columns(table: Any, na_strings: frozenset[str]) -> ColumnTable:
+def _table_columns(table: Any) -> ColumnTable:
     names = [str(n).strip() for n in table.column_names]
     columns = dict(zip(names, table.columns))
     n_rows = table.num_rows
@@ -334,7 +339,7 @@ def _table_columns(table: Any, na_strings: frozenset[str]) -> ColumnTable:
     return ColumnTable(
         names=names,
         n_rows=n_rows,
-        encode=lambda name: _encode_arrow(columns[name], na_strings),
+        encode=lambda name: _encode_arrow(columns[name]),
         numbers=lambda name: _arrow_numbers(columns[name]),
         series=lambda name: columns[name].to_pandas(),
         release=lambda name: columns.pop(name, None) and None,
@@ -446,6 +451,13 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     Returns
     -------
     ColumnTable or None
+        A Parquet file's columns are read when they are asked for (see
+        :class:`ColumnTable` for what that can raise).
+
+    Raises
+    ------
+    InputError
+        A Parquet id column of nested values (a struct or a list).
     """
     try:
         import pyarrow as pa
@@ -456,28 +468,21 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     ext = os.path.splitext(src)[1].lower()
     if ext == ".gz":
         return None  # compressed: pandas decompresses
+    if ext in (".parquet", ".pq"):
+        return _parquet_columns(src, id_columns, numeric_columns)
     try:
-        if ext in (".parquet", ".pq"):
-            return _parquet_columns(src, id_columns, numeric_columns)
-        else:
-            with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:
-                header = head.schema.names
-            stripped = [h.strip() for h in header]
-            if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
-                return None  # a repeated column: pandas' reader names it in the message
-            if "" in stripped or _PANDAS_ONLY_COLUMNS.intersection(stripped):
-                return None  # a trailing comma on the header, or columns pandas reads as text
-            table = _read_csv(src, header, stripped, id_columns, numeric_columns)
-            na_strings: frozenset = frozenset()  # only an empty cell is a missing id (it strips to "", coded -1)
+        with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:
+            header = head.schema.names
+        stripped = [h.strip() for h in header]
+        if len(set(stripped)) != len(stripped) or len(set(header)) != len(header):
+            return None  # a repeated column: pandas' reader names it in the message
+        if "" in stripped or _PANDAS_ONLY_COLUMNS.intersection(stripped):
+            return None  # a trailing comma on the header, or columns pandas reads as text
+        # Ids as dictionaries and numbers as float64 (see _read_csv): no column to send back to pandas here.
+        table = _read_csv(src, header, stripped, id_columns, numeric_columns)
     except (pa.ArrowException, OSError, ValueError):
         return None
-    names = [str(n).strip() for n in table.column_names]
-    if len(set(names)) != len(names):
-        return None
-    for name, col in zip(names, table.columns):
-        if name in numeric_columns and _arrow_numbers(col.slice(0, 0)) is None:
-            return None
-    cols = _table_columns(table, na_strings)
+    cols = _table_columns(table)
     cols.names = stripped  # every column of the file, for messages; only the needed ones were parsed
     return cols
 
@@ -487,34 +492,60 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
 
     One column in memory at a time, not the whole table: the pool reuses a freed column's pages for the next
     one, where the table as a whole (1.7 GB at a million images) was all fresh pages, and columns the audit
-    does not use are never read.
+    does not use are never read. The file is opened once, so every column comes from the same file even if
+    its name is given to another one meanwhile; a file changed in place is refused.
     """
-    import pyarrow as pa
-    import pyarrow.dataset as pds
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.dataset as pds
+        import pyarrow.parquet as pq
+    except ImportError:  # a pyarrow built without Parquet datasets (e.g. conda's pyarrow-core): pandas reads it
+        return None
 
-    schema = pq.read_schema(src)
+    try:
+        handle = pa.OSFile(src)
+        schema = pds.ParquetFileFormat().make_fragment(handle).physical_schema
+        n_rows = pq.ParquetFile(handle).metadata.num_rows
+    except (pa.ArrowException, OSError):  # not Parquet, or cut short: pandas' reader says so in its words
+        return None
     names = [str(n).strip() for n in schema.names]
     if len(set(names)) != len(names):
         return None  # a repeated column: pandas' reader names it in the message
     for name, kind in zip(names, schema.types):
         if name in numeric_columns and _arrow_numbers(pa.chunked_array([], type=kind)) is None:
             return None
+        if name in id_columns and pa.types.is_nested(kind):
+            raise InputError(MSG_NESTED_ID.format(src=src, col=name, kind=kind))
     # Ids read as dictionaries: no Python string per row, and far less memory.
     text_ids = [raw for raw, name, kind in zip(schema.names, names, schema.types)
                 if name in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
-    dataset = pds.dataset(src, format=pds.ParquetFileFormat(
-        read_options=pds.ParquetReadOptions(dictionary_columns=text_ids)))
+    fragment = pds.ParquetFileFormat(read_options=pds.ParquetReadOptions(dictionary_columns=text_ids)).make_fragment(
+        handle)
     raw_name = dict(zip(names, schema.names))
+    opened = _file_state(handle.fileno())
 
     def column(name: str) -> Any:
+        if _file_state(handle.fileno()) != opened:
+            raise InputError(MSG_FILE_CHANGED.format(src=src))
         try:
-            return dataset.to_table(columns=[raw_name[name]], memory_pool=reading_pool()).column(0)
+            return fragment.to_table(columns=[raw_name[name]], memory_pool=reading_pool()).column(0)
         except (pa.ArrowException, OSError) as exc:  # a damaged column chunk: the footer was fine
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(MSG_COLUMN_UNREADABLE.format(src=src, col=name, detail=detail[:200])) from None
+            raise InputError(MSG_COLUMN_UNREADABLE.format(src=src, col=name, detail=_printable(exc))) from None
 
-    return ColumnTable(names=names, n_rows=dataset.count_rows(),
-                       encode=lambda name: _encode_arrow(column(name), frozenset()),
+    return ColumnTable(names=names, n_rows=n_rows,
+                       encode=lambda name: _encode_arrow(column(name)),
                        numbers=lambda name: _arrow_numbers(column(name)),
                        series=lambda name: column(name).to_pandas())
+
+
+def _file_state(fd: int) -> tuple[int, int]:
+    """Size and modification time of an open file: what changes when it is written again in place."""
+    state = os.fstat(fd)
+    return state.st_size, state.st_mtime_ns
+
+
+def _printable(exc: BaseException) -> str:
+    """The first line of an exception's text, at most 200 characters, without control characters (a damaged
+    file's bytes can end up in pyarrow's messages)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return "".join(c if c.isprintable() else "?" for c in text[:200])

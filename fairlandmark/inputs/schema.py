@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from fairlandmark.exceptions import InputError, note
-from fairlandmark.progress import Step
+from fairlandmark.progress import Step, no_step
 from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, pooled_empty, read_columns
 
 __all__ = [
@@ -347,10 +347,6 @@ def _require(frame: pd.DataFrame, col: str, src: str) -> None:
                 src=src, col=col, hint=_hint(col, frame.columns), found=", ".join(map(str, frame.columns))
             )
         )
-
-
-def _no_step(description: str) -> None:
-    pass
 
 
 def _file_row(index: int) -> int:
@@ -732,7 +728,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     ``bincount``), so a million images x 37 keypoints validate in seconds.
     """
     src = source or _source_name(data, "predictions")
-    step = step or _no_step
+    step = step or no_step
     step(MSG_STEP_READ.format(src=os.path.basename(src)))  # the line is short: the file, not its folders
     cols = _predictions_columns(data, src, encoding)
     has_error, has_coords = _check_columns(cols, src)

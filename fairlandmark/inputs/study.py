@@ -110,51 +110,37 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
     read and check); a ``rich.progress.Progress`` is drawn into instead.
     """
     with progress_steps(progress) as step:
-        return _prepare_study(predictions, metadata, attributes=attributes, spacing_mm=spacing_mm,
-                              wrist_width=wrist_width, bins=bins, families=families, intersection=intersection,
-                              metadata_source=metadata_source, spacing_from_dicom=spacing_from_dicom,
-                              dicom_match=dicom_match, encoding=encoding, keep_pred_xy=keep_pred_xy, step=step)
+        names = attribute_list(attributes)
+        # Notes of the input checks (error_mm beside coordinates, unused metadata rows) travel as data in the
+        # Study; the facade or the command line shows each once, spelled for its reader.
+        notes: list[str] = []
+        preds = (predictions if isinstance(predictions, Predictions)
+                 else check_predictions(predictions, encoding=encoding, notes=notes, step=step))
+        if spacing_from_dicom is not None:
+            from fairlandmark.inputs.dicom import with_dicom_spacing
 
-
-def _prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[str],
-                   metadata: pd.DataFrame | str | os.PathLike[str], *, attributes: str | Sequence[str] | None,
-                   spacing_mm: float | None, wrist_width: WristWidth | str | tuple[object, object, float] | None,
-                   bins: Mapping[str, Sequence[float]] | None,
-                   families: dict[str, Any] | Iterable[tuple[str, Iterable[object]]] | None,
-                   intersection: bool, metadata_source: str | None,
-                   spacing_from_dicom: str | os.PathLike[str] | None, dicom_match: str, encoding: str | None,
-                   keep_pred_xy: bool, step: Step) -> Study:
-    names = attribute_list(attributes)
-    # Notes of the input checks (error_mm beside coordinates, unused metadata rows) travel as data in the
-    # Study; the facade or the command line shows each once, spelled for its reader.
-    notes: list[str] = []
-    preds = (predictions if isinstance(predictions, Predictions)
-             else check_predictions(predictions, encoding=encoding, notes=notes, step=step))
-    if spacing_from_dicom is not None:
-        from fairlandmark.inputs.dicom import with_dicom_spacing
-
-        others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
-        preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others, notes=notes)
-    if isinstance(wrist_width, str):
-        wrist_width = parse_wrist_width(wrist_width)
-    elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
-        wrist_width = WristWidth(*wrist_width)
-    step(MSG_STEP_ERRORS)
-    errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
-    # Predictions validated here are this function's own: their coordinates are scaled where they lie.
-    pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width,
-                                          predicted=keep_pred_xy, in_place=not isinstance(predictions, Predictions))
-    src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
-    step(MSG_STEP_METADATA.format(src=os.path.basename(src)))
-    meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
-                          encoding=encoding, notes=notes)
-    chosen = list(meta.columns) if names is None else names
-    if not chosen:
-        raise InputError(MSG_NO_ATTRIBUTES)
-    step(MSG_STEP_GROUPS)
-    coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
-                           source=str(src))
-    fam = family_index(families or {}, preds.keypoints)
-    return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
-                 row_image=preds.row_image, coding=coding, families=fam, notes=notes, pred_xy=pred_xy,
-                 true_xy=true_xy, labelled=preds.labelled)
+            others = [n for n, v in (("«spacing_mm»", spacing_mm), ("«wrist_width»", wrist_width)) if v is not None]
+            preds = with_dicom_spacing(preds, spacing_from_dicom, match=dicom_match, other_scales=others, notes=notes)
+        if isinstance(wrist_width, str):
+            wrist_width = parse_wrist_width(wrist_width)
+        elif wrist_width is not None and not isinstance(wrist_width, WristWidth):
+            wrist_width = WristWidth(*wrist_width)
+        step(MSG_STEP_ERRORS)
+        errors, unit = radial_errors(preds, spacing_mm=spacing_mm, wrist_width=wrist_width)
+        # Predictions validated here are this function's own: their coordinates are scaled where they lie.
+        pred_xy, true_xy = scaled_coordinates(preds, spacing_mm=spacing_mm, wrist_width=wrist_width,
+                                              predicted=keep_pred_xy, in_place=not isinstance(predictions, Predictions))
+        src = metadata_source or (os.fspath(metadata) if isinstance(metadata, (str, os.PathLike)) else "metadata")
+        step(MSG_STEP_METADATA.format(src=os.path.basename(src)))
+        meta = check_metadata(metadata, image_ids=preds.row_image, attributes=names, source=metadata_source,
+                              encoding=encoding, notes=notes)
+        chosen = list(meta.columns) if names is None else names
+        if not chosen:
+            raise InputError(MSG_NO_ATTRIBUTES)
+        step(MSG_STEP_GROUPS)
+        coding = encode_groups(meta, preds.row_image, attributes=chosen, bins=bins, intersection=intersection,
+                               source=str(src))
+        fam = family_index(families or {}, preds.keypoints)
+        return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
+                     row_image=preds.row_image, coding=coding, families=fam, notes=notes, pred_xy=pred_xy,
+                     true_xy=true_xy, labelled=preds.labelled)

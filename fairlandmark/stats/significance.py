@@ -46,7 +46,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
-from fairlandmark.progress import progress_bar
+from fairlandmark.progress import check_progress, progress_bar
 from fairlandmark.stats.intervals import reported_gap_interval
 from fairlandmark.stats.kernel import (RunKernel, aggregate, build_values, count_dtype, mre_from_sums, nan_mean,
                                        parity_gap_value, sdr_from_sums, single_threaded_blas, spread,
@@ -176,6 +176,7 @@ class SignificanceOptions:
             raise InputError(MSG_OPTION.format(name="method", rule=f"must be one of {', '.join(METHODS)}",
                                                value=self.method))
         check_n_jobs(self.n_jobs)
+        check_progress(self.progress)
         if self.correction not in CORRECTIONS:
             raise InputError(MSG_OPTION.format(name="correction", rule=f"must be one of {', '.join(CORRECTIONS)}",
                                                value=self.correction))
