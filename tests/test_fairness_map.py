@@ -256,3 +256,34 @@ def test_images_with_every_landmark_at_one_point_stay_out_of_the_anatomy():
     keep = [i for i in range(40) if i not in (3, 7, 9, 11)]
     assert block["n_images"] == len(keep) and "1 image whose landmarks nearly coincide left out" in block["method"]
     np.testing.assert_array_equal(block["mean_shape"], generalized_procrustes(true[keep], align=False).mean_shape)
+
+
+def test_plane_rotation_in_closed_form_is_the_svd_rotation():
+    from fairlandmark.stats.procrustes import plane_rotation
+
+    rng = np.random.default_rng(11)
+    source, target = rng.normal(size=(500, 9, 2)), rng.normal(size=(9, 2))
+    closed = plane_rotation(source, target)
+    np.testing.assert_allclose(closed, optimal_rotation(source, target), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(closed), 1.0, atol=1e-12)  # a rotation, never a reflection
+    mirrored = source * np.array([1.0, -1.0])  # best fitted by a reflection: both give the closest rotation
+    np.testing.assert_allclose(plane_rotation(mirrored, target), optimal_rotation(mirrored, target), atol=1e-12)
+    pairs = rng.normal(size=(7, 9, 2))  # a target per configuration
+    np.testing.assert_allclose(plane_rotation(source[:7], pairs), optimal_rotation(source[:7], pairs), atol=1e-12)
+    np.testing.assert_array_equal(plane_rotation(np.zeros((2, 9, 2)), target), np.broadcast_to(np.eye(2), (2, 2, 2)))
+
+
+def test_a_sampled_anatomy_rotates_in_closed_form_and_a_whole_one_keeps_the_svd_bits(monkeypatch):
+    from fairlandmark.stats import procrustes
+
+    study = _result(10).study
+    whole = procrustes.mean_shape_of_study(study)
+    svd = generalized_procrustes(study.true_xy[study.first_image_rows], align=False)
+    np.testing.assert_array_equal(whole["mean_shape"], svd.mean_shape)  # paper scale: bit for bit
+    monkeypatch.setattr(procrustes, "MAX_SHAPE_IMAGES", 20)
+    sampled = procrustes.mean_shape_of_study(study)
+    picked = study.true_xy[study.first_image_rows[np.linspace(0, 79, 20).round().astype(int)]]
+    closed = generalized_procrustes(picked, align=False, closed_form=True)
+    np.testing.assert_array_equal(sampled["mean_shape"], closed.mean_shape)
+    np.testing.assert_allclose(closed.mean_shape, generalized_procrustes(picked, align=False).mean_shape,
+                               rtol=0, atol=1e-10)
