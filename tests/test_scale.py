@@ -346,7 +346,28 @@ def _damaged_parquet(path, frame, column):
     path.write_bytes(bytes(data))
 
 
-def test_a_damaged_parquet_column_is_named_in_one_line(tmp_path):
+@pytest.mark.parametrize("whole_bytes", [0, 1 << 30])
+def test_parquet_read_whole_or_a_column_at_a_time_gives_the_same_study(tmp_path, monkeypatch, whole_bytes):
+    from fairlandmark.inputs import columnar
+
+    frame = _study().sample(frac=1.0, random_state=2).reset_index(drop=True)
+    frame.loc[frame.index[::13], ["true_x", "true_y"]] = np.nan  # unlabelled points too
+    path = tmp_path / "p.parquet"
+    frame.to_parquet(path)
+    monkeypatch.setattr(columnar, "WHOLE_PARQUET_BYTES", whole_bytes)
+    preds = check_predictions(path)
+    _assert_matches(preds, frame)
+    monkeypatch.setattr(columnar, "WHOLE_PARQUET_BYTES", (1 << 30) - whole_bytes)
+    other = check_predictions(path)
+    for name in ("pred", "true", "labelled", "row_run", "row_image"):
+        np.testing.assert_array_equal(getattr(preds, name), getattr(other, name))
+
+
+@pytest.mark.parametrize("whole_bytes", [0, 1 << 30])
+def test_a_damaged_parquet_column_is_named_in_one_line(tmp_path, monkeypatch, whole_bytes):
+    from fairlandmark.inputs import columnar
+
+    monkeypatch.setattr(columnar, "WHOLE_PARQUET_BYTES", whole_bytes)  # the damage found either way
     frame = _study(n_images=30)
     path = tmp_path / "p.parquet"
     _damaged_parquet(path, frame, "pred_y")
@@ -409,12 +430,15 @@ def test_error_mm_beside_predictions_is_noted_whichever_block_holds_them(tmp_pat
     assert notes == []
 
 
-def test_a_parquet_file_is_read_as_one_file_from_first_column_to_last(tmp_path):
+def test_a_parquet_file_is_read_as_one_file_from_first_column_to_last(tmp_path, monkeypatch):
     """Replaced under its name mid-check: still the file opened. Written again in place: refused in one line."""
     import os
     import time
 
+    from fairlandmark.inputs import columnar
     from fairlandmark.inputs.columnar import read_columns
+
+    monkeypatch.setattr(columnar, "WHOLE_PARQUET_BYTES", 0)  # a column at a time, as a large file is read
 
     frame = _study(n_images=10)
     path, other = tmp_path / "p.parquet", tmp_path / "q.parquet"
