@@ -78,7 +78,7 @@ MSG_SMALL_STRATA = (
 )
 SMALL_STRATUM = 10  # median images per stratum below which the permutation test is noted as weak
 # The point estimates' steps, as the progress line names them (reading and checking: inputs.schema, inputs.study).
-MSG_STEP_SUMS = "Summing hits and errors per group: {n_rows:,} (run, image) rows of {n_kp:,} keypoints"
+MSG_STEP_SUMS = "Summing hits and errors per group ({n_rows:,} rows)"  # short: the line fits 80 columns
 MSG_STEP_CURVES = "Computing the error curves"
 MSG_MISSING_PRED = "{n} missing prediction(s) ({share:.1%}) count as misses at every threshold and are left out of MRE"
 MSG_THIN_KEYPOINT = (
@@ -225,7 +225,7 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     thresholds = _check_options(thresholds_mm, min_group_size)
     # The cells' sums, once for all attributes, built in row blocks (no value matrix of the whole study).
     with progress_steps(progress) as step:  # closed before the significance bars start: one display at a time
-        step(MSG_STEP_SUMS.format(n_rows=study.errors.shape[0], n_kp=study.errors.shape[1]))
+        step(MSG_STEP_SUMS.format(n_rows=study.errors.shape[0]))
         sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs, study.coding.cell,
                                           study.coding.n_cells, labelled=study.labelled)
         observed = {a: observe(layout, study.coding, a, min_group_size, (sums, counts))

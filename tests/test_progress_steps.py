@@ -111,7 +111,7 @@ def test_the_point_estimates_name_their_steps_and_change_no_number(files):
     recorder = Recorder()
     shown = run_audit(study, significance=False, emit_warnings=False, progress=recorder)
     assert recorder.descriptions == [
-        f"Summing hits and errors per group: {study.errors.shape[0]:,} (run, image) rows of {study.errors.shape[1]:,} keypoints",
+        f"Summing hits and errors per group ({study.errors.shape[0]:,} rows)",
         "(removed)",
         "Computing the error curves",
         "(removed)",
