@@ -8,9 +8,12 @@ display on standard error), or a ``rich.progress.Progress`` to draw into.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import numpy as np
 
 from fairlandmark.exceptions import InputError
 
@@ -18,7 +21,7 @@ __all__ = ["progress_bar", "progress_steps", "check_progress", "no_step", "Step"
 
 # Announces the step that starts now ("Reading preds.parquet"); the display shows it until the next one.
 Step = Callable[[str], None]
-MSG_PROGRESS = "progress: give True, False or a rich.progress.Progress to draw into, got {value!r}"
+MSG_PROGRESS = "progress: give True, False or a rich.progress.Progress to draw into, got {value}"
 
 
 class NoProgress:
@@ -33,6 +36,9 @@ class NoProgress:
     def update(self, *args: Any, **kwargs: Any) -> None:
         pass
 
+    def remove_task(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
 
 @contextmanager
 def progress_bar(progress: object) -> Iterator[Any]:
@@ -44,6 +50,7 @@ def progress_bar(progress: object) -> Iterator[Any]:
     ...     task = bar.add_task("work", total=3); bar.advance(task, 3)
     """
     check_progress(progress, ("add_task", "advance"))
+    progress = _flag(progress)
     if progress is None or progress is False:
         yield NoProgress()
     elif progress is True:
@@ -78,6 +85,7 @@ def progress_steps(progress: object) -> Iterator[Step]:
     ...     step("Reading preds.csv"); step("Checking ids")
     """
     check_progress(progress, ("add_task", "update", "remove_task"))
+    progress = _flag(progress)
     if progress is None or progress is False:
         yield no_step
         return
@@ -107,8 +115,16 @@ def no_step(description: str) -> None:
 
 
 def _shows_live(console: Any) -> bool:
-    """Whether a live display can be drawn: a terminal, or a notebook (rich draws there too)."""
-    return bool(console.is_terminal or console.is_jupyter)
+    """Whether a live display can be drawn: a terminal, or a notebook with ipywidgets (without them rich
+    only warns that it cannot)."""
+    if console.is_terminal:
+        return True
+    return bool(console.is_jupyter) and importlib.util.find_spec("ipywidgets") is not None
+
+
+def _flag(progress: object) -> object:
+    """numpy's booleans as Python's, so that ``progress is True`` holds for ``np.True_``."""
+    return bool(progress) if isinstance(progress, np.bool_) else progress
 
 
 def check_progress(progress: object, methods: tuple[str, ...] = ("add_task", "advance")) -> None:
@@ -121,11 +137,20 @@ def check_progress(progress: object, methods: tuple[str, ...] = ("add_task", "ad
     Traceback (most recent call last):
     ...
     fairlandmark.exceptions.InputError: progress: give True, False or a rich.progress.Progress to draw into, got 'yes'
+
+    Parameters
+    ----------
+    progress : object
+        What the caller passed as ``progress``.
+    methods : tuple of str
+        The methods a display must have: a bar's (``add_task``, ``advance``) or the steps' (``add_task``,
+        ``update``, ``remove_task``).
     """
-    if progress is None or isinstance(progress, bool):
+    if progress is None or isinstance(progress, (bool, np.bool_)):
         return
     if not all(callable(getattr(progress, m, None)) for m in methods):
-        raise InputError(MSG_PROGRESS.format(value=progress))
+        shown = repr(progress) if isinstance(progress, (int, float, str)) and len(repr(progress)) <= 40 else None
+        raise InputError(MSG_PROGRESS.format(value=shown or f"a {type(progress).__name__}"))
 
 
 class _StepTask:

@@ -89,7 +89,8 @@ class TestMarkup:
 
         from fairlandmark.progress import progress_bar
 
-        monkeypatch.setenv("TTY_COMPATIBLE", "1")  # a terminal: off one, no bar is drawn at all
+        monkeypatch.setenv("TTY_COMPATIBLE", "1")  # a terminal (rich 14+): off one, no bar is drawn at all
+        monkeypatch.setenv("FORCE_COLOR", "1")  # rich 13
         with progress_bar(True) as bar:  # the bar the statistics draw
             columns = bar.columns
         progress = Progress(*columns, console=Console(file=open(os.devnull, "w"), force_terminal=True))

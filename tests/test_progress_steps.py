@@ -49,7 +49,7 @@ def test_the_steps_name_the_files_and_the_sizes_in_order(files):
     assert recorder.descriptions == [
         f"Reading {p.name}",
         f"Checking the ids of {len(preds):,} lines (duplicates, missing keypoints)",
-        f"Arranging the coordinates: {n_rows:,} (run, image) rows of {n_kp:,} keypoints",
+        f"Arranging the coordinates of {n_rows:,} rows",
         "Computing the radial errors",
         f"Reading {m.name} and matching its images",
         "Encoding the groups",
@@ -67,7 +67,8 @@ def test_the_steps_change_no_number(files):
 
 def test_a_terminal_sees_the_step_with_user_text_as_text(files, monkeypatch, capsys):
     p, m, _ = files
-    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich: standard error counts as a terminal
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich 14+: standard error counts as a terminal
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich 13
     prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=True)
     err = capsys.readouterr().err
     assert "Reading [red]preds.csv" in err  # the first step, its file name as typed, not read as a colour
@@ -95,6 +96,7 @@ def test_the_command_line_leaves_no_empty_lines_in_a_log(files, capsys):
 def test_quiet_and_the_api_default_show_nothing(files, monkeypatch, capsys):
     p, m, _ = files
     monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
     prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1)
     assert "Reading" not in capsys.readouterr().err
     main(["audit", str(p), str(m), "-a", "sex", "--spacing-mm", "0.1", "--no-significance", "--quiet"])
@@ -160,3 +162,11 @@ def test_progress_that_is_not_a_display_is_one_line(files, value):
         prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=value)
     with pytest.raises(InputError, match="progress: give True, False"):
         audit(str(p), str(m), attributes=["sex"], spacing_mm=0.1, significance={"progress": value, "permutations": 10})
+
+
+def test_no_progress_and_numpy_booleans_are_accepted(files):
+    from fairlandmark.progress import NoProgress
+
+    p, m, _ = files
+    for value in (NoProgress(), np.True_, np.False_):
+        prepare_study(str(p), str(m), attributes=["sex"], spacing_mm=0.1, progress=value)

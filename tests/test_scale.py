@@ -459,6 +459,12 @@ def test_a_parquet_file_is_read_as_one_file_from_first_column_to_last(tmp_path, 
     with pytest.raises(InputError, match=r"p\.parquet: the file changed while it was being read"):
         cols.numbers("pred_x")
 
+    frame.to_parquet(path)
+    cols = read_columns(path, id_columns=("image_id", "keypoint", "run"), numeric_columns=("pred_x",))
+    cols.encode("image_id")
+    os.utime(path, ns=(1, 1))  # touched only (a backup tool): the same file, read on
+    np.testing.assert_array_equal(cols.numbers("pred_x"), frame["pred_x"].to_numpy())
+
 
 def test_nested_ids_and_damaged_bytes_get_one_plain_line(tmp_path):
     frame = _study(n_images=4)
@@ -467,11 +473,11 @@ def test_nested_ids_and_damaged_bytes_get_one_plain_line(tmp_path):
                               pa.array([{"a": v} for v in frame["image_id"]]))
     path = tmp_path / "n.parquet"
     pq.write_table(nested, path)
-    with pytest.raises(InputError, match=r"column 'image_id' holds nested values \(struct<a: string>\), not ids"):
+    with pytest.raises(InputError, match=r"column 'image_id' holds nested values \(struct\), not ids"):
         check_predictions(path)
     from fairlandmark.inputs.columnar import _printable
 
-    assert _printable(OSError("bad \x1b[31mbyte\x0f here\nsecond line")) == "bad ?[31mbyte? here"
+    assert _printable("bad \x1b[31mbyte\x0f here\nsecond line") == "bad ?[31mbyte? here"
 
 
 def test_a_pyarrow_without_parquet_datasets_reads_through_pandas(tmp_path, monkeypatch):

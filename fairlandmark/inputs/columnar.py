@@ -79,6 +79,16 @@ def pooled_empty(shape: tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
     the dense coordinates alone are 1.2 GB. The numbers are the same: only where the memory comes from
     changes.
 
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    ndarray
+        Writable and C-contiguous; it keeps its pyarrow buffer alive.
+
     Examples
     --------
     >>> a = pooled_empty((2, 3))
@@ -136,11 +146,12 @@ class ColumnTable:
         ``series(name) -> pandas.Series``: the raw column, for checks of text
         cells and for messages.
     release : callable
-        ``release(name)``: the caller is done with a column; a CSV's column
-        is freed at once, which keeps the peak memory down (a Parquet file's
-        columns are read one at a time, when asked for: nothing to free).
+        ``release(name)``: the caller is done with a column; a column held in
+        memory is freed at once, which keeps the peak memory down (a large
+        Parquet file's columns are read one at a time, when asked for, and
+        held by nobody).
 
-    A Parquet file's accessors read from the file, so they raise
+    A large Parquet file's accessors read from the file, so they raise
     :class:`fairlandmark.exceptions.InputError` for a damaged column or a
     file written again while it is read.
     """
@@ -454,13 +465,13 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     Returns
     -------
     ColumnTable or None
-        A Parquet file's columns are read when they are asked for (see
+        A large Parquet file's columns are read when they are asked for (see
         :class:`ColumnTable` for what that can raise).
 
     Raises
     ------
     InputError
-        A Parquet id column of nested values (a struct or a list).
+        A Parquet id column of nested values (a struct, list or map).
     """
     try:
         import pyarrow as pa
@@ -491,12 +502,13 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
 
 
 def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tuple[str, ...]) -> ColumnTable | None:
-    """A Parquet file's columns, each read when it is asked for; None when pandas must read the file.
+    """A Parquet file's needed columns: in one read for a small file, else each when it is asked for; None
+    when pandas must read the file.
 
-    One column in memory at a time, not the whole table: the pool reuses a freed column's pages for the next
-    one, where the table as a whole (1.7 GB at a million images) was all fresh pages, and columns the audit
-    does not use are never read. The file is opened once, so every column comes from the same file even if
-    its name is given to another one meanwhile; a file changed in place is refused.
+    A large file is read one column at a time, not as a whole table: the pool reuses a freed column's pages
+    for the next one, where the table as a whole (1.7 GB at a million images) was all fresh pages. Columns
+    the audit does not use are never read. The file is opened once, so every column comes from the same file
+    even if its name is given to another one meanwhile; a file written again in place is refused.
     """
     try:
         import pyarrow as pa
@@ -507,8 +519,9 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
 
     try:
         handle = pa.OSFile(src)
-        schema = pds.ParquetFileFormat().make_fragment(handle).physical_schema
-        n_rows = pq.ParquetFile(handle).metadata.num_rows
+        opened = _file_state(handle.fileno())
+        footer = pq.read_metadata(handle)
+        schema = footer.schema.to_arrow_schema()
     except (pa.ArrowException, OSError):  # not Parquet, or cut short: pandas' reader says so in its words
         return None
     names = [str(n).strip() for n in schema.names]
@@ -518,7 +531,7 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
         if name in numeric_columns and _arrow_numbers(pa.chunked_array([], type=kind)) is None:
             return None
         if name in id_columns and pa.types.is_nested(kind):
-            raise InputError(MSG_NESTED_ID.format(src=src, col=name, kind=kind))
+            raise InputError(MSG_NESTED_ID.format(src=src, col=name, kind=_printable(str(kind).split("<")[0])))
     # Ids read as dictionaries: no Python string per row, and far less memory.
     text_ids = [raw for raw, name, kind in zip(schema.names, names, schema.types)
                 if name in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
@@ -526,7 +539,7 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
         handle)
     raw_name = dict(zip(names, schema.names))
     needed = [raw_name[n] for n in names if n in id_columns or n in numeric_columns]
-    if n_rows * 8 * len(needed) <= WHOLE_PARQUET_BYTES:
+    if footer.num_rows * 8 * len(needed) <= WHOLE_PARQUET_BYTES:
         # A small file: its needed columns in one read (a read per column costs about 0.5 ms more each).
         try:
             cols = _table_columns(fragment.to_table(columns=needed, memory_pool=reading_pool()))
@@ -535,17 +548,28 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
         else:
             cols.names = names  # every column of the file, for messages; only the needed ones were read
             return cols
-    opened = _file_state(handle.fileno())
+
+    def refuse(message: str) -> InputError:
+        handle.close()  # the file is free at once: the message may say to write it again
+        return InputError(message)
 
     def column(name: str) -> Any:
-        if _file_state(handle.fileno()) != opened:
-            raise InputError(MSG_FILE_CHANGED.format(src=src))
+        nonlocal opened
+        state = _file_state(handle.fileno())
+        if state != opened:  # touched, or written again: the footer says which
+            try:
+                same = state[0] == opened[0] and pq.read_metadata(handle).equals(footer)
+            except (pa.ArrowException, OSError):
+                same = False
+            if not same:
+                raise refuse(MSG_FILE_CHANGED.format(src=src))
+            opened = state
         try:
             return fragment.to_table(columns=[raw_name[name]], memory_pool=reading_pool()).column(0)
         except (pa.ArrowException, OSError) as exc:  # a damaged column chunk: the footer was fine
-            raise InputError(MSG_COLUMN_UNREADABLE.format(src=src, col=name, detail=_printable(exc))) from None
+            raise refuse(MSG_COLUMN_UNREADABLE.format(src=src, col=name, detail=_printable(str(exc)))) from None
 
-    return ColumnTable(names=names, n_rows=n_rows,
+    return ColumnTable(names=names, n_rows=footer.num_rows,
                        encode=lambda name: _encode_arrow(column(name)),
                        numbers=lambda name: _arrow_numbers(column(name)),
                        series=lambda name: column(name).to_pandas())
@@ -557,8 +581,8 @@ def _file_state(fd: int) -> tuple[int, int]:
     return state.st_size, state.st_mtime_ns
 
 
-def _printable(exc: BaseException) -> str:
-    """The first line of an exception's text, at most 200 characters, without control characters (a damaged
-    file's bytes can end up in pyarrow's messages)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _printable(text: str) -> str:
+    """The first line of ``text``, at most 200 characters, without control characters (a damaged file's bytes
+    and a user's field names can end up in pyarrow's texts)."""
+    text = text.strip().splitlines()[0] if text.strip() else "no detail"
     return "".join(c if c.isprintable() else "?" for c in text[:200])

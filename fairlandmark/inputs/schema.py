@@ -95,7 +95,7 @@ _ROW_BLOCK = 1 << 12  # (run, image) rows of the dense (rows, keypoints, 2) arra
 # The steps of a long check, as the progress line names them.
 MSG_STEP_READ = "Reading {src}"
 MSG_STEP_IDS = "Checking the ids of {n:,} lines (duplicates, missing keypoints)"
-MSG_STEP_VALUES = "Arranging the coordinates: {n_rows:,} (run, image) rows of {n_kp:,} keypoints"
+MSG_STEP_VALUES = "Arranging the coordinates of {n_rows:,} rows"  # short: the line fits 80 columns
 
 
 @dataclass(frozen=True)
@@ -746,7 +746,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     row_run = ids.run.codes[first].astype(np.int64)
     row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
     del ids, rows, kp_index  # per-line codes: not needed any more
-    step(MSG_STEP_VALUES.format(n_rows=len(row_run), n_kp=len(keypoints)))
+    step(MSG_STEP_VALUES.format(n_rows=len(row_run)))
     values = _values(cols, pivot, has_coords, has_error, src, notes)
     return Predictions(
         runs=np.asarray(runs, dtype=object),

@@ -21,7 +21,7 @@ from fairlandmark.inputs.families import family_index
 from fairlandmark.inputs.groups import GroupCoding, encode_groups
 from fairlandmark.inputs.radial_error import WristWidth, parse_wrist_width, radial_errors, scaled_coordinates
 from fairlandmark.inputs.schema import Predictions, check_metadata, check_predictions
-from fairlandmark.progress import Step, progress_steps
+from fairlandmark.progress import progress_steps
 
 __all__ = ["Study", "prepare_study", "attribute_list", "MSG_NO_ATTRIBUTES"]
 
