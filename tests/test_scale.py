@@ -375,6 +375,8 @@ def test_a_damaged_parquet_column_is_named_in_one_line(tmp_path, monkeypatch, wh
         check_predictions(path)
     message = str(err.value)
     assert "\n" not in message and "'pred_y'" in message and str(path) in message and "write it again" in message
+    with pytest.raises(InputError, match=r"^my predictions: column 'pred_y' cannot be read"):
+        check_predictions(path, source="my predictions")  # named as the caller names the file
 
 
 def test_parquet_columns_the_audit_does_not_use_are_never_read(tmp_path):

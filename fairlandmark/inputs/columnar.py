@@ -448,7 +448,7 @@ def _read_csv(src: str, header: list[str], stripped: list[str], id_columns: tupl
 
 
 def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
-                 numeric_columns: tuple[str, ...]) -> ColumnTable | None:
+                 numeric_columns: tuple[str, ...], source: str | None = None) -> ColumnTable | None:
     """Read a CSV or Parquet file with pyarrow; None when pandas must read it.
 
     Parameters
@@ -461,6 +461,8 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
         Columns that must come out numeric; if pyarrow types one of them
         otherwise, or cannot parse the file at all, the caller reads it with
         pandas, whose messages name the offending cell.
+    source : str, optional
+        The file's name in messages (default: the path).
 
     Returns
     -------
@@ -483,7 +485,7 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     if ext == ".gz":
         return None  # compressed: pandas decompresses
     if ext in (".parquet", ".pq"):
-        return _parquet_columns(src, id_columns, numeric_columns)
+        return _parquet_columns(src, id_columns, numeric_columns, source or src)
     try:
         with pcsv.open_csv(src, read_options=pcsv.ReadOptions(block_size=1 << 16)) as head:
             header = head.schema.names
@@ -501,7 +503,8 @@ def read_columns(path: str | os.PathLike[str], *, id_columns: tuple[str, ...],
     return cols
 
 
-def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tuple[str, ...]) -> ColumnTable | None:
+def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tuple[str, ...],
+                     name_in_messages: str) -> ColumnTable | None:
     """A Parquet file's needed columns: in one read for a small file, else each when it is asked for; None
     when pandas must read the file.
 
@@ -531,7 +534,8 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
         if name in numeric_columns and _arrow_numbers(pa.chunked_array([], type=kind)) is None:
             return None
         if name in id_columns and pa.types.is_nested(kind):
-            raise InputError(MSG_NESTED_ID.format(src=src, col=name, kind=_printable(str(kind).split("<")[0])))
+            raise InputError(MSG_NESTED_ID.format(src=name_in_messages, col=name,
+                                                  kind=_printable(str(kind).split("<")[0])))
     # Ids read as dictionaries: no Python string per row, and far less memory.
     text_ids = [raw for raw, name, kind in zip(schema.names, names, schema.types)
                 if name in id_columns and (pa.types.is_string(kind) or pa.types.is_large_string(kind))]
@@ -562,12 +566,13 @@ def _parquet_columns(src: str, id_columns: tuple[str, ...], numeric_columns: tup
             except (pa.ArrowException, OSError):
                 same = False
             if not same:
-                raise refuse(MSG_FILE_CHANGED.format(src=src))
+                raise refuse(MSG_FILE_CHANGED.format(src=name_in_messages))
             opened = state
         try:
             return fragment.to_table(columns=[raw_name[name]], memory_pool=reading_pool()).column(0)
         except (pa.ArrowException, OSError) as exc:  # a damaged column chunk: the footer was fine
-            raise refuse(MSG_COLUMN_UNREADABLE.format(src=src, col=name, detail=_printable(str(exc)))) from None
+            raise refuse(MSG_COLUMN_UNREADABLE.format(src=name_in_messages, col=name,
+                                                      detail=_printable(str(exc)))) from None
 
     return ColumnTable(names=names, n_rows=footer.num_rows,
                        encode=lambda name: _encode_arrow(column(name)),

@@ -465,7 +465,7 @@ def _predictions_columns(data: pd.DataFrame | str | os.PathLike[str], src: str,
     ext = os.path.splitext(path)[1].lower()
     fast = ext in (".parquet", ".pq") or (ext != ".gz" and detect_encoding(path, encoding) == "utf-8")
     cols = (read_columns(path, id_columns=(ID_COLUMN, RUN_COLUMN, KEYPOINT_COLUMN),
-                         numeric_columns=NUMERIC_COLUMNS + (SPACING_X_COLUMN, SPACING_Y_COLUMN))
+                         numeric_columns=NUMERIC_COLUMNS + (SPACING_X_COLUMN, SPACING_Y_COLUMN), source=src)
             if fast else None)
     if cols is None:
         frame = read_table(path, kind="predictions", encoding=encoding)
