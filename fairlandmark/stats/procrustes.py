@@ -101,22 +101,13 @@ def plane_rotation(source: ArrayLike, target: ArrayLike) -> np.ndarray:
 
     In the plane the best rotation by an angle t maximises ``cos(t) a + sin(t) b``, with ``a`` and ``b`` the
     sums below, so ``(cos t, sin t) = (a, b) / |(a, b)|``. The same rotation as the SVD's to rounding (not
-    bit for bit); the identity where every rotation fits alike.
-
-    Parameters
-    ----------
-    source : ndarray, shape (..., K, 2)
-    target : ndarray, shape (K, 2) or (..., K, 2)
-
-    Returns
-    -------
-    ndarray, shape (..., 2, 2)
+    bit for bit); the identity where every rotation fits alike. Shapes as in :func:`optimal_rotation`.
 
     Examples
     --------
-    >>> a = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
-    >>> rot = np.array([[0.0, 1.0], [-1.0, 0.0]])  # 90 degrees
-    >>> np.allclose(plane_rotation(a @ rot, a), optimal_rotation(a @ rot, a))
+    >>> shape = np.array([[2.0, 0.0], [0.0, 1.0], [-2.0, 0.0], [0.0, -1.0]])
+    >>> turn = np.array([[0.6, 0.8], [-0.8, 0.6]])  # about 53 degrees
+    >>> bool(np.allclose(plane_rotation(shape @ turn, shape), turn.T))
     True
     """
     source, target = np.asarray(source, dtype=float), np.asarray(target, dtype=float)
