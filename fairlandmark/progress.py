@@ -54,11 +54,10 @@ def progress_bar(progress: object) -> Iterator[Any]:
     if progress is None or progress is False:
         yield NoProgress()
     elif progress is True:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        console = Console(stderr=True)
-        if not _shows_live(console):  # a log file or a pipe: a transient bar leaves only an empty line there
+        console = _live_console()
+        if console is None:
             yield NoProgress()
             return
         # markup=False: descriptions may quote user data (a within-level name such as "[/]").
@@ -90,11 +89,10 @@ def progress_steps(progress: object) -> Iterator[Step]:
         yield no_step
         return
     if progress is True:
-        from rich.console import Console
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        console = Console(stderr=True)
-        if not _shows_live(console):
+        console = _live_console()
+        if console is None:
             yield no_step
             return
         # markup=False: descriptions quote user data (a file name such as "[red]preds.csv").
@@ -114,12 +112,16 @@ def no_step(description: str) -> None:
     """The step of silent work: names nothing."""
 
 
-def _shows_live(console: Any) -> bool:
-    """Whether a live display can be drawn: a terminal, or a notebook with ipywidgets (without them rich
-    only warns that it cannot)."""
-    if console.is_terminal:
-        return True
-    return bool(console.is_jupyter) and importlib.util.find_spec("ipywidgets") is not None
+def _live_console() -> Any:
+    """The standard-error console to draw a live display on, or None where none can be drawn: a log file or
+    a pipe (a transient display leaves only an empty line there), or a notebook without ipywidgets (rich
+    only warns that it cannot draw)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal or (console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None):
+        return console
+    return None
 
 
 def _flag(progress: object) -> object:

@@ -291,8 +291,7 @@ def _encode_arrow(column: Any) -> EncodedColumn:
     combined = pc.dictionary_encode(pa.concat_arrays(dictionaries))
     uniques = combined.dictionary
     empty = len(uniques)  # the code of an empty cell (a null index, or a null in a dictionary) until the end
-    global_codes = pc.fill_null(combined.indices, -1).to_numpy()
-    global_codes = np.where(global_codes < 0, empty, global_codes)
+    global_codes = pc.fill_null(combined.indices, empty).to_numpy()
     starts = np.cumsum([0] + [len(d) for d in dictionaries])
     # Each dictionary's entries as global codes, and one more entry for a null index (-1 looks up the last).
     lookups = [np.append(global_codes[starts[i]:starts[i + 1]], empty) for i in range(len(dictionaries))]
