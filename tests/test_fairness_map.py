@@ -287,3 +287,16 @@ def test_a_sampled_anatomy_rotates_in_closed_form_and_a_whole_one_keeps_the_svd_
     np.testing.assert_array_equal(sampled["mean_shape"], closed.mean_shape)
     np.testing.assert_allclose(closed.mean_shape, generalized_procrustes(picked, align=False).mean_shape,
                                rtol=0, atol=1e-10)
+
+
+def test_the_plane_step_sums_the_configurations_rotated_by_plane_rotation():
+    from fairlandmark.stats.procrustes import _plane_rotated_sum, plane_rotation
+
+    rng = np.random.default_rng(5)
+    shapes, target = rng.normal(size=(60, 7, 2)), np.zeros((7, 2))
+    target[:2, 0] = 1.0
+    shapes[3] = 0.0
+    shapes[3, :3] = [[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]]  # both sums exactly 0: no rotation preferred, kept
+    flat, turned = shapes.reshape(60, -1), np.stack([-shapes[..., 1], shapes[..., 0]], -1).reshape(60, -1)
+    expected = (shapes @ plane_rotation(shapes, target)).sum(axis=0)
+    np.testing.assert_allclose(_plane_rotated_sum(flat, turned, target), expected, rtol=0, atol=1e-12)
