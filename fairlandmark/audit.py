@@ -27,7 +27,8 @@ from fairlandmark.files import dump_json, json_safe
 from fairlandmark.formatting import threshold_key
 from fairlandmark.progress import progress_steps
 from fairlandmark.stats.kernel import (mean_std_over_runs, aggregate, label_sums, labelled_from_sums,
-                                       mre_from_sums, parity_gap, sdr_from_sums, without_thin_groups)
+                                       mre_from_sums, parity_gap, sdr_from_sums, single_threaded_blas,
+                                       without_thin_groups)
 from fairlandmark.inputs.groups import GroupCoding
 from fairlandmark.inputs.radial_error import WristWidth
 from fairlandmark.inputs.schema import Predictions
@@ -226,8 +227,9 @@ def run_audit(study: Study, *, thresholds_mm: float | Sequence[float] = (2.0,), 
     # The cells' sums, once for all attributes, built in row blocks (no value matrix of the whole study).
     with progress_steps(progress) as step:  # closed before the significance bars start: one display at a time
         step(MSG_STEP_SUMS.format(n_rows=study.errors.shape[0]))
-        sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs, study.coding.cell,
-                                          study.coding.n_cells, labelled=study.labelled)
+        with single_threaded_blas():  # small products: a second BLAS thread only spins against the first
+            sums, counts, layout = label_sums(study.errors, thresholds, study.row_run, study.n_runs,
+                                              study.coding.cell, study.coding.n_cells, labelled=study.labelled)
         observed = {a: observe(layout, study.coding, a, min_group_size, (sums, counts))
                     for a in study.coding.attributes}
 

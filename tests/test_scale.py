@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 
 import numpy as np
 import pandas as pd
@@ -490,3 +491,31 @@ def test_a_pyarrow_without_parquet_datasets_reads_through_pandas(tmp_path, monke
     frame.to_parquet(path)
     monkeypatch.setitem(sys.modules, "pyarrow.dataset", None)  # import pyarrow.dataset raises ImportError
     _assert_matches(check_predictions(path), frame)
+
+
+def test_point_estimates_run_their_products_on_one_blas_thread_and_give_the_threads_back(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fairlandmark.audit import audit
+    from fairlandmark.stats import kernel
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen: list[list[int]] = []
+    label_sums = kernel.label_sums
+
+    def watched(*args, **kwargs):
+        seen.append(blas_threads())
+        return label_sums(*args, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module("fairlandmark.audit"), "label_sums", watched)
+    preds = pd.DataFrame({"image_id": list("abcd"), "keypoint": 1, "error_mm": [0.5, 3.0, 1.0, 2.5]})
+    meta = pd.DataFrame({"image_id": list("abcd"), "sex": list("FFMM")})
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        two = blas_threads()
+        audit(preds, meta, attributes=["sex"], min_group_size=1, significance=False)
+        assert blas_threads() == two  # given back as they were
+    assert seen and all(n == 1 for n in seen[0])
+    assert blas_threads() == before
+    assert kernel._blas_controller() is kernel._blas_controller()  # the libraries are looked up once

@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, overload
+from functools import lru_cache
+from typing import Any, Literal, overload
 
 import warnings
 
@@ -191,13 +192,13 @@ class PackedCellCounts:
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Run the enclosed resampling loops with one BLAS thread.
+    """Run the enclosed resampling loops, or the label sums of the point estimates, with one BLAS thread.
 
-    Their products are many and small (one batch of resamples x one run): BLAS threads cost more in
-    synchronisation than they gain, and on a shared machine their spinning doubles or triples the CPU time
-    of the whole audit (measured on the 2-core CI VM, docs in BENCHMARKS.md). One thread splits no
-    product differently, and the resampled sums are exact counts or float32 sums accumulated over images
-    in order. Without threadpoolctl (a scikit-learn dependency) nothing changes.
+    Their products are many and small (one batch of resamples x one run, or one block of rows): BLAS
+    threads cost more in synchronisation than they gain, and on a shared machine their spinning doubles or
+    triples the CPU time of the whole audit (measured on the 2-core CI VM, docs in BENCHMARKS.md). One
+    thread splits no product differently, and the resampled sums are exact counts or float32 sums
+    accumulated over images in order. Without threadpoolctl (a scikit-learn dependency) nothing changes.
 
     Examples
     --------
@@ -205,13 +206,27 @@ def single_threaded_blas() -> Iterator[None]:
     ...     float((np.ones((2, 3)) @ np.ones(3))[0])
     3.0
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return
-    with threadpool_limits(limits=1, user_api="blas"):
+    with controller.limit(limits=1, user_api="blas"):
         yield
+
+
+@lru_cache(maxsize=None)
+def _blas_controller() -> Any:
+    """One threadpoolctl controller for the process, or None without threadpoolctl.
+
+    Finding the loaded BLAS libraries costs 1-7 ms per ``threadpool_limits`` call (measured on the CI VM), more
+    than a small audit's products; the controller finds them once. numpy's BLAS, the one these products use,
+    is loaded with numpy, so it is always among them.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return ThreadpoolController()
 
 
 @dataclass(frozen=True)

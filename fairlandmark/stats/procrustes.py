@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 
 from fairlandmark.exceptions import InputError
 from fairlandmark.inputs.study import Study
+from fairlandmark.stats.kernel import single_threaded_blas
 
 __all__ = ["ProcrustesResult", "generalized_procrustes", "optimal_rotation", "plane_rotation", "mean_shape_of_study",
            "MAX_SHAPE_IMAGES"]
@@ -257,7 +258,8 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
         method += f"; an evenly spaced sample of {MAX_SHAPE_IMAGES:,} of the {n_total:,} images"
     shapes = true[first]
     try:
-        res = generalized_procrustes(shapes, align=False, closed_form=sampled)  # only the mean shape is drawn
+        with single_threaded_blas():  # small products: a second BLAS thread only spins against the first
+            res = generalized_procrustes(shapes, align=False, closed_form=sampled)  # only the mean shape is drawn
     except InputError:  # an image whose distinct landmarks have a spread that squares to 0: left out
         spread = _with_spread(shapes)
         shapes, first = shapes[spread], first[spread]
@@ -265,6 +267,7 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
             return None
         n_out = int((~spread).sum())
         method += f"; {n_out:,} image{'s' if n_out > 1 else ''} whose landmarks nearly coincide left out"
-        res = generalized_procrustes(shapes, align=False, closed_form=sampled)
+        with single_threaded_blas():
+            res = generalized_procrustes(shapes, align=False, closed_form=sampled)
     return {"keypoints": list(study.keypoints), "mean_shape": res.mean_shape.tolist(), "unit": study.unit,
             "n_images": int(len(first)), "method": method}
