@@ -196,9 +196,10 @@ def single_threaded_blas() -> Iterator[None]:
 
     Their products are many and small (one batch of resamples x one run, or one block of rows): BLAS
     threads cost more in synchronisation than they gain, and on a shared machine their spinning doubles or
-    triples the CPU time of the whole audit (measured on the 2-core CI VM, docs in BENCHMARKS.md). One
-    thread splits no product differently, and the resampled sums are exact counts or float32 sums
-    accumulated over images in order. Without threadpoolctl (a scikit-learn dependency) nothing changes.
+    triples the CPU time of the whole audit (measured on the 2-core CI VM, docs in BENCHMARKS.md). Hit
+    counts are exact either way; a sum of errors can differ in its last bit from a threaded product's
+    (OpenBLAS then picks other kernels), and on one thread it is the same on every machine, whatever its
+    cores. Without threadpoolctl (a scikit-learn dependency) nothing changes.
 
     Examples
     --------
