@@ -312,7 +312,6 @@ def read_table(path: str | os.PathLike[str], *, kind: str = "table",
             raise InputError(MSG_RAGGED.format(src=src, line=ragged.group(2), n=ragged.group(3),
                                                m=ragged.group(1))) from None
         raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
-        raise InputError(MSG_EMPTY.format(src=src)) from None
     except (UnicodeError, ValueError, OSError, ImportError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(MSG_UNREADABLE.format(src=src, kind=kind, detail=detail)) from None
@@ -399,11 +398,12 @@ def _first_where(test: Callable[[np.ndarray], np.ndarray], values: np.ndarray) -
 
 def _id_column(frame: pd.DataFrame, col: str, src: str) -> np.ndarray:
     raw = frame[col]
-    blank = raw.isna().to_numpy() | raw.astype(str).str.strip().eq("").to_numpy()
+    stripped = raw.astype(str).str.strip()
+    blank = raw.isna().to_numpy() | stripped.eq("").to_numpy()
     if blank.any():
         i = int(np.flatnonzero(blank)[0])
         raise InputError(MSG_EMPTY_CELL.format(src=src, row=_file_row(i), col=col, what=f"a {col}"))
-    return raw.astype(str).str.strip().to_numpy(dtype=object)
+    return stripped.to_numpy(dtype=object)
 
 
 def _keypoint_labels(values: object) -> np.ndarray:
@@ -796,9 +796,9 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
     frame.columns = _stripped_columns(frame.columns, src)
     _require(frame, ID_COLUMN, src)
     ids = _id_column(frame, ID_COLUMN, src)
-    dup = pd.Series(ids).duplicated().to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
+    index = pd.Index(ids, name=ID_COLUMN)  # its hash table, built here, serves the matching below too
+    if not index.is_unique:
+        i = int(np.flatnonzero(index.duplicated())[0])
         first = int(np.flatnonzero(ids == ids[i])[0])
         raise InputError(MSG_META_DUP.format(src=src, row=_file_row(i), image=ids[i], first=_file_row(first)))
     if attributes is None:
@@ -814,8 +814,8 @@ def check_metadata(data: pd.DataFrame | str | os.PathLike[str], *, image_ids: It
         if blank.any():
             i = int(np.flatnonzero(blank)[0])
             raise InputError(MSG_META_NAN.format(src=src, row=_file_row(i), col=col))
-    meta = frame[list(attributes)].copy()
-    meta.index = pd.Index(ids, name=ID_COLUMN)
+    meta = frame[list(attributes)]  # a new frame already: the caller's is never changed
+    meta.index = index
 
     wanted = pd.Index(pd.unique(np.asarray(image_ids, dtype=object)))
     absent = wanted.difference(meta.index)
