@@ -12,6 +12,7 @@ import pytest
 from fairlandmark import InputError
 from fairlandmark.inputs.columnar import first_appearance_codes, frame_columns
 from fairlandmark.inputs.schema import check_predictions
+from fairlandmark.inputs.study import prepare_study
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -50,10 +51,17 @@ def _assert_matches(preds, frame):
     order, runs, kps, values = _plain_pivot(frame)
     assert preds.runs.tolist() == runs and preds.keypoints.tolist() == kps
     assert [(preds.runs[r], i) for r, i in zip(preds.row_run, preds.row_image)] == order
+    _assert_codes_name_the_images(preds)
     missing = np.isnan(values[..., 0]) | np.isnan(values[..., 1])
     expect_pred = np.where(missing[..., None], np.nan, values[..., :2])
     np.testing.assert_array_equal(preds.pred, expect_pred)
     np.testing.assert_array_equal(preds.true, values[..., 2:])
+
+
+def _assert_codes_name_the_images(preds):
+    """One code per image id and one id per code: counting images by code counts the ids."""
+    pairs = set(zip(preds.row_image_code.tolist(), preds.row_image.tolist()))
+    assert len(pairs) == len(set(preds.row_image_code.tolist())) == len(set(preds.row_image.tolist()))
 
 
 @pytest.mark.parametrize("order", ["shuffled", "sorted", "keypoints_reversed"])
@@ -83,6 +91,13 @@ def test_ids_are_stripped_merged_and_keep_leading_zeros(tmp_path):
     preds = check_predictions(path)
     assert preds.row_image.tolist() == ["007", "08"] and preds.keypoints.tolist() == [1, 2]
     assert preds.pred[:, :, 0].tolist() == [[1, 2], [3, 4]]
+    two_runs = text + "h2,007  ,1,1,1,0,0\nh2,  007,2,2,2,0,0\n"  # the same image in another run, spelt apart
+    path.write_text(two_runs)
+    for source in (path, pd.read_csv(path, dtype=str)):
+        study = prepare_study(check_predictions(source), pd.DataFrame({"image_id": ["007", "08"], "s": ["F", "M"]}),
+                              attributes=["s"])
+        _assert_codes_name_the_images(study)
+        assert study.first_image_rows.tolist() == [0, 1]  # image 007 counted once
     dup = text + "h1,007,1,9,9,0,0\n"
     path.write_text(dup)
     with pytest.raises(InputError, match=r"row 6 repeats \(run=h1, image_id=007, keypoint=1\) first seen on row 2"):

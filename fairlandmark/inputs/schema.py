@@ -128,6 +128,9 @@ class Predictions:
     spacing_xy : ndarray of float, shape (N, K, 2) or None
         mm per pixel along x and y from ``spacing_x_mm``/``spacing_y_mm``
         (anisotropic pixels, e.g. from DICOM PixelSpacing).
+    row_image_code : ndarray of int, shape (N,) or None
+        An integer per image id (the same id, the same code): what counting
+        images hashes instead of ``row_image``'s strings.
     """
 
     runs: np.ndarray
@@ -141,6 +144,7 @@ class Predictions:
     source: str
     labelled: np.ndarray | None = None
     spacing_xy: np.ndarray | None = None
+    row_image_code: np.ndarray | None = None
 
 
 def _source_name(obj: object, default: str) -> str:
@@ -744,7 +748,8 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
     pivot = _Pivot(rows, kp_index, len(keypoints), in_row_order)
     runs, first = ids.run.labels, rows.first_line
     row_run = ids.run.codes[first].astype(np.int64)
-    row_image = np.asarray(ids.image.labels[ids.image.codes[first]], dtype=object)
+    row_image_code = ids.image.codes[first]
+    row_image = np.asarray(ids.image.labels[row_image_code], dtype=object)
     del ids, rows, kp_index  # per-line codes: not needed any more
     step(MSG_STEP_VALUES.format(n_rows=len(row_run)))
     values = _values(cols, pivot, has_coords, has_error, src, notes)
@@ -760,6 +765,7 @@ def check_predictions(data: pd.DataFrame | str | os.PathLike[str], *, source: st
         source=src,
         labelled=values.labelled,
         spacing_xy=values.spacing_xy,
+        row_image_code=row_image_code,
     )
 
 

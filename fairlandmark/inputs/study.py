@@ -77,6 +77,7 @@ class Study:
     pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
     true_xy: np.ndarray | None = None
     labelled: np.ndarray | None = None
+    row_image_code: np.ndarray | None = None  # an integer per image id, as Predictions.row_image_code
 
     @property
     def n_runs(self) -> int:
@@ -86,10 +87,13 @@ class Study:
     def first_image_rows(self) -> np.ndarray:
         """Each image's first row, in input order (an image tested in several runs counts once).
 
-        Found by hashing the ids, not sorting them (a million strings), and once per study: the image
-        count of the audit document and the anatomy's images both come from it.
+        Found by hashing the ids' integer codes where the study has them (else the ids themselves), not by
+        sorting, and once per study: the image count of the audit document and the anatomy's images both
+        come from it.
         """
-        return np.flatnonzero(~pd.Series(np.asarray(self.row_image, dtype=object)).duplicated().to_numpy())
+        keys = (np.asarray(self.row_image, dtype=object) if self.row_image_code is None
+                else np.asarray(self.row_image_code))
+        return np.flatnonzero(~pd.Series(keys).duplicated().to_numpy())
 
 
 
@@ -143,4 +147,4 @@ def prepare_study(predictions: Predictions | pd.DataFrame | str | os.PathLike[st
         fam = family_index(families or {}, preds.keypoints)
         return Study(errors=errors, unit=unit, runs=preds.runs, keypoints=preds.keypoints, row_run=preds.row_run,
                      row_image=preds.row_image, coding=coding, families=fam, notes=notes, pred_xy=pred_xy,
-                     true_xy=true_xy, labelled=preds.labelled)
+                     true_xy=true_xy, labelled=preds.labelled, row_image_code=preds.row_image_code)
