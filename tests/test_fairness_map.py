@@ -300,3 +300,33 @@ def test_the_plane_step_sums_the_configurations_rotated_by_plane_rotation():
     flat, turned = shapes.reshape(60, -1), np.stack([-shapes[..., 1], shapes[..., 0]], -1).reshape(60, -1)
     expected = (shapes @ plane_rotation(shapes, target)).sum(axis=0)
     np.testing.assert_allclose(_plane_rotated_sum(flat, turned, target), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", [7, 40, 8192])
+@pytest.mark.parametrize("layout", ["one run", "first run holds every image", "runs interleaved"])
+def test_the_images_checked_are_each_images_first_row_whatever_the_runs_and_blocks(monkeypatch, block, layout):
+    from fairlandmark.stats import procrustes
+
+    rng = np.random.default_rng(3)
+    n = 40
+    true = rng.uniform(0, 100, (n, 6, 2))
+    true[[4, 17, 33]] = 5.0  # at one point: left out
+    ids = np.array([f"i{i}" for i in range(n)], dtype=object)
+    if layout == "one run":
+        rows, run = np.arange(n), np.zeros(n, int)
+    elif layout == "first run holds every image":  # first rows 0..n-1, then a second run of half the images
+        rows, run = np.r_[np.arange(n), np.arange(0, n, 2)], np.r_[np.zeros(n, int), np.ones(n // 2, int)]
+    else:
+        rows, run = np.repeat(np.arange(n), 2), np.tile([0, 1], n)
+    row_true = true[rows].copy()
+    row_true[len(np.unique(rows)):] = 50.0 if layout != "runs interleaved" else row_true[n:]  # later rows differ
+    study = _result(6).study
+    study = dataclasses.replace(study, errors=np.zeros((len(rows), 6)), row_run=run, row_image=ids[rows],
+                                runs=np.array(["r0", "r1"][:run.max() + 1], dtype=object), true_xy=row_true,
+                                pred_xy=None, labelled=None, row_image_code=rows)
+    monkeypatch.setattr(procrustes, "_CHECK_BLOCK", block)
+    got = procrustes.mean_shape_of_study(study)
+    firsts = study.first_image_rows
+    keep = [i for i in firsts if not np.all(row_true[i] == row_true[i, 0])]
+    assert got["n_images"] == len(keep) == n - 3
+    np.testing.assert_array_equal(got["mean_shape"], generalized_procrustes(row_true[keep], align=False).mean_shape)

@@ -261,3 +261,26 @@ def test_one_keypoint_and_ten_runs():
     # numpy sums a contiguous run axis pairwise (one keypoint, 8 runs or more): the fast paths average the
     # per-run values with the general path's own mean, not one run at a time.
     _both(_study(seed=1, n=400, k=1, runs=10))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_labelled", [False, True])
+def test_values_written_into_a_used_buffer_are_the_concatenated_blocks(dtype, with_labelled):
+    from fairlandmark.stats.kernel import build_values
+
+    rng = np.random.default_rng(9)
+    errors = rng.gamma(2.0, 1.0, (50, 4))
+    errors[rng.random((50, 4)) < 0.2] = np.nan
+    errors[0, 0], errors[1, 1] = 2.0, -0.0  # at the threshold: a hit; a negative zero kept as it is
+    labelled = rng.random((50, 4)) > 0.1 if with_labelled else None
+    present = ~np.isnan(errors)
+    blocks = [present, np.where(present, errors, 0.0)] + [present & (errors <= t) for t in (2.0, 4.0)]
+    blocks += [labelled] if with_labelled else []
+    expected = np.concatenate(blocks, axis=1).astype(dtype)
+    buffer = np.full((60, expected.shape[1]), 7.0, dtype=dtype)  # stale values from an earlier block
+    values, layout = build_values(errors, [2.0, 4.0], labelled=labelled, dtype=dtype, out=buffer[:50])
+    np.testing.assert_array_equal(values, expected)
+    assert np.shares_memory(values, buffer)
+    np.testing.assert_array_equal(build_values(errors, [2.0, 4.0], labelled=labelled, dtype=dtype)[0], expected)
+    assert layout.n_columns == expected.shape[1]
+    assert np.signbit(values[1, layout.error][1])

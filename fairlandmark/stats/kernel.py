@@ -271,7 +271,7 @@ class ValueLayout:
 
 def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: bool = True, error: bool = True,
                  labelled: ArrayLike | None = None, keep_labelled: bool = False,
-                 dtype: DTypeLike = np.float64) -> tuple[np.ndarray, ValueLayout]:
+                 dtype: DTypeLike = np.float64, out: np.ndarray | None = None) -> tuple[np.ndarray, ValueLayout]:
     """Value matrix of indicators and errors for the kernel.
 
     Parameters
@@ -292,6 +292,9 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
     dtype : numpy dtype
         float64 for reported numbers; float32 is exact for hit counts below
         2**24 and halves the cost of resampling.
+    out : ndarray, shape (N, M), optional
+        Where to write the values (of ``dtype``), say a buffer reused from
+        block to block: its pages are touched once, not once per block.
 
     Returns
     -------
@@ -299,19 +302,23 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
     layout : ValueLayout
     """
     errors = np.asarray(errors, dtype=np.float64)
-    is_present = ~np.isnan(errors)
-    blocks = []
-    if present:
-        blocks.append(is_present)
-    if error:
-        blocks.append(np.where(is_present, errors, 0.0))
-    for t in thresholds:
-        blocks.append(is_present & (errors <= t))  # a missing prediction misses every threshold
     has_labelled = labelled is not None and (keep_labelled or not np.all(labelled))
-    if has_labelled:
-        blocks.append(np.asarray(labelled, dtype=bool))
     layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
-    return np.concatenate(blocks, axis=1).astype(dtype, copy=False), layout
+    values = np.empty((errors.shape[0], layout.n_columns), dtype=dtype) if out is None else out
+    is_present = ~np.isnan(errors)
+    if present:
+        values[:, layout.present] = is_present
+    if error:
+        where = values[:, layout.error]
+        np.copyto(where, errors)
+        np.copyto(where, 0.0, where=~is_present)
+    hit = np.empty_like(is_present)
+    for t, threshold in enumerate(layout.thresholds):
+        np.less_equal(errors, threshold, out=hit)
+        values[:, layout.hits(t)] = np.logical_and(hit, is_present, out=hit)  # a missing prediction never hits
+    if has_labelled:
+        values[:, layout.labelled] = np.asarray(labelled, dtype=bool)
+    return values, layout
 
 
 def count_dtype(row_run: ArrayLike) -> type[np.float32] | type[np.float64]:
@@ -472,13 +479,16 @@ def label_sums(errors: ArrayLike, thresholds: Iterable[float], row_run: ArrayLik
     sums = np.zeros((1, n_runs, n_labels, layout.n_columns), dtype=np.float64)
     counts = np.zeros((1, n_runs, n_labels), dtype=np.float64)
     label_ids = np.arange(n_labels, dtype=labels.dtype)[:, None]
+    # One buffer for every block's values: fresh pages for each block cost more than filling them.
+    buffer = np.empty((min(block_rows, max((run.stop - run.start for run in run_slices), default=0)),
+                       layout.n_columns))
     for r, run in enumerate(run_slices):
         for lo in range(run.start, run.stop, block_rows):
             hi = min(lo + block_rows, run.stop)
             rows = slice(lo, hi) if grouped else order[lo:hi]
             # A block all labelled in a study that is not keeps the "labelled" block: one layout for all.
             values = build_values(errors[rows], thresholds, labelled=None if mask is None else mask[rows],
-                                  keep_labelled=True)[0]
+                                  keep_labelled=True, out=buffer[:hi - lo])[0]
             assign = (labels[rows][None, :] == label_ids).astype(np.float64)  # (L, rows)
             product = assign @ values
             if lo == run.start:

@@ -250,9 +250,10 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
     first = study.first_image_rows
     # Blocks of images: the checks' temporaries stay small at a million images (the same images kept). When
     # the images' first rows are consecutive (one run), the blocks are views: no copy of every image.
-    consecutive = len(first) > 0 and first[-1] - first[0] == len(first) - 1
-    kept = [_alignable(true[first[0] + lo:first[0] + lo + _CHECK_BLOCK] if consecutive
-                       else true[first[lo:lo + _CHECK_BLOCK]]) for lo in range(0, len(first), _CHECK_BLOCK)]
+    n_first = len(first)
+    consecutive = n_first > 0 and first[-1] - first[0] == n_first - 1
+    kept = [_alignable(true[first[0] + lo:first[0] + min(lo + _CHECK_BLOCK, n_first)] if consecutive
+                       else true[first[lo:lo + _CHECK_BLOCK]]) for lo in range(0, n_first, _CHECK_BLOCK)]
     first = first[np.concatenate(kept)] if kept else first
     if len(first) == 0:
         return None
