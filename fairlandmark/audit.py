@@ -570,9 +570,17 @@ def _json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
         elif kind in "iub":
             out[str(name)] = column.to_numpy().tolist()
         else:  # text and objects: NaN, None and pandas' NA where missing
-            as_objects = column.astype(object)
-            out[str(name)] = json_safe(as_objects.where(as_objects.notna(), None).tolist())
+            as_objects = column.to_numpy(dtype=object, copy=True)  # a copy: the table itself keeps its values
+            as_objects[pd.isna(as_objects)] = None
+            out[str(name)] = json_safe(as_objects.tolist())
     return out
+
+
+def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """``frame.to_dict("records")`` made JSON-ready (:func:`json_safe`), from whole columns (:func:`_json_columns`)
+    instead of a pass of pandas' boxing per row and one of ``json_safe`` per value."""
+    columns = _json_columns(frame)
+    return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
 
 class AuditResult:
@@ -883,10 +891,10 @@ class AuditResult:
             "keypoints": self.keypoints,
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,
-            "groups": self.groups.to_dict("records"),
+            "groups": _json_records(self.groups),
             "per_keypoint": None,  # the records, JSON-ready already: set below
-            "summary": self.summary.to_dict("records"),
-            "overall": self.overall.to_dict("records"),
+            "summary": _json_records(self.summary),
+            "overall": _json_records(self.overall),
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
             "adjustment": self.adjusted.settings() if self.adjusted is not None else None,

@@ -264,6 +264,25 @@ def test_json_safe_turns_numpy_and_non_finite_values_into_plain_json():
     assert [type(v) for v in out["1"][:7]] == [float, type(None), type(None), float, int, bool, bool]
 
 
+def test_table_records_from_whole_columns_are_pandas_records_made_json_safe():
+    import json
+
+    from fairlandmark.audit import _json_records
+    from fairlandmark.files import json_safe
+
+    frame = pd.DataFrame({
+        "name": pd.Series(["a", None, "c", "d"], dtype=object), "text": pd.array(["x", pd.NA, "z", ""], dtype="string"),
+        "mixed": pd.Series([np.int64(2), "kp", None, np.float64(np.nan)], dtype=object),
+        "n": np.array([1, 2, 3, 4], dtype=np.int64), "ok": [True, False, True, True],
+        "value": [0.5, np.nan, np.inf, -0.0], "small": np.array([1.5, 2.5, np.nan, 4.0], dtype=np.float32)})
+    expected = json_safe(frame.to_dict("records"))
+    got = _json_records(frame)
+    assert json.dumps(got) == json.dumps(expected)
+    assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in expected]
+    assert frame["name"].tolist() == ["a", None, "c", "d"]  # the table itself is left as it was
+    assert _json_records(pd.DataFrame()) == json_safe(pd.DataFrame().to_dict("records")) == []
+
+
 def test_ids_of_batches_that_share_a_row_groups_dictionary(tmp_path):
     """A row group larger than the reader's batch: its batches share one dictionary, encoded once."""
     import pyarrow.dataset as pds
