@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -141,24 +142,30 @@ def encode_groups(meta: pd.DataFrame, row_image: np.ndarray, *, attributes: Sequ
     for col in bins:
         if col not in attributes:
             raise InputError(MSG_BIN_UNKNOWN.format(col=col))
-    labels, groups = {}, {}
+    groups: dict[str, list[str]] = {}
+    codes: dict[str, np.ndarray] = {}
+    # Each row's metadata row, found once for every attribute: the ids are hashed once, and each attribute's
+    # groups are coded per image and gathered to the rows as integers.
+    position = meta.index.get_indexer(cast(Any, row_image))  # an array of ids, as pandas takes it
     for col in attributes:
         if INTERSECTION_SEP in col:
             raise InputError(MSG_SEP_IN_NAME.format(col=col, sep=INTERSECTION_SEP))
         values = meta[col].to_numpy()
         if col in bins:
-            row_values, order = _bin_labels(col, values, meta.index, bins[col], source)
+            image_values, order = _bin_labels(col, values, meta.index, bins[col], source)
         else:
-            row_values = np.asarray([str(v).strip() for v in values], dtype=object)
-            order = sorted(set(row_values.tolist()), key=_natural_key)
-        per_row = pd.Series(row_values, index=meta.index).reindex(row_image).to_numpy(dtype=object)
-        present = set(per_row.tolist())
+            image_values = np.asarray([str(v).strip() for v in values], dtype=object)
+            order = sorted(set(image_values.tolist()), key=_natural_key)
+        value_code, uniques = pd.factorize(image_values)
+        row_value = value_code[position]
+        present = set(uniques[np.bincount(row_value, minlength=len(uniques)) > 0].tolist())
         order = [g for g in order if g in present]
         if len(order) < 2:
             raise InputError(MSG_SINGLE_GROUP.format(src=source, col=col, group=order[0] if order else None))
-        labels[col], groups[col] = per_row, order
+        group_of = {g: i for i, g in enumerate(order)}
+        codes[col] = np.array([group_of.get(u, -1) for u in uniques.tolist()], dtype=np.int64)[row_value]
+        groups[col] = order
 
-    codes = {col: pd.Categorical(labels[col], categories=groups[col]).codes.astype(np.int64) for col in attributes}
     sizes = [len(groups[c]) for c in attributes]
     # Finest partition: mixed-radix code over all attributes, then compacted.
     full = np.zeros(len(row_image), dtype=np.int64)
