@@ -753,14 +753,14 @@ class AuditResult:
 
     @cached_property
     def per_group(self) -> pd.DataFrame:
-        frames = []
+        blocks = []
         fam = self._family_of()
         for a in self.attributes:
             obs, groups = self.observed[a], self.study.coding.groups[a]
             G, K = len(groups), len(self.keypoints)
             mre, mre_std = mean_std_over_runs(obs.mre)
             cols = {
-                "attribute": a,
+                "attribute": np.repeat(np.asarray([a], dtype=object), G * K),
                 "group": np.repeat(groups, K),
                 "keypoint": np.tile(np.asarray(self.keypoints, dtype=object), G),
                 "family": np.tile(np.asarray(fam, dtype=object), G),
@@ -776,8 +776,10 @@ class AuditResult:
                 m, s = mean_std_over_runs(obs.sdr[t])
                 cols[f"sdr_{threshold_key(thr)}"] = m.ravel()
                 cols[f"sdr_{threshold_key(thr)}_std"] = s.ravel()
-            frames.append(pd.DataFrame(cols))
-        table = pd.concat(frames, ignore_index=True)
+            blocks.append(cols)
+        # One frame from whole columns: a frame per attribute and their concatenation cost a millisecond more.
+        table = pd.DataFrame({name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
+                             if blocks else {})
         if self.significance is not None:
             table = self.significance.join_groups(table)
         return table
