@@ -284,3 +284,5 @@ def test_values_written_into_a_used_buffer_are_the_concatenated_blocks(dtype, wi
     np.testing.assert_array_equal(build_values(errors, [2.0, 4.0], labelled=labelled, dtype=dtype)[0], expected)
     assert layout.n_columns == expected.shape[1]
     assert np.signbit(values[1, layout.error][1])
+    with pytest.raises(ValueError, match="out must be"):
+        build_values(errors, [2.0, 4.0], labelled=labelled, dtype=dtype, out=buffer)  # 60 rows for 50

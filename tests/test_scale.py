@@ -552,4 +552,57 @@ def test_point_estimates_run_their_products_on_one_blas_thread_and_give_the_thre
         assert blas_threads() == two  # given back as they were
     assert seen and all(n == 1 for n in seen[0])
     assert blas_threads() == before
-    assert kernel._blas_controller() is kernel._blas_controller()  # the libraries are looked up once
+    assert kernel._ONE_BLAS_THREAD._controller is not None  # the libraries are looked up once, then kept
+
+
+def test_blocks_on_one_blas_thread_that_overlap_on_two_threads_give_the_threads_back():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threading
+
+    from fairlandmark.stats.kernel import single_threaded_blas
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    seen = {}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:  # enters first, leaves while the second is still inside
+        with single_threaded_blas():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(10)
+        with single_threaded_blas():
+            b_in.set()
+            a_out.wait(10)
+            seen["after the first left"] = blas_threads()
+            with single_threaded_blas():  # nested: changes nothing
+                pass
+            seen["after a nested block"] = blas_threads()
+
+    # No outer limit here: OpenBLAS ignores a count set on another thread once the main thread has set one.
+    before = blas_threads()
+    if before == {1}:
+        pytest.skip("BLAS runs one thread on this machine: nothing to take away and give back")
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"after the first left": {1}, "after a nested block": {1}}
+    assert blas_threads() == before  # the last to leave gave them back
+
+
+def test_encode_groups_names_an_image_missing_from_the_metadata():
+    from fairlandmark.inputs.groups import encode_groups
+
+    meta = pd.DataFrame({"a": ["x", "y", "x", "z"]}, index=pd.Index(["i0", "i1", "i2", "i3"], name="image_id"))
+    with pytest.raises(InputError, match=r"meta.csv: image 'zz' has predictions but no row in the metadata"):
+        encode_groups(meta, np.array(["i0", "zz", "i1"], dtype=object), attributes=["a"], source="meta.csv")
+    coding = encode_groups(meta, np.array(["i0", "i3", "i1", "i0"], dtype=object), attributes=["a"])
+    assert coding.groups["a"] == ["x", "y", "z"] and coding.base_codes["a"].tolist() == [0, 2, 1, 0]
+    unused = encode_groups(meta, np.array(["i0", "i1", "i2"], dtype=object), attributes=["a"])
+    assert unused.groups["a"] == ["x", "y"]  # z: no audited image, no group

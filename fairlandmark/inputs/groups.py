@@ -31,6 +31,9 @@ MSG_SINGLE_GROUP = (
     "{src}: attribute '{col}' has a single group ({group!r}) among the audited images; "
     "a parity gap needs two or more groups: drop «attributes» {col} or check the metadata"
 )
+MSG_ROW_NOT_IN_META = (
+    "{src}: image {image!r} has predictions but no row in the metadata; add its row or drop its predictions"
+)
 MSG_SEP_IN_NAME = "attribute name {col!r} contains '{sep}', which names intersections; rename the column"
 
 
@@ -147,6 +150,8 @@ def encode_groups(meta: pd.DataFrame, row_image: np.ndarray, *, attributes: Sequ
     # Each row's metadata row, found once for every attribute: the ids are hashed once, and each attribute's
     # groups are coded per image and gathered to the rows as integers.
     position = meta.index.get_indexer(cast(Any, row_image))  # an array of ids, as pandas takes it
+    if (position < 0).any():  # prepare_study has checked this; a direct call gets the same line
+        raise InputError(MSG_ROW_NOT_IN_META.format(src=source, image=row_image[int(np.argmax(position < 0))]))
     for col in attributes:
         if INTERSECTION_SEP in col:
             raise InputError(MSG_SEP_IN_NAME.format(col=col, sep=INTERSECTION_SEP))

@@ -128,9 +128,10 @@ class Predictions:
     spacing_xy : ndarray of float, shape (N, K, 2) or None
         mm per pixel along x and y from ``spacing_x_mm``/``spacing_y_mm``
         (anisotropic pixels, e.g. from DICOM PixelSpacing).
-    row_image_code : ndarray of int, shape (N,) or None
-        An integer per image id (the same id, the same code): what counting
-        images hashes instead of ``row_image``'s strings.
+    row_image_code : ndarray of int32, shape (N,) or None
+        An integer per image id, one to one (the same id, the same code; one
+        id per code): what counting images hashes instead of ``row_image``'s
+        strings. Replace it together with ``row_image``, or set it to None.
     """
 
     runs: np.ndarray

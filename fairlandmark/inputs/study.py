@@ -77,7 +77,8 @@ class Study:
     pred_xy: np.ndarray | None = None  # (N, K, 2) in ``unit`` (mm with a scale); None with error_mm input
     true_xy: np.ndarray | None = None
     labelled: np.ndarray | None = None
-    row_image_code: np.ndarray | None = None  # an integer per image id, as Predictions.row_image_code
+    # An integer per image id, one to one, as Predictions.row_image_code: replace it with row_image, or set None.
+    row_image_code: np.ndarray | None = None
 
     @property
     def n_runs(self) -> int:
@@ -91,8 +92,9 @@ class Study:
         sorting, and once per study: the image count of the audit document and the anatomy's images both
         come from it.
         """
-        keys = (np.asarray(self.row_image, dtype=object) if self.row_image_code is None
-                else np.asarray(self.row_image_code))
+        codes = self.row_image_code
+        keys = (np.asarray(self.row_image, dtype=object) if codes is None or len(codes) != len(self.row_image)
+                else np.asarray(codes))
         return np.flatnonzero(~pd.Series(keys).duplicated().to_numpy())
 
 

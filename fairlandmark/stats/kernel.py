@@ -29,9 +29,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Literal, overload
 
+import threading
 import warnings
 
 import numpy as np
@@ -207,27 +207,53 @@ def single_threaded_blas() -> Iterator[None]:
     ...     float((np.ones((2, 3)) @ np.ones(3))[0])
     3.0
     """
-    controller = _blas_controller()
-    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
+    with _ONE_BLAS_THREAD:
         yield
 
 
-@lru_cache(maxsize=None)
-def _blas_controller() -> Any:
-    """One threadpoolctl controller for the process, or None without threadpoolctl.
+class _OneBlasThread:
+    """The process's one-BLAS-thread state: the first block to enter sets the limit, the last to leave lifts it.
 
-    Finding the loaded BLAS libraries costs 1-7 ms per ``threadpool_limits`` call (measured on the CI VM), more
-    than a small audit's products; the controller finds them once. numpy's BLAS, the one these products use,
-    is loaded with numpy, so it is always among them.
+    BLAS thread counts are process-wide. With a limit set and lifted by each block, two blocks on different
+    threads that overlap without nesting (audits in a user's threads, or significance workers) would leave
+    the process at one thread for good: the second restores the limit it found, the first's. A count under a
+    lock lifts it only when no block is left.
+
+    The threadpoolctl controller is built once: ``threadpool_limits`` scans the loaded libraries on every call,
+    1-7 ms each on the CI VM, more than a small audit's products. numpy's BLAS, the one these products use, is
+    loaded with numpy, so it is always among the libraries it found.
     """
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return None
-    return ThreadpoolController()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._limiter: Any = None
+        self._controller: Any = None
+        self._looked = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._looked:
+                self._looked = True
+                try:
+                    from threadpoolctl import ThreadpoolController
+                except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+                    pass
+                else:
+                    self._controller = ThreadpoolController()
+            if self._controller is not None and self._inside == 0:
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._inside -= 1
+            if self._inside == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
 
 
 @dataclass(frozen=True)
@@ -304,7 +330,10 @@ def build_values(errors: ArrayLike, thresholds: Iterable[float], *, present: boo
     errors = np.asarray(errors, dtype=np.float64)
     has_labelled = labelled is not None and (keep_labelled or not np.all(labelled))
     layout = ValueLayout(errors.shape[1], tuple(float(t) for t in thresholds), present, error, has_labelled)
-    values = np.empty((errors.shape[0], layout.n_columns), dtype=dtype) if out is None else out
+    shape = (errors.shape[0], layout.n_columns)
+    if out is not None and (out.shape != shape or out.dtype != np.dtype(dtype)):
+        raise ValueError(f"build_values: out must be {np.dtype(dtype)} of shape {shape}, got {out.dtype} {out.shape}")
+    values = np.empty(shape, dtype=dtype) if out is None else out
     is_present = ~np.isnan(errors)
     if present:
         values[:, layout.present] = is_present
@@ -438,8 +467,9 @@ def label_sums(errors: ArrayLike, thresholds: Iterable[float], row_run: ArrayLik
     The same numbers as ``RunKernel(build_values(errors, thresholds, labelled=labelled)[0], row_run,
     n_runs).sums(..., labels, n_labels)`` for one assignment, without the (N, M) value matrix: at a
     million images x 37 keypoints that matrix alone is 0.9 GB. A run of at most ``block_rows`` rows is
-    one product, the kernel's own, so its sums are the kernel's bit for bit; longer runs add their
-    blocks' products in row order (hit counts stay exact; error sums agree to rounding).
+    one product, the kernel's own, so its sums are the kernel's bit for bit on as many BLAS threads (the
+    audit runs both on one: :func:`single_threaded_blas`); longer runs add their blocks' products in row
+    order (hit counts stay exact; error sums agree to rounding).
 
     Parameters
     ----------

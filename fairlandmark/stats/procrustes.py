@@ -217,7 +217,7 @@ def _alignable(shapes: np.ndarray) -> np.ndarray:
     need not round back to 0.1, so their spread is rounding noise, not anatomy. Cheaper than the spread too
     (two passes over the coordinates, no temporaries of floats), and every image of a study is checked.
     """
-    flat = shapes.reshape(len(shapes), -1)
+    flat = shapes.reshape(shapes.shape[0], shapes.shape[1] * shapes.shape[2])
     # Landmarks all at one point exactly when each equals the next: slices that line up, where comparing every
     # landmark with the first broadcasts over pairs of coordinates (twice the time).
     return np.isfinite(flat).all(axis=1) & (flat[:, 2:] != flat[:, :-2]).any(axis=1)
