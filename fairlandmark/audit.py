@@ -576,13 +576,6 @@ def _json_columns(frame: pd.DataFrame) -> dict[str, list[Any]]:
     return out
 
 
-def _json_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``frame.to_dict("records")`` made JSON-ready (:func:`json_safe`), from whole columns (:func:`_json_columns`)
-    instead of a pass of pandas' boxing per row and one of ``json_safe`` per value."""
-    columns = _json_columns(frame)
-    return [dict(zip(columns, row)) for row in zip(*columns.values())]
-
-
 class AuditResult:
     """Result of an audit: tidy tables, JSON and CSV, computed once on demand.
 
@@ -786,6 +779,11 @@ class AuditResult:
 
     @cached_property
     def groups(self) -> pd.DataFrame:
+        return pd.DataFrame(self._group_rows)
+
+    @cached_property
+    def _group_rows(self) -> list[dict[str, Any]]:
+        """The rows of :attr:`groups` as plain Python values: the document's records without a frame."""
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -793,7 +791,7 @@ class AuditResult:
                 rows.append({"attribute": a, "group": name, "n_images": int(obs.n_images[:, g].sum()),
                              "n_images_min_run": int(obs.n_images[:, g].min()),
                              "in_dp": bool(obs.valid[:, g].all())})
-        return pd.DataFrame(rows)
+        return rows
 
     def _family_items(self) -> list[tuple[str, list[int]]]:
         items = [("all", list(range(len(self.keypoints))))]
@@ -801,6 +799,15 @@ class AuditResult:
 
     @cached_property
     def summary(self) -> pd.DataFrame:
+        rows = self._summary_rows
+        frame = pd.DataFrame(rows)
+        # Keep the keypoint's own type (int 2, not 2.0): a column of ints and None would otherwise become float.
+        frame["max_dp_keypoint"] = pd.Series([r["max_dp_keypoint"] for r in rows], dtype=object, index=frame.index)
+        return frame
+
+    @cached_property
+    def _summary_rows(self) -> list[dict[str, Any]]:
+        """The rows of :attr:`summary`, keypoints as plain Python values (as :func:`json_safe` gives them)."""
         rows = []
         for a in self.attributes:
             obs = self.observed[a]
@@ -815,15 +822,16 @@ class AuditResult:
                 rows.append({"attribute": a, "family": name, "n_keypoints": len(idx),
                              "mean_dp": float(mean), "mean_dp_std": float(std),
                              "max_dp": float(sub[j]) if j is not None else np.nan,
-                             "max_dp_keypoint": self.keypoints[idx[j]] if j is not None else None})
-        frame = pd.DataFrame(rows)
-        # Keep the keypoint's own type (int 2, not 2.0): a column of ints and None would otherwise become float.
-        frame["max_dp_keypoint"] = pd.Series([json_safe(r["max_dp_keypoint"]) for r in rows], dtype=object,
-                                             index=frame.index)
-        return frame
+                             "max_dp_keypoint": json_safe(self.keypoints[idx[j]]) if j is not None else None})
+        return rows
 
     @cached_property
     def overall(self) -> pd.DataFrame:
+        return pd.DataFrame(self._overall_rows)
+
+    @cached_property
+    def _overall_rows(self) -> list[dict[str, Any]]:
+        """The rows of :attr:`overall` as plain Python values."""
         err_sum, n_present, hits, n_labelled = self._keypoint_sums
         rows = []
         for name, idx in self._family_items():
@@ -838,7 +846,7 @@ class AuditResult:
                 row[f"sdr_{threshold_key(thr)}"] = float(m)
                 row[f"sdr_{threshold_key(thr)}_std"] = float(sd)
             rows.append(row)
-        return pd.DataFrame(rows)
+        return rows
 
     # -- export ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -893,10 +901,10 @@ class AuditResult:
             "keypoints": self.keypoints,
             "families": {k: [self.keypoints[i] for i in v] for k, v in self.study.families.items()},
             "attributes": self.attributes,
-            "groups": _json_records(self.groups),
+            "groups": self._group_rows,  # plain Python values: json_safe below makes NaN None
             "per_keypoint": None,  # the records, JSON-ready already: set below
-            "summary": _json_records(self.summary),
-            "overall": _json_records(self.overall),
+            "summary": self._summary_rows,
+            "overall": self._overall_rows,
             "significance": self.significance.settings() if self.significance is not None else None,
             "privacy": _privacy_block(self.privacy),
             "adjustment": self.adjusted.settings() if self.adjusted is not None else None,

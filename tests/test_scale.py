@@ -264,25 +264,6 @@ def test_json_safe_turns_numpy_and_non_finite_values_into_plain_json():
     assert [type(v) for v in out["1"][:7]] == [float, type(None), type(None), float, int, bool, bool]
 
 
-def test_table_records_from_whole_columns_are_pandas_records_made_json_safe():
-    import json
-
-    from fairlandmark.audit import _json_records
-    from fairlandmark.files import json_safe
-
-    frame = pd.DataFrame({
-        "name": pd.Series(["a", None, "c", "d"], dtype=object), "text": pd.array(["x", pd.NA, "z", ""], dtype="string"),
-        "mixed": pd.Series([np.int64(2), "kp", None, np.float64(np.nan)], dtype=object),
-        "n": np.array([1, 2, 3, 4], dtype=np.int64), "ok": [True, False, True, True],
-        "value": [0.5, np.nan, np.inf, -0.0], "small": np.array([1.5, 2.5, np.nan, 4.0], dtype=np.float32)})
-    expected = json_safe(frame.to_dict("records"))
-    got = _json_records(frame)
-    assert json.dumps(got) == json.dumps(expected)
-    assert [[type(v) for v in r.values()] for r in got] == [[type(v) for v in r.values()] for r in expected]
-    assert frame["name"].tolist() == ["a", None, "c", "d"]  # the table itself is left as it was
-    assert _json_records(pd.DataFrame()) == json_safe(pd.DataFrame().to_dict("records")) == []
-
-
 def test_ids_of_batches_that_share_a_row_groups_dictionary(tmp_path):
     """A row group larger than the reader's batch: its batches share one dictionary, encoded once."""
     import pyarrow.dataset as pds
@@ -606,3 +587,30 @@ def test_encode_groups_names_an_image_missing_from_the_metadata():
     assert coding.groups["a"] == ["x", "y", "z"] and coding.base_codes["a"].tolist() == [0, 2, 1, 0]
     unused = encode_groups(meta, np.array(["i0", "i1", "i2"], dtype=object), attributes=["a"])
     assert unused.groups["a"] == ["x", "y"]  # z: no audited image, no group
+
+
+@pytest.mark.parametrize("names", [False, True])
+def test_the_documents_small_tables_are_the_result_tables_made_json_safe(names):
+    import json
+
+    import fairlandmark
+    from fairlandmark.files import json_safe
+
+    rng = np.random.default_rng(4)
+    n, k = 40, 4
+    true = rng.uniform(0, 50, (n, k, 2))
+    pred = true + rng.normal(0, 1.5, true.shape)
+    pred[:3, 1] = np.nan  # missing predictions
+    true[5, 2] = np.nan  # an unlabelled point
+    kps = ["a", "b", "c", "d"] if names else None
+    res = fairlandmark.audit_arrays(pred, true, {"sex": ["F", "M"] * (n // 2), "site": ["x"] * 38 + ["y"] * 2},
+                                    spacing_mm=1.0, keypoints=kps, families={"ab": (kps or [1, 2, 3, 4])[:2]},
+                                    min_group_size=5,
+                                    significance=False, curves=False, emit_warnings=False)
+    doc = res.to_dict()
+    for name in ("groups", "summary", "overall"):
+        table = getattr(res, name)
+        assert json.dumps(doc[name]) == json.dumps(json_safe(table.to_dict("records")))
+    assert any(r["max_dp_keypoint"] is None for r in doc["summary"])  # site: one group too small, no DP
+    assert {type(r["max_dp_keypoint"]) for r in doc["summary"]} == {str if names else int, type(None)}
+    assert res.summary["max_dp_keypoint"].dtype == object
