@@ -19,7 +19,8 @@ import pandas as pd
 
 from fairlandmark.exceptions import InputError, note
 from fairlandmark.progress import Step, no_step
-from fairlandmark.inputs.columnar import ColumnTable, EncodedColumn, first_appearance_codes, frame_columns, pooled_empty, read_columns
+from fairlandmark.inputs.columnar import (ColumnTable, EncodedColumn, first_appearance_codes, frame_columns,
+                                          pooled_empty, read_columns)
 
 __all__ = [
     "COORD_COLUMNS",

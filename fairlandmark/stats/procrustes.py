@@ -113,13 +113,17 @@ def plane_rotation(source: ArrayLike, target: ArrayLike) -> np.ndarray:
     """
     source, target = np.asarray(source, dtype=float), np.asarray(target, dtype=float)
     sx, sy, tx, ty = source[..., 0], source[..., 1], target[..., 0], target[..., 1]
-    a = (sx * tx + sy * ty).sum(axis=-1)
-    b = (sx * ty - sy * tx).sum(axis=-1)
-    norm = np.hypot(a, b)
-    flat = norm == 0
-    norm = np.where(flat, 1.0, norm)
-    cos, sin = np.where(flat, 1.0, a / norm), np.where(flat, 0.0, b / norm)
+    cos, sin = _best_angle((sx * tx + sy * ty).sum(axis=-1), (sx * ty - sy * tx).sum(axis=-1))
     return np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+
+
+def _best_angle(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(cos t, sin t) = (a, b) / |(a, b)|``, the angle that maximises ``cos(t) a + sin(t) b``; the identity
+    (cos 1, sin 0) where ``a`` and ``b`` are both 0 and every rotation fits alike."""
+    norm = np.hypot(a, b)
+    still = norm == 0
+    norm = np.where(still, 1.0, norm)
+    return np.where(still, 1.0, a / norm), np.where(still, 0.0, b / norm)
 
 
 def generalized_procrustes(shapes: ArrayLike, *, max_iter: int = 100, tol: float = 1e-10,
@@ -202,11 +206,7 @@ def _plane_rotated_sum(flat: np.ndarray, turned: np.ndarray, target: np.ndarray)
     per configuration.
     """
     t = target.reshape(-1)
-    a, b = flat @ t, turned @ t
-    norm = np.hypot(a, b)
-    still = norm == 0  # every rotation fits alike: the identity, as plane_rotation
-    norm[still] = 1.0
-    cos, sin = np.where(still, 1.0, a / norm), np.where(still, 0.0, b / norm)
+    cos, sin = _best_angle(flat @ t, turned @ t)
     return (cos @ flat + sin @ turned).reshape(target.shape)
 
 
@@ -267,17 +267,16 @@ def mean_shape_of_study(study: Study) -> dict[str, Any] | None:
         first = first[np.linspace(0, n_total - 1, MAX_SHAPE_IMAGES).round().astype(np.int64)]
         method += f"; an evenly spaced sample of {MAX_SHAPE_IMAGES:,} of the {n_total:,} images"
     shapes = true[first]
-    try:
-        with single_threaded_blas():  # small products: a second BLAS thread only spins against the first
+    with single_threaded_blas():  # small products: a second BLAS thread only spins against the first
+        try:
             res = generalized_procrustes(shapes, align=False, closed_form=sampled)  # only the mean shape is drawn
-    except InputError:  # an image whose distinct landmarks have a spread that squares to 0: left out
-        spread = _with_spread(shapes)
-        shapes, first = shapes[spread], first[spread]
-        if len(first) == 0:
-            return None
-        n_out = int((~spread).sum())
-        method += f"; {n_out:,} image{'s' if n_out > 1 else ''} whose landmarks nearly coincide left out"
-        with single_threaded_blas():
+        except InputError:  # an image whose distinct landmarks have a spread that squares to 0: left out
+            spread = _with_spread(shapes)
+            shapes, first = shapes[spread], first[spread]
+            if len(first) == 0:
+                return None
+            n_out = int((~spread).sum())
+            method += f"; {n_out:,} image{'s' if n_out > 1 else ''} whose landmarks nearly coincide left out"
             res = generalized_procrustes(shapes, align=False, closed_form=sampled)
     return {"keypoints": list(study.keypoints), "mean_shape": res.mean_shape.tolist(), "unit": study.unit,
             "n_images": int(len(first)), "method": method}
