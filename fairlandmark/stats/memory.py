@@ -4,7 +4,8 @@ A request whose arrays cannot fit (say 100,000 keypoints with the default 10,000
 bootstrap resamples) used to die half-way with a numpy ``MemoryError``. :func:`fit_batch_size` estimates
 the memory up front: the result arrays (which grow with the number of resamples and keypoints) must fit,
 and the batch of resamples handled at once is lowered until its working arrays fit as well (the batch size
-never changes the numbers). When even that is not enough it raises :class:`InputError` with one line
+never changes the draws, nor any number made of hit counts; the last float32 bits of error sums can follow
+it on some BLAS builds, see :mod:`fairlandmark.stats.significance`). When even that is not enough it raises :class:`InputError` with one line
 saying what to reduce.
 """
 

@@ -30,8 +30,14 @@ A threshold-free test runs on the same permutations: the largest pairwise MRE
 gap, so a bias just past the SDR threshold is not missed.
 
 Random streams: one :class:`numpy.random.SeedSequence` per task and stratum of
-images (per run for disjoint runs), so a ``seed`` gives the same numbers bit
-for bit whatever the batch size.
+images (per run for disjoint runs), so a ``seed`` gives the same draws whatever
+the batch size, and the same numbers bit for bit on one machine. Hit counts are
+whole numbers, exact in float32 in any order, so DP, SDR and the baseline do
+not depend on the batch size anywhere; the error sums (MRE, MRE gap) are
+float32 products whose last bits can follow the product's shape on some BLAS
+builds (OpenBLAS 0.3.31 on an AMD EPYC: up to 1e-7 relative). The batch size
+follows from the options and the study, and from the available memory only
+when that is short.
 """
 
 from __future__ import annotations
@@ -84,8 +90,8 @@ METHODS = ("auto", "permutation", "normal")
 # when every group in DP has at least LARGE_SAMPLE_MIN_GROUP images in every run (docs/scale.md).
 LARGE_SAMPLE_ROWS = 50_000
 LARGE_SAMPLE_MIN_GROUP = 1_000
-# Memory of one batch of resamples is kept under this many bytes whatever batch_size says (same numbers:
-# the random streams do not depend on the batch size).
+# Memory of one batch of resamples is kept under this many bytes whatever batch_size says (same draws: the
+# random streams do not depend on the batch size; see the module docstring for the float32 error sums).
 BATCH_BYTES = 256 * 2**20
 # The permuted image labels of the DP test are kept for the curve test (the very same permutations, drawn once)
 # when they take at most this many bytes.

@@ -4,7 +4,8 @@ The permutation, bootstrap, baseline and curve loops spend their time in BLAS
 products and numpy ufuncs, which release the GIL, so plain threads share the
 work without copying the study into other processes. The random draws stay on
 the calling thread, in batch order, and each batch writes its own rows of the
-result: the numbers do not depend on the number of workers.
+result: the numbers do not depend on the number of workers (at a given batch size, see
+:mod:`fairlandmark.stats.significance`).
 """
 
 from __future__ import annotations
