@@ -59,6 +59,11 @@ def test_normal_null_agrees_with_the_permutation_test():
     norm = _pvalues(pred, true, groups, runs, "normal")
     assert perm.significance.method == "permutation" and norm.significance.method == "normal"
     assert norm.to_dict()["significance"]["method"] == "normal"
+    # What people read names the method too: the console's, the Markdown's and the HTML report's notes.
+    from fairlandmark.render.markdown import significance_note
+    assert "large-sample normal null (2000 draws)" in significance_note(norm.to_dict())
+    perm_note = significance_note(perm.to_dict())
+    assert "2000 permutations" in perm_note and "normal" not in perm_note
     a, b = perm.per_keypoint, norm.per_keypoint
     for col in ("p_value", "mre_gap_p"):
         np.testing.assert_allclose(a[col], b[col], atol=0.035)  # Monte-Carlo error of 2000 draws, ~0.011 at p=0.5

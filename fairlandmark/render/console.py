@@ -21,7 +21,7 @@ from fairlandmark.stats.privacy import PrivacyResult
 from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, num
 from fairlandmark.exceptions import spell_options
 from fairlandmark.files import when_written
-from fairlandmark.render.markdown import comparison_rows
+from fairlandmark.render.markdown import comparison_rows, null_phrase
 from fairlandmark.render.tables import TextColumn, fit_tables
 from fairlandmark.findings import Finding, findings
 
@@ -231,7 +231,8 @@ def render_audit(result: AuditResult, console: Console, *, closing_findings: boo
         interval = ("pair gap = SDR of the higher minus the lower group of the pair, with its percentile bootstrap "
                     "interval" if "gap_ci_low" in result.per_keypoint.columns else "percentile intervals")
         console.print(Text(f"* adjusted p < {s.options.alpha:g} ({s.options.correction}); "
-                           f"{s.options.permutations} permutations, {s.options.bootstrap} bootstrap resamples "
+                           f"{null_phrase(s.method, s.options.permutations)}, {s.options.bootstrap} bootstrap "
+                           "resamples "
                            f"({interval}); chance DP = DP with the attribute randomized; seed {s.options.seed}.",
                            style="dim"))
     render_warnings(result.notes, console, spellings=spellings)

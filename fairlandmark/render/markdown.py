@@ -28,7 +28,7 @@ from fairlandmark.formatting import fmt, fmt_p, fmt_pct, fmt_pm, fmt_signed, md_
 from fairlandmark.findings import findings
 from fairlandmark.gate import GateResult
 
-__all__ = ["to_markdown", "write_markdown", "summary_rows", "accuracy_rows", "gap_rows", "privacy_lines", "comparison_markdown", "comparison_rows", "gate_markdown", "significance_note",
+__all__ = ["to_markdown", "write_markdown", "summary_rows", "accuracy_rows", "gap_rows", "privacy_lines", "comparison_markdown", "comparison_rows", "gate_markdown", "significance_note", "null_phrase",
            "headline", "MSG_TOP", "findings_lines", "INTERVAL_NOTE"]
 
 MSG_TOP = "top: must be an integer >= 1, got {value!r}"
@@ -37,13 +37,29 @@ INTERVAL_NOTE = ("The interval is for the signed SDR gap of the reported pair (h
                  "gap over all pairs, is tested by permutation instead.")
 
 
+def null_phrase(method: str | None, permutations: object) -> str:
+    """How an audit's p-values were drawn, in words: the method's name goes with its draws.
+
+    Examples
+    --------
+    >>> null_phrase("normal", 10000)
+    'large-sample normal null (10000 draws)'
+    >>> null_phrase("permutation", 500)
+    '500 permutations'
+    """
+    if method == "normal":
+        return f"large-sample normal null ({permutations} draws)"
+    return f"{permutations} permutations"
+
+
 def significance_note(doc: AuditDocument) -> str:
     """One sentence naming the significance settings of an audit (empty without significance)."""
     s = doc.get("significance") or {}
     if not s:
         return ""
     alpha = s.get("alpha", 0.05)
-    return (f"adjusted p < {alpha:g} ({s.get('correction', '?')}); {s.get('permutations', '?')} permutations, "
+    null = null_phrase(s.get("method"), s.get("permutations", "?"))
+    return (f"adjusted p < {alpha:g} ({s.get('correction', '?')}); {null}, "
             f"{s.get('bootstrap', '?')} bootstrap resamples, {int(round(100 * num(s.get('ci', 0.95))))}% intervals, "
             f"seed {s.get('seed', '?')}")
 
