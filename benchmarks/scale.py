@@ -25,7 +25,7 @@ cost per row is flat within 30 % from 10 k to 1 M images.
 Run: ``python benchmarks/scale.py --images 10000 100000 1000000``
 (``--significance`` adds, on one prepared study, the seconds of the point
 estimates, of the large-sample null with 10,000 draws, and of the bootstrap
-and the randomized baseline per resample (the slope from B to 3B resamples) and once;
+and the randomized baseline per resample (timed at B, 2B and 3B resamples) and once;
 ``--only parquet`` etc. selects runs).
 """
 
@@ -180,38 +180,44 @@ def child_pandas(path: str, meta: str) -> dict:
 def child_significance(path: str, meta: str) -> dict:
     """Seconds per statistic on one prepared study: point estimates, then each resampling step alone.
 
-    The bootstrap and the baseline are each timed at two numbers of resamples, B and 3B: the difference is
-    the cost per resample (what must grow no worse than linearly), and what is left at B is the step's one-off
-    set-up (the resampling kernel's value matrix, one pass over the data), which a single B would spread over
-    the resamples: at a million images with B = 20 it was most of the time.
+    Every step's time is taken beyond the significance layer with every step at 0 (permutations, bootstrap and
+    baseline 0), whose own cost over the point estimates is reported as the layer's set-up: its value matrix
+    and kernel, built once and shared by all steps. The bootstrap and the baseline are each timed at B, 2B and
+    3B resamples: the slope from B to 3B is the cost per resample, the ratio of the two halves' slopes checks
+    that the cost is linear in B, and what is left at B is the step's own one-off set-up. The large-sample null
+    runs with ``method="auto"`` where auto chooses it (above LARGE_SAMPLE_ROWS rows), else forced.
     """
     from fairlandmark.audit import prepare_study, run_audit
-    from fairlandmark.stats.significance import SignificanceOptions
+    from fairlandmark.stats.significance import LARGE_SAMPLE_ROWS, SignificanceOptions
 
     study = prepare_study(path, meta, attributes=["sex", "age"], bins={"age": [50]}, spacing_mm=0.1)
     n_rows = len(study.row_run)
-    b_resample = max(5, min(200, int(2e7 // n_rows)))  # resamples timed (and 3x that); cost is linear in B
+    b_resample = max(60, min(3000, int(2.5e7 // n_rows)))  # about 0.5 s of resampling at B (and 2B, 3B)
 
     def timed(**options):
         start = time.perf_counter()
         res = run_audit(study, significance=SignificanceOptions(seed=0, **options) if options else None)
         return time.perf_counter() - start, res
 
-    def per_resample(name: str) -> tuple[float, float]:
-        """(seconds per resample, one-off seconds) of the bootstrap or the baseline alone."""
-        other = "baseline_repeats" if name == "bootstrap" else "bootstrap"
-        t1, _ = timed(permutations=0, **{name: b_resample, other: 0})
-        t3, _ = timed(permutations=0, **{name: 3 * b_resample, other: 0})
-        slope = (t3 - t1) / (2 * b_resample)
-        return slope, t1 - point - b_resample * slope
+    def median_of_3(**options) -> float:
+        return float(np.median([timed(**options)[0] for _ in range(3)]))  # differences of small times: repeat
 
-    point, _ = timed()
-    normal, res = timed(permutations=10000, bootstrap=0, baseline_repeats=0, method="normal")
-    boot, boot_setup = per_resample("bootstrap")
-    base, base_setup = per_resample("baseline_repeats")
-    return {"seconds": normal, "method": res.significance.method, "point": point, "normal": normal - point,
-            "b_resample": b_resample, "bootstrap": boot, "bootstrap_setup": boot_setup, "baseline": base,
-            "baseline_setup": base_setup}
+    point = median_of_3()
+    layer = median_of_3(permutations=0, bootstrap=0, baseline_repeats=0)
+    requested = "auto" if n_rows > LARGE_SAMPLE_ROWS else "normal"
+    normal, res = timed(permutations=10000, bootstrap=0, baseline_repeats=0, method=requested)
+
+    def per_resample(name: str) -> dict:
+        """Seconds per resample, linearity (second half's slope over the first's) and the step's own set-up."""
+        other = "baseline_repeats" if name == "bootstrap" else "bootstrap"
+        t = [median_of_3(permutations=0, **{name: k * b_resample, other: 0}) for k in (1, 2, 3)]
+        slope = (t[2] - t[0]) / (2 * b_resample)
+        return {"slope": slope, "linearity": (t[2] - t[1]) / max(t[1] - t[0], 1e-9),
+                "setup": t[0] - layer - b_resample * slope}
+
+    return {"seconds": normal, "method": res.significance.method, "requested": requested, "point": point,
+            "layer": layer - point, "normal": normal - layer, "b_resample": b_resample,
+            "bootstrap": per_resample("bootstrap"), "baseline": per_resample("baseline_repeats")}
 
 
 CHILDREN = {"audit": child_audit, "pandas": child_pandas, "significance": child_significance}
@@ -365,14 +371,17 @@ def table_rows(n_images: int, results: dict[str, list[dict]]) -> dict[str, float
 def significance_row(n_images: int, r: dict) -> None:
     """Print the per-statistic seconds of one prepared study of ``n_images`` images."""
     b = r["b_resample"]
-    boot_setup, base_setup = max(0.0, r["bootstrap_setup"]), max(0.0, r["baseline_setup"])  # noise can go below 0
-    print(f"| {n_images:,} | {n_images * K:,} | per statistic: point estimates {r['point']:.2f} s; "
-          f"large-sample null, 10000 draws (method {r['method']}) {r['normal']:.2f} s; "
-          f"bootstrap {r['bootstrap'] * 1000:.1f} s per 1000 resamples "
-          f"({1e9 * r['bootstrap'] / n_images:.1f} ns per image and resample) + {boot_setup:.2f} s once; "
-          f"baseline {r['baseline'] * 1000:.1f} s per 1000 repeats "
-          f"({1e9 * r['baseline'] / n_images:.1f} ns per image and repeat) + {base_setup:.2f} s once; "
-          f"per resample from {b} against {3 * b} | {r['peak_gb']:.2f} | | |", flush=True)
+    how = "chosen by auto" if r["requested"] == "auto" else "forced"
+
+    def step(label: str, unit: str) -> str:
+        x = r["bootstrap" if label == "bootstrap" else "baseline"]
+        return (f"{label} {x['slope'] * 1000:.1f} s per 1000 {unit}s ({1e9 * x['slope'] / n_images:.1f} ns per image "
+                f"and {unit}; second half / first half {x['linearity']:.2f}), set-up {x['setup']:+.2f} s")
+
+    print(f"| {n_images:,} | {n_images * K:,} | per statistic: point estimates {r['point']:.2f} s; significance "
+          f"layer with every step at 0 {r['layer']:+.2f} s; large-sample null, 10000 draws (method {r['method']}, "
+          f"{how}) {r['normal']:.2f} s; {step('bootstrap', 'resample')}; {step('baseline', 'repeat')}; "
+          f"timed at {b}, {2 * b} and {3 * b} | {r['peak_gb']:.2f} | | |", flush=True)
 
 
 if __name__ == "__main__":
