@@ -103,8 +103,10 @@ def _record_value_problem(field: str, value: object) -> str | None:
         return None if isinstance(value, str) else "a string"
     if field in _LABEL_FIELDS:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
-    if isinstance(value, list):  # a pair of groups, an interval
-        return None if field in ("pair", "classes") or field.endswith("_ci") else "a number"
+    if field == "pair" or field.endswith("_ci"):  # a pair of groups, an interval: readers take both ends
+        return None if isinstance(value, list) and len(value) == 2 else "a list of two values"
+    if isinstance(value, list):
+        return None if field == "classes" else "a number"
     if isinstance(value, dict):  # per-group and per-threshold maps; the covariate-adjusted gaps (--adjust)
         return None if "_by_" in field or field == "adjusted" or field.endswith("_test") else "a number"
     if isinstance(value, bool):

@@ -214,3 +214,18 @@ def test_audit_document_readers_or_one_input_error(audit_doc, field, value):
             reader()
         except InputError:
             pass
+
+
+@pytest.mark.parametrize("field, value", [("pair", 1.0), ("pair", "F vs M"), ("pair", ["F"]), ("dp_ci", [0.1]),
+                                          ("dp_ci", 0.2)])
+def test_a_pair_or_interval_that_is_not_two_values_is_one_input_error(audit_doc, field, value):
+    # Found by the property test above: a number as the pair passed validation and crashed the Markdown reader.
+    from fairlandmark.document import validate_document
+    from fairlandmark.render.markdown import to_markdown
+
+    doc = json.loads(json.dumps(audit_doc))
+    doc["per_keypoint"][0][field] = value
+    with pytest.raises(InputError, match=f"a list of two values in '{field}'"):
+        validate_document(doc)
+    with pytest.raises(InputError):
+        to_markdown(doc)
