@@ -103,8 +103,14 @@ def _record_value_problem(field: str, value: object) -> str | None:
         return None if isinstance(value, str) else "a string"
     if field in _LABEL_FIELDS:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
-    if field == "pair" or field.endswith("_ci"):  # a pair of groups, an interval: readers take both ends
-        return None if isinstance(value, list) and len(value) == 2 else "a list of two values"
+    if field == "pair":  # two group labels: readers take both ends and look them up
+        ok = isinstance(value, list) and len(value) == 2 and all(
+            end is None or (isinstance(end, (str, int, float)) and not isinstance(end, bool)) for end in value)
+        return None if ok else "a list of two group labels"
+    if field.endswith("_ci"):  # an interval: two numbers (null where it could not be computed)
+        ok = isinstance(value, list) and len(value) == 2 and all(
+            end is None or (isinstance(end, (int, float)) and not isinstance(end, bool)) for end in value)
+        return None if ok else "a list of two numbers"
     if isinstance(value, list):
         return None if field == "classes" else "a number"
     if isinstance(value, dict):  # per-group and per-threshold maps; the covariate-adjusted gaps (--adjust)

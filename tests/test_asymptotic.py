@@ -64,6 +64,13 @@ def test_normal_null_agrees_with_the_permutation_test():
     assert "large-sample normal null (2000 draws)" in significance_note(norm.to_dict())
     perm_note = significance_note(perm.to_dict())
     assert "2000 permutations" in perm_note and "normal" not in perm_note
+    from rich.console import Console
+
+    from fairlandmark.render.console import render_audit
+    for result, phrase in ((norm, "large-sample normal null (2000 draws)"), (perm, "2000 permutations")):
+        console = Console(record=True, width=400)
+        render_audit(result, console)
+        assert phrase in " ".join(console.export_text().split())
     a, b = perm.per_keypoint, norm.per_keypoint
     for col in ("p_value", "mre_gap_p"):
         np.testing.assert_allclose(a[col], b[col], atol=0.035)  # Monte-Carlo error of 2000 draws, ~0.011 at p=0.5

@@ -216,16 +216,21 @@ def test_audit_document_readers_or_one_input_error(audit_doc, field, value):
             pass
 
 
-@pytest.mark.parametrize("field, value", [("pair", 1.0), ("pair", "F vs M"), ("pair", ["F"]), ("dp_ci", [0.1]),
-                                          ("dp_ci", 0.2)])
-def test_a_pair_or_interval_that_is_not_two_values_is_one_input_error(audit_doc, field, value):
-    # Found by the property test above: a number as the pair passed validation and crashed the Markdown reader.
+@pytest.mark.parametrize("field, value, expected", [
+    ("pair", 1.0, "a list of two group labels"), ("pair", "F vs M", "a list of two group labels"),
+    ("pair", ["F"], "a list of two group labels"), ("pair", [["F"], "M"], "a list of two group labels"),
+    ("dp_ci", [0.1], "a list of two numbers"), ("dp_ci", 0.2, "a list of two numbers"),
+    ("dp_ci", ["a", 0.2], "a list of two numbers")])
+def test_a_pair_or_interval_that_is_not_two_values_is_one_input_error(audit_doc, field, value, expected):
+    # Found by the property test above: a number as the pair passed validation and crashed the Markdown reader;
+    # a list as one end of a measurement's pair crashed its table the same way.
     from fairlandmark.document import validate_document
     from fairlandmark.render.markdown import to_markdown
 
-    doc = json.loads(json.dumps(audit_doc))
-    doc["per_keypoint"][0][field] = value
-    with pytest.raises(InputError, match=f"a list of two values in '{field}'"):
-        validate_document(doc)
-    with pytest.raises(InputError):
-        to_markdown(doc)
+    for records in ("per_keypoint", "measurements"):
+        doc = json.loads(json.dumps(audit_doc))
+        doc[records] = [dict(doc["per_keypoint"][0], **{field: value})]
+        with pytest.raises(InputError, match=f"{expected} in '{field}'"):
+            validate_document(doc)
+        with pytest.raises(InputError):
+            to_markdown(doc)

@@ -35,7 +35,12 @@ the batch size, and the same numbers bit for bit on one machine. Hit counts are
 whole numbers, exact in float32 in any order, so DP, SDR and the baseline do
 not depend on the batch size anywhere; the error sums (MRE, MRE gap) are
 float32 products whose last bits can follow the product's shape on some BLAS
-builds (OpenBLAS 0.3.31 on an AMD EPYC: up to 1e-7 relative). The batch size
+builds (OpenBLAS 0.3.31 on an AMD EPYC: up to 1e-7 relative). Where a permuted
+MRE gap equals the observed one in exact arithmetic (errors on a coarse grid,
+such as whole pixels, make that common), those bits decide the tie, and the
+tie tolerance below (1e-9, sized for float64) does not absorb them: the MRE-gap
+p-value can then move with the batch size and the CPU (by one permutation in
+4,000 at 300 integer-pixel images, by up to 0.035 at 10-12). The batch size
 follows from the options and the study, and from the available memory only
 when that is short.
 """
