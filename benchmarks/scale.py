@@ -374,7 +374,7 @@ def significance_row(n_images: int, r: dict) -> None:
     how = "chosen by auto" if r["requested"] == "auto" else "forced"
 
     def step(label: str, unit: str) -> str:
-        x = r["bootstrap" if label == "bootstrap" else "baseline"]
+        x = r[label]
         return (f"{label} {x['slope'] * 1000:.1f} s per 1000 {unit}s ({1e9 * x['slope'] / n_images:.1f} ns per image "
                 f"and {unit}; second half / first half {x['linearity']:.2f}), set-up {x['setup']:+.2f} s")
 

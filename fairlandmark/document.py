@@ -95,6 +95,12 @@ _TEXT_FIELDS = frozenset({"attribute", "family", "group", "group_high", "group_l
 _LABEL_FIELDS = frozenset({"keypoint", "max_dp_keypoint"})
 
 
+def _two_of(value: object, kinds: tuple[type, ...]) -> bool:
+    """Whether ``value`` is a list of two ends, each null or of ``kinds`` (true/false never counts as a number)."""
+    return isinstance(value, list) and len(value) == 2 and all(
+        end is None or (isinstance(end, kinds) and not isinstance(end, bool)) for end in value)
+
+
 def _record_value_problem(field: str, value: object) -> str | None:
     """What a record's field must hold when ``value`` does not fit (None when it fits); null always fits."""
     if value is None:
@@ -104,13 +110,9 @@ def _record_value_problem(field: str, value: object) -> str | None:
     if field in _LABEL_FIELDS:
         return None if isinstance(value, (str, int)) and not isinstance(value, bool) else "a keypoint label"
     if field == "pair":  # two group labels: readers take both ends and look them up
-        ok = isinstance(value, list) and len(value) == 2 and all(
-            end is None or (isinstance(end, (str, int, float)) and not isinstance(end, bool)) for end in value)
-        return None if ok else "a list of two group labels"
+        return None if _two_of(value, (str, int, float)) else "a list of two group labels"
     if field.endswith("_ci"):  # an interval: two numbers (null where it could not be computed)
-        ok = isinstance(value, list) and len(value) == 2 and all(
-            end is None or (isinstance(end, (int, float)) and not isinstance(end, bool)) for end in value)
-        return None if ok else "a list of two numbers"
+        return None if _two_of(value, (int, float)) else "a list of two numbers"
     if isinstance(value, list):
         return None if field == "classes" else "a number"
     if isinstance(value, dict):  # per-group and per-threshold maps; the covariate-adjusted gaps (--adjust)

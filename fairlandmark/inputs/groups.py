@@ -150,7 +150,7 @@ def encode_groups(meta: pd.DataFrame, row_image: np.ndarray, *, attributes: Sequ
     # Each row's metadata row, found once for every attribute: the ids are hashed once, and each attribute's
     # groups are coded per image and gathered to the rows as integers.
     position = meta.index.get_indexer(cast(Any, row_image))  # an array of ids, as pandas takes it
-    if (position < 0).any():  # prepare_study has checked this; a direct call gets the same line
+    if (position < 0).any():  # prepare_study has checked this (MSG_NOT_IN_META); a direct call gets one line too
         raise InputError(MSG_ROW_NOT_IN_META.format(src=source, image=row_image[int(np.argmax(position < 0))]))
     for col in attributes:
         if INTERSECTION_SEP in col:

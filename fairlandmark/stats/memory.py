@@ -5,8 +5,8 @@ bootstrap resamples) used to die half-way with a numpy ``MemoryError``. :func:`f
 the memory up front: the result arrays (which grow with the number of resamples and keypoints) must fit,
 and the batch of resamples handled at once is lowered until its working arrays fit as well (the batch size
 never changes the draws, nor any number made of hit counts; the last float32 bits of error sums can follow
-it on some BLAS builds, see :mod:`fairlandmark.stats.significance`). When even that is not enough it raises :class:`InputError` with one line
-saying what to reduce.
+it on some BLAS builds, see :mod:`fairlandmark.stats.significance`). When even that is not enough it raises
+:class:`InputError` with one line saying what to reduce.
 """
 
 from __future__ import annotations
